@@ -1,0 +1,148 @@
+"""The ``reactor`` command. Each subcommand is wiring only: it builds settings and hands over."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from app.errors import ConfigError
+from app.settings import Settings, load_settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logs import configure_logging
+
+    settings = _settings()
+    problems = settings.require_production()
+    if problems:
+        raise ConfigError(problems)
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        "app.main:factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from arq.worker import async_check_health
+
+    from app import redis as redis_conn
+    from workers.main import build_worker, queue_name
+
+    settings = _settings()
+    if settings.redis_url is None:
+        raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
+    if args.check:
+        return int(
+            asyncio.run(
+                async_check_health(
+                    redis_conn.arq_settings(settings.redis_url), queue_name=queue_name(settings)
+                )
+            )
+        )
+    worker = build_worker(settings, concurrency=args.concurrency)
+    worker.run()
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from app import devstack
+
+    return devstack.run(_settings(), args.port)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print("# a fresh REACTOR_SECRET_KEY; keep it secret (old keys may follow, comma separated)")
+    print(Fernet.generate_key().decode())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from app.checks import run_checks
+
+    problems, facts = asyncio.run(run_checks(_settings()))
+    for fact in facts:
+        print(f"ok: {fact}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reactor", description="Confluence Reactor: page events in, safe reactions out."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    web = sub.add_parser("web", help="serve the web app (ingest, dashboard, health) under uvicorn")
+    web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server binds all interfaces
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--workers", type=int, default=1)
+    web.add_argument("--ssl-certfile", default=None, help="serve TLS with this certificate")
+    web.add_argument("--ssl-keyfile", default=None, help="private key of --ssl-certfile")
+    web.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-Proto/For (comma separated, or *)",
+    )
+    web.set_defaults(handler=cmd_web)
+
+    worker = sub.add_parser("worker", help="run an arq worker that reacts to queued events")
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument(
+        "--check", action="store_true", help="exit non-zero unless a worker is healthy"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker and simulator")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(handler=cmd_dev)
+
+    keygen = sub.add_parser("keygen", help="print a fresh REACTOR_SECRET_KEY value")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    check = sub.add_parser("check", help="validate settings and Redis connectivity")
+    check.set_defaults(handler=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"reactor: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

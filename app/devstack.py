@@ -1,0 +1,185 @@
+"""``reactor dev``: every part of the product on one laptop, started and stopped together.
+
+Children run in their own sessions so a Ctrl-C reaches only this supervisor, which then stops
+them in order (SIGTERM, then SIGKILL after a grace period) and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from cryptography.fernet import Fernet
+
+from app.embedded_redis import EmbeddedRedis, free_port
+from app.errors import ConfigError
+from app.settings import Settings
+
+GRACE_SECONDS = 7.0
+READY_TIMEOUT = 30.0
+
+
+def state_secret(state_dir: Path, name: str, make: str) -> str:
+    """Read ``state_dir/name``, creating it with ``make`` (mode 600) on first use."""
+    path = state_dir / name
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(make + "\n")
+    return make
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    port: int = 8000
+    sim_port: int | None = None
+    children: list[Child] = field(default_factory=list)
+    redis: EmbeddedRedis | None = None
+    stopping: bool = False
+
+    def environment(self) -> dict[str, str]:
+        state = self.settings.state_dir
+        env = dict(os.environ)
+        if self.settings.redis_url is None:
+            self.redis = EmbeddedRedis(state / "redis")
+            self.redis.start()
+            env["REACTOR_REDIS_URL"] = self.redis.url
+        if not self.settings.secret_keys:
+            env["REACTOR_SECRET_KEY"] = state_secret(
+                state, "secret_key", Fernet.generate_key().decode()
+            )
+        if not self.settings.dashboard_tokens:
+            env["REACTOR_DASHBOARD_TOKEN"] = state_secret(
+                state, "dashboard_token", secrets.token_urlsafe(24)
+            )
+        env.setdefault("REACTOR_BASE_URL", f"http://127.0.0.1:{self.port}")
+        env.setdefault("REACTOR_LOG_FORMAT", "console")
+        return env
+
+    def plan(self) -> list[Child]:
+        python = sys.executable
+        children = [
+            Child("web", [python, "-m", "app.cli", "web", "--port", str(self.port)]),
+            Child("worker", [python, "-m", "app.cli", "worker"]),
+        ]
+        return children
+
+    def start(self) -> dict[str, str]:
+        env = self.environment()
+        self.children = self.plan()
+        for child in self.children:
+            child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+        return env
+
+    def wait_ready(self, env: dict[str, str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        while time.monotonic() < deadline and not self.stopping:
+            self.check_alive()
+            if _http_ok(url) and _worker_healthy(env):
+                return
+            time.sleep(0.2)
+        if not self.stopping:
+            raise ConfigError(f"the stack did not become ready within {READY_TIMEOUT:.0f}s")
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                raise ConfigError(f"{child.name} exited with code {child.process.returncode}")
+
+    def stop(self) -> None:
+        self.stopping = True
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for proc in running:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        for proc in running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - our own loopback URL
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _worker_healthy(env: dict[str, str]) -> bool:
+    import asyncio
+
+    from app import redis as redis_conn
+
+    async def probe() -> bool:
+        client = redis_conn.connect(env["REACTOR_REDIS_URL"])
+        try:
+            prefix = env.get("REACTOR_REDIS_PREFIX", "reactor:")
+            return bool(await client.exists(f"{prefix}queue:health-check"))
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(probe())
+    except Exception:  # any failure means "not ready yet"
+        return False
+
+
+def run(settings: Settings, port: int) -> int:
+    """Run the whole stack until Ctrl-C or SIGTERM; returns the exit code."""
+    stack = DevStack(settings, port=port or free_port())
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stack.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        env = stack.start()
+        stack.wait_ready(env)
+        if not stack.stopping:
+            print(f"web        http://127.0.0.1:{stack.port}/", flush=True)
+            print(f"dashboard  http://127.0.0.1:{stack.port}/dashboard", flush=True)
+            print(f"dashboard token  {env['REACTOR_DASHBOARD_TOKEN']}", flush=True)
+            print(f"redis      {env['REACTOR_REDIS_URL']}", flush=True)
+            print("ready", flush=True)
+        while not stack.stopping:
+            stack.check_alive()
+            time.sleep(0.2)
+    except ConfigError as exc:
+        print(f"reactor dev: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        stack.stop()
+    return code

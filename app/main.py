@@ -1,0 +1,63 @@
+"""The web process: routes, middleware and the lifespan that owns every long-lived client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from app import redis as redis_conn
+from app.errors import ConfigError
+from app.settings import Settings, load_settings
+from app.web import health, responses
+from app.web.security import SecurityHeaders
+
+
+def all_routes() -> list[BaseRoute]:
+    return [*health.routes]
+
+
+def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> Starlette:
+    """Build the Starlette app. ``redis`` may be injected (tests); otherwise it is made here."""
+    settings = settings or load_settings()
+    if redis is None and settings.redis_url is None:
+        raise ConfigError(
+            "REACTOR_REDIS_URL: required (embedded Redis exists in `reactor dev` only)"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis if redis is not None else redis_conn.connect(str(settings.redis_url))
+        app.state.redis = client
+        try:
+            yield
+        finally:
+            if redis is None:
+                await client.aclose()
+
+    app = Starlette(
+        routes=all_routes(),
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            **responses.exception_handlers,
+            HTTPException: responses.http_error,
+            Exception: responses.server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+def factory() -> Starlette:
+    """Entry point for ``uvicorn --factory app.main:factory``: settings from the environment."""
+    from app.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,159 @@
+"""Typed settings, read once from ``REACTOR_*`` environment variables (and an optional ``.env``).
+
+Every process builds one :class:`Settings` in its entry file and passes it down; nothing else
+reads the environment. :func:`load_settings` turns pydantic's validation errors into a
+:class:`~app.errors.ConfigError` carrying one plain line per problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+DEFAULT_INSTALL_KEYS_URL = "https://connect-install-keys.atlassian.com"
+DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
+
+
+def _check_fernet_key(value: str) -> None:
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("each key must be urlsafe base64 (run `reactor keygen`)") from exc
+    if len(raw) != 32:
+        raise ValueError("each key must decode to 32 bytes (run `reactor keygen`)")
+
+
+class Settings(BaseSettings):
+    """All configuration of every Confluence Reactor process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REACTOR_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss://, unix:// or redis+sentinel:// URL; unset means embedded "
+        "(reactor dev only)",
+    )
+    redis_prefix: str = Field(default="reactor:", description="prefix of every key we write")
+    base_url: str = Field(
+        default="http://localhost:8000",
+        description="public URL Atlassian calls (https in production)",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma separated: encrypt with the first, decrypt with any",
+    )
+    dashboard_token: SecretStr | None = Field(
+        default=None, description="operator sign-in token(s), comma separated"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    state_dir: Path = Field(default=Path(".reactor"), description="local state of `reactor dev`")
+
+    app_key: str = Field(default="confluence-reactor", description="Connect app key")
+    connect_install_keys_url: str = DEFAULT_INSTALL_KEYS_URL
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    forge_app_id: str = Field(default="", description="Forge app id (ari:cloud:ecosystem::app/...)")
+    forge_jwks_url: str = DEFAULT_FORGE_JWKS_URL
+
+    ingest_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    dedupe_window_seconds: int = Field(default=24 * 3600, gt=0)
+    worker_concurrency: int = Field(default=20, ge=1, le=1000)
+    reactions: str = Field(default="", description="comma-separated reaction modules to load")
+    rules_file: Path | None = None
+    dry_run: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}, got {scheme!r}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://reactor.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for key in value.get_secret_value().split(","):
+            _check_fernet_key(key.strip())
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("must be a non-empty string without spaces")
+        return value
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """The configured Fernet keys, first one used for encryption."""
+        if self.secret_key is None:
+            return []
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def dashboard_tokens(self) -> list[str]:
+        if self.dashboard_token is None:
+            return []
+        raw = self.dashboard_token.get_secret_value()
+        return [t.strip() for t in raw.split(",") if t.strip()]
+
+    @property
+    def reaction_modules(self) -> list[str]:
+        return [m.strip() for m in self.reactions.split(",") if m.strip()]
+
+    def require_production(self) -> list[str]:
+        """Problems that forbid running outside ``reactor dev``, one line each."""
+        problems = []
+        if self.redis_url is None:
+            problems.append(
+                "REACTOR_REDIS_URL: required (embedded Redis exists in `reactor dev` only)"
+            )
+        if not self.secret_keys:
+            problems.append(
+                "REACTOR_SECRET_KEY: required to encrypt tenant secrets (`reactor keygen`)"
+            )
+        return problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings or raise :class:`ConfigError` with one line per problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"REACTOR_{field.upper()}: {message}")
+        raise ConfigError(lines) from None

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from app.errors import ConfigError
+from app.settings import load_settings
+
+
+def test_defaults_need_redis_and_secret_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REACTOR_REDIS_URL", "REACTOR_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(_env_file=None)
+    assert settings.redis_url is None
+    problems = settings.require_production()
+    assert any(p.startswith("REACTOR_REDIS_URL") for p in problems)
+    assert any(p.startswith("REACTOR_SECRET_KEY") for p in problems)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h:6379/0", "rediss://h:6380", "unix:///tmp/r.sock", "redis+sentinel://s:26379/m"],
+)
+def test_accepted_redis_schemes(url: str) -> None:
+    assert load_settings(redis_url=url, _env_file=None).redis_url == url
+
+
+def test_every_problem_is_reported_on_its_own_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            redis_url="http://nope",
+            base_url="ftp://x",
+            secret_key="not-a-key",
+            log_level="loud",
+            _env_file=None,
+        )
+    problems = info.value.problems
+    assert len(problems) == 4
+    assert problems[0].startswith("REACTOR_REDIS_URL: scheme must be one of")
+    assert any(p.startswith("REACTOR_BASE_URL: must be an absolute") for p in problems)
+    assert any(p.startswith("REACTOR_SECRET_KEY:") for p in problems)
+    assert any(p.startswith("REACTOR_LOG_LEVEL:") for p in problems)
+    assert all("not-a-key" not in p for p in problems), "a secret leaked into an error"
+
+
+def test_secret_key_list_encrypts_with_first() -> None:
+    a, b = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings = load_settings(secret_key=f"{a}, {b}", _env_file=None)
+    assert settings.secret_keys == [a, b]
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REACTOR_BASE_URL", "https://reactor.example.com/")
+    monkeypatch.setenv("REACTOR_DASHBOARD_TOKEN", "one,two")
+    settings = load_settings(_env_file=None)
+    assert settings.base_url == "https://reactor.example.com"
+    assert settings.dashboard_tokens == ["one", "two"]

@@ -1,0 +1,55 @@
+"""The worker process: arq ``Worker`` wiring for our settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.worker import Worker, func
+
+from app import redis as redis_conn
+from app.errors import ConfigError
+from app.logs import configure_logging
+from app.settings import Settings
+from workers import jobs
+
+HEALTH_CHECK_INTERVAL = 10
+
+
+def queue_name(settings: Settings) -> str:
+    return f"{settings.redis_prefix}queue"
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    configure_logging(settings.log_level, settings.log_format)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    return None
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+) -> Worker:
+    """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
+    if settings.redis_url is None:
+        raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
+    return Worker(
+        functions=[func(jobs.ping, name="ping")],
+        queue_name=queue_name(settings),
+        redis_settings=redis_conn.arq_settings(settings.redis_url),
+        max_jobs=concurrency or settings.worker_concurrency,
+        poll_delay=0.05,
+        burst=burst,
+        handle_signals=handle_signals,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        job_completion_wait=20,
+        keep_result=60,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={"settings": settings},
+    )
