@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 
 from app import redis as redis_conn
 from app.errors import ConfigError
+from app.queue import EventQueue
 from app.settings import Settings, load_settings
 from app.web import health, responses
 from app.web.security import SecurityHeaders
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis if redis is not None else redis_conn.connect(str(settings.redis_url))
         app.state.redis = client
+        app.state.queue = EventQueue(client, settings)
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from arq.worker import Worker, func
 from app import redis as redis_conn
 from app.errors import ConfigError
 from app.logs import configure_logging
+from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import jobs
 
@@ -39,7 +40,7 @@ def build_worker(
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     return Worker(
-        functions=[func(jobs.ping, name="ping")],
+        functions=[func(jobs.ping, name="ping"), func(jobs.process_event, name="process_event")],
         queue_name=queue_name(settings),
         redis_settings=redis_conn.arq_settings(settings.redis_url),
         max_jobs=concurrency or settings.worker_concurrency,
@@ -52,4 +53,6 @@ def build_worker(
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings},
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
     )

@@ -1,0 +1,261 @@
+"""One event model for both delivery routes (Connect webhooks and Forge Remote events).
+
+Pure code: functions of ``(tenant, name, body)``, no I/O. Payloads are thin and loosely typed:
+ids arrive as JSON numbers or strings, dates as epoch milliseconds (Connect) or ISO 8601
+(Forge), fields may be missing. Everything here accepts those shapes and produces one
+:class:`Event` with string ids, or raises :class:`~app.errors.InvalidPayload`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from app.errors import InvalidPayload
+
+Source = Literal["connect", "forge", "reconcile", "replay"]
+
+EVENT_TYPES = (
+    "page.created",
+    "page.updated",
+    "page.trashed",
+    "page.deleted",
+    "page.restored",
+    "blogpost.created",
+    "blogpost.updated",
+    "comment.created",
+    "comment.updated",
+    "comment.deleted",
+    "label.added",
+    "label.removed",
+    "attachment.created",
+)
+
+CONNECT_EVENTS = {
+    "page_created": "page.created",
+    "page_updated": "page.updated",
+    "page_trashed": "page.trashed",
+    "page_removed": "page.deleted",
+    "page_restored": "page.restored",
+    "blog_created": "blogpost.created",
+    "blog_updated": "blogpost.updated",
+    "comment_created": "comment.created",
+    "comment_updated": "comment.updated",
+    "comment_removed": "comment.deleted",
+    "label_added": "label.added",
+    "label_removed": "label.removed",
+    "attachment_created": "attachment.created",
+}
+
+FORGE_EVENTS = {
+    "avi:confluence:created:page": "page.created",
+    "avi:confluence:updated:page": "page.updated",
+    "avi:confluence:trashed:page": "page.trashed",
+    "avi:confluence:deleted:page": "page.deleted",
+    "avi:confluence:restored:page": "page.restored",
+    "avi:confluence:created:blogpost": "blogpost.created",
+    "avi:confluence:updated:blogpost": "blogpost.updated",
+    "avi:confluence:created:comment": "comment.created",
+    "avi:confluence:updated:comment": "comment.updated",
+    "avi:confluence:deleted:comment": "comment.deleted",
+    "avi:confluence:added:label": "label.added",
+    "avi:confluence:removed:label": "label.removed",
+    "avi:confluence:created:label": "label.added",
+    "avi:confluence:deleted:label": "label.removed",
+    "avi:confluence:created:attachment": "attachment.created",
+}
+
+# Connect payload key holding the content object, per event family.
+_CONNECT_CONTENT_KEYS = ("page", "blog", "blogpost", "comment", "attachment", "content", "labeled")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Confluence change, whichever route delivered it."""
+
+    id: str
+    source: Source
+    tenant: str
+    type: str
+    content_id: str
+    content_type: str
+    timestamp: int
+    version: int | None = None
+    container_id: str | None = None
+    space_key: str | None = None
+    space_id: str | None = None
+    actor: str | None = None
+    update_trigger: str | None = None
+    suppress_notifications: bool = False
+    self_generated: bool = False
+    title: str | None = None
+    label: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Event:
+        return cls(**json.loads(data))
+
+    @property
+    def content_key(self) -> str:
+        """Identifies the content whose events must run in order."""
+        return f"{self.tenant}:{self.content_id}"
+
+
+def event_id(tenant: str, type_: str, content_id: str, version: int | None, timestamp: int) -> str:
+    """Deterministic id: the same change gives the same id whichever route delivered it."""
+    marker = f"v{version}" if version is not None else f"t{timestamp}"
+    digest = hashlib.sha256(f"{tenant}\x1f{type_}\x1f{content_id}\x1f{marker}".encode()).hexdigest()
+    return f"ev_{digest[:32]}"
+
+
+def _str_id(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, dict):
+        return _int(value.get("number"))
+    return None
+
+
+def _epoch_ms(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return None
+    return None
+
+
+def _obj(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidPayload("the body must be a JSON object")
+    return body
+
+
+def from_connect(tenant: str, name: str, body: Any) -> Event:
+    """Normalise a Connect webhook; ``name`` comes from the URL (the body does not name it)."""
+    body = _require_object(body)
+    type_ = CONNECT_EVENTS.get(name)
+    if type_ is None:
+        raise InvalidPayload(f"unsupported Connect webhook event {name!r}")
+    content: dict[str, Any] = {}
+    for key in _CONNECT_CONTENT_KEYS:
+        content = _obj(body, key)
+        if content:
+            break
+    if name == "attachment_created":
+        attachments = body.get("attachments")
+        first = attachments[0] if isinstance(attachments, list) and attachments else {}
+        content = first if isinstance(first, dict) else {}
+    content_id = _str_id(content.get("idAsString")) or _str_id(content.get("id"))
+    if content_id is None:
+        raise InvalidPayload(f"{name}: the payload names no content id")
+    timestamp = _epoch_ms(body.get("timestamp")) or _epoch_ms(content.get("modificationDate")) or 0
+    version = _int(content.get("version"))
+    container = _connect_container(name, body, content)
+    label = _obj(body, "label").get("name")
+    return _build(
+        source="connect",
+        tenant=tenant,
+        type_=type_,
+        content_id=content_id,
+        content_type=str(content.get("contentType") or type_.split(".")[0]),
+        timestamp=timestamp,
+        version=None if type_.startswith("label.") else version,
+        container_id=container,
+        space_key=_str_id(content.get("spaceKey")),
+        space_id=_str_id(content.get("spaceId")),
+        actor=_str_id(body.get("userAccountId")),
+        update_trigger=_str_id(body.get("updateTrigger")),
+        suppress_notifications=bool(body.get("suppressNotifications", False)),
+        title=content.get("title") if isinstance(content.get("title"), str) else None,
+        label=label if isinstance(label, str) else None,
+        raw=body,
+    )
+
+
+def _connect_container(name: str, body: dict[str, Any], content: dict[str, Any]) -> str | None:
+    if name.startswith("comment_"):
+        parent = content.get("parent")
+        while isinstance(parent, dict) and parent.get("contentType") == "comment":
+            parent = parent.get("parent")
+        if isinstance(parent, dict):
+            return _str_id(parent.get("idAsString")) or _str_id(parent.get("id"))
+        return None
+    if name == "attachment_created":
+        attached = _obj(body, "attachedTo")
+        return _str_id(attached.get("idAsString")) or _str_id(attached.get("id"))
+    return None
+
+
+def from_forge(tenant: str, body: Any) -> Event:
+    """Normalise a Forge product event (top-level or ``payload``-wrapped envelope)."""
+    body = _require_object(body)
+    payload = body.get("payload")
+    event = payload if isinstance(payload, dict) and "eventType" in payload else body
+    name = event.get("eventType")
+    type_ = FORGE_EVENTS.get(name) if isinstance(name, str) else None
+    if type_ is None:
+        raise InvalidPayload(f"unsupported Forge event {name!r}")
+    content = _obj(event, "content")
+    if type_.startswith("label."):
+        labelled = _obj(event, "content") or _obj(event, "labeledContent")
+        content = labelled
+    content_id = _str_id(content.get("id"))
+    if content_id is None:
+        raise InvalidPayload(f"{name}: the payload names no content id")
+    space = _obj(content, "space")
+    container = _obj(content, "container")
+    label = _obj(event, "label").get("name")
+    version = _int(content.get("version"))
+    return _build(
+        source="forge",
+        tenant=tenant,
+        type_=type_,
+        content_id=content_id,
+        content_type=str(content.get("type") or type_.split(".")[0]),
+        timestamp=_epoch_ms(event.get("eventCreatedDate")) or 0,
+        version=None if type_.startswith("label.") else version,
+        container_id=_str_id(container.get("id")),
+        space_key=_str_id(space.get("key")),
+        space_id=_str_id(space.get("id")),
+        actor=_str_id(event.get("atlassianId")),
+        update_trigger=_str_id(event.get("updateTrigger")),
+        suppress_notifications=bool(event.get("suppressNotifications", False)),
+        self_generated=bool(event.get("selfGenerated", False)),
+        title=content.get("title") if isinstance(content.get("title"), str) else None,
+        label=label if isinstance(label, str) else None,
+        raw=body,
+    )
+
+
+def _build(*, source: Source, tenant: str, type_: str, content_id: str, **fields: Any) -> Event:
+    eid = event_id(tenant, type_, content_id, fields.get("version"), fields["timestamp"])
+    return Event(id=eid, source=source, tenant=tenant, type=type_, content_id=content_id, **fields)
