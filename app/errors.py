@@ -4,6 +4,7 @@
 
     ReactorError
     ├── ConfigError                 settings invalid or a dependency missing at start-up
+    ├── DecryptionError             (app.crypto) a stored secret matches no configured key
     ├── VerificationError           an incoming request is not authentic       -> 401
     │   ├── MalformedRequest        not a request we can parse at all          -> 400
     │   └── UpstreamUnavailable     a key/JWKS server is down or slow          -> 503

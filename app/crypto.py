@@ -1,0 +1,41 @@
+"""Authenticated encryption of secrets at rest (tenant shared secrets, Forge system tokens).
+
+Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``; a key list allows rotation:
+encrypt with the first key, decrypt with any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from app.errors import ConfigError, ReactorError
+
+
+class DecryptionError(ReactorError):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+class SecretBox:
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ConfigError("REACTOR_SECRET_KEY: required to encrypt tenant secrets")
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str | bytes) -> str:
+        raw = token.encode() if isinstance(token, str) else token
+        try:
+            return self._fernet.decrypt(raw).decode()
+        except InvalidToken as exc:
+            raise DecryptionError(
+                "stored secret cannot be decrypted with the configured keys"
+            ) from exc
+
+    def rotate(self, token: str | bytes) -> str:
+        """Re-encrypt ``token`` under the first key."""
+        raw = token.encode() if isinstance(token, str) else token
+        return self._fernet.rotate(raw).decode()
