@@ -1,0 +1,190 @@
+"""Prometheus metrics of every process, defined once with stable names.
+
+Each process builds one :class:`Metrics` in its entry file (the web app keeps it on
+``app.state.metrics``, the worker in ``ctx["metrics"]``) and passes it down. Every instance
+owns its own :class:`~prometheus_client.CollectorRegistry` unless one is injected, so tests
+can build as many as they like without "duplicated timeseries" errors.
+
+Names and labels (keep them stable: dashboards and alerts depend on them)::
+
+    reactor_events_received_total{source}            every delivery that reached ingest
+    reactor_events_accepted_total{source}            stored and enqueued (duplicates included)
+    reactor_events_rejected_total{source,reason}     refused (reason = error code, e.g. bad_jwt)
+    reactor_queue_depth{state}                       queued | deferred | running (set at scrape)
+    reactor_dead_letters{}                           dead letters currently held (set at scrape)
+    reactor_job_duration_seconds{outcome}            histogram: done | retry | deferred | dead
+    reactor_job_attempts_total{outcome}              one per attempt, same outcomes
+    reactor_dead_lettered_total{reason}              events moved to the dead-letter store
+    reactor_budget_points_spent{}                    points spent in the current hour
+    reactor_budget_points_remaining{}                points left in the current hour
+    reactor_budget_paused{}                          1 while the budget is paused
+    reactor_confluence_calls_total{operation,status} calls to Confluence (status = HTTP code)
+    reactor_confluence_call_seconds{operation}       histogram of call latency
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
+
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The metric objects of one process, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "reactor_events_received",
+            "Deliveries that reached ingest, by source (connect, forge, ...).",
+            ["source"],
+            registry=r,
+        )
+        self.events_accepted = Counter(
+            "reactor_events_accepted",
+            "Deliveries stored and enqueued (duplicates included), by source.",
+            ["source"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "reactor_events_rejected",
+            "Deliveries refused, by source and reason (the error code).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "reactor_queue_depth",
+            "Jobs in the queue by state (queued, deferred, running), read at scrape time.",
+            ["state"],
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "reactor_dead_letters",
+            "Dead letters currently held, read at scrape time.",
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "reactor_job_duration_seconds",
+            "Wall time of one job attempt, by outcome (done, retry, deferred, dead).",
+            ["outcome"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.job_attempts = Counter(
+            "reactor_job_attempts",
+            "Job attempts by outcome (done, retry, deferred, dead).",
+            ["outcome"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "reactor_dead_lettered",
+            "Events moved to the dead-letter store, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.budget_spent = Gauge(
+            "reactor_budget_points_spent",
+            "Points spent in the current hour.",
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "reactor_budget_points_remaining",
+            "Points left in the current hour.",
+            registry=r,
+        )
+        self.budget_paused = Gauge(
+            "reactor_budget_paused",
+            "1 while the points budget is paused, else 0.",
+            registry=r,
+        )
+        self.confluence_calls = Counter(
+            "reactor_confluence_calls",
+            "Calls to the Confluence REST API by operation and HTTP status.",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.confluence_call_seconds = Histogram(
+            "reactor_confluence_call_seconds",
+            "Latency of calls to the Confluence REST API, by operation.",
+            ["operation"],
+            buckets=CALL_BUCKETS,
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+class Activity:
+    """Per-minute counters in Redis, shared by every process: what the dashboard charts.
+
+    Prometheus counters live per process; the dashboard needs totals across all web and worker
+    processes, per minute, for the last hour. Key ``{prefix}activity:<epoch minute>`` is a hash
+    of counter name -> value, kept :data:`ACTIVITY_KEEP_SECONDS`. Names in use::
+
+        received:<source>   accepted:<source>   rejected:<source>:<reason>   duplicate:<source>
+        done   retry   failed   dead   deferred:<reason>   depth:<state> (sampled)
+    """
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def key(self, minute: int) -> str:
+        return f"{self.prefix}activity:{minute}"
+
+    async def count(self, name: str, amount: int = 1, now: float | None = None) -> None:
+        key = self.key(_minute(now))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, name, amount)
+            pipe.expire(key, ACTIVITY_KEEP_SECONDS)
+            await pipe.execute()
+
+    async def sample(self, values: dict[str, int], now: float | None = None) -> None:
+        """Record point-in-time values (queue depth) for this minute; the last write wins."""
+        if not values:
+            return
+        key = self.key(_minute(now))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
+            pipe.expire(key, ACTIVITY_KEEP_SECONDS)
+            await pipe.execute()
+
+    async def minutes(self, count: int = 60, now: float | None = None) -> list[Minute]:
+        """The last ``count`` minutes, oldest first, each ``(epoch minute, {name: value})``."""
+        last = _minute(now)
+        first_minute = last - count + 1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in range(first_minute, last + 1):
+                pipe.hgetall(self.key(minute))
+            rows = await pipe.execute()
+        out: list[Minute] = []
+        for minute, row in zip(range(first_minute, last + 1), rows, strict=True):
+            out.append((minute, {_s(k): int(v) for k, v in row.items()}))
+        return out
+
+
+Minute = tuple[int, dict[str, int]]
+ACTIVITY_KEEP_SECONDS = 2 * 3600
+
+
+def _minute(now: float | None) -> int:
+    return int((now if now is not None else time.time()) // 60)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
