@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,14 +14,16 @@ from starlette.routing import BaseRoute
 
 from app import redis as redis_conn
 from app.errors import ConfigError
+from app.install_keys import InstallKeys
 from app.queue import EventQueue
 from app.settings import Settings, load_settings
-from app.web import health, responses
+from app.tenants import TenantStore
+from app.web import health, lifecycle, responses, webhooks
 from app.web.security import SecurityHeaders
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.routes]
+    return [*health.routes, *lifecycle.routes, *webhooks.routes]
 
 
 def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> Starlette:
@@ -36,9 +39,19 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         client = redis if redis is not None else redis_conn.connect(str(settings.redis_url))
         app.state.redis = client
         app.state.queue = EventQueue(client, settings)
+        app.state.tenants = TenantStore(client, settings)
+        install_keys_http = httpx.AsyncClient(
+            timeout=settings.connect_install_keys_timeout_seconds
+        )
+        app.state.install_keys = InstallKeys(
+            install_keys_http,
+            settings.connect_install_keys_url,
+            timeout=settings.connect_install_keys_timeout_seconds,
+        )
         try:
             yield
         finally:
+            await install_keys_http.aclose()
             if redis is None:
                 await client.aclose()
 

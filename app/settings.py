@@ -20,6 +20,7 @@ from app.errors import ConfigError
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 DEFAULT_INSTALL_KEYS_URL = "https://connect-install-keys.atlassian.com"
+DEFAULT_CONNECT_OAUTH_URL = "https://oauth-2-authorization-server.services.atlassian.com"
 DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
 
 
@@ -67,6 +68,16 @@ class Settings(BaseSettings):
     app_key: str = Field(default="confluence-reactor", description="Connect app key")
     connect_install_keys_url: str = DEFAULT_INSTALL_KEYS_URL
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    connect_install_keys_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=30, description="longest wait for a signed-install public key"
+    )
+    connect_oauth_url: str = Field(
+        default=DEFAULT_CONNECT_OAUTH_URL,
+        description="authorization server of the Connect act-as-user (JWT bearer) grant",
+    )
+    tenant_cache_seconds: float = Field(
+        default=10.0, ge=0, le=300, description="how long a decrypted tenant stays in memory"
+    )
     forge_app_id: str = Field(default="", description="Forge app id (ari:cloud:ecosystem::app/...)")
     forge_jwks_url: str = DEFAULT_FORGE_JWKS_URL
 

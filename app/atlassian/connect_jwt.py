@@ -326,3 +326,7 @@ def build_user_assertion(
         "exp": issued_at + lifetime,
     }
     return sign_hs256(claims, secret)
+
+
+class DisabledTenant(TokenRejected):
+    code_name = "disabled_tenant"

@@ -1,0 +1,98 @@
+"""Public keys of Connect signed installs, fetched from Atlassian's install-keys CDN.
+
+``GET <base>/<kid>`` returns one PEM public key. Keys never change under a given ``kid``, so
+they are cached (bounded, least recently used out first). The ``kid`` is checked again here,
+so nothing but a plain id ever reaches the URL. A key server that is down, slow or answering
+nonsense raises :class:`~app.errors.UpstreamUnavailable` (503: Atlassian retries the install);
+a key server that says the key does not exist gives a 401, since the token cannot be valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.atlassian.install_token import BadKeyId, is_safe_key_id, load_public_key
+from app.errors import UpstreamUnavailable
+
+MAX_KEY_BYTES = 16 * 1024
+DEFAULT_CACHE_SIZE = 64
+
+
+class UnknownKeyId(BadKeyId):
+    code_name = "unknown_key_id"
+
+
+class InstallKeys:
+    """Signed-install public keys by ``kid`` over an injected ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        *,
+        timeout: float = 3.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.cache_size = cache_size
+        self.fetches = 0
+        self._cache: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
+
+    async def get(self, kid: str) -> rsa.RSAPublicKey:
+        """The RSA public key named ``kid``, from the cache or the key server."""
+        if not is_safe_key_id(kid):
+            raise BadKeyId("kid contains characters that are not allowed")
+        key = self._cache.get(kid)
+        if key is not None:
+            self._cache.move_to_end(kid)
+            return key
+        key = await self._fetch(kid)
+        self._cache[kid] = key
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return key
+
+    async def _fetch(self, kid: str) -> rsa.RSAPublicKey:
+        self.fetches += 1
+        try:
+            body, status = await asyncio.wait_for(self._download(kid), self.timeout)
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            reason = (
+                "timed out"
+                if isinstance(exc, TimeoutError | httpx.TimeoutException)
+                else ("unreachable")
+            )
+            raise UpstreamUnavailable(
+                "install_keys_unavailable", f"the install key server is {reason}; retry later"
+            ) from exc
+        if status == 404:
+            raise UnknownKeyId("the install key server does not know this kid")
+        if status != 200:
+            raise UpstreamUnavailable(
+                "install_keys_unavailable", f"the install key server answered {status}"
+            )
+        try:
+            return load_public_key(body)
+        except ValueError as exc:
+            raise UpstreamUnavailable(
+                "install_keys_unavailable", "the install key server sent no RSA public key"
+            ) from exc
+
+    async def _download(self, kid: str) -> tuple[bytes, int]:
+        url = f"{self.base_url}/{kid}"
+        timeout = httpx.Timeout(self.timeout)
+        async with self.http.stream("GET", url, timeout=timeout, follow_redirects=False) as resp:
+            if resp.status_code != 200:
+                return b"", resp.status_code
+            chunks = bytearray()
+            async for chunk in resp.aiter_bytes():
+                chunks.extend(chunk)
+                if len(chunks) > MAX_KEY_BYTES:
+                    return b"", 502
+            return bytes(chunks), 200

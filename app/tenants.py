@@ -1,0 +1,224 @@
+"""Connect tenants in Redis, shared secrets encrypted at rest.
+
+Keys (all under ``settings.redis_prefix``)::
+
+    tenant:client:<clientKey>          hash: the tenant record, ``secret`` Fernet-encrypted
+    tenant:index                       set of every clientKey ever installed
+    tenant:installation:<installationId>  string: the clientKey (Forge events find their tenant)
+
+Decrypted tenants are cached in memory for a few seconds (bounded, least recently used out
+first), so the webhook hot path neither decrypts nor reads Redis on every request. Writes made
+by this process update its cache at once; other processes see them within the cache lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.crypto import DecryptionError, SecretBox
+from app.errors import UpstreamUnavailable
+from app.settings import Settings
+
+Status = Literal["installed", "uninstalled", "enabled", "disabled"]
+STATUSES: tuple[Status, ...] = ("installed", "uninstalled", "enabled", "disabled")
+ACTIVE_STATUSES = frozenset({"installed", "enabled"})
+CACHE_MAX_ENTRIES = 10_000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One Confluence site that installed the app. ``shared_secret`` lives only in memory."""
+
+    client_key: str
+    shared_secret: str = field(repr=False)
+    base_url: str
+    display_url: str | None = None
+    product_type: str = "confluence"
+    oauth_client_id: str | None = None
+    installation_id: str | None = None
+    status: Status = "installed"
+    installed_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Installed and not disabled: its events are accepted and its jobs may run."""
+        return self.status in ACTIVE_STATUSES
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but the shared secret (for the dashboard and logs)."""
+        data = asdict(self)
+        del data["shared_secret"]
+        return data
+
+
+class TenantKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.index = f"{prefix}tenant:index"
+
+    def tenant(self, client_key: str) -> str:
+        return f"{self.prefix}tenant:client:{client_key}"
+
+    def installation(self, installation_id: str) -> str:
+        return f"{self.prefix}tenant:installation:{installation_id}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class TenantStore:
+    """Tenant records in Redis plus a short-lived in-memory cache of decrypted tenants."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        cache_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.keys = TenantKeys(settings.redis_prefix)
+        self._secret_keys = settings.secret_keys
+        self._box: SecretBox | None = None
+        self.timeout = settings.ingest_timeout_seconds
+        self.cache_seconds = (
+            settings.tenant_cache_seconds if cache_seconds is None else cache_seconds
+        )
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[float, Tenant]] = OrderedDict()
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise UpstreamUnavailable(
+                "tenant_store_unavailable", "the tenant store is unavailable; retry later"
+            ) from exc
+
+    @property
+    def box(self) -> SecretBox:
+        """Built on first use, so an app without REACTOR_SECRET_KEY still starts (and says so)."""
+        if self._box is None:
+            self._box = SecretBox(self._secret_keys)
+        return self._box
+
+    def _remember(self, tenant: Tenant) -> Tenant:
+        self._cache[tenant.client_key] = (self.clock() + self.cache_seconds, tenant)
+        self._cache.move_to_end(tenant.client_key)
+        while len(self._cache) > CACHE_MAX_ENTRIES:
+            self._cache.popitem(last=False)
+        return tenant
+
+    def forget(self, client_key: str | None = None) -> None:
+        """Drop one cached tenant, or all of them."""
+        if client_key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(client_key, None)
+
+    def _decode(self, raw: Mapping[Any, Any]) -> Tenant:
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        status = data.get("status", "installed")
+        return Tenant(
+            client_key=data["client_key"],
+            shared_secret=self.box.decrypt(data["secret"]),
+            base_url=data["base_url"],
+            display_url=data.get("display_url") or None,
+            product_type=data.get("product_type") or "confluence",
+            oauth_client_id=data.get("oauth_client_id") or None,
+            installation_id=data.get("installation_id") or None,
+            status=status if status in STATUSES else "uninstalled",
+            installed_at=float(data.get("installed_at") or 0),
+            updated_at=float(data.get("updated_at") or 0),
+        )
+
+    def _encode(self, tenant: Tenant) -> dict[str, str]:
+        return {
+            "client_key": tenant.client_key,
+            "secret": self.box.encrypt(tenant.shared_secret),
+            "base_url": tenant.base_url,
+            "display_url": tenant.display_url or "",
+            "product_type": tenant.product_type,
+            "oauth_client_id": tenant.oauth_client_id or "",
+            "installation_id": tenant.installation_id or "",
+            "status": tenant.status,
+            "installed_at": repr(tenant.installed_at),
+            "updated_at": repr(tenant.updated_at),
+        }
+
+    async def get(self, client_key: str) -> Tenant | None:
+        """The tenant (any status) or None; served from the cache while it is fresh."""
+        cached = self._cache.get(client_key)
+        if cached is not None and cached[0] > self.clock():
+            return cached[1]
+        raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
+        if not raw:
+            self._cache.pop(client_key, None)
+            return None
+        try:
+            tenant = self._decode(raw)
+        except DecryptionError as exc:
+            raise UpstreamUnavailable(
+                "tenant_secret_unreadable",
+                "a stored tenant secret matches no configured REACTOR_SECRET_KEY",
+            ) from exc
+        return self._remember(tenant)
+
+    async def by_installation_id(self, installation_id: str) -> Tenant | None:
+        """The Connect tenant whose install payload carried ``installation_id``."""
+        client_key = await self._call(self.redis.get(self.keys.installation(installation_id)))
+        return None if client_key is None else await self.get(_text(client_key))
+
+    async def upsert(self, tenant: Tenant, *, now: float | None = None) -> Tenant:
+        """Store an ``installed`` payload: a new tenant, or a reinstall rotating the secret."""
+        wall = time.time() if now is None else now
+        previous = await self.get(tenant.client_key)
+        first_install = previous is None or previous.status == "uninstalled"
+        stored = replace(
+            tenant,
+            status="installed",
+            installed_at=wall if first_install or previous is None else previous.installed_at,
+            updated_at=wall,
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.tenant(stored.client_key), mapping=self._encode(stored))
+        pipe.sadd(self.keys.index, stored.client_key)
+        if stored.installation_id:
+            pipe.set(self.keys.installation(stored.installation_id), stored.client_key)
+        await self._call(pipe.execute())
+        return self._remember(stored)
+
+    async def mark_status(
+        self, client_key: str, status: Status, *, now: float | None = None
+    ) -> Tenant | None:
+        """Record a lifecycle change; None when the tenant is unknown. History is kept."""
+        tenant = await self.get(client_key)
+        if tenant is None:
+            return None
+        wall = time.time() if now is None else now
+        updated = replace(tenant, status=status, updated_at=wall)
+        fields = {"status": status, "updated_at": repr(wall)}
+        await self._call(self.redis.hset(self.keys.tenant(client_key), mapping=fields))  # type: ignore[arg-type]
+        return self._remember(updated)
+
+    async def list(self) -> list[Tenant]:
+        """Every tenant ever installed, sorted by clientKey."""
+        members = await self._call(self.redis.smembers(self.keys.index))  # type: ignore[arg-type]
+        tenants = []
+        for client_key in sorted(_text(m) for m in members):
+            tenant = await self.get(client_key)
+            if tenant is not None:
+                tenants.append(tenant)
+        return tenants

@@ -1,0 +1,151 @@
+"""Connect lifecycle callbacks: installed, uninstalled, enabled, disabled.
+
+``installed`` and ``uninstalled`` must carry an RS256 signed-install token (Atlassian's key,
+fetched by ``kid``); ``enabled`` and ``disabled`` accept that or an HS256 token signed with
+the tenant's shared secret. Every route authenticates before anything else, whatever the
+method, so an unauthenticated request always gets 401.
+"""
+
+from __future__ import annotations
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.atlassian.connect_jwt import ConnectClaims, parse_token
+from app.atlassian.install_token import (
+    IssuerMismatch,
+    LifecyclePayload,
+    parse_lifecycle_payload,
+    read_install_key_id,
+    verify_install_token,
+)
+from app.errors import InvalidPayload, VerificationError
+from app.install_keys import InstallKeys
+from app.settings import Settings
+from app.tenants import Status, Tenant, TenantStore
+from app.web.connect_auth import (
+    ANY_METHOD,
+    authenticate,
+    log_rejection,
+    read_json,
+    request_target,
+    request_token,
+)
+from app.web.responses import error_response
+
+log = structlog.get_logger("app.connect")
+
+
+async def _signed_install(
+    request: Request, token: str, *, require_secret: bool
+) -> tuple[LifecyclePayload, ConnectClaims]:
+    settings: Settings = request.app.state.settings
+    keys: InstallKeys = request.app.state.install_keys
+    kid = read_install_key_id(token)
+    payload = parse_lifecycle_payload(
+        await read_json(request, settings.max_body_bytes), require_secret=require_secret
+    )
+    public_key = await keys.get(kid)
+    claims = verify_install_token(
+        token,
+        public_key=public_key,
+        method=request.method,
+        url=request_target(request),
+        app_base_url=settings.base_url,
+        client_key=payload.client_key,
+        leeway=settings.jwt_leeway_seconds,
+    )
+    return payload, claims
+
+
+def _method_not_allowed() -> Response:
+    return error_response(405, "method_not_allowed", "lifecycle callbacks are POST only")
+
+
+async def installed(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    tenants: TenantStore = request.app.state.tenants
+    try:
+        payload, _ = await _signed_install(request, request_token(request), require_secret=True)
+    except VerificationError as exc:
+        log_rejection(request, exc)
+        raise
+    if request.method != "POST":
+        return _method_not_allowed()
+    if payload.key is not None and payload.key != settings.app_key:
+        raise InvalidPayload("the install is for another app key")
+    assert payload.shared_secret is not None
+    tenant = await tenants.upsert(
+        Tenant(
+            client_key=payload.client_key,
+            shared_secret=payload.shared_secret,
+            base_url=payload.base_url,
+            display_url=payload.display_url,
+            product_type=payload.product_type,
+            oauth_client_id=payload.oauth_client_id,
+            installation_id=payload.installation_id,
+        )
+    )
+    log.info("connect.installed", client_key=tenant.client_key, base_url=tenant.base_url)
+    return Response(status_code=204)
+
+
+async def uninstalled(request: Request) -> Response:
+    tenants: TenantStore = request.app.state.tenants
+    try:
+        payload, _ = await _signed_install(request, request_token(request), require_secret=False)
+    except VerificationError as exc:
+        log_rejection(request, exc)
+        raise
+    if request.method != "POST":
+        return _method_not_allowed()
+    tenant = await tenants.mark_status(payload.client_key, "uninstalled")
+    log.info("connect.uninstalled", client_key=payload.client_key, known=tenant is not None)
+    return Response(status_code=204)
+
+
+async def _toggle(request: Request, status: Status) -> Response:
+    settings: Settings = request.app.state.settings
+    tenants: TenantStore = request.app.state.tenants
+    try:
+        token = request_token(request)
+        if parse_token(token).header.get("alg") == "RS256":
+            payload, _ = await _signed_install(request, token, require_secret=False)
+            tenant = await tenants.get(payload.client_key)
+        else:
+            tenant, _ = await authenticate(request, allow_inactive=True)
+            payload = parse_lifecycle_payload(
+                await read_json(request, settings.max_body_bytes), require_secret=False
+            )
+            if payload.client_key != tenant.client_key:
+                raise IssuerMismatch("the body names another clientKey", tenant=tenant.client_key)
+    except VerificationError as exc:
+        log_rejection(request, exc)
+        raise
+    if request.method != "POST":
+        return _method_not_allowed()
+    if tenant is None or tenant.status == "uninstalled":
+        # Atlassian may send `disabled` after `uninstalled`: acknowledge, keep the record as is.
+        log.info(f"connect.{status}.ignored", client_key=payload.client_key)
+        return Response(status_code=204)
+    await tenants.mark_status(tenant.client_key, status)
+    log.info(f"connect.{status}", client_key=tenant.client_key)
+    return Response(status_code=204)
+
+
+async def enabled(request: Request) -> Response:
+    return await _toggle(request, "enabled")
+
+
+async def disabled(request: Request) -> Response:
+    return await _toggle(request, "disabled")
+
+
+routes = [
+    Route("/connect/installed", installed, methods=ANY_METHOD),
+    Route("/connect/uninstalled", uninstalled, methods=ANY_METHOD),
+    Route("/connect/enabled", enabled, methods=ANY_METHOD),
+    Route("/connect/disabled", disabled, methods=ANY_METHOD),
+]
