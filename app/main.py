@@ -18,12 +18,12 @@ from app.install_keys import InstallKeys
 from app.queue import EventQueue
 from app.settings import Settings, load_settings
 from app.tenants import TenantStore
-from app.web import health, lifecycle, responses, webhooks
+from app.web import forge, health, lifecycle, responses, webhooks
 from app.web.security import SecurityHeaders
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.routes, *lifecycle.routes, *webhooks.routes]
+    return [*health.routes, *forge.routes, *lifecycle.routes, *webhooks.routes]
 
 
 def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> Starlette:
@@ -48,10 +48,12 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
             settings.connect_install_keys_url,
             timeout=settings.connect_install_keys_timeout_seconds,
         )
+        app.state.forge = forge.ForgeRemote(settings, client)
         try:
             yield
         finally:
             await install_keys_http.aclose()
+            await app.state.forge.aclose()
             if redis is None:
                 await client.aclose()
 

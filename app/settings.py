@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
     )
     forge_app_id: str = Field(default="", description="Forge app id (ari:cloud:ecosystem::app/...)")
     forge_jwks_url: str = DEFAULT_FORGE_JWKS_URL
+    forge_allow_ic_labels: str = Field(
+        default="", description="Isolated Cloud labels whose Forge tokens are accepted (comma list)"
+    )
+    forge_ic_jwks_url_template: str = Field(
+        default="", description="JWKS URL of Isolated Cloud tokens, with {IC_LABEL} in it"
+    )
 
     ingest_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -142,6 +149,25 @@ class Settings(BaseSettings):
     @property
     def reaction_modules(self) -> list[str]:
         return [m.strip() for m in self.reactions.split(",") if m.strip()]
+
+    @property
+    def forge_ic_labels(self) -> frozenset[str]:
+        return frozenset(x.strip() for x in self.forge_allow_ic_labels.split(",") if x.strip())
+
+    @field_validator("forge_allow_ic_labels")
+    @classmethod
+    def _ic_labels(cls, value: str) -> str:
+        for label in (x.strip() for x in value.split(",") if x.strip()):
+            if not re.fullmatch(r"[a-z0-9_-]{1,50}", label):
+                raise ValueError(f"{label!r} is not an Isolated Cloud label ([a-z0-9_-]{{1,50}})")
+        return value
+
+    @field_validator("forge_ic_jwks_url_template")
+    @classmethod
+    def _ic_template(cls, value: str) -> str:
+        if value and ("{IC_LABEL}" not in value or urlsplit(value).scheme != "https"):
+            raise ValueError("must be an https URL containing {IC_LABEL}")
+        return value
 
     def require_production(self) -> list[str]:
         """Problems that forbid running outside ``reactor dev``, one line each."""

@@ -224,7 +224,8 @@ def from_forge(tenant: str, body: Any) -> Event:
     type_ = FORGE_EVENTS.get(name) if isinstance(name, str) else None
     if type_ is None:
         raise InvalidPayload(f"unsupported Forge event {name!r}")
-    content = _obj(event, "content")
+    # attachment events carry the object under "attachment" (Confluence events reference)
+    content = _obj(event, "content") or _obj(event, "attachment")
     if type_.startswith("label."):
         labelled = _obj(event, "content") or _obj(event, "labeledContent")
         content = labelled

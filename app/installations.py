@@ -1,0 +1,257 @@
+"""Forge installations: the registry, the app system tokens, and Forge -> tenant resolution.
+
+Redis keys (all under ``settings.redis_prefix``)::
+
+    forge:installation:<installationId>  hash: cloud_id, api_base_url, environment, license,
+                                          first/last seen, installed/upgraded, event stats
+    forge:installations                  zset of installation ids by last seen (for listings)
+    forge:tenant:<tenant>                installation id serving a tenant (jobs find tokens by it)
+    forge:token:<installationId>         SecretBox-encrypted JSON {token, api_base_url, exp};
+                                          the key expires at the token's own ``exp``
+    tenant:installation:<installationId> (read only; written by the Connect tenant store)
+
+Installation ids are stored as ARIs (``ari:cloud:ecosystem::installation/<uuid>``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+
+from app.atlassian.forge_token import INSTALLATION_ARI_PREFIX, Invocation, installation_ari
+from app.crypto import SecretBox
+from app.errors import Defer
+
+# A token this close to its expiry is not handed out: a call must not start with it.
+TOKEN_MARGIN_SECONDS = 60
+# How long a job waits for a fresh token (an event or the hourly trigger brings one).
+TOKEN_DEFER_SECONDS = 300.0
+STATUS_ACTIVE = "active"
+STATUS_UNINSTALLING = "uninstalling"
+
+
+class SystemToken(NamedTuple):
+    """An app system token and where to use it: ``Authorization: Bearer`` on ``api_base_url``."""
+
+    token: str
+    api_base_url: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """One Forge installation as the registry knows it."""
+
+    installation_id: str
+    cloud_id: str
+    api_base_url: str
+    tenant: str
+    status: str
+    environment_type: str | None
+    license_active: bool | None
+    app_version: str | None
+    first_seen: int
+    last_seen: int
+    installed_at: int | None
+    upgraded_at: int | None
+    events: int
+    retries: int
+    last_retry_count: int | None
+    token_expires_at: int | None
+
+
+def forge_tenant(cloud_id: str) -> str:
+    """The tenant id of a site known to us only through Forge."""
+    return f"forge:{cloud_id}"
+
+
+class InstallationStore:
+    """Registry of Forge installations and their encrypted app system tokens."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        box: SecretBox,
+        prefix: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.box = box
+        self.prefix = prefix
+        self.clock = clock
+
+    def _installation(self, installation_id: str) -> str:
+        return f"{self.prefix}forge:installation:{installation_id}"
+
+    def _token(self, installation_id: str) -> str:
+        return f"{self.prefix}forge:token:{installation_id}"
+
+    def _tenant(self, tenant: str) -> str:
+        return f"{self.prefix}forge:tenant:{tenant}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}forge:installations"
+
+    async def resolve_tenant(self, installation_id: str, cloud_id: str) -> str:
+        """The tenant id for events of this installation.
+
+        A site also installed through Connect (whose install payload carried this Forge
+        installationId) maps to the Connect clientKey, so both routes share one tenant and
+        the pipeline dedupes their events; any other site is ``forge:<cloudId>``.
+        """
+        ari = installation_ari(installation_id)
+        bare = ari.removeprefix(INSTALLATION_ARI_PREFIX)
+        keys = [f"{self.prefix}tenant:installation:{value}" for value in (ari, bare)]
+        for value in await self.redis.mget(keys):
+            if value:
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return forge_tenant(cloud_id)
+
+    async def register(self, invocation: Invocation, tenant: str) -> None:
+        """Create or refresh the installation a verified invocation came from."""
+        now = int(self.clock())
+        key = self._installation(invocation.installation_id)
+        fields: dict[str, str | int] = {
+            "installation_id": invocation.installation_id,
+            "cloud_id": invocation.cloud_id,
+            "api_base_url": invocation.api_base_url,
+            "tenant": tenant,
+            "status": STATUS_ACTIVE,
+            "environment_type": invocation.environment_type or "",
+            "environment_id": invocation.environment_id or "",
+            "app_version": invocation.app_version or "",
+            "license_active": _flag(invocation.license_active),
+            "last_seen": now,
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "first_seen", str(now))
+            pipe.hset(key, mapping=fields)
+            pipe.zadd(self._index, {invocation.installation_id: now})
+            pipe.set(self._tenant(tenant), invocation.installation_id)
+            await pipe.execute()
+
+    async def record_event(self, installation_id: str, event_type: str, retry_count: int) -> None:
+        """Count a delivered event and remember Forge's ``retryContext.retryCount``."""
+        key = self._installation(installation_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "events", 1)
+            pipe.hincrby(key, "retries", 1 if retry_count > 0 else 0)
+            pipe.hset(key, mapping={"last_event_type": event_type, "last_retry_count": retry_count})
+            await pipe.execute()
+
+    async def record_lifecycle(self, installation_id: str, event_type: str) -> None:
+        """Remember when the app was installed or upgraded (major version) here."""
+        field = "upgraded_at" if event_type.endswith(":upgraded:app") else "installed_at"
+        mapping: dict[str, str | int] = {field: int(self.clock()), "last_lifecycle": event_type}
+        await self.redis.hset(self._installation(installation_id), mapping=mapping)  # type: ignore[misc]
+
+    async def mark_uninstalling(self, installation_id: str) -> None:
+        """The preUninstall hook ran: drop the token, keep the record for the operators."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._installation(installation_id), "status", STATUS_UNINSTALLING)
+            pipe.delete(self._token(installation_id))
+            await pipe.execute()
+
+    async def save_system_token(self, installation_id: str, token: SystemToken) -> bool:
+        """Store ``token`` encrypted, expiring at its own ``exp``; keep a longer-lived one."""
+        now = self.clock()
+        if token.expires_at <= now:
+            return False
+        current = await self._load_token(installation_id)
+        if current is not None and current.expires_at > token.expires_at:
+            return False
+        sealed = self.box.encrypt(json.dumps(token._asdict(), separators=(",", ":")))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._token(installation_id), sealed, exat=token.expires_at)
+            pipe.hset(
+                self._installation(installation_id), "token_expires_at", str(token.expires_at)
+            )
+            await pipe.execute()
+        return True
+
+    async def system_token(self, installation_id: str) -> SystemToken | None:
+        """A token valid for at least another minute, or None."""
+        token = await self._load_token(installation_ari(installation_id))
+        if token is None or token.expires_at - self.clock() < TOKEN_MARGIN_SECONDS:
+            return None
+        return token
+
+    async def installation_for_tenant(self, tenant: str) -> str | None:
+        value = await self.redis.get(self._tenant(tenant))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def _load_token(self, installation_id: str) -> SystemToken | None:
+        sealed = await self.redis.get(self._token(installation_id))
+        if sealed is None:
+            return None
+        data = json.loads(self.box.decrypt(sealed))
+        return SystemToken(str(data["token"]), str(data["api_base_url"]), int(data["expires_at"]))
+
+    async def get(self, installation_id: str) -> Installation | None:
+        raw = await self.redis.hgetall(self._installation(installation_ari(installation_id)))  # type: ignore[misc]
+        return _installation(raw) if raw else None
+
+    async def list(self, limit: int = 200) -> list[Installation]:
+        """Installations, most recently seen first."""
+        ids = await self.redis.zrevrange(self._index, 0, limit - 1)
+        found = [await self.get(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
+        return [item for item in found if item is not None]
+
+
+async def require_system_token(
+    store: InstallationStore, tenant: str, *, delay: float = TOKEN_DEFER_SECONDS
+) -> SystemToken:
+    """The system token serving ``tenant``; :class:`~app.errors.Defer` the job when none is valid.
+
+    ``tenant`` is an event's tenant (``forge:<cloudId>`` or a Connect clientKey mapped to a
+    Forge installation). The wait ends when an event or the hourly trigger brings a token.
+    """
+    installation_id = await store.installation_for_tenant(tenant)
+    token = None if installation_id is None else await store.system_token(installation_id)
+    if token is None:
+        raise Defer(delay, "no valid Forge system token")
+    return token
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("1" if value else "0")
+
+
+def _installation(raw: dict[Any, Any]) -> Installation:
+    data = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+    def num(name: str) -> int | None:
+        value = data.get(name)
+        return int(value) if value not in (None, "") else None
+
+    license_ = data.get("license_active", "")
+    return Installation(
+        installation_id=data.get("installation_id", ""),
+        cloud_id=data.get("cloud_id", ""),
+        api_base_url=data.get("api_base_url", ""),
+        tenant=data.get("tenant", ""),
+        status=data.get("status", STATUS_ACTIVE),
+        environment_type=data.get("environment_type") or None,
+        license_active=None if license_ == "" else license_ == "1",
+        app_version=data.get("app_version") or None,
+        first_seen=num("first_seen") or 0,
+        last_seen=num("last_seen") or 0,
+        installed_at=num("installed_at"),
+        upgraded_at=num("upgraded_at"),
+        events=num("events") or 0,
+        retries=num("retries") or 0,
+        last_retry_count=num("last_retry_count"),
+        token_expires_at=num("token_expires_at"),
+    )

@@ -1,0 +1,119 @@
+"""A cached, rate-limited JWKS client on an injected ``httpx.AsyncClient``.
+
+The key set is cached for ``ttl`` seconds. A ``kid`` that is not in the cache forces a refresh,
+because the signer may have rotated its keys, but at most once per ``min_refresh_interval``
+and never twice at the same time (one lock, one fetch): a flood of made-up ``kid`` values costs
+the JWKS host at most one request per interval. When the host is down or slow the last good
+key set keeps serving the keys it knows; anything that needs the host raises
+:class:`~app.errors.UpstreamUnavailable` (503, so the caller retries), never a 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import jwt
+
+from app.errors import UpstreamUnavailable
+
+DEFAULT_TTL_SECONDS = 3600.0
+DEFAULT_MIN_REFRESH_SECONDS = 30.0
+DEFAULT_TIMEOUT_SECONDS = 2.0
+
+
+def parse_jwks(document: Any, algorithm: str = "RS256") -> dict[str, jwt.PyJWK]:
+    """The usable signing keys of a JWKS document by ``kid``; other entries are skipped."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=entry.get("alg", algorithm))
+        except jwt.PyJWTError:
+            continue
+    return keys
+
+
+class JwksClient:
+    """Keys of one JWKS URL, fetched on demand and cached."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        *,
+        ttl: float = DEFAULT_TTL_SECONDS,
+        min_refresh_interval: float = DEFAULT_MIN_REFRESH_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.http = http
+        self.url = url
+        self.ttl = ttl
+        self.min_refresh_interval = min_refresh_interval
+        self.timeout = timeout
+        self.clock = clock
+        self.fetches = 0
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._last_failure: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def keys_for(self, kid: str) -> Mapping[str, jwt.PyJWK]:
+        """The current key set, refreshed first if it is stale or lacks ``kid`` (rate-limited)."""
+        if kid in self._keys and not self._stale():
+            return self._keys
+        async with self._lock:
+            if self._should_fetch(kid):
+                await self._fetch()
+            if kid not in self._keys and self._last_failure is not None:
+                raise UpstreamUnavailable(
+                    "jwks_unavailable", f"the Forge key server is unavailable: {self._last_failure}"
+                )
+            return self._keys
+
+    def _stale(self) -> bool:
+        return self._fetched_at is None or self.clock() - self._fetched_at >= self.ttl
+
+    def _should_fetch(self, kid: str) -> bool:
+        if self._attempted_at is None:
+            return True
+        since = self.clock() - self._attempted_at
+        if since < self.min_refresh_interval:
+            return False
+        return kid not in self._keys or self._stale()
+
+    async def _fetch(self) -> None:
+        self._attempted_at = self.clock()
+        self.fetches += 1
+        try:
+            response = await self.http.get(
+                self.url, timeout=self.timeout, headers={"Accept": "application/json"}
+            )
+            if response.status_code != 200:
+                raise _BadJwks(f"HTTP {response.status_code}")
+            keys = parse_jwks(response.json())
+            if not keys:
+                raise _BadJwks("no usable signing keys")
+        except httpx.TimeoutException:
+            self._last_failure = "timed out"
+        except httpx.HTTPError as exc:
+            self._last_failure = type(exc).__name__
+        except (_BadJwks, ValueError) as exc:
+            self._last_failure = str(exc) if isinstance(exc, _BadJwks) else "not JSON"
+        else:
+            self._keys = keys
+            self._fetched_at = self._attempted_at
+            self._last_failure = None
+
+
+class _BadJwks(Exception):
+    pass

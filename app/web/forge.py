@@ -1,0 +1,225 @@
+"""Forge Remote endpoints: product events, lifecycle, the hourly token refresh, pre-uninstall.
+
+Every request carries a Forge Invocation Token; it is verified against the configured JWKS
+before anything else happens. Each verified request registers its installation and stores the
+app system token (``x-forge-oauth-system``) when one came along. Events are normalised with
+:func:`app.atlassian.events.from_forge` and answered 2xx only after the queue stored them, well
+within Forge's 5 s limit (nothing else is done inline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.atlassian.events import FORGE_EVENTS, from_forge
+from app.atlassian.forge_token import (
+    ForgeTokenError,
+    Invocation,
+    bearer_token,
+    inspect_token,
+    system_token_expiry,
+    verify_token,
+)
+from app.crypto import SecretBox
+from app.errors import InvalidPayload, PayloadTooLarge, QueueUnavailable, UnsupportedMediaType
+from app.installations import InstallationStore, SystemToken
+from app.jwks import JwksClient
+from app.settings import Settings
+
+LIFECYCLE_EVENTS = ("avi:forge:installed:app", "avi:forge:upgraded:app")
+NOT_CONFIGURED = "forge_not_configured"
+
+log = structlog.get_logger("app.web.forge")
+T = TypeVar("T")
+
+
+class ForgeRemote:
+    """What the Forge routes share: the JWKS clients, the verifier settings, the store."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.http = httpx.AsyncClient(follow_redirects=False)
+        self.store = (
+            InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+            if settings.secret_keys
+            else None
+        )
+        self._jwks: dict[str, JwksClient] = {}
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def jwks(self, ic_label: str | None) -> JwksClient:
+        url = self.settings.forge_jwks_url
+        if ic_label is not None and self.settings.forge_ic_jwks_url_template:
+            # inspect_token already matched the label against ^[a-z0-9_-]{1,50}$
+            url = self.settings.forge_ic_jwks_url_template.replace("{IC_LABEL}", ic_label)
+        if url not in self._jwks:
+            self._jwks[url] = JwksClient(self.http, url)
+        return self._jwks[url]
+
+    async def verify(self, authorization: str | None) -> tuple[Invocation, InstallationStore]:
+        if not self.settings.forge_app_id or self.store is None:
+            raise ForgeTokenError(NOT_CONFIGURED, "this service is not set up as a Forge remote")
+        labels = self.settings.forge_ic_labels
+        token = bearer_token(authorization)
+        header = inspect_token(token, labels)
+        keys = await self.jwks(header.ic_label).keys_for(header.kid)
+        invocation = verify_token(
+            token,
+            keys,
+            app_id=self.settings.forge_app_id,
+            now=time.time(),
+            allowed_ic_labels=labels,
+        )
+        return invocation, self.store
+
+
+async def _stored(request: Request, step: Awaitable[T]) -> T:
+    """Run a Redis step within the ingest bound; a slow or down Redis answers 503."""
+    timeout = request.app.state.settings.ingest_timeout_seconds
+    try:
+        return await asyncio.wait_for(step, timeout)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise QueueUnavailable("the installation store is unavailable; retry later") from exc
+
+
+async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]:
+    """Verify the caller, register its installation, keep its system token; return the tenant."""
+    forge: ForgeRemote = request.app.state.forge
+    invocation, store = await forge.verify(request.headers.get("authorization"))
+    tenant = await _stored(
+        request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
+    )
+    await _stored(request, store.register(invocation, tenant))
+    system = request.headers.get("x-forge-oauth-system", "").strip()
+    if system:
+        token = SystemToken(
+            system, invocation.api_base_url, system_token_expiry(system, time.time())
+        )
+        await _stored(request, store.save_system_token(invocation.installation_id, token))
+    return invocation, store, tenant
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "application/json").lower()
+    if not content_type.startswith("application/json"):
+        raise UnsupportedMediaType("Forge events must be application/json")
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidPayload("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidPayload("the body must be a JSON object")
+    return body
+
+
+def unwrap(body: dict[str, Any]) -> dict[str, Any]:
+    """The event object of either envelope: top-level fields or under ``payload``."""
+    payload = body.get("payload")
+    return payload if isinstance(payload, dict) and "eventType" in payload else body
+
+
+def retry_count(body: dict[str, Any]) -> int:
+    """``retryContext.retryCount`` from either envelope level; 0 on a first delivery."""
+    for level in (body, unwrap(body)):
+        context = level.get("retryContext")
+        if isinstance(context, dict):
+            count = context.get("retryCount")
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                return count
+    return 0
+
+
+async def events(request: Request) -> JSONResponse:
+    invocation, store, tenant = await _accept(request)
+    body = await _json_body(request)
+    name = unwrap(body).get("eventType")
+    retries = retry_count(body)
+    bound = log.bind(
+        installation_id=invocation.installation_id,
+        tenant=tenant,
+        forge_event=str(name)[:80],
+        retry_count=retries,
+    )
+    if name not in FORGE_EVENTS:
+        bound.warning("forge event ignored: not a handled type")
+        return JSONResponse({"ignored": "unhandled event type"})
+    if str(name).endswith(":label") and not isinstance(unwrap(body).get("content"), dict):
+        # labels on spaces and templates: nothing for content reactions (no retries wanted)
+        bound.info("forge label event ignored: not on content")
+        return JSONResponse({"ignored": "label is not on content"})
+    event = from_forge(tenant, body)
+    created = await request.app.state.queue.put(event)
+    await _stored(request, store.record_event(invocation.installation_id, event.type, retries))
+    bound.info("forge event stored", event_id=event.id, duplicate=not created)
+    return JSONResponse({"id": event.id, "duplicate": not created})
+
+
+async def lifecycle(request: Request) -> JSONResponse:
+    invocation, store, tenant = await _accept(request)
+    body = await _json_body(request)
+    name = unwrap(body).get("eventType")
+    if name not in LIFECYCLE_EVENTS:
+        log.warning("forge lifecycle event ignored", forge_event=str(name)[:80])
+        return JSONResponse({"ignored": "unhandled lifecycle event"})
+    await _stored(request, store.record_lifecycle(invocation.installation_id, str(name)))
+    log.info(
+        "forge app lifecycle",
+        forge_event=name,
+        installation_id=invocation.installation_id,
+        tenant=tenant,
+        retry_count=retry_count(body),
+    )
+    return JSONResponse({"installation": invocation.installation_id, "tenant": tenant})
+
+
+async def token_refresh(request: Request) -> JSONResponse:
+    invocation, _, _ = await _accept(request)
+    has_token = bool(request.headers.get("x-forge-oauth-system", "").strip())
+    if not has_token:
+        log.warning(
+            "forge scheduled trigger without a system token",
+            installation_id=invocation.installation_id,
+        )
+    return JSONResponse({"installation": invocation.installation_id, "system_token": has_token})
+
+
+async def pre_uninstall(request: Request) -> JSONResponse:
+    invocation, store, tenant = await _accept(request)
+    await _stored(request, store.mark_uninstalling(invocation.installation_id))
+    log.info("forge app uninstalling", installation_id=invocation.installation_id, tenant=tenant)
+    return JSONResponse({"installation": invocation.installation_id, "status": "uninstalling"})
+
+
+routes = [
+    Route("/forge/events", events, methods=["POST"]),
+    Route("/forge/lifecycle", lifecycle, methods=["POST"]),
+    Route("/forge/token-refresh", token_refresh, methods=["POST"]),
+    Route("/forge/pre-uninstall", pre_uninstall, methods=["POST"]),
+]

@@ -1,0 +1,139 @@
+"""Installation registry, encrypted system tokens, tenant resolution, job deferral."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from app.atlassian.forge_token import Invocation
+from app.crypto import SecretBox
+from app.errors import Defer
+from app.installations import InstallationStore, SystemToken, forge_tenant, require_system_token
+from app.settings import Settings
+from tests.forge.conftest import (
+    API_BASE_URL,
+    APP_ID,
+    CLOUD_ID,
+    INSTALLATION_ID,
+    INSTALLATION_UUID,
+    system_token,
+)
+
+
+def invocation(installation_id: str = INSTALLATION_ID, cloud_id: str = CLOUD_ID) -> Invocation:
+    return Invocation(
+        installation_id=installation_id,
+        app_id=APP_ID,
+        api_base_url=API_BASE_URL,
+        cloud_id=cloud_id,
+        environment_type="PRODUCTION",
+        environment_id=None,
+        app_version="2.0.0",
+        module_key="ep-events",
+        license_active=True,
+        ic_label=None,
+        expires_at=int(time.time()) + 25,
+        claims={},
+    )
+
+
+@pytest.fixture
+def store(redis: Redis, settings: Settings) -> InstallationStore:
+    return InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+
+
+async def test_tenant_is_forge_cloud_id_unless_connect_knows_the_installation(
+    store: InstallationStore, redis: Redis, settings: Settings
+) -> None:
+    assert await store.resolve_tenant(INSTALLATION_ID, CLOUD_ID) == forge_tenant(CLOUD_ID)
+    assert forge_tenant(CLOUD_ID) == f"forge:{CLOUD_ID}"
+    await redis.set(f"{settings.redis_prefix}tenant:installation:{INSTALLATION_ID}", "ck-1")
+    assert await store.resolve_tenant(INSTALLATION_ID, CLOUD_ID) == "ck-1"
+    assert await store.resolve_tenant(INSTALLATION_UUID, CLOUD_ID) == "ck-1"
+
+
+async def test_a_bare_uuid_mapping_is_found_too(
+    store: InstallationStore, redis: Redis, settings: Settings
+) -> None:
+    await redis.set(f"{settings.redis_prefix}tenant:installation:{INSTALLATION_UUID}", "ck-2")
+    assert await store.resolve_tenant(INSTALLATION_ID, CLOUD_ID) == "ck-2"
+
+
+async def test_system_token_is_encrypted_at_rest_and_expires_with_the_token(
+    store: InstallationStore, redis: Redis, settings: Settings
+) -> None:
+    exp = int(time.time()) + 7200
+    token = system_token(exp)
+    assert await store.save_system_token(INSTALLATION_ID, SystemToken(token, API_BASE_URL, exp))
+    raw = await redis.get(f"{settings.redis_prefix}forge:token:{INSTALLATION_ID}")
+    assert raw is not None and token.encode() not in raw
+    assert API_BASE_URL.encode() not in raw
+    ttl = await redis.ttl(f"{settings.redis_prefix}forge:token:{INSTALLATION_ID}")
+    assert 7190 <= ttl <= 7200
+    assert await store.system_token(INSTALLATION_ID) == (token, API_BASE_URL, exp)
+    assert await store.system_token(INSTALLATION_UUID) == (token, API_BASE_URL, exp)
+
+
+async def test_expired_or_nearly_expired_tokens_are_not_handed_out(
+    store: InstallationStore,
+) -> None:
+    now = int(time.time())
+    stale = SystemToken(system_token(now - 1), API_BASE_URL, now - 1)
+    assert not await store.save_system_token(INSTALLATION_ID, stale)
+    assert await store.system_token(INSTALLATION_ID) is None
+    closing = SystemToken(system_token(now + 30), API_BASE_URL, now + 30)
+    assert await store.save_system_token(INSTALLATION_ID, closing)
+    assert await store.system_token(INSTALLATION_ID) is None
+
+
+async def test_a_longer_lived_token_is_not_replaced_by_a_shorter_one(
+    store: InstallationStore,
+) -> None:
+    now = int(time.time())
+    long = SystemToken(system_token(now + 14000), API_BASE_URL, now + 14000)
+    short = SystemToken(system_token(now + 7200), API_BASE_URL, now + 7200)
+    assert await store.save_system_token(INSTALLATION_ID, long)
+    assert not await store.save_system_token(INSTALLATION_ID, short)
+    assert await store.system_token(INSTALLATION_ID) == long
+
+
+async def test_require_system_token_defers_until_a_token_arrives(
+    store: InstallationStore,
+) -> None:
+    tenant = forge_tenant(CLOUD_ID)
+    with pytest.raises(Defer) as info:
+        await require_system_token(store, tenant)
+    assert info.value.delay > 0 and "no valid Forge system token" in info.value.reason
+    await store.register(invocation(), tenant)
+    with pytest.raises(Defer):
+        await require_system_token(store, tenant)
+    exp = int(time.time()) + 7200
+    token = SystemToken(system_token(exp), API_BASE_URL, exp)
+    await store.save_system_token(INSTALLATION_ID, token)
+    assert await require_system_token(store, tenant) == token
+
+
+async def test_registry_records_installations_events_and_lifecycle(
+    store: InstallationStore,
+) -> None:
+    other = "ari:cloud:ecosystem::installation/0000-other"
+    await store.register(invocation(), "ck-1")
+    await store.register(invocation(other, "cloud-2"), forge_tenant("cloud-2"))
+    await store.record_event(INSTALLATION_ID, "page.created", 0)
+    await store.record_event(INSTALLATION_ID, "page.created", 2)
+    await store.record_lifecycle(INSTALLATION_ID, "avi:forge:installed:app")
+    await store.register(invocation(), "ck-1")  # refresh keeps first_seen and stats
+    listed = await store.list()
+    assert {i.installation_id for i in listed} == {INSTALLATION_ID, other}
+    got = await store.get(INSTALLATION_ID)
+    assert got is not None
+    assert (got.tenant, got.cloud_id, got.api_base_url) == ("ck-1", CLOUD_ID, API_BASE_URL)
+    assert (got.events, got.retries, got.last_retry_count) == (2, 1, 2)
+    assert got.installed_at is not None and got.upgraded_at is None
+    assert got.license_active is True and got.environment_type == "PRODUCTION"
+    assert got.first_seen <= got.last_seen and got.status == "active"
+    await store.mark_uninstalling(INSTALLATION_ID)
+    got = await store.get(INSTALLATION_ID)
+    assert got is not None and got.status == "uninstalling"

@@ -1,0 +1,137 @@
+"""The JWKS client against a real HTTP server: caching, rotation, rate-limited refresh, outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.embedded_redis import free_port
+from app.errors import UpstreamUnavailable
+from app.jwks import JwksClient, parse_jwks
+from tests.forge.conftest import JwksHost, SigningKey
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def client(http: httpx.AsyncClient, url: str, clock: Clock, **kwargs: float) -> JwksClient:
+    return JwksClient(http, url, ttl=600, min_refresh_interval=30, clock=clock, **kwargs)
+
+
+async def test_keys_are_cached_until_the_ttl(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    clock = Clock()
+    jwks = client(http, jwks_host.url, clock)
+    for _ in range(5):
+        assert keys[0].kid in await jwks.keys_for(keys[0].kid)
+    assert jwks_host.hits == 1
+    clock.now += 601
+    await jwks.keys_for(keys[0].kid)
+    assert jwks_host.hits == 2
+
+
+async def test_a_rotated_key_is_fetched_once_the_refresh_interval_allows(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    clock = Clock()
+    jwks = client(http, jwks_host.url, clock)
+    await jwks.keys_for(keys[0].kid)
+    jwks_host.keys = [keys[1]]  # the host rotated: old key gone, new key in
+    clock.now += 5
+    assert keys[1].kid not in await jwks.keys_for(keys[1].kid), "refreshed inside the interval"
+    clock.now += 30
+    fresh = await jwks.keys_for(keys[1].kid)
+    assert keys[1].kid in fresh and keys[0].kid not in fresh
+    assert jwks_host.hits == 2
+
+
+async def test_a_flood_of_made_up_kids_costs_one_fetch_per_interval(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    clock = Clock()
+    jwks = client(http, jwks_host.url, clock)
+    await jwks.keys_for(keys[0].kid)
+    clock.now += 31
+    results = await asyncio.gather(*(jwks.keys_for(f"made-up-{i}") for i in range(200)))
+    assert all(f"made-up-{i}" not in r for i, r in enumerate(results))
+    assert jwks_host.hits == 2, "concurrent unknown kids must share one refresh"
+    for i in range(200):
+        await jwks.keys_for(f"sequential-{i}")
+        clock.now += 0.1  # 20 s of flooding
+    assert jwks_host.hits == 2
+    clock.now += 11
+    await jwks.keys_for("one-more")
+    assert jwks_host.hits == 3
+    assert jwks.fetches == 3
+
+
+async def test_host_errors_are_upstream_unavailable(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    jwks_host.status = 502
+    with pytest.raises(UpstreamUnavailable) as info:
+        await client(http, jwks_host.url, Clock()).keys_for(keys[0].kid)
+    assert info.value.status == 503 and info.value.code == "jwks_unavailable"
+    assert "HTTP 502" in info.value.detail
+
+
+async def test_unreachable_host_is_upstream_unavailable(
+    http: httpx.AsyncClient, keys: list[SigningKey]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/.well-known/jwks.json"
+    with pytest.raises(UpstreamUnavailable):
+        await client(http, url, Clock()).keys_for(keys[0].kid)
+
+
+async def test_slow_host_times_out_as_upstream_unavailable(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    jwks_host.delay = 1.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamUnavailable) as info:
+        await client(http, jwks_host.url, Clock(), timeout=0.2).keys_for(keys[0].kid)
+    assert "timed out" in info.value.detail
+    assert loop.time() - started < 0.9
+
+
+async def test_known_keys_keep_working_while_the_host_is_down(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    clock = Clock()
+    jwks = client(http, jwks_host.url, clock)
+    await jwks.keys_for(keys[0].kid)
+    jwks_host.status = 503
+    clock.now += 601  # stale: a refresh is attempted and fails
+    assert keys[0].kid in await jwks.keys_for(keys[0].kid)
+    clock.now += 31
+    with pytest.raises(UpstreamUnavailable):
+        await jwks.keys_for(keys[1].kid)  # unknown while the host is down: retry later
+    jwks_host.status = 200
+    clock.now += 31
+    assert keys[0].kid in await jwks.keys_for(keys[0].kid)
+
+
+def test_parse_jwks_keeps_only_usable_signing_keys(keys: list[SigningKey]) -> None:
+    good = keys[0].jwk()
+    no_kid = {k: v for k, v in keys[1].jwk().items() if k != "kid"}
+    encryption = dict(keys[2].jwk(), use="enc")
+    broken = {"kid": "broken", "kty": "RSA", "n": "!!", "e": "AQAB"}
+    parsed = parse_jwks({"keys": [good, no_kid, encryption, broken, "junk"]})
+    assert list(parsed) == [keys[0].kid]
+    assert parse_jwks({"nokeys": 1}) == {} and parse_jwks([]) == {}
