@@ -1,0 +1,175 @@
+"""Footer and inline comments: list, read, create (with replies and text anchors), delete."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+from app.confluence import pages
+from app.confluence.errors import SelectionNotFound
+from app.confluence.models import Comment, CommentKind, Page
+from app.confluence.pagination import check_limit
+from app.confluence.transport import Transport
+
+Container = Literal["pages", "blogposts"]
+
+
+def _footer(data: Any) -> Comment:
+    return Comment.from_json(data, "footer")
+
+
+def _inline(data: Any) -> Comment:
+    return Comment.from_json(data, "inline")
+
+
+class CommentsAPI:
+    """Comment operations; mixed into :class:`~app.confluence.ConfluenceClient`."""
+
+    _t: Transport
+
+    def iter_footer_comments(
+        self,
+        content_id: str,
+        *,
+        container: Container = "pages",
+        body_format: str | None = "storage",
+        status: Sequence[str] | None = None,
+        sort: str | None = None,
+        limit: int = 25,
+    ) -> AsyncIterator[Comment]:
+        """Top-level footer comments of a page (or blog post); replies are listed separately."""
+        url = self._t.site.v2(f"/{container}/{content_id}/footer-comments")
+        params = {"body-format": body_format, "status": status, "sort": sort, "limit": limit}
+        return self._t.iterate_as(_footer, url, params, check_limit(limit))
+
+    def iter_inline_comments(
+        self,
+        page_id: str,
+        *,
+        body_format: str | None = "storage",
+        status: Sequence[str] | None = None,
+        resolution_status: Sequence[str] | None = None,
+        sort: str | None = None,
+        limit: int = 25,
+    ) -> AsyncIterator[Comment]:
+        """Top-level inline comments of a page, optionally by resolution status."""
+        url = self._t.site.v2(f"/pages/{page_id}/inline-comments")
+        params = {
+            "body-format": body_format,
+            "status": status,
+            "resolution-status": resolution_status,
+            "sort": sort,
+            "limit": limit,
+        }
+        return self._t.iterate_as(_inline, url, params, check_limit(limit))
+
+    def iter_comment_replies(
+        self,
+        comment_id: str,
+        *,
+        body_format: str | None = "storage",
+        sort: str | None = None,
+        limit: int = 25,
+    ) -> AsyncIterator[Comment]:
+        """Replies to a footer comment (GET /footer-comments/{id}/children)."""
+        url = self._t.site.v2(f"/footer-comments/{comment_id}/children")
+        params = {"body-format": body_format, "sort": sort, "limit": limit}
+        return self._t.iterate_as(_footer, url, params, check_limit(limit))
+
+    async def get_comment(
+        self,
+        comment_id: str,
+        *,
+        kind: CommentKind = "footer",
+        body_format: str | None = "storage",
+        version: int | None = None,
+    ) -> Comment:
+        """One footer or inline comment by id."""
+        url = self._t.site.v2(f"/{kind}-comments/{comment_id}")
+        reply = await self._t.call(
+            "GET", url, params={"body-format": body_format, "version": version}
+        )
+        return Comment.from_json(reply.json_object(), kind)
+
+    async def create_footer_comment(
+        self,
+        body: str,
+        *,
+        page_id: str | None = None,
+        blog_post_id: str | None = None,
+        attachment_id: str | None = None,
+        representation: pages.Representation = "storage",
+    ) -> Comment:
+        """A top-level footer comment on a page, blog post or attachment."""
+        request = pages.footer_comment_request(
+            body,
+            page_id=page_id,
+            blog_post_id=blog_post_id,
+            attachment_id=attachment_id,
+            representation=representation,
+        )
+        return await self._create("footer", request)
+
+    async def reply_to_comment(
+        self,
+        parent: Comment,
+        body: str,
+        *,
+        representation: pages.Representation = "storage",
+    ) -> Comment:
+        """A reply in the thread of ``parent`` (footer or inline, same kind as the parent)."""
+        if parent.kind == "inline":
+            request = pages.inline_reply_request(
+                body, parent_comment_id=parent.id, representation=representation
+            )
+        else:
+            request = pages.footer_comment_request(
+                body, parent_comment_id=parent.id, representation=representation
+            )
+        return await self._create(parent.kind, request)
+
+    async def create_inline_comment(
+        self,
+        body: str,
+        *,
+        selection: str,
+        match_count: int,
+        match_index: int = 0,
+        page_id: str | None = None,
+        blog_post_id: str | None = None,
+        representation: pages.Representation = "storage",
+    ) -> Comment:
+        """An inline comment on occurrence ``match_index`` (of ``match_count``) of ``selection``."""
+        request = pages.inline_comment_request(
+            body,
+            selection=selection,
+            match_count=match_count,
+            match_index=match_index,
+            page_id=page_id,
+            blog_post_id=blog_post_id,
+            representation=representation,
+        )
+        return await self._create("inline", request)
+
+    async def comment_on_text(
+        self, page_id: str, selection: str, body: str, *, occurrence: int = 0
+    ) -> Comment:
+        """Read the page, count ``selection`` in its text, and anchor an inline comment there."""
+        url = self._t.site.v2(f"/pages/{page_id}")
+        reply = await self._t.call("GET", url, params={"body-format": "storage"})
+        count = pages.count_matches(Page.from_json(reply.json_object()).storage, selection)
+        if count <= occurrence:
+            raise SelectionNotFound(
+                f"the text occurs {count} times, occurrence {occurrence} was asked", url=url
+            )
+        return await self.create_inline_comment(
+            body, selection=selection, match_count=count, match_index=occurrence, page_id=page_id
+        )
+
+    async def delete_comment(self, comment_id: str, *, kind: CommentKind = "footer") -> None:
+        """Delete a footer or inline comment permanently."""
+        await self._t.call("DELETE", self._t.site.v2(f"/{kind}-comments/{comment_id}"))
+
+    async def _create(self, kind: CommentKind, request: dict[str, Any]) -> Comment:
+        reply = await self._t.call("POST", self._t.site.v2(f"/{kind}-comments"), json_body=request)
+        return Comment.from_json(reply.json_object(), kind)

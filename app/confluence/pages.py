@@ -1,0 +1,186 @@
+"""Request bodies for Confluence writes, and the app's edit marker. Pure code.
+
+Every edit the app makes carries :data:`APP_EDIT_MARKER` at the start of its version message;
+:func:`is_app_edit` is how loop prevention recognises an update event caused by ourselves.
+Updates send the whole body (Confluence has no patch) with version ``current + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+from app.confluence.models import Content
+
+APP_EDIT_MARKER = "[confluence-reactor]"
+
+Representation = Literal["storage", "atlas_doc_format", "wiki"]
+Transform = Callable[[str, str], tuple[str, str]]
+"""A pure edit: (title, storage body) -> (new title, new storage body)."""
+
+Json = dict[str, Any]
+
+
+def edit_message(note: str = "") -> str:
+    """The version message of an app edit: the marker, then an optional human note."""
+    note = " ".join(note.split())
+    return f"{APP_EDIT_MARKER} {note}" if note else APP_EDIT_MARKER
+
+
+def is_app_edit(message: str | None) -> bool:
+    """True when a version message says the app made this version."""
+    return message is not None and message.lstrip().startswith(APP_EDIT_MARKER)
+
+
+def body_write(value: str, representation: Representation = "storage") -> Json:
+    """The flat body form ``{representation, value}`` accepted by every v2 write."""
+    return {"representation": representation, "value": value}
+
+
+def update_request(
+    content: Content,
+    *,
+    title: str,
+    body: str,
+    message: str,
+    representation: Representation = "storage",
+) -> Json:
+    """PUT body for a published page or blog post read just before: version ``current + 1``."""
+    return {
+        "id": content.id,
+        "status": "current",
+        "title": title,
+        "body": body_write(body, representation),
+        "version": {"number": content.version_number + 1, "message": message},
+    }
+
+
+def create_content_request(
+    *,
+    space_id: str,
+    title: str | None,
+    body: str,
+    parent_id: str | None = None,
+    draft: bool = False,
+    representation: Representation = "storage",
+) -> Json:
+    """POST body for a page (``parent_id`` allowed) or a blog post; drafts may omit the title."""
+    if not draft and not title:
+        raise ValueError("a published page or blog post needs a title")
+    request: Json = {
+        "spaceId": space_id,
+        "status": "draft" if draft else "current",
+        "body": body_write(body, representation),
+    }
+    if title:
+        request["title"] = title
+    if parent_id is not None:
+        request["parentId"] = parent_id
+    return request
+
+
+def create_space_request(
+    *, name: str, key: str | None = None, alias: str | None = None, description: str = ""
+) -> Json:
+    """POST body for a space: a name and a key or an alias."""
+    if not key and not alias:
+        raise ValueError("a space needs a key or an alias")
+    request: Json = {"name": name}
+    if key:
+        request["key"] = key
+    if alias:
+        request["alias"] = alias
+    if description:
+        request["description"] = {"value": description, "representation": "plain"}
+    return request
+
+
+def footer_comment_request(
+    body: str,
+    *,
+    page_id: str | None = None,
+    blog_post_id: str | None = None,
+    attachment_id: str | None = None,
+    parent_comment_id: str | None = None,
+    representation: Representation = "storage",
+) -> Json:
+    """POST /footer-comments: exactly one of a container or ``parent_comment_id`` (a reply)."""
+    targets = {
+        "pageId": page_id,
+        "blogPostId": blog_post_id,
+        "attachmentId": attachment_id,
+        "parentCommentId": parent_comment_id,
+    }
+    chosen = {k: v for k, v in targets.items() if v is not None}
+    if len(chosen) != 1:
+        raise ValueError("a footer comment names exactly one page, blog post, attachment or parent")
+    return {**chosen, "body": body_write(body, representation)}
+
+
+def inline_comment_request(
+    body: str,
+    *,
+    selection: str,
+    match_count: int,
+    match_index: int = 0,
+    page_id: str | None = None,
+    blog_post_id: str | None = None,
+    representation: Representation = "storage",
+) -> Json:
+    """POST /inline-comments anchored to occurrence ``match_index`` of ``selection``."""
+    if (page_id is None) == (blog_post_id is None):
+        raise ValueError("an inline comment names exactly one page or blog post")
+    if not selection:
+        raise ValueError("an inline comment needs a text selection")
+    if not 0 <= match_index < match_count:
+        raise ValueError(f"match index {match_index} is outside 0..{match_count - 1}")
+    container = {"pageId": page_id} if page_id is not None else {"blogPostId": blog_post_id}
+    return {
+        **container,
+        "body": body_write(body, representation),
+        "inlineCommentProperties": {
+            "textSelection": selection,
+            "textSelectionMatchCount": match_count,
+            "textSelectionMatchIndex": match_index,
+        },
+    }
+
+
+def inline_reply_request(
+    body: str, *, parent_comment_id: str, representation: Representation = "storage"
+) -> Json:
+    """POST /inline-comments for a reply: no container, no selection."""
+    return {"parentCommentId": parent_comment_id, "body": body_write(body, representation)}
+
+
+class _TextCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "ac:parameter":
+            self._hidden += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "ac:parameter" and self._hidden:
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def visible_text(storage: str) -> str:
+    """The character data of a storage body, entities decoded, macro parameters left out."""
+    collector = _TextCollector()
+    collector.feed(storage)
+    collector.close()
+    return "".join(collector.parts)
+
+
+def count_matches(storage: str, selection: str) -> int:
+    """How many times ``selection`` occurs in the page's text (the inline-comment match count)."""
+    return visible_text(storage).count(selection) if selection else 0
