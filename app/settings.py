@@ -92,9 +92,45 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     dedupe_window_seconds: int = Field(default=24 * 3600, gt=0)
     worker_concurrency: int = Field(default=20, ge=1, le=1000)
+    job_timeout_seconds: float = Field(default=300.0, gt=0, description="longest run of one job")
+    shutdown_grace_seconds: int = Field(
+        default=30, ge=0, description="on SIGTERM, how long in-flight jobs may finish"
+    )
+    retry_delays: str = Field(
+        default="10,60,300,1800,7200",
+        description="seconds before each retry, comma separated; one attempt more than delays",
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, le=1, description="+/- fraction of each delay")
+    supersede_types: str = Field(
+        default="",
+        description="event types whose queued older events of the same content are skipped "
+        "when a newer one waits (comma separated; '*' for all)",
+    )
     reactions: str = Field(default="", description="comma-separated reaction modules to load")
     rules_file: Path | None = None
     dry_run: bool = False
+
+    budget_points_per_hour: int = Field(
+        default=65_000, gt=0, description="the app's Confluence points quota per UTC hour"
+    )
+    budget_tenant_points_per_hour: int = Field(
+        default=0, ge=0, description="per-tenant points quota per hour (Tier 2); 0 = none"
+    )
+    budget_reserve_fraction: float = Field(
+        default=0.05, ge=0, le=0.3, description="quota share kept from each lower priority level"
+    )
+    budget_reserve_release_seconds: float = Field(
+        default=300.0, ge=0, le=3600, description="the reserve shrinks to 0 over the hour's end"
+    )
+    budget_pacing: bool = Field(default=True, description="spread the hour's points evenly")
+    budget_pacing_lead_seconds: float = Field(default=60.0, ge=0, le=3600)
+    budget_burst_per_second: float = Field(
+        default=50.0, ge=0, description="requests per second across all workers; 0 = no limit"
+    )
+    budget_backlog_window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    budget_max_wait_seconds: float = Field(
+        default=1.0, ge=0, le=30, description="wait in-process for budget up to this, then defer"
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -124,6 +160,26 @@ class Settings(BaseSettings):
         for key in value.get_secret_value().split(","):
             _check_fernet_key(key.strip())
         return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _retry_delays(cls, value: str) -> str:
+        try:
+            delays = [float(d) for d in value.split(",") if d.strip()]
+        except ValueError as exc:
+            raise ValueError("must be comma-separated numbers of seconds, e.g. 10,60,300") from exc
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must not be negative")
+        return value
+
+    @property
+    def retry_schedule(self) -> list[float]:
+        """Seconds to wait before retry 1, 2, ...; an event gets ``len + 1`` attempts."""
+        return [float(d) for d in self.retry_delays.split(",") if d.strip()]
+
+    @property
+    def supersede_event_types(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.supersede_types.split(",") if t.strip())
 
     @field_validator("redis_prefix")
     @classmethod

@@ -1,0 +1,231 @@
+"""The points budget shared by every worker process through Redis (a :class:`BudgetHook`).
+
+Two Lua scripts do all the bookkeeping atomically on the Redis server, with Redis ``TIME``
+as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` after it);
+:mod:`app.budget.model` explains the arithmetic. Keys, all under ``settings.redis_prefix``:
+
+* ``budget:h:<hour start ms>``: hash of the hour's counters (``charged``, ``reserved``,
+  ``external``, ``limit``, ``near``, ``n429``, ``calls``, ``t:<tenant>:c|r``, ``p:<priority>:c|r``,
+  ``m:<minute>``); it expires an hour after its hour ends.
+* ``budget:pause`` and ``budget:pause:t:<tenant>``: "no calls before" (epoch ms) from a 429.
+* ``budget:backlog``: sorted set of tenants denied recently (score: until when, epoch ms).
+* ``budget:weights``: hash of tenant fair-share weights (default 1).
+* ``budget:burst``: the GCRA theoretical arrival time of the per-second burst limit.
+
+Tests and the benchmark pass ``clock`` (epoch seconds, possibly accelerated); production
+leaves it unset so every process reads the same Redis clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.budget.hook import BudgetExhausted, Observation, Priority, Reservation
+from app.budget.model import HOUR, BudgetConfig, Snapshot, Usage, forecast_exhaustion, reconcile
+from app.settings import Settings
+
+SCRIPTS = Path(__file__).parent / "scripts"
+DEFAULT_429_PAUSE_MS = 5_000
+FORECAST_MINUTES = 5
+
+
+def config_from_settings(settings: Settings) -> BudgetConfig:
+    """The budget's tunables from the ``REACTOR_BUDGET_*`` settings."""
+    return BudgetConfig(
+        points_per_hour=settings.budget_points_per_hour,
+        tenant_points_per_hour=settings.budget_tenant_points_per_hour,
+        reserve_fraction=settings.budget_reserve_fraction,
+        release_seconds=settings.budget_reserve_release_seconds,
+        pacing=settings.budget_pacing,
+        pacing_lead_seconds=settings.budget_pacing_lead_seconds,
+        burst_per_second=settings.budget_burst_per_second,
+        backlog_window_seconds=settings.budget_backlog_window_seconds,
+        max_wait_seconds=settings.budget_max_wait_seconds,
+    )
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBudget:
+    """Reserve before each Confluence call and settle after it, across processes and hosts."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        config: BudgetConfig | None = None,
+        clock: Callable[[], float] | None = None,
+        time_scale: float = 1.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.redis = redis
+        self.prefix = settings.redis_prefix
+        self.config = config or config_from_settings(settings)
+        self.clock = clock
+        self.time_scale = time_scale
+        self._sleep = sleep
+        self._reserve = redis.register_script((SCRIPTS / "reserve.lua").read_text())
+        self._settle = redis.register_script((SCRIPTS / "settle.lua").read_text())
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}budget:{name}"
+
+    def _now_arg(self) -> str:
+        return "" if self.clock is None else _ms(self.clock())
+
+    async def now(self) -> float:
+        """The budget's clock: the injected one, else Redis server time (epoch seconds)."""
+        if self.clock is not None:
+            return float(self.clock())
+        seconds, micros = await self.redis.time()
+        return float(seconds) + float(micros) / 1e6
+
+    async def reserve(self, tenant: str, cost: int, priority: Priority) -> Reservation:
+        """Admit a call of ``cost`` points now, after a short in-process wait if one helps.
+
+        Raises :class:`BudgetExhausted` when the budget will not exist within
+        ``max_wait_seconds`` (pause, hour spent, pacing, fair share of other tenants).
+        """
+        c = self.config
+        waited = 0.0
+        while True:
+            args: list[str | int | float] = [
+                self.prefix,
+                self._now_arg(),
+                tenant,
+                max(1, int(cost)),
+                int(priority),
+                c.points_per_hour,
+                c.tenant_points_per_hour,
+                c.reserve_fraction,
+                _ms(c.release_seconds),
+                "1" if c.pacing else "0",
+                _ms(c.pacing_lead_seconds),
+                c.burst_per_second,
+                _ms(c.backlog_window_seconds),
+                c.near_limit_factor,
+            ]
+            result = await self._reserve(keys=[], args=args)
+            admitted, now_ms, third = int(result[0]), int(result[1]), int(result[2])
+            if admitted:
+                token = f"{third}:{uuid.uuid4().hex}"
+                return Reservation(
+                    tenant=tenant, cost=max(1, int(cost)), priority=priority, token=token
+                )
+            reason = _text(result[3])
+            now, retry_at = now_ms / 1000, third / 1000
+            wait = retry_at - now
+            if waited + wait > c.max_wait_seconds:
+                raise BudgetExhausted(retry_at, now, reason)
+            waited += wait
+            await self._sleep(max(wait, 0.001) / self.time_scale)
+
+    async def settle(self, reservation: Reservation, observation: Observation) -> None:
+        """Replace the estimate by the actual cost; learn pauses and limits from the headers."""
+        hour_start = reservation.token.partition(":")[0]
+        if not hour_start.isdigit():
+            return None  # not one of ours (e.g. from Unmetered)
+        charge = reconcile(reservation.cost, observation.actual_cost, observation.status)
+        retry_after = observation.retry_after
+        args: list[str | int | float] = [
+            self.prefix,
+            self._now_arg(),
+            reservation.tenant,
+            int(reservation.priority),
+            hour_start,
+            reservation.cost,
+            charge,
+            observation.status,
+            -1 if observation.remaining is None else int(observation.remaining),
+            -1 if observation.limit is None else int(observation.limit),
+            "1" if observation.near_limit else "0",
+            -1 if retry_after is None else _ms(max(0.0, retry_after)),
+            observation.reason or "",
+            self.config.points_per_hour,
+            DEFAULT_429_PAUSE_MS,
+        ]
+        await self._settle(keys=[], args=args)
+        return None
+
+    async def set_weight(self, tenant: str, weight: float) -> None:
+        """A tenant's fair-share weight (default 1; 2 means twice the share when scarce)."""
+        if weight <= 0:
+            raise ValueError("weight must be positive")
+        await self.redis.hset(self.key("weights"), tenant, str(weight))  # type: ignore[misc]
+
+    async def snapshot(self) -> Snapshot:
+        """This hour's figures per tenant and priority, pauses, backlog and forecast."""
+        now = await self.now()
+        hour_start = now // HOUR * HOUR
+        hour_key = self.key(f"h:{int(hour_start * 1000)}")
+        raw: dict[bytes | str, bytes | str] = await self.redis.hgetall(hour_key)  # type: ignore[misc]
+        fields = {_text(k): int(v) for k, v in raw.items()}
+        tenants: dict[str, dict[str, int]] = {}
+        priorities: dict[int, dict[str, int]] = {}
+        for name, value in fields.items():
+            kind, _, rest = name.partition(":")
+            group, _, part = rest.rpartition(":")
+            if kind == "t" and group:
+                tenants.setdefault(group, {})[part] = value
+            elif kind == "p" and group.isdigit():
+                priorities.setdefault(int(group), {})[part] = value
+        quota = min(self.config.points_per_hour, fields.get("limit", self.config.points_per_hour))
+        minute = int((now - hour_start) // 60)
+        recent = sum(
+            fields.get(f"m:{m}", 0) for m in range(minute - FORECAST_MINUTES + 1, minute + 1)
+        )
+        window = min(now - hour_start, FORECAST_MINUTES * 60.0)
+        charged, external = fields.get("charged", 0), fields.get("external", 0)
+        return Snapshot(
+            now=now,
+            hour_start=hour_start,
+            quota=quota,
+            charged=charged,
+            reserved=fields.get("reserved", 0),
+            external=external,
+            n429=fields.get("n429", 0),
+            near_limit=bool(fields.get("near", 0)),
+            paused_until=await self._pause_until(self.key("pause"), now),
+            tenant_pauses=await self._tenant_pauses(now),
+            tenants={t: Usage(v.get("c", 0), v.get("r", 0)) for t, v in tenants.items()},
+            priorities={p: Usage(v.get("c", 0), v.get("r", 0)) for p, v in priorities.items()},
+            backlogged=await self._backlogged(now),
+            forecast=forecast_exhaustion(
+                now=now,
+                quota=quota,
+                spent=charged + external,
+                recent_points=recent,
+                recent_seconds=window,
+            ),
+        )
+
+    async def _backlogged(self, now: float) -> tuple[str, ...]:
+        members = await self.redis.zrangebyscore(self.key("backlog"), f"({now * 1000}", "+inf")
+        return tuple(_text(m) for m in members)
+
+    async def _pause_until(self, key: str, now: float) -> float | None:
+        raw = await self.redis.get(key)
+        until = None if raw is None else int(raw) / 1000
+        return until if until is not None and until > now else None
+
+    async def _tenant_pauses(self, now: float) -> dict[str, float]:
+        pauses = {}
+        prefix = self.key("pause:t:")
+        async for key in self.redis.scan_iter(match=f"{prefix}*", count=200):
+            until = await self._pause_until(key, now)
+            if until is not None:
+                pauses[_text(key).removeprefix(prefix)] = until
+        return pauses

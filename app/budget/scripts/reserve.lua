@@ -1,0 +1,125 @@
+-- Reserve points for one Confluence call, atomically, for every worker process.
+-- ARGV: 1 key prefix, 2 now in ms ('' = Redis TIME), 3 tenant, 4 cost, 5 priority,
+-- 6 quota, 7 tenant quota (0 = none), 8 reserve fraction, 9 reserve release ms,
+-- 10 pacing '1'/'0', 11 pacing lead ms, 12 burst requests/s (0 = none),
+-- 13 backlog window ms, 14 near-limit burst factor.
+-- Returns {1, now_ms, hour_start_ms, spent_after} or {0, now_ms, retry_at_ms, reason}.
+-- Keys are derived from the prefix here because the hour is known only after TIME
+-- (single-node Redis and Sentinel only; not Redis Cluster).
+local prefix = ARGV[1]
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local tenant = ARGV[3]
+local cost = tonumber(ARGV[4])
+local prio = tonumber(ARGV[5])
+local quota = tonumber(ARGV[6])
+local tquota = tonumber(ARGV[7])
+local rfrac = tonumber(ARGV[8])
+local release = tonumber(ARGV[9])
+local pacing = ARGV[10] == '1'
+local lead = tonumber(ARGV[11])
+local burst = tonumber(ARGV[12])
+local window = tonumber(ARGV[13])
+local near_factor = tonumber(ARGV[14])
+local HOUR = 3600000
+local hstart = math.floor(now / HOUR) * HOUR
+local hend = hstart + HOUR
+local H = prefix .. 'budget:h:' .. string.format('%d', hstart)
+local backlog = prefix .. 'budget:backlog'
+
+local function num(v)
+  if not v then return 0 end
+  return tonumber(v) or 0
+end
+
+local function deny(retry, reason, mark)
+  if mark then
+    redis.call('ZADD', backlog, 'GT', math.max(retry, now) + window, tenant)
+  end
+  return {0, now, math.ceil(retry), reason}
+end
+
+local paused = num(redis.call('GET', prefix .. 'budget:pause'))
+if paused > now then return deny(paused, 'paused', false) end
+local tpaused = num(redis.call('GET', prefix .. 'budget:pause:t:' .. tenant))
+if tpaused > now then return deny(tpaused, 'tenant-paused', false) end
+
+local h = redis.call('HMGET', H, 'charged', 'external', 'limit', 'near', 't:' .. tenant .. ':c')
+local q = quota
+if h[3] then q = math.min(q, tonumber(h[3])) end
+local near = h[4] == '1'
+local tspent = num(h[5])
+local need = num(h[1]) + num(h[2]) + cost
+if need > q then return deny(hend, 'quota', true) end
+
+local reserve = 0
+if prio > 0 and rfrac > 0 then
+  local rel = 1
+  if release > 0 then rel = math.min(1, (hend - now) / release) end
+  reserve = rfrac * q * prio * rel
+end
+local cap = q - reserve
+if need > cap then
+  local retry = hend
+  if release > 0 then retry = hend - (q - need) * release / (rfrac * q * prio) end
+  return deny(retry, 'reserve', true)
+end
+if (pacing or near) and prio > 0 then
+  local paced = cap * math.min(1, math.max(0, now - hstart + lead) / HOUR)
+  if need > paced then
+    local when = hstart + need / cap * HOUR - lead
+    return deny(math.min(hend, math.max(now, when)), 'pacing', true)
+  end
+end
+if tquota > 0 and tspent + cost > tquota then return deny(hend, 'tenant-quota', false) end
+
+redis.call('ZREMRANGEBYSCORE', backlog, '-inf', now)
+local waiting = redis.call('ZRANGE', backlog, 0, -1)
+if #waiting > 0 then
+  local weights = prefix .. 'budget:weights'
+  local function weight(u)
+    local w = num(redis.call('HGET', weights, u))
+    if w <= 0 then w = 1 end
+    return w
+  end
+  local wt = weight(tenant)
+  local mine = tspent / wt
+  local lowest = nil
+  for _, u in ipairs(waiting) do
+    if u ~= tenant then
+      local level = num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u)
+      if lowest == nil or level < lowest then lowest = level end
+    end
+  end
+  if lowest ~= nil and mine > lowest then
+    local behind = (mine - lowest) * wt
+    local wait = math.min(window, math.max(1000, behind / (cap / HOUR)))
+    return deny(now + wait, 'fair-share', true)
+  end
+end
+
+if burst > 0 then
+  local rate = burst
+  if near then rate = burst * near_factor end
+  local interval = 1000 / rate
+  local bkey = prefix .. 'budget:burst'
+  local tat = math.max(num(redis.call('GET', bkey)), now)
+  local allow_at = tat - (1000 - interval)
+  if now < allow_at then return deny(allow_at, 'burst', true) end
+  local next_tat = tat + interval
+  redis.call('SET', bkey, string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+end
+
+local minute = 'm:' .. string.format('%d', math.floor((now - hstart) / 60000))
+for _, field in ipairs({'charged', 'reserved', 't:' .. tenant .. ':c', 't:' .. tenant .. ':r',
+                        'p:' .. prio .. ':c', 'p:' .. prio .. ':r', minute}) do
+  redis.call('HINCRBY', H, field, cost)
+end
+redis.call('HINCRBY', H, 'calls', 1)
+redis.call('PEXPIRE', H, hend - now + HOUR)
+return {1, now, hstart, need}

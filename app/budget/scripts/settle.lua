@@ -1,0 +1,92 @@
+-- Settle one reservation with what the response said, and learn from the server's headers.
+-- ARGV: 1 key prefix, 2 now in ms ('' = Redis TIME), 3 tenant, 4 priority,
+-- 5 reservation hour start ms, 6 estimate, 7 points to charge, 8 HTTP status,
+-- 9 server remaining (-1 = unknown), 10 server limit (-1 = unknown), 11 near limit '1'/'0',
+-- 12 Retry-After ms (-1 = none), 13 RateLimit-Reason ('' = none), 14 configured quota,
+-- 15 pause ms for a 429 without Retry-After.
+-- Returns {charged, external} of the current hour.
+local prefix = ARGV[1]
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local tenant = ARGV[3]
+local prio = ARGV[4]
+local rstart = ARGV[5]
+local estimate = tonumber(ARGV[6])
+local charge = tonumber(ARGV[7])
+local status = tonumber(ARGV[8])
+local remaining = tonumber(ARGV[9])
+local limit = tonumber(ARGV[10])
+local near = ARGV[11] == '1'
+local retry_after = tonumber(ARGV[12])
+local reason = string.lower(ARGV[13])
+local quota = tonumber(ARGV[14])
+local default_pause = tonumber(ARGV[15])
+local HOUR = 3600000
+local hstart = math.floor(now / HOUR) * HOUR
+local cur = string.format('%d', hstart)
+local H = prefix .. 'budget:h:' .. rstart
+local C = prefix .. 'budget:h:' .. cur
+
+local function num(v)
+  if not v then return 0 end
+  return tonumber(v) or 0
+end
+
+if redis.call('EXISTS', H) == 1 then
+  local delta = charge - estimate
+  redis.call('HINCRBY', H, 'charged', delta)
+  redis.call('HINCRBY', H, 't:' .. tenant .. ':c', delta)
+  redis.call('HINCRBY', H, 'p:' .. prio .. ':c', delta)
+  redis.call('HINCRBY', H, 'reserved', -estimate)
+  redis.call('HINCRBY', H, 't:' .. tenant .. ':r', -estimate)
+  redis.call('HINCRBY', H, 'p:' .. prio .. ':r', -estimate)
+  if rstart == cur then
+    redis.call('HINCRBY', H, 'm:' .. string.format('%d', math.floor((now - hstart) / 60000)), delta)
+  end
+end
+
+local function keep(key)
+  redis.call('PEXPIRE', key, hstart + 2 * HOUR - now)
+end
+
+local global_quota = false
+if status == 429 then
+  redis.call('HINCRBY', C, 'n429', 1)
+  keep(C)
+  local wait = retry_after
+  if wait < 0 then wait = default_pause end
+  local until_ms = now + wait
+  local key = prefix .. 'budget:pause'
+  if string.find(reason, 'tenant', 1, true) then
+    key = prefix .. 'budget:pause:t:' .. tenant
+  elseif reason ~= '' and not string.find(reason, 'burst', 1, true) then
+    global_quota = true
+  end
+  if until_ms > num(redis.call('GET', key)) then
+    redis.call('SET', key, string.format('%d', until_ms), 'PX', math.max(1, math.ceil(wait)))
+  end
+end
+
+if rstart == cur and (remaining >= 0 or limit > 0 or near or global_quota) then
+  local h = redis.call('HMGET', C, 'charged', 'external', 'limit')
+  local q = quota
+  if h[3] then q = math.min(q, tonumber(h[3])) end
+  if limit > 0 and limit < q then
+    q = limit
+    redis.call('HSET', C, 'limit', string.format('%d', limit))
+  end
+  if global_quota then remaining = 0 end
+  if remaining >= 0 then
+    local extra = (q - num(h[1]) - num(h[2])) - remaining
+    if extra > 0 then redis.call('HINCRBY', C, 'external', extra) end
+  end
+  if near then redis.call('HSET', C, 'near', '1') end
+  keep(C)
+end
+local c = redis.call('HMGET', C, 'charged', 'external')
+return {num(c[1]), num(c[2])}

@@ -1,0 +1,279 @@
+"""RedisBudget on a real Redis: reservation, settlement, headers, pauses, hours, fairness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from app import redis as redis_conn
+from app.budget.hook import BudgetExhausted, Observation, Priority
+from app.budget.model import HOUR
+from app.errors import Defer
+from app.settings import Settings
+from tests.budget.helpers import T0, FakeClock, budget
+
+OK = Observation(status=200)
+P = Priority.REACTION
+
+
+async def test_reserve_charges_and_settle_reconciles(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    r1 = await b.reserve("acme", 26, P)
+    r2 = await b.reserve("beta", 2, Priority.INTERACTIVE)
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved, snap.spent, snap.remaining) == (28, 28, 0, 972)
+    await b.settle(r1, Observation(status=200, actual_cost=4))
+    await b.settle(r2, OK)
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved, snap.spent, snap.remaining) == (6, 0, 6, 994)
+    assert snap.tenants["acme"].spent == 4 and snap.tenants["beta"].spent == 2
+    assert snap.priorities[int(P)].spent == 4 and snap.priorities[0].spent == 2
+    keys = [k.decode() async for k in redis.scan_iter(match="*budget*")]
+    assert keys and all(k.startswith(settings.redis_prefix) for k in keys)
+    hour_key = f"{settings.redis_prefix}budget:h:{int(T0 * 1000)}"
+    ttl = await redis.pttl(hour_key)
+    assert 0 < ttl <= (HOUR + HOUR - 600) * 1000, "the hour's counters expire with it"
+
+
+async def test_exhausted_hour_defers_until_the_reset(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + HOUR - 10)
+    b = budget(redis, settings, clock)
+    await b.reserve("acme", 1000, Priority.INTERACTIVE)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("acme", 1, Priority.INTERACTIVE)
+    assert isinstance(info.value, Defer)
+    assert info.value.retry_at == T0 + HOUR and info.value.delay == pytest.approx(10)
+    assert info.value.reason == "quota"
+
+
+async def test_hour_boundary_starts_a_fresh_quota(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + HOUR - 0.5)
+    b = budget(redis, settings, clock)
+    late = await b.reserve("acme", 900, Priority.INTERACTIVE)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("acme", 200, Priority.INTERACTIVE)
+    clock.now = T0 + HOUR
+    fresh = await b.reserve("acme", 200, Priority.INTERACTIVE)
+    # a call reserved at 14:59:59.5 settles after 15:00: it corrects the old hour only
+    await b.settle(late, Observation(status=200, actual_cost=10))
+    await b.settle(fresh, OK)
+    snap = await b.snapshot()
+    assert snap.hour_start == T0 + HOUR
+    assert (snap.charged, snap.reserved) == (200, 0)
+    old = await redis.hget(f"{settings.redis_prefix}budget:h:{int(T0 * 1000)}", "charged")  # type: ignore[misc]
+    assert int(old) == 10
+
+
+async def test_priority_reserve_and_release(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + 600)
+    b = budget(redis, settings, clock)
+    await b.reserve("a", 900, P)  # REACTION may use 950 (5% kept for INTERACTIVE)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("a", 60, P)
+    assert info.value.reason == "reserve"
+    # 40 points of room; the 50-point reserve drops below 40 at 240 s before the reset
+    assert info.value.retry_at == pytest.approx(T0 + HOUR - 240, abs=0.01)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("a", 1, Priority.RECONCILE)  # RECONCILE stops at 900
+    clock.now = info.value.retry_at
+    await b.reserve("a", 60, P)
+    await b.reserve("a", 40, Priority.INTERACTIVE)
+
+
+async def test_pacing_spreads_the_hour(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=36, reserve_fraction=0)
+    for _ in range(10):  # 36 s lead of a 1000-point hour = 10 points
+        await b.reserve("a", 1, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("a", 1, P)
+    assert info.value.reason == "pacing"
+    assert info.value.retry_at == pytest.approx(T0 + 3.6, abs=0.01)
+    await b.reserve("a", 1, Priority.INTERACTIVE)  # the top priority is not paced
+    clock.now = T0 + 1800
+    await b.reserve("a", 480, P)
+
+
+async def test_short_waits_happen_in_process(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock, burst_per_second=10, max_wait_seconds=1.0)
+    for _ in range(10):
+        await b.reserve("a", 1, P)
+    assert clock.slept == []
+    await b.reserve("a", 1, P)
+    assert clock.slept == [pytest.approx(0.1, abs=0.002)]
+    clock.slept.clear()
+    clock.now += 2
+    strict = budget(redis, settings, clock, burst_per_second=10, max_wait_seconds=0)
+    for _ in range(10):
+        await strict.reserve("a", 1, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await strict.reserve("a", 1, P)
+    assert info.value.reason == "burst" and info.value.delay <= 1.0
+
+
+async def test_lower_server_remaining_is_adopted(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    r = await b.reserve("a", 2, P)
+    await b.settle(r, Observation(status=200, remaining=600, limit=1000))
+    snap = await b.snapshot()
+    assert (snap.charged, snap.external, snap.remaining) == (2, 398, 600)
+    # a higher figure (the server has not seen our in-flight calls yet) changes nothing
+    r = await b.reserve("a", 2, P)
+    await b.settle(r, Observation(status=200, remaining=900))
+    snap = await b.snapshot()
+    assert (snap.external, snap.remaining) == (398, 598)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("a", 599, Priority.INTERACTIVE)
+
+
+async def test_lower_server_limit_and_near_limit(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + 360)  # a tenth of the hour
+    b = budget(redis, settings, clock, pacing=False, pacing_lead_seconds=0, reserve_fraction=0)
+    r = await b.reserve("a", 50, P)
+    await b.settle(r, Observation(status=200, limit=800, near_limit=True))
+    snap = await b.snapshot()
+    assert snap.quota == 800 and snap.near_limit
+    # NearLimit turns pacing on for lower priorities: 80 of 800 by now, 50 spent
+    await b.reserve("a", 30, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("a", 1, P)
+    assert info.value.reason == "pacing"
+
+
+async def test_near_limit_halves_the_burst_rate(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock, burst_per_second=10, max_wait_seconds=0)
+    r = await b.reserve("a", 1, Priority.INTERACTIVE)
+    await b.settle(r, Observation(status=200, near_limit=True))
+    admitted = 1
+    clock.now += 2.0  # the bucket is full again
+    while True:
+        try:
+            await b.reserve("a", 1, Priority.INTERACTIVE)
+        except BudgetExhausted as exc:
+            assert exc.reason == "burst"
+            break
+        admitted += 1
+    assert admitted == 1 + 5
+
+
+async def test_a_429_pauses_every_instance_until_retry_after(
+    redis: Redis, settings: Settings
+) -> None:
+    assert settings.redis_url is not None
+    clients = [redis_conn.connect(settings.redis_url) for _ in range(4)]
+    try:
+        clock = FakeClock()
+        budgets = [budget(c, settings, clock) for c in clients]
+        r = await budgets[0].reserve("a", 1, P)
+        await budgets[0].settle(
+            r,
+            Observation(status=429, retry_after=30, reason="confluence-quota-global-based"),
+        )
+        for i, b in enumerate(budgets):
+            with pytest.raises(BudgetExhausted) as info:
+                await b.reserve(f"t{i}", 1, Priority.INTERACTIVE)
+            assert info.value.reason == "paused"
+            assert info.value.retry_at == pytest.approx(clock.now + 30)
+        snap = await budgets[3].snapshot()
+        assert snap.n429 == 1 and snap.paused_until == pytest.approx(clock.now + 30)
+        assert snap.remaining == 0, "a quota 429 means the server's hour is spent"
+        clock.now += 30
+        with pytest.raises(BudgetExhausted) as info:
+            await budgets[1].reserve("a", 1, Priority.INTERACTIVE)
+        assert info.value.reason == "quota"
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_429_storm_keeps_the_longest_pause(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    reservations = [await b.reserve("a", 1, P) for _ in range(40)]
+    waits = [1 + (i * 7) % 23 for i in range(40)]
+    await asyncio.gather(
+        *(
+            b.settle(r, Observation(status=429, retry_after=w, reason="confluence-burst-based"))
+            for r, w in zip(reservations, waits, strict=True)
+        )
+    )
+    snap = await b.snapshot()
+    assert snap.n429 == 40 and snap.paused_until == pytest.approx(clock.now + max(waits))
+    assert snap.charged == 0, "429s are not charged and burst 429s do not zero the hour"
+    clock.now += max(waits) - 0.01
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("a", 1, P)
+    clock.now += 0.01
+    await b.reserve("a", 1, P)
+
+
+async def test_real_time_pause_with_redis_clock(redis: Redis, settings: Settings) -> None:
+    b = budget(redis, settings, None)
+    other = budget(redis, settings, None)
+    r = await b.reserve("a", 1, P)
+    await b.settle(r, Observation(status=429, retry_after=0.6, reason="confluence-burst-based"))
+    with pytest.raises(BudgetExhausted) as info:
+        await other.reserve("b", 1, P)
+    assert 0.3 < info.value.delay <= 0.601
+    await asyncio.sleep(0.65)
+    await other.reserve("b", 1, P)
+
+
+async def test_tenant_429_pauses_only_that_tenant(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    r = await b.reserve("acme", 1, P)
+    await b.settle(
+        r, Observation(status=429, retry_after=60, reason="confluence-quota-tenant-based")
+    )
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("acme", 1, P)
+    assert info.value.reason == "tenant-paused"
+    await b.reserve("beta", 1, P)
+    assert set((await b.snapshot()).tenant_pauses) == {"acme"}
+
+
+async def test_tenant_quota(redis: Redis, settings: Settings) -> None:
+    b = budget(redis, settings, FakeClock(), tenant_points_per_hour=100)
+    await b.reserve("acme", 100, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("acme", 1, P)
+    assert info.value.reason == "tenant-quota"
+    await b.reserve("beta", 100, P)
+
+
+async def test_backlogged_light_tenant_holds_back_the_heavy_one(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0)
+    clock.now = T0 + 360  # 100 points paced so far
+    for _ in range(100):
+        await b.reserve("heavy", 1, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("light", 1, P)  # denied by pacing: light is now backlogged
+    assert info.value.reason == "pacing"
+    clock.now += 18  # 5 more points, within the 30 s backlog window
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("heavy", 1, P)
+    assert info.value.reason == "fair-share"
+    assert info.value.delay <= 30
+    for _ in range(5):
+        await b.reserve("light", 1, P)
+    snap = await b.snapshot()
+    assert set(snap.backlogged) == {"heavy", "light"}
+    clock.now += 4
+    await b.set_weight("heavy", 100)  # a weight of 100 entitles it to 100x the share
+    await b.reserve("heavy", 1, P)
+    await b.set_weight("heavy", 1)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("heavy", 1, P)
+    # with nobody else waiting the heavy tenant gets what is left
+    clock.now += 40
+    await b.reserve("heavy", 1, P)
