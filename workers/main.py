@@ -8,12 +8,15 @@ from arq.worker import Worker, func
 
 from app import redis as redis_conn
 from app.errors import ConfigError
+from app.eventlog import EventLog
 from app.logs import configure_logging
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import jobs
+from workers.dispatch import Dispatch, latest_only_from, log_only
 
 HEALTH_CHECK_INTERVAL = 10
+EVENT_MAX_TRIES = 1_000_000
 
 
 def queue_name(settings: Settings) -> str:
@@ -23,6 +26,8 @@ def queue_name(settings: Settings) -> str:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     configure_logging(settings.log_level, settings.log_format)
+    ctx["eventlog"] = EventLog(ctx["redis"], settings)
+    ctx.setdefault("latest_only", latest_only_from(settings))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -35,12 +40,23 @@ def build_worker(
     concurrency: int | None = None,
     burst: bool = False,
     handle_signals: bool = True,
+    dispatch: Dispatch | None = None,
 ) -> Worker:
     """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     return Worker(
-        functions=[func(jobs.ping, name="ping"), func(jobs.process_event, name="process_event")],
+        functions=[
+            func(jobs.ping, name="ping"),
+            # Our own attempt count lives in the event record (deferrals must not count), so
+            # arq's is out of reach; its timeout is a backstop behind the job layer's own.
+            func(
+                jobs.process_event,
+                name="process_event",
+                max_tries=EVENT_MAX_TRIES,
+                timeout=settings.job_timeout_seconds + 5,
+            ),
+        ],
         queue_name=queue_name(settings),
         redis_settings=redis_conn.arq_settings(settings.redis_url),
         max_jobs=concurrency or settings.worker_concurrency,
@@ -48,11 +64,11 @@ def build_worker(
         burst=burst,
         handle_signals=handle_signals,
         health_check_interval=HEALTH_CHECK_INTERVAL,
-        job_completion_wait=20,
+        job_completion_wait=settings.shutdown_grace_seconds,
         keep_result=60,
         on_startup=startup,
         on_shutdown=shutdown,
-        ctx={"settings": settings},
+        ctx={"settings": settings, "dispatch": dispatch or log_only},
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )

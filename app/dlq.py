@@ -1,0 +1,100 @@
+"""The dead-letter store: events whose attempts ran out, kept with every attempt's error.
+
+Dead events stay in ``P dlq`` (a ZSET by time of death) and their records; see
+:mod:`app.jobstate`. Operators list and inspect them, replay them (one, by filter, or all),
+or discard them, from ``reactor dlq`` and the ops API. A replayed event keeps its id, runs
+with ``source="replay"``, starts a fresh attempt count and takes its place in its content's
+line like a new arrival.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.eventlog import EventLog
+from app.jobstate import Attempt, EventRecord
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: EventRecord
+    attempts: list[Attempt]
+
+    @property
+    def event(self) -> Event:
+        return Event.from_json(self.record.event_json)
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which dead letters an operation applies to; empty fields match everything."""
+
+    tenant: str | None = None
+    type: str | None = None
+
+    def matches(self, record: EventRecord) -> bool:
+        if self.tenant and record.tenant != self.tenant:
+            return False
+        return not (self.type and record.type != self.type)
+
+
+class DeadLetters:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.log = EventLog(redis, settings)
+
+    async def count(self) -> int:
+        return int(await self.redis.zcard(self.log.keys.dlq))
+
+    async def list(self, where: Filter | None = None, limit: int = 100) -> list[EventRecord]:
+        """Newest deaths first."""
+        where = where or Filter()
+        ids = await self.redis.zrevrange(self.log.keys.dlq, 0, -1)
+        found: list[EventRecord] = []
+        for record in await self.log.records([i.decode() for i in ids]):
+            if record.state == "dead" and where.matches(record):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def show(self, event_id: str) -> DeadLetter | None:
+        record = await self.log.record(event_id)
+        if record is None or record.state != "dead":
+            return None
+        return DeadLetter(record, await self.log.attempts(event_id))
+
+    async def retry(self, event_id: str) -> bool:
+        """Replay one dead event; False when it is not in the store."""
+        record = await self.log.record(event_id)
+        if record is None or record.state != "dead":
+            return False
+        return await self.log.requeue(Event.from_json(record.event_json))
+
+    async def retry_all(self, where: Filter | None = None) -> list[str]:
+        """Replay every dead event matching ``where``, oldest death first (arrival order)."""
+        records = await self.list(where, limit=1_000_000)
+        replayed = []
+        for record in reversed(records):
+            if await self.log.requeue(Event.from_json(record.event_json)):
+                replayed.append(record.id)
+        return replayed
+
+    async def discard(self, event_id: str) -> bool:
+        """Drop a dead event for good (its record says ``discarded`` until it expires)."""
+        record = await self.log.record(event_id)
+        if record is None or record.state != "dead":
+            return False
+        await self.log.finish(event_id, record.content, "discarded", "discarded by an operator")
+        return True
+
+    async def discard_all(self, where: Filter | None = None) -> list[str]:
+        discarded = []
+        for record in await self.list(where, limit=1_000_000):
+            if await self.discard(record.id):
+                discarded.append(record.id)
+        return discarded

@@ -1,0 +1,156 @@
+"""Reads and state transitions of event records (key layout and states: :mod:`app.jobstate`).
+
+The job layer moves events through their states here; the dead-letter store, the CLI and the
+dashboard read them here. Transitions that touch several keys are single Lua scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.jobstate import (
+    FINISH,
+    JOB_EXPIRY_MS,
+    PROCESS_EVENT,
+    RECORD_TTL_SECONDS,
+    REQUEUE,
+    Attempt,
+    EventRecord,
+    Keys,
+)
+from app.settings import Settings
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class EventLog:
+    """Event records in Redis: what happened to each event, and its way through the queue."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self._finish = redis.register_script(FINISH)
+        self._requeue = redis.register_script(REQUEUE)
+
+    async def record(self, event_id: str) -> EventRecord | None:
+        raw = await self.redis.hgetall(self.keys.event(event_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        return EventRecord.from_hash(event_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def records(self, event_ids: Sequence[str]) -> list[EventRecord]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hgetall(self.keys.event(event_id))
+            rows = await pipe.execute()
+        return [
+            EventRecord.from_hash(event_id, {_text(k): _text(v) for k, v in row.items()})
+            for event_id, row in zip(event_ids, rows, strict=True)
+            if row
+        ]
+
+    async def attempts(self, event_id: str) -> list[Attempt]:
+        raw = await self.redis.lrange(self.keys.attempts(event_id), 0, -1)  # type: ignore[misc]
+        return [Attempt.from_json(item) for item in raw]
+
+    async def mark(
+        self, event_id: str, state: str, reason: str = "", next_run: int | None = None
+    ) -> None:
+        key = self.keys.event(event_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"state": state, "reason": reason, "updated": now_ms()})
+            if next_run is None:
+                pipe.hdel(key, "next_run")
+            else:
+                pipe.hset(key, "next_run", str(next_run))
+            await pipe.execute()
+
+    async def add_attempt(self, event_id: str, attempt: Attempt) -> None:
+        """Append a failed attempt and set the record's attempt count to its number."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.keys.attempts(event_id), attempt.to_json())
+            pipe.expire(self.keys.attempts(event_id), RECORD_TTL_SECONDS)
+            pipe.hset(self.keys.event(event_id), "attempts", str(attempt.n))
+            await pipe.execute()
+
+    async def finish(self, event_id: str, content_key: str, state: str, reason: str) -> str | None:
+        """End the event in ``state`` and schedule the next event of its content, if any."""
+        keys = self.keys
+        nxt = await self._finish(
+            keys=[
+                keys.event(event_id),
+                keys.content(content_key),
+                keys.queue,
+                keys.dlq,
+                keys.events,
+            ],
+            args=[
+                event_id,
+                state,
+                reason,
+                keys.prefix,
+                PROCESS_EVENT,
+                JOB_EXPIRY_MS,
+                RECORD_TTL_SECONDS,
+            ],
+        )
+        return None if not nxt else _text(nxt)
+
+    async def requeue(self, event: Event) -> bool:
+        """Put an ended event back in line behind its content's unfinished events."""
+        keys = self.keys
+        replayed = dataclasses.replace(event, source="replay")
+        done = await self._requeue(
+            keys=[keys.event(event.id), keys.content(event.content_key), keys.queue, keys.dlq],
+            args=[
+                event.id,
+                replayed.to_json(),
+                keys.prefix,
+                PROCESS_EVENT,
+                JOB_EXPIRY_MS,
+                RECORD_TTL_SECONDS,
+            ],
+        )
+        return bool(done)
+
+    async def pending_after(self, event: Event) -> list[str]:
+        """Ids of this content's events waiting behind ``event``."""
+        ids = await self.redis.lrange(self.keys.content(event.content_key), 0, -1)  # type: ignore[misc]
+        texts = [_text(i) for i in ids]
+        return texts[texts.index(event.id) + 1 :] if event.id in texts else texts
+
+    async def recent(
+        self,
+        *,
+        state: str | None = None,
+        tenant: str | None = None,
+        type_: str | None = None,
+        limit: int = 50,
+        dead_only: bool = False,
+    ) -> list[EventRecord]:
+        """Newest first, filtered; scans at most ``20 * limit`` index entries."""
+        index = self.keys.dlq if dead_only else self.keys.events
+        ids = await self.redis.zrevrange(index, 0, limit * 20 - 1)
+        found: list[EventRecord] = []
+        for record in await self.records([_text(i) for i in ids]):
+            if state and record.state != state:
+                continue
+            if tenant and record.tenant != tenant:
+                continue
+            if type_ and record.type != type_:
+                continue
+            found.append(record)
+            if len(found) >= limit:
+                break
+        return found

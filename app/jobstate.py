@@ -1,0 +1,242 @@
+"""Where every event of the pipeline lives in Redis, and the state transitions of its job.
+
+Keys (``P`` is ``settings.redis_prefix``; arq's ``arq:job:<id>`` is the one key without it)::
+
+    P seen:<id>             STRING  dedupe marker, TTL = dedupe window (outlives the job)
+    P event:<id>            HASH    event (JSON), state, reason, attempts, received, updated,
+                                    next_run (epoch ms), tenant, type, content, replays
+    P attempts:<id>         LIST    one JSON object per attempt: n, started, duration_ms,
+                                    outcome (retry|dead|interrupted), error
+    P content:<tenant>:<content id>
+                            LIST    ids of this content's unfinished events, in arrival
+                                    order; only the head has an arq job (per-content order)
+    P events                ZSET    every recorded event id, score = received (epoch ms)
+    P dlq                   ZSET    dead-lettered ids, score = time of death (epoch ms)
+    P queue                 ZSET    arq's queue: job id (= event id) -> run at (epoch ms)
+    arq:job:<id>            STRING  arq job, JSON {"f": "process_event", "a": [<id>], ...}
+
+States (field ``state`` of ``P event:<id>``)::
+
+    received ─▶ queued ─▶ running ─▶ done
+    (behind an     ▲         ├──▶ failed (retry scheduled, next_run) ─▶ queued ...
+     earlier event │         ├──▶ deferred (reason; not an attempt)  ─▶ queued ...
+     of the same   │         ├──▶ dead (in P dlq) ─▶ discarded, or replayed ─▶ queued
+     content)      │         └──▶ superseded (a newer event of the same content waits)
+                   └── an earlier event of the same content finished
+
+Records keep ``RECORD_TTL_SECONDS`` after their last change; the ``events`` index is trimmed
+to that age whenever a job finishes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROCESS_EVENT = "process_event"
+RECORD_TTL_SECONDS = 14 * 24 * 3600
+JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000
+TERMINAL_STATES = frozenset({"done", "dead", "superseded", "discarded"})
+STATES = ("received", "queued", "running", "failed", "deferred", *sorted(TERMINAL_STATES))
+
+
+class Keys:
+    """Every Redis key of the pipeline, derived from the prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.queue = f"{prefix}queue"
+        self.events = f"{prefix}events"
+        self.dlq = f"{prefix}dlq"
+
+    def dedupe(self, event_id: str) -> str:
+        return f"{self.prefix}seen:{event_id}"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}event:{event_id}"
+
+    def attempts(self, event_id: str) -> str:
+        return f"{self.prefix}attempts:{event_id}"
+
+    def content(self, content_key: str) -> str:
+        return f"{self.prefix}content:{content_key}"
+
+    @staticmethod
+    def arq_job(job_id: str) -> str:
+        return f"arq:job:{job_id}"
+
+
+# Shared Lua: schedule the arq job of event ARGV-named `id` now, unless it is already queued.
+_SCHEDULE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function schedule(prefix, queue, id, fn, expiry, now)
+  local job = cjson.encode({t = cjson.null, f = fn, a = {id}, k = {}, et = now})
+  redis.call('SET', 'arq:job:' .. id, job, 'PX', expiry)
+  redis.call('ZADD', queue, 'NX', now, id)
+  redis.call('HSET', prefix .. 'event:' .. id, 'state', 'queued', 'updated', now)
+end
+"""
+
+# KEYS: dedupe, event, content list, queue, events index.
+# ARGV: event json, dedupe ttl s, record ttl s, id, function, job expiry ms, tenant, type,
+# content key, prefix. Returns 1 when stored, 0 for a duplicate.
+PUT = (
+    _SCHEDULE
+    + """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then
+  return 0
+end
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'event', ARGV[1], 'state', 'received', 'attempts', 0,
+  'received', now, 'updated', now, 'tenant', ARGV[7], 'type', ARGV[8], 'content', ARGV[9])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[5], now, ARGV[4])
+if redis.call('RPUSH', KEYS[3], ARGV[4]) == 1 then
+  schedule(ARGV[10], KEYS[4], ARGV[4], ARGV[5], ARGV[6], now)
+end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+)
+
+# Ends an event (done, dead, superseded, discarded) and starts the next of its content.
+# KEYS: event, content list, queue, dlq, events index.
+# ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s.
+# Returns the id of the event scheduled next, or false.
+FINISH = (
+    _SCHEDULE
+    + """
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'reason', ARGV[3], 'updated', now)
+redis.call('HDEL', KEYS[1], 'next_run')
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('EXPIRE', ARGV[4] .. 'attempts:' .. ARGV[1], ARGV[7])
+if ARGV[2] == 'dead' then
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[7]) * 1000)
+local head = redis.call('LINDEX', KEYS[2], 0)
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+if head ~= ARGV[1] then
+  return false
+end
+local nxt = redis.call('LINDEX', KEYS[2], 0)
+if not nxt then
+  return false
+end
+schedule(ARGV[4], KEYS[3], nxt, ARGV[5], ARGV[6], now)
+return nxt
+"""
+)
+
+# Puts an ended event back in line (replay from the dead-letter store).
+# KEYS: event, content list, queue, dlq. ARGV: id, event json, prefix, function,
+# job expiry ms, record ttl s. Returns 1, or 0 when the record is gone.
+REQUEUE = (
+    _SCHEDULE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local now = now_ms()
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'event', ARGV[2], 'state', 'received', 'attempts', 0,
+  'reason', 'replayed', 'updated', now)
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
+  schedule(ARGV[3], KEYS[3], ARGV[1], ARGV[4], ARGV[5], now)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a job that did not succeed."""
+
+    n: int
+    started: int
+    duration_ms: int
+    outcome: str
+    error: str
+    replay: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "n": self.n,
+                "started": self.started,
+                "duration_ms": self.duration_ms,
+                "outcome": self.outcome,
+                "error": self.error,
+                "replay": self.replay,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Attempt:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """What the pipeline knows about one event: a row of the dashboard."""
+
+    id: str
+    state: str
+    reason: str
+    attempts: int
+    received: int
+    updated: int
+    tenant: str
+    type: str
+    content: str
+    next_run: int | None
+    replays: int
+    event_json: str
+
+    @classmethod
+    def from_hash(cls, event_id: str, data: dict[str, str]) -> EventRecord:
+        next_run = data.get("next_run")
+        return cls(
+            id=event_id,
+            state=data.get("state", ""),
+            reason=data.get("reason", ""),
+            attempts=int(data.get("attempts", 0)),
+            received=int(data.get("received", 0)),
+            updated=int(data.get("updated", 0)),
+            tenant=data.get("tenant", ""),
+            type=data.get("type", ""),
+            content=data.get("content", ""),
+            next_run=int(next_run) if next_run else None,
+            replays=int(data.get("replays", 0)),
+            event_json=data.get("event", "{}"),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready fields without the raw payload."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "received": self.received,
+            "updated": self.updated,
+            "tenant": self.tenant,
+            "type": self.type,
+            "content": self.content,
+            "next_run": self.next_run,
+            "replays": self.replays,
+        }

@@ -1,0 +1,221 @@
+"""The job layer on real Redis and real arq workers, with dispatchers injected."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.dlq import DeadLetters, Filter
+from app.errors import Defer, PermanentFailure, TransientFailure
+from app.eventlog import EventLog
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.pipeline.conftest import page_event
+from workers.dispatch import JobContext
+
+MakeWorker = Callable[..., Worker]
+
+
+class Recorder:
+    """A dispatcher that records calls and fails as told."""
+
+    def __init__(self, fail: Callable[[Event, JobContext], BaseException | None] | None = None):
+        self.calls: list[tuple[Event, int]] = []
+        self.fail = fail
+
+    async def __call__(self, event: Event, job: JobContext) -> None:
+        self.calls.append((event, job.attempt))
+        error = self.fail(event, job) if self.fail else None
+        if error is not None:
+            raise error
+
+
+async def state(log: EventLog, event: Event) -> str:
+    record = await log.record(event.id)
+    assert record is not None
+    return record.state
+
+
+async def test_an_event_runs_once_and_stays_deduplicated(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, log, handler = EventQueue(redis, settings), EventLog(redis, settings), Recorder()
+    event = page_event(1, 1)
+    assert await queue.put(event) is True
+    await burst_worker(dispatch=handler).main()
+    assert [(e.id, n) for e, n in handler.calls] == [(event.id, 1)]
+    assert await state(log, event) == "done"
+    assert await queue.put(event) is False, "the dedupe window outlives the finished job"
+    await burst_worker(dispatch=handler).main()
+    assert len(handler.calls) == 1
+
+
+async def test_a_poison_event_is_retried_then_dead_lettered_then_replayed(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, log, dlq = EventQueue(redis, settings), EventLog(redis, settings), DeadLetters(redis, settings)
+    poison, after = page_event(1, 1), page_event(1, 2)
+    broken = True
+    handler = Recorder(
+        lambda e, job: TransientFailure(f"boom {job.attempt}") if broken and e.id == poison.id else None
+    )
+    await queue.put(poison)
+    await queue.put(after)
+    await burst_worker(dispatch=handler).main()
+    assert [(e.id, n) for e, n in handler.calls] == [
+        (poison.id, 1),
+        (poison.id, 2),
+        (poison.id, 3),
+        (after.id, 1),
+    ], "three attempts (two retries), then the next event of the content"
+    assert await state(log, poison) == "dead" and await state(log, after) == "done"
+    dead = await dlq.show(poison.id)
+    assert dead is not None and dead.record.attempts == 3
+    assert [a.error for a in dead.attempts] == [f"TransientFailure: boom {n}" for n in (1, 2, 3)]
+    assert [a.outcome for a in dead.attempts] == ["retry", "retry", "dead"]
+    assert all(a.started > 0 and a.duration_ms >= 0 for a in dead.attempts)
+    assert dead.attempts[1].started - dead.attempts[0].started >= 40, "backoff between attempts"
+    assert [r.id for r in await dlq.list(Filter(tenant="site-a"))] == [poison.id]
+    assert await dlq.list(Filter(tenant="elsewhere")) == []
+
+    broken = False
+    assert await dlq.retry(poison.id) is True
+    assert await dlq.count() == 0
+    await burst_worker(dispatch=handler).main()
+    replayed, attempt = handler.calls[-1]
+    assert (replayed.id, replayed.source, attempt) == (poison.id, "replay", 1)
+    record = await log.record(poison.id)
+    assert record is not None and (record.state, record.replays) == ("done", 1)
+    assert await dlq.retry(poison.id) is False, "only dead events are replayed"
+
+
+async def test_permanent_failures_skip_retries_and_can_be_discarded(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, dlq = EventQueue(redis, settings), DeadLetters(redis, settings)
+    events = [page_event(n, 1) for n in range(3)]
+    handler = Recorder(lambda e, job: PermanentFailure("page is gone"))
+    for event in events:
+        await queue.put(event)
+    await burst_worker(dispatch=handler).main()
+    assert len(handler.calls) == 3
+    assert {r.id for r in await dlq.list()} == {e.id for e in events}
+    assert await dlq.discard(events[0].id) is True
+    assert await dlq.discard(events[0].id) is False
+    assert sorted(await dlq.retry_all(Filter(type="page.updated"))) == sorted(
+        e.id for e in events[1:]
+    )
+    assert await dlq.count() == 0
+
+
+async def test_deferral_waits_without_counting_an_attempt(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    event = page_event(1, 1)
+    seen_states: list[str] = []
+
+    def fail(e: Event, job: JobContext) -> BaseException | None:
+        return Defer(0.05, "budget exhausted") if len(handler.calls) <= 3 else None
+
+    handler = Recorder(fail)
+    await queue.put(event)
+    await burst_worker(dispatch=handler).main()
+    seen_states.append(await state(log, event))
+    assert [n for _, n in handler.calls] == [1, 1, 1, 1], "a deferral is not an attempt"
+    assert seen_states == ["done"]
+    assert await log.attempts(event.id) == []
+
+
+async def test_a_deferred_event_records_its_reason(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    event = page_event(1, 1)
+    await queue.put(event)
+    worker = burst_worker(dispatch=Recorder(lambda e, job: Defer(60, "waiting for a token")))
+    task = asyncio.create_task(worker.main())
+    for _ in range(100):
+        record = await log.record(event.id)
+        if record is not None and record.state == "deferred":
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.close()
+    assert record is not None and (record.state, record.reason) == ("deferred", "waiting for a token")
+    assert record.next_run is not None and record.attempts == 0
+
+
+async def test_per_content_order_holds_across_several_workers(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue = EventQueue(redis, settings)
+    active: dict[str, int] = defaultdict(int)
+    seen: dict[str, list[int]] = defaultdict(list)
+    overlap = {"max": 0, "now": 0}
+    rng = random.Random(7)
+
+    async def dispatch(event: Event, job: JobContext) -> None:
+        active[event.content_id] += 1
+        overlap["now"] += 1
+        overlap["max"] = max(overlap["max"], overlap["now"])
+        assert active[event.content_id] == 1, "two events of one content ran at once"
+        seen[event.content_id].append(event.version or 0)
+        await asyncio.sleep(rng.uniform(0, 0.004))
+        active[event.content_id] -= 1
+        overlap["now"] -= 1
+
+    contents, versions = 8, 12
+    arrivals = [(c, v) for v in range(1, versions + 1) for c in range(contents)]
+    await asyncio.gather(*(queue.put(page_event(c, v)) for c, v in arrivals))
+    workers = [burst_worker(dispatch=dispatch, concurrency=4) for _ in range(3)]
+    await asyncio.gather(*(w.main() for w in workers))
+    assert {c: seen[str(c)] for c in range(contents)} == {
+        c: list(range(1, versions + 1)) for c in range(contents)
+    }
+    assert sum(w.jobs_complete for w in workers) == contents * versions
+    assert sum(1 for w in workers if w.jobs_complete) >= 2, "work spread over workers"
+    assert overlap["max"] > 1, "different contents ran side by side"
+
+
+async def test_a_newer_event_supersedes_queued_older_ones(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    latest = settings.model_copy(update={"supersede_types": "page.updated"})
+    queue, log, handler = EventQueue(redis, latest), EventLog(redis, latest), Recorder()
+    events = [page_event(1, v) for v in range(1, 6)]
+    for event in events:
+        await queue.put(event)
+    from workers.main import build_worker
+
+    await build_worker(latest, burst=True, handle_signals=False, dispatch=handler).main()
+    assert [e.version for e, _ in handler.calls] == [5]
+    assert [await state(log, e) for e in events] == ["superseded"] * 4 + ["done"]
+
+
+async def test_a_run_longer_than_the_job_timeout_is_a_failed_attempt(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    short = settings.model_copy(update={"job_timeout_seconds": 0.1, "retry_delays": ""})
+    queue, dlq = EventQueue(redis, short), DeadLetters(redis, short)
+
+    async def slow(event: Event, job: JobContext) -> Any:
+        await asyncio.sleep(2)
+
+    event = page_event(1, 1)
+    await queue.put(event)
+    from workers.main import build_worker
+
+    await build_worker(short, burst=True, handle_signals=False, dispatch=slow).main()
+    dead = await dlq.show(event.id)
+    assert dead is not None
+    assert dead.attempts[0].error.startswith("TimeoutError")
+    assert 90 <= dead.attempts[0].duration_ms < 1500

@@ -1,0 +1,116 @@
+"""EventQueue.put: one atomic script per event, dedupe, per-content line, Redis failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from app import redis as redis_conn
+from app.atlassian.events import Event, from_connect, from_forge
+from app.embedded_redis import free_port
+from app.errors import QueueUnavailable
+from app.eventlog import EventLog
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.pipeline.conftest import page_event
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_put_records_dedupes_and_lines_up_by_content(
+    redis: Redis, settings: Settings, batch: bool
+) -> None:
+    queue = EventQueue(redis, settings, batch=batch)
+    first, second, other = page_event(1, 1), page_event(1, 2), page_event(2, 1)
+    assert [await queue.put(e) for e in (first, second, other, first)] == [True, True, True, False]
+    assert await queue.get(second.id) == second
+    keys = queue.keys
+    queued = {m.decode() for m in await redis.zrange(keys.queue, 0, -1)}
+    assert queued == {first.id, other.id}, "only the head of each content has a job"
+    line = await redis.lrange(keys.content(first.content_key), 0, -1)  # type: ignore[misc]
+    assert [i.decode() for i in line] == [first.id, second.id]
+    log = EventLog(redis, settings)
+    states = {e.id: (await log.record(e.id)).state for e in (first, second, other)}  # type: ignore[union-attr]
+    assert states == {first.id: "queued", second.id: "received", other.id: "queued"}
+    ttl = await redis.ttl(keys.dedupe(first.id))
+    assert settings.dedupe_window_seconds - 5 < ttl <= settings.dedupe_window_seconds
+    job = json.loads(await redis.get(keys.arq_job(first.id)))
+    assert job["f"] == "process_event" and job["a"] == [first.id]
+
+
+async def test_concurrent_puts_share_round_trips_and_stay_exact(
+    redis: Redis, settings: Settings
+) -> None:
+    queue = EventQueue(redis, settings)
+    events = [page_event(n % 50, n) for n in range(400)]
+    results = await asyncio.gather(*(queue.put(e) for e in [*events, *events[:100]]))
+    assert results[:400] == [True] * 400
+    assert results[400:] == [False] * 100
+    assert await redis.zcard(queue.keys.events) == 400
+    assert await redis.zcard(queue.keys.queue) == 50
+
+
+async def test_the_same_change_from_both_routes_is_stored_once(
+    redis: Redis, settings: Settings
+) -> None:
+    connect = json.loads((FIXTURES / "connect" / "page_updated.json").read_text())
+    connect["page"]["id"] = "838205441"
+    forge = json.loads((FIXTURES / "forge" / "updated_page.json").read_text())
+    queue = EventQueue(redis, settings)
+    assert await queue.put(from_forge("site-a", forge)) is True
+    assert await queue.put(from_connect("site-a", "page_updated", connect)) is False
+    assert await redis.zcard(queue.keys.events) == 1
+
+
+async def test_a_flushed_script_cache_is_reloaded(redis: Redis, settings: Settings) -> None:
+    for batch in (True, False):
+        queue = EventQueue(redis, settings, batch=batch)
+        await redis.script_flush()
+        assert await queue.put(page_event(7, int(batch) + 1)) is True
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_redis_down_at_ingest_raises_queue_unavailable(
+    settings: Settings, batch: bool
+) -> None:
+    client = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(QueueUnavailable):
+            await EventQueue(client, settings, batch=batch).put(page_event(1, 1))
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers: a hung Redis."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_redis_slower_than_the_bound_raises_queue_unavailable(
+    settings: Settings, silent_server: int, batch: bool
+) -> None:
+    slow = settings.model_copy(update={"ingest_timeout_seconds": 0.3})
+    client = redis_conn.connect(f"redis://127.0.0.1:{silent_server}/0")
+    started = time.monotonic()
+    try:
+        with pytest.raises(QueueUnavailable):
+            await EventQueue(client, slow, batch=batch).put(page_event(1, 1))
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 2.0

@@ -1,0 +1,56 @@
+"""Outcome mapping and backoff: pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.budget.hook import BudgetExhausted
+from app.errors import Defer, PermanentFailure, TransientFailure
+from workers.retry import backoff, decide, describe
+
+SCHEDULE = [10.0, 60.0, 300.0, 1800.0, 7200.0]
+
+
+def test_backoff_follows_the_schedule_within_the_jitter() -> None:
+    assert [backoff(n, SCHEDULE, 0.0) for n in range(1, 6)] == SCHEDULE
+    assert backoff(6, SCHEDULE, 0.2) is None
+    assert backoff(1, SCHEDULE, 0.2, rand=lambda: 0.0) == pytest.approx(8.0)
+    assert backoff(1, SCHEDULE, 0.2, rand=lambda: 1.0) == pytest.approx(12.0)
+    assert backoff(3, SCHEDULE, 0.2, rand=lambda: 0.5) == pytest.approx(300.0)
+
+
+def test_jitter_spreads_retries() -> None:
+    delays = {backoff(2, SCHEDULE, 0.2) for _ in range(50)}
+    assert len(delays) > 40
+    assert all(d is not None and 48.0 <= d <= 72.0 for d in delays)
+
+
+def test_defer_never_counts_as_an_attempt() -> None:
+    decision = decide(Defer(42.0, "waiting for a token"), 5, SCHEDULE, 0.2)
+    assert (decision.action, decision.delay, decision.counts) == ("defer", 42.0, False)
+    budget = decide(BudgetExhausted(retry_at=1030.0, now=1000.0, reason="points"), 0, SCHEDULE, 0)
+    assert (budget.action, budget.delay, budget.reason, budget.counts) == (
+        "defer",
+        30.0,
+        "points",
+        False,
+    )
+
+
+def test_permanent_failures_are_dead_at_once() -> None:
+    decision = decide(PermanentFailure("page 42 is gone"), 0, SCHEDULE, 0.2)
+    assert (decision.action, decision.counts) == ("dead", True)
+    assert decision.reason == "PermanentFailure: page 42 is gone"
+
+
+@pytest.mark.parametrize("exc", [TransientFailure("503"), ValueError("bug"), TimeoutError()])
+def test_other_failures_retry_then_die(exc: Exception) -> None:
+    for previous in range(len(SCHEDULE)):
+        decision = decide(exc, previous, SCHEDULE, 0.0)
+        assert (decision.action, decision.delay) == ("retry", SCHEDULE[previous])
+    assert decide(exc, len(SCHEDULE), SCHEDULE, 0.0).action == "dead"
+
+
+def test_descriptions_are_bounded() -> None:
+    assert describe(TimeoutError()).startswith("TimeoutError: the job ran longer")
+    assert len(describe(RuntimeError("x" * 5000))) == 500

@@ -1,0 +1,70 @@
+"""How a job run ends, decided in one place: defer, retry with backoff, or dead-letter.
+
+Pure functions of the exception, the attempt count and the settings' schedule::
+
+    app.errors.Defer (incl. BudgetExhausted)  -> run again after its delay; not an attempt
+    app.errors.PermanentFailure               -> dead-letter now
+    TransientFailure, TimeoutError, any other -> retry after schedule[n-1] +/- jitter,
+                                                 dead-letter once the schedule is used up
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from app.errors import Defer, PermanentFailure
+
+ERROR_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Literal["defer", "retry", "dead"]
+    delay: float
+    reason: str
+    counts: bool
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, bounded in length."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) and not text:
+        text = "the job ran longer than REACTOR_JOB_TIMEOUT_SECONDS"
+    described = f"{name}: {text}" if text else name
+    return described[:ERROR_TEXT_LIMIT]
+
+
+def backoff(
+    attempt: int,
+    schedule: Sequence[float],
+    jitter: float,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """Seconds before the retry that follows failed ``attempt`` (1-based); None when used up."""
+    if attempt < 1 or attempt > len(schedule):
+        return None
+    base = schedule[attempt - 1]
+    return max(0.0, base * (1 + jitter * (2 * rand() - 1)))
+
+
+def decide(
+    exc: BaseException,
+    previous_attempts: int,
+    schedule: Sequence[float],
+    jitter: float,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """The outcome of a run that raised ``exc`` after ``previous_attempts`` failed attempts."""
+    if isinstance(exc, Defer):
+        return Decision("defer", exc.delay, exc.reason, counts=False)
+    reason = describe(exc)
+    if isinstance(exc, PermanentFailure):
+        return Decision("dead", 0.0, reason, counts=True)
+    delay = backoff(previous_attempts + 1, schedule, jitter, rand)
+    if delay is None:
+        return Decision("dead", 0.0, reason, counts=True)
+    return Decision("retry", delay, reason, counts=True)
