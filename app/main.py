@@ -13,8 +13,11 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from app import redis as redis_conn
+from app.dashboard import api as ops_api
+from app.dashboard import routes as dashboard
 from app.errors import ConfigError
 from app.install_keys import InstallKeys
+from app.metrics import Metrics
 from app.queue import EventQueue
 from app.settings import Settings, load_settings
 from app.tenants import TenantStore
@@ -23,7 +26,14 @@ from app.web.security import SecurityHeaders
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.routes, *forge.routes, *lifecycle.routes, *webhooks.routes]
+    return [
+        *health.routes,
+        *forge.routes,
+        *lifecycle.routes,
+        *webhooks.routes,
+        *dashboard.routes,
+        *ops_api.routes,
+    ]
 
 
 def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> Starlette:
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     return app
 
 

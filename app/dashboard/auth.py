@@ -1,0 +1,230 @@
+"""Operator sign-in: token check, signed session cookie, CSRF tokens, and the guards.
+
+An operator signs in with one of ``settings.dashboard_tokens`` (compared in constant time);
+the session is a cookie ``<payload>.<hmac>`` signed with a key derived from the first
+``REACTOR_SECRET_KEY`` (or, without one, from the operator tokens themselves). It holds a
+random session id, a short fingerprint of the token used (so removing a token ends its
+sessions, and the audit log can name who acted without storing the token) and an expiry.
+
+Every state-changing request carries a CSRF token: forms a hidden ``csrf`` field, the API an
+``X-CSRF-Token`` header; it is an HMAC of the session id. The CLI authenticates with
+``Authorization: Bearer <token>`` instead; no cookie is involved, so no CSRF token is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from app.settings import Settings
+from app.web.responses import error_response
+
+SESSION_COOKIE = "reactor_session"
+SIGNIN_COOKIE = "reactor_signin"
+SESSION_SECONDS = 12 * 3600
+MAX_FORM_BYTES = 64 * 1024
+SIGNIN_PATH = "/dashboard/signin"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who is acting: ``id`` is a fingerprint of the token, never the token itself."""
+
+    id: str
+    via: str  # "session" or "bearer"
+    session: str = ""
+
+
+def token_id(token: str) -> str:
+    return "op-" + hashlib.sha256(token.encode()).hexdigest()[:10]
+
+
+def match_token(candidate: str, tokens: list[str]) -> str | None:
+    """The configured token equal to ``candidate``, compared in constant time against all."""
+    found = None
+    given = candidate.encode()
+    for token in tokens:
+        if hmac.compare_digest(given, token.encode()):
+            found = token
+    return found if candidate else None
+
+
+def signing_key(settings: Settings) -> bytes:
+    material = (
+        settings.secret_keys[0]
+        if settings.secret_keys
+        else "\x1f".join(sorted(settings.dashboard_tokens))
+    )
+    return hmac.new(material.encode(), b"reactor dashboard session v1", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(key: bytes, payload: dict[str, Any]) -> str:
+    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    mac = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+    return f"{body}.{mac}"
+
+
+def unsign(key: bytes, value: str, now: float) -> dict[str, Any] | None:
+    """The payload of a cookie we signed and that has not expired, else None."""
+    body, _, mac = value.partition(".")
+    expected = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+    if not mac or not hmac.compare_digest(mac.encode(), expected.encode()):
+        return None
+    try:
+        payload = json.loads(_unb64(body))
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or float(payload.get("exp", 0)) < now:
+        return None
+    return payload
+
+
+def csrf_token(key: bytes, session: str) -> str:
+    return hmac.new(key, b"csrf:" + session.encode(), hashlib.sha256).hexdigest()
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def current_operator(request: Request) -> Operator | None:
+    """The signed-in operator of this request (bearer token or session cookie), if any."""
+    settings = _settings(request)
+    tokens = settings.dashboard_tokens
+    if not tokens:
+        return None
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = match_token(header[7:].strip(), tokens)
+        return Operator(token_id(token), "bearer") if token else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    payload = unsign(signing_key(settings), cookie, time.time())
+    if payload is None or payload.get("op") not in {token_id(t) for t in tokens}:
+        return None
+    return Operator(str(payload["op"]), "session", str(payload.get("sid", "")))
+
+
+def csrf_ok(request: Request, operator: Operator, supplied: str | None) -> bool:
+    if operator.via == "bearer":
+        return True
+    expected = csrf_token(signing_key(_settings(request)), operator.session)
+    return bool(supplied) and hmac.compare_digest(str(supplied).encode(), expected.encode())
+
+
+def csrf_for(request: Request) -> str:
+    operator: Operator | None = getattr(request.state, "operator", None)
+    if operator is None or operator.via != "session":
+        return ""
+    return csrf_token(signing_key(_settings(request)), operator.session)
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """A urlencoded form body (we do not accept multipart), bounded in size."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def first(form: dict[str, list[str]], name: str) -> str:
+    values = form.get(name) or [""]
+    return values[0]
+
+
+def page(endpoint: Endpoint) -> Endpoint:
+    """Guard for HTML pages: sign-in first, then the page; POSTs need the form's CSRF token."""
+
+    async def guarded(request: Request) -> Response:
+        operator = current_operator(request)
+        if operator is None:
+            target = quote(
+                request.url.path + ("?" + request.url.query if request.url.query else "")
+            )
+            return RedirectResponse(f"{SIGNIN_PATH}?next={target}", status_code=303)
+        request.state.operator = operator
+        if request.method == "POST":
+            form = await read_form(request)
+            request.state.form = form
+            if not csrf_ok(request, operator, first(form, "csrf")):
+                return error_response(403, "csrf_failed", "the form is stale; reload the page")
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+def api(endpoint: Endpoint) -> Endpoint:
+    """Guard for the JSON API: 401 without sign-in, 403 on a cookie POST without CSRF header."""
+
+    async def guarded(request: Request) -> Response:
+        operator = current_operator(request)
+        if operator is None:
+            return error_response(
+                401,
+                "unauthorized",
+                "sign in at /dashboard or send Authorization: Bearer <operator token>",
+                {"WWW-Authenticate": 'Bearer realm="reactor"'},
+            )
+        request.state.operator = operator
+        if request.method not in ("GET", "HEAD") and not csrf_ok(
+            request, operator, request.headers.get("x-csrf-token")
+        ):
+            return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+def new_session(settings: Settings, token: str, now: float) -> str:
+    payload = {
+        "sid": secrets.token_urlsafe(16),
+        "op": token_id(token),
+        "exp": now + SESSION_SECONDS,
+    }
+    return sign(signing_key(settings), payload)
+
+
+def set_session_cookie(response: Response, request: Request, value: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def safe_next(target: str) -> str:
+    """Only local dashboard paths are allowed as a post-sign-in destination."""
+    if target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/dashboard"

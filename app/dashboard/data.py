@@ -1,0 +1,195 @@
+"""The dashboard's read model: everything the pages, the ops API and the CLI show.
+
+It reads through the owners' public functions where they exist (``app.queue.EventQueue``,
+and the pipeline, budget, tenant and reaction modules as they land). Where a source offers no
+function for what the dashboard needs, a small read function lives here and is marked
+``# read-only view of <owner>'s keys``. arq's own keys (``arq:job:<id>``,
+``arq:in-progress:<id>``, ``arq:result:<id>``, ``arq:retry:<id>``) are read directly: they are
+arq's public storage format and our job ids are event ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.eventlog import EventLog
+from app.jobstate import EventRecord
+from app.queue import EventQueue
+from app.settings import Settings
+
+SECRET_KEY_PATTERN = re.compile(
+    r"(secret|token|password|passwd|authorization|jwt|cookie|api[_-]?key|private[_-]?key|"
+    r"signature|credential)",
+    re.IGNORECASE,
+)
+MASK = "•••"
+RUNNING_SCAN_LIMIT = 1000
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` with every value under a secret-looking key replaced by a mask."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                MASK
+                if SECRET_KEY_PATTERN.search(str(k)) and v not in (None, "")
+                else mask_secrets(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ReadModel:
+    """Read-only queries over Redis for one deployment (one prefix)."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.prefix = settings.redis_prefix
+        self.queue = EventQueue(redis, settings)
+        self.queue_key = self.queue.keys.queue
+        self.log = EventLog(redis, settings)
+
+    # -- queue ---------------------------------------------------------------------------
+
+    async def queue_counts(self, now: float | None = None) -> dict[str, int]:
+        """queued (due now), deferred (scheduled later) and running jobs of our queue."""
+        now_ms = int((now if now is not None else time.time()) * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(self.queue_key, "-inf", now_ms)
+            pipe.zcount(self.queue_key, f"({now_ms}", "+inf")
+            pipe.zrangebyscore(self.queue_key, "-inf", now_ms, start=0, num=RUNNING_SCAN_LIMIT)
+            due, later, head = await pipe.execute()
+        running = 0
+        if head:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in head:
+                    pipe.exists(f"arq:in-progress:{_text(job_id)}")
+                running = sum(int(x) for x in await pipe.execute())
+        return {"queued": int(due) - running, "running": running, "deferred": int(later)}
+
+    async def health_check(self) -> str | None:
+        """The line arq's workers write every few seconds (``{prefix}queue:health-check``)."""
+        raw = await self.redis.get(f"{self.queue_key}:health-check")
+        return _text(raw) if raw is not None else None
+
+    async def budget_minutes(self, hour_start: float) -> dict[int, int]:
+        """Points charged per minute of the hour starting at ``hour_start``.
+
+        read-only view of the budget's ``{prefix}budget:h:<hour ms>`` hash (fields ``m:<n>``);
+        :meth:`RedisBudget.snapshot` sums them but does not return the series.
+        """
+        key = f"{self.prefix}budget:h:{int(hour_start * 1000)}"
+        raw = await self.redis.hgetall(key)  # type: ignore[misc]
+        out: dict[int, int] = {}
+        for name, value in raw.items():
+            text = _text(name)
+            if text.startswith("m:") and text[2:].lstrip("-").isdigit():
+                out[int(text[2:])] = int(value)
+        return out
+
+    # -- jobs (through the pipeline's EventLog) -----------------------------------------
+
+    async def job(self, event_id: str) -> dict[str, Any] | None:
+        """A job's detail: record, normalised event, masked raw payload, every attempt."""
+        record = await self.log.record(event_id)
+        if record is None:
+            return None
+        event = _event_from(record)
+        attempts = await self.log.attempts(event_id)
+        event_fields = {} if event is None else _event_dict(event)
+        raw = event_fields.pop("raw", {})
+        return _row(record, event) | {
+            "event": mask_secrets(event_fields),
+            "raw": mask_secrets(raw),
+            "attempt_list": [dataclasses.asdict(a) for a in attempts],
+            "calls": None,
+        }
+
+    async def search_jobs(
+        self,
+        *,
+        event_id: str = "",
+        content_id: str = "",
+        tenant: str = "",
+        type_: str = "",
+        status: str = "",
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Event records matching every given filter, newest first."""
+        if event_id:
+            record = await self.log.record(event_id.strip())
+            records = [record] if record is not None else []
+        else:
+            records = await self.log.recent(
+                state=status or None,
+                tenant=tenant or None,
+                type_=type_ or None,
+                limit=limit if not content_id else limit * 10,
+            )
+        rows = []
+        for record in records:
+            if status and record.state != status:
+                continue
+            row = _row(record, _event_from(record))
+            if content_id and row["content_id"] != content_id.strip():
+                continue
+            rows.append(row)
+        return rows[:limit]
+
+    async def failing(self, limit: int = 15) -> list[dict[str, Any]]:
+        """The most recent dead and failing (retry scheduled) events, newest change first."""
+        dead = await self.log.recent(state="dead", limit=limit)
+        failed = await self.log.recent(state="failed", limit=limit)
+        records = sorted([*dead, *failed], key=lambda r: r.updated, reverse=True)[:limit]
+        return [_row(r, None) for r in records]
+
+    async def by_tenant(self, sample: int = 1000) -> dict[str, dict[str, Any]]:
+        """Per tenant over the newest ``sample`` records: events, failures, last event."""
+        stats: dict[str, dict[str, Any]] = {}
+        for record in await self.log.recent(limit=sample):
+            row = stats.setdefault(record.tenant, {"events": 0, "failed": 0, "last_event": 0})
+            row["events"] += 1
+            if record.state in ("failed", "dead") or record.attempts > 0:
+                row["failed"] += 1
+            row["last_event"] = max(row["last_event"], record.received)
+        for row in stats.values():
+            row["error_rate"] = f"{row['failed'] / row['events']:.0%}" if row["events"] else "—"
+        return stats
+
+
+def _event_from(record: EventRecord) -> Event | None:
+    try:
+        return Event.from_json(record.event_json)
+    except (ValueError, TypeError):
+        return None
+
+
+def _row(record: EventRecord, event: Event | None) -> dict[str, Any]:
+    content_id = event.content_id if event else record.content.rpartition(":")[2]
+    return record.summary() | {
+        "content_id": content_id,
+        "source": event.source if event else "",
+        "title": event.title if event else None,
+    }
+
+
+def _event_dict(event: Event) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(event.to_json())
+    return data

@@ -1,0 +1,101 @@
+"""Per-worker heartbeats: each worker process writes one short-lived hash every few seconds.
+
+arq's own ``{prefix}queue:health-check`` key is one string that every worker overwrites, so it
+cannot tell how many workers are alive. Each worker therefore also writes
+``{prefix}worker:<worker id>`` (a hash: host, pid, concurrency, running, started, seen) with a
+TTL of three intervals, and adds its id to the set ``{prefix}workers``. The dashboard lists
+the ids whose hash still exists and prunes the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+INTERVAL_SECONDS = 5.0
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Heartbeats:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.index = f"{prefix}workers"
+
+    def key(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    async def beat(self, worker_id: str, fields: dict[str, str | int | float]) -> None:
+        ttl = int(INTERVAL_SECONDS * 3)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key(worker_id), mapping={**fields, "seen": time.time()})
+            pipe.expire(self.key(worker_id), ttl)
+            pipe.sadd(self.index, worker_id)
+            await pipe.execute()
+
+    async def remove(self, worker_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.key(worker_id))
+            pipe.srem(self.index, worker_id)
+            await pipe.execute()
+
+    async def alive(self) -> list[dict[str, Any]]:
+        """Live workers, most recently seen first; ids whose hash expired are pruned."""
+        ids = [_s(i) for i in await self.redis.smembers(self.index)]  # type: ignore[misc]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(self.key(worker_id))
+            rows = await pipe.execute()
+        out, gone = [], []
+        for worker_id, row in zip(ids, rows, strict=True):
+            if not row:
+                gone.append(worker_id)
+                continue
+            info: dict[str, Any] = {_s(k): _s(v) for k, v in row.items()}
+            info["id"] = worker_id
+            for name in ("concurrency", "running", "done", "failed", "pid"):
+                if name in info:
+                    info[name] = int(float(info[name]))
+            for name in ("seen", "started"):
+                if name in info:
+                    info[name] = float(info[name])
+            out.append(info)
+        if gone:
+            await self.redis.srem(self.index, *gone)  # type: ignore[misc]
+        out.sort(key=lambda w: float(w.get("seen", 0)), reverse=True)
+        return out
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def run(
+    redis: Redis,
+    prefix: str,
+    worker_id: str,
+    stats: Any,
+    interval: float = INTERVAL_SECONDS,
+) -> None:
+    """Beat until cancelled; ``stats()`` returns the fields to publish (running jobs, ...)."""
+    beats = Heartbeats(redis, prefix)
+    try:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await beats.beat(worker_id, stats())
+            await asyncio.sleep(interval)
+    finally:
+        await asyncio.shield(beats.remove(worker_id))

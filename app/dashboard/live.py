@@ -1,0 +1,41 @@
+"""Server-sent events: the overview numbers and charts, pushed every few seconds.
+
+The stream sends ``event: overview`` with the same JSON as ``GET /api/overview``. Each push
+also samples the queue depth into the per-minute activity counters, so the depth chart fills
+while someone watches. ``app.state.dashboard_live_interval`` (seconds) overrides the period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.dashboard import auth, views
+
+DEFAULT_INTERVAL = 2.0
+
+
+async def _events(request: Request, interval: float) -> AsyncIterator[ServerSentEvent]:
+    while True:
+        try:
+            data = await views.overview(request, sample=True)
+            yield ServerSentEvent(data=json.dumps(data, default=str), event="overview")
+        except (RedisError, OSError):
+            yield ServerSentEvent(data=json.dumps({"error": "redis unavailable"}), event="error")
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(interval)
+
+
+async def stream(request: Request) -> Response:
+    operator = auth.current_operator(request)
+    if operator is None:
+        return Response("sign in first", status_code=401)
+    interval = float(getattr(request.app.state, "dashboard_live_interval", DEFAULT_INTERVAL))
+    return EventSourceResponse(_events(request, interval), ping=15)

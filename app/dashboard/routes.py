@@ -1,0 +1,197 @@
+"""Dashboard pages under ``/dashboard``: sign-in, the read-only views, and the audit log.
+
+Actions (dead-letter retry/discard) live in :mod:`app.dashboard.actions`; live updates in
+:mod:`app.dashboard.live`. Every page needs a signed-in operator (see :mod:`.auth`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from app.dashboard import actions, auth, live, views
+from app.dashboard.audit import AuditLog
+from app.dashboard.data import ReadModel
+from app.settings import Settings
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["ago"] = views.ago
+templates.env.filters["clock"] = views.clock
+templates.env.filters["pretty"] = views.pretty
+
+NAV = [
+    ("overview", "/dashboard", "Overview"),
+    ("jobs", "/dashboard/jobs", "Jobs"),
+    ("dead", "/dashboard/dead", "Dead letters"),
+    ("budget", "/dashboard/budget", "Budget"),
+    ("tenants", "/dashboard/tenants", "Tenants"),
+    ("workers", "/dashboard/workers", "Workers"),
+    ("reactions", "/dashboard/reactions", "Reactions"),
+    ("audit", "/dashboard/audit", "Audit log"),
+]
+
+
+def render(request: Request, name: str, active: str, status: int = 200, **ctx: Any) -> Response:
+    context = {
+        "operator": getattr(request.state, "operator", None),
+        "csrf": auth.csrf_for(request),
+        "nav": NAV,
+        "active": active,
+        **ctx,
+    }
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def read_model(request: Request) -> ReadModel:
+    settings: Settings = request.app.state.settings
+    return ReadModel(request.app.state.redis, settings)
+
+
+def audit_log(request: Request) -> AuditLog:
+    settings: Settings = request.app.state.settings
+    return AuditLog(request.app.state.redis, settings.redis_prefix)
+
+
+async def signin_form(request: Request) -> Response:
+    nonce = secrets.token_urlsafe(16)
+    response = render(
+        request,
+        "signin.html",
+        "",
+        nonce=nonce,
+        next=auth.safe_next(request.query_params.get("next", "/dashboard")),
+        error=None,
+        configured=bool(request.app.state.settings.dashboard_tokens),
+    )
+    response.set_cookie(
+        auth.SIGNIN_COOKIE,
+        nonce,
+        max_age=600,
+        path="/dashboard/signin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def signin(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    form = await auth.read_form(request)
+    target = auth.safe_next(auth.first(form, "next"))
+    nonce = request.cookies.get(auth.SIGNIN_COOKIE, "")
+    supplied = auth.first(form, "csrf")
+    if not nonce or not secrets.compare_digest(nonce.encode(), supplied.encode()):
+        return render(
+            request, "signin.html", "", 403, nonce="", next=target, configured=True,
+            error="The sign-in form expired. Reload the page and try again.",
+        )  # fmt: skip
+    token = auth.match_token(auth.first(form, "token").strip(), settings.dashboard_tokens)
+    if token is None:
+        await audit_log(request).record("anonymous", "sign_in", outcome="refused")
+        response = render(
+            request, "signin.html", "", 401, nonce=nonce, next=target, configured=True,
+            error="That token is not an operator token.",
+        )  # fmt: skip
+        return response
+    operator = auth.token_id(token)
+    await audit_log(request).record(operator, "sign_in")
+    response = RedirectResponse(target, status_code=303)
+    auth.set_session_cookie(response, request, auth.new_session(settings, token, time.time()))
+    response.delete_cookie(auth.SIGNIN_COOKIE, path="/dashboard/signin")
+    return response
+
+
+@auth.page
+async def signout(request: Request) -> Response:
+    await audit_log(request).record(request.state.operator.id, "sign_out")
+    response = RedirectResponse(auth.SIGNIN_PATH, status_code=303)
+    response.delete_cookie(auth.SESSION_COOKIE, path="/")
+    return response
+
+
+@auth.page
+async def overview(request: Request) -> Response:
+    data = await views.overview(request)
+    return render(request, "overview.html", "overview", data=data)
+
+
+@auth.page
+async def jobs(request: Request) -> Response:
+    q = request.query_params
+    filters = {k: q.get(k, "").strip() for k in ("event_id", "content_id", "tenant", "type")}
+    filters["status"] = q.get("status", "").strip()
+    searched = any(filters.values()) or "all" in q
+    rows = await views.search_jobs(request, filters) if searched else []
+    return render(request, "jobs.html", "jobs", filters=filters, rows=rows, searched=searched)
+
+
+@auth.page
+async def job_detail(request: Request) -> Response:
+    job = await views.job_detail(request, request.path_params["event_id"])
+    if job is None:
+        return render(request, "missing.html", "jobs", 404, what="job")
+    return render(request, "job.html", "jobs", job=job)
+
+
+@auth.page
+async def budget(request: Request) -> Response:
+    return render(request, "budget.html", "budget", budget=await views.budget(request))
+
+
+@auth.page
+async def tenants(request: Request) -> Response:
+    return render(request, "tenants.html", "tenants", data=await views.tenants(request))
+
+
+@auth.page
+async def workers(request: Request) -> Response:
+    return render(request, "workers.html", "workers", data=await views.workers(request))
+
+
+@auth.page
+async def reactions(request: Request) -> Response:
+    return render(request, "reactions.html", "reactions", data=await views.reactions(request))
+
+
+@auth.page
+async def audit(request: Request) -> Response:
+    entries = await audit_log(request).recent(300)
+    return render(request, "audit.html", "audit", entries=entries)
+
+
+async def to_index(request: Request) -> Response:
+    return RedirectResponse("/dashboard/", status_code=308)
+
+
+routes: list[BaseRoute] = [
+    Route("/dashboard", to_index, methods=["GET"]),
+    Mount(
+        "/dashboard",
+        routes=[
+            Route("/", overview, methods=["GET"]),
+            Route("/signin", signin_form, methods=["GET"]),
+            Route("/signin", signin, methods=["POST"]),
+            Route("/signout", signout, methods=["POST"]),
+            Route("/jobs", jobs, methods=["GET"]),
+            Route("/jobs/{event_id}", job_detail, methods=["GET"]),
+            *actions.page_routes,
+            Route("/budget", budget, methods=["GET"]),
+            Route("/tenants", tenants, methods=["GET"]),
+            Route("/workers", workers, methods=["GET"]),
+            Route("/reactions", reactions, methods=["GET"]),
+            Route("/audit", audit, methods=["GET"]),
+            Route("/live", live.stream, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ],
+    ),
+]

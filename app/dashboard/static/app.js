@@ -1,0 +1,86 @@
+// Live updates over server-sent events and small inline SVG line charts. No dependencies.
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+
+function pick(obj, path) {
+  return path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
+}
+
+function drawChart(svg, data) {
+  const lines = (svg.dataset.lines || "").split(",").filter(Boolean);
+  const width = svg.clientWidth || 600, height = svg.clientHeight || 180, pad = 22;
+  const series = lines.map((name) => ({ name, values: (data && data[name]) || [] }));
+  const n = Math.max(2, ...series.map((s) => s.values.length));
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.replaceChildren();
+  const axis = document.createElementNS(SVGNS, "path");
+  axis.setAttribute("class", "axis");
+  axis.setAttribute("d", `M${pad},${pad / 2}V${height - pad}H${width - 4}`);
+  svg.appendChild(axis);
+  const label = document.createElementNS(SVGNS, "text");
+  label.setAttribute("x", 2); label.setAttribute("y", pad / 2 + 8);
+  label.textContent = String(max);
+  svg.appendChild(label);
+  for (const s of series) {
+    const line = document.createElementNS(SVGNS, "polyline");
+    const pts = s.values.map((v, i) => {
+      const x = pad + (i * (width - pad - 4)) / (n - 1);
+      const y = height - pad - (v / max) * (height - pad * 1.5);
+      return `${x.toFixed(1)},${y.toFixed(1)}`;
+    });
+    line.setAttribute("points", pts.join(" "));
+    line.setAttribute("stroke", `var(--c-${s.name})`);
+    line.dataset.series = s.name;
+    line.dataset.last = String(s.values.length ? s.values[s.values.length - 1] : 0);
+    svg.appendChild(line);
+  }
+}
+
+function formatMap(map) {
+  const parts = Object.entries(map || {}).map(([k, v]) => `${k} ${v}`);
+  return parts.length ? parts.join(" · ") : "—";
+}
+
+function apply(data) {
+  document.querySelectorAll("[data-live]").forEach((el) => {
+    const v = pick(data, el.dataset.live);
+    if (v !== undefined && v !== null && String(v) !== el.textContent) el.textContent = String(v);
+  });
+  document.querySelectorAll("[data-live-map]").forEach((el) => {
+    el.textContent = formatMap(pick(data, el.dataset.liveMap));
+  });
+  document.querySelectorAll("svg[data-chart]").forEach((svg) => {
+    const v = pick(data, svg.dataset.chart);
+    if (v) drawChart(svg, v);
+  });
+}
+
+function connect() {
+  const status = document.querySelector("[data-live-status]");
+  if (!status || !window.EventSource) return;
+  const source = new EventSource("/dashboard/live");
+  source.addEventListener("open", () => { status.className = "live on"; status.title = "live"; });
+  source.addEventListener("error", () => { status.className = "live off"; status.title = "reconnecting"; });
+  source.addEventListener("overview", (e) => {
+    status.className = "live on";
+    apply(JSON.parse(e.data));
+    document.body.dataset.liveAt = String(Date.now());
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const initial = document.getElementById("live-initial");
+  if (initial) apply(JSON.parse(initial.textContent));
+  document.querySelectorAll("svg[data-initial]").forEach((svg) => {
+    drawChart(svg, JSON.parse(svg.dataset.initial));
+  });
+  const all = document.querySelector("[data-select-all]");
+  if (all) {
+    all.addEventListener("change", () => {
+      document.querySelectorAll('input[type="checkbox"][name="id"]').forEach((c) => { c.checked = all.checked; });
+    });
+  }
+  connect();
+});

@@ -1,0 +1,305 @@
+"""What each page and API endpoint shows, composed from the read model and the owners' APIs.
+
+Every function returns plain JSON-ready dicts, so pages, the ops API, the live stream and the
+CLI show the same numbers. A data source that is not available says so (``available: False``
+and a ``gap`` sentence) instead of showing made-up values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from app.budget.hook import Priority
+from app.budget.redis_budget import RedisBudget
+from app.crypto import SecretBox
+from app.dashboard.data import ReadModel
+from app.dlq import DeadLetters
+from app.installations import InstallationStore
+from app.metrics import Activity, Metrics
+from app.settings import Settings
+from app.tenants import TenantStore
+
+HOUR_MINUTES = 60
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def read_model(request: Request) -> ReadModel:
+    return ReadModel(request.app.state.redis, _settings(request))
+
+
+def activity(request: Request) -> Activity:
+    return Activity(request.app.state.redis, _settings(request).redis_prefix)
+
+
+def _sum_prefixed(row: dict[str, int], prefix: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, value in row.items():
+        if name.startswith(prefix):
+            rest = name[len(prefix) :]
+            out[rest] = out.get(rest, 0) + value
+    return out
+
+
+def summarize_minutes(minutes: list[tuple[int, dict[str, int]]]) -> dict[str, Any]:
+    """Totals of the last hour and per-minute series for the charts (pure)."""
+    totals: dict[str, int] = {}
+    series: dict[str, list[int]] = {
+        "received": [], "done": [], "failed": [], "dead": [], "queued": [], "retry": [],
+    }  # fmt: skip
+    received_by_source: dict[str, int] = {}
+    deferred_by_reason: dict[str, int] = {}
+    rejected_by_reason: dict[str, int] = {}
+    for _, row in minutes:
+        received = _sum_prefixed(row, "received:")
+        for source, n in received.items():
+            received_by_source[source] = received_by_source.get(source, 0) + n
+        for reason, n in _sum_prefixed(row, "deferred:").items():
+            deferred_by_reason[reason] = deferred_by_reason.get(reason, 0) + n
+        for reason, n in _sum_prefixed(row, "rejected:").items():
+            rejected_by_reason[reason] = rejected_by_reason.get(reason, 0) + n
+        series["received"].append(sum(received.values()))
+        for name in ("done", "failed", "dead", "retry"):
+            series[name].append(row.get(name, 0))
+            totals[name] = totals.get(name, 0) + row.get(name, 0)
+        series["queued"].append(row.get("depth:queued", 0))
+    return {
+        "received": received_by_source,
+        "received_total": sum(received_by_source.values()),
+        "rejected": rejected_by_reason,
+        "deferred": deferred_by_reason,
+        "done": totals.get("done", 0),
+        "failed": totals.get("failed", 0),
+        "retry": totals.get("retry", 0),
+        "dead": totals.get("dead", 0),
+        "series": series,
+        "minutes": [m for m, _ in minutes],
+    }
+
+
+async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
+    """Counts now, totals and charts of the last hour, worker health, DLQ and budget summary."""
+    model = read_model(request)
+    now = time.time()
+    counts = await model.queue_counts(now)
+    act = activity(request)
+    if sample:
+        await act.sample({f"depth:{k}": v for k, v in counts.items()}, now)
+    hour = summarize_minutes(await act.minutes(HOUR_MINUTES, now))
+    workers_now = await workers(request)
+    return {
+        "now": now,
+        "queue": counts,
+        "hour": hour,
+        "workers": {"alive": workers_now["alive"], "health": workers_now["health"]},
+        "dead_letters": await dead_letter_count(request),
+        "budget": (await budget(request)).get("summary"),
+        "failing": await model.failing(),
+    }
+
+
+async def search_jobs(request: Request, filters: dict[str, str]) -> list[dict[str, Any]]:
+    return await read_model(request).search_jobs(
+        event_id=filters.get("event_id", ""),
+        content_id=filters.get("content_id", ""),
+        tenant=filters.get("tenant", ""),
+        type_=filters.get("type", ""),
+        status=filters.get("status", ""),
+    )
+
+
+async def job_detail(request: Request, event_id: str) -> dict[str, Any] | None:
+    return await read_model(request).job(event_id)
+
+
+async def dead_letter_count(request: Request) -> int | None:
+    return await DeadLetters(request.app.state.redis, _settings(request)).count()
+
+
+async def dead_letters(request: Request, limit: int = 200) -> dict[str, Any]:
+    store = DeadLetters(request.app.state.redis, _settings(request))
+    records = await store.list(limit=limit)
+    items = [r.summary() | {"content": r.content} for r in records]
+    return {"available": True, "gap": "", "total": await store.count(), "items": items}
+
+
+async def dead_letter_action(
+    request: Request, action: str, scope: str, ids: list[str]
+) -> dict[str, Any]:
+    """Retry (replay) or discard dead letters through the dead-letter store."""
+    store = DeadLetters(request.app.state.redis, _settings(request))
+    if action not in ("retry", "discard"):
+        return {"ok": False, "count": 0, "detail": f"unknown action {action!r}"}
+    if scope == "all":
+        everything: list[str] = await (
+            store.retry_all() if action == "retry" else store.discard_all()
+        )
+        return {"ok": True, "count": len(everything), "ids": everything[:100]}
+    one = store.retry if action == "retry" else store.discard
+    done: list[str] = []
+    missing: list[str] = []
+    for event_id in ids:
+        (done if await one(event_id) else missing).append(event_id)
+    result: dict[str, Any] = {"ok": bool(done) or not missing, "count": len(done), "ids": done}
+    if missing:
+        result["not_dead"] = missing
+        result["detail"] = f"{len(missing)} id(s) are not dead letters (already retried?)"
+    return result
+
+
+async def budget(request: Request) -> dict[str, Any]:
+    """This hour's points: summary, per tenant and priority, burn series, forecast."""
+    redis = request.app.state.redis
+    snap = await RedisBudget(redis, _settings(request)).snapshot()
+    burn = await read_model(request).budget_minutes(snap.hour_start)
+    minute_now = int((snap.now - snap.hour_start) // 60)
+    cumulative, total = [], 0
+    for minute in range(minute_now + 1):
+        total += burn.get(minute, 0)
+        cumulative.append(total)
+    return {
+        "available": True,
+        "gap": "",
+        "summary": {
+            "quota": snap.quota,
+            "spent": snap.spent,
+            "remaining": snap.remaining,
+            "reserved": snap.reserved,
+            "external": snap.external,
+            "n429": snap.n429,
+            "near_limit": snap.near_limit,
+            "paused_until": snap.paused_until,
+            "forecast": snap.forecast,
+            "hour_start": snap.hour_start,
+        },
+        "tenants": [
+            {
+                "tenant": t,
+                "spent": u.spent,
+                "reserved": u.reserved,
+                "paused_until": snap.tenant_pauses.get(t),
+            }
+            for t, u in sorted(snap.tenants.items(), key=lambda kv: -kv[1].charged)
+        ],
+        "priorities": [
+            {"priority": _priority_name(p), "spent": u.spent, "reserved": u.reserved}
+            for p, u in sorted(snap.priorities.items())
+        ],
+        "tenant_pauses": dict(snap.tenant_pauses),
+        "backlogged": list(snap.backlogged),
+        "burn": {"cumulative": cumulative, "quota": [snap.quota] * len(cumulative)},
+    }
+
+
+def _priority_name(value: int) -> str:
+    try:
+        return Priority(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+async def tenants(request: Request) -> dict[str, Any]:
+    """Connect tenants and Forge installations with their recent event and failure counts."""
+    settings = _settings(request)
+    redis = request.app.state.redis
+    stats = await read_model(request).by_tenant()
+    empty = {"events": 0, "failed": 0, "last_event": None, "error_rate": "—"}
+    connect = [
+        t.public_dict() | empty | stats.get(t.client_key, {})
+        for t in await TenantStore(redis, settings).list()
+    ]
+    forge = []
+    if settings.secret_keys:
+        store = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+        now = time.time()
+        for inst in await store.list():
+            row = dataclasses.asdict(inst) | empty | stats.get(inst.tenant, {})
+            row["site"] = inst.api_base_url
+            row["last_event"] = stats.get(inst.tenant, {}).get("last_event") or inst.last_seen
+            row["token"] = _token_state(inst.token_expires_at, now)
+            forge.append(row)
+    return {"available": True, "gap": "", "connect": connect, "forge": forge}
+
+
+def _token_state(expires_at: int | None, now: float) -> str:
+    if not expires_at:
+        return "none held"
+    seconds = expires_at / (1000 if expires_at > 1e11 else 1)
+    return "expired" if seconds <= now else f"valid, expires {clock(seconds)}"
+
+
+async def reactions(request: Request) -> dict[str, Any]:
+    settings = _settings(request)
+    return {
+        "available": False,
+        "gap": "the reaction registry (workers/routing.py, workers/rules.py) has not landed yet",
+        "modules": settings.reaction_modules,
+        "rules_file": str(settings.rules_file) if settings.rules_file else None,
+        "dry_run": settings.dry_run,
+        "reactions": [],
+    }
+
+
+async def workers(request: Request) -> dict[str, Any]:
+    from app.dashboard.heartbeat import Heartbeats
+
+    model = read_model(request)
+    settings = _settings(request)
+    health = await model.health_check()
+    beats = await Heartbeats(request.app.state.redis, settings.redis_prefix).alive()
+    return {
+        "health": health,
+        "alive": len(beats) if beats else (1 if health else 0),
+        "workers": beats,
+    }
+
+
+def ago(value: float | int | None) -> str:
+    """'12s ago' style text for an epoch (seconds or milliseconds)."""
+    if value is None:
+        return "never"
+    seconds = float(value) / (1000 if value > 1e11 else 1)
+    delta = max(0, int(time.time() - seconds))
+    if delta < 60:
+        return f"{delta}s ago"
+    if delta < 3600:
+        return f"{delta // 60}m ago"
+    if delta < 86400:
+        return f"{delta // 3600}h ago"
+    return f"{delta // 86400}d ago"
+
+
+def clock(value: float | int | None) -> str:
+    """UTC wall-clock time of an epoch (seconds or milliseconds)."""
+    if value is None or value == 0:
+        return "—"
+    seconds = float(value) / (1000 if value > 1e11 else 1)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+async def refresh_gauges(request: Request, metrics: Metrics) -> None:
+    """Set the gauges whose truth lives in Redis (queue depth, DLQ size, budget) for a scrape."""
+    counts = await read_model(request).queue_counts()
+    for state, value in counts.items():
+        metrics.queue_depth.labels(state=state).set(value)
+    dead = await dead_letter_count(request)
+    if dead is not None:
+        metrics.dead_letters.set(dead)
+    summary = (await budget(request)).get("summary")
+    if summary:
+        metrics.budget_spent.set(summary["spent"])
+        metrics.budget_remaining.set(summary["remaining"])
+        metrics.budget_paused.set(1 if summary.get("paused_until") else 0)
