@@ -1,0 +1,58 @@
+"""Fixtures of the reaction tests: a fake Confluence and a job context on the real test Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import structlog
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.settings import Settings
+from tests.reactions.fake import APP, FakeConfluence
+from workers.dispatch import JobContext
+from workers.ops import Content
+from workers.reactor import Reactor, ReactorOptions
+from workers.routing import Router
+
+PAGE_BODY = "<h2>Context</h2><p>We cache.</p>"
+
+
+@pytest.fixture
+def fake() -> FakeConfluence:
+    confluence = FakeConfluence()
+    confluence.add(
+        Content(
+            id="1001",
+            kind="page",
+            title="RFC: caching",
+            body=PAGE_BODY,
+            version=2,
+            author_id="user-1",
+            parent_id="100",
+            space_id="77",
+        )
+    )
+    return confluence
+
+
+@pytest.fixture
+def job(settings: Settings, redis: Redis) -> Callable[[Event], JobContext]:
+    def make(event: Event) -> JobContext:
+        log = structlog.get_logger("test").bind(event_id=event.id)
+        return JobContext(event.id, 1, settings, redis, log)
+
+    return make
+
+
+@pytest.fixture
+def reactor(fake: FakeConfluence) -> Callable[..., Reactor]:
+    def make(router: Router, **options: object) -> Reactor:
+        async def client_for(event: Event, job: JobContext) -> FakeConfluence:
+            return fake
+
+        opts = ReactorOptions(app_accounts=frozenset({APP}), **options)  # type: ignore[arg-type]
+        return Reactor(router, client_for, opts)
+
+    return make

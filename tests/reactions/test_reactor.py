@@ -1,0 +1,221 @@
+"""Dispatch end to end on a fake Confluence and the real test Redis: exactly-once effects,
+loop prevention, the loop guard, dry-run and failure isolation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.confluence.pages import edit_message
+from app.errors import Defer, PermanentFailure
+from app.settings import Settings
+from tests.reactions.events import page_event
+from tests.reactions.fake import APP, FakeConfluence
+from workers.context import ReactionContext
+from workers.dispatch import JobContext
+from workers.effects import EffectLedger, LoopGuardPolicy
+from workers.reactions import secrets
+from workers.reactor import Reactor
+from workers.routing import Router
+
+Job = Callable[[Event], JobContext]
+MakeReactor = Callable[..., Reactor]
+AWS = "AKIAIOSFODNN7EXAMPLE"
+
+
+def _secret_router() -> Router:
+    router = Router()
+    router.include(secrets.router)
+    return router
+
+
+def _leak(fake: FakeConfluence) -> None:
+    page = fake.contents["1001"]
+    fake.add(replace(page, body=page.body + f"<p>key {AWS}</p>", version=3, author_id="user-1"))
+
+
+async def test_secret_is_redacted_and_author_told_exactly_once(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    _leak(fake)
+    event = page_event(version=3)
+    react = reactor(_secret_router())
+    await react(event, job(event))
+    assert [c[0] for c in fake.writes()] == ["update", "comment"]
+    page = fake.contents["1001"]
+    assert AWS not in page.body and page.version == 4
+    assert page.version_message.startswith(edit_message(""))
+    (comment,) = fake.comments["1001"]
+    assert 'ri:account-id="user-1"' in comment.body and AWS not in comment.body
+    # the job runs again (retry, redelivery, replay): nothing new happens
+    await react(event, job(event))
+    assert len(fake.writes()) == 2
+
+
+async def test_interrupted_run_does_not_repeat_effects(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    _leak(fake)
+    event = page_event(version=3)
+    react = reactor(_secret_router())
+    await react(event, job(event))
+    # simulate a worker killed after the writes but before they were recorded as done
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}effect:*")]
+    assert len(keys) == 2
+    for key in keys:
+        await redis.set(key, json.dumps({"state": "pending"}))
+    await react(event, job(event))
+    assert [c[0] for c in fake.writes()] == ["update", "comment"]
+
+
+async def test_failed_write_is_retried_and_then_applied_once(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    _leak(fake)
+    event = page_event(version=3)
+    react = reactor(_secret_router())
+    fake.fail_next.append(RuntimeError("502 from Confluence"))
+    with pytest.raises(RuntimeError):
+        await react(event, job(event))
+    await react(event, job(event))
+    await react(event, job(event))
+    assert [c[0] for c in fake.writes()] == ["update", "comment"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        page_event(actor=APP, version=3),
+        page_event(version=3, message=edit_message("redacted 1 credential(s)")),
+    ],
+)
+async def test_events_caused_by_the_app_are_ignored(
+    event: Event, fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    _leak(fake)
+    await reactor(_secret_router())(event, job(event))
+    assert fake.calls == []
+
+
+async def test_current_version_written_by_the_app_is_ignored(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    page = fake.contents["1001"]
+    fake.add(replace(page, body=f"<p>{AWS}</p>", version=3, version_message=edit_message("x")))
+    event = page_event(version=3, actor="")  # payload without an actor
+    await reactor(_secret_router())(event, job(event))
+    assert fake.writes() == []
+
+
+async def test_loop_guard_stops_a_reaction_that_retriggers_itself(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    router = Router()
+
+    @router.on("page.updated", name="stamper")
+    async def stamp(event: Event, ctx: ReactionContext) -> None:
+        # not idempotent across events: every update gets another line
+        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what="stamp")
+
+    react = reactor(router, loop_guard=LoopGuardPolicy(limit=3, window_seconds=60))
+    for version in range(3, 10):
+        event = page_event(version=version, actor="")  # actor unknown: only the guard helps
+        fake.contents["1001"] = replace(fake.contents["1001"], version_message="", author_id="u")
+        await react(event, job(event))
+    assert len([c for c in fake.writes() if c[0] == "update"]) == 3
+
+
+async def test_dry_run_records_and_writes_nothing(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    _leak(fake)
+    event = page_event(version=3)
+    await reactor(_secret_router(), dry_run=True)(event, job(event))
+    assert fake.writes() == []
+    runs = await EffectLedger(redis, settings.redis_prefix).dry_runs()
+    assert [r["action"] for r in runs] == ["comment", "edit"]
+    assert runs[1]["would_change"] is True
+    assert AWS not in json.dumps(runs)
+
+
+async def test_dry_run_per_rule(fake: FakeConfluence, job: Job, reactor: MakeReactor) -> None:
+    router = Router()
+
+    @router.on("page.updated", name="quiet", dry_run=True)
+    async def quiet(event: Event, ctx: ReactionContext) -> None:
+        await ctx.comment("<p>hello</p>")
+
+    @router.on("page.updated", name="loud")
+    async def loud(event: Event, ctx: ReactionContext) -> None:
+        await ctx.comment("<p>hi</p>")
+
+    event = page_event()
+    await reactor(router)(event, job(event))
+    assert [c.body for c in fake.comments["1001"]] == ["<p>hi</p>"]
+
+
+async def test_a_failing_reaction_does_not_stop_the_others(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("page.updated", name="broken")
+    async def broken(event: Event, ctx: ReactionContext) -> None:
+        raise PermanentFailure("bad template")
+
+    @router.on("page.updated", name="fine")
+    async def fine(event: Event, ctx: ReactionContext) -> None:
+        await ctx.comment("<p>ok</p>")
+
+    event = page_event()
+    with pytest.raises(PermanentFailure):
+        await reactor(router)(event, job(event))
+    assert len(fake.comments["1001"]) == 1
+    counts = await EffectLedger(redis, settings.redis_prefix).counts()
+    assert counts == {"broken:failed": 1, "fine:comment": 1}
+
+
+async def test_defer_propagates_at_once(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    router = Router()
+    ran: list[str] = []
+
+    @router.on("page.updated", name="first")
+    async def first(event: Event, ctx: ReactionContext) -> None:
+        raise Defer(30, "budget")
+
+    @router.on("page.updated", name="second")
+    async def second(event: Event, ctx: ReactionContext) -> None:
+        ran.append("second")
+
+    event = page_event()
+    with pytest.raises(Defer):
+        await reactor(router)(event, job(event))
+    assert ran == []
+
+
+async def test_labels_are_fetched_once_and_only_when_needed(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    router = Router()
+    seen: list[str] = []
+    for name in ("a", "b"):
+
+        @router.on("page.updated", name=name, label="rfc")
+        async def handler(event: Event, ctx: ReactionContext) -> None:
+            seen.append(ctx.reaction)
+
+    fake.page_labels["1001"] = ["rfc"]
+    event = page_event()
+    await reactor(router)(event, job(event))
+    assert seen == ["a", "b"]
+    assert [c for c in fake.calls if c[0] == "labels"] == [("labels", "page", "1001")]
+    fake.calls.clear()
+    await reactor(router)(page_event("page_created"), job(event))
+    assert fake.calls == []

@@ -1,0 +1,87 @@
+"""Router registration, composition and pure matching."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.atlassian.events import Event
+from tests.reactions.events import page_event
+from workers.context import ReactionContext
+from workers.routing import Filters, Router, check_event_pattern, event_matches
+
+
+async def _noop(event: Event, ctx: ReactionContext) -> None:
+    return None
+
+
+def test_decorator_registers_with_filters_and_default_name() -> None:
+    router = Router()
+
+    @router.on("page.updated", space="DEV", title=r"^RFC")
+    async def review(event: Event, ctx: ReactionContext) -> None:
+        return None
+
+    (reg,) = list(router)
+    assert reg.name.endswith(
+        "test_decorator_registers_with_filters_and_default_name.<locals>.review"
+    )
+    assert reg.match(page_event(space="DEV", title="RFC: x")) is True
+    assert reg.match(page_event(space="OPS", title="RFC: x")) is False
+    assert reg.match(page_event(space="DEV", title="Not an RFC")) is False
+    assert reg.match(page_event("page_created", space="DEV", title="RFC: x")) is False
+
+
+def test_event_patterns() -> None:
+    assert event_matches("page.*", "page.created")
+    assert not event_matches("page.*", "blogpost.created")
+    assert event_matches("*", "comment.deleted")
+    with pytest.raises(ValueError, match="unknown event type"):
+        check_event_pattern("page.edited")
+    with pytest.raises(ValueError):
+        Router().on("pages.*")(_noop)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (Filters.build(tenant="tenant-a"), True),
+        (Filters.build(tenant=["x", "y"]), False),
+        (Filters.build(author="user-1"), True),
+        (Filters.build(author="someone"), False),
+        (Filters.build(content_type="blogpost"), False),
+        (Filters.build(content_type=["page", "blogpost"]), True),
+        (Filters.build(title="caching$"), True),
+        (Filters.build(space=["OPS", "DEV"]), True),
+    ],
+)
+def test_filters(filters: Filters, expected: bool) -> None:
+    assert filters.match(page_event()) is expected
+
+
+def test_label_filter_asks_for_labels_unless_the_event_names_one() -> None:
+    filters = Filters.build(label=["rfc", "adr"])
+    event = page_event()
+    assert filters.match(event) is None
+    assert filters.match(event, ["adr", "x"]) is True
+    assert filters.match(event, ["x"]) is False
+    labelled = replace(event, type="label.added", label="rfc")
+    assert filters.match(labelled) is True
+
+
+def test_title_filter_without_a_title_does_not_match() -> None:
+    event = replace(page_event(), title=None)
+    assert Filters.build(title=".*").match(event) is False
+
+
+def test_routers_compose_and_late_registrations_show() -> None:
+    root, child = Router(), Router()
+    root.on("page.created", name="a")(_noop)
+    root.include(child)
+    child.on("page.*", name="b")(_noop)
+    assert [r.name for r in root] == ["a", "b"]
+    assert [r.name for r, _ in root.candidates(page_event())] == ["b"]
+    assert len(root) == 2
+    with pytest.raises(ValueError):
+        root.include(root)

@@ -1,0 +1,221 @@
+"""The handler context: ``async def handler(event, ctx)`` gets one of these per reaction run.
+
+``ctx.client`` is the Confluence client already authenticated and budgeted for the event's
+tenant; ``ctx.log`` is bound to the event id and the reaction; ``ctx.dry_run`` says whether
+writes are only recorded. The helpers (:meth:`comment`, :meth:`reply`, :meth:`inline_comment`,
+:meth:`edit`, :meth:`update_comment`) are the safe way to write: each carries an idempotency
+key (exactly once under re-runs), passes the loop guard, and honours dry-run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.atlassian.events import Event
+from app.confluence.pages import edit_message, is_app_edit
+from workers import storage
+from workers.effects import EffectLedger, effect_key
+from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
+
+
+class OwnEdit(Exception):
+    """The event's content is at a version the app itself wrote: nothing to react to."""
+
+
+def kind_of(content_type: str) -> Kind:
+    if content_type in ("blogpost", "blog"):
+        return "blogpost"
+    if content_type == "comment":
+        return "comment"
+    return "page"
+
+
+def same_text(a: str, b: str) -> bool:
+    """Two storage bodies say the same thing (markup and spacing aside)."""
+    return " ".join(storage.parse(a).text.split()) == " ".join(storage.parse(b).text.split())
+
+
+@dataclass
+class EventCache:
+    """Reads shared by all reactions of one event, so each is paid for once."""
+
+    content: dict[tuple[str, str], Content] = field(default_factory=dict)
+
+
+@dataclass
+class ReactionContext:
+    event: Event
+    client: ConfluenceOps
+    ledger: EffectLedger
+    log: Any
+    reaction: str
+    dry_run: bool
+    app_accounts: frozenset[str] = frozenset()
+    cache: EventCache = field(default_factory=EventCache)
+    options: dict[str, Any] = field(default_factory=dict)
+    _seq: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tenant(self) -> str:
+        return self.event.tenant
+
+    # reads -----------------------------------------------------------------------------
+    async def get(self, kind: Kind, content_id: str) -> Content:
+        key = (kind, content_id)
+        if key not in self.cache.content:
+            self.cache.content[key] = await self.client.get_content(kind, content_id)
+        return self.cache.content[key]
+
+    async def content(self) -> Content:
+        """The event's content; raises :class:`OwnEdit` when its current version is the app's."""
+        found = await self.get(kind_of(self.event.content_type), self.event.content_id)
+        ours = is_app_edit(found.version_message) or (
+            found.author_id is not None and found.author_id in self.app_accounts
+        )
+        if ours and (self.event.version is None or self.event.version == found.version):
+            raise OwnEdit(f"{found.kind} {found.id} v{found.version} is the app's own edit")
+        return found
+
+    async def target(self) -> tuple[Kind, str]:
+        """The page or blog post the event is about (a comment's container for comments)."""
+        kind = kind_of(self.event.content_type)
+        if kind != "comment":
+            return kind, self.event.content_id
+        if self.event.container_id:
+            comment = await self.get("comment", self.event.content_id)
+            return comment.parent_kind or "page", self.event.container_id
+        comment = await self.get("comment", self.event.content_id)
+        if comment.parent_id is None:
+            raise OwnEdit("the comment's page is unknown")
+        return comment.parent_kind or "page", comment.parent_id
+
+    # writes ----------------------------------------------------------------------------
+    def _key(self, action: str, once: str | None) -> str:
+        if once is not None:
+            return effect_key(self.tenant, self.reaction, once)
+        self._seq[action] += 1
+        return effect_key(self.tenant, self.event.id, self.reaction, action, str(self._seq[action]))
+
+    async def _effect(
+        self,
+        action: str,
+        once: str | None,
+        detail: dict[str, Any],
+        perform: Callable[[], Awaitable[Any]],
+        already: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Any:
+        key = self._key(action, once)
+        if self.dry_run:
+            entry = {"event_id": self.event.id, "tenant": self.tenant, "reaction": self.reaction}
+            await self.ledger.record_dry_run({**entry, "action": action, **detail})
+            await self.ledger.count(self.reaction, "dry_run")
+            self.log.info("dry run: would write", action=action, **detail)
+            return None
+        state, result = await self.ledger.state(key)
+        if state == "done":
+            self.log.info("effect already applied", action=action, result=result)
+            await self.ledger.count(self.reaction, "duplicate")
+            return result
+        if state == "pending" and already is not None:
+            found = await already()
+            if found is not None:
+                await self.ledger.done(key, found)
+                self.log.info("effect found in place after an interrupted run", action=action)
+                return found
+        content_id = str(detail.get("content_id", self.event.content_id))
+        if not await self.ledger.allow_write(self.tenant, content_id, self.reaction):
+            self.log.warning("loop guard: too many writes to this content", action=action)
+            await self.ledger.count(self.reaction, "loop_guard")
+            return None
+        await self.ledger.begin(key)
+        result = await perform()
+        await self.ledger.done(key, result)
+        await self.ledger.count(self.reaction, action)
+        self.log.info("effect applied", action=action, result=result)
+        return result
+
+    def _ours(self, comment: Comment) -> bool:
+        return not self.app_accounts or comment.author_id in self.app_accounts
+
+    async def comment(self, body: str, *, once: str | None = None) -> str | None:
+        """Post a footer comment on the event's page or blog post; its id (None in dry run)."""
+        kind, cid = await self.target()
+
+        async def already() -> str | None:
+            for c in await self.client.footer_comments(kind, cid):
+                if self._ours(c) and same_text(c.body, body):
+                    return c.id
+            return None
+
+        detail = {"content_id": cid, "body": body}
+        perform = lambda: self.client.create_footer_comment(kind, cid, body)  # noqa: E731
+        result = await self._effect("comment", once, detail, perform, already)
+        return None if result is None else str(result)
+
+    async def reply(self, comment_id: str, body: str, *, once: str | None = None) -> str | None:
+        """Reply to a footer comment. An interrupted earlier attempt is not repeated."""
+
+        async def already() -> str:
+            return "unknown (interrupted earlier attempt)"
+
+        detail = {"content_id": comment_id, "body": body}
+        perform = lambda: self.client.reply(comment_id, body)  # noqa: E731
+        result = await self._effect("reply", once, detail, perform, already)
+        return None if result is None else str(result)
+
+    async def inline_comment(
+        self, selection: str, body: str, *, count: int = 1, index: int = 0, once: str | None = None
+    ) -> str | None:
+        """Comment on the ``index``-th of ``count`` occurrences of ``selection`` in the page."""
+        kind, cid = await self.target()
+
+        async def already() -> str:
+            return "unknown (interrupted earlier attempt)"
+
+        detail = {"content_id": cid, "selection": selection, "index": index, "body": body}
+
+        async def perform() -> str:
+            return await self.client.create_inline_comment(kind, cid, body, selection, count, index)
+
+        result = await self._effect("inline_comment", once, detail, perform, already)
+        return None if result is None else str(result)
+
+    async def update_comment(self, comment_id: str, body: str, *, once: str | None = None) -> None:
+        detail = {"content_id": comment_id, "body": body}
+
+        async def perform() -> str:
+            await self.client.update_comment(comment_id, body)
+            return comment_id
+
+        await self._effect("update_comment", once, detail, perform)
+
+    async def edit(
+        self,
+        transform: Transform,
+        *,
+        what: str,
+        kind: Kind | None = None,
+        content_id: str | None = None,
+        once: str | None = None,
+    ) -> int | None:
+        """Apply a pure transform through the client's safe update; the new version or None."""
+        kind = kind or kind_of(self.event.content_type)
+        cid = content_id or self.event.content_id
+        message = edit_message(what)
+        detail: dict[str, Any] = {"content_id": cid, "kind": kind, "what": what}
+        if self.dry_run:
+            current = await self.get(kind, cid)
+            title, body = transform(current.title, current.body)
+            detail["would_change"] = (title, body) != (current.title, current.body)
+
+        async def perform() -> int | None:
+            updated = await self.client.update_content(kind, cid, transform, message)
+            if updated is not None:
+                self.cache.content[(kind, cid)] = updated
+            return None if updated is None else updated.version
+
+        result = await self._effect("edit", once, detail, perform)
+        return None if result is None else int(result)

@@ -1,0 +1,97 @@
+"""Exactly-once effects, the loop guard and the dry-run record, in Redis.
+
+Every write a reaction makes carries an idempotency key. Before the write the key is marked
+``pending``; after it, ``done`` with the result (a comment id, a version). A re-run of the job
+finds ``done`` and skips; a run that finds ``pending`` (the previous one died mid-write) asks
+the caller to check the current page state before writing again.
+
+Keys (all under ``settings.redis_prefix``):
+
+- ``effect:<sha256>``                     JSON ``{"state", "result", "at"}``, kept ``EFFECT_TTL``
+- ``loopguard:<tenant>:<content>:<name>`` writes of one reaction on one content in the window
+- ``reactions:dryrun``                    newest-first JSON list of what dry runs would do
+- ``reactions:counts``                    hash ``<reaction>:<outcome>`` -> count (dashboard)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+EFFECT_TTL = 30 * 24 * 3600
+DRY_RUN_KEEP = 500
+State = Literal["new", "pending", "done"]
+
+
+def effect_key(tenant: str, *parts: str) -> str:
+    """A stable idempotency key; the parts never include secret material."""
+    raw = "\x1f".join((tenant, *parts))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LoopGuardPolicy:
+    limit: int = 5
+    window_seconds: int = 600
+
+
+class EffectLedger:
+    """Effect records for one deployment (prefix)."""
+
+    def __init__(self, redis: Redis, prefix: str, guard: LoopGuardPolicy | None = None) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.guard = guard or LoopGuardPolicy()
+        self.dry_run_key = f"{prefix}reactions:dryrun"
+        self.counts_key = f"{prefix}reactions:counts"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}effect:{key}"
+
+    async def state(self, key: str) -> tuple[State, Any]:
+        raw = await self.redis.get(self._key(key))
+        if raw is None:
+            return "new", None
+        data = json.loads(raw)
+        return data["state"], data.get("result")
+
+    async def begin(self, key: str) -> None:
+        value = json.dumps({"state": "pending", "at": time.time()})
+        await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
+
+    async def done(self, key: str, result: Any) -> None:
+        value = json.dumps({"state": "done", "result": result, "at": time.time()})
+        await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
+
+    async def allow_write(self, tenant: str, content_id: str, reaction: str) -> bool:
+        """Count one write; False once a reaction wrote to one content too often lately."""
+        key = f"{self.prefix}loopguard:{tenant}:{content_id}:{reaction}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.guard.window_seconds, nx=True)
+            count, _ = await pipe.execute()
+        return int(count) <= self.guard.limit
+
+    async def count(self, reaction: str, outcome: str) -> None:
+        await self.redis.hincrby(self.counts_key, f"{reaction}:{outcome}", 1)  # type: ignore[misc]
+
+    async def record_dry_run(self, entry: dict[str, Any]) -> None:
+        entry = {"at": time.time(), **entry}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.dry_run_key, json.dumps(entry, sort_keys=True))
+            pipe.ltrim(self.dry_run_key, 0, DRY_RUN_KEEP - 1)
+            await pipe.execute()
+
+    async def dry_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: what dry-run reactions would have done (for the dashboard)."""
+        raw = await self.redis.lrange(self.dry_run_key, 0, limit - 1)  # type: ignore[misc]
+        return [json.loads(item) for item in raw]
+
+    async def counts(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.counts_key)  # type: ignore[misc]
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}

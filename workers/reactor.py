@@ -1,0 +1,93 @@
+"""The reactions' dispatcher: ``await reactor(event, job)`` runs every matching reaction.
+
+It implements :class:`workers.dispatch.Dispatch`. Order of work for one event: loop prevention
+on the event itself; match registrations (fetching labels once, only if a label filter needs
+them); build one :class:`ReactionContext` per reaction sharing a read cache; run the handlers.
+A failing reaction does not stop the others; afterwards the first failure is raised so the job
+layer retries (re-runs are safe: effects are idempotent). ``Defer`` (budget) propagates at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from app.atlassian.events import Event
+from app.errors import Defer, PermanentFailure
+from workers.context import EventCache, OwnEdit, ReactionContext, kind_of
+from workers.dispatch import JobContext
+from workers.effects import EffectLedger, LoopGuardPolicy
+from workers.loops import ignore_reason
+from workers.ops import ConfluenceOps
+from workers.routing import Registration, Router
+
+ClientFactory = Callable[[Event, JobContext], Awaitable[ConfluenceOps]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReactorOptions:
+    dry_run: bool = False
+    app_accounts: frozenset[str] = frozenset()
+    loop_guard: LoopGuardPolicy = field(default_factory=LoopGuardPolicy)
+
+
+class Reactor:
+    """Routes events to reactions; one instance per worker process."""
+
+    def __init__(self, router: Router, client_for: ClientFactory, options: ReactorOptions) -> None:
+        self.router = router
+        self.client_for = client_for
+        self.options = options
+
+    async def _matching(
+        self,
+        event: Event,
+        client: ConfluenceOps,
+        candidates: list[tuple[Registration, bool | None]],
+    ) -> list[Registration]:
+        if all(verdict for _, verdict in candidates):
+            return [reg for reg, _ in candidates]
+        labels = await client.labels(kind_of(event.content_type), event.content_id)
+        return [reg for reg, verdict in candidates if verdict or reg.match(event, labels)]
+
+    async def __call__(self, event: Event, job: JobContext) -> None:
+        reason = ignore_reason(event, self.options.app_accounts)
+        if reason is not None:
+            job.log.info("event ignored", reason=reason)
+            return
+        candidates = self.router.candidates(event)
+        if not candidates:
+            job.log.debug("no reaction matches")
+            return
+        client = await self.client_for(event, job)
+        matching = await self._matching(event, client, candidates)
+        ledger = EffectLedger(job.redis, job.settings.redis_prefix, self.options.loop_guard)
+        cache = EventCache()
+        failures: list[Exception] = []
+        for reg in matching:
+            dry_run = self.options.dry_run or bool(reg.dry_run)
+            ctx = ReactionContext(
+                event=event,
+                client=client,
+                ledger=ledger,
+                log=job.log.bind(reaction=reg.name, dry_run=dry_run),
+                reaction=reg.name,
+                dry_run=dry_run,
+                app_accounts=self.options.app_accounts,
+                cache=cache,
+                options=reg.options,
+            )
+            try:
+                await reg.handler(event, ctx)
+            except OwnEdit as exc:
+                job.log.info("event ignored", reason=str(exc))
+                return
+            except Defer:
+                raise
+            except Exception as exc:
+                ctx.log.warning("reaction failed", error=f"{type(exc).__name__}: {exc}")
+                await ledger.count(reg.name, "failed")
+                failures.append(exc)
+        if failures:
+            retryable = [f for f in failures if not isinstance(f, PermanentFailure)]
+            raise (retryable or failures)[0]
