@@ -74,6 +74,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return devstack.run(_settings(), args.port)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulator.cli import run
+
+    return run(
+        port=args.port,
+        host=args.host,
+        api_token=args.api_token,
+        state=Path(args.state) if args.state else None,
+        public_url=args.public_url,
+        app_quota=args.app_quota,
+        time_scale=args.time_scale,
+    )
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
@@ -126,8 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="print a fresh REACTOR_SECRET_KEY value")
     keygen.set_defaults(handler=cmd_keygen)
 
+    sim = sub.add_parser("sim", help="run the local Confluence simulator")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--api-token", default=None, help="API token of admin@example.com")
+    sim.add_argument("--state", default=None, help="JSON file the site is loaded from and saved to")
+    sim.add_argument("--public-url", default=None, help="origin used in links and tokens")
+    sim.add_argument("--app-quota", type=int, default=65_000, help="hourly points per app")
+    sim.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per second")
+    sim.set_defaults(handler=cmd_sim)
+
     check = sub.add_parser("check", help="validate settings and Redis connectivity")
     check.set_defaults(handler=cmd_check)
+
+    from app.pipeline_cli import register as register_pipeline
+
+    register_pipeline(sub)
+
+    from app.jwt_tools import register as register_jwt
+
+    register_jwt(sub)
     return parser
 
 

@@ -1,0 +1,47 @@
+"""``reactor sim``: serve one simulated Confluence site until interrupted."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from simulator.clock import Clock
+from simulator.site import DEFAULT_EMAIL, build
+
+
+def run(
+    *,
+    port: int = 8090,
+    host: str = "127.0.0.1",
+    api_token: str | None = None,
+    state: Path | None = None,
+    public_url: str | None = None,
+    app_quota: int = 65_000,
+    time_scale: float = 1.0,
+) -> int:
+    import uvicorn
+
+    from simulator.main import create_app
+
+    token = api_token or secrets.token_urlsafe(18)
+    url = (public_url or f"http://{host}:{port}").rstrip("/")
+    sim = build(
+        api_token=token,
+        state_path=state,
+        public_url=url,
+        app_quota=app_quota,
+        clock=Clock(scale=time_scale),
+    )
+    print(f"simulator  {url}/wiki  (admin API {url}/_sim/)", flush=True)
+    print(f"user       {DEFAULT_EMAIL}", flush=True)
+    print(f"api token  {token}", flush=True)
+    print(f"cloud id   {sim.store.cloud_id}", flush=True)
+    uvicorn.run(
+        create_app(sim),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+    return 0

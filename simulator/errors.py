@@ -1,0 +1,64 @@
+"""Errors the simulated API answers with, in Confluence's v2 envelope.
+
+``{"errors": [{"status": 409, "code": "CONFLICT", "title": "...", "detail": null}]}``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error response of the product API."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        super().__init__(f"{status} {code}: {title}")
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "errors": [
+                {
+                    "status": self.status,
+                    "code": self.code,
+                    "title": self.title,
+                    "detail": self.detail,
+                }
+            ]
+        }
+
+
+def bad_param(name: str, detail: str | None = None) -> ApiError:
+    return ApiError(
+        400,
+        "INVALID_REQUEST_PARAMETER",
+        f"Provided value for '{name}' is not the correct type or out of range.",
+        detail,
+    )
+
+
+def bad_body(title: str) -> ApiError:
+    return ApiError(400, "INVALID_MESSAGE", title)
+
+
+def not_found(what: str = "content") -> ApiError:
+    return ApiError(
+        404, "NOT_FOUND", f"Cannot find {what} or you do not have permission to view it."
+    )
+
+
+def forbidden(title: str = "You do not have permission to perform this action.") -> ApiError:
+    return ApiError(403, "FORBIDDEN", title)
+
+
+def version_conflict(kind: str, current: int, provided: int | None) -> ApiError:
+    shown = "" if provided is None else str(provided)
+    return ApiError(
+        409,
+        "CONFLICT",
+        f"Version must be incremented when updating a {kind}. "
+        f"Current Version: [{current}]. Provided version: [{shown}]",
+    )

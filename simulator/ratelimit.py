@@ -1,0 +1,133 @@
+"""Points-based hourly quotas and burst limits, as Confluence Cloud meters apps since 2026.
+
+Pure arithmetic over an injected :class:`~simulator.clock.Clock`:
+
+* an hourly points quota per app shared by every tenant (default 65,000), plus optional
+  per-tenant quotas; windows reset at the top of each (simulated) UTC hour;
+* a request costs 1 point plus one per object returned; writes cost 1;
+* burst token buckets per caller: GET and POST 100/s, PUT and DELETE 50/s;
+* API-token (Basic) traffic sees burst limits only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from simulator.clock import Clock, iso_ms
+
+HOUR = 3600.0
+NEAR_LIMIT_FRACTION = 0.2
+BURST_RATES = {"GET": 100.0, "POST": 100.0, "PUT": 50.0, "DELETE": 50.0}
+REASON_GLOBAL = "confluence-quota-global-based"
+REASON_TENANT = "confluence-quota-tenant-based"
+REASON_BURST = "confluence-burst-based"
+
+
+@dataclass
+class Limited:
+    """A 429: why, and the headers to send."""
+
+    reason: str
+    retry_after: int
+    headers: dict[str, str]
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    clock: Clock
+    app_quota: int = 65_000
+    tenant_quotas: dict[str, int] = field(default_factory=dict)
+    burst_rates: dict[str, float] = field(default_factory=lambda: dict(BURST_RATES))
+    spent_app: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
+    spent_tenant: dict[tuple[int, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
+    points_total: int = 0
+
+    def window(self) -> int:
+        return int(self.clock.time() // HOUR)
+
+    def reset_at(self) -> float:
+        return (self.window() + 1) * HOUR
+
+    def _seconds_to_reset(self) -> int:
+        return max(1, math.ceil(self.reset_at() - self.clock.time()))
+
+    # -- burst ---------------------------------------------------------------------------
+    def take_burst(self, caller: str, method: str) -> Limited | None:
+        rate = self.burst_rates.get(method.upper(), self.burst_rates["GET"])
+        key = (caller, method.upper())
+        now = self.clock.time()
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = Bucket(tokens=rate, updated=now)
+        bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        wait = max(1, math.ceil((1.0 - bucket.tokens) / rate))
+        return Limited(
+            REASON_BURST,
+            wait,
+            {
+                "Retry-After": str(wait),
+                "RateLimit-Reason": REASON_BURST,
+                "X-RateLimit-Reset": iso_ms(now + wait),
+            },
+        )
+
+    # -- points --------------------------------------------------------------------------
+    def _remaining(self, app: str, tenant: str) -> tuple[int, int, str]:
+        """(limit, remaining, reason-if-exhausted) of the tighter of the two quotas."""
+        window = self.window()
+        app_left = self.app_quota - self.spent_app[(window, app)]
+        best = (self.app_quota, app_left, REASON_GLOBAL)
+        tenant_quota = self.tenant_quotas.get(tenant)
+        if tenant_quota is not None:
+            tenant_left = tenant_quota - self.spent_tenant[(window, app, tenant)]
+            if tenant_left < app_left:
+                best = (tenant_quota, tenant_left, REASON_TENANT)
+        return best
+
+    def check_quota(self, app: str, tenant: str) -> Limited | None:
+        _, remaining, reason = self._remaining(app, tenant)
+        if remaining > 0:
+            return None
+        wait = self._seconds_to_reset()
+        headers = self.quota_headers(app, tenant)
+        headers.update({"Retry-After": str(wait), "RateLimit-Reason": reason})
+        return Limited(reason, wait, headers)
+
+    def charge(self, app: str, tenant: str, points: int) -> None:
+        window = self.window()
+        self.spent_app[(window, app)] += points
+        self.spent_tenant[(window, app, tenant)] += points
+        self.points_total += points
+
+    def quota_headers(self, app: str, tenant: str) -> dict[str, str]:
+        limit, remaining, _ = self._remaining(app, tenant)
+        remaining = max(0, remaining)
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": iso_ms(self.reset_at()),
+            "X-RateLimit-NearLimit": "true" if remaining < limit * NEAR_LIMIT_FRACTION else "false",
+        }
+
+    def spent(self, app: str) -> int:
+        return self.spent_app[(self.window(), app)]
+
+
+def cost(method: str, objects: int) -> int:
+    """1 point per request plus 1 per object returned; writes are charged the base cost only."""
+    if method.upper() in ("GET", "HEAD"):
+        return 1 + max(0, objects)
+    return 1

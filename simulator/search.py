@@ -1,0 +1,219 @@
+"""v1 search: ``/wiki/rest/api/search`` (CQL over content) and ``/wiki/rest/api/search/user``.
+
+v1 pages by an opaque cursor too, but its ``_links.next`` is relative to ``_links.base`` (no
+``/wiki``), the opposite of v2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+from simulator import content as content_rules
+from simulator.api import Ctx, Reply, operation
+from simulator.bodies import plain_text
+from simulator.cql import CqlError, parse
+from simulator.errors import ApiError
+from simulator.store import Content, Store, User
+from simulator.views import content_links
+
+
+def _when(iso: str) -> datetime:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _doc(store: Store, item: Content) -> dict[str, Any]:
+    space = store.spaces[item.space_id]
+    return {
+        "id": item.id,
+        "type": item.type,
+        "space": space.key,
+        "title": item.title,
+        "text": f"{item.title}\n{plain_text(item.current.representation, item.current.value)}",
+        "label": [store.labels[i].name for i in item.label_ids],
+        "creator": item.author_id,
+        "contributor": sorted({r.author_id for r in item.revisions}),
+        "created": _when(item.created_at),
+        "lastmodified": _when(item.current.created_at),
+        "parent": item.parent_id or "",
+        "ancestor": [a.id for a in store.ancestors(item)],
+        "_item": item,
+    }
+
+
+def _sort_value(doc: dict[str, Any], field: str) -> str:
+    value = doc[field]
+    return value.isoformat() if isinstance(value, datetime) else str(value).lower()
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset(ctx: Ctx) -> int:
+    raw = ctx.query.get("cursor")
+    if not raw:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(raw.encode()).decode()
+        return int(text.removeprefix("offset:")) if text.startswith("offset:") else -1
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return -1
+
+
+def _window(ctx: Ctx, total: int) -> tuple[int, int, str | None]:
+    limit = ctx.query.integer("limit", 25, 1, 250) or 25
+    offset = _offset(ctx)
+    if offset < 0:
+        raise ApiError(400, "INVALID_REQUEST_PARAMETER", "The cursor is not valid.")
+    nxt = None
+    if offset + limit < total:
+        rest = ctx.query.without("cursor", "next")
+        path = ctx.path.removeprefix("/wiki")
+        nxt = f"{path}?{urlencode([*rest, ('next', 'true'), ('cursor', _cursor(offset + limit))])}"
+    return offset, limit, nxt
+
+
+def _envelope(
+    ctx: Ctx,
+    cql: str,
+    results: list[dict[str, Any]],
+    offset: int,
+    limit: int,
+    total: int,
+    nxt: str | None,
+) -> dict[str, Any]:
+    links: dict[str, str] = {
+        "base": ctx.base,
+        "context": "/wiki",
+        "self": f"{ctx.base}{ctx.path.removeprefix('/wiki')}",
+    }
+    if nxt:
+        links["next"] = nxt
+    return {
+        "results": results,
+        "start": offset,
+        "limit": limit,
+        "size": len(results),
+        "totalSize": total,
+        "cqlQuery": cql,
+        "searchDuration": 3,
+        "_links": links,
+    }
+
+
+def search(ctx: Ctx) -> Reply:
+    cql = ctx.query.get("cql") or ""
+    store = ctx.sim.store
+    try:
+        query = parse(cql, now=ctx.sim.clock.now(), current_user=ctx.me)
+    except CqlError as exc:
+        raise ApiError(
+            400, "INVALID_REQUEST_PARAMETER", f"Could not parse cql : {cql}", str(exc)
+        ) from None
+    docs = [
+        _doc(store, c)
+        for c in store.contents.values()
+        if c.status == "current" and content_rules.visible(ctx, c, ["current"])
+    ]
+    hits = [d for d in docs if query.match(d)]
+    for field, desc in reversed(query.order or [("lastmodified", True)]):
+        hits.sort(key=partial(_sort_value, field=field), reverse=desc)
+    offset, limit, nxt = _window(ctx, len(hits))
+    results = []
+    for doc in hits[offset : offset + limit]:
+        item: Content = doc["_item"]
+        links = content_links(store, item)
+        space = store.spaces[item.space_id]
+        results.append(
+            {
+                "content": {
+                    "id": item.id,
+                    "type": item.type,
+                    "status": item.status,
+                    "title": item.title,
+                    "_links": {
+                        "webui": links["webui"],
+                        "self": f"{ctx.base}/rest/api/content/{item.id}",
+                    },
+                },
+                "title": item.title,
+                "excerpt": doc["text"][len(item.title) + 1 :][:200],
+                "url": links["webui"],
+                "resultGlobalContainer": {
+                    "title": space.name,
+                    "displayUrl": f"/spaces/{space.key}",
+                },
+                "breadcrumbs": [],
+                "entityType": "content",
+                "iconCssClass": "aui-icon content-type-" + item.type,
+                "lastModified": item.current.created_at,
+                "friendlyLastModified": item.current.created_at[:10],
+                "score": 1.0,
+            }
+        )
+    return Reply(_envelope(ctx, cql, results, offset, limit, len(hits), nxt), objects=len(results))
+
+
+_USER_CLAUSE = re.compile(
+    r"user(?:\.fullname)?\s*~\s*[\"']([^\"']*)[\"']|user(?:\.accountid)?\s*=\s*[\"']?([\w:\-]+)",
+    re.IGNORECASE,
+)
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "type": "known",
+        "accountId": user.account_id,
+        "accountType": user.account_type,
+        "publicName": user.display_name,
+        "displayName": user.display_name,
+        "profilePicture": {
+            "path": "/wiki/aa-avatar/default.png",
+            "width": 48,
+            "height": 48,
+            "isDefault": True,
+        },
+    }
+
+
+def search_user(ctx: Ctx) -> Reply:
+    cql = ctx.query.get("cql") or ""
+    if not re.search(r"type\s*=\s*[\"']?user", cql, re.IGNORECASE):
+        raise ApiError(400, "INVALID_REQUEST_PARAMETER", "User search needs type=user in cql.")
+    users = list(ctx.sim.store.users.values())
+    for m in _USER_CLAUSE.finditer(cql):
+        name, account = m.group(1), m.group(2)
+        if name is not None:
+            users = [u for u in users if name.lower() in u.display_name.lower()]
+        elif account:
+            users = [u for u in users if u.account_id == account]
+    users.sort(key=lambda u: u.display_name.lower())
+    offset, limit, nxt = _window(ctx, len(users))
+    results = [
+        {
+            "user": user_view(u),
+            "title": u.display_name,
+            "excerpt": "",
+            "url": "",
+            "entityType": "user",
+            "iconCssClass": "aui-icon content-type-profile",
+            "lastModified": ctx.sim.clock.iso(),
+            "score": 1.0,
+        }
+        for u in users[offset : offset + limit]
+    ]
+    return Reply(
+        _envelope(ctx, cql, results, offset, limit, len(users), nxt), objects=2 * len(results)
+    )
+
+
+routes = [
+    operation("/search", search),
+    operation("/search/user", search_user),
+]
