@@ -277,3 +277,15 @@ async def test_backlogged_light_tenant_holds_back_the_heavy_one(
     # with nobody else waiting the heavy tenant gets what is left
     clock.now += 40
     await b.reserve("heavy", 1, P)
+
+
+async def test_forecast_from_the_recent_rate(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + 600)
+    b = budget(redis, settings, clock)
+    for minute in range(5):  # 60 points a minute over the last five minutes
+        clock.now = T0 + 360 + minute * 60
+        await b.reserve("a", 60, Priority.INTERACTIVE)
+    clock.now = T0 + 600
+    snap = await b.snapshot()
+    # 300 of 1000 spent; 1 point/s over the last 300 s -> 700 s to go
+    assert snap.forecast == pytest.approx(T0 + 600 + 700)
