@@ -1,0 +1,381 @@
+"""Forge Remote routes end to end: real sockets for the app and the JWKS host, real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from app.atlassian import forge_token as ft
+from app.atlassian.events import from_connect
+from app.crypto import SecretBox
+from app.embedded_redis import free_port
+from app.installations import InstallationStore, require_system_token
+from app.main import create_app
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.conftest import LiveServer
+from tests.forge.conftest import (
+    API_BASE_URL,
+    CLOUD_ID,
+    FORGE_FIXTURES,
+    INSTALLATION_ID,
+    JwksHost,
+    SigningKey,
+    fit_claims,
+    forge_unsigned,
+    mint,
+    system_token,
+)
+
+TENANT = f"forge:{CLOUD_ID}"
+EXPECTED_TYPES = {
+    "page-created": "page.created",
+    "page-updated": "page.updated",
+    "page-trashed": "page.trashed",
+    "page-deleted": "page.deleted",
+    "page-restored": "page.restored",
+    "blogpost-created": "blogpost.created",
+    "blogpost-updated": "blogpost.updated",
+    "comment-created": "comment.created",
+    "comment-updated": "comment.updated",
+    "comment-deleted": "comment.deleted",
+    "label-created": "label.added",
+    "label-deleted": "label.removed",
+    "attachment-created": "attachment.created",
+}
+
+
+class Forge:
+    """Plays Atlassian: signs invocations and posts them to the service."""
+
+    def __init__(self, app: Starlette, server: LiveServer, http: httpx.AsyncClient) -> None:
+        self.app = app
+        self.server = server
+        self.http = http
+
+    async def post(
+        self,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        token: str | None,
+        system: str | None = None,
+    ) -> httpx.Response:
+        headers = {"content-type": "application/json", "x-b3-traceid": "5b8aa5a2d2c872e8"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        if system is not None:
+            headers["x-forge-oauth-system"] = system
+        content = b"" if body is None else json.dumps(body).encode()
+        return await self.http.post(
+            f"{self.server.url}{path}", content=content, headers=headers, timeout=5
+        )
+
+
+@pytest.fixture
+async def forge(
+    forge_settings: Settings, live_server: Callable[..., LiveServer]
+) -> AsyncIterator[Forge]:
+    app = create_app(forge_settings)
+    server = live_server(app)
+    async with httpx.AsyncClient() as http:
+        yield Forge(app, server, http)
+
+
+@pytest.fixture
+def store(redis: Redis, forge_settings: Settings) -> InstallationStore:
+    return InstallationStore(
+        redis, SecretBox(forge_settings.secret_keys), forge_settings.redis_prefix
+    )
+
+
+def event_fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FORGE_FIXTURES / "events" / f"{name}.json").read_text())
+    return data
+
+
+def assert_refused(response: httpx.Response, code: str, token: str | None = None) -> None:
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert body["error"] == code and body["detail"]
+    if token:
+        assert token not in response.text
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TYPES))
+async def test_every_handled_event_reaches_the_queue(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings, name: str
+) -> None:
+    body = event_fixture(name)
+    started = time.monotonic()
+    response = await forge.post("/forge/events", body, token=mint(keys[0]))
+    assert time.monotonic() - started < 5
+    assert response.status_code == 200, response.text
+    event_id = response.json()["id"]
+    stored = await EventQueue(redis, forge_settings).get(event_id)
+    assert stored is not None
+    assert (stored.source, stored.tenant, stored.type) == ("forge", TENANT, EXPECTED_TYPES[name])
+    content: dict[str, Any] = body.get("content") or body["attachment"]
+    assert stored.content_id == content["id"]
+    assert await redis.exists(f"arq:job:{event_id}")
+
+
+async def test_both_envelopes_give_one_event_and_retries_are_recorded(
+    forge: Forge, keys: list[SigningKey], store: InstallationStore
+) -> None:
+    body = event_fixture("page-updated")
+    first = await forge.post("/forge/events", body, token=mint(keys[0]))
+    assert first.json()["duplicate"] is False
+    wrapped = {
+        "payload": {
+            **body,
+            "retryContext": {
+                "retryData": None,
+                "retryCount": 2,
+                "retryReason": "TIMEOUT_ERROR",
+            },
+        }
+    }
+    second = await forge.post("/forge/events", wrapped, token=mint(keys[0]))
+    assert second.status_code == 200
+    assert second.json() == {"id": first.json()["id"], "duplicate": True}
+    top_level_retry = {**body, "retryContext": {"retryCount": 1}}
+    third = await forge.post("/forge/events", top_level_retry, token=mint(keys[0]))
+    assert third.json()["duplicate"] is True
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None
+    assert (installation.events, installation.retries, installation.last_retry_count) == (3, 2, 1)
+
+
+async def test_label_on_a_space_and_unhandled_events_are_acknowledged_not_queued(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+) -> None:
+    space_label = event_fixture("label-created-on-space")
+    response = await forge.post("/forge/events", space_label, token=mint(keys[0]))
+    assert response.status_code == 200 and "ignored" in response.json()
+    liked = {**event_fixture("page-created"), "eventType": "avi:confluence:liked:page"}
+    response = await forge.post("/forge/events", liked, token=mint(keys[0]))
+    assert response.status_code == 200 and "ignored" in response.json()
+    assert await redis.zcard(f"{forge_settings.redis_prefix}queue") == 0
+
+
+async def test_malformed_bodies_are_400_not_500(forge: Forge, keys: list[SigningKey]) -> None:
+    no_id = event_fixture("page-created")
+    del no_id["content"]["id"]
+    response = await forge.post("/forge/events", no_id, token=mint(keys[0]))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_payload"
+    response = await forge.http.post(
+        f"{forge.server.url}/forge/events",
+        content=b"[1, 2",
+        headers={"authorization": f"Bearer {mint(keys[0])}", "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+
+
+def _bad_tokens(keys: list[SigningKey]) -> list[tuple[str, str]]:
+    now = time.time()
+    hs = forge_unsigned({"alg": "HS256", "kid": keys[0].kid}, fit_claims(), keys[0].public_pem)
+    return [
+        (forge_unsigned({"alg": "none", "kid": keys[0].kid}, fit_claims(), None), "none"),
+        (hs, "hs256"),
+        (mint(keys[0], fit_claims(iss="someone/else")), "iss"),
+        (mint(keys[0], fit_claims(aud="ari:cloud:ecosystem::app/other")), "aud"),
+        (mint(keys[0], fit_claims(now - 100)), "expired"),
+        (mint(keys[0], fit_claims(nbf=int(now) + 60, iat=int(now) + 60)), "nbf"),
+        (mint(keys[2]), "kid"),
+        (mint(keys[0], fit_claims(icLabel="orange")), "ic"),
+        (mint(keys[2], fit_claims(), kid=keys[0].kid), "signature"),
+    ]
+
+
+CODES = {
+    "none": ft.UNSUPPORTED_ALGORITHM,
+    "hs256": ft.UNSUPPORTED_ALGORITHM,
+    "iss": ft.WRONG_ISSUER,
+    "aud": ft.WRONG_AUDIENCE,
+    "expired": ft.EXPIRED,
+    "nbf": ft.NOT_YET_VALID,
+    "kid": ft.UNKNOWN_KID,
+    "ic": ft.ISOLATED_CLOUD,
+    "signature": ft.BAD_SIGNATURE,
+}
+
+
+async def test_bad_tokens_are_refused_with_a_reason_on_every_route(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+) -> None:
+    body = event_fixture("page-created")
+    for path in ("/forge/events", "/forge/lifecycle", "/forge/token-refresh"):
+        for token, case in _bad_tokens(keys):
+            response = await forge.post(path, body, token=token, system=system_token(time.time()))
+            assert_refused(response, CODES[case], token)
+        assert_refused(await forge.post(path, body, token=None), ft.MISSING_TOKEN)
+    assert await redis.zcard(f"{forge_settings.redis_prefix}queue") == 0
+    assert not await redis.keys(f"{forge_settings.redis_prefix}forge:*")
+
+
+async def test_rotated_keys_are_picked_up(
+    forge: Forge, keys: list[SigningKey], jwks_host: JwksHost
+) -> None:
+    assert (await forge.post("/forge/events", {}, token=mint(keys[0]))).status_code != 401
+    jwks_host.keys = [keys[1]]  # rotation: key 0 withdrawn, key 1 published
+    jwks = forge.app.state.forge.jwks(None)
+    # A refresh happened moments ago: the next one waits out the refresh interval.
+    assert_refused(await forge.post("/forge/events", {}, token=mint(keys[1])), ft.UNKNOWN_KID)
+    real_clock = jwks.clock
+    jwks.clock = lambda: real_clock() + jwks.min_refresh_interval + 1
+    response = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[1]))
+    assert response.status_code == 200, response.text
+    assert_refused(await forge.post("/forge/events", {}, token=mint(keys[0])), ft.UNKNOWN_KID)
+
+
+async def test_a_flood_of_unknown_kids_barely_touches_the_jwks_host(
+    forge: Forge, keys: list[SigningKey], jwks_host: JwksHost
+) -> None:
+    for i in range(40):
+        token = mint(keys[0], kid=f"made-up-{i}")
+        assert_refused(await forge.post("/forge/events", {}, token=token), ft.UNKNOWN_KID)
+    assert jwks_host.hits == 1
+
+
+async def test_jwks_host_down_is_503_never_401(
+    forge_settings: Settings,
+    live_server: Callable[..., LiveServer],
+    keys: list[SigningKey],
+    jwks_host: JwksHost,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/.well-known/jwks.json"
+    for url in (dead, jwks_host.url):
+        jwks_host.status = 500
+        app = create_app(forge_settings.model_copy(update={"forge_jwks_url": url}))
+        server = live_server(app)
+        async with httpx.AsyncClient() as http:
+            response = await Forge(app, server, http).post(
+                "/forge/events", event_fixture("page-created"), token=mint(keys[0])
+            )
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "jwks_unavailable"
+        assert response.headers["retry-after"]
+
+
+async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
+    forge: Forge,
+    keys: list[SigningKey],
+    redis: Redis,
+    forge_settings: Settings,
+    store: InstallationStore,
+) -> None:
+    exp = int(time.time()) + 3 * 3600
+    token = system_token(exp)
+    response = await forge.post("/forge/token-refresh", {}, token=mint(keys[0]), system=token)
+    assert response.status_code == 200 and response.json()["system_token"] is True
+    raw = await redis.get(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}")
+    assert raw is not None and token.encode() not in raw
+    assert token.encode() not in b"".join(
+        [await redis.dump(k) or b"" for k in await redis.keys(f"{forge_settings.redis_prefix}*")]
+    )
+    got = await require_system_token(store, TENANT)
+    assert got == (token, API_BASE_URL, exp)
+    # what the Confluence client does with it: Bearer on apiBaseUrl
+    seen: list[httpx.Request] = []
+
+    def confluence(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"results": []})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(confluence)) as client:
+        await client.get(
+            f"{got.api_base_url}/wiki/api/v2/pages/838205441",
+            headers={"Authorization": f"Bearer {got.token}"},
+        )
+    assert seen[0].url.host == "api.atlassian.com"
+    assert seen[0].url.path == f"/ex/confluence/{CLOUD_ID}/wiki/api/v2/pages/838205441"
+    assert seen[0].headers["authorization"] == f"Bearer {token}"
+    # expiry: the key dies with the token
+    ttl = await redis.ttl(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}")
+    assert 3 * 3600 - 10 <= ttl <= 3 * 3600
+    await redis.pexpire(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}", 1)
+    time.sleep(0.02)
+    assert await store.system_token(INSTALLATION_ID) is None
+
+
+async def test_lifecycle_and_pre_uninstall(
+    forge: Forge, keys: list[SigningKey], store: InstallationStore
+) -> None:
+    lifecycle = FORGE_FIXTURES / "lifecycle"
+    exp = int(time.time()) + 7200
+    for name in ("installed", "upgraded"):
+        body = json.loads((lifecycle / f"{name}.json").read_text())
+        response = await forge.post(
+            "/forge/lifecycle", body, token=mint(keys[0]), system=system_token(exp)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"installation": INSTALLATION_ID, "tenant": TENANT}
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None
+    assert installation.installed_at and installation.upgraded_at
+    assert installation.token_expires_at == exp
+    assert await store.system_token(INSTALLATION_ID) is not None
+    body = json.loads((lifecycle / "pre-uninstall.json").read_text())
+    response = await forge.post("/forge/pre-uninstall", body, token=mint(keys[0]))
+    assert response.status_code == 200
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None and installation.status == "uninstalling"
+    assert await store.system_token(INSTALLATION_ID) is None
+
+
+async def test_a_site_registered_both_ways_is_one_tenant_and_dedupes(
+    forge: Forge,
+    keys: list[SigningKey],
+    redis: Redis,
+    forge_settings: Settings,
+    store: InstallationStore,
+) -> None:
+    client_key = "3a9c2b4e-connect-client-key"
+    await redis.set(
+        f"{forge_settings.redis_prefix}tenant:installation:{INSTALLATION_ID}", client_key
+    )
+    forge_body = event_fixture("page-created")
+    content = forge_body["content"]
+    connect_body = {
+        "page": {
+            "idAsString": content["id"],
+            "id": int(content["id"]),
+            "spaceKey": content["space"]["key"],
+            "spaceId": content["space"]["id"],
+            "title": content["title"],
+            "contentType": "page",
+            "version": content["version"]["number"],
+            "creationDate": 1611124161707,
+            "modificationDate": 1611124161707,
+        },
+        "timestamp": 1611124161907,
+        "userAccountId": forge_body["atlassianId"],
+        "accountType": "customer",
+    }
+    connect_event = from_connect(client_key, "page_created", connect_body)
+    response = await forge.post("/forge/events", forge_body, token=mint(keys[0]))
+    assert response.status_code == 200
+    assert response.json() == {"id": connect_event.id, "duplicate": False}
+    stored = await EventQueue(redis, forge_settings).get(connect_event.id)
+    assert stored is not None and stored.tenant == client_key
+    assert await EventQueue(redis, forge_settings).put(connect_event) is False
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None and installation.tenant == client_key
+
+
+async def test_without_an_app_id_forge_calls_are_refused(
+    settings: Settings, live_server: Callable[..., LiveServer], keys: list[SigningKey]
+) -> None:
+    app = create_app(settings)
+    server = live_server(app)
+    async with httpx.AsyncClient() as http:
+        response = await Forge(app, server, http).post("/forge/events", {}, token=mint(keys[0]))
+    assert_refused(response, "forge_not_configured")
