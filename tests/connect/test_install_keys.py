@@ -1,0 +1,101 @@
+"""Fetching signed-install public keys: cache, bounds, and failures that must become 503."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from app.atlassian.install_token import BadKeyId
+from app.errors import UpstreamUnavailable, VerificationError
+from app.install_keys import InstallKeys
+
+from .conftest import InstallKey
+
+
+def keys_over(handler: httpx.MockTransport, **kwargs: float) -> InstallKeys:
+    return InstallKeys(httpx.AsyncClient(transport=handler), "https://keys.test/", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_fetches_once_then_serves_from_cache(install_key: InstallKey) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, content=install_key.public_pem)
+
+    keys = keys_over(httpx.MockTransport(handler))
+    first = await keys.get("kid-1")
+    second = await keys.get("kid-1")
+    assert first is second
+    assert seen == ["https://keys.test/kid-1"]
+
+
+async def test_cache_is_bounded(install_key: InstallKey) -> None:
+    keys = keys_over(
+        httpx.MockTransport(lambda r: httpx.Response(200, content=install_key.public_pem)),
+        cache_size=2,
+    )
+    for kid in ("a", "b", "c", "a"):
+        await keys.get(kid)
+    assert keys.fetches == 4
+    assert len(keys._cache) == 2
+
+
+async def test_unsafe_kid_never_reaches_the_network() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    keys = keys_over(httpx.MockTransport(handler))
+    for kid in ("../x", "%2F", "a?b", "a@b", "a.b"):
+        with pytest.raises(BadKeyId):
+            await keys.get(kid)
+
+
+async def test_unknown_kid_is_a_401() -> None:
+    keys = keys_over(httpx.MockTransport(lambda r: httpx.Response(404)))
+    with pytest.raises(VerificationError) as info:
+        await keys.get("nope")
+    assert (info.value.status, info.value.code) == (401, "unknown_key_id")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(500),
+        httpx.Response(503),
+        httpx.Response(403),
+        httpx.Response(200, text="<html>maintenance</html>"),
+        httpx.Response(200, content=b"-" * (20 * 1024)),
+    ],
+)
+async def test_bad_key_server_answers_are_503(response: httpx.Response) -> None:
+    keys = keys_over(httpx.MockTransport(lambda r: response))
+    with pytest.raises(UpstreamUnavailable) as info:
+        await keys.get("kid")
+    assert info.value.status == 503
+
+
+async def test_key_server_down_is_503() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    keys = keys_over(httpx.MockTransport(handler))
+    with pytest.raises(UpstreamUnavailable) as info:
+        await keys.get("kid")
+    assert "unreachable" in info.value.detail
+
+
+async def test_slow_key_server_is_503_within_the_timeout() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    keys = keys_over(httpx.MockTransport(handler), timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable) as info:
+        await keys.get("kid")
+    assert time.monotonic() - started < 1.0
+    assert "timed out" in info.value.detail
