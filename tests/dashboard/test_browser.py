@@ -1,0 +1,185 @@
+"""The dashboard in a real headless Chromium (Debian's package), against a live server.
+
+Screenshots go to ``test-artifacts/dashboard/`` (gitignored) so a run can be inspected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from app import redis as redis_conn
+from app.budget.hook import Observation, Priority
+from app.budget.redis_budget import RedisBudget
+from app.eventlog import EventLog
+from app.main import create_app
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.dashboard.helpers import TOKEN, kill, make_event
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+T = TypeVar("T")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+]
+
+
+def in_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
+    """Run ``work`` with a fresh client (these tests are synchronous: Playwright's sync API)."""
+
+    async def run() -> T:
+        assert settings.redis_url is not None
+        client = redis_conn.connect(settings.redis_url)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    # Playwright's sync API keeps an event loop running in this thread: use another one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def browser_page(server_url: str) -> Iterator[Any]:
+    """A Chromium page; it closes before the server stops (its SSE stream would hold it)."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1366, "height": 860})
+        page.set_default_timeout(10_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def server_url(settings: Settings, live_server: Callable[..., Any]) -> Iterator[str]:
+    app = create_app(settings)
+    app.state.dashboard_live_interval = 0.3
+    yield live_server(app).url
+
+    async def clean(client: Redis) -> None:
+        keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+
+    in_redis(settings, clean)
+
+
+def sign_in(page: Any, url: str, token: str = TOKEN) -> None:
+    page.goto(f"{url}/dashboard/")
+    assert "/dashboard/signin" in page.url
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+
+
+def test_sign_in_refuses_a_wrong_token_then_admits_the_right_one(
+    browser_page: Any, server_url: str
+) -> None:
+    page = browser_page
+    sign_in(page, server_url, "not-the-token")
+    assert page.locator("[role=alert]").inner_text() == "That token is not an operator token."
+    page.screenshot(path=str(ARTIFACTS / "signin-refused.png"))
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:text('Overview')")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "reactor_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+
+
+def test_counts_change_live_as_events_arrive(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    page = browser_page
+    sign_in(page, server_url)
+    queued = page.locator('[data-live="queue.queued"]')
+    assert queued.inner_text() == "0"
+    page.wait_for_selector(".live.on")
+
+    async def put(client: Redis) -> None:
+        queue = EventQueue(client, settings)
+        for n in range(3):
+            await queue.put(make_event(content_id=str(3000 + n)))
+
+    in_redis(settings, put)
+    # No reload: the number changes through the server-sent events stream.
+    page.wait_for_function(
+        "document.querySelector('[data-live=\"queue.queued\"]').textContent === '3'"
+    )
+    page.screenshot(path=str(ARTIFACTS / "overview-live.png"), full_page=True)
+
+
+def test_operator_sees_why_a_tenant_fails_and_retries_the_dead_letter(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    page = browser_page
+    event = make_event(tenant="acme.atlassian.net", content_id="4242")
+    in_redis(settings, lambda c: kill(c, settings, event, "403: the app lacks edit permission"))
+    sign_in(page, server_url)
+    failing = page.locator("section.card", has_text="Failing now")
+    assert "acme.atlassian.net" in failing.inner_text()
+    assert "403: the app lacks edit permission" in failing.inner_text()
+    assert page.locator('[data-live="dead_letters"]').inner_text() == "1"
+
+    page.click("a.tile[href='/dashboard/dead']")
+    row = page.locator("tr", has_text=event.id)
+    assert "lacks edit permission" in row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dead-letters.png"), full_page=True)
+    row.locator("button", has_text="Retry").click()
+    page.wait_for_selector("h1:text('Confirm: retry')")
+    page.screenshot(path=str(ARTIFACTS / "dead-letter-confirm.png"))
+    page.click("button:text('Yes, retry')")
+    page.wait_for_selector(".notice")
+    assert "retry: 1 dead letter(s)" in page.locator(".notice").inner_text()
+    assert page.locator("tr", has_text=event.id).count() == 0
+
+    record = in_redis(settings, lambda c: EventLog(c, settings).record(event.id))
+    assert record is not None and record.state == "queued"
+    page.click("nav a:text('Audit log')")
+    assert "dead_letter_retry" in page.locator("table").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "audit.png"))
+
+
+def test_budget_page_draws_the_burn_chart(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    async def spend(client: Redis) -> None:
+        budget = RedisBudget(client, settings)
+        for cost in (40, 60):
+            reservation = await budget.reserve("acme.atlassian.net", cost, Priority.REACTION)
+            await budget.settle(reservation, Observation(status=200))
+
+    in_redis(settings, spend)
+    page = browser_page
+    sign_in(page, server_url)
+    page.click("nav a:text('Budget')")
+    assert page.locator('[data-live="budget.spent"]').inner_text() == "100"
+    line = page.locator("#budget-chart polyline[data-series=cumulative]")
+    assert line.get_attribute("data-last") == "100"
+    assert len((line.get_attribute("points") or "").split()) >= 1
+    assert "acme.atlassian.net" in page.locator(".card", has_text="Per tenant").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "budget.png"), full_page=True)
