@@ -255,7 +255,7 @@ class Settings(BaseSettings):
     @field_validator("forge_ic_jwks_url_template")
     @classmethod
     def _ic_template(cls, value: str) -> str:
-        if value and ("{IC_LABEL}" not in value or urlsplit(value).scheme != "https"):
+        if value and ("{IC_LABEL}" not in value or urlsplit(value).scheme not in ("http", "https")):
             raise ValueError("must be an https URL containing {IC_LABEL}")
         return value
 

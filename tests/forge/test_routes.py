@@ -379,3 +379,33 @@ async def test_without_an_app_id_forge_calls_are_refused(
     async with httpx.AsyncClient() as http:
         response = await Forge(app, server, http).post("/forge/events", {}, token=mint(keys[0]))
     assert_refused(response, "forge_not_configured")
+
+
+async def test_allowed_isolated_cloud_label_uses_its_own_jwks(
+    forge_settings: Settings,
+    live_server: Callable[..., LiveServer],
+    keys: list[SigningKey],
+    jwks_host: JwksHost,
+) -> None:
+    template = jwks_host.url + "?ic={IC_LABEL}"
+    ic_settings = forge_settings.model_copy(
+        update={
+            "forge_allow_ic_labels": "orange",
+            "forge_ic_jwks_url_template": template,
+            "forge_jwks_url": f"http://127.0.0.1:{free_port()}/nowhere.json",
+        }
+    )
+    app = create_app(ic_settings)
+    server = live_server(app)
+    body = event_fixture("page-created")
+    async with httpx.AsyncClient() as http:
+        client = Forge(app, server, http)
+        allowed = await client.post(
+            "/forge/events", body, token=mint(keys[0], fit_claims(icLabel="orange"))
+        )
+        other = await client.post(
+            "/forge/events", body, token=mint(keys[0], fit_claims(icLabel="blue"))
+        )
+    assert allowed.status_code == 200, allowed.text
+    assert jwks_host.hits == 1
+    assert_refused(other, ft.ISOLATED_CLOUD)
