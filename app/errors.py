@@ -7,7 +7,7 @@
     ├── DecryptionError             (app.crypto) a stored secret matches no configured key
     ├── VerificationError           an incoming request is not authentic       -> 401
     │   ├── MalformedRequest        not a request we can parse at all          -> 400
-    │   ├── ForgeTokenError         (app.atlassian.forge_token) a Forge Invocation Token refused -> 401
+    │   ├── ForgeTokenError         (app.atlassian.forge_token) Forge token refused -> 401
     │   └── UpstreamUnavailable     a key/JWKS server is down or slow          -> 503
     ├── IngestError                 the request is authentic but unusable
     │   ├── PayloadTooLarge                                                    -> 413
