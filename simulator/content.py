@@ -66,7 +66,7 @@ def formats(ctx: Ctx, allowed: tuple[str, ...]) -> list[str]:
 def _optional_field(store_items: list[dict[str, Any]], path: str) -> dict[str, Any]:
     return {
         "results": store_items[:50],
-        "meta": {"hasMore": len(store_items) > 50, "cursor": None},
+        "meta": {"hasMore": len(store_items) > 50},
         "_links": {"self": path},
     }
 

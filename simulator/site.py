@@ -118,6 +118,7 @@ def build(
     state_path: Path | None = None,
     public_url: str | None = None,
     seed: int | None = None,
+    keys: tuple[KeyPair, KeyPair] | None = None,
 ) -> Simulator:
     """A simulator with the admin user ``admin@example.com`` (site admin, given API token)."""
     if store is None:
@@ -132,8 +133,8 @@ def build(
         store=store,
         clock=clock,
         limiter=RateLimiter(clock, app_quota=app_quota),
-        install_key=KeyPair.generate("sim-install"),
-        forge_key=KeyPair.generate("sim-forge"),
+        install_key=keys[0] if keys else KeyPair.generate("sim-install"),
+        forge_key=keys[1] if keys else KeyPair.generate("sim-forge"),
         rng=random.Random(seed),
         state_path=state_path,
         public_url=public_url,
