@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_pipeline(sub)
 
+    from app.pipeline_cli import register as register_pipeline
+
+    register_pipeline(sub)
+
     from app.jwt_tools import register as register_jwt
 
     register_jwt(sub)

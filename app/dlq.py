@@ -50,7 +50,7 @@ class DeadLetters:
     async def count(self) -> int:
         return int(await self.redis.zcard(self.log.keys.dlq))
 
-    async def list(self, where: Filter | None = None, limit: int = 100) -> list[EventRecord]:
+    async def find(self, where: Filter | None = None, limit: int = 100) -> list[EventRecord]:
         """Newest deaths first."""
         where = where or Filter()
         ids = await self.redis.zrevrange(self.log.keys.dlq, 0, -1)
@@ -77,7 +77,7 @@ class DeadLetters:
 
     async def retry_all(self, where: Filter | None = None) -> list[str]:
         """Replay every dead event matching ``where``, oldest death first (arrival order)."""
-        records = await self.list(where, limit=1_000_000)
+        records = await self.find(where, limit=1_000_000)
         replayed = []
         for record in reversed(records):
             if await self.log.requeue(Event.from_json(record.event_json)):
@@ -94,7 +94,7 @@ class DeadLetters:
 
     async def discard_all(self, where: Filter | None = None) -> list[str]:
         discarded = []
-        for record in await self.list(where, limit=1_000_000):
+        for record in await self.find(where, limit=1_000_000):
             if await self.discard(record.id):
                 discarded.append(record.id)
         return discarded

@@ -17,6 +17,8 @@ from workers.dispatch import Dispatch, latest_only_from, log_only
 
 HEALTH_CHECK_INTERVAL = 10
 EVENT_MAX_TRIES = 1_000_000
+# A claimed job is locked this long past the job timeout; a killed worker's jobs run again after.
+CLAIM_MARGIN_SECONDS = 5
 
 
 def queue_name(settings: Settings) -> str:
@@ -45,7 +47,7 @@ def build_worker(
     """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
-    return Worker(
+    worker = Worker(
         functions=[
             func(jobs.ping, name="ping"),
             # Our own attempt count lives in the event record (deferrals must not count), so
@@ -54,12 +56,13 @@ def build_worker(
                 jobs.process_event,
                 name="process_event",
                 max_tries=EVENT_MAX_TRIES,
-                timeout=settings.job_timeout_seconds + 5,
+                timeout=settings.job_timeout_seconds + 2,
             ),
         ],
         queue_name=queue_name(settings),
         redis_settings=redis_conn.arq_settings(settings.redis_url),
         max_jobs=concurrency or settings.worker_concurrency,
+        job_timeout=settings.job_timeout_seconds + 2,
         poll_delay=0.05,
         burst=burst,
         handle_signals=handle_signals,
@@ -72,3 +75,6 @@ def build_worker(
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )
+    # arq locks a claimed job for its longest timeout + 10 s; ours is bounded by the job layer.
+    worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS
+    return worker

@@ -60,11 +60,17 @@ async def test_an_event_runs_once_and_stays_deduplicated(
 async def test_a_poison_event_is_retried_then_dead_lettered_then_replayed(
     redis: Redis, settings: Settings, burst_worker: MakeWorker
 ) -> None:
-    queue, log, dlq = EventQueue(redis, settings), EventLog(redis, settings), DeadLetters(redis, settings)
+    queue, log, dlq = (
+        EventQueue(redis, settings),
+        EventLog(redis, settings),
+        DeadLetters(redis, settings),
+    )
     poison, after = page_event(1, 1), page_event(1, 2)
     broken = True
     handler = Recorder(
-        lambda e, job: TransientFailure(f"boom {job.attempt}") if broken and e.id == poison.id else None
+        lambda e, job: (
+            TransientFailure(f"boom {job.attempt}") if broken and e.id == poison.id else None
+        )
     )
     await queue.put(poison)
     await queue.put(after)
@@ -82,8 +88,8 @@ async def test_a_poison_event_is_retried_then_dead_lettered_then_replayed(
     assert [a.outcome for a in dead.attempts] == ["retry", "retry", "dead"]
     assert all(a.started > 0 and a.duration_ms >= 0 for a in dead.attempts)
     assert dead.attempts[1].started - dead.attempts[0].started >= 40, "backoff between attempts"
-    assert [r.id for r in await dlq.list(Filter(tenant="site-a"))] == [poison.id]
-    assert await dlq.list(Filter(tenant="elsewhere")) == []
+    assert [r.id for r in await dlq.find(Filter(tenant="site-a"))] == [poison.id]
+    assert await dlq.find(Filter(tenant="elsewhere")) == []
 
     broken = False
     assert await dlq.retry(poison.id) is True
@@ -106,7 +112,7 @@ async def test_permanent_failures_skip_retries_and_can_be_discarded(
         await queue.put(event)
     await burst_worker(dispatch=handler).main()
     assert len(handler.calls) == 3
-    assert {r.id for r in await dlq.list()} == {e.id for e in events}
+    assert {r.id for r in await dlq.find()} == {e.id for e in events}
     assert await dlq.discard(events[0].id) is True
     assert await dlq.discard(events[0].id) is False
     assert sorted(await dlq.retry_all(Filter(type="page.updated"))) == sorted(
@@ -150,7 +156,10 @@ async def test_a_deferred_event_records_its_reason(
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await worker.close()
-    assert record is not None and (record.state, record.reason) == ("deferred", "waiting for a token")
+    assert record is not None and (record.state, record.reason) == (
+        "deferred",
+        "waiting for a token",
+    )
     assert record.next_run is not None and record.attempts == 0
 
 

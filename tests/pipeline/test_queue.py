@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app import redis as redis_conn
-from app.atlassian.events import Event, from_connect, from_forge
+from app.atlassian.events import from_connect, from_forge
 from app.embedded_redis import free_port
 from app.errors import QueueUnavailable
 from app.eventlog import EventLog

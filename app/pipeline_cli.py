@@ -1,0 +1,183 @@
+"""``reactor dlq list|show|retry|discard`` and ``reactor receive``: the pipeline from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.errors import ConfigError, InvalidPayload, QueueUnavailable
+from app.settings import Settings, load_settings
+
+Run = Callable[[Redis, Settings, argparse.Namespace], Awaitable[int]]
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from app import redis as redis_conn
+        from app.logs import configure_logging
+
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        if settings.redis_url is None:
+            raise ConfigError("REACTOR_REDIS_URL: required (the URL `reactor dev` prints)")
+
+        async def main() -> int:
+            client = redis_conn.connect(str(settings.redis_url))
+            try:
+                return await run(client, settings, args)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+    return handler
+
+
+async def dlq_list(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    from app.dlq import DeadLetters, Filter
+
+    records = await DeadLetters(redis, settings).find(Filter(args.tenant, args.type), args.limit)
+    if args.json:
+        print(json.dumps([r.summary() for r in records]))
+        return 0
+    for r in records:
+        print(
+            f"{r.id}  {_when(r.updated)}  {r.tenant}  {r.type}  attempts={r.attempts}  {r.reason}"
+        )
+    print(f"{len(records)} dead event(s)", file=sys.stderr)
+    return 0
+
+
+async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    from app.dlq import DeadLetters
+
+    dead = await DeadLetters(redis, settings).show(args.event_id)
+    if dead is None:
+        print(f"reactor: {args.event_id} is not in the dead-letter store", file=sys.stderr)
+        return 1
+    attempts = [
+        {"n": a.n, "at": _when(a.started), "duration_ms": a.duration_ms, "error": a.error}
+        for a in dead.attempts
+    ]
+    shown = {
+        **dead.record.summary(),
+        "attempts": attempts,
+        "event": json.loads(dead.record.event_json),
+    }
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    if not args.all and not args.event_ids:
+        print("reactor: name event ids, or --all", file=sys.stderr)
+        return 2
+    from app.dlq import DeadLetters, Filter
+
+    dlq = DeadLetters(redis, settings)
+    if args.all:
+        ids = await dlq.retry_all(Filter(args.tenant, args.type))
+    else:
+        ids = [i for i in args.event_ids if await dlq.retry(i)]
+        missing = set(args.event_ids) - set(ids)
+        for event_id in sorted(missing):
+            print(f"reactor: {event_id} is not in the dead-letter store", file=sys.stderr)
+    for event_id in ids:
+        print(f"replayed {event_id}")
+    return 0 if ids or args.all else 1
+
+
+async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    if not args.all and not args.event_ids:
+        print("reactor: name event ids, or --all", file=sys.stderr)
+        return 2
+    from app.dlq import DeadLetters, Filter
+
+    dlq = DeadLetters(redis, settings)
+    if args.all:
+        ids = await dlq.discard_all(Filter(args.tenant, args.type))
+    else:
+        ids = [i for i in args.event_ids if await dlq.discard(i)]
+    for event_id in ids:
+        print(f"discarded {event_id}")
+    return 0 if ids or args.all else 1
+
+
+def build_event(tenant: str, name: str | None, body: Any) -> Any:
+    """A Connect webhook name, a Forge ``avi:`` type or our own type, or the body's eventType."""
+    from app.atlassian.events import CONNECT_EVENTS, from_connect, from_forge
+
+    if name is None or name.startswith("avi:"):
+        if name is not None and isinstance(body, dict) and "eventType" not in body:
+            body = {**body, "eventType": name}
+        return from_forge(tenant, body)
+    by_type = {ours: connect for connect, ours in CONNECT_EVENTS.items()}
+    return from_connect(tenant, by_type.get(name, name), body)
+
+
+async def receive(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    from app.ingest import store
+    from app.queue import EventQueue
+
+    try:
+        body = json.loads(await asyncio.to_thread(Path(args.file).read_text))
+        event = build_event(args.tenant, args.event, body)
+        created = await store(EventQueue(redis, settings, batch=False), event, via="cli")
+    except (OSError, ValueError, InvalidPayload, QueueUnavailable) as exc:
+        print(f"reactor: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"id": event.id, "type": event.type, "duplicate": not created}))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``dlq`` and ``receive`` to the ``reactor`` command's subparsers."""
+    dlq = sub.add_parser("dlq", help="list, inspect, replay or discard dead-lettered events")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+
+    def filters(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--tenant", default=None, help="only this tenant's events")
+        parser.add_argument("--type", default=None, help="only this event type (page.updated)")
+
+    listing = actions.add_parser("list", help="dead events, newest first")
+    filters(listing)
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(handler=_with_redis(dlq_list))
+
+    show = actions.add_parser("show", help="one dead event with every attempt's error")
+    show.add_argument("event_id")
+    show.set_defaults(handler=_with_redis(dlq_show))
+
+    for name, run, text in (
+        ("retry", dlq_retry, "replay dead events (ids, or --all with optional filters)"),
+        ("discard", dlq_discard, "drop dead events for good (ids, or --all with filters)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("event_ids", nargs="*")
+        action.add_argument("--all", action="store_true")
+        filters(action)
+        action.set_defaults(handler=_with_redis(run))
+
+    recv = sub.add_parser("receive", help="enqueue a recorded webhook payload (local development)")
+    recv.add_argument("--tenant", required=True, help="tenant id (Connect clientKey)")
+    recv.add_argument(
+        "--event",
+        default=None,
+        help="page_updated (Connect), avi:confluence:updated:page (Forge) or page.updated; "
+        "default: the body's eventType",
+    )
+    recv.add_argument("file", help="JSON payload file")
+    recv.set_defaults(handler=_with_redis(receive))
