@@ -72,7 +72,8 @@ async def test_reads_conform(
     ids = await _seed(client, space)
     reads = {
         "GET /pages": f"{V2}/pages?body-format=storage",
-        "GET /pages/{id}": f"{V2}/pages/{ids['page']}?body-format=atlas_doc_format&include-labels=true&include-versions=true",
+        "GET /pages/{id}": f"{V2}/pages/{ids['page']}?body-format=atlas_doc_format"
+        "&include-labels=true&include-versions=true",
         "GET /pages/{id}/children": f"{V2}/pages/{ids['page']}/children",
         "GET /pages/{id}/direct-children": f"{V2}/pages/{ids['page']}/direct-children",
         "GET /pages/{id}/versions": f"{V2}/pages/{ids['page']}/versions?body-format=storage",
@@ -83,12 +84,14 @@ async def test_reads_conform(
         "GET /blogposts": f"{V2}/blogposts",
         "GET /blogposts/{id}": f"{V2}/blogposts/{ids['blog']}?body-format=storage",
         "GET /blogposts/{id}/versions": f"{V2}/blogposts/{ids['blog']}/versions",
-        "GET /pages/{id}/footer-comments": f"{V2}/pages/{ids['page']}/footer-comments?body-format=storage",
+        "GET /pages/{id}/footer-comments": f"{V2}/pages/{ids['page']}/footer-comments"
+        "?body-format=storage",
         "GET /pages/{id}/inline-comments": f"{V2}/pages/{ids['page']}/inline-comments",
         "GET /blogposts/{id}/footer-comments": f"{V2}/blogposts/{ids['blog']}/footer-comments",
         "GET /blogposts/{id}/inline-comments": f"{V2}/blogposts/{ids['blog']}/inline-comments",
         "GET /footer-comments": f"{V2}/footer-comments",
-        "GET /footer-comments/{comment-id}": f"{V2}/footer-comments/{ids['footer']}?body-format=storage",
+        "GET /footer-comments/{comment-id}": f"{V2}/footer-comments/{ids['footer']}"
+        "?body-format=storage",
         "GET /footer-comments/{id}/children": f"{V2}/footer-comments/{ids['footer']}/children",
         "GET /inline-comments": f"{V2}/inline-comments",
         "GET /inline-comments/{comment-id}": f"{V2}/inline-comments/{ids['inline']}",

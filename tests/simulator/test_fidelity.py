@@ -96,7 +96,8 @@ async def test_put_requires_current_plus_one(
             "status": 409,
             "code": "CONFLICT",
             "detail": None,
-            "title": f"Version must be incremented when updating a page. Current Version: [2]. Provided version: [{stale}]",
+            "title": "Version must be incremented when updating a page. "
+            f"Current Version: [2]. Provided version: [{stale}]",
         }
     missing = await client.put(
         f"{V2}/pages/{page['id']}", json={"id": page["id"], "status": "current", "title": "x"}
