@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import pytest
+
+from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
-from app.atlassian.events import event_id
+from app.atlassian.events import CONNECT_EVENTS, event_id
+from app.embedded_redis import free_port
+from app.queue import EventQueue
 
 from .conftest import FIXTURES_DIR, ConnectApp
 
@@ -31,3 +37,111 @@ async def test_signed_webhook_reaches_the_queue(connect_app: ConnectApp) -> None
     assert event.tenant == client_key
     assert event.type == "page.created"
     assert event.content_id == "13139970"
+
+
+async def post_signed(
+    app: ConnectApp, path: str, token: str, body: object | None = None, **kw: object
+) -> httpx.Response:
+    return await app.client.post(
+        path,
+        json=page_created() if body is None else body,
+        headers={"Authorization": f"JWT {token}"},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_token_in_the_query_string_is_accepted(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_created?user_id=admin"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    resp = await connect_app.client.post(f"{path}&jwt={token}", json=page_created())
+    assert resp.status_code == 204
+
+
+@pytest.mark.parametrize("event", list(CONNECT_EVENTS))
+async def test_every_subscribed_event_has_its_url(connect_app: ConnectApp, event: str) -> None:
+    client_key, secret = await connect_app.install()
+    path = f"/connect/webhooks/{event}"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    content = {"id": 77, "idAsString": "77", "version": 3, "contentType": "page"}
+    body = {"page": content, "blog": content, "comment": content, "timestamp": 5}
+    body["attachments"] = [content]
+    body["label"] = {"name": "x"}
+    resp = await post_signed(connect_app, path, token, body)
+    assert resp.status_code == 204, resp.text
+
+
+async def test_unknown_event_after_authentication_is_404(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/space_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    assert (await post_signed(connect_app, path, token)).status_code == 404
+
+
+async def test_bad_bodies(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    headers = {"Authorization": f"JWT {token}"}
+    big = b'{"x": "' + b"a" * (connect_app.settings.max_body_bytes + 1) + b'"}'
+    cases = [
+        (big, "application/json", 413, "payload_too_large"),
+        (b"page=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"{nope", "application/json", 400, "invalid_payload"),
+        (b"[1]", "application/json", 400, "invalid_payload"),
+        (b'{"page": {}}', "application/json", 400, "invalid_payload"),
+    ]
+    for content, media, status, code in cases:
+        resp = await connect_app.client.post(
+            path, content=content, headers={**headers, "content-type": media}
+        )
+        assert (resp.status_code, resp.json()["error"]) == (status, code)
+
+
+async def test_queue_unavailable_is_503_and_nothing_acknowledged(
+    connect_app: ConnectApp,
+) -> None:
+    client_key, secret = await connect_app.install()
+    dead = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0")
+    connect_app.app.state.queue = EventQueue(dead, connect_app.settings)
+    path = "/connect/webhooks/page_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    resp = await post_signed(connect_app, path, token)
+    await dead.aclose()
+    assert (resp.status_code, resp.json()["error"]) == (503, "queue_unavailable")
+
+
+async def test_tenant_a_token_never_makes_a_tenant_b_event(connect_app: ConnectApp) -> None:
+    key_a, secret_a = await connect_app.install()
+    key_b, _ = await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    as_b_with_a_secret = encode_connect_token(
+        issuer=key_b, secret=secret_a, method="POST", url=path
+    )
+    resp = await post_signed(connect_app, path, as_b_with_a_secret)
+    assert (resp.status_code, resp.json()["error"]) == (401, "bad_signature")
+    token_a = encode_connect_token(issuer=key_a, secret=secret_a, method="POST", url=path)
+    assert (await post_signed(connect_app, path, token_a)).status_code == 204
+    body = page_created()
+    ts = int(str(body["timestamp"]))
+    queue = connect_app.app.state.queue
+    assert await queue.get(event_id(key_a, "page.created", "13139970", 1, ts)) is not None
+    assert await queue.get(event_id(key_b, "page.created", "13139970", 1, ts)) is None
+
+
+async def test_rejections_are_logged_with_reason_never_the_token(
+    connect_app: ConnectApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="GET", url=path)
+    resp = await post_signed(connect_app, path, token)
+    assert resp.json() == {
+        "error": "qsh_mismatch",
+        "detail": "qsh does not match this request's method, path and query",
+    }
+    logged = capsys.readouterr()
+    text = logged.out + logged.err
+    assert "connect.rejected" in text and "qsh_mismatch" in text and client_key in text
+    assert token not in text and secret not in text
+    assert token not in resp.text and secret not in resp.text

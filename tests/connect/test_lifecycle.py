@@ -1,0 +1,238 @@
+"""Lifecycle callbacks through the app: signed installs, reinstall, uninstall, enable/disable."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.atlassian.connect_jwt import encode_connect_token
+from app.install_keys import InstallKeys
+from app.tenants import TenantStore
+
+from .conftest import ConnectApp, InstallKey, install_body, install_claims
+
+
+def signed(app: ConnectApp, client_key: str, path: str, **overrides: Any) -> dict[str, str]:
+    claims = install_claims(
+        client_key=client_key, method="POST", path=path, aud=app.settings.base_url
+    )
+    claims.update(overrides)
+    return {"Authorization": f"JWT {app.install_key.sign(claims)}"}
+
+
+async def webhook(app: ConnectApp, client_key: str, secret: str) -> httpx.Response:
+    path = "/connect/webhooks/page_updated"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    body = {"page": {"id": 42, "version": 2, "contentType": "page"}, "timestamp": 1}
+    return await app.client.post(path, json=body, headers={"Authorization": f"JWT {token}"})
+
+
+async def test_install_stores_the_tenant(connect_app: ConnectApp) -> None:
+    install = "ari:cloud:ecosystem::installation/" + str(uuid.uuid4())
+    client_key, secret = await connect_app.install(installation_id=install)
+    store: TenantStore = connect_app.app.state.tenants
+    store.forget()
+    tenant = await store.get(client_key)
+    assert tenant is not None
+    assert (tenant.shared_secret, tenant.status) == (secret, "installed")
+    assert tenant.base_url == "https://example.atlassian.net/wiki"
+    assert tenant.oauth_client_id == "oauth-client-1"
+    found = await store.by_installation_id(install)
+    assert found is not None and found.client_key == client_key
+
+
+async def test_reinstall_rotates_the_secret(connect_app: ConnectApp) -> None:
+    client_key, old = await connect_app.install()
+    _, new = await connect_app.install(client_key, "rotated-" + "n" * 32)
+    assert (await webhook(connect_app, client_key, new)).status_code == 204
+    refused = await webhook(connect_app, client_key, old)
+    assert (refused.status_code, refused.json()["error"]) == (401, "bad_signature")
+
+
+async def test_reinstall_needs_a_valid_signature(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    attacker = InstallKey(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048), connect_app.install_key.kid
+    )
+    claims = install_claims(
+        client_key=client_key,
+        method="POST",
+        path="/connect/installed",
+        aud=connect_app.settings.base_url,
+    )
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        json=install_body(client_key, "attacker-secret-" + "a" * 20),
+        headers={"Authorization": f"JWT {attacker.sign(claims)}"},
+    )
+    assert (resp.status_code, resp.json()["error"]) == (401, "bad_signature")
+    hs = jwt.encode(claims, secret, algorithm="HS256")
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        json=install_body(client_key, "attacker-secret-" + "a" * 20),
+        headers={"Authorization": f"JWT {hs}"},
+    )
+    assert (resp.status_code, resp.json()["error"]) == (401, "wrong_algorithm")
+    connect_app.app.state.tenants.forget()
+    assert (await webhook(connect_app, client_key, secret)).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"aud": "https://evil.test"}, "wrong_audience"),
+        ({"iss": "someone-else"}, "issuer_mismatch"),
+        ({"qsh": "context-qsh"}, "context_qsh_not_allowed"),
+        ({"qsh": "0" * 64}, "qsh_mismatch"),
+        ({"exp": 1000, "iat": 900}, "expired"),
+    ],
+)
+async def test_install_rejections(
+    connect_app: ConnectApp, overrides: dict[str, Any], code: str
+) -> None:
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        json=install_body("ck-x", "s" * 32),
+        headers=signed(connect_app, "ck-x", "/connect/installed", **overrides),
+    )
+    assert resp.status_code == 401
+    assert resp.json()["error"] == code
+    assert await connect_app.app.state.tenants.get("ck-x") is None
+
+
+@pytest.mark.parametrize("kid", ["../../etc/passwd", "..%2F..%2Fx", "key?x=1", "me@evil.test"])
+async def test_install_with_unsafe_kid(connect_app: ConnectApp, kid: str) -> None:
+    claims = install_claims(
+        client_key="ck-x",
+        method="POST",
+        path="/connect/installed",
+        aud=connect_app.settings.base_url,
+    )
+    token = InstallKey(connect_app.install_key.private, kid).sign(claims)
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        json=install_body("ck-x", "s" * 32),
+        headers={"Authorization": f"JWT {token}"},
+    )
+    assert (resp.status_code, resp.json()["error"]) == (401, "bad_key_id")
+
+
+async def test_install_with_malformed_body_is_400(connect_app: ConnectApp) -> None:
+    headers = signed(connect_app, "ck-x", "/connect/installed")
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        content=b"{not json",
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_payload")
+    resp = await connect_app.client.post(
+        "/connect/installed", json={"clientKey": "ck-x"}, headers=headers
+    )
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_lifecycle_payload")
+
+
+@pytest.mark.parametrize("failure", ["down", "slow", "error"])
+async def test_key_server_failure_is_503(connect_app: ConnectApp, failure: str) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if failure == "down":
+            raise httpx.ConnectError("refused", request=request)
+        if failure == "slow":
+            await asyncio.sleep(10)
+        return httpx.Response(502)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    connect_app.app.state.install_keys = InstallKeys(http, "https://keys.test", timeout=0.3)
+    resp = await asyncio.wait_for(
+        connect_app.client.post(
+            "/connect/installed",
+            json=install_body("ck-x", "s" * 32),
+            headers=signed(connect_app, "ck-x", "/connect/installed"),
+        ),
+        timeout=3,
+    )
+    await http.aclose()
+    assert resp.status_code == 503
+    assert resp.json()["error"] == "install_keys_unavailable"
+    assert resp.headers["retry-after"]
+
+
+async def test_uninstall_stops_webhooks_and_keeps_history(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    resp = await connect_app.client.post(
+        "/connect/uninstalled",
+        json=install_body(client_key, "", event="uninstalled"),
+        headers=signed(connect_app, client_key, "/connect/uninstalled"),
+    )
+    assert resp.status_code == 204
+    refused = await webhook(connect_app, client_key, secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "uninstalled_tenant")
+    tenant = await TenantStore(connect_app.app.state.redis, connect_app.settings).get(client_key)
+    assert tenant is not None and tenant.status == "uninstalled"
+
+
+async def test_uninstall_token_for_install_path_is_refused(connect_app: ConnectApp) -> None:
+    client_key, _ = await connect_app.install()
+    resp = await connect_app.client.post(
+        "/connect/uninstalled",
+        json=install_body(client_key, "", event="uninstalled"),
+        headers=signed(connect_app, client_key, "/connect/installed"),
+    )
+    assert (resp.status_code, resp.json()["error"]) == (401, "qsh_mismatch")
+
+
+async def test_enable_and_disable_with_the_shared_secret(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+
+    async def toggle(event: str, key: str = secret) -> httpx.Response:
+        path = f"/connect/{event}"
+        token = encode_connect_token(issuer=client_key, secret=key, method="POST", url=path)
+        return await connect_app.client.post(
+            path,
+            json=install_body(client_key, "", event=event),
+            headers={"Authorization": f"JWT {token}"},
+        )
+
+    assert (await toggle("disabled")).status_code == 204
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "disabled"
+    refused = await webhook(connect_app, client_key, secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "disabled_tenant")
+    assert (await toggle("enabled", "wrong-" + "w" * 30)).status_code == 401
+    assert (await toggle("enabled")).status_code == 204
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "enabled"
+    assert (await webhook(connect_app, client_key, secret)).status_code == 204
+
+
+async def test_enabled_signed_install_style(connect_app: ConnectApp) -> None:
+    client_key, _ = await connect_app.install()
+    resp = await connect_app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, "", event="disabled"),
+        headers=signed(connect_app, client_key, "/connect/disabled"),
+    )
+    assert resp.status_code == 204
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "disabled"
+
+
+async def test_disabled_after_uninstall_is_acknowledged(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    await connect_app.client.post(
+        "/connect/uninstalled",
+        json=install_body(client_key, "", event="uninstalled"),
+        headers=signed(connect_app, client_key, "/connect/uninstalled"),
+    )
+    token = encode_connect_token(
+        issuer=client_key, secret=secret, method="POST", url="/connect/disabled"
+    )
+    resp = await connect_app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, "", event="disabled"),
+        headers={"Authorization": f"JWT {token}"},
+    )
+    assert resp.status_code == 204
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "uninstalled"
