@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
@@ -409,3 +410,20 @@ async def test_allowed_isolated_cloud_label_uses_its_own_jwks(
     assert allowed.status_code == 200, allowed.text
     assert jwks_host.hits == 1
     assert_refused(other, ft.ISOLATED_CLOUD)
+
+
+async def test_logs_carry_the_retry_count_and_no_secrets(
+    forge: Forge, keys: list[SigningKey]
+) -> None:
+    body = {**event_fixture("comment-created"), "retryContext": {"retryCount": 3}}
+    token = mint(keys[0])
+    system = system_token(time.time() + 7200)
+    with structlog.testing.capture_logs() as logs:
+        response = await forge.post("/forge/events", body, token=token, system=system)
+    assert response.status_code == 200
+    stored = [e for e in logs if e["event"] == "forge event stored"]
+    assert len(stored) == 1
+    assert stored[0]["retry_count"] == 3 and stored[0]["installation_id"] == INSTALLATION_ID
+    assert stored[0]["event_id"] == response.json()["id"]
+    text = repr(logs)
+    assert token not in text and system not in text
