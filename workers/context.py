@@ -133,6 +133,10 @@ class ReactionContext:
         await self.ledger.begin(key)
         result = await perform()
         await self.ledger.done(key, result)
+        if result is None:
+            self.log.info("nothing to change", action=action)
+            return None
+        await self.ledger.note_write(self.tenant, content_id, self.reaction)
         await self.ledger.count(self.reaction, action)
         self.log.info("effect applied", action=action, result=result)
         return result

@@ -68,14 +68,21 @@ class EffectLedger:
         value = json.dumps({"state": "done", "result": result, "at": time.time()})
         await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
 
+    def _guard_key(self, tenant: str, content_id: str, reaction: str) -> str:
+        return f"{self.prefix}loopguard:{tenant}:{content_id}:{reaction}"
+
     async def allow_write(self, tenant: str, content_id: str, reaction: str) -> bool:
-        """Count one write; False once a reaction wrote to one content too often lately."""
-        key = f"{self.prefix}loopguard:{tenant}:{content_id}:{reaction}"
+        """False once a reaction wrote to one content ``limit`` times within the window."""
+        count = await self.redis.get(self._guard_key(tenant, content_id, reaction))
+        return count is None or int(count) < self.guard.limit
+
+    async def note_write(self, tenant: str, content_id: str, reaction: str) -> None:
+        """Count one write that changed something (no-op edits do not count)."""
+        key = self._guard_key(tenant, content_id, reaction)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self.guard.window_seconds, nx=True)
-            count, _ = await pipe.execute()
-        return int(count) <= self.guard.limit
+            await pipe.execute()
 
     async def count(self, reaction: str, outcome: str) -> None:
         await self.redis.hincrby(self.counts_key, f"{reaction}:{outcome}", 1)  # type: ignore[misc]

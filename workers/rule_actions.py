@@ -1,0 +1,208 @@
+"""The built-in actions of the rules file and their sandboxed templates.
+
+Templates are Jinja2 in a :class:`~jinja2.sandbox.SandboxedEnvironment` with autoescaping, so
+values from events and pages (titles, names) cannot inject markup, and template authors cannot
+reach Python internals. A template renders a storage-format fragment; plain text is wrapped in
+paragraphs. Page edits go through the client's safe update with pure, idempotent transforms.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, Template
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from app.atlassian.events import Event
+from app.errors import PermanentFailure
+from workers import storage
+from workers.context import ReactionContext
+from workers.ops import Content
+
+
+def _mention(account_id: object) -> Markup:
+    return Markup(storage.mention(str(account_id)))  # noqa: S704 - mention() escapes its input
+
+
+def environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+    env.globals["mention"] = _mention
+    return env
+
+
+def event_vars(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "tenant": event.tenant,
+        "content_id": event.content_id,
+        "content_type": event.content_type,
+        "space_key": event.space_key,
+        "space_id": event.space_id,
+        "title": event.title,
+        "actor": event.actor,
+        "version": event.version,
+        "label": event.label,
+    }
+
+
+def content_vars(content: Content) -> dict[str, Any]:
+    return {
+        "id": content.id,
+        "kind": content.kind,
+        "title": content.title,
+        "version": content.version,
+        "author_id": content.author_id,
+        "parent_id": content.parent_id,
+        "space_id": content.space_id,
+    }
+
+
+SAMPLE_MATCH = {"text": "sample", "groups": ("sample",), "named": {}}
+
+
+def sample_context() -> dict[str, Any]:
+    """Every variable a template may use, with stand-in values (validation at start-up)."""
+    event: dict[str, Any] = dict.fromkeys(
+        (
+            "id",
+            "type",
+            "tenant",
+            "content_id",
+            "content_type",
+            "space_key",
+            "space_id",
+            "title",
+            "actor",
+            "label",
+        ),
+        "sample",
+    )
+    event["version"] = 1
+    page: dict[str, Any] = dict.fromkeys(
+        ("id", "kind", "title", "author_id", "parent_id", "space_id"), "sample"
+    )
+    page["version"] = 1
+    return {"event": event, "page": page, "content": page, "match": SAMPLE_MATCH}
+
+
+def as_storage(rendered: str) -> str:
+    """Plain text becomes paragraphs; markup is kept as written."""
+    text = rendered.strip()
+    if text.startswith("<"):
+        return text
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return "".join(f"<p>{' '.join(p.split())}</p>" for p in paragraphs)
+
+
+def render_fragment(template: Template, variables: Mapping[str, Any], where: str) -> str:
+    fragment = as_storage(template.render(variables))
+    problem = storage.well_formed(fragment)
+    if problem is not None:
+        raise PermanentFailure(f"{where}: the template produced invalid storage XML ({problem})")
+    return fragment
+
+
+def match_vars(m: re.Match[str]) -> dict[str, Any]:
+    return {"text": m.group(0), "groups": m.groups(), "named": m.groupdict()}
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One compiled action of a rule: ``run(event, ctx, variables)``."""
+
+    kind: str
+    where: str  # "rules.yml:12 (rule 'x', action 1)" for messages
+    body: Template | None = None
+    pattern: re.Pattern[str] | None = None
+
+    async def run(self, event: Event, ctx: ReactionContext, variables: dict[str, Any]) -> None:
+        runner = _RUNNERS[self.kind]
+        await runner(self, event, ctx, variables)
+
+
+async def _comment(action: Action, event: Event, ctx: ReactionContext, v: dict[str, Any]) -> None:
+    assert action.body is not None
+    await ctx.comment(render_fragment(action.body, v, action.where))
+
+
+async def _reply(action: Action, event: Event, ctx: ReactionContext, v: dict[str, Any]) -> None:
+    assert action.body is not None
+    await ctx.reply(event.content_id, render_fragment(action.body, v, action.where))
+
+
+async def _inline(action: Action, event: Event, ctx: ReactionContext, v: dict[str, Any]) -> None:
+    assert action.body is not None and action.pattern is not None
+    kind, cid = await ctx.target()
+    page = await ctx.get(kind, cid)
+    view = storage.parse(page.body)
+    for m in storage.find_all(view, action.pattern):
+        if not m.group(0).strip() or "\n" in m.group(0):
+            continue  # a selection must be non-empty text within one block
+        count, index = storage.occurrence(view, m.group(0), m.start())
+        body = render_fragment(action.body, {**v, "match": match_vars(m)}, action.where)
+        once = f"inline:{cid}:{action.where}:{m.group(0)}:{index}"
+        await ctx.inline_comment(m.group(0), body, count=count, index=index, once=once)
+        return
+
+
+def _append_transform(fragment: str, at_end: bool) -> Callable[[str, str], tuple[str, str]]:
+    def transform(title: str, body: str) -> tuple[str, str]:
+        if fragment in body:
+            return title, body
+        return title, body + fragment if at_end else fragment + body
+
+    return transform
+
+
+async def _append(action: Action, event: Event, ctx: ReactionContext, v: dict[str, Any]) -> None:
+    assert action.body is not None
+    kind, cid = await ctx.target()
+    fragment = render_fragment(action.body, v, action.where)
+    transform = _append_transform(fragment, at_end=action.kind == "append")
+    await ctx.edit(transform, what=f"{action.kind} (rule)", kind=kind, content_id=cid)
+
+
+def replace_transform(
+    pattern: re.Pattern[str], replacement: Callable[[re.Match[str]], str]
+) -> Callable[[str, str], tuple[str, str]]:
+    """Replace ``pattern`` in the visible text of a storage body; markup is left intact."""
+
+    def transform(title: str, body: str) -> tuple[str, str]:
+        view = storage.parse(body)
+        reps = [
+            storage.Replacement(m.start(), m.end(), replacement(m))
+            for m in storage.find_all(view, pattern)
+            if m.end() > m.start() and replacement(m) != m.group(0)
+        ]
+        return (title, storage.replace(view, reps)) if reps else (title, body)
+
+    return transform
+
+
+async def _replace(action: Action, event: Event, ctx: ReactionContext, v: dict[str, Any]) -> None:
+    assert action.body is not None and action.pattern is not None
+    kind, cid = await ctx.target()
+    template = action.body
+
+    def replacement(m: re.Match[str]) -> str:
+        return html.unescape(template.render({**v, "match": match_vars(m)}))
+
+    transform = replace_transform(action.pattern, replacement)
+    await ctx.edit(transform, what="replace (rule)", kind=kind, content_id=cid)
+
+
+_RUNNERS = {
+    "comment": _comment,
+    "reply": _reply,
+    "inline_comment": _inline,
+    "append": _append,
+    "prepend": _append,
+    "replace": _replace,
+}
+ACTIONS = tuple(_RUNNERS)

@@ -1,0 +1,388 @@
+"""The declarative rules file (YAML), validated at start-up with line-numbered errors.
+
+::
+
+    version: 1
+    rules:
+      - name: welcome-dev                  # unique
+        on: [page.created]                 # event types (a built-in reaction has defaults)
+        tenant: ...                        # optional filters: tenant, space
+        space: [DEV, OPS]
+        when:                              # optional conditions
+          title: "^RFC"                    #   regular expression on the title
+          label: rfc                       #   label present (any of a list)
+          author: "557058:..."             #   actor account id (any of a list)
+          content_type: page               #   page, blogpost, comment
+        dry_run: false                     # record instead of writing (default: global)
+        reaction: welcome                  # a built-in reaction with ``options: {...}`` ...
+        actions:                           # ... or actions with sandboxed Jinja2 templates
+          - comment: "Thanks {{ mention(event.actor) }}!"
+          - reply: "..."                   #   comment events only
+          - inline_comment: {match: "TODO", body: "..."}
+          - append: "<p>...</p>"
+          - prepend: "<p>...</p>"
+          - replace: {pattern: "...", with: "..."}
+
+Every problem is reported at once as ``<file>:<line>: <where>: <what>`` in a ConfigError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from app.atlassian.events import Event
+from app.errors import ConfigError
+from workers import rule_actions
+from workers.context import ReactionContext
+from workers.reactions import Builtin, OptionError, secrets, template_guard, welcome
+from workers.routing import Filters, Handler, Registration, Router, check_event_pattern
+
+BUILTINS: dict[str, Builtin] = {
+    b.name: b for b in (welcome.BUILTIN, secrets.BUILTIN, template_guard.BUILTIN)
+}
+RULE_KEYS = {"name", "on", "tenant", "space", "when", "dry_run", "reaction", "options", "actions"}
+WHEN_KEYS = {"title", "label", "author", "content_type"}
+CONTENT_TYPES = {"page", "blogpost", "comment", "attachment"}
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, node: yaml.Node, where: str, message: str, line_offset: int = 0) -> None:
+        line = node.start_mark.line + 1 + line_offset
+        self.lines.append(f"{self.source}:{line}: {where}: {message}")
+
+
+class _Compiler:
+    def __init__(self, source: str, loader: yaml.SafeLoader) -> None:
+        self.problems = _Problems(source)
+        self.loader = loader
+        self.env: SandboxedEnvironment = rule_actions.environment()
+        self.names: set[str] = set()
+
+    # yaml helpers ------------------------------------------------------------------------
+    def mapping(self, node: yaml.Node, where: str) -> dict[str, yaml.Node] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.problems.add(node, where, "must be a mapping")
+            return None
+        out: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in out:
+                self.problems.add(key, where, f"duplicate key {name!r}")
+            out[name] = value
+        return out
+
+    def plain(self, node: yaml.Node) -> Any:
+        return self.loader.construct_object(node, deep=True)
+
+    def string(self, node: yaml.Node, where: str) -> str | None:
+        if isinstance(node, yaml.ScalarNode) and isinstance(self.plain(node), str):
+            return str(node.value)
+        self.problems.add(node, where, "must be text")
+        return None
+
+    def strings(self, node: yaml.Node, where: str) -> list[str] | None:
+        if isinstance(node, yaml.ScalarNode):
+            return [str(node.value)]
+        if isinstance(node, yaml.SequenceNode) and all(
+            isinstance(n, yaml.ScalarNode) for n in node.value
+        ):
+            return [str(n.value) for n in node.value]
+        self.problems.add(node, where, "must be text or a list of texts")
+        return None
+
+    def regex(self, node: yaml.Node, where: str) -> re.Pattern[str] | None:
+        text = self.string(node, where)
+        if text is None:
+            return None
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            self.problems.add(node, where, f"invalid regular expression: {exc}")
+            return None
+
+    def template(self, node: yaml.Node, where: str) -> Any:
+        text = self.string(node, where)
+        if text is None:
+            return None
+        # block scalars (| and >) start on the line after their indicator
+        offset = 1 if getattr(node, "style", None) in ("|", ">") else 0
+        try:
+            template = self.env.from_string(text)
+            template.render(rule_actions.sample_context())
+        except TemplateError as exc:
+            lineno = getattr(exc, "lineno", None) or _line_of_name(text, exc.message or "")
+            self.problems.add(node, where, f"template: {exc.message}", offset + lineno - 1)
+            return None
+        return template
+
+    # rules -------------------------------------------------------------------------------
+    def compile(self, root: yaml.Node | None) -> Router:
+        router = Router()
+        if root is None:
+            return router
+        top = self.mapping(root, "rules file")
+        if top is None:
+            return router
+        for key, node in top.items():
+            if key == "version" and self.plain(node) != 1:
+                self.problems.add(node, "version", "only version 1 is supported")
+            elif key not in ("version", "rules"):
+                self.problems.add(node, key, "unknown key (expected: version, rules)")
+        rules = top.get("rules")
+        if rules is None:
+            return router
+        if not isinstance(rules, yaml.SequenceNode):
+            self.problems.add(rules, "rules", "must be a list of rules")
+            return router
+        for index, node in enumerate(rules.value):
+            registration = self.rule(node, f"rules[{index}]")
+            if registration is not None:
+                router.add(registration)
+        return router
+
+    def rule(self, node: yaml.Node, where: str) -> Registration | None:
+        fields = self.mapping(node, where)
+        if fields is None:
+            return None
+        for key, value in fields.items():
+            if key not in RULE_KEYS:
+                self.problems.add(
+                    value,
+                    f"{where}.{key}",
+                    f"unknown key (expected one of: {', '.join(sorted(RULE_KEYS))})",
+                )
+        before = len(self.problems.lines)
+        name = self.string(fields["name"], f"{where}.name") if "name" in fields else None
+        if "name" not in fields:
+            self.problems.add(node, where, "every rule needs a name")
+        elif name is not None:
+            if name in self.names:
+                self.problems.add(fields["name"], f"{where}.name", f"duplicate rule name {name!r}")
+            self.names.add(name)
+            where = f"{where} ({name})"
+        filters = self.filters(fields, where)
+        dry_run = self.flag(fields.get("dry_run"), f"{where}.dry_run")
+        handler, default_events, options = self.behaviour(node, fields, where)
+        events = self.events(fields.get("on"), default_events, node, where, "reaction" in fields)
+        replies = "reply" in self.action_kinds(fields)
+        if events and replies and not all(e.startswith("comment.") for e in events):
+            self.problems.add(
+                fields.get("on", node),
+                f"{where}.on",
+                "a reply action needs comment events only (comment.created, comment.updated)",
+            )
+        if len(self.problems.lines) > before or handler is None or name is None:
+            return None
+        return Registration(f"rule:{name}", events, filters, handler, dry_run, options)
+
+    def flag(self, node: yaml.Node | None, where: str) -> bool | None:
+        if node is None:
+            return None
+        value = self.plain(node)
+        if not isinstance(value, bool):
+            self.problems.add(node, where, "must be true or false")
+            return None
+        return value
+
+    def events(
+        self,
+        node: yaml.Node | None,
+        default: tuple[str, ...],
+        rule: yaml.Node,
+        where: str,
+        reaction: bool = False,
+    ) -> tuple[str, ...]:
+        if node is None:
+            if not default and not reaction:
+                self.problems.add(rule, where, "name the events with `on:`")
+            return default
+        names = self.strings(node, f"{where}.on") or []
+        for name in names:
+            try:
+                check_event_pattern(name)
+            except ValueError as exc:
+                self.problems.add(node, f"{where}.on", str(exc))
+        return tuple(names)
+
+    def filters(self, fields: dict[str, yaml.Node], where: str) -> Filters:
+        tenant = self.strings(fields["tenant"], f"{where}.tenant") if "tenant" in fields else None
+        space = self.strings(fields["space"], f"{where}.space") if "space" in fields else None
+        when = self.mapping(fields["when"], f"{where}.when") if "when" in fields else {}
+        when = when or {}
+        got: dict[str, Any] = {}
+        for key, node in when.items():
+            at = f"{where}.when.{key}"
+            if key == "title":
+                got["title"] = self.regex(node, at)
+            elif key in ("label", "author", "content_type"):
+                got[key] = self.strings(node, at)
+                bad = set(got[key] or ()) - CONTENT_TYPES if key == "content_type" else set()
+                if bad:
+                    self.problems.add(
+                        node,
+                        at,
+                        f"unknown content type(s) {sorted(bad)} "
+                        f"(expected: {', '.join(sorted(CONTENT_TYPES))})",
+                    )
+            else:
+                self.problems.add(
+                    node, at, f"unknown condition (expected one of: {', '.join(sorted(WHEN_KEYS))})"
+                )
+        return Filters.build(tenant=tenant, space=space, **got)
+
+    def action_kinds(self, fields: dict[str, yaml.Node]) -> set[str]:
+        node = fields.get("actions")
+        if not isinstance(node, yaml.SequenceNode):
+            return set()
+        return {
+            str(k.value) for n in node.value if isinstance(n, yaml.MappingNode) for k, _ in n.value
+        }
+
+    def behaviour(
+        self, rule: yaml.Node, fields: dict[str, yaml.Node], where: str
+    ) -> tuple[Handler | None, tuple[str, ...], dict[str, Any]]:
+        if ("reaction" in fields) == ("actions" in fields):
+            self.problems.add(rule, where, "give either `reaction:` (a built-in) or `actions:`")
+            return None, (), {}
+        if "reaction" in fields:
+            return self.builtin(fields, where)
+        if "options" in fields:
+            self.problems.add(
+                fields["options"], f"{where}.options", "options belong to a `reaction:`"
+            )
+        return self.actions(fields["actions"], where), (), {}
+
+    def builtin(
+        self, fields: dict[str, yaml.Node], where: str
+    ) -> tuple[Handler | None, tuple[str, ...], dict[str, Any]]:
+        node = fields["reaction"]
+        name = self.string(node, f"{where}.reaction")
+        builtin = BUILTINS.get(name or "")
+        if builtin is None:
+            if name is not None:
+                self.problems.add(
+                    node,
+                    f"{where}.reaction",
+                    f"unknown reaction {name!r} (built-ins: {', '.join(sorted(BUILTINS))})",
+                )
+            return None, (), {}
+        options_node = fields.get("options")
+        option_nodes = (
+            (self.mapping(options_node, f"{where}.options") or {}) if options_node else {}
+        )
+        options = {k: self.plain(v) for k, v in option_nodes.items()}
+        try:
+            handler = builtin.make(options)
+        except OptionError as exc:
+            at = option_nodes.get(exc.option or "", options_node or node)
+            self.problems.add(at, f"{where}.options", str(exc))
+            return None, builtin.events, options
+        return handler, builtin.events, options
+
+    def actions(self, node: yaml.Node, where: str) -> Handler | None:
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.problems.add(node, f"{where}.actions", "must be a non-empty list of actions")
+            return None
+        compiled = [self.action(n, f"{where}.actions[{i}]") for i, n in enumerate(node.value)]
+        if any(a is None for a in compiled):
+            return None
+        return _rule_handler([a for a in compiled if a is not None])
+
+    def action(self, node: yaml.Node, where: str) -> rule_actions.Action | None:
+        fields = self.mapping(node, where)
+        if fields is None:
+            return None
+        if len(fields) != 1 or next(iter(fields)) not in rule_actions.ACTIONS:
+            self.problems.add(
+                node, where, f"an action is one of: {', '.join(rule_actions.ACTIONS)}"
+            )
+            return None
+        kind, value = next(iter(fields.items()))
+        label = f"{self.problems.source}:{node.start_mark.line + 1}"
+        if kind in ("inline_comment", "replace"):
+            spec = self.mapping(value, f"{where}.{kind}")
+            if spec is None:
+                return None
+            pattern_key, body_key = (
+                ("match", "body") if kind == "inline_comment" else ("pattern", "with")
+            )
+            if set(spec) != {pattern_key, body_key}:
+                self.problems.add(
+                    value, f"{where}.{kind}", f"needs exactly `{pattern_key}` and `{body_key}`"
+                )
+                return None
+            pattern = self.regex(spec[pattern_key], f"{where}.{kind}.{pattern_key}")
+            body = self.template(spec[body_key], f"{where}.{kind}.{body_key}")
+            if pattern is None or body is None:
+                return None
+            return rule_actions.Action(kind, label, body, pattern)
+        body = self.template(value, f"{where}.{kind}")
+        return None if body is None else rule_actions.Action(kind, label, body)
+
+
+def _line_of_name(text: str, message: str) -> int:
+    """1-based line of the first name quoted in a runtime template error, else 1."""
+    names = re.findall(r"'(\w+)'", message)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if names and re.search(rf"\b{re.escape(names[-1])}\b", line):
+            return number
+    return 1
+
+
+def _rule_handler(actions: list[rule_actions.Action]) -> Handler:
+    async def run_rule(event: Event, ctx: ReactionContext) -> None:
+        content = await ctx.content()
+        kind, cid = await ctx.target()
+        page = await ctx.get(kind, cid)
+        variables = {
+            "event": rule_actions.event_vars(event),
+            "page": rule_actions.content_vars(page),
+            "content": rule_actions.content_vars(content),
+        }
+        for action in actions:
+            await action.run(event, ctx, variables)
+
+    return run_rule
+
+
+def compile_rules(text: str, source: str = "rules") -> Router:
+    """Validate and compile rules text; raises ConfigError listing every problem."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        raise ConfigError(
+            f"{source}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    compiler = _Compiler(source, loader)
+    router = compiler.compile(root)
+    loader.dispose()
+    if compiler.problems.lines:
+        raise ConfigError(sorted(compiler.problems.lines, key=_line_number))
+    return router
+
+
+def _line_number(problem: str) -> int:
+    match = re.search(r":(\d+): ", problem)
+    return int(match.group(1)) if match else 0
+
+
+def load_rules(path: Path, read: Callable[[Path], str] = Path.read_text) -> Router:
+    try:
+        text = read(path)
+    except OSError as exc:
+        raise ConfigError(f"REACTOR_RULES_FILE: cannot read {path}: {exc.strerror}") from None
+    return compile_rules(text, str(path))
