@@ -15,9 +15,9 @@ Names and labels (keep them stable: dashboards and alerts depend on them)::
     reactor_job_duration_seconds{outcome}            histogram: done | retry | deferred | dead
     reactor_job_attempts_total{outcome}              one per attempt, same outcomes
     reactor_dead_lettered_total{reason}              events moved to the dead-letter store
-    reactor_budget_points_spent{}                    points spent in the current hour
-    reactor_budget_points_remaining{}                points left in the current hour
-    reactor_budget_paused{}                          1 while the budget is paused
+    reactor_budget_*                                 the budget's gauges (app.budget.metrics:
+                                                     spent_points, remaining_points, paused,
+                                                     429_responses, tenant_spent_points, ...)
     reactor_confluence_calls_total{operation,status} calls to Confluence (status = HTTP code)
     reactor_confluence_call_seconds{operation}       histogram of call latency
 """
@@ -35,6 +35,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
+
+from app.budget.metrics import BudgetMetrics
 
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -95,21 +97,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.budget_spent = Gauge(
-            "reactor_budget_points_spent",
-            "Points spent in the current hour.",
-            registry=r,
-        )
-        self.budget_remaining = Gauge(
-            "reactor_budget_points_remaining",
-            "Points left in the current hour.",
-            registry=r,
-        )
-        self.budget_paused = Gauge(
-            "reactor_budget_paused",
-            "1 while the points budget is paused, else 0.",
-            registry=r,
-        )
+        self.budget = BudgetMetrics(r)
         self.confluence_calls = Counter(
             "reactor_confluence_calls",
             "Calls to the Confluence REST API by operation and HTTP status.",

@@ -7,6 +7,7 @@ from typing import Any
 from arq.worker import Worker, func
 
 from app import redis as redis_conn
+from app.dashboard import heartbeat
 from app.errors import ConfigError
 from app.eventlog import EventLog
 from app.logs import configure_logging
@@ -30,10 +31,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings.log_level, settings.log_format)
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     ctx.setdefault("latest_only", latest_only_from(settings))
+    await heartbeat.start(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    return None
+    await heartbeat.stop(ctx)
 
 
 def build_worker(
@@ -77,4 +79,5 @@ def build_worker(
     )
     # arq locks a claimed job for its longest timeout + 10 s; ours is bounded by the job layer.
     worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS
+    worker.ctx["worker"] = worker  # the heartbeat reports its running jobs and counters
     return worker

@@ -89,6 +89,18 @@ class ReadModel:
         raw = await self.redis.get(f"{self.queue_key}:health-check")
         return _text(raw) if raw is not None else None
 
+    async def per_minute(self, minutes: int, now: float) -> dict[str, list[int]]:
+        """Events received and dead-lettered per minute, oldest first, from the pipeline's
+        time-ordered indexes (``EventLog.keys.events`` by arrival, ``.dlq`` by death)."""
+        last = int(now // 60)
+        firsts = [(last - minutes + 1 + i) * 60_000 for i in range(minutes)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in (self.log.keys.events, self.log.keys.dlq):
+                for start in firsts:
+                    pipe.zcount(index, start, f"({start + 60_000}")
+            counts = [int(c) for c in await pipe.execute()]
+        return {"received": counts[:minutes], "dead": counts[minutes:]}
+
     async def budget_minutes(self, hour_start: float) -> dict[int, int]:
         """Points charged per minute of the hour starting at ``hour_start``.
 
@@ -102,6 +114,36 @@ class ReadModel:
             text = _text(name)
             if text.startswith("m:") and text[2:].lstrip("-").isdigit():
                 out[int(text[2:])] = int(value)
+        return out
+
+    async def reaction_counts(self) -> dict[str, dict[str, int]]:
+        """``{reaction: {outcome: n}}``.
+
+        read-only view of ``{prefix}reactions:counts`` written by workers/effects.py
+        (EffectLedger.counts); app/ may not import workers/.
+        """
+        raw = await self.redis.hgetall(f"{self.prefix}reactions:counts")  # type: ignore[misc]
+        out: dict[str, dict[str, int]] = {}
+        for name, value in raw.items():
+            reaction, _, outcome = _text(name).rpartition(":")
+            out.setdefault(reaction or "?", {})[outcome] = int(value)
+        return out
+
+    async def dry_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: what dry-run reactions would have done.
+
+        read-only view of ``{prefix}reactions:dryrun`` (EffectLedger.dry_runs, workers/).
+        """
+        key = f"{self.prefix}reactions:dryrun"
+        rows = await self.redis.lrange(key, 0, limit - 1)  # type: ignore[misc]
+        out = []
+        for raw in rows:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                out.append(mask_secrets(item))
         return out
 
     # -- jobs (through the pipeline's EventLog) -----------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
@@ -36,7 +37,7 @@ class Heartbeats:
     def key(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
 
-    async def beat(self, worker_id: str, fields: dict[str, str | int | float]) -> None:
+    async def beat(self, worker_id: str, fields: dict[str, Any]) -> None:
         ttl = int(INTERVAL_SECONDS * 3)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.key(worker_id), mapping={**fields, "seen": time.time()})
@@ -66,6 +67,10 @@ class Heartbeats:
                 continue
             info: dict[str, Any] = {_s(k): _s(v) for k, v in row.items()}
             info["id"] = worker_id
+            try:
+                info["reactions"] = json.loads(info.get("reactions", "[]"))
+            except ValueError:
+                info["reactions"] = []
             for name in ("concurrency", "running", "done", "failed", "pid"):
                 if name in info:
                     info[name] = int(float(info[name]))
@@ -77,6 +82,67 @@ class Heartbeats:
             await self.redis.srem(self.index, *gone)  # type: ignore[misc]
         out.sort(key=lambda w: float(w.get("seen", 0)), reverse=True)
         return out
+
+
+def describe_reactions(router: Any) -> list[dict[str, Any]]:
+    """Loaded reactions of a worker's router (duck-typed: app/ never imports workers/)."""
+    out = []
+    for registration in router or ():
+        filters = getattr(registration, "filters", None)
+        shown = {}
+        if filters is not None:
+            for name in getattr(filters, "__slots__", ()) or vars(filters):
+                value = getattr(filters, name, None)
+                if value:
+                    shown[name] = sorted(value) if isinstance(value, frozenset) else str(value)
+        out.append(
+            {
+                "name": str(getattr(registration, "name", "?")),
+                "events": list(getattr(registration, "events", ())),
+                "filters": shown,
+                "dry_run": getattr(registration, "dry_run", None),
+            }
+        )
+    return out
+
+
+def worker_stats(worker: Any, ctx: dict[str, Any], started: float) -> dict[str, Any]:
+    """What one arq worker publishes in its heartbeat."""
+    router = getattr(ctx.get("dispatch"), "router", None)
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "concurrency": int(getattr(worker, "max_jobs", 0) or 0),
+        "running": sum(not t.done() for t in getattr(worker, "tasks", {}).values()),
+        "done": int(getattr(worker, "jobs_complete", 0)),
+        "failed": int(getattr(worker, "jobs_failed", 0)),
+        "started": started,
+        "reactions": json.dumps(describe_reactions(router)),
+    }
+
+
+async def start(ctx: dict[str, Any]) -> None:
+    """Start beating from an arq ``on_startup`` (needs ``ctx["worker"]`` and settings)."""
+    settings = ctx["settings"]
+    worker = ctx.get("worker")
+    worker_id = new_worker_id()
+    started = time.time()
+    ctx["heartbeat"] = asyncio.create_task(
+        run(
+            ctx["redis"],
+            settings.redis_prefix,
+            worker_id,
+            lambda: worker_stats(worker, ctx, started),
+        )
+    )
+
+
+async def stop(ctx: dict[str, Any]) -> None:
+    task = ctx.pop("heartbeat", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def new_worker_id() -> str:
