@@ -96,9 +96,13 @@ class DirectoryAPI:
         return Attachment.from_json(reply.json_object())
 
     async def delete_attachment(self, attachment_id: str, *, purge: bool = False) -> None:
-        """Trash an attachment; ``purge`` removes a trashed one for good."""
+        """Trash an attachment; ``purge`` removes a trashed one for good.
+
+        Reads accept ``att123`` or ``123``; the delete operation is documented with the numeric
+        id only, so the ``att`` prefix is dropped here.
+        """
         params = {"purge": True} if purge else None
-        url = self._t.site.v2(f"/attachments/{attachment_id}")
+        url = self._t.site.v2(f"/attachments/{attachment_id.removeprefix('att')}")
         await self._t.call("DELETE", url, params=params)
 
     # -- labels -----------------------------------------------------------------------------

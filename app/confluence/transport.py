@@ -69,10 +69,19 @@ class Reply:
         return results
 
 
-def _clean(params: Params | None) -> dict[str, Any] | None:
+def _clean(params: Params | None) -> dict[str, str | int | bool] | None:
+    """Drop unset parameters; lists go comma-separated, as the v2 reference documents them."""
     if params is None:
         return None
-    return {k: v for k, v in params.items() if v is not None and v != []}
+    query: dict[str, str | int | bool] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, str | int | bool):
+            query[name] = value
+        elif value:
+            query[name] = ",".join(value)
+    return query
 
 
 class Transport:
