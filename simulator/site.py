@@ -91,6 +91,7 @@ class Simulator:
     rng: random.Random = field(default_factory=random.Random)
     state_path: Path | None = None
     public_url: str | None = None  # overrides the request's own origin in links and tokens
+    gateway_url: str | None = None  # origin of /ex/confluence/{cloudId} (default: public_url)
     listeners: list[Callable[[ContentEvent], None]] = field(default_factory=list)
     dirty: bool = False
 
@@ -119,6 +120,7 @@ def build(
     public_url: str | None = None,
     seed: int | None = None,
     keys: tuple[KeyPair, KeyPair] | None = None,
+    gateway_url: str | None = None,
 ) -> Simulator:
     """A simulator with the admin user ``admin@example.com`` (site admin, given API token)."""
     if store is None:
@@ -138,4 +140,5 @@ def build(
         rng=random.Random(seed),
         state_path=state_path,
         public_url=public_url,
+        gateway_url=gateway_url,
     )

@@ -17,6 +17,7 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,17 +144,29 @@ class Hub:
                     batch.append(await asyncio.wait_for(self.queue.get(), 0.3))
                 batch.reverse()
             for delivery in batch:
-                task = asyncio.create_task(self._deliver(delivery))
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
+                await self._deliver(delivery)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.pending += 1
+        self.idle.clear()
+        task = asyncio.create_task(coro)
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _deliver(self, delivery: Delivery, attempt: int = 0) -> None:
+        """Deliver in order; a failed Forge attempt is retried later without blocking others."""
         try:
-            await self.sim.clock.sleep(self.sim.faults.webhook_delay_seconds)
+            if attempt == 0:
+                await self.sim.clock.sleep(self.sim.faults.webhook_delay_seconds)
+            else:
+                await self.sim.clock.sleep(FORGE_RETRY_DELAY)
             if delivery.kind == "connect":
                 await self._send_connect(delivery)
-            else:
-                await self._send_forge(delivery)
+            elif not await self._send_forge(delivery, attempt):
+                if attempt < FORGE_RETRIES and delivery.app in self.sim.store.forge_apps:
+                    self._spawn(self._deliver(delivery, attempt + 1))
+                else:
+                    self._finish(delivery, False)
         finally:
             self.pending -= 1
             if self.pending <= 0:
@@ -200,44 +213,37 @@ class Hub:
         ok = await self._post(delivery, headers, json.dumps(delivery.body).encode(), 10.0)
         self._finish(delivery, ok)
 
-    async def _send_forge(self, delivery: Delivery) -> None:
+    async def _send_forge(self, delivery: Delivery, attempt: int) -> bool:
         install = self.sim.store.forge_apps.get(delivery.app)
-        ok = False
-        for attempt in range(FORGE_RETRIES + 1):
-            if install is None:
-                break
-            body = dict(delivery.body)
-            if attempt:
-                self.sim.counters.webhooks["retried"] += 1
-                reason = (
-                    "INVALID_FORGE_INVOCATION_TOKEN"
-                    if delivery.status == 401
-                    else "TIMEOUT_ERROR"
-                    if delivery.status is None
-                    else "INVALID_REMOTE_INVOCATION_ERROR"
-                )
-                body["retryContext"] = {
-                    "retryCount": attempt,
-                    "retryReason": reason,
-                    "retryData": None,
-                }
-                await self.sim.clock.sleep(FORGE_RETRY_DELAY)
-            headers = {
-                "Authorization": f"Bearer {self.invocation_token(install)}",
-                "x-forge-oauth-system": self.system_token(install),
-                "x-b3-traceid": secrets.token_hex(16),
-                "x-b3-spanid": secrets.token_hex(8),
-                "Content-Type": "application/json",
-            }
-            ok = await self._post(delivery, headers, json.dumps(body).encode(), FORGE_TIMEOUT)
-            if ok:
-                break
-        self._finish(delivery, ok)
+        if install is None:
+            return False
+        body = dict(delivery.body)
+        if attempt:
+            self.sim.counters.webhooks["retried"] += 1
+            reason = (
+                "INVALID_FORGE_INVOCATION_TOKEN"
+                if delivery.status == 401
+                else "TIMEOUT_ERROR"
+                if delivery.status is None
+                else "INVALID_REMOTE_INVOCATION_ERROR"
+            )
+            body["retryContext"] = {"retryCount": attempt, "retryReason": reason, "retryData": None}
+        headers = {
+            "Authorization": f"Bearer {self.invocation_token(install)}",
+            "x-forge-oauth-system": self.system_token(install),
+            "x-b3-traceid": secrets.token_hex(16),
+            "x-b3-spanid": secrets.token_hex(8),
+            "Content-Type": "application/json",
+        }
+        ok = await self._post(delivery, headers, json.dumps(body).encode(), FORGE_TIMEOUT)
+        if ok:
+            self._finish(delivery, True)
+        return ok
 
     # -- Forge tokens ---------------------------------------------------------------------
     def api_base_url(self) -> str:
-        origin = (self.sim.public_url or "http://127.0.0.1").rstrip("/")
-        return f"{origin}/ex/confluence/{self.sim.store.cloud_id}"
+        origin = self.sim.gateway_url or self.sim.public_url or "http://127.0.0.1"
+        return f"{origin.rstrip('/')}/ex/confluence/{self.sim.store.cloud_id}"
 
     def invocation_token(self, install: ForgeInstall) -> str:
         now = int(time.time())
