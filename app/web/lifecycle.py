@@ -8,6 +8,8 @@ method, so an unauthenticated request always gets 401.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +23,7 @@ from app.atlassian.install_token import (
     read_install_key_id,
     verify_install_token,
 )
-from app.errors import InvalidPayload, VerificationError
+from app.errors import IngestError, InvalidPayload, VerificationError
 from app.install_keys import InstallKeys
 from app.settings import Settings
 from app.tenants import Status, Tenant, TenantStore
@@ -41,12 +43,17 @@ log = structlog.get_logger("app.connect")
 async def _signed_install(
     request: Request, token: str, *, require_secret: bool
 ) -> tuple[LifecyclePayload, ConnectClaims]:
+    """Authenticate first, then validate the body: a forged call never gets past a 401."""
     settings: Settings = request.app.state.settings
     keys: InstallKeys = request.app.state.install_keys
     kid = read_install_key_id(token)
-    payload = parse_lifecycle_payload(
-        await read_json(request, settings.max_body_bytes), require_secret=require_secret
-    )
+    body: Any = None
+    body_error: IngestError | None = None
+    try:
+        body = await read_json(request, settings.max_body_bytes)
+    except IngestError as exc:
+        body_error = exc
+    claimed = body.get("clientKey") if isinstance(body, dict) else None
     public_key = await keys.get(kid)
     claims = verify_install_token(
         token,
@@ -54,10 +61,12 @@ async def _signed_install(
         method=request.method,
         url=request_target(request),
         app_base_url=settings.base_url,
-        client_key=payload.client_key,
+        client_key=claimed if isinstance(claimed, str) else "",
         leeway=settings.jwt_leeway_seconds,
     )
-    return payload, claims
+    if body_error is not None:
+        raise body_error
+    return parse_lifecycle_payload(body, require_secret=require_secret), claims
 
 
 def _method_not_allowed() -> Response:

@@ -123,18 +123,25 @@ async def test_install_with_unsafe_kid(connect_app: ConnectApp, kid: str) -> Non
     assert (resp.status_code, resp.json()["error"]) == (401, "bad_key_id")
 
 
-async def test_install_with_malformed_body_is_400(connect_app: ConnectApp) -> None:
+async def test_install_body_problems(connect_app: ConnectApp) -> None:
     headers = signed(connect_app, "ck-x", "/connect/installed")
-    resp = await connect_app.client.post(
+    unreadable = await connect_app.client.post(
         "/connect/installed",
         content=b"{not json",
         headers={**headers, "content-type": "application/json"},
     )
-    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_payload")
-    resp = await connect_app.client.post(
-        "/connect/installed", json={"clientKey": "ck-x"}, headers=headers
+    # without a readable clientKey the token cannot be tied to the body: not authenticated
+    assert (unreadable.status_code, unreadable.json()["error"]) == (401, "issuer_mismatch")
+    incomplete = await connect_app.client.post(
+        "/connect/installed",
+        json={"clientKey": "ck-x", "baseUrl": "https://x.atlassian.net/wiki"},
+        headers=headers,
     )
-    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_lifecycle_payload")
+    assert (incomplete.status_code, incomplete.json()["error"]) == (
+        400,
+        "invalid_lifecycle_payload",
+    )
+    assert await connect_app.app.state.tenants.get("ck-x") is None
 
 
 @pytest.mark.parametrize("failure", ["down", "slow", "error"])
