@@ -18,8 +18,13 @@
     │   ├── Defer                   wait (budget, token): not an attempt
     │   ├── PermanentFailure        retrying cannot help: dead-letter at once
     │   └── TransientFailure        retry with backoff, then dead-letter
-    └── (Confluence client errors live in app.confluence.errors and derive from
-         ReactorError through ConfluenceError)
+    └── ConfluenceError             (app.confluence.errors) a Confluence call failed;
+        │                           ``permanent`` / ``is_permanent(exc)`` says dead-letter or retry
+        ├── BadRequest 400, Unauthorized 401, Forbidden 403, NotFound 404,
+        │   ClientError (other 4xx), NotEditable, SelectionNotFound      permanent
+        ├── Conflict 409            (current/provided version)  update_page re-reads; transient
+        ├── RateLimited 429         ``delay`` from Retry-After                  -> Defer
+        └── ServerError 5xx, TransportError (timeout, connection), InvalidResponse  transient
 
 HTTP statuses are mapped from this tree in exactly one place (``app.web.responses``); job
 behaviour (retry, defer, dead-letter) in exactly one place (``workers.jobs``).

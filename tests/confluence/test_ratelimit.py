@@ -1,0 +1,101 @@
+"""Rate-limit headers into budget observations: recorded header sets and edge cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.confluence import ConfluenceClient
+from app.confluence.ratelimit import observe, parse_reset, parse_retry_after, parse_structured
+from tests.confluence.conftest import RecordingBudget
+from tests.confluence.fake import FakeConfluence
+
+CASES = json.loads(
+    (Path(__file__).parents[1] / "fixtures/confluence/ratelimit-headers.json").read_text()
+)
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_recorded_header_sets(case: dict[str, Any]) -> None:
+    obs = observe(case["status"], case["headers"].items(), now=epoch(case["now"]), actual_cost=3)
+    want = case["expect"]
+    assert obs.status == case["status"] and obs.actual_cost == 3
+    assert (obs.limit, obs.remaining) == (want["limit"], want["remaining"])
+    assert obs.reset_epoch == (epoch(want["reset"]) if want["reset"] else None)
+    assert obs.near_limit is want["near_limit"] and obs.reason == want["reason"]
+    assert obs.retry_after == (float(want["retry_after"]) if want["retry_after"] else None)
+    assert obs.raw == {k.lower(): v for k, v in case["headers"].items()}
+
+
+def test_unrelated_headers_are_not_kept() -> None:
+    obs = observe(200, [("Content-Type", "application/json"), ("ETag", "x")], now=0.0)
+    assert obs.raw == {} and obs.limit is None and not obs.near_limit
+
+
+def test_reset_formats() -> None:
+    assert parse_reset("2026-03-26T16:00Z", 0) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("2026-03-26T16:00:00.000Z", 0) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("2026-03-26T16:00:00", 0) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("1774540800", 0) == 1774540800.0
+    assert parse_reset("30", 1000.0) == 1030.0
+    assert parse_reset("soon", 0) is None and parse_reset(None, 0) is None
+
+
+def test_retry_after_formats() -> None:
+    assert parse_retry_after("5", 0) == 5.0
+    assert parse_retry_after("-3", 0) == 0.0
+    assert (
+        parse_retry_after("Thu, 26 Mar 2026 15:00:30 GMT", epoch("2026-03-26T15:00:00+00:00")) == 30
+    )
+    assert parse_retry_after("later", 0) is None
+
+
+def test_structured_header_parsing() -> None:
+    assert parse_structured('"a";q=1;w=2, "b";r=3') == {"a": {"q": "1", "w": "2"}, "b": {"r": "3"}}
+    assert parse_structured("") == {}
+
+
+@given(st.dictionaries(st.sampled_from([
+    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-NearLimit",
+    "RateLimit-Reason", "Retry-After", "RateLimit", "RateLimit-Policy", "Beta-RateLimit",
+    "Beta-Retry-After", "X-Beta-RateLimit-Reset",
+]), st.text(max_size=40)), st.sampled_from([200, 429, 503]))  # fmt: skip
+def test_any_header_values_never_crash(headers: dict[str, str], status: int) -> None:
+    obs = observe(status, headers.items(), now=1_700_000_000.0)
+    assert obs.status == status and set(obs.raw) == {k.lower() for k in headers}
+
+
+async def test_every_response_is_observed_by_the_hook(
+    client: ConfluenceClient, fake: FakeConfluence, budget: RecordingBudget
+) -> None:
+    space = fake.add_space("DEV")
+    fake.headers = {
+        "X-RateLimit-Limit": "65000",
+        "X-RateLimit-Remaining": "12000",
+        "X-RateLimit-NearLimit": "true",
+        "X-RateLimit-Reset": "2026-11-27T11:00:00Z",
+    }
+    await client.get_space(space["id"])
+    obs = budget.observations[-1]
+    assert (obs.limit, obs.remaining, obs.near_limit) == (65000, 12000, True)
+    assert obs.reset_epoch == epoch("2026-11-27T11:00:00+00:00") and obs.actual_cost == 2
+
+
+async def test_retry_after_on_503_reaches_the_hook(
+    client: ConfluenceClient, fake: FakeConfluence, budget: RecordingBudget
+) -> None:
+    fake.failures.append(httpx.Response(503, text="busy", headers={"Retry-After": "9"}))
+    with pytest.raises(Exception, match="503"):
+        await client.get_space("1")
+    assert budget.observations[-1].retry_after == 9.0
