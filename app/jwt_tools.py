@@ -68,13 +68,13 @@ def verify_lines(
     return lines, True
 
 
-def cmd_qsh(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_qsh(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for line in qsh_lines(args.method, args.url, args.base_url):
-        print(line, file=out)
+        print(line, file=out or sys.stdout)
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
     token = args.token or token_from_url(args.url)
     if not token:
         print("reactor jwt verify: no TOKEN given and no jwt parameter in --url", file=sys.stderr)
@@ -89,7 +89,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         leeway=args.leeway,
     )
     for line in lines:
-        print(line, file=out)
+        print(line, file=out or sys.stdout)
     return 0 if valid else 1
 
 
