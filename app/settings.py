@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     reactions: str = Field(default="", description="comma-separated reaction modules to load")
     rules_file: Path | None = None
     dry_run: bool = False
+    app_account_id: str = Field(
+        default="",
+        description="the app's own account id(s), comma separated: their events are ignored",
+    )
+    loop_guard_limit: int = Field(
+        default=5, ge=1, description="writes one reaction may make to one content per window"
+    )
+    loop_guard_window_seconds: int = Field(default=600, ge=1, description="loop guard window")
 
     budget_points_per_hour: int = Field(
         default=65_000, gt=0, description="the app's Confluence points quota per UTC hour"
@@ -239,6 +247,10 @@ class Settings(BaseSettings):
     @property
     def reaction_modules(self) -> list[str]:
         return [m.strip() for m in self.reactions.split(",") if m.strip()]
+
+    @property
+    def app_account_ids(self) -> list[str]:
+        return [a.strip() for a in self.app_account_id.split(",") if a.strip()]
 
     @property
     def forge_ic_labels(self) -> frozenset[str]:

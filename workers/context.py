@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.atlassian.events import Event
-from app.confluence.pages import edit_message, is_app_edit
+from app.confluence.pages import is_app_edit
 from workers import storage
 from workers.effects import EffectLedger, effect_key
 from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
@@ -208,7 +208,6 @@ class ReactionContext:
         """Apply a pure transform through the client's safe update; the new version or None."""
         kind = kind or kind_of(self.event.content_type)
         cid = content_id or self.event.content_id
-        message = edit_message(what)
         detail: dict[str, Any] = {"content_id": cid, "kind": kind, "what": what}
         if self.dry_run:
             current = await self.get(kind, cid)
@@ -216,7 +215,7 @@ class ReactionContext:
             detail["would_change"] = (title, body) != (current.title, current.body)
 
         async def perform() -> int | None:
-            updated = await self.client.update_content(kind, cid, transform, message)
+            updated = await self.client.update_content(kind, cid, transform, what)
             if updated is not None:
                 self.cache.content[(kind, cid)] = updated
             return None if updated is None else updated.version

@@ -11,6 +11,8 @@ Keys (all under ``settings.redis_prefix``):
 - ``loopguard:<tenant>:<content>:<name>`` writes of one reaction on one content in the window
 - ``reactions:dryrun``                    newest-first JSON list of what dry runs would do
 - ``reactions:counts``                    hash ``<reaction>:<outcome>`` -> count (dashboard)
+- ``app-accounts:<tenant>``               set of account ids Confluence named as author of our
+                                          writes (the app's account there; loop prevention)
 """
 
 from __future__ import annotations
@@ -83,6 +85,15 @@ class EffectLedger:
             pipe.incr(key)
             pipe.expire(key, self.guard.window_seconds, nx=True)
             await pipe.execute()
+
+    async def app_accounts(self, tenant: str) -> set[str]:
+        """Accounts seen writing our effects on this tenant's site (the app's own account)."""
+        raw = await self.redis.smembers(f"{self.prefix}app-accounts:{tenant}")  # type: ignore[misc]
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+
+    async def learn_app_accounts(self, tenant: str, accounts: set[str]) -> None:
+        if accounts:
+            await self.redis.sadd(f"{self.prefix}app-accounts:{tenant}", *accounts)  # type: ignore[misc]
 
     async def count(self, reaction: str, outcome: str) -> None:
         await self.redis.hincrby(self.counts_key, f"{reaction}:{outcome}", 1)  # type: ignore[misc]

@@ -13,7 +13,8 @@ from app.eventlog import EventLog
 from app.logs import configure_logging
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
-from workers import jobs
+from workers import clients as reaction_clients
+from workers import jobs, loading
 from workers.dispatch import Dispatch, latest_only_from, log_only
 
 HEALTH_CHECK_INTERVAL = 10
@@ -32,9 +33,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     ctx.setdefault("latest_only", latest_only_from(settings))
     await heartbeat.start(ctx)
+    await reaction_clients.start(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await reaction_clients.stop(ctx)
     await heartbeat.stop(ctx)
 
 
@@ -49,6 +52,8 @@ def build_worker(
     """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
+    # Reactions load here, so a broken module or rules file stops start-up with its message.
+    reactions = loading.load_reactions(settings) if dispatch is None else None
     worker = Worker(
         functions=[
             func(jobs.ping, name="ping"),
@@ -73,7 +78,7 @@ def build_worker(
         keep_result=60,
         on_startup=startup,
         on_shutdown=shutdown,
-        ctx={"settings": settings, "dispatch": dispatch or log_only},
+        ctx={"settings": settings, "dispatch": dispatch or log_only, "reactions": reactions},
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )

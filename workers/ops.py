@@ -44,14 +44,21 @@ class Comment:
 
 
 class ConfluenceOps(Protocol):
-    """What reactions need from Confluence; every call is authenticated and budgeted."""
+    """What reactions need from Confluence; every call is authenticated and budgeted.
+
+    ``writers`` collects the account ids Confluence reports as author of our own writes: the
+    app's account on this site, learned for loop prevention.
+    """
+
+    writers: set[str]
 
     async def get_content(self, kind: Kind, content_id: str) -> Content: ...
 
     async def update_content(
-        self, kind: Kind, content_id: str, transform: Transform, message: str
+        self, kind: Kind, content_id: str, transform: Transform, note: str
     ) -> Content | None:
-        """Safe update (version + 1, retry on conflict); None when the transform changed nothing."""
+        """Safe update (version + 1, retry on conflict) whose version message is the app's
+        edit marker followed by ``note``; None when the transform changed nothing."""
         ...
 
     async def footer_comments(self, kind: Kind, content_id: str) -> list[Comment]: ...

@@ -51,17 +51,32 @@ class Reactor:
         return [reg for reg, verdict in candidates if verdict or reg.match(event, labels)]
 
     async def __call__(self, event: Event, job: JobContext) -> None:
-        reason = ignore_reason(event, self.options.app_accounts)
-        if reason is not None:
-            job.log.info("event ignored", reason=reason)
-            return
         candidates = self.router.candidates(event)
         if not candidates:
             job.log.debug("no reaction matches")
             return
-        client = await self.client_for(event, job)
-        matching = await self._matching(event, client, candidates)
         ledger = EffectLedger(job.redis, job.settings.redis_prefix, self.options.loop_guard)
+        accounts = self.options.app_accounts | await ledger.app_accounts(event.tenant)
+        reason = ignore_reason(event, accounts)
+        if reason is not None:
+            job.log.info("event ignored", reason=reason)
+            return
+        client = await self.client_for(event, job)
+        try:
+            await self._run(event, job, client, ledger, accounts, candidates)
+        finally:
+            await ledger.learn_app_accounts(event.tenant, client.writers - accounts)
+
+    async def _run(
+        self,
+        event: Event,
+        job: JobContext,
+        client: ConfluenceOps,
+        ledger: EffectLedger,
+        accounts: frozenset[str],
+        candidates: list[tuple[Registration, bool | None]],
+    ) -> None:
+        matching = await self._matching(event, client, candidates)
         cache = EventCache()
         failures: list[Exception] = []
         for reg in matching:
@@ -73,7 +88,7 @@ class Reactor:
                 log=job.log.bind(reaction=reg.name, dry_run=dry_run),
                 reaction=reg.name,
                 dry_run=dry_run,
-                app_accounts=self.options.app_accounts,
+                app_accounts=accounts,
                 cache=cache,
                 options=reg.options,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from app.confluence.pages import edit_message
 from workers.ops import Comment, Content, Kind, Transform
 
 APP = "app-account"
@@ -23,6 +24,7 @@ class FakeConfluence:
     page_labels: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     fail_next: list[Exception] = field(default_factory=list)
+    writers: set[str] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(9000))
 
     def add(self, content: Content) -> Content:
@@ -32,14 +34,16 @@ class FakeConfluence:
     def _check(self) -> None:
         if self.fail_next:
             raise self.fail_next.pop(0)
+        self.writers.add(APP)
 
     async def get_content(self, kind: Kind, content_id: str) -> Content:
         self.calls.append(("get", kind, content_id))
         return self.contents[content_id]
 
     async def update_content(
-        self, kind: Kind, content_id: str, transform: Transform, message: str
+        self, kind: Kind, content_id: str, transform: Transform, note: str
     ) -> Content | None:
+        message = edit_message(note)
         current = self.contents[content_id]
         title, body = transform(current.title, current.body)
         if (title, body) == (current.title, current.body):

@@ -1,0 +1,182 @@
+""":class:`workers.ops.ConfluenceOps` over the real client (:mod:`app.confluence`).
+
+A thin adapter: names and shapes differ, behaviour does not. Comment edits (``PUT
+/footer-comments/{id}`` and ``/inline-comments/{id}``) are not in the client yet, so
+:class:`ReactionClient` adds them on the client's own budgeted transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from app.confluence import pages
+from app.confluence.client import ConfluenceClient
+from app.confluence.content import UpdateResult
+from app.confluence.errors import Conflict, NotFound
+from app.confluence.models import Comment as ApiComment
+from app.confluence.models import Content as ApiContent
+from app.confluence.models import Version
+from workers.ops import Comment, Content, Kind, Transform
+
+COMMENT_UPDATE_ATTEMPTS = 5
+
+
+class ReactionClient(ConfluenceClient):
+    """The Confluence client plus comment edits."""
+
+    async def put_comment(self, current: ApiComment, body: str, message: str) -> ApiComment:
+        """Replace a comment's body as version ``current + 1``."""
+        number = current.version.number if current.version is not None else 1
+        request: dict[str, Any] = {
+            "version": {"number": number + 1, "message": message},
+            "body": pages.body_write(body),
+        }
+        url = self._t.site.v2(f"/{current.kind}-comments/{current.id}")
+        reply = await self._t.call("PUT", url, json_body=request)
+        return ApiComment.from_json(reply.json_object(), current.kind)
+
+    async def find_comment(self, comment_id: str) -> ApiComment:
+        """A comment by id, footer or inline (events do not say which)."""
+        try:
+            return await self.get_comment(comment_id, kind="footer")
+        except NotFound:
+            return await self.get_comment(comment_id, kind="inline")
+
+
+def _content(kind: Kind, item: ApiContent) -> Content:
+    version = item.version
+    return Content(
+        id=item.id,
+        kind=kind,
+        title=item.title,
+        body=item.storage,
+        version=version.number if version else 1,
+        version_message=version.message if version else "",
+        author_id=version.author_id if version and version.author_id else item.author_id,
+        parent_id=item.parent_id,
+        parent_kind="page" if item.parent_id else None,
+        space_id=item.space_id,
+    )
+
+
+def _comment_content(item: ApiComment) -> Content:
+    version = item.version
+    return Content(
+        id=item.id,
+        kind="comment",
+        title="",
+        body=item.storage,
+        version=version.number if version else 1,
+        version_message=version.message if version else "",
+        author_id=version.author_id if version else None,
+        parent_id=item.page_id or item.blog_post_id,
+        parent_kind="blogpost" if item.blog_post_id else "page",
+    )
+
+
+class ClientOps:
+    """Reactions' view of one tenant's Confluence, for one event."""
+
+    def __init__(self, client: ReactionClient) -> None:
+        self.client = client
+        self.writers: set[str] = set()
+
+    def _wrote(self, version: Version | None) -> None:
+        if version is not None and version.author_id:
+            self.writers.add(version.author_id)
+
+    async def get_content(self, kind: Kind, content_id: str) -> Content:
+        if kind == "comment":
+            return _comment_content(await self.client.find_comment(content_id))
+        if kind == "blogpost":
+            return _content(kind, await self.client.get_blogpost(content_id))
+        return _content(kind, await self.client.get_page(content_id))
+
+    async def update_content(
+        self, kind: Kind, content_id: str, transform: Transform, note: str
+    ) -> Content | None:
+        if kind == "comment":
+            return await self._update_comment(content_id, transform, note)
+        result: UpdateResult[Any]
+        if kind == "blogpost":
+            result = await self.client.update_blogpost(content_id, transform, note=note)
+        else:
+            result = await self.client.update_page(content_id, transform, note=note)
+        if not result.changed:
+            return None
+        self._wrote(result.content.version)
+        return _content(kind, result.content)
+
+    async def _update_comment(
+        self, comment_id: str, transform: Transform, note: str
+    ) -> Content | None:
+        conflict: Conflict | None = None
+        for _ in range(COMMENT_UPDATE_ATTEMPTS):
+            current = await self.client.find_comment(comment_id)
+            _, body = transform("", current.storage)
+            if body == current.storage:
+                return None
+            try:
+                written = await self.client.put_comment(current, body, pages.edit_message(note))
+            except Conflict as exc:
+                conflict = exc
+                continue
+            self._wrote(written.version)
+            return _comment_content(written)
+        assert conflict is not None
+        raise conflict
+
+    async def footer_comments(self, kind: Kind, content_id: str) -> list[Comment]:
+        container: Literal["pages", "blogposts"] = "blogposts" if kind == "blogpost" else "pages"
+        found = []
+        async for c in self.client.iter_footer_comments(content_id, container=container):
+            version = c.version
+            found.append(
+                Comment(
+                    id=c.id,
+                    body=c.storage,
+                    author_id=version.author_id if version else None,
+                    version=version.number if version else 1,
+                )
+            )
+        return found
+
+    async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:
+        if kind == "blogpost":
+            made = await self.client.create_footer_comment(body, blog_post_id=content_id)
+        else:
+            made = await self.client.create_footer_comment(body, page_id=content_id)
+        self._wrote(made.version)
+        return made.id
+
+    async def reply(self, comment_id: str, body: str) -> str:
+        parent = await self.client.find_comment(comment_id)
+        made = await self.client.reply_to_comment(parent, body)
+        self._wrote(made.version)
+        return made.id
+
+    async def create_inline_comment(
+        self, kind: Kind, content_id: str, body: str, selection: str, count: int, index: int
+    ) -> str:
+        blog = kind == "blogpost"
+        made = await self.client.create_inline_comment(
+            body,
+            selection=selection,
+            match_count=count,
+            match_index=index,
+            page_id=None if blog else content_id,
+            blog_post_id=content_id if blog else None,
+        )
+        self._wrote(made.version)
+        return made.id
+
+    async def update_comment(self, comment_id: str, body: str) -> None:
+        current = await self.client.find_comment(comment_id)
+        if current.storage != body:
+            written = await self.client.put_comment(current, body, pages.edit_message("comment"))
+            self._wrote(written.version)
+
+    async def labels(self, kind: Kind, content_id: str) -> list[str]:
+        if kind != "page":
+            return []
+        return [label.name async for label in self.client.iter_labels(page_id=content_id)]

@@ -1,0 +1,103 @@
+"""Reactions in the worker: a Confluence client per event, and the reactor's start and stop.
+
+:class:`TenantClients` turns an event's tenant into an authenticated, budgeted client: a Connect
+tenant (from the tenant store) signs each call with its shared secret; a Forge tenant uses the
+installation's app system token (the job is deferred while none is valid). :func:`start` runs in
+the worker's start-up: when reactions are configured it owns one pooled HTTP client and
+installs the :class:`~workers.reactor.Reactor` as the job layer's dispatcher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from app.atlassian.events import Event
+from app.budget.hook import BudgetHook
+from app.budget.redis_budget import RedisBudget
+from app.confluence.client import new_http_client
+from app.confluence.site import Site
+from app.crypto import SecretBox
+from app.errors import PermanentFailure
+from app.installations import InstallationStore, require_system_token
+from app.settings import Settings
+from app.tenants import TenantStore
+from workers.client_ops import ClientOps, ReactionClient
+from workers.dispatch import JobContext
+from workers.effects import LoopGuardPolicy
+from workers.reactor import Reactor, ReactorOptions
+from workers.routing import Router
+
+
+class TenantClients:
+    """``await clients(event, job)`` -> the reactions' client for the event's tenant."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        tenants: TenantStore,
+        installations: InstallationStore,
+        budget: BudgetHook,
+    ) -> None:
+        self.http = http
+        self.settings = settings
+        self.tenants = tenants
+        self.installations = installations
+        self.budget = budget
+
+    async def site(self, tenant_id: str) -> Site:
+        tenant = None if tenant_id.startswith("forge:") else await self.tenants.get(tenant_id)
+        if tenant is not None:
+            if not tenant.active:
+                raise PermanentFailure(f"tenant {tenant_id} is {tenant.status}")
+            return Site.connect(
+                tenant=tenant_id,
+                base_url=tenant.base_url,
+                app_key=self.settings.app_key,
+                shared_secret=tenant.shared_secret,
+            )
+        token = await require_system_token(self.installations, tenant_id)
+        installations = self.installations
+
+        async def provider() -> str:
+            return (await require_system_token(installations, tenant_id)).token
+
+        return Site.forge(tenant=tenant_id, api_base_url=token.api_base_url, token=provider)
+
+    async def __call__(self, event: Event, job: JobContext) -> ClientOps:
+        site = await self.site(event.tenant)
+        client = ReactionClient(self.http, site, self.budget, event_id=event.id, logger=job.log)
+        return ClientOps(client)
+
+
+def reactor_options(settings: Settings) -> ReactorOptions:
+    return ReactorOptions(
+        dry_run=settings.dry_run,
+        app_accounts=frozenset(settings.app_account_ids),
+        loop_guard=LoopGuardPolicy(
+            limit=settings.loop_guard_limit, window_seconds=settings.loop_guard_window_seconds
+        ),
+    )
+
+
+async def start(ctx: dict[str, Any]) -> None:
+    """Install the reactor as dispatcher when ``ctx["reactions"]`` holds any reaction."""
+    router: Router | None = ctx.get("reactions")
+    if router is None or len(router) == 0:
+        return
+    settings: Settings = ctx["settings"]
+    redis = ctx["redis"]
+    http = new_http_client()
+    ctx["reactions_http"] = http
+    budget: BudgetHook = ctx.get("budget") or RedisBudget(redis, settings)
+    installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+    clients = TenantClients(http, settings, TenantStore(redis, settings), installations, budget)
+    ctx["dispatch"] = Reactor(router, clients, reactor_options(settings))
+
+
+async def stop(ctx: dict[str, Any]) -> None:
+    http: httpx.AsyncClient | None = ctx.pop("reactions_http", None)
+    if http is not None:
+        await http.aclose()
