@@ -71,7 +71,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from app import devstack
 
-    return devstack.run(_settings(), args.port)
+    return devstack.run(_settings(), args.port, sim_api_token=args.sim_api_token)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -87,6 +87,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         app_quota=args.app_quota,
         time_scale=args.time_scale,
+        demo=args.demo,
+        install_app=args.install_app,
     )
 
 
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker and simulator")
     dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--sim-api-token", default=None, help="API token of the simulator's user")
     dev.set_defaults(handler=cmd_dev)
 
     keygen = sub.add_parser("keygen", help="print a fresh REACTOR_SECRET_KEY value")
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--public-url", default=None, help="origin used in links and tokens")
     sim.add_argument("--app-quota", type=int, default=65_000, help="hourly points per app")
     sim.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per second")
+    sim.add_argument("--demo", action="store_true", help="create demo users, spaces and pages")
+    sim.add_argument("--install-app", default=None, help="app descriptor URL to install")
     sim.set_defaults(handler=cmd_sim)
 
     check = sub.add_parser("check", help="validate settings and Redis connectivity")

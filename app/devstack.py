@@ -53,6 +53,7 @@ class DevStack:
     settings: Settings
     port: int = 8000
     sim_port: int | None = None
+    sim_api_token: str | None = None
     children: list[Child] = field(default_factory=list)
     redis: EmbeddedRedis | None = None
     stopping: bool = False
@@ -73,6 +74,11 @@ class DevStack:
                 state, "dashboard_token", secrets.token_urlsafe(24)
             )
         env.setdefault("REACTOR_BASE_URL", f"http://127.0.0.1:{self.port}")
+        self.sim_port = self.sim_port or free_port()
+        self.sim_api_token = self.sim_api_token or state_secret(
+            state, "sim_api_token", secrets.token_urlsafe(18)
+        )
+        env.setdefault("REACTOR_CONNECT_INSTALL_KEYS_URL", f"{self.sim_url}/_sim/install-keys")
         env.setdefault("REACTOR_LOG_FORMAT", "console")
         return env
 
@@ -82,7 +88,21 @@ class DevStack:
             Child("web", [python, "-m", "app.cli", "web", "--port", str(self.port)]),
             Child("worker", [python, "-m", "app.cli", "worker"]),
         ]
+        if self.sim_port is not None:
+            children.append(Child("simulator", self.simulator_argv(python)))
         return children
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def simulator_argv(self, python: str) -> list[str]:
+        """The simulator with a demo site that installs the app through the signed-install flow."""
+        state = self.settings.state_dir / "simulator.json"
+        descriptor = f"http://127.0.0.1:{self.port}/atlassian-connect.json"
+        argv = [python, "-m", "app.cli", "sim", "--port", str(self.sim_port), "--state", str(state)]
+        token = self.sim_api_token or ""
+        return [*argv, "--api-token", token, "--demo", "--install-app", descriptor]
 
     def start(self) -> dict[str, str]:
         env = self.environment()
@@ -96,7 +116,8 @@ class DevStack:
         url = f"http://127.0.0.1:{self.port}/readyz"
         while time.monotonic() < deadline and not self.stopping:
             self.check_alive()
-            if _http_ok(url) and _worker_healthy(env):
+            sim_ok = self.sim_port is None or _http_ok(f"{self.sim_url}/_sim/")
+            if _http_ok(url) and sim_ok and _worker_healthy(env):
                 return
             time.sleep(0.2)
         if not self.stopping:
@@ -155,9 +176,9 @@ def _worker_healthy(env: dict[str, str]) -> bool:
         return False
 
 
-def run(settings: Settings, port: int) -> int:
+def run(settings: Settings, port: int, sim_api_token: str | None = None) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM; returns the exit code."""
-    stack = DevStack(settings, port=port or free_port())
+    stack = DevStack(settings, port=port or free_port(), sim_api_token=sim_api_token)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stack.stopping = True
@@ -173,6 +194,9 @@ def run(settings: Settings, port: int) -> int:
             print(f"dashboard  http://127.0.0.1:{stack.port}/dashboard", flush=True)
             print(f"dashboard token  {env['REACTOR_DASHBOARD_TOKEN']}", flush=True)
             print(f"redis      {env['REACTOR_REDIS_URL']}", flush=True)
+            print(f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)", flush=True)
+            print(f"sim user   admin@example.com  api token {stack.sim_api_token}", flush=True)
+            print(f"act as a user  curl -X POST {stack.sim_url}/_sim/act/random", flush=True)
             print("ready", flush=True)
         while not stack.stopping:
             stack.check_alive()

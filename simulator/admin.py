@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 from simulator import comments, content
 from simulator.api import Ctx, site_base
-from simulator.auth import Principal, token_key
+from simulator.auth import token_key
+from simulator.demo import actor_ctx, random_activity
 from simulator.errors import ApiError
 from simulator.install import InstallError, install, uninstall
-from simulator.params import Query
 from simulator.site import Simulator
 from simulator.spaces import create_space
 from simulator.store import ACCESS_ORDER, Attachment, ForgeInstall, Token, User
@@ -75,15 +75,7 @@ def _user(sim: Simulator, ref: Any) -> User:
 
 
 def _ctx(request: Request, sim: Simulator, user: User, body: Any, **params: str) -> Ctx:
-    return Ctx(
-        sim=sim,
-        principal=Principal(user.account_id, "basic"),
-        query=Query([]),
-        path="/wiki/api/v2",
-        base=site_base(sim, request),
-        params=dict(params),
-        body=body,
-    )
+    return actor_ctx(sim, user.account_id, body, site_base(sim, request), **params)
 
 
 def _hub(request: Request) -> Hub:
@@ -248,6 +240,10 @@ async def act_attach(request: Request, sim: Simulator, body: dict[str, Any]) -> 
     sim.store.attachments[att.id] = att
     sim.emit("attachment_created", "attachment", att.id, user.account_id)
     return {"id": att.id, "contentId": item.id}
+
+
+async def act_random(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
+    return random_activity(sim, site_base(sim, request))
 
 
 async def act_page(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
@@ -431,6 +427,7 @@ routes = [
     admin("/act/comments", act_comment, "POST"),
     admin("/act/labels", act_label, "POST"),
     admin("/act/attachments", act_attach, "POST"),
+    admin("/act/random", act_random, "POST"),
     admin("/apps", apps),
     admin("/apps/connect", connect_install, "POST"),
     admin("/apps/connect/{key}", connect_uninstall, "DELETE"),

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from simulator.clock import Clock
+from simulator.demo import seed
 from simulator.site import DEFAULT_EMAIL, build
 
 
@@ -18,6 +19,8 @@ def run(
     public_url: str | None = None,
     app_quota: int = 65_000,
     time_scale: float = 1.0,
+    demo: bool = False,
+    install_app: str | None = None,
 ) -> int:
     import uvicorn
 
@@ -32,12 +35,14 @@ def run(
         app_quota=app_quota,
         clock=Clock(scale=time_scale),
     )
+    if demo:
+        seed(sim)
     print(f"simulator  {url}/wiki  (admin API {url}/_sim/)", flush=True)
     print(f"user       {DEFAULT_EMAIL}", flush=True)
     print(f"api token  {token}", flush=True)
     print(f"cloud id   {sim.store.cloud_id}", flush=True)
     uvicorn.run(
-        create_app(sim),
+        create_app(sim, install_app=install_app),
         host=host,
         port=port,
         log_level="warning",

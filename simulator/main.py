@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator import admin, attachments, comments, labels, pages, search, spaces
 from simulator.api import GATEWAY_KEY
+from simulator.demo import install_when_ready
 from simulator.site import Simulator
 from simulator.webhooks import Hub
 
@@ -55,8 +56,13 @@ class Gateway:
         await self.app(scope, receive, send)
 
 
-def create_app(sim: Simulator, *, http: httpx.AsyncClient | None = None) -> Starlette:
-    """The simulator as an ASGI app; ``http`` delivers webhooks and installs (else one is made)."""
+def create_app(
+    sim: Simulator, *, http: httpx.AsyncClient | None = None, install_app: str | None = None
+) -> Starlette:
+    """The simulator as an ASGI app; ``http`` delivers webhooks and installs (else one is made).
+
+    ``install_app``: a descriptor URL installed (signed install) as soon as it answers.
+    """
     hub = Hub(sim)
 
     @contextlib.asynccontextmanager
@@ -64,11 +70,14 @@ def create_app(sim: Simulator, *, http: httpx.AsyncClient | None = None) -> Star
         client = http or httpx.AsyncClient(follow_redirects=False)
         app.state.http = client
         hub.start(client)
-        saver = asyncio.create_task(_autosave(sim))
+        tasks = [asyncio.create_task(_autosave(sim))]
+        if install_app:
+            tasks.append(asyncio.create_task(install_when_ready(sim, client, install_app)))
         try:
             yield
         finally:
-            saver.cancel()
+            for task in tasks:
+                task.cancel()
             await hub.stop()
             if sim.dirty:
                 sim.save()

@@ -1,0 +1,138 @@
+"""A demo site for ``reactor dev``: users, spaces, pages, then the app installed for real.
+
+The app is installed through the same signed-install flow as any other (``install.install``),
+retried until the app answers, so ``reactor dev`` needs no knowledge of the simulator's
+internals: it passes ``--demo --install-app URL`` and reads the printed lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+import httpx
+
+from simulator.api import Ctx
+from simulator.auth import Principal
+from simulator.install import InstallError, install
+from simulator.params import Query
+from simulator.site import Simulator
+from simulator.spaces import create_space
+
+log = logging.getLogger("simulator")
+
+USERS = [("alice@example.com", "Alice Example"), ("bob@example.com", "Bob Example")]
+PAGES = {
+    "DEMO": [
+        ("Welcome to the demo", "<p>Edit this page or comment on it to see the app react.</p>"),
+        ("Release checklist", "<p>Freeze the branch. Run the tests. Tag the release.</p>"),
+        ("Meeting notes 2026-06-10", "<p>Decisions: ship on Friday. TODO: update the runbook.</p>"),
+    ],
+    "ENG": [
+        ("Runbook", "<p>Restart the worker, then check the queue depth.</p>"),
+        ("Architecture", "<p>Ingest, queue, workers, budget.</p>"),
+    ],
+}
+
+
+def actor_ctx(sim: Simulator, account_id: str, body: Any, base: str, **params: str) -> Ctx:
+    """A request context acting as ``account_id`` (for the admin API and the demo)."""
+    return Ctx(
+        sim=sim,
+        principal=Principal(account_id, "basic"),
+        query=Query([]),
+        path="/wiki/api/v2",
+        base=base,
+        params=dict(params),
+        body=body,
+    )
+
+
+def seed(sim: Simulator) -> None:
+    """Create the demo users, spaces and pages once (a loaded state keeps what it has)."""
+    from simulator import content
+
+    store = sim.store
+    if store.spaces:
+        return
+    for email, name in USERS:
+        if store.user_by_email(email) is None:
+            store.add_user(email, name)
+    admin = store.user_by_email("admin@example.com")
+    assert admin is not None
+    base = (sim.public_url or "http://127.0.0.1") + "/wiki"
+    for key, pages in PAGES.items():
+        space = create_space(
+            store,
+            key=key,
+            name="Demo space" if key == "DEMO" else "Engineering",
+            author_id=admin.account_id,
+            now=sim.clock.iso(),
+        )
+        for title, value in pages:
+            body = {
+                "spaceId": space.id,
+                "title": title,
+                "body": {"representation": "storage", "value": value},
+            }
+            content.create(actor_ctx(sim, admin.account_id, body, base), "page")
+    sim.save_soon()
+
+
+async def install_when_ready(
+    sim: Simulator, http: httpx.AsyncClient, descriptor_url: str, attempts: int = 120
+) -> None:
+    """Install the app as soon as its descriptor answers (it may still be starting)."""
+    site = (sim.public_url or "http://127.0.0.1") + "/wiki"
+    for _ in range(attempts):
+        try:
+            app = await install(sim, http, descriptor_url, site)
+        except InstallError as exc:
+            log.debug("install not ready: %s", exc)
+            await asyncio.sleep(0.5)
+            continue
+        print(f"installed  {app.key} (clientKey {app.client_key})", flush=True)
+        return
+    print(f"install of {descriptor_url} failed; retry with POST /_sim/apps/connect", flush=True)
+
+
+def random_activity(sim: Simulator, base: str, rng: random.Random | None = None) -> dict[str, Any]:
+    """One thing a person might do on the demo site: edit a page, comment or add a label."""
+    from simulator import comments, content
+
+    rng = rng or sim.rng
+    store = sim.store
+    people = [u for u in store.users.values() if u.account_type == "atlassian"]
+    pages = [c for c in store.contents.values() if c.type == "page" and c.status == "current"]
+    if not people or not pages:
+        return {"did": "nothing"}
+    person, page = rng.choice(people), rng.choice(pages)
+    choice = rng.choice(("edit", "comment", "label"))
+    if choice == "edit":
+        body = {
+            "id": page.id,
+            "status": "current",
+            "title": page.title,
+            "body": {
+                "representation": page.current.representation,
+                "value": page.current.value + f"<p>Edited by {person.display_name}.</p>",
+            },
+            "version": {"number": page.current.number + 1, "message": "demo edit"},
+        }
+        content.update(actor_ctx(sim, person.account_id, body, base, id=page.id), "page")
+    elif choice == "comment":
+        body = {
+            "pageId": page.id,
+            "body": {"representation": "storage", "value": "<p>Looks good to me.</p>"},
+        }
+        comments.create(actor_ctx(sim, person.account_id, body, base), "footer")
+    else:
+        label = store.label_named(rng.choice(("draft", "reviewed", "howto")))
+        with contextlib.suppress(ValueError):
+            if label.id not in page.label_ids:
+                page.label_ids.append(label.id)
+                sim.emit("label_added", "label", label.id, person.account_id, contentId=page.id)
+    return {"did": choice, "pageId": page.id, "as": person.email}
