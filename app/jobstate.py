@@ -81,25 +81,37 @@ local function schedule(prefix, queue, id, fn, expiry, now)
 end
 """
 
-# KEYS: dedupe, event, content list, queue, events index.
-# ARGV: event json, dedupe ttl s, record ttl s, id, function, job expiry ms, tenant, type,
-# content key, prefix. Returns 1 when stored, 0 for a duplicate.
+# Stores a batch of events, each atomically (the script runs as one unit).
+# ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, then per event:
+# id, event json, tenant, type, content key. Returns one 1 (stored) or 0 (duplicate) per event.
+# Keys are derived here from the prefix: fine on standalone and Sentinel Redis (as arq).
 PUT = (
     _SCHEDULE
     + """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then
-  return 0
-end
+local prefix, dedupe_ttl, ttl = ARGV[1], ARGV[2], ARGV[3]
+local queue, index = prefix .. 'queue', prefix .. 'events'
 local now = now_ms()
-redis.call('HSET', KEYS[2], 'event', ARGV[1], 'state', 'received', 'attempts', 0,
-  'received', now, 'updated', now, 'tenant', ARGV[7], 'type', ARGV[8], 'content', ARGV[9])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[5], now, ARGV[4])
-if redis.call('RPUSH', KEYS[3], ARGV[4]) == 1 then
-  schedule(ARGV[10], KEYS[4], ARGV[4], ARGV[5], ARGV[6], now)
+local stored = {}
+for i = 6, #ARGV, 5 do
+  local id, content = ARGV[i], ARGV[i + 4]
+  if redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
+    stored[#stored + 1] = 0
+  else
+    local record = prefix .. 'event:' .. id
+    redis.call('HSET', record, 'event', ARGV[i + 1], 'state', 'received', 'attempts', 0,
+      'received', now, 'updated', now, 'tenant', ARGV[i + 2], 'type', ARGV[i + 3],
+      'content', content)
+    redis.call('EXPIRE', record, ttl)
+    redis.call('ZADD', index, now, id)
+    local line = prefix .. 'content:' .. content
+    if redis.call('RPUSH', line, id) == 1 then
+      schedule(prefix, queue, id, ARGV[4], ARGV[5], now)
+    end
+    redis.call('EXPIRE', line, ttl)
+    stored[#stored + 1] = 1
+  end
 end
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-return 1
+return stored
 """
 )
 

@@ -7,9 +7,10 @@ its arq job, atomically. A Redis that is down or slower than the ingest bound ra
 :class:`~app.errors.QueueUnavailable`, so nothing is acknowledged that is not stored.
 
 Concurrent puts of one event loop are sent together: the first put of a loop iteration opens a
-batch, every put of the same iteration joins it, and the batch goes out as one pipeline of
-``EVALSHA`` calls (one write, one read). Each put is still its own atomic script call; batching
-only saves system calls and per-command overhead under load.
+batch, every put of the same iteration joins it, and the batch goes out as one ``EVALSHA`` of
+the same script (one command, one reply, up to ``MAX_BATCH`` events). Each event is still
+stored atomically and answered on its own; batching only saves round trips, system calls and
+per-command overhead under load.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
 
-_Call = tuple[list[str | int], "asyncio.Future[int]"]
+_Call = tuple[tuple[str, ...], "asyncio.Future[int]"]
+MAX_BATCH = 200
 
 
 def job_serializer(data: dict[str, Any]) -> bytes:
@@ -49,89 +51,65 @@ class EventQueue:
         self.keys = Keys(settings.redis_prefix)
         self.timeout = settings.ingest_timeout_seconds
         self.batch = batch
-        self._sha = hashlib.sha1(PUT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        self._fixed: list[str | int] = [
+        sha = hashlib.sha1(PUT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        self._head: list[str | int] = [
+            "EVALSHA",
+            sha,
+            0,
+            settings.redis_prefix,
             settings.dedupe_window_seconds,
             RECORD_TTL_SECONDS,
+            PROCESS_EVENT,
+            JOB_EXPIRY_MS,
         ]
         self._pending: list[_Call] = []
 
-    def _command(self, event: Event) -> list[str | int]:
-        keys = self.keys
-        content = event.content_key
-        return [
-            "EVALSHA",
-            self._sha,
-            5,
-            keys.dedupe(event.id),
-            keys.event(event.id),
-            keys.content(content),
-            keys.queue,
-            keys.events,
-            event.to_json(),
-            *self._fixed,
-            event.id,
-            PROCESS_EVENT,
-            JOB_EXPIRY_MS,
-            event.tenant,
-            event.type,
-            content,
-            keys.prefix,
-        ]
-
     async def put(self, event: Event) -> bool:
         """Store and schedule ``event``; False when its id was seen within the dedupe window."""
-        command = self._command(event)
+        args = (event.id, event.to_json(), event.tenant, event.type, event.content_key)
         try:
             if self.batch:
                 future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 future.add_done_callback(_consume)
-                self._pending.append((command, future))
+                self._pending.append((args, future))
                 if len(self._pending) == 1:
                     asyncio.get_running_loop().call_soon(self._flush)
                 created = await asyncio.wait_for(asyncio.shield(future), self.timeout)
             else:
-                created = await asyncio.wait_for(self._single(command), self.timeout)
+                [created] = await asyncio.wait_for(self._eval([args]), self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             raise QueueUnavailable("the event store is unavailable; retry later") from exc
         return bool(created)
 
-    async def _single(self, command: list[str | int]) -> int:
+    async def _eval(self, groups: list[tuple[str, ...]]) -> list[int]:
+        command = [*self._head, *(arg for group in groups for arg in group)]
         try:
-            return int(await self.redis.execute_command(*command))  # type: ignore[no-untyped-call]
+            result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
         except NoScriptError:
             await self.redis.script_load(PUT)
-            return int(await self.redis.execute_command(*command))  # type: ignore[no-untyped-call]
+            result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        return [int(r) for r in result]
 
     def _flush(self) -> None:
         calls, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(calls))
-        task.add_done_callback(_consume)
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(calls), MAX_BATCH):
+            task = loop.create_task(self._send(calls[start : start + MAX_BATCH]))
+            task.add_done_callback(_consume)
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
-            results = await self._pipeline([command for command, _ in calls])
-            if any(isinstance(r, NoScriptError) for r in results):
-                await self.redis.script_load(PUT)
-                retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-                again = await self._pipeline([calls[i][0] for i in retry])
-                for i, result in zip(retry, again, strict=True):
-                    results[i] = result
+            results: list[int] | None = await self._eval([args for args, _ in calls])
+            error: BaseException | None = None
         except (RedisError, OSError) as exc:
-            results = [exc] * len(calls)
-        for (_, future), result in zip(calls, results, strict=True):
+            results, error = None, exc
+        for i, (_, future) in enumerate(calls):
             if future.done():
                 continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+            if results is None:
+                future.set_exception(error or RedisError("no reply"))
             else:
-                future.set_result(int(result))
-
-    async def _pipeline(self, commands: list[list[str | int]]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
+                future.set_result(results[i])
 
     async def get(self, event_id: str) -> Event | None:
         raw = await self.redis.hget(self.keys.event(event_id), "event")  # type: ignore[misc]

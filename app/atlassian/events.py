@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -96,7 +96,9 @@ class Event:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        # A shallow dict: dataclasses.asdict would deep-copy the raw payload on the ingest path.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Event:
@@ -106,6 +108,9 @@ class Event:
     def content_key(self) -> str:
         """Identifies the content whose events must run in order."""
         return f"{self.tenant}:{self.content_id}"
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
 
 
 def event_id(tenant: str, type_: str, content_id: str, version: int | None, timestamp: int) -> str:

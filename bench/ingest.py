@@ -1,0 +1,223 @@
+"""Ingest benchmark: the real Connect webhook endpoint against a bare Starlette 204 endpoint.
+
+    .venv/bin/python bench/ingest.py [--json] [--seconds 5] [--rounds 2] [--redis-url URL]
+
+Both servers run as one uvicorn process each with uvloop and httptools, on the same path.
+Each round drives the bare endpoint, then the real one, with the same load: wrk (one thread,
+64 connections) sending validly signed ``page_updated`` webhooks of distinct pages for a
+tenant installed through ``TenantStore``. Then an open-loop driver sends 1,000 requests/s to
+the real app for the latency figures. Prints ``reactor_rps``, ``bare_rps`` (best round each),
+``ratio``, ``p50_ms``, ``p99_ms`` (at 1,000 req/s), and ``lost``: 2xx answers minus events
+found in the queue (must be 0). Redis is an embedded Valkey with an append-only file
+(``appendfsync everysec``, as in production) unless ``--redis-url`` is given.
+Without wrk (``apt-get install wrk``) a Python closed-loop driver is used; it takes CPU from
+the servers, so its ratio is pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from app import redis as redis_conn  # noqa: E402
+from app.atlassian.connect_jwt import encode_connect_token  # noqa: E402
+from app.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.tenants import Tenant, TenantStore  # noqa: E402
+from bench import loadgen  # noqa: E402
+
+CLIENT_KEY = "bench-site-0001"
+
+
+@contextmanager
+def uvicorn(target: str, port: int, env: dict[str, str], factory: bool) -> Iterator[None]:
+    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    command += ["--log-level", "warning", "--no-access-log", "--no-server-header"]
+    if factory:
+        command.append("--factory")
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{target} did not start") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def install_tenant(settings: Settings, secret: str) -> None:
+    client = redis_conn.connect(str(settings.redis_url))
+    try:
+        now = time.time()
+        tenant = Tenant(
+            client_key=CLIENT_KEY,
+            shared_secret=secret,
+            base_url="https://bench.atlassian.net/wiki",
+            installed_at=now,
+            updated_at=now,
+        )
+        await TenantStore(client, settings).upsert(tenant)
+    finally:
+        await client.aclose()
+
+
+async def stored_events(settings: Settings) -> int:
+    client = redis_conn.connect(str(settings.redis_url))
+    try:
+        return int(await client.zcard(f"{settings.redis_prefix}events"))
+    finally:
+        await client.aclose()
+
+
+async def drop_prefix(settings: Settings) -> None:
+    client = redis_conn.connect(str(settings.redis_url))
+    try:
+        batch = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000)]
+        for i in range(0, len(batch), 1000):
+            await client.delete(*batch[i : i + 1000])
+        await client.delete(f"{settings.redis_prefix}queue")
+    finally:
+        await client.aclose()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def throughput(
+    port: int, token: str, label: str, args: argparse.Namespace, work: Path
+) -> loadgen.Throughput:
+    if loadgen.have_wrk():
+        url = f"http://127.0.0.1:{port}"
+        return loadgen.run_wrk(url, token, label, args.seconds, args.connections, work)
+    return asyncio.run(
+        loadgen.closed_loop("127.0.0.1", port, token, label, args.seconds, args.connections)
+    )
+
+
+def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, object]:
+    reactor_port, bare_port = free_port(), free_port()
+    base_url = f"http://127.0.0.1:{reactor_port}"
+    prefix = f"bench{uuid.uuid4().hex[:8]}:"
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REACTOR_REDIS_URL": redis_url,
+        "REACTOR_REDIS_PREFIX": prefix,
+        "REACTOR_SECRET_KEY": Fernet.generate_key().decode(),
+        "REACTOR_BASE_URL": base_url,
+        "REACTOR_LOG_LEVEL": "info",
+    }
+    fields: dict[str, Any] = {
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "secret_key": env["REACTOR_SECRET_KEY"],
+        "base_url": base_url,
+        "_env_file": None,
+    }
+    settings = Settings(**fields)
+    asyncio.run(install_tenant(settings, secret))
+    token = encode_connect_token(
+        issuer=CLIENT_KEY, secret=secret, method="POST", url=loadgen.PATH, lifetime=3600
+    )
+    reactor_rounds: list[loadgen.Throughput] = []
+    bare_rounds: list[loadgen.Throughput] = []
+    acked = 0
+    try:
+        with (
+            uvicorn("app.main:factory", reactor_port, env, factory=True),
+            uvicorn("bench.bare:app", bare_port, env, factory=False),
+        ):
+            warm = throughput(reactor_port, token, "warm", args, work)
+            acked += warm.requests - warm.non_2xx
+            for n in range(args.rounds):
+                bare_rounds.append(throughput(bare_port, token, f"b{n}", args, work))
+                result = throughput(reactor_port, token, f"r{n}", args, work)
+                reactor_rounds.append(result)
+            latencies, ok, other = asyncio.run(
+                loadgen.open_loop("127.0.0.1", reactor_port, token, "lat", 1000, args.seconds)
+            )
+        stored = asyncio.run(stored_events(settings))
+        # wrk counts answered requests only; one cut off at the end may be stored unanswered.
+        acked += sum(r.requests - r.non_2xx for r in reactor_rounds) + ok
+        reactor_rps = max(r.rps for r in reactor_rounds)
+        bare_rps = max(r.rps for r in bare_rounds)
+        return {
+            "reactor_rps": round(reactor_rps),
+            "bare_rps": round(bare_rps),
+            "ratio": round(reactor_rps / bare_rps, 3),
+            "p50_ms": round(percentile(latencies, 0.50), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2),
+            "latency_rate": 1000,
+            "latency_non_2xx": other,
+            "reactor_non_2xx": sum(r.non_2xx for r in reactor_rounds),
+            "socket_errors": sum(r.errors for r in reactor_rounds),
+            "acked": acked,
+            "stored": stored,
+            "lost": max(0, acked - stored),
+            "load": f"wrk -t1 -c{args.connections}" if loadgen.have_wrk() else "python",
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+        }
+    finally:
+        asyncio.run(drop_prefix(settings))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each app")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--redis-url", default=None, help="use this Redis instead of embedded")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reactor-bench-") as tmp:
+        work = Path(tmp)
+        if args.redis_url:
+            result = run(args, args.redis_url, work)
+        else:
+            server = EmbeddedRedis(work / "redis", appendonly=True)
+            server.start()
+            try:
+                result = run(args, server.url, work)
+            finally:
+                server.stop()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
