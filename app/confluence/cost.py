@@ -3,23 +3,23 @@
 Confluence's points model: every request costs 1 point plus, for reads, a point per object
 returned (two for identity objects: users, groups, permissions); a write costs 1 in total.
 A list is estimated at its full ``limit`` because the number of results is unknown until the
-answer arrives; the actual cost counts what came back.
+answer arrives; the actual cost counts what came back. The estimate is the budget's own
+(:func:`app.budget.model.estimate_cost`), so both sides share one points model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+from app.budget.model import READ_METHODS, estimate_cost
+
 CORE_OBJECT = 1
 IDENTITY_OBJECT = 2
 
 
 def estimate(method: str, *, objects: int = 1, per_object: int = CORE_OBJECT) -> int:
     """Points to reserve: writes 1; reads 1 + ``objects`` x ``per_object`` (a list's limit)."""
-    if method.upper() not in READ_METHODS:
-        return 1
-    return 1 + max(0, objects) * per_object
+    return estimate_cost(method, objects=objects, object_points=per_object)
 
 
 def actual(method: str, status: int, data: Any, *, per_object: int = CORE_OBJECT) -> int | None:

@@ -138,7 +138,7 @@ class Transport:
         except httpx.RequestError as exc:
             await self._settle(reservation, Observation(status=NO_RESPONSE))
             self.log.warning(
-                "confluence call failed", method=method, path=strip_query(url), error=repr(exc)
+                "confluence call failed", method=method, url=strip_query(url), error=repr(exc)
             )
             raise TransportError(
                 f"{type(exc).__name__}: {exc}", method=method, url=strip_query(url)
@@ -174,7 +174,7 @@ class Transport:
         await self._settle(reservation, observation)
         fields = {
             "method": method,
-            "path": strip_query(url),
+            "url": strip_query(url),
             "status": status,
             "ms": round((time.monotonic() - started) * 1000, 1),
             "cost": spent,
