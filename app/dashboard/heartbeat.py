@@ -125,8 +125,13 @@ async def start(ctx: dict[str, Any]) -> None:
     """Start beating from an arq ``on_startup`` (needs ``ctx["worker"]`` and settings)."""
     settings = ctx["settings"]
     worker = ctx.get("worker")
-    worker_id = new_worker_id()
+    worker_id = ctx["heartbeat_id"] = new_worker_id()
     started = time.time()
+    # The first beat before start-up ends: the worker is listed as soon as it can take jobs.
+    with contextlib.suppress(RedisError, OSError):
+        await Heartbeats(ctx["redis"], settings.redis_prefix).beat(
+            worker_id, worker_stats(worker, ctx, started)
+        )
     ctx["heartbeat"] = asyncio.create_task(
         run(
             ctx["redis"],
@@ -138,11 +143,16 @@ async def start(ctx: dict[str, Any]) -> None:
 
 
 async def stop(ctx: dict[str, Any]) -> None:
+    """Stop beating and leave the list at once (from an arq ``on_shutdown``)."""
     task = ctx.pop("heartbeat", None)
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    worker_id = ctx.pop("heartbeat_id", None)
+    if worker_id is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await Heartbeats(ctx["redis"], ctx["settings"].redis_prefix).remove(worker_id)
 
 
 def new_worker_id() -> str:

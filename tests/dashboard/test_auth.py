@@ -1,0 +1,190 @@
+"""Sign-in, the signed session cookie, CSRF and the guards of pages and API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.dashboard import auth
+from app.dashboard.audit import AuditLog
+from app.settings import Settings
+from tests.dashboard.helpers import TOKEN, kill, make_event, signed_in
+
+KEY = b"k" * 32
+
+
+def test_signed_payload_round_trips() -> None:
+    value = auth.sign(KEY, {"sid": "abc", "op": "op-1", "exp": 2000.0})
+    assert auth.unsign(KEY, value, now=1000.0) == {"sid": "abc", "op": "op-1", "exp": 2000.0}
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda v: v[:-2] + ("AA" if not v.endswith("AA") else "BB"),  # signature changed
+        lambda v: "eyJvcCI6Im9wLWV2aWwifQ" + v[v.index(".") :],  # payload swapped
+        lambda v: v.split(".")[0],  # no signature
+        lambda v: "",
+    ],
+)
+def test_tampered_cookie_is_refused(tamper: Callable[[str], str]) -> None:
+    value = auth.sign(KEY, {"sid": "abc", "op": "op-1", "exp": 2000.0})
+    assert auth.unsign(KEY, tamper(value), now=1000.0) is None
+
+
+def test_expired_cookie_and_other_key_are_refused() -> None:
+    value = auth.sign(KEY, {"sid": "abc", "op": "op-1", "exp": 2000.0})
+    assert auth.unsign(KEY, value, now=2000.5) is None
+    assert auth.unsign(b"x" * 32, value, now=1000.0) is None
+
+
+def test_token_match_is_exact() -> None:
+    tokens = ["alpha-token", "beta-token"]
+    assert auth.match_token("beta-token", tokens) == "beta-token"
+    assert auth.match_token("beta-toke", tokens) is None
+    assert auth.match_token("", tokens) is None
+    assert auth.match_token("x", []) is None
+
+
+def test_next_target_stays_on_the_dashboard() -> None:
+    assert auth.safe_next("/dashboard/jobs?status=dead") == "/dashboard/jobs?status=dead"
+    for evil in ("https://evil.example/", "//evil.example/dashboard", "/dashboard\\@evil"):
+        assert auth.safe_next(evil) == "/dashboard"
+
+
+@pytest.fixture
+def server(live_server: Callable[..., Any]) -> str:
+    url: str = live_server().url
+    return url
+
+
+async def test_nothing_is_served_without_sign_in(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server) as client:
+        for path in ("/dashboard/", "/dashboard/dead", "/dashboard/jobs/ev_x", "/dashboard/audit"):
+            answer = await client.get(path)
+            assert answer.status_code == 303
+            assert answer.headers["location"].startswith("/dashboard/signin?next=")
+        for path in ("/api/status", "/api/jobs", "/api/dead", "/api/budget", "/api/audit"):
+            answer = await client.get(path)
+            assert answer.status_code == 401
+            assert answer.json()["error"] == "unauthorized"
+        answer = await client.post("/api/dead/retry", json={"all": True})
+        assert answer.status_code == 401
+        assert (await client.get("/dashboard/live")).status_code == 401
+        forged = auth.sign(KEY, {"sid": "s", "op": auth.token_id(TOKEN), "exp": 9e9})
+        client.cookies.set("reactor_session", forged)
+        answer = await client.get("/api/status")
+        assert answer.status_code == 401
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_is_audited(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    assert csrf
+    cookie = next(c for c in client.cookies.jar if c.name == "reactor_session")
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert str(cookie.get_nonstandard_attr("SameSite")).lower() == "strict"
+    assert not cookie.secure  # plain http here; https gets Secure (see next test)
+    assert TOKEN not in str(cookie.value)
+    entries = await AuditLog(redis, settings.redis_prefix).recent()
+    assert [e.action for e in entries] == ["sign_in"]
+    assert entries[0].operator == auth.token_id(TOKEN) != TOKEN
+
+
+async def test_cookie_is_secure_over_https(settings: Settings, redis: Redis) -> None:
+    from app.main import create_app
+
+    app = create_app(settings, redis=redis)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://reactor.test") as client:
+        app.state.redis = redis
+        page = await client.get("/dashboard/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        answer = await client.post(
+            "/dashboard/signin", data={"csrf": nonce.group(1), "token": TOKEN, "next": "/"}
+        )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/dashboard"
+    header = answer.headers["set-cookie"].lower()
+    assert "secure" in header and "httponly" in header and "samesite=strict" in header
+
+
+async def test_wrong_token_and_stale_form_are_refused(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    async with httpx.AsyncClient(base_url=server) as client:
+        page = await client.get("/dashboard/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        wrong = await client.post(
+            "/dashboard/signin", data={"csrf": nonce.group(1), "token": "guess", "next": ""}
+        )
+        assert wrong.status_code == 401
+        assert "reactor_session" not in wrong.headers.get("set-cookie", "")
+        client.cookies.clear()
+        stale = await client.post(
+            "/dashboard/signin", data={"csrf": nonce.group(1), "token": TOKEN, "next": ""}
+        )
+        assert stale.status_code == 403
+    entries = await AuditLog(redis, settings.redis_prefix).recent()
+    assert [(e.action, e.outcome) for e in entries] == [("sign_in", "refused")]
+
+
+async def test_actions_need_the_csrf_token(server: str, settings: Settings, redis: Redis) -> None:
+    event = make_event(content_id="77")
+    await kill(redis, settings, event, "boom")
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    form = {"id": event.id, "scope": "selected", "confirm": "yes"}
+    refused = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=form)
+    assert refused.status_code == 403
+    wrong = await asyncio.to_thread(
+        client.post, "/dashboard/dead/retry", data={**form, "csrf": "0" * 64}
+    )
+    assert wrong.status_code == 403
+    api_refused = await asyncio.to_thread(client.post, "/api/dead/retry", json={"ids": [event.id]})
+    assert api_refused.status_code == 403
+    assert api_refused.json()["error"] == "csrf_failed"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+
+    api_ok = await asyncio.to_thread(
+        client.post, "/api/dead/retry", json={"ids": [event.id]}, headers={"X-CSRF-Token": csrf}
+    )
+    assert api_ok.status_code == 200, api_ok.text
+    assert api_ok.json()["count"] == 1
+
+
+async def test_bearer_token_works_for_the_api_only_when_it_is_an_operator_token(
+    server: str,
+) -> None:
+    async with httpx.AsyncClient(base_url=server) as client:
+        ok = await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+        assert set(ok.json()["queue"]) == {"queued", "running", "deferred"}
+        bad = await client.get("/api/status", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+
+
+async def test_sign_out_ends_the_session(server: str, settings: Settings, redis: Redis) -> None:
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    answer = await asyncio.to_thread(client.post, "/dashboard/signout", data={"csrf": csrf})
+    assert answer.status_code == 303
+    after = await asyncio.to_thread(client.get, "/api/status")
+    assert after.status_code == 401
+    actions = [e.action for e in await AuditLog(redis, settings.redis_prefix).recent()]
+    assert actions == ["sign_out", "sign_in"]
+
+
+def test_session_of_a_removed_token_is_refused(settings: Settings) -> None:
+    value = auth.new_session(settings, "old-token", time.time())
+    payload = auth.unsign(auth.signing_key(settings), value, time.time())
+    assert payload is not None and payload["op"] == auth.token_id("old-token")
+    assert payload["op"] not in {auth.token_id(t) for t in settings.dashboard_tokens}
