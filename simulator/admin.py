@@ -4,9 +4,6 @@ read counters. Separate from the product API; errors are ``{"error": code, "deta
 
 from __future__ import annotations
 
-import secrets
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -15,16 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from simulator import comments, content
 from simulator.api import Ctx, site_base
-from simulator.auth import token_key
-from simulator.demo import actor_ctx, random_activity
+from simulator.demo import actor_ctx
 from simulator.errors import ApiError
-from simulator.install import InstallError, install, uninstall
 from simulator.site import Simulator
 from simulator.spaces import create_space
-from simulator.store import ACCESS_ORDER, Attachment, ForgeInstall, Token, User
-from simulator.views import content as content_view
+from simulator.store import ACCESS_ORDER, User
 from simulator.webhooks import Hub
 
 
@@ -67,18 +60,18 @@ def admin(path: str, handler: AdminHandler, method: str = "GET") -> Route:
     return Route(f"/_sim{path}", endpoint, methods=[method])
 
 
-def _user(sim: Simulator, ref: Any) -> User:
+def find_user(sim: Simulator, ref: Any) -> User:
     user = sim.store.find_user(str(ref or ""))
     if user is None:
         raise AdminError(404, "unknown_user", "no user with this account id or email")
     return user
 
 
-def _ctx(request: Request, sim: Simulator, user: User, body: Any, **params: str) -> Ctx:
+def request_ctx(request: Request, sim: Simulator, user: User, body: Any, **params: str) -> Ctx:
     return actor_ctx(sim, user.account_id, body, site_base(sim, request), **params)
 
 
-def _hub(request: Request) -> Hub:
+def hub_of(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
@@ -121,7 +114,7 @@ async def add_space(request: Request, sim: Simulator, body: dict[str, Any]) -> A
     key = str(body["key"])
     if sim.store.space_by_key(key):
         raise AdminError(409, "exists", "a space with this key exists")
-    owner = _user(sim, body.get("as", "admin@example.com"))
+    owner = find_user(sim, body.get("as", "admin@example.com"))
     access = str(body.get("defaultAccess", "write"))
     if access not in ACCESS_ORDER:
         raise AdminError(400, "bad_access", "defaultAccess is none, read, write or admin")
@@ -141,7 +134,7 @@ async def set_permission(request: Request, sim: Simulator, body: dict[str, Any])
     space = sim.store.space_by_key(request.path_params["key"])
     if space is None:
         raise AdminError(404, "unknown_space", "no space with this key")
-    user = _user(sim, body.get("user"))
+    user = find_user(sim, body.get("user"))
     access = str(body["access"])
     if access not in ACCESS_ORDER:
         raise AdminError(400, "bad_access", "access is none, read, write or admin")
@@ -149,208 +142,7 @@ async def set_permission(request: Request, sim: Simulator, body: dict[str, Any])
     return {"space": space.key, "accountId": user.account_id, "access": access}
 
 
-# -- acting as a user ---------------------------------------------------------------------
-def _storage(text: Any) -> dict[str, str]:
-    value = str(text or "")
-    return {
-        "representation": "storage",
-        "value": value if value.startswith("<") else f"<p>{value}</p>",
-    }
-
-
-async def act_create_page(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    space_id = body.get("spaceId")
-    if space_id is None:
-        space = sim.store.space_by_key(str(body.get("spaceKey")))
-        if space is None:
-            raise AdminError(404, "unknown_space", "no space with this key")
-        space_id = space.id
-    payload = {
-        "spaceId": str(space_id),
-        "status": body.get("status", "current"),
-        "title": body.get("title"),
-        "body": _storage(body.get("body")),
-        "parentId": body.get("parentId"),
-    }
-    ctx = _ctx(request, sim, user, payload)
-    return content.create(ctx, str(body.get("type", "page"))).data
-
-
-async def act_edit(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    item = sim.store.contents.get(request.path_params["id"])
-    if item is None:
-        raise AdminError(404, "unknown_content", "no such page or blog post")
-    payload = {
-        "id": item.id,
-        "status": "current",
-        "title": body.get("title", item.title),
-        "body": _storage(body["body"])
-        if "body" in body
-        else {"representation": item.current.representation, "value": item.current.value},
-        "version": {"number": item.current.number + 1, "message": body.get("message", "")},
-    }
-    ctx = _ctx(request, sim, user, payload, id=item.id)
-    return content.update(ctx, item.type).data
-
-
-async def act_comment(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    payload: dict[str, Any] = {"body": _storage(body.get("body"))}
-    for name in ("pageId", "blogPostId", "parentCommentId", "inlineCommentProperties"):
-        if body.get(name) is not None:
-            payload[name] = body[name]
-    kind = "inline" if body.get("inlineCommentProperties") else "footer"
-    return comments.create(_ctx(request, sim, user, payload), kind).data
-
-
-async def act_label(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    item = sim.store.contents.get(str(body["contentId"]))
-    space = sim.store.spaces.get(item.space_id) if item else None
-    if item is None or space is None or not sim.store.can(user.account_id, space, "write"):
-        raise AdminError(404, "unknown_content", "no such content, or the user may not edit it")
-    label = sim.store.label_named(str(body["name"]).lower())
-    if body.get("remove"):
-        if label.id in item.label_ids:
-            item.label_ids.remove(label.id)
-            sim.emit("label_removed", "label", label.id, user.account_id, contentId=item.id)
-    elif label.id not in item.label_ids:
-        item.label_ids.append(label.id)
-        sim.emit("label_added", "label", label.id, user.account_id, contentId=item.id)
-    return {"contentId": item.id, "labels": [sim.store.labels[i].name for i in item.label_ids]}
-
-
-async def act_attach(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    item = sim.store.contents.get(str(body["contentId"]))
-    if item is None:
-        raise AdminError(404, "unknown_content", "no such page or blog post")
-    att = Attachment(
-        id=f"att{sim.store.new_id()}",
-        container_id=item.id,
-        container_type=item.type,
-        title=str(body.get("fileName", "file.txt")),
-        media_type=str(body.get("mediaType", "text/plain")),
-        file_size=int(body.get("size", 0)),
-        author_id=user.account_id,
-        created_at=sim.clock.iso(),
-    )
-    sim.store.attachments[att.id] = att
-    sim.emit("attachment_created", "attachment", att.id, user.account_id)
-    return {"id": att.id, "contentId": item.id}
-
-
-async def act_random(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    return random_activity(sim, site_base(sim, request))
-
-
-async def act_page(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, request.query_params.get("as", "admin@example.com"))
-    item = sim.store.contents.get(request.path_params["id"])
-    if item is None:
-        raise AdminError(404, "unknown_content", "no such page")
-    ctx = _ctx(request, sim, user, None)
-    return content_view(sim.store, item, formats=["storage"], base=ctx.base)
-
-
-# -- apps, tokens, faults, counters -------------------------------------------------------
-async def connect_install(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    try:
-        app = await install(
-            sim, request.app.state.http, str(body["descriptorUrl"]), site_base(sim, request)
-        )
-    except InstallError as exc:
-        raise AdminError(502, "install_failed", str(exc)) from None
-    return {
-        "key": app.key,
-        "clientKey": app.client_key,
-        "accountId": app.account_id,
-        "baseUrl": app.base_url,
-        "webhooks": sorted(app.webhooks),
-    }
-
-
-async def connect_uninstall(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    done = await uninstall(
-        sim, request.app.state.http, request.path_params["key"], site_base(sim, request)
-    )
-    if not done:
-        raise AdminError(404, "unknown_app", "no installed app with this key")
-    return Response(status_code=204)
-
-
-async def forge_install(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    from simulator.payloads import FORGE_NAMES
-
-    app_id = str(body["appId"])
-    user = sim.store.add_user(
-        f"{uuid.uuid4().hex[:8]}@forge.atlassian.com",
-        str(body.get("name", "Forge app")),
-        api_token="",
-        account_type="app",
-    )
-    forge = ForgeInstall(
-        app_id=app_id,
-        installation_id=f"ari:cloud:ecosystem::installation/{uuid.uuid4()}",
-        remote_url=str(body["url"]),
-        events=list(body.get("events") or FORGE_NAMES.values()),
-        account_id=user.account_id,
-        environment=str(body.get("environment", "DEVELOPMENT")),
-    )
-    sim.store.forge_apps[forge.installation_id] = forge
-    return {
-        "installationId": forge.installation_id,
-        "accountId": user.account_id,
-        "apiBaseUrl": _hub(request).api_base_url(),
-        "events": forge.events,
-    }
-
-
-async def forge_uninstall(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    if sim.store.forge_apps.pop(request.path_params["installation"], None) is None:
-        raise AdminError(404, "unknown_installation", "no such Forge installation")
-    return Response(status_code=204)
-
-
-async def apps(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    return {
-        "connect": [
-            {
-                "key": a.key,
-                "clientKey": a.client_key,
-                "baseUrl": a.base_url,
-                "accountId": a.account_id,
-                "webhooks": sorted(a.webhooks),
-            }
-            for a in sim.store.connect_apps.values()
-        ],
-        "forge": [
-            {
-                "appId": f.app_id,
-                "installationId": f.installation_id,
-                "url": f.remote_url,
-                "accountId": f.account_id,
-            }
-            for f in sim.store.forge_apps.values()
-        ],
-    }
-
-
-async def oauth_token(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    user = _user(sim, body.get("as"))
-    lifetime = int(body.get("expiresIn", 3600))
-    raw = secrets.token_urlsafe(32)
-    sim.store.tokens[token_key(raw)] = Token("oauth", user.account_id, time.time() + lifetime)
-    return {
-        "access_token": raw,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-        "scope": "read:page:confluence write:page:confluence",
-    }
-
-
+# -- faults, counters, clock, keys -------------------------------------------------------
 async def faults(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
     if request.method == "PUT":
         storm = body.pop("storm429Seconds", None)
@@ -366,10 +158,10 @@ async def counters(request: Request, sim: Simulator, body: dict[str, Any]) -> An
 
 async def webhook_log(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
     if request.method == "POST":
-        await _hub(request).drain(float(body.get("timeout", 10)))
+        await hub_of(request).drain(float(body.get("timeout", 10)))
     return [
         {k: v for k, v in asdict(d).items() if k != "body"} | {"body": d.body}
-        for d in _hub(request).log
+        for d in hub_of(request).log
     ]
 
 
@@ -421,19 +213,6 @@ routes = [
     admin("/users", add_user, "POST"),
     admin("/spaces", add_space, "POST"),
     admin("/spaces/{key}/permissions", set_permission, "PUT"),
-    admin("/act/pages", act_create_page, "POST"),
-    admin("/act/pages/{id}", act_page),
-    admin("/act/pages/{id}/edit", act_edit, "POST"),
-    admin("/act/comments", act_comment, "POST"),
-    admin("/act/labels", act_label, "POST"),
-    admin("/act/attachments", act_attach, "POST"),
-    admin("/act/random", act_random, "POST"),
-    admin("/apps", apps),
-    admin("/apps/connect", connect_install, "POST"),
-    admin("/apps/connect/{key}", connect_uninstall, "DELETE"),
-    admin("/apps/forge", forge_install, "POST"),
-    admin("/apps/forge/{installation:path}", forge_uninstall, "DELETE"),
-    admin("/oauth/tokens", oauth_token, "POST"),
     admin("/faults", faults),
     admin("/faults", faults, "PUT"),
     admin("/counters", counters),

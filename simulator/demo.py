@@ -53,7 +53,7 @@ def actor_ctx(sim: Simulator, account_id: str, body: Any, base: str, **params: s
 
 def seed(sim: Simulator) -> None:
     """Create the demo users, spaces and pages once (a loaded state keeps what it has)."""
-    from simulator import content
+    from simulator import edits
 
     store = sim.store
     if store.spaces:
@@ -78,7 +78,7 @@ def seed(sim: Simulator) -> None:
                 "title": title,
                 "body": {"representation": "storage", "value": value},
             }
-            content.create(actor_ctx(sim, admin.account_id, body, base), "page")
+            edits.create(actor_ctx(sim, admin.account_id, body, base), "page")
     sim.save_soon()
 
 
@@ -101,7 +101,7 @@ async def install_when_ready(
 
 def random_activity(sim: Simulator, base: str, rng: random.Random | None = None) -> dict[str, Any]:
     """One thing a person might do on the demo site: edit a page, comment or add a label."""
-    from simulator import comments, content
+    from simulator import comments, edits
 
     rng = rng or sim.rng
     store = sim.store
@@ -122,7 +122,7 @@ def random_activity(sim: Simulator, base: str, rng: random.Random | None = None)
             },
             "version": {"number": page.current.number + 1, "message": "demo edit"},
         }
-        content.update(actor_ctx(sim, person.account_id, body, base, id=page.id), "page")
+        edits.update(actor_ctx(sim, person.account_id, body, base, id=page.id), "page")
     elif choice == "comment":
         body = {
             "pageId": page.id,

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from simulator import admin, attachments, comments, labels, pages, search, spaces
+from simulator import acting, admin, apps, attachments, comments, labels, pages, search, spaces
 from simulator.api import GATEWAY_KEY
 from simulator.demo import install_when_ready
 from simulator.site import Simulator
@@ -89,6 +89,8 @@ def create_app(
         Mount("/wiki/api/v2", routes=v2),
         Mount("/wiki/rest/api", routes=search.routes),
         *admin.routes,
+        *acting.routes,
+        *apps.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sim = sim

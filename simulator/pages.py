@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from simulator import content
+from simulator import content, edits
 from simulator.api import Ctx, Reply, operation
 from simulator.pagination import paginate
 from simulator.params import Query, sort_key
@@ -106,19 +106,19 @@ def children(ctx: Ctx, direct: bool) -> Reply:
 
 routes = [
     operation("/pages", list_pages),
-    operation("/pages", lambda ctx: content.create(ctx, "page"), "POST"),
+    operation("/pages", lambda ctx: edits.create(ctx, "page"), "POST"),
     operation("/pages/{id}", lambda ctx: content.get_one(ctx, "page")),
-    operation("/pages/{id}", lambda ctx: content.update(ctx, "page"), "PUT"),
-    operation("/pages/{id}", lambda ctx: content.delete(ctx, "page"), "DELETE"),
+    operation("/pages/{id}", lambda ctx: edits.update(ctx, "page"), "PUT"),
+    operation("/pages/{id}", lambda ctx: edits.delete(ctx, "page"), "DELETE"),
     operation("/pages/{id}/children", lambda ctx: children(ctx, False)),
     operation("/pages/{id}/direct-children", lambda ctx: children(ctx, True)),
     operation("/pages/{id}/versions", lambda ctx: content.versions(ctx, "page")),
     operation("/spaces/{id}/pages", pages_in_space),
     operation("/blogposts", list_blogposts),
-    operation("/blogposts", lambda ctx: content.create(ctx, "blogpost"), "POST"),
+    operation("/blogposts", lambda ctx: edits.create(ctx, "blogpost"), "POST"),
     operation("/blogposts/{id}", lambda ctx: content.get_one(ctx, "blogpost")),
-    operation("/blogposts/{id}", lambda ctx: content.update(ctx, "blogpost"), "PUT"),
-    operation("/blogposts/{id}", lambda ctx: content.delete(ctx, "blogpost"), "DELETE"),
+    operation("/blogposts/{id}", lambda ctx: edits.update(ctx, "blogpost"), "PUT"),
+    operation("/blogposts/{id}", lambda ctx: edits.delete(ctx, "blogpost"), "DELETE"),
     operation("/blogposts/{id}/versions", lambda ctx: content.versions(ctx, "blogpost")),
     operation("/spaces/{id}/blogposts", blogposts_in_space),
 ]
