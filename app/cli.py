@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.jwt_tools import register as register_jwt
 
     register_jwt(sub)
+
+    from app.dashboard.cli import register as register_ops
+
+    register_ops(sub)
     return parser
 
 
