@@ -32,6 +32,7 @@ STATUSES: tuple[Status, ...] = ("installed", "uninstalled", "enabled", "disabled
 ACTIVE_STATUSES = frozenset({"installed", "enabled"})
 CACHE_MAX_ENTRIES = 10_000
 T = TypeVar("T")
+PublicRows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -130,10 +131,15 @@ class TenantStore:
 
     def _decode(self, raw: Mapping[Any, Any]) -> Tenant:
         data = {_text(k): _text(v) for k, v in raw.items()}
+        return replace(self._decode_public(data), shared_secret=self.box.decrypt(data["secret"]))
+
+    @staticmethod
+    def _decode_public(data: Mapping[str, str]) -> Tenant:
+        """Every field but the secret, which is left empty."""
         status = data.get("status", "installed")
         return Tenant(
             client_key=data["client_key"],
-            shared_secret=self.box.decrypt(data["secret"]),
+            shared_secret="",
             base_url=data["base_url"],
             display_url=data.get("display_url") or None,
             product_type=data.get("product_type") or "confluence",
@@ -222,3 +228,15 @@ class TenantStore:
             if tenant is not None:
                 tenants.append(tenant)
         return tenants
+
+    async def list_public(self) -> PublicRows:
+        """Every tenant's :meth:`Tenant.public_dict`, read without decrypting any secret."""
+        members = await self._call(self.redis.smembers(self.keys.index))  # type: ignore[arg-type]
+        rows = []
+        for client_key in sorted(_text(m) for m in members):
+            raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
+            if raw:
+                data = {_text(k): _text(v) for k, v in raw.items() if _text(k) != "secret"}
+                tenant = self._decode_public(data)
+                rows.append(tenant.public_dict())
+        return rows

@@ -147,9 +147,10 @@ def parse_token(token: str) -> ParsedToken:
     return ParsedToken(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
 
-def read_unverified_issuer(token: str) -> str:
+def read_unverified_issuer(token: str | ParsedToken) -> str:
     """The ``iss`` claim (the tenant's clientKey), read before verification to find the secret."""
-    issuer = parse_token(token).claims.get("iss")
+    parsed = token if isinstance(token, ParsedToken) else parse_token(token)
+    issuer = parsed.claims.get("iss")
     if not isinstance(issuer, str) or not issuer:
         raise InvalidClaims("claim iss is missing or not a string")
     return issuer
@@ -239,7 +240,7 @@ def audiences(claims: Mapping[str, Any]) -> list[str] | None:
 
 
 def verify_connect_token(
-    token: str,
+    token: str | ParsedToken,
     *,
     secret_for: Callable[[str], str | None],
     method: str,
@@ -254,8 +255,9 @@ def verify_connect_token(
     ``secret_for(issuer)`` returns the tenant's shared secret, ``None`` for an unknown tenant,
     or raises a :class:`TokenRejected` (for instance :class:`UninstalledTenant`). ``url`` is
     the raw path and query as received; its path is taken relative to ``base_url``'s path.
+    ``token`` may be passed already parsed (by :func:`parse_token`) to avoid decoding twice.
     """
-    parsed = parse_token(token)
+    parsed = token if isinstance(token, ParsedToken) else parse_token(token)
     alg = parsed.header.get("alg")
     if alg != "HS256":
         raise WrongAlgorithm(f"algorithm {str(alg)[:20]!r} is not accepted here; HS256 only")

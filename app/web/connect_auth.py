@@ -17,6 +17,7 @@ from app.atlassian.connect_jwt import (
     DisabledTenant,
     UninstalledTenant,
     extract_token,
+    parse_token,
     read_unverified_issuer,
     verify_connect_token,
 )
@@ -61,7 +62,7 @@ async def authenticate(
     """Verify a tenant-signed (HS256) request; the tenant must be active unless allowed."""
     settings: Settings = request.app.state.settings
     tenants: TenantStore = request.app.state.tenants
-    token = request_token(request)
+    token = parse_token(request_token(request))
     issuer = read_unverified_issuer(token)
     tenant = await tenants.get(issuer)
     claims = verify_connect_token(

@@ -140,3 +140,13 @@ async def test_redis_down_is_503(settings: Settings) -> None:
         assert info.value.code == "tenant_store_unavailable"
     finally:
         await dead.aclose()
+
+
+async def test_public_listing_needs_no_secret_key(redis: Redis, settings: Settings) -> None:
+    await TenantStore(redis, settings).upsert(tenant("ck-pub", display_url="https://wiki.example"))
+    keyless = settings.model_copy(update={"secret_key": None})
+    rows = await TenantStore(redis, keyless).list_public()
+    assert [(r["client_key"], r["display_url"], r["status"]) for r in rows] == [
+        ("ck-pub", "https://wiki.example", "installed")
+    ]
+    assert all("shared_secret" not in r and SECRET not in str(r) for r in rows)
