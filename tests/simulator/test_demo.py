@@ -1,0 +1,88 @@
+"""The demo site and its place in ``reactor dev``: seeding, random activity, install on start."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.devstack import DevStack
+from app.embedded_redis import free_port
+from app.settings import Settings
+from simulator.demo import random_activity, seed
+from simulator.main import create_app
+from simulator.site import build
+from tests.conftest import LiveServer
+from tests.simulator.conftest import TOKEN
+from tests.simulator.fakeapp import FakeApp
+
+
+def test_seed_creates_people_spaces_and_pages_once(keys: Any) -> None:
+    sim = build(api_token=TOKEN, keys=keys, seed=1)
+    seed(sim)
+    keys_ = sorted(s.key for s in sim.store.spaces.values())
+    assert keys_ == ["DEMO", "ENG"]
+    assert {u.email for u in sim.store.users.values()} >= {"alice@example.com", "bob@example.com"}
+    pages = len(sim.store.contents)
+    seed(sim)
+    assert len(sim.store.contents) == pages
+    events: list[str] = []
+    sim.listeners.append(lambda e: events.append(e.name))
+    for _ in range(12):
+        did = random_activity(sim, "http://sim/wiki")
+        assert did["did"] in ("edit", "comment", "label")
+    assert events and set(events) <= {"page_updated", "comment_created", "label_added"}
+
+
+async def test_the_simulator_installs_the_app_once_it_answers(keys: Any) -> None:
+    sim_port = free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    fake = FakeApp(sim_url)
+    app_port = free_port()
+    fake.base_url = f"http://127.0.0.1:{app_port}"
+    sim = build(api_token=TOKEN, keys=keys, public_url=sim_url)
+    sim_server = LiveServer(
+        create_app(sim, install_app=f"{fake.base_url}/atlassian-connect.json"), port=sim_port
+    )
+    sim_server.start()  # the app is not up yet: the simulator keeps trying
+    app_server = LiveServer(fake.app(), port=app_port)
+    try:
+        await asyncio.sleep(0.6)
+        app_server.start()
+        for _ in range(100):
+            if sim.store.connect_apps:
+                break
+            await asyncio.sleep(0.05)
+        assert list(sim.store.connect_apps) == ["confluence-reactor"]
+        assert (
+            fake.installs[0]["clientKey"] == sim.store.connect_apps["confluence-reactor"].client_key
+        )
+    finally:
+        sim_server.stop()
+        app_server.stop()
+
+
+def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        state_dir=tmp_path,
+        dashboard_token="d",  # type: ignore[arg-type]
+        secret_key="Yk3bZ1d3b0mT6m2o7w9Q3n3a8cX4m1tG5f0r2y6u8iQ=",  # type: ignore[arg-type]
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    stack = DevStack(settings, port=18001, sim_api_token="given")
+    env = stack.environment()
+    (sim,) = [c for c in stack.plan() if c.name == "simulator"]
+    assert sim.argv[:4] == [sys.executable, "-m", "app.cli", "sim"]
+    assert "--demo" in sim.argv and "given" in sim.argv
+    assert (
+        sim.argv[sim.argv.index("--install-app") + 1]
+        == "http://127.0.0.1:18001/atlassian-connect.json"
+    )
+    assert env["REACTOR_CONNECT_INSTALL_KEYS_URL"] == f"{stack.sim_url}/_sim/install-keys"
+    # without --sim-api-token a token is generated once and kept in the state directory
+    again = DevStack(settings, port=18001)
+    again.environment()
+    kept = (tmp_path / "sim_api_token").read_text().strip()
+    assert again.sim_api_token == kept and len(kept) > 16
