@@ -8,6 +8,7 @@ edits and comments (which the simulator reports like Confluence does) trigger no
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,17 @@ from simulator.keys import KeyPair
 from simulator.main import create_app as create_sim
 from simulator.site import build
 from tests.conftest import LiveServer
-from tests.simulator.conftest import TOKEN, basic
 from workers.effects import EffectLedger
 from workers.main import build_worker
 
 AWS_ID, AWS_SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 ANN = "ann@example.com"
+TOKEN = "sim-reactions-token"
+
+
+def basic(email: str = "admin@example.com", token: str = TOKEN) -> str:
+    return "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
+
 
 RULES = """
 version: 1
