@@ -1,7 +1,8 @@
 """Prometheus metrics of every process, defined once with stable names.
 
 Each process builds one :class:`Metrics` in its entry file (the web app keeps it on
-``app.state.metrics``, the worker in ``ctx["metrics"]``) and passes it down. Every instance
+``app.state.metrics`` and serves it at ``/metrics``; the worker keeps it in ``ctx["metrics"]``
+and serves it on ``REACTOR_WORKER_METRICS_PORT`` when set) and passes it down. Every instance
 owns its own :class:`~prometheus_client.CollectorRegistry` unless one is injected, so tests
 can build as many as they like without "duplicated timeseries" errors.
 
@@ -25,6 +26,7 @@ Names and labels (keep them stable: dashboards and alerts depend on them)::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,6 +34,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
@@ -176,3 +179,15 @@ def _minute(now: float | None) -> int:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> Callable[[], None]:  # noqa: S104
+    """Serve ``metrics`` on ``host:port`` from a thread (worker processes); returns a stopper."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

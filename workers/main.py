@@ -11,6 +11,8 @@ from app.dashboard import heartbeat
 from app.errors import ConfigError
 from app.eventlog import EventLog
 from app.logs import configure_logging
+from app.metrics import Metrics
+from app.metrics import serve as serve_metrics
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import clients as reaction_clients
@@ -32,6 +34,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings.log_level, settings.log_format)
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     ctx.setdefault("latest_only", latest_only_from(settings))
+    ctx["metrics"] = Metrics()
+    if settings.worker_metrics_port:
+        ctx["metrics_stop"] = serve_metrics(ctx["metrics"], settings.worker_metrics_port)
     await heartbeat.start(ctx)
     await reaction_clients.start(ctx)
 
@@ -39,6 +44,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     await reaction_clients.stop(ctx)
     await heartbeat.stop(ctx)
+    if "metrics_stop" in ctx:
+        ctx.pop("metrics_stop")()
 
 
 def build_worker(

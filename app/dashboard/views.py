@@ -205,7 +205,8 @@ async def budget(request: Request) -> dict[str, Any]:
         ],
         "tenant_pauses": dict(snap.tenant_pauses),
         "backlogged": list(snap.backlogged),
-        "burn": {"cumulative": cumulative, "quota": [snap.quota] * len(cumulative)},
+        # The x axis is the whole hour: spending so far against the quota line.
+        "burn": {"cumulative": cumulative, "quota": [snap.quota] * HOUR_MINUTES},
     }
 
 

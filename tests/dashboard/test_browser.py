@@ -183,3 +183,16 @@ def test_budget_page_draws_the_burn_chart(
     assert len((line.get_attribute("points") or "").split()) >= 1
     assert "acme.atlassian.net" in page.locator(".card", has_text="Per tenant").inner_text()
     page.screenshot(path=str(ARTIFACTS / "budget.png"), full_page=True)
+
+
+def test_theme_follows_the_system_setting(browser_page: Any, server_url: str) -> None:
+    page = browser_page
+    sign_in(page, server_url)
+    background = "getComputedStyle(document.body).backgroundColor"
+    page.emulate_media(color_scheme="light")
+    light = page.evaluate(background)
+    page.emulate_media(color_scheme="dark")
+    dark = page.evaluate(background)
+    assert light == "rgb(246, 247, 249)"
+    assert dark == "rgb(18, 21, 27)"
+    page.screenshot(path=str(ARTIFACTS / "overview-dark.png"), full_page=True)

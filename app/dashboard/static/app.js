@@ -19,10 +19,16 @@ function drawChart(svg, data) {
   axis.setAttribute("class", "axis");
   axis.setAttribute("d", `M${pad},${pad / 2}V${height - pad}H${width - 4}`);
   svg.appendChild(axis);
-  const label = document.createElementNS(SVGNS, "text");
-  label.setAttribute("x", 2); label.setAttribute("y", pad / 2 + 8);
-  label.textContent = String(max);
-  svg.appendChild(label);
+  const labels = [[2, pad / 2 + 8, String(max), "start"],
+    [pad, height - 6, svg.dataset.from || "", "start"],
+    [width - 4, height - 6, svg.dataset.to || "", "end"]];
+  for (const [x, y, text, anchor] of labels) {
+    const label = document.createElementNS(SVGNS, "text");
+    label.setAttribute("x", x); label.setAttribute("y", y);
+    label.setAttribute("text-anchor", anchor);
+    label.textContent = text;
+    svg.appendChild(label);
+  }
   for (const s of series) {
     const line = document.createElementNS(SVGNS, "polyline");
     const pts = s.values.map((v, i) => {
@@ -47,6 +53,11 @@ function apply(data) {
   document.querySelectorAll("[data-live]").forEach((el) => {
     const v = pick(data, el.dataset.live);
     if (v !== undefined && v !== null && String(v) !== el.textContent) el.textContent = String(v);
+    const tile = el.closest("[data-bad-when]");
+    if (tile && v !== undefined && v !== null) {
+      const bad = tile.dataset.badWhen === "zero" ? Number(v) === 0 : Number(v) > 0;
+      tile.classList.toggle("bad", bad);
+    }
   });
   document.querySelectorAll("[data-live-map]").forEach((el) => {
     el.textContent = formatMap(pick(data, el.dataset.liveMap));
