@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from app.confluence import pages
-from app.confluence.errors import SelectionNotFound
-from app.confluence.models import Comment, CommentKind, Page
+from app.confluence.errors import Conflict, NotFound, SelectionNotFound
+from app.confluence.models import Comment, CommentKind, Page, UpdateResult
 from app.confluence.pagination import check_limit
 from app.confluence.transport import Transport
 
@@ -165,6 +165,59 @@ class CommentsAPI:
         return await self.create_inline_comment(
             body, selection=selection, match_count=count, match_index=occurrence, page_id=page_id
         )
+
+    async def find_comment(self, comment_id: str) -> Comment:
+        """A comment by id when its kind is unknown (events do not say): footer, then inline."""
+        try:
+            return await self.get_comment(comment_id, kind="footer")
+        except NotFound:
+            return await self.get_comment(comment_id, kind="inline")
+
+    async def put_comment(self, current: Comment, body: str, message: str) -> Comment:
+        """Replace the body of ``current`` (as just read) as version ``current + 1``."""
+        return await self._put_comment(current, body, message, None)
+
+    async def resolve_comment(
+        self, current: Comment, *, resolved: bool = True, message: str = pages.APP_EDIT_MARKER
+    ) -> Comment:
+        """Resolve (or reopen, ``resolved=False``) an inline comment thread, body unchanged."""
+        return await self._put_comment(current, current.storage, message, resolved)
+
+    async def _put_comment(
+        self, current: Comment, body: str, message: str, resolved: bool | None
+    ) -> Comment:
+        request = pages.comment_update_request(
+            current, body=body, message=message, resolved=resolved
+        )
+        url = self._t.site.v2(f"/{current.kind}-comments/{current.id}")
+        reply = await self._t.call("PUT", url, json_body=request)
+        return Comment.from_json(reply.json_object(), current.kind)
+
+    async def update_comment(
+        self,
+        comment_id: str,
+        transform: Callable[[str], str],
+        *,
+        kind: CommentKind = "footer",
+        note: str = "",
+        max_attempts: int = 5,
+    ) -> UpdateResult[Comment]:
+        """Read, transform the storage body, write back; re-read on a version conflict."""
+        message = pages.edit_message(note)
+        conflict: Conflict | None = None
+        for attempt in range(1, max(1, max_attempts) + 1):
+            current = await self.get_comment(comment_id, kind=kind)
+            body = transform(current.storage)
+            if body == current.storage:
+                return UpdateResult(current, changed=False, attempts=attempt)
+            try:
+                written = await self.put_comment(current, body, message)
+            except Conflict as exc:
+                conflict = exc
+                continue
+            return UpdateResult(written, changed=True, attempts=attempt)
+        assert conflict is not None
+        raise conflict
 
     async def delete_comment(self, comment_id: str, *, kind: CommentKind = "footer") -> None:
         """Delete a footer or inline comment permanently."""

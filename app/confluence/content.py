@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from app.confluence import pages
 from app.confluence.errors import Conflict, NotEditable
-from app.confluence.models import BlogPost, ChildContent, Content, ContentVersion, Page
+from app.confluence.models import (
+    BlogPost,
+    ChildContent,
+    Content,
+    ContentVersion,
+    Page,
+    UpdateResult,
+)
 from app.confluence.pagination import check_limit
 from app.confluence.transport import Transport
 
 C = TypeVar("C", bound=Content)
 Collection = Literal["pages", "blogposts"]
+__all__ = ["ContentAPI", "UpdateResult"]
 DEFAULT_UPDATE_ATTEMPTS = 5
 VERSIONS_WITH_BODY_MAX = 50
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult(Generic[C]):
-    """What :meth:`ContentAPI.update_page` did: ``content`` is as Confluence now holds it."""
-
-    content: C
-    changed: bool
-    attempts: int
 
 
 class ContentAPI:

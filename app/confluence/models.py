@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from app.confluence.errors import InvalidResponse
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 def _obj(value: Any) -> Json:
@@ -354,3 +355,12 @@ class User:
             email=_str(user.get("email")),
             raw=data,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult(Generic[T]):
+    """What a transform-update did: ``content`` is the object as Confluence now holds it."""
+
+    content: T
+    changed: bool
+    attempts: int

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any, Literal
 
-from app.confluence.models import Content
+from app.confluence.errors import InvalidResponse
+from app.confluence.models import Comment, Content
 
 APP_EDIT_MARKER = "[confluence-reactor]"
 
@@ -54,6 +55,31 @@ def update_request(
         "body": body_write(body, representation),
         "version": {"number": content.version_number + 1, "message": message},
     }
+
+
+def comment_update_request(
+    comment: Comment,
+    *,
+    body: str,
+    message: str,
+    resolved: bool | None = None,
+    representation: Representation = "storage",
+) -> Json:
+    """PUT body for a footer or inline comment read just before: version ``current + 1``.
+
+    ``resolved`` (inline comments only) resolves (True) or reopens (False) the thread.
+    """
+    if comment.version is None:
+        raise InvalidResponse(f"comment {comment.id} came without its version")
+    request: Json = {
+        "version": {"number": comment.version.number + 1, "message": message},
+        "body": body_write(body, representation),
+    }
+    if resolved is not None:
+        if comment.kind != "inline":
+            raise ValueError("only inline comments are resolved or reopened")
+        request["resolved"] = resolved
+    return request
 
 
 def create_content_request(

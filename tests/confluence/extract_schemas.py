@@ -28,7 +28,7 @@ V2_OPERATIONS = (
     "getPageFooterComments", "getPageInlineComments", "getBlogPostFooterComments",
     "getFooterCommentById", "getInlineCommentById", "createFooterComment",
     "createInlineComment", "deleteFooterComment", "deleteInlineComment",
-    "getFooterCommentChildren",
+    "getFooterCommentChildren", "updateFooterComment", "updateInlineComment",
     "getAttachments", "getAttachmentById", "getPageAttachments", "deleteAttachment",
     "getLabels", "getPageLabels", "getSpaceLabels",
 )  # fmt: skip

@@ -309,14 +309,15 @@ class FakeConfluence:
     # -- comments ---------------------------------------------------------------------------
 
     def _comment_json(self, c: Json, body_format: str | None = "storage") -> Json:
-        data = {k: v for k, v in c.items() if k not in ("kind", "value", "selection")}
-        data["version"] = self._version(1, "", AUTHOR)
+        hidden = ("kind", "value", "selection", "number", "message", "resolved")
+        data = {k: v for k, v in c.items() if k not in hidden}
+        data["version"] = self._version(c.get("number", 1), c.get("message", ""), AUTHOR)
         data["body"] = (
             {"storage": {"representation": "storage", "value": c["value"]}} if body_format else {}
         )
         data["_links"] = {"webui": f"/c/{c['id']}"}
         if c["kind"] == "inline":
-            data["resolutionStatus"] = "open"
+            data["resolutionStatus"] = "resolved" if c.get("resolved") else "open"
             data["properties"] = {"inlineMarkerRef": f"m-{c['id']}"}
             if c.get("selection") is not None:
                 data["properties"]["inlineOriginalSelection"] = c["selection"]
@@ -419,6 +420,41 @@ class FakeConfluence:
 
     def createInlineComment(self, request: httpx.Request, op: Operation) -> httpx.Response:
         return self._new_comment(request, "inline")
+
+    def _update_comment(self, request: httpx.Request, cid: str, kind: str) -> httpx.Response:
+        if self.before_put is not None:
+            self.before_put(cid)
+        c = self.comments.get(cid)
+        if c is None or c["kind"] != kind:
+            return self.error(404, "NOT_FOUND", "Comment not found")
+        data = json.loads(request.content)
+        current, provided = c.get("number", 1), data["version"]["number"]
+        if provided != current + 1:
+            return self.error(
+                409,
+                "CONFLICT",
+                f"Current Version: [{current}]. Provided version: [{provided}]",
+            )
+        c.update(number=provided, message=data["version"].get("message", ""))
+        c["value"] = data["body"]["value"]
+        if "resolved" in data:
+            c["resolved"] = data["resolved"]
+        body = {**self._comment_json(c), "_links": {"webui": "/c", "base": self.site_base}}
+        return httpx.Response(200, json=body)
+
+    def updateFooterComment(
+        self, request: httpx.Request, op: Operation, comment_id: str
+    ) -> httpx.Response:
+        return self._update_comment(request, comment_id, "footer")
+
+    def updateInlineComment(
+        self, request: httpx.Request, op: Operation, comment_id: str
+    ) -> httpx.Response:
+        return self._update_comment(request, comment_id, "inline")
+
+    def user_edits_comment(self, cid: str, value: str) -> None:
+        c = self.comments[cid]
+        c.update(number=c.get("number", 1) + 1, message="user edit", value=value)
 
     def _delete_comment(self, cid: str, kind: str) -> httpx.Response:
         c = self.comments.get(cid)

@@ -140,3 +140,20 @@ def test_the_schema_check_catches_drift() -> None:
         operation_for("GET", f"{V2}/pages").check_request(unknown, f"{V2}/pages")
     with pytest.raises(AssertionError, match="no documented operation"):
         operation_for("PATCH", f"{V2}/pages/1")
+
+
+def test_comment_update_requests() -> None:
+    inline = Comment.from_json({"id": "5", "version": {"number": 2}}, "inline")
+    body = pages.comment_update_request(inline, body="<p>x</p>", message="m", resolved=True)
+    assert body["version"] == {"number": 3, "message": "m"} and body["resolved"] is True
+    check("PUT", f"{V2}/inline-comments/5", body)
+    footer = Comment.from_json({"id": "6", "version": {"number": 1}}, "footer")
+    check(
+        "PUT",
+        f"{V2}/footer-comments/6",
+        pages.comment_update_request(footer, body="b", message="m"),
+    )
+    with pytest.raises(ValueError):
+        pages.comment_update_request(footer, body="b", message="m", resolved=False)
+    with pytest.raises(InvalidResponse):
+        pages.comment_update_request(Comment.from_json({"id": "7"}, "footer"), body="", message="")

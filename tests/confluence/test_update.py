@@ -116,3 +116,35 @@ async def test_blogpost_update_retries_conflicts_too(
     result = await client.update_blogpost(post["id"], add_footer)
     assert result.attempts == 2 and fake.content[post["id"]]["body"] == "<p>b</p>" + FOOTER
     assert [v["number"] for v in fake.content[post["id"]]["versions"]] == [1, 2, 3]
+
+
+async def test_comment_update_rereads_on_conflict_and_resolves(
+    client: ConfluenceClient, fake: FakeConfluence, page_id: str
+) -> None:
+    top = await client.create_footer_comment("<p>teh plan</p>", page_id=page_id)
+    once = iter([True])
+
+    def user_edits_once(cid: str) -> None:
+        if next(once, False):
+            fake.user_edits_comment(cid, "<p>teh plan, revised</p>")
+
+    fake.before_put = user_edits_once
+    result = await client.update_comment(
+        top.id, lambda body: body.replace("teh", "the"), note="typo"
+    )
+    assert result.changed and result.attempts == 2
+    assert result.content.storage == "<p>the plan, revised</p>"
+    assert result.content.version is not None and result.content.version.number == 3
+    assert is_app_edit(result.content.version.message)
+    unchanged = await client.update_comment(top.id, lambda body: body)
+    assert not unchanged.changed
+    assert (await client.find_comment(top.id)).kind == "footer"
+
+    fake.before_put = None
+    fake.content[page_id]["body"] = "<p>ship it</p>"
+    inline = await client.comment_on_text(page_id, "ship", "<p>when?</p>")
+    assert (await client.find_comment(inline.id)).kind == "inline"
+    resolved = await client.resolve_comment(inline)
+    assert resolved.resolution_status == "resolved" and resolved.storage == "<p>when?</p>"
+    with pytest.raises(ValueError):
+        await client.resolve_comment(top)
