@@ -104,20 +104,14 @@ class Settings(BaseSettings):
         description="seconds before each retry, comma separated; one attempt more than delays",
     )
     retry_jitter: float = Field(default=0.2, ge=0, le=1, description="+/- fraction of each delay")
-    supersede_types: str = Field(
-        default="",
-        description="event types whose queued older events of the same content are skipped "
-        "when a newer one waits (comma separated; '*' for all)",
+    event_retention_seconds: int = Field(
+        default=3 * 24 * 3600,
+        ge=60,
+        description="how long event records stay after their last change",
     )
-    job_timeout_seconds: float = Field(default=300.0, gt=0, description="longest run of one job")
-    shutdown_grace_seconds: int = Field(
-        default=30, ge=0, description="on SIGTERM, how long in-flight jobs may finish"
+    dead_letter_retention_seconds: int = Field(
+        default=14 * 24 * 3600, ge=60, description="how long dead-lettered events are kept"
     )
-    retry_delays: str = Field(
-        default="10,60,300,1800,7200",
-        description="seconds before each retry, comma separated; one attempt more than delays",
-    )
-    retry_jitter: float = Field(default=0.2, ge=0, le=1, description="+/- fraction of each delay")
     supersede_types: str = Field(
         default="",
         description="event types whose queued older events of the same content are skipped "
@@ -185,26 +179,6 @@ class Settings(BaseSettings):
         for key in value.get_secret_value().split(","):
             _check_fernet_key(key.strip())
         return value
-
-    @field_validator("retry_delays")
-    @classmethod
-    def _retry_delays(cls, value: str) -> str:
-        try:
-            delays = [float(d) for d in value.split(",") if d.strip()]
-        except ValueError as exc:
-            raise ValueError("must be comma-separated numbers of seconds, e.g. 10,60,300") from exc
-        if any(d < 0 for d in delays):
-            raise ValueError("delays must not be negative")
-        return value
-
-    @property
-    def retry_schedule(self) -> list[float]:
-        """Seconds to wait before retry 1, 2, ...; an event gets ``len + 1`` attempts."""
-        return [float(d) for d in self.retry_delays.split(",") if d.strip()]
-
-    @property
-    def supersede_event_types(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.supersede_types.split(",") if t.strip())
 
     @field_validator("retry_delays")
     @classmethod
