@@ -30,7 +30,7 @@
         └── ServerError 5xx, TransportError (timeout, connection), InvalidResponse  transient
 
 HTTP statuses are mapped from this tree in exactly one place (``app.web.responses``); job
-behaviour (retry, defer, dead-letter) in exactly one place (``workers.jobs``).
+behaviour (retry, defer, dead-letter) in exactly one place (``workers.retry.decide``).
 """
 
 from __future__ import annotations

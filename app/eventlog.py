@@ -17,7 +17,6 @@ from app.jobstate import (
     FINISH,
     JOB_EXPIRY_MS,
     PROCESS_EVENT,
-    RECORD_TTL_SECONDS,
     REQUEUE,
     Attempt,
     EventRecord,
@@ -40,6 +39,8 @@ class EventLog:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
+        self.retention = settings.event_retention_seconds
+        self.dead_retention = max(settings.dead_letter_retention_seconds, self.retention)
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
 
@@ -80,7 +81,7 @@ class EventLog:
         """Append a failed attempt and set the record's attempt count to its number."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self.keys.attempts(event_id), attempt.to_json())
-            pipe.expire(self.keys.attempts(event_id), RECORD_TTL_SECONDS)
+            pipe.expire(self.keys.attempts(event_id), self.retention)
             pipe.hset(self.keys.event(event_id), "attempts", str(attempt.n))
             await pipe.execute()
 
@@ -102,7 +103,8 @@ class EventLog:
                 keys.prefix,
                 PROCESS_EVENT,
                 JOB_EXPIRY_MS,
-                RECORD_TTL_SECONDS,
+                self.dead_retention if state == "dead" else self.retention,
+                self.retention,
             ],
         )
         return None if not nxt else _text(nxt)
@@ -119,7 +121,7 @@ class EventLog:
                 keys.prefix,
                 PROCESS_EVENT,
                 JOB_EXPIRY_MS,
-                RECORD_TTL_SECONDS,
+                self.retention,
             ],
         )
         return bool(done)

@@ -24,8 +24,9 @@ States (field ``state`` of ``P event:<id>``)::
      content)      │         └──▶ superseded (a newer event of the same content waits)
                    └── an earlier event of the same content finished
 
-Records keep ``RECORD_TTL_SECONDS`` after their last change; the ``events`` index is trimmed
-to that age whenever a job finishes.
+Records keep ``REACTOR_EVENT_RETENTION_SECONDS`` after their last change (dead ones
+``REACTOR_DEAD_LETTER_RETENTION_SECONDS``); the ``events`` index is trimmed to the first age
+whenever a job finishes, the ``dlq`` index to the second.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 PROCESS_EVENT = "process_event"
-RECORD_TTL_SECONDS = 14 * 24 * 3600
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000
 TERMINAL_STATES = frozenset({"done", "dead", "superseded", "discarded"})
 STATES = ("received", "queued", "running", "failed", "deferred", *sorted(TERMINAL_STATES))
@@ -117,7 +117,7 @@ return stored
 
 # Ends an event (done, dead, superseded, discarded) and starts the next of its content.
 # KEYS: event, content list, queue, dlq, events index.
-# ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s.
+# ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s, index age s.
 # Returns the id of the event scheduled next, or false.
 FINISH = (
     _SCHEDULE
@@ -132,7 +132,10 @@ if ARGV[2] == 'dead' then
 else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[7]) * 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[8]) * 1000)
+if ARGV[2] == 'dead' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[7]) * 1000)
+end
 local head = redis.call('LINDEX', KEYS[2], 0)
 redis.call('LREM', KEYS[2], 1, ARGV[1])
 if head ~= ARGV[1] then

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from app.atlassian.events import Event
 from app.errors import QueueUnavailable
-from app.jobstate import JOB_EXPIRY_MS, PROCESS_EVENT, PUT, RECORD_TTL_SECONDS, Keys
+from app.jobstate import JOB_EXPIRY_MS, PROCESS_EVENT, PUT, Keys
 from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
@@ -58,7 +58,7 @@ class EventQueue:
             0,
             settings.redis_prefix,
             settings.dedupe_window_seconds,
-            RECORD_TTL_SECONDS,
+            settings.event_retention_seconds,
             PROCESS_EVENT,
             JOB_EXPIRY_MS,
         ]

@@ -89,6 +89,8 @@ async def test_a_poison_event_is_retried_then_dead_lettered_then_replayed(
     assert all(a.started > 0 and a.duration_ms >= 0 for a in dead.attempts)
     assert dead.attempts[1].started - dead.attempts[0].started >= 40, "backoff between attempts"
     assert [r.id for r in await dlq.find(Filter(tenant="site-a"))] == [poison.id]
+    kept = await redis.ttl(dlq.log.keys.event(poison.id))
+    assert kept > settings.event_retention_seconds, "dead letters outlive ordinary records"
     assert await dlq.find(Filter(tenant="elsewhere")) == []
 
     broken = False
@@ -228,3 +230,28 @@ async def test_a_run_longer_than_the_job_timeout_is_a_failed_attempt(
     assert dead is not None
     assert dead.attempts[0].error.startswith("TimeoutError")
     assert 90 <= dead.attempts[0].duration_ms < 1500
+
+
+async def test_duplicated_redelivered_and_cross_source_deliveries_run_once(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    import json
+
+    from app.atlassian.events import from_connect, from_forge
+    from tests.pipeline.conftest import FIXTURES
+
+    forge_body = json.loads((FIXTURES / "forge" / "updated_page.json").read_text())
+    connect_body = json.loads((FIXTURES / "connect" / "page_updated.json").read_text())
+    connect_body["page"]["id"] = 838205441
+    queue, handler = EventQueue(redis, settings), Recorder()
+    deliveries = [
+        from_forge("site-a", forge_body),
+        from_forge("site-a", forge_body),  # Forge retry after a timeout
+        from_connect("site-a", "page_updated", connect_body),  # the same change via Connect
+    ]
+    results = await asyncio.gather(*(queue.put(e) for e in deliveries))
+    assert sorted(results) == [False, False, True]
+    await burst_worker(dispatch=handler).main()
+    assert await queue.put(deliveries[0]) is False, "still a duplicate after the job ran"
+    await burst_worker(dispatch=handler).main()
+    assert [e.content_id for e, _ in handler.calls] == ["838205441"]
