@@ -79,6 +79,7 @@ class DevStack:
             state, "sim_api_token", secrets.token_urlsafe(18)
         )
         env.setdefault("REACTOR_CONNECT_INSTALL_KEYS_URL", f"{self.sim_url}/_sim/install-keys")
+        env.setdefault("REACTOR_CONNECT_OAUTH_URL", self.sim_url)  # act-as-user grants
         env.setdefault("REACTOR_LOG_FORMAT", "console")
         return env
 

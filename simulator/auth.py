@@ -39,8 +39,9 @@ class Unauthorized(Exception):
 class Principal:
     """The authenticated caller.
 
-    ``mode`` is basic, connect, forge or oauth; ``app`` the app key or Forge app id whose points
-    quota the call spends (``None`` for API-token traffic, which only meets burst limits).
+    ``mode`` is basic, connect, forge, oauth or actas; ``app`` the app key or Forge app id
+    whose points quota the call spends (``None`` for API-token traffic, which only meets burst
+    limits).
     """
 
     account_id: str
@@ -71,8 +72,8 @@ def authenticate(
     moment = time.time() if now is None else now
     if scheme == "basic":
         return _basic(store, value)
-    if scheme == "bearer" and via_gateway:
-        return _bearer(store, value, moment)
+    if scheme == "bearer":
+        return _bearer(store, value, moment, via_gateway)
     if scheme == "jwt" and not via_gateway:
         return _connect(store, value, method=method, url=url, base=site_base_url, now=moment)
     raise Unauthorized(f"scheme {scheme!r} not accepted on this URL")
@@ -97,10 +98,13 @@ def _basic(store: Store, value: str) -> Principal:
     return Principal(user.account_id, "basic")
 
 
-def _bearer(store: Store, value: str, now: float) -> Principal:
+def _bearer(store: Store, value: str, now: float, via_gateway: bool) -> Principal:
+    """OAuth (3LO) and Forge tokens work behind the gateway; act-as-user tokens on the site too."""
     token = store.tokens.get(hashlib.sha256(value.encode()).hexdigest())
     if token is None or token.expires_at <= now or token.account_id not in store.users:
         raise Unauthorized("unknown or expired bearer token")
+    if not via_gateway and token.kind != "actas":
+        raise Unauthorized("this bearer token is accepted through the gateway only")
     return Principal(token.account_id, token.kind, token.app_id or f"oauth:{token.account_id}")
 
 

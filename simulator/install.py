@@ -80,7 +80,7 @@ def lifecycle_body(
         "eventType": event,
         "serverVersion": "6452",
         "pluginsVersion": "1001.0.0-SNAPSHOT",
-        "oauthClientId": f"sim-{app.client_key[:8]}",
+        "oauthClientId": app.oauth_client_id,
         "cloudId": sim.store.cloud_id,
     }
     if event == "installed":
@@ -133,6 +133,7 @@ async def install(
         webhooks=descriptor["webhooks"],
         lifecycle=descriptor["lifecycle"],
         scopes=descriptor["scopes"],
+        oauth_client_id=previous.oauth_client_id if previous else f"sim-{uuid.uuid4().hex[:16]}",
     )
     try:
         answer = await _call(sim, client, app, site, "installed")

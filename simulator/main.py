@@ -21,7 +21,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from simulator import acting, admin, apps, attachments, comments, labels, pages, search, spaces
+from simulator import (
+    actas,
+    acting,
+    admin,
+    apps,
+    attachments,
+    comments,
+    labels,
+    pages,
+    search,
+    spaces,
+)
 from simulator.api import GATEWAY_KEY
 from simulator.demo import install_when_ready
 from simulator.site import Simulator
@@ -91,6 +102,7 @@ def create_app(
         *admin.routes,
         *acting.routes,
         *apps.routes,
+        *actas.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sim = sim

@@ -146,6 +146,7 @@ class ConnectInstall:
     lifecycle: dict[str, str] = field(default_factory=dict)
     scopes: list[str] = field(default_factory=list)
     enabled: bool = True
+    oauth_client_id: str = ""
 
 
 @dataclass
@@ -164,7 +165,7 @@ class ForgeInstall:
 class Token:
     """A bearer token the simulator issued: an OAuth token for a user or a Forge system token."""
 
-    kind: str  # "oauth" | "forge"
+    kind: str  # "oauth" (3LO) | "forge" (app system token) | "actas" (Connect act-as-user)
     account_id: str
     expires_at: float
     app_id: str | None = None

@@ -222,3 +222,39 @@ async def test_faults_storm_and_errors(client: httpx.AsyncClient, sim: Simulator
     assert failed.status_code == 503
     bad = await client.put("/_sim/faults", json={"error_rate": "lots"})
     assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
+
+
+async def test_act_as_user_grant(
+    client: httpx.AsyncClient, sim: Simulator, space: dict[str, Any]
+) -> None:
+    from app.atlassian.connect_jwt import build_user_assertion
+
+    app = _install(sim)
+    app.oauth_client_id = "oauth-client-1"
+    ann = (await client.post("/_sim/users", json={"email": "ann@example.com"})).json()
+
+    def assertion(secret: str = SECRET) -> str:
+        return build_user_assertion(
+            oauth_client_id="oauth-client-1",
+            secret=secret,
+            account_id=ann["accountId"],
+            tenant_base_url=f"{SITE}/wiki",
+        )
+
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion()}
+    no_scope = await client.post("/oauth2/token", data=form)
+    assert no_scope.status_code == 400 and no_scope.json() == {"error": "invalid_grant"}
+    app.scopes = ["READ", "WRITE", "ACT_AS_USER"]
+    forged = await client.post("/oauth2/token", data={**form, "assertion": assertion("x" * 40)})
+    assert forged.status_code == 400
+    granted = await client.post("/oauth2/token", data=form)
+    assert granted.status_code == 200 and granted.json()["token_type"] == "Bearer"
+    bearer = {"Authorization": f"Bearer {granted.json()['access_token']}"}
+    body = {
+        "spaceId": space["id"],
+        "title": "As Ann",
+        "body": {"representation": "storage", "value": "x"},
+    }
+    made = await client.post("/wiki/api/v2/pages", json=body, headers=bearer)
+    assert made.status_code == 200 and made.json()["authorId"] == ann["accountId"]
+    assert made.headers["x-ratelimit-limit"] == "65000"  # spends the app's points

@@ -81,6 +81,7 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
         == "http://127.0.0.1:18001/atlassian-connect.json"
     )
     assert env["REACTOR_CONNECT_INSTALL_KEYS_URL"] == f"{stack.sim_url}/_sim/install-keys"
+    assert env["REACTOR_CONNECT_OAUTH_URL"] == stack.sim_url
     # without --sim-api-token a token is generated once and kept in the state directory
     again = DevStack(settings, port=18001)
     again.environment()
