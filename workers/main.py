@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from arq.cron import cron
 from arq.worker import Worker, func
 
 from app import redis as redis_conn
@@ -16,13 +17,14 @@ from app.metrics import serve as serve_metrics
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import clients as reaction_clients
-from workers import jobs, loading
+from workers import jobs, loading, reconcile_runtime
 from workers.dispatch import Dispatch, latest_only_from, log_only
 
 HEALTH_CHECK_INTERVAL = 10
 EVENT_MAX_TRIES = 1_000_000
 # A claimed job is locked this long past the job timeout; a killed worker's jobs run again after.
 CLAIM_MARGIN_SECONDS = 5
+RECONCILE_TIMEOUT = 600
 
 
 def queue_name(settings: Settings) -> str:
@@ -37,8 +39,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["metrics"] = Metrics()
     if settings.worker_metrics_port:
         ctx["metrics_stop"] = serve_metrics(ctx["metrics"], settings.worker_metrics_port)
+    await reaction_clients.start(ctx)  # before the first heartbeat, which lists the reactions
     await heartbeat.start(ctx)
-    await reaction_clients.start(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -88,6 +90,10 @@ def build_worker(
         ctx={"settings": settings, "dispatch": dispatch or log_only, "reactions": reactions},
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
+        # Sweeps for undelivered webhooks, checked every minute; burst runs (tests) skip them.
+        cron_jobs=None
+        if burst
+        else [cron(reconcile_runtime.tick, name="reconcile", second=7, timeout=RECONCILE_TIMEOUT)],
     )
     # arq locks a claimed job for its longest timeout + 10 s; ours is bounded by the job layer.
     worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS

@@ -195,3 +195,8 @@ async def test_invalid_template_output_fails_the_action_permanently(
     with pytest.raises(PermanentFailure, match="invalid storage XML"):
         await _run(rules, event, fake, job, reactor)
     assert fake.writes() == []
+
+
+def test_example_rules_file_is_valid() -> None:
+    router = load_rules(Path(__file__).parents[2] / "examples" / "rules.yml")
+    assert len(router) == 7
