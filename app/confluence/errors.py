@@ -80,6 +80,11 @@ class ConfluenceError(ReactorError):
         """The first machine-readable error code Confluence gave, e.g. ``CONFLICT``."""
         return next((item.code for item in self.errors if item.code), None)
 
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked us to wait (429s, some 503s), when it said."""
+        return self.observation.retry_after if self.observation else None
+
 
 class BadRequest(ConfluenceError):
     pass
@@ -124,10 +129,6 @@ class RateLimited(ConfluenceError):
 
     permanent = False
     default_delay = 60.0
-
-    @property
-    def retry_after(self) -> float | None:
-        return self.observation.retry_after if self.observation else None
 
     @property
     def delay(self) -> float:

@@ -121,3 +121,25 @@ async def test_a_looping_next_link_is_refused(budget: RecordingBudget) -> None:
         with pytest.raises(InvalidResponse):
             _ = [label async for label in client.iter_labels()]
     assert len(budget.settled) == 2  # the second answer points back at itself
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=ab+c/d==&limit=2",
+        "limit=2&cursor=eyJpZCI6IjMwMjczNyJ9&depth=all",
+        "cursor=a%2Bb%3D%3D&limit=2&status=current,archived",
+    ],
+)
+async def test_next_link_is_followed_byte_for_byte(budget: RecordingBudget, query: str) -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        headers = {} if len(seen) > 1 else {"Link": f'</wiki/api/v2/labels?{query}>; rel="next"'}
+        return httpx.Response(200, json={"results": [], "_links": {}}, headers=headers)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = ConfluenceClient(http, basic_site(), budget)
+        _ = [label async for label in client.iter_labels(limit=2)]
+    assert seen == [b"/wiki/api/v2/labels?limit=2", f"/wiki/api/v2/labels?{query}".encode()]

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.confluence import ConfluenceClient
+from app.confluence.errors import ServerError
 from app.confluence.ratelimit import observe, parse_reset, parse_retry_after, parse_structured
 from tests.confluence.conftest import RecordingBudget
 from tests.confluence.fake import FakeConfluence
@@ -96,6 +97,6 @@ async def test_retry_after_on_503_reaches_the_hook(
     client: ConfluenceClient, fake: FakeConfluence, budget: RecordingBudget
 ) -> None:
     fake.failures.append(httpx.Response(503, text="busy", headers={"Retry-After": "9"}))
-    with pytest.raises(Exception, match="503"):
+    with pytest.raises(ServerError, match="503") as caught:
         await client.get_space("1")
-    assert budget.observations[-1].retry_after == 9.0
+    assert budget.observations[-1].retry_after == 9.0 and caught.value.retry_after == 9.0
