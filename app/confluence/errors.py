@@ -64,8 +64,10 @@ class ConfluenceError(ReactorError):
         url: str | None = None,
         errors: tuple[ErrorItem, ...] = (),
         observation: Observation | None = None,
+        trace_id: str | None = None,
     ) -> None:
         self.message = message
+        self.trace_id = trace_id
         self.status = status
         self.method = method
         self.url = url
@@ -256,8 +258,12 @@ def error_from_response(
     method: str,
     url: str,
     observation: Observation | None = None,
+    trace_id: str | None = None,
 ) -> ConfluenceError:
-    """The exception for an error response (status >= 400)."""
+    """The exception for an error response (status >= 400).
+
+    ``trace_id`` is Atlassian's ``ATL-TraceId`` response header: quote it to Atlassian support.
+    """
     items = parse_error_body(text)
     message = _summary(status, items)
     common: dict[str, Any] = {
@@ -266,6 +272,7 @@ def error_from_response(
         "url": url,
         "errors": items,
         "observation": observation,
+        "trace_id": trace_id,
     }
     if status == 409:
         current, provided = conflict_versions(items)

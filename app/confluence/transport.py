@@ -181,9 +181,20 @@ class Transport:
         }
         if status >= 400:
             error = error_from_response(
-                status, response.text, method=method, url=strip_query(url), observation=observation
+                status,
+                response.text,
+                method=method,
+                url=strip_query(url),
+                observation=observation,
+                trace_id=response.headers.get("atl-traceid"),
             )
-            self.log.warning("confluence error", code=error.code, error=error.message, **fields)
+            self.log.warning(
+                "confluence error",
+                code=error.code,
+                error=error.message,
+                trace_id=error.trace_id,
+                **fields,
+            )
             raise error
         if invalid is not None:
             self.log.warning("confluence invalid response", **fields)

@@ -102,10 +102,17 @@ async def test_client_raises_by_status_and_settles(
     status: int,
     cls: type[ConfluenceError],
 ) -> None:
-    fake.failures.append(httpx.Response(status, json=envelope(status, "X_CODE", "went wrong")))
+    fake.failures.append(
+        httpx.Response(
+            status,
+            json=envelope(status, "X_CODE", "went wrong"),
+            headers={"ATL-TraceId": "5f1c2a9e0d3b4c7a"},
+        )
+    )
     with pytest.raises(cls) as caught:
         await client.get_page("123")
     assert caught.value.status == status and caught.value.code == "X_CODE"
+    assert caught.value.trace_id == "5f1c2a9e0d3b4c7a"
     assert caught.value.url == "https://acme.atlassian.net/wiki/api/v2/pages/123"
     assert budget.observations[-1].status == status and len(budget.settled) == 1
 
