@@ -94,7 +94,7 @@ def reference_encode(text: str) -> str:
     return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
 
 
-text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
 names = text.filter(lambda n: n != "jwt")
 pairs = st.lists(st.tuples(names, text), max_size=8)
 

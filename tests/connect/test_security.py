@@ -8,7 +8,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,7 @@ from app.descriptor import descriptor_urls
 from app.embedded_redis import free_port
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import LiveServer
 
 from .conftest import ConnectApp, InstallKey, install_claims
 
@@ -37,7 +38,7 @@ def forged_tokens(app: ConnectApp, client_key: str, path: str, method: str) -> l
     attacker = ATTACKER_KEY
     return [
         jwt.encode(claims, "guessed-secret-" + "g" * 32, algorithm="HS256"),
-        jwt.encode(claims, None, algorithm="none"),
+        jwt.encode(claims, "", algorithm="none"),
         InstallKey(attacker, app.install_key.kid).sign(claims),
         InstallKey(attacker, "unknown-kid").sign(claims),
         "not-a-jwt",
@@ -95,8 +96,8 @@ async def test_headers_on_success_and_error_responses(connect_app: ConnectApp) -
 
 
 async def test_hsts_only_over_https_and_from_a_trusted_proxy(
-    live_server, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+    live_server: Callable[[], LiveServer],
+) -> None:
     server = live_server()
     async with httpx.AsyncClient(base_url=server.url) as client:
         plain = await client.get("/atlassian-connect.json")
@@ -181,3 +182,21 @@ async def test_tls_server_speaks_tls12_and_up_only(
             verify=client_context(tls_files[0], ssl.TLSVersion.TLSv1_1)
         ) as client:
             await client.get(url)
+
+
+def test_reactor_web_serves_tls_and_trusts_forwarded_proto_from_its_proxies(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    import app.logs
+    from app.cli import main
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setattr(app.logs, "configure_logging", lambda *a, **kw: None)
+    monkeypatch.setenv("REACTOR_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("REACTOR_SECRET_KEY", settings.secret_keys[0])
+    argv = ["web", "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"]
+    assert main([*argv, "--forwarded-allow-ips", "10.0.0.7"]) == 0
+    assert (seen["ssl_certfile"], seen["ssl_keyfile"]) == ("c.pem", "k.pem")
+    assert seen["proxy_headers"] is True
+    assert seen["forwarded_allow_ips"] == "10.0.0.7"

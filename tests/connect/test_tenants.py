@@ -39,7 +39,7 @@ async def test_secret_is_encrypted_at_rest_and_keys_are_prefixed(
     await store.upsert(tenant(installation_id="ari:cloud:ecosystem::installation/42"))
     keys = sorted(k.decode() for k in await redis.keys("*"))
     assert keys and all(k.startswith(settings.redis_prefix) for k in keys)
-    raw = await redis.hgetall(f"{settings.redis_prefix}tenant:client:ck-1")
+    raw = await redis.hgetall(f"{settings.redis_prefix}tenant:client:ck-1")  # type: ignore[misc]
     assert all(SECRET.encode() not in v for v in raw.values())
     assert SecretBox(settings.secret_keys).decrypt(raw[b"secret"]) == SECRET
     fresh = TenantStore(redis, settings)
@@ -59,7 +59,7 @@ async def test_key_rotation_decrypts_with_any_key(redis: Redis, settings: Settin
     got = await rotated_store.get("ck-1")
     assert got is not None and got.shared_secret == SECRET
     await rotated_store.upsert(tenant(secret=SECRET + "-2"))
-    raw = await redis.hget(f"{settings.redis_prefix}tenant:client:ck-1", "secret")
+    raw = await redis.hget(f"{settings.redis_prefix}tenant:client:ck-1", "secret")  # type: ignore[misc]
     assert SecretBox([newer]).decrypt(raw) == SECRET + "-2"
     only_new = settings.model_copy(update={"secret_key": SecretStr(newer)})
     assert (await TenantStore(redis, only_new).get("ck-1")) is not None

@@ -17,7 +17,8 @@ from .conftest import FIXTURES_DIR, ConnectApp
 
 
 def page_created() -> dict[str, object]:
-    return json.loads((FIXTURES_DIR / "page_created.json").read_text())
+    data: dict[str, object] = json.loads((FIXTURES_DIR / "page_created.json").read_text())
+    return data
 
 
 async def test_signed_webhook_reaches_the_queue(connect_app: ConnectApp) -> None:
