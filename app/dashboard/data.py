@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.dashboard.calls import read_calls
 from app.eventlog import EventLog
 from app.jobstate import EventRecord
 from app.queue import EventQueue
@@ -161,7 +162,7 @@ class ReadModel:
             "event": mask_secrets(event_fields),
             "raw": mask_secrets(raw),
             "attempt_list": [dataclasses.asdict(a) for a in attempts],
-            "calls": None,
+            "calls": await read_calls(self.redis, self.prefix, event_id),
         }
 
     async def search_jobs(

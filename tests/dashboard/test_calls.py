@@ -1,0 +1,81 @@
+"""Per-job Confluence call records, written through the real client's log lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from redis.asyncio import Redis
+
+from app.budget.hook import Unmetered
+from app.confluence.client import ConfluenceClient
+from app.confluence.errors import ConfluenceError
+from app.confluence.site import Site
+from app.dashboard.calls import CallRecorder, operation, read_calls
+from app.metrics import Metrics
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.dashboard.helpers import TOKEN, make_event
+
+PAGE = {
+    "id": "123",
+    "status": "current",
+    "title": "Runbook",
+    "spaceId": "77",
+    "version": {"number": 4},
+    "body": {"storage": {"value": "<p>hi</p>", "representation": "storage"}},
+}
+
+
+def confluence(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/pages/123"):
+        return httpx.Response(200, json=PAGE)
+    return httpx.Response(404, json={"errors": [{"status": 404, "title": "Not Found"}]})
+
+
+def test_operation_templates_ids() -> None:
+    assert operation("get", "https://a.net/wiki/api/v2/pages/123?body-format=storage") == (
+        "GET /wiki/api/v2/pages/{id}"
+    )
+    assert operation("PUT", "/wiki/api/v2/pages/9/labels") == "PUT /wiki/api/v2/pages/{id}/labels"
+
+
+async def test_client_calls_are_counted_and_shown_on_the_job(
+    settings: Settings, redis: Redis, live_server: Callable[..., Any]
+) -> None:
+    event = make_event(content_id="123")
+    await EventQueue(redis, settings).put(event)
+    metrics = Metrics()
+    recorder = CallRecorder(structlog.get_logger("test"), metrics)
+    site = Site.basic(site_url="https://acme.atlassian.net", email="bot@acme.test", api_token="t")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(confluence)) as http:
+        client = ConfluenceClient(http, site, Unmetered(), event_id=event.id, logger=recorder)
+        await client.get_page("123")
+        with pytest.raises(ConfluenceError):
+            await client.get_page("999")
+    await recorder.flush(redis, settings.redis_prefix, event.id)
+
+    calls = await read_calls(redis, settings.redis_prefix, event.id)
+    assert [(c["operation"], c["status"]) for c in calls] == [
+        ("GET /wiki/api/v2/pages/{id}", 200),
+        ("GET /wiki/api/v2/pages/{id}", 404),
+    ]
+    assert calls[0]["points"] is not None and calls[1]["error"]
+    text = metrics.render().decode()
+    assert (
+        'reactor_confluence_calls_total{operation="GET /wiki/api/v2/pages/{id}",status="404"} 1.0'
+        in text
+    )
+
+    server = live_server()
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        answer = await api.get(
+            f"/api/jobs/{event.id}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    shown = answer.json()["calls"]
+    assert [c["status"] for c in shown] == [200, 404]
+    assert "Authorization" not in json.dumps(shown)
