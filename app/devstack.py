@@ -27,6 +27,7 @@ from app.settings import Settings
 
 GRACE_SECONDS = 7.0
 READY_TIMEOUT = 30.0
+DEV_RULES = Path(__file__).resolve().parents[1] / "examples" / "dev-rules.yml"
 
 
 def state_secret(state_dir: Path, name: str, make: str) -> str:
@@ -81,6 +82,9 @@ class DevStack:
         env.setdefault("REACTOR_CONNECT_INSTALL_KEYS_URL", f"{self.sim_url}/_sim/install-keys")
         env.setdefault("REACTOR_CONNECT_OAUTH_URL", self.sim_url)  # act-as-user grants
         env.setdefault("REACTOR_LOG_FORMAT", "console")
+        if not self.settings.reaction_modules and self.settings.rules_file is None:
+            # the demo site's rules: secret scanner, welcome, template guard (docs/reactions.md)
+            env.setdefault("REACTOR_RULES_FILE", str(DEV_RULES))
         return env
 
     def plan(self) -> list[Child]:

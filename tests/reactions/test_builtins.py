@@ -126,3 +126,29 @@ async def test_welcome_once_per_page_in_chosen_spaces(
     await react(elsewhere, job(elsewhere))
     (comment,) = fake.comments["1001"]
     assert "welcome!" in comment.body and 'ri:account-id="user-1"' in comment.body
+
+
+async def test_template_guard_parent_by_title(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    from workers.ops import Content
+
+    fake.add(Content(id="100", kind="page", title="Architecture", body="", version=1))
+    rules = GUARD_RULES.replace('parent: "100"', "parent: Architecture")
+    event = page_event()
+    await reactor(compile_rules(rules, "r.yml"))(event, job(event))
+    assert [c[0] for c in fake.writes()] == ["comment"]
+    fake.contents["100"] = replace(fake.contents["100"], title="Elsewhere")
+    fake.comments.clear()
+    later = page_event(version=3)
+    fake.contents["1001"] = replace(fake.contents["1001"], version=3)
+    await reactor(compile_rules(rules, "r.yml"))(later, job(later))
+    assert fake.comments == {}
+
+
+def test_dev_rules_file_is_valid() -> None:
+    from pathlib import Path
+
+    from workers.rules import load_rules
+
+    assert len(load_rules(Path(__file__).parents[2] / "examples" / "dev-rules.yml")) == 3

@@ -3,7 +3,7 @@
 One footer comment per page lists what is missing. When the page changes, the app edits that
 same comment (never a second one); when the page complies, the comment is edited to say so
 (footer comments have no resolved state in the v2 API, so "resolved" is written in it).
-Options: ``parent`` (page id or list of ids, direct parent), ``sections`` (heading texts).
+Options: ``parent`` (the direct parent: page ids or titles), ``sections`` (heading texts).
 Pure part: :func:`missing_sections`, :func:`decide`.
 """
 
@@ -73,6 +73,20 @@ def decide(missing: Sequence[str], existing: Comment | None) -> Decision:
     return Decision("update", body, existing.id)
 
 
+async def _under_parent(
+    ctx: ReactionContext, parent_id: str | None, parents: frozenset[str]
+) -> bool:
+    """The direct parent is named in ``parents`` by id or, failing that, by title."""
+    if parent_id is None:
+        return False
+    if parent_id in parents:
+        return True
+    if all(p.isdigit() for p in parents):
+        return False
+    parent = await ctx.get("page", parent_id)
+    return parent.title in parents
+
+
 def make(options: Mapping[str, Any]) -> Handler:
     check_options(options, {"parent", "sections"})
     parents = frozenset(str_list(options, "parent"))
@@ -82,7 +96,7 @@ def make(options: Mapping[str, Any]) -> Handler:
 
     async def template_guard(event: Event, ctx: ReactionContext) -> None:
         page = await ctx.content()
-        if page.parent_id not in parents:
+        if not await _under_parent(ctx, page.parent_id, parents):
             return
         missing = missing_sections(page.body, sections)
         comments = await ctx.client.footer_comments(page.kind, page.id)
