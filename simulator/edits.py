@@ -16,6 +16,16 @@ from simulator.store import Content, Revision, Space
 from simulator.views import content as content_view
 
 
+def _check_types(body: dict[str, Any]) -> None:
+    """Ids are strings of digits (numbers are tolerated); titles are strings."""
+    for name in ("spaceId", "parentId", "id", "ownerId"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise bad_body(f"{name} must be a string.")
+    if body.get("title") is not None and not isinstance(body["title"], str):
+        raise bad_body("title must be a string.")
+
+
 def _require(body: Any, names: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_body("The request body must be a JSON object.")
@@ -56,6 +66,7 @@ def create(ctx: Ctx, kind: str) -> Reply:
     if status not in ("current", "draft"):
         raise bad_body("status must be current or draft.")
     title = body.get("title") or ""
+    _check_types(body)
     if status == "current" and not title:
         raise bad_body("title is required unless the status is draft.")
     space = space_for(ctx, str(body["spaceId"]), "write")
@@ -120,6 +131,7 @@ def update(ctx: Ctx, kind: str) -> Reply:
         return Reply(content_view(store, item, formats=[], base=ctx.base))
     parsed = parse_write_body(body["body"], required=True)
     assert parsed is not None
+    _check_types(body)
     title = str(body["title"])
     rev_args = (ctx.me, now, message, False, title, parsed[0], parsed[1])
     if status == "draft":
