@@ -190,7 +190,7 @@ class TenantStore:
     async def upsert(self, tenant: Tenant, *, now: float | None = None) -> Tenant:
         """Store an ``installed`` payload: a new tenant, or a reinstall rotating the secret."""
         wall = time.time() if now is None else now
-        previous = await self.get(tenant.client_key)
+        previous = await self._public(tenant.client_key)
         first_install = previous is None or previous.status == "uninstalled"
         stored = replace(
             tenant,
@@ -209,15 +209,27 @@ class TenantStore:
     async def mark_status(
         self, client_key: str, status: Status, *, now: float | None = None
     ) -> Tenant | None:
-        """Record a lifecycle change; None when the tenant is unknown. History is kept."""
-        tenant = await self.get(client_key)
+        """Record a lifecycle change; None when the tenant is unknown. History is kept.
+
+        Works without decrypting the secret (so a tenant whose secret was encrypted with a
+        retired key can still be uninstalled); the returned tenant carries no secret.
+        """
+        tenant = await self._public(client_key)
         if tenant is None:
             return None
         wall = time.time() if now is None else now
-        updated = replace(tenant, status=status, updated_at=wall)
         fields = {"status": status, "updated_at": repr(wall)}
         await self._call(self.redis.hset(self.keys.tenant(client_key), mapping=fields))  # type: ignore[arg-type]
-        return self._remember(updated)
+        cached = self._cache.get(client_key)
+        if cached is not None:
+            self._remember(replace(cached[1], status=status, updated_at=wall))
+        return replace(tenant, status=status, updated_at=wall)
+
+    async def _public(self, client_key: str) -> Tenant | None:
+        raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
+        if not raw:
+            return None
+        return self._decode_public({_text(k): _text(v) for k, v in raw.items()})
 
     async def list(self) -> list[Tenant]:
         """Every tenant ever installed, sorted by clientKey."""
@@ -234,9 +246,7 @@ class TenantStore:
         members = await self._call(self.redis.smembers(self.keys.index))  # type: ignore[arg-type]
         rows = []
         for client_key in sorted(_text(m) for m in members):
-            raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
-            if raw:
-                data = {_text(k): _text(v) for k, v in raw.items() if _text(k) != "secret"}
-                tenant = self._decode_public(data)
+            tenant = await self._public(client_key)
+            if tenant is not None:
                 rows.append(tenant.public_dict())
         return rows

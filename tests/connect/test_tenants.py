@@ -150,3 +150,17 @@ async def test_public_listing_needs_no_secret_key(redis: Redis, settings: Settin
         ("ck-pub", "https://wiki.example", "installed")
     ]
     assert all("shared_secret" not in r and SECRET not in str(r) for r in rows)
+
+
+async def test_lifecycle_works_when_the_old_secret_is_unreadable(
+    redis: Redis, settings: Settings
+) -> None:
+    await TenantStore(redis, settings).upsert(tenant(), now=100.0)
+    retired = settings.model_copy(update={"secret_key": SecretStr(Fernet.generate_key().decode())})
+    store = TenantStore(redis, retired)
+    gone = await store.mark_status("ck-1", "uninstalled", now=150.0)
+    assert gone is not None and gone.status == "uninstalled" and gone.shared_secret == ""
+    again = await store.upsert(tenant(secret="after-rotation-" + "r" * 20), now=200.0)
+    assert again.installed_at == 200.0
+    got = await TenantStore(redis, retired).get("ck-1")
+    assert got is not None and got.shared_secret == "after-rotation-" + "r" * 20
