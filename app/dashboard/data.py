@@ -32,6 +32,7 @@ SECRET_KEY_PATTERN = re.compile(
 )
 MASK = "•••"
 RUNNING_SCAN_LIMIT = 1000
+STATE_SAMPLE = 2000
 
 
 def mask_secrets(value: Any) -> Any:
@@ -101,6 +102,39 @@ class ReadModel:
                     pipe.zcount(index, start, f"({start + 60_000}")
             counts = [int(c) for c in await pipe.execute()]
         return {"received": counts[:minutes], "dead": counts[minutes:]}
+
+    async def recent_states(self, now: float, minutes: int = 60) -> dict[str, Any]:
+        """States of the events received in the last ``minutes`` (newest :data:`STATE_SAMPLE`),
+        and per minute how many finished done, from the pipeline's records."""
+        since_ms = int((now - minutes * 60) * 1000)
+        ids = await self.redis.zrevrangebyscore(
+            self.log.keys.events, "+inf", since_ms, start=0, num=STATE_SAMPLE
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in ids:
+                pipe.hmget(self.log.keys.event(_text(event_id)), ["state", "reason", "updated"])
+            rows = await pipe.execute()
+        states: dict[str, int] = {}
+        deferred: dict[str, int] = {}
+        first_minute = int(now // 60) - minutes + 1
+        done_series = [0] * minutes
+        for state_raw, reason_raw, updated_raw in rows:
+            state = _text(state_raw) or "unknown"
+            states[state] = states.get(state, 0) + 1
+            if state == "deferred":
+                reason = _text(reason_raw).split(":")[0][:40] or "unspecified"
+                deferred[reason] = deferred.get(reason, 0) + 1
+            if state == "done" and updated_raw:
+                slot = int(int(_text(updated_raw)) // 60_000) - first_minute
+                if 0 <= slot < minutes:
+                    done_series[slot] += 1
+        return {
+            "states": states,
+            "deferred": deferred,
+            "done_series": done_series,
+            "sampled": len(ids),
+            "capped": len(ids) >= STATE_SAMPLE,
+        }
 
     async def budget_minutes(self, hour_start: float) -> dict[int, int]:
         """Points charged per minute of the hour starting at ``hour_start``.

@@ -103,6 +103,14 @@ async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
             max(a, b) for a, b in zip(indexed[name], hour["series"][name], strict=True)
         ]
         hour["received_total" if name == "received" else name] = sum(hour["series"][name])
+    recent = await model.recent_states(now, HOUR_MINUTES)
+    hour["states"] = recent["states"]
+    hour["sampled"], hour["capped"] = recent["sampled"], recent["capped"]
+    if not any(hour["series"]["done"]):
+        hour["series"]["done"] = recent["done_series"]
+        hour["done"] = sum(recent["done_series"])
+    if not hour["deferred"]:
+        hour["deferred"] = recent["deferred"]
     workers_now = await workers(request)
     return {
         "now": now,

@@ -186,3 +186,20 @@ async def test_a_running_worker_reports_itself(
     assert seen[0]["concurrency"] == settings.worker_concurrency
     assert seen[0]["pid"] > 0
     assert await Heartbeats(redis, settings.redis_prefix).alive() == []
+
+
+async def test_last_hour_states_come_from_the_pipeline_records(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    done, waiting, fresh = (make_event(content_id=str(900 + n)) for n in range(3))
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    for event in (done, waiting, fresh):
+        await queue.put(event)
+    await redis.zrem(f"{settings.redis_prefix}queue", done.id)
+    await log.finish(done.id, done.content_key, "done", "")
+    await log.mark(waiting.id, "deferred", "budget: hour spent, retry at 14:00")
+    hour = (await api.get("/api/status")).json()["hour"]
+    assert hour["states"] == {"done": 1, "deferred": 1, "queued": 1}
+    assert hour["deferred"] == {"budget": 1}
+    assert hour["done"] == 1 and hour["series"]["done"][-1] == 1
+    assert hour["sampled"] == 3 and hour["capped"] is False
