@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from simulator.auth import Principal, Unauthorized, authenticate
-from simulator.errors import ApiError, bad_body
+from simulator.auth import Principal, Unauthorized, authenticate, missing_scope
+from simulator.errors import ApiError, bad_body, forbidden
 from simulator.pagination import Page, envelope, link_header
 from simulator.params import Query
 from simulator.ratelimit import Limited, cost
@@ -152,6 +152,10 @@ async def _serve(sim: Simulator, request: Request, handler: Handler) -> Response
     except Unauthorized as exc:
         sim.counters.auth_failures[exc.reason] += 1
         return PlainTextResponse("Unauthorized", status_code=401)
+    scope = missing_scope(principal, request.method)
+    if scope is not None:
+        sim.counters.auth_failures[f"scope {scope} missing"] += 1
+        return _error(forbidden(f"The app's scopes do not include {scope}."))
     early = await _faults(sim, principal) or _check_limits(sim, principal, request.method)
     if early is not None:
         return early

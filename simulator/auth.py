@@ -47,6 +47,7 @@ class Principal:
     account_id: str
     mode: str
     app: str | None = None
+    scopes: tuple[str, ...] | None = None  # Connect descriptor scopes; None: not scope-bound
 
     @property
     def caller(self) -> str:
@@ -134,7 +135,28 @@ def _connect(
         check_qsh(qsh, method=method, url=url, base_url=base, allow_context=False)
     except TokenRejected as exc:
         raise Unauthorized(exc.code) from None
-    return Principal(app.account_id, "connect", app.key)
+    return Principal(app.account_id, "connect", app.key, tuple(app.scopes))
+
+
+CONNECT_SCOPES = ("NONE", "READ", "WRITE", "DELETE", "SPACE_ADMIN", "ADMIN")
+SCOPE_FOR_METHOD = {
+    "GET": "READ",
+    "HEAD": "READ",
+    "POST": "WRITE",
+    "PUT": "WRITE",
+    "DELETE": "DELETE",
+}
+
+
+def missing_scope(principal: Principal, method: str) -> str | None:
+    """The Connect scope a call needs and the app lacks (each scope implies those before it)."""
+    if principal.scopes is None:
+        return None
+    needed = SCOPE_FOR_METHOD.get(method.upper(), "ADMIN")
+    granted = [CONNECT_SCOPES.index(s) for s in principal.scopes if s in CONNECT_SCOPES]
+    if max(granted, default=0) >= CONNECT_SCOPES.index(needed):
+        return None
+    return needed
 
 
 def token_key(raw: str) -> str:

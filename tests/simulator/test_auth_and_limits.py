@@ -13,7 +13,7 @@ from simulator.clock import Clock
 from simulator.main import create_app
 from simulator.site import Simulator, build
 from simulator.store import ConnectInstall
-from tests.simulator.conftest import TOKEN, basic
+from tests.simulator.conftest import TOKEN, basic, make_page
 
 SITE = "https://site.test"
 SECRET = "shared-secret-of-the-test-tenant-0123456789"
@@ -29,6 +29,7 @@ def _install(sim: Simulator) -> ConnectInstall:
         client_key="client-1",
         shared_secret=SECRET,
         account_id=user.account_id,
+        scopes=["READ", "WRITE"],
     )
     sim.store.connect_apps[app.key] = app
     return app
@@ -258,3 +259,27 @@ async def test_act_as_user_grant(
     made = await client.post("/wiki/api/v2/pages", json=body, headers=bearer)
     assert made.status_code == 200 and made.json()["authorId"] == ann["accountId"]
     assert made.headers["x-ratelimit-limit"] == "65000"  # spends the app's points
+
+
+async def test_connect_scopes_bound_what_the_app_may_do(
+    client: httpx.AsyncClient, sim: Simulator, space: dict[str, Any]
+) -> None:
+    app = _install(sim)
+    page = await make_page(client, space["id"], "Scoped")
+    path = f"/wiki/api/v2/pages/{page['id']}"
+    deleted = await client.delete(path, headers=_jwt("DELETE", path))
+    assert deleted.status_code == 403
+    assert deleted.json()["errors"][0]["title"] == "The app's scopes do not include DELETE."
+    app.scopes = ["READ"]
+    body = {
+        "spaceId": space["id"],
+        "title": "No",
+        "body": {"representation": "storage", "value": ""},
+    }
+    refused = await client.post(
+        "/wiki/api/v2/pages", json=body, headers=_jwt("POST", "/wiki/api/v2/pages")
+    )
+    assert refused.status_code == 403
+    assert (await client.get(path, headers=_jwt("GET", path))).status_code == 200
+    app.scopes = ["DELETE"]
+    assert (await client.delete(path, headers=_jwt("DELETE", path))).status_code == 204

@@ -27,6 +27,7 @@ async def test_connect_client_round_trip_with_a_concurrent_edit(sim: Simulator) 
         client_key="ck",
         shared_secret="s" * 40,
         account_id=app_user.account_id,
+        scopes=["READ", "WRITE"],
     )
     person = sim.store.add_user("ann@example.com", "Ann")
     asgi = create_app(sim)
