@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlsplit
 
 CONTEXT_QSH = "context-qsh"
@@ -123,6 +124,11 @@ def canonical_request_for_url(method: str, url: str, base_url: str | None = None
     return canonical_request(method, parts.path, parts.query, base_path=base_path_of(base_url))
 
 
+@lru_cache(maxsize=2048)
 def query_string_hash(method: str, url: str, base_url: str | None = None) -> str:
-    """The ``qsh`` claim for ``method`` on ``url`` (path relative to ``base_url``'s path)."""
+    """The ``qsh`` claim for ``method`` on ``url`` (path relative to ``base_url``'s path).
+
+    Memoised (bounded): webhooks arrive on a handful of URLs, so the hot path rarely
+    canonicalises at all.
+    """
     return hash_canonical_request(canonical_request_for_url(method, url, base_url))
