@@ -53,7 +53,7 @@ def test_fixture_page_findings_kinds_and_locations() -> None:
         "slack-token",
         "credential",
     ]
-    assert found[0].location.endswith("under the heading “Deploy”, in a code block")
+    assert found[0].location == "under the heading “Deploy”, in a code block (text block 6)"
     assert "under the heading “Notes”" in found[3].location
     assert "code block" not in found[3].location
 

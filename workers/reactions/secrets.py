@@ -48,14 +48,13 @@ def marker(kind: str) -> str:
 def _location(view: storage.TextView, hit: Hit) -> str:
     piece = view.piece_at(hit.start)
     block = view.text.count("\n", 0, hit.start) + 1
-    where = f"block {block}"
     if piece is not None and piece.heading:
-        where += f" under the heading “{piece.heading}”"
-    elif piece is not None:
-        where += " near the top"
+        where = f"under the heading “{piece.heading}”"
+    else:
+        where = "before the first heading"
     if piece is not None and piece.in_code:
         where += ", in a code block"
-    return where
+    return f"{where} (text block {block})"
 
 
 def _allowed(value: str, allow: list[re.Pattern[str]]) -> bool:
