@@ -16,6 +16,7 @@ per-command overhead under load.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from typing import Any
@@ -69,12 +70,13 @@ class EventQueue:
         args = (event.id, event.to_json(), event.tenant, event.type, event.content_key)
         try:
             if self.batch:
-                future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[int] = loop.create_future()
                 future.add_done_callback(_consume)
                 self._pending.append((args, future))
                 if len(self._pending) == 1:
-                    asyncio.get_running_loop().call_soon(self._flush)
-                created = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                    loop.call_soon(self._flush)
+                created = await future
             else:
                 [created] = await asyncio.wait_for(self._eval([args]), self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -94,8 +96,11 @@ class EventQueue:
         calls, self._pending = self._pending, []
         loop = asyncio.get_running_loop()
         for start in range(0, len(calls), MAX_BATCH):
-            task = loop.create_task(self._send(calls[start : start + MAX_BATCH]))
-            task.add_done_callback(_consume)
+            batch = calls[start : start + MAX_BATCH]
+            # One timer per batch bounds every put in it (cheaper than wait_for per put).
+            timer = loop.call_later(self.timeout, _expire, batch)
+            task = loop.create_task(self._send(batch))
+            task.add_done_callback(functools.partial(_finished, timer))
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
@@ -114,6 +119,17 @@ class EventQueue:
     async def get(self, event_id: str) -> Event | None:
         raw = await self.redis.hget(self.keys.event(event_id), "event")  # type: ignore[misc]
         return None if raw is None else Event.from_json(raw)
+
+
+def _expire(calls: list[_Call]) -> None:
+    for _, future in calls:
+        if not future.done():
+            future.set_exception(TimeoutError("no answer from Redis within the ingest bound"))
+
+
+def _finished(timer: asyncio.TimerHandle, task: asyncio.Task[None]) -> None:
+    timer.cancel()
+    _consume(task)
 
 
 def _consume(done: asyncio.Future[Any]) -> None:

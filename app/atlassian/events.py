@@ -98,7 +98,7 @@ class Event:
     def to_json(self) -> str:
         # A shallow dict: dataclasses.asdict would deep-copy the raw payload on the ingest path.
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
-        return json.dumps(data, separators=(",", ":"))
+        return json.dumps(data, separators=(",", ":"), check_circular=False)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Event:
