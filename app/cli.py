@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.dashboard.cli import register as register_ops
 
     register_ops(sub)
+
+    from app.reconcile_cli import register as register_reconcile
+
+    register_reconcile(sub)
     return parser
 
 

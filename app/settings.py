@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     budget_max_wait_seconds: float = Field(
         default=1.0, ge=0, le=30, description="wait in-process for budget up to this, then defer"
     )
+    reconcile_interval_seconds: int = Field(
+        default=300, ge=0, description="seconds between reconciliation sweeps of a tenant; 0 = off"
+    )
+    reconcile_overlap_seconds: float = Field(
+        default=300.0, ge=0, le=86400, description="how far a sweep reaches before its watermark"
+    )
+    reconcile_max_items: int = Field(
+        default=2000, ge=1, description="search hits one periodic sweep run reads before it pauses"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -1,0 +1,155 @@
+"""``reactor reconcile --tenant T --since ISO_TIME``: recover a known outage window at once.
+
+The sweep itself lives in the worker package (:mod:`workers.reconcile`); it is loaded by import
+path, as the worker is, because nothing in ``app`` imports ``workers``. The command runs one
+sweep of the window ``[since, now]`` to its end (waiting when the budget asks it to), shows its
+progress on stderr and prints a summary. An interrupted run continues where it stopped when
+it is started again with the same ``--since``. It does not move the periodic sweep's watermark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from app.errors import ConfigError
+from app.settings import Settings, load_settings
+
+BAR_WIDTH = 24
+MAX_BUDGET_WAIT = 60.0
+
+
+def parse_since(text: str) -> int:
+    """Epoch ms of an ISO 8601 time; a time without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since: {text!r} is not an ISO time such as 2026-11-27T09:30Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class ProgressLine:
+    """A progress bar over the window (newest first, so it fills as older hits are reached)."""
+
+    def __init__(self, since_ms: int, now_ms: int, stream: Any = None) -> None:
+        self.since = since_ms
+        self.now = now_ms
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def fraction(self, upper: int | None) -> float:
+        if upper is None or self.now <= self.since:
+            return 0.0
+        return min(1.0, max(0.0, (self.now - upper) / (self.now - self.since)))
+
+    def __call__(self, report: Any) -> None:
+        share = 1.0 if report.complete else self.fraction(report.upper)
+        filled = round(share * BAR_WIDTH)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        line = (
+            f"[{bar}] {share:4.0%}  pages {report.pages}  hits {report.items}  "
+            f"never seen {report.found}  enqueued {report.enqueued}"
+        )
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from app import redis as redis_conn
+
+    since = parse_since(args.since)
+    runtime: Any = importlib.import_module("workers.reconcile_runtime")
+    sweep: Any = importlib.import_module("workers.reconcile")
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    if since >= now:
+        raise ConfigError("--since: must be in the past")
+    progress = ProgressLine(since, now)
+    redis = redis_conn.connect(str(settings.redis_url))
+    try:
+        async with runtime.runtime(redis, settings, on_page=progress) as rt:
+            known = {t.tenant for t in await rt.targets()}
+            if args.tenant not in known:
+                print(f"reactor: no installed tenant {args.tenant!r}", file=sys.stderr)
+                return 2
+            target = sweep.Target(args.tenant, since)
+            while True:
+                report = await rt.sweeper.run(
+                    target, slot="manual", since_ms=since, max_items=args.max_items
+                )
+                if report.busy:
+                    progress.close()
+                    print(f"reactor: a sweep of {args.tenant} is running; try again later")
+                    return 1
+                if report.complete or report.yielded is None:
+                    break
+                wait = min(MAX_BUDGET_WAIT, max(1.0, report.retry_in))
+                print(f"\nwaiting {wait:.0f}s for budget: {report.yielded}", file=sys.stderr)
+                await asyncio.sleep(wait)
+    finally:
+        await redis.aclose()
+    progress.close()
+    _print_summary(args, report, since)
+    return 0 if report.complete else 1
+
+
+def _print_summary(args: argparse.Namespace, report: Any, since: int) -> None:
+    summary = {
+        "tenant": report.tenant,
+        "since": _when(since),
+        "complete": report.complete,
+        "hits": report.items,
+        "never_seen": report.found,
+        "enqueued": report.enqueued,
+        "already_queued": report.found - report.enqueued,
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    state = "complete" if report.complete else "stopped early; run again to continue"
+    print(f"tenant {report.tenant}: changes since {summary['since']} ({state})")
+    print(f"  pages and blog posts modified  {report.items}")
+    print(f"  versions never seen            {report.found}")
+    print(f"  reconcile events enqueued      {report.enqueued}")
+    if summary["already_queued"]:
+        print(f"  delivered meanwhile (deduped)  {summary['already_queued']}")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from app.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.redis_url is None:
+        raise ConfigError("REACTOR_REDIS_URL: required (the URL `reactor dev` prints)")
+    return asyncio.run(reconcile(settings, args))
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "reconcile", help="recover changes whose webhooks never came, since a given time"
+    )
+    parser.add_argument("--tenant", required=True, help="Connect clientKey or forge:<cloudId>")
+    parser.add_argument("--since", required=True, help="ISO time, e.g. 2026-11-27T09:30Z")
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="stop after this many hits (resumable)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=cmd_reconcile)

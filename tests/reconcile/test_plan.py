@@ -1,0 +1,145 @@
+"""Pure reconciliation arithmetic: windows, CQL, version gaps, trash differences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.reconcile_plan import (
+    MINUTE_MS,
+    build_cql,
+    content_kind,
+    event_type,
+    left_trash_type,
+    minutes_back,
+    missing_versions,
+    parse_time_ms,
+    probe_versions,
+    split_member,
+    trash_entered,
+    trash_left,
+    trash_member,
+    window_start,
+)
+
+NOW = int(datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_window_starts_at_the_watermark_minus_the_overlap() -> None:
+    assert window_start(NOW - 600_000, NOW - 86_400_000, 120) == NOW - 720_000
+    # before any sweep, the first window starts at the given first moment
+    assert window_start(None, NOW - 3_600_000, 120) == NOW - 3_720_000
+
+
+def test_minutes_back_rounds_up_and_is_at_least_one() -> None:
+    assert minutes_back(NOW, NOW) == 1
+    assert minutes_back(NOW, NOW - 1) == 1
+    assert minutes_back(NOW, NOW - MINUTE_MS) == 1
+    assert minutes_back(NOW, NOW - MINUTE_MS - 1) == 2
+    assert minutes_back(NOW, NOW - 90 * MINUTE_MS) == 90
+
+
+def test_cql_is_relative_to_the_server_clock_and_newest_first() -> None:
+    cql = build_cql(NOW, NOW - 17 * MINUTE_MS - 5)
+    assert cql == (
+        'type in (page,blogpost) and lastmodified >= now("-18m") order by lastmodified desc'
+    )
+
+
+def test_cql_upper_bound_is_padded_by_a_minute() -> None:
+    cql = build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 10 * MINUTE_MS - 30_000)
+    assert 'lastmodified >= now("-60m")' in cql
+    assert 'lastmodified <= now("-9m")' in cql
+    # an upper bound within two minutes of now adds no clause (it would exclude nothing)
+    assert "<=" not in build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 90_000)
+
+
+@given(
+    since=st.integers(min_value=1, max_value=10_000 * MINUTE_MS),
+    upper=st.integers(min_value=0, max_value=10_000 * MINUTE_MS),
+)
+def test_cql_window_always_covers_since_and_upper(since: int, upper: int) -> None:
+    """The query never narrows the window: its bounds are at or beyond since and upper."""
+    cql = build_cql(NOW, NOW - since, NOW - upper)
+    lower = int(cql.split('>= now("-')[1].split("m")[0])
+    assert NOW - lower * MINUTE_MS <= NOW - since
+    if "<=" in cql:
+        top = int(cql.split('<= now("-')[1].split("m")[0])
+        assert NOW - top * MINUTE_MS >= NOW - upper + MINUTE_MS
+
+
+def test_parse_time_ms() -> None:
+    assert parse_time_ms("2026-11-27T12:00:00.000Z") == NOW
+    assert parse_time_ms("2026-11-27T13:00:00+01:00") == NOW
+    assert parse_time_ms("2026-11-27T12:00:00") is None  # no zone: unknown instant
+    assert parse_time_ms("yesterday") is None
+    assert parse_time_ms(None) is None
+
+
+def test_probe_covers_the_newest_versions() -> None:
+    assert list(probe_versions(3, 25)) == [1, 2, 3]
+    assert list(probe_versions(30, 5)) == [26, 27, 28, 29, 30]
+
+
+@pytest.mark.parametrize(
+    ("current", "seen", "created_in_window", "expected"),
+    [
+        (1, set(), True, [1]),  # a new page whose page_created was dropped
+        (3, {1, 2, 3}, True, []),  # everything delivered
+        (3, {1, 3}, True, [2]),  # one dropped update between two delivered
+        (4, {1}, True, [2, 3, 4]),
+        (3, {3}, True, [1, 2]),  # created in the window: its early versions too
+        (3, {3}, False, []),  # older page: versions below the lowest seen may predate us
+        (7, {5}, False, [6, 7]),  # gaps above the last delivered version
+        (7, {4, 6}, False, [5, 7]),
+        (9, set(), False, [9]),  # nothing known: only the current version is surely new
+    ],
+)
+def test_missing_versions(
+    current: int, seen: set[int], created_in_window: bool, expected: list[int]
+) -> None:
+    assert missing_versions(current, seen, created_in_window, 25) == expected
+
+
+@given(
+    current=st.integers(min_value=1, max_value=200),
+    seen=st.sets(st.integers(min_value=1, max_value=200)),
+    created=st.booleans(),
+    cap=st.integers(min_value=1, max_value=50),
+)
+def test_missing_versions_are_unseen_probed_and_include_the_current(
+    current: int, seen: set[int], created: bool, cap: int
+) -> None:
+    seen = {v for v in seen if v <= current}
+    missing = missing_versions(current, seen, created, cap)
+    assert missing == sorted(missing)
+    assert not set(missing) & seen
+    assert all(v in probe_versions(current, cap) for v in missing)
+    if current not in seen:
+        assert missing[-1] == current
+
+
+def test_event_types_and_kinds() -> None:
+    assert event_type("page", 1) == "page.created"
+    assert event_type("page", 2) == "page.updated"
+    assert event_type("blogpost", 1) == "blogpost.created"
+    assert event_type("blogpost", 5) == "blogpost.updated"
+    assert content_kind("page") == "page"
+    assert content_kind("blogpost") == "blogpost"
+    assert content_kind("comment") is None
+    assert content_kind(None) is None
+
+
+def test_trash_differences() -> None:
+    before = {trash_member("1", 3), trash_member("2", 1)}
+    now = {trash_member("2", 1), trash_member("3", 7)}
+    assert trash_entered(before, now) == [("3", 7)]
+    assert trash_left(before, now) == [("1", 3)]
+    assert split_member("a:b:12") == ("a:b", 12)
+    assert left_trash_type("current") == "page.restored"
+    assert left_trash_type("archived") == "page.restored"
+    assert left_trash_type("deleted") == "page.deleted"
+    assert left_trash_type(None) == "page.deleted"

@@ -1,0 +1,237 @@
+"""Sweeps against the simulator over real sockets, with webhook deliveries dropped."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.atlassian.connect_jwt import encode_connect_token
+from app.budget.hook import Priority
+from app.budget.redis_budget import RedisBudget
+from app.reconcile_state import ReconcileState
+from tests.reconcile.conftest import Recorder, Stack
+from workers.reconcile_runtime import runtime
+
+PAGES, BLOGS, EDITS = 10, 3, 3
+
+
+async def _edit_run(stack: Stack) -> None:
+    """Users create pages and blog posts and edit each a few times."""
+    ids = [await stack.create(f"Page {n}") for n in range(PAGES)]
+    ids += [await stack.create(f"Post {n}", kind="blogpost") for n in range(BLOGS)]
+    for round_ in range(EDITS):
+        for content_id in ids:
+            await stack.edit(content_id, f"edit {round_}")
+
+
+async def test_one_sweep_recovers_dropped_webhooks_exactly_once(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    await stack.faults(webhook_drop=0.3)
+    await _edit_run(stack)
+    log = await stack.drain()
+    dropped = [d for d in log if d["outcome"] == "dropped"]
+    delivered = [d for d in log if d["outcome"] == "delivered"]
+    assert len(dropped) >= 5 and len(delivered) >= 20  # the faults really bit
+    assert all(d["status"] == 204 for d in delivered)
+
+    async with runtime(redis, stack.settings) as rt:
+        (target,) = [t for t in await rt.targets() if t.tenant == stack.tenant]
+        assert await rt.due(target)
+        report = await rt.sweeper.run(target)
+        assert report.complete and report.yielded is None
+        assert not await rt.due(target)  # the watermark moved: next sweep in one interval
+
+    recorder = Recorder()
+    await drain_queue(recorder)
+    expected = stack.expected_versions()
+    assert recorder.versions() == expected  # every version processed, each exactly once
+    by_source = Counter(e.source for e in recorder.events)
+    # dropped webhooks plus the space homepage (Confluence sends no event for it)
+    assert by_source["reconcile"] == report.enqueued == len(dropped) + 1
+    assert by_source["connect"] == len(delivered)
+    assert report.found == report.enqueued
+    created = [e for e in recorder.events if e.source == "reconcile" and e.version == 1]
+    assert all(e.type in ("page.created", "blogpost.created") for e in created)
+
+    # the sweep's calls are in the budget, at the lowest priority
+    snapshot = await RedisBudget(redis, stack.settings).snapshot()
+    assert snapshot.priorities[int(Priority.RECONCILE)].charged > 0
+
+    # a second sweep finds nothing new
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    await state.set_watermark(stack.tenant, (await state.watermark(stack.tenant) or 0) - 300_000)
+    async with runtime(redis, stack.settings) as rt:
+        again = await rt.sweeper.run(target)
+    assert again.complete and again.items >= len(expected) // 4 and again.enqueued == 0
+
+
+async def test_a_late_webhook_after_the_sweep_is_deduped(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    await stack.faults(webhook_drop=1.0)
+    page = await stack.create("Late")
+    await stack.edit(page, "second")
+    log = await stack.drain()
+    lost = [d for d in log if d["outcome"] == "dropped" and d["event"] == "page_updated"]
+    assert lost
+
+    async with runtime(redis, stack.settings) as rt:
+        (target,) = await rt.targets()
+        report = await rt.sweeper.run(target)
+    assert report.complete and report.enqueued == 3  # homepage v1, page v1 and v2
+    first = Recorder()
+    await drain_queue(first)
+    assert first.versions()[(page, 2)] == 1
+
+    # the webhook arrives after all (a delayed delivery): accepted, stored once, not run again
+    app = next(iter(stack.sim.store.connect_apps.values()))
+    url = f"{stack.app_url}/connect/webhooks/page_updated"
+    token = encode_connect_token(
+        issuer=app.client_key,
+        secret=app.shared_secret,
+        method="POST",
+        url=url,
+        base_url=stack.app_url,
+    )
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.post(
+            url, json=lost[0]["body"], headers={"Authorization": f"JWT {token}"}
+        )
+    assert answer.status_code == 204
+    second = Recorder()
+    await drain_queue(second)
+    assert second.events == []
+
+
+async def test_a_crashed_sweep_resumes_where_it_stopped(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    await stack.faults(webhook_drop=1.0)  # an outage: nothing is delivered
+    for batch in range(4):
+        for n in range(5):
+            await stack.edit(await stack.create(f"B{batch} P{n}"), "two")
+        stack.sim.clock.advance(600)  # ten minutes between batches
+    await stack.drain()
+    total = len({cid for cid, _ in stack.expected_versions()})
+
+    class Crash(Exception):
+        pass
+
+    pages_seen: list[int] = []
+
+    def crash_after_two_pages(report: Any) -> None:
+        pages_seen.append(report.pages)
+        if report.pages == 2:
+            raise Crash
+
+    clock = stack.sim.clock.time
+    async with runtime(redis, stack.settings, clock=clock, on_page=crash_after_two_pages) as rt:
+        (target,) = await rt.targets()
+        rt.sweeper.page_size = 5
+        with pytest.raises(Crash):
+            await rt.sweeper.run(target)
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    saved = await state.progress("auto", stack.tenant)
+    assert saved is not None and saved.items == 10 and saved.upper is not None
+    assert await state.watermark(stack.tenant) is None
+
+    async with runtime(redis, stack.settings, clock=clock) as rt:
+        rt.sweeper.page_size = 5
+        assert await rt.due(target)
+        report = await rt.sweeper.run(target)
+    assert report.complete
+    read_after_resume = report.items - 10
+    assert read_after_resume < total  # it did not start over
+    assert await state.progress("auto", stack.tenant) is None
+    assert await state.watermark(stack.tenant) is not None
+
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions() == stack.expected_versions()
+    assert {e.source for e in recorder.events} == {"reconcile"}
+
+
+async def test_a_bounded_run_pauses_and_the_next_run_finishes(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    await stack.faults(webhook_drop=1.0)
+    for batch in range(3):
+        for n in range(4):
+            await stack.create(f"B{batch} P{n}")
+        stack.sim.clock.advance(600)
+    await stack.drain()
+    clock = stack.sim.clock.time
+    runs = []
+    async with runtime(redis, stack.settings, clock=clock) as rt:
+        rt.sweeper.page_size = 4
+        (target,) = await rt.targets()
+        while True:
+            report = await rt.sweeper.run(target, max_items=4)
+            runs.append(report)
+            if report.complete:
+                break
+            assert len(runs) < 10
+    assert len(runs) >= 3
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions() == stack.expected_versions()
+
+
+async def test_trashed_restored_and_purged_pages_between_sweeps(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    pages = [await stack.create(f"T{n}") for n in range(3)]
+    await stack.drain()
+    async with runtime(redis, stack.settings) as rt:
+        (target,) = await rt.targets()
+        first = await rt.sweeper.run(target)
+    assert first.trash == {"trashed": 0, "restored": 0, "deleted": 0, "enqueued": 0}
+    await drain_queue(Recorder())
+
+    await stack.faults(webhook_drop=1.0)
+    auth = httpx.BasicAuth("admin@example.com", "reconcile-sim-token")
+    async with httpx.AsyncClient(base_url=stack.sim_url, auth=auth, timeout=5) as api:
+        for page in pages:
+            assert (await api.delete(f"/wiki/api/v2/pages/{page}")).status_code == 204
+    await stack.drain()
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    await state.set_watermark(stack.tenant, 0)  # due again
+    async with runtime(redis, stack.settings) as rt:
+        second = await rt.sweeper.run(target)
+    assert second.trash["trashed"] == 3 and second.trash["enqueued"] == 3
+
+    async with httpx.AsyncClient(base_url=stack.sim_url, auth=auth, timeout=5) as api:
+        restored = await api.put(
+            f"/wiki/api/v2/pages/{pages[0]}",
+            json={
+                "id": pages[0],
+                "status": "current",
+                "title": "T0",
+                "body": {"representation": "storage", "value": "<p>v1</p>"},
+                "version": {"number": 2},
+            },
+        )
+        assert restored.status_code == 200, restored.text
+        purged = await api.delete(f"/wiki/api/v2/pages/{pages[1]}", params={"purge": "true"})
+        assert purged.status_code == 204
+    await stack.drain()
+    await state.set_watermark(stack.tenant, 0)
+    async with runtime(redis, stack.settings) as rt:
+        third = await rt.sweeper.run(target)
+    assert third.trash == {"trashed": 0, "restored": 1, "deleted": 1, "enqueued": 2}
+
+    recorder = Recorder()
+    await drain_queue(recorder)
+    kinds = Counter((e.type, e.content_id) for e in recorder.events if e.source == "reconcile")
+    assert kinds == Counter(
+        [("page.trashed", p) for p in pages]
+        + [("page.restored", pages[0]), ("page.deleted", pages[1])]
+    )
+    assert dataclasses.asdict(third)["tenant"] == stack.tenant

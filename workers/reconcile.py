@@ -1,0 +1,356 @@
+"""The reconciliation sweep: find the changes webhooks never delivered and enqueue them.
+
+For one tenant, a sweep asks CQL for pages and blog posts modified since the tenant's
+watermark (minus an overlap), newest first, following the search cursor. For each page of hits
+it reads the current versions in bulk (v2, by id), asks the pipeline's records which versions
+it has seen (:class:`~app.reconcile_state.ReconcileState`), and puts a ``source="reconcile"``
+event through :meth:`~app.queue.EventQueue.put` for every version never seen. Event ids are
+the ones real deliveries get, so a late webhook and a sweep never both run.
+
+Progress is saved after every page of hits: a sweep stopped by its per-run bound, by the
+budget (sweeps call Confluence at :attr:`Priority.RECONCILE`, the first to yield) or by a crash
+resumes where it stopped. A completed periodic sweep moves the watermark to its own start and
+compares the trash with the previous sweep's (pages trashed, restored or purged meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.atlassian.events import Event, event_id
+from app.confluence.client import ConfluenceClient
+from app.confluence.models import Content, SearchResult
+from app.confluence.pagination import next_link, resolve_next
+from app.confluence.transport import Params
+from app.errors import Defer
+from app.queue import EventQueue
+from app.reconcile_plan import (
+    MINUTE_MS,
+    build_cql,
+    content_kind,
+    event_type,
+    left_trash_type,
+    missing_versions,
+    parse_time_ms,
+    probe_versions,
+    trash_entered,
+    trash_left,
+    trash_member,
+    window_start,
+)
+from app.reconcile_state import Progress, ReconcileState
+from app.settings import Settings
+
+__all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target"]
+
+Slot = Literal["auto", "manual"]
+SEARCH_PAGE_SIZE = 50
+BULK_PAGE_SIZE = 250
+VERSION_PROBE = 25
+# A bounded run stops only once the next run's query excludes something this run read.
+PROGRESS_MARGIN_MS = 3 * MINUTE_MS
+# One sweep per tenant at a time; the lock is renewed after every page of hits.
+LOCK_SECONDS = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A CQL hit with its current state from v2."""
+
+    kind: str
+    content: Content
+    last_modified: int | None
+
+
+class SweepClient(ConfluenceClient):
+    """The Confluence client plus one page of CQL search with its next link."""
+
+    async def search_page(
+        self, cql: str, next_url: str | None, limit: int = SEARCH_PAGE_SIZE
+    ) -> tuple[list[SearchResult], str | None]:
+        """One page of ``cql`` (or the page at ``next_url``) and the URL of the next one."""
+        if next_url is None:
+            params: Params = {"cql": cql, "limit": limit}
+            reply = await self._t.call(
+                "GET", self._t.site.v1("/search"), params=params, estimate=limit
+            )
+        else:
+            reply = await self._t.call("GET", next_url, estimate=limit)
+        link = next_link(reply.headers.get("link"), reply.data)
+        site = self._t.site
+        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
+        return [SearchResult.from_json(r) for r in reply.results()], following
+
+    async def current(self, kind: str, ids: Sequence[str]) -> dict[str, Content]:
+        """Pages or blog posts by id as they are now (one call per 250 ids)."""
+        found: dict[str, Content] = {}
+        for start in range(0, len(ids), BULK_PAGE_SIZE):
+            chunk = list(ids[start : start + BULK_PAGE_SIZE])
+            items: AsyncIterator[Content]
+            if kind == "page":
+                items = self.iter_pages(ids=chunk, status=["current", "archived"], limit=250)
+            else:
+                items = self.iter_blogposts(ids=chunk, status=["current"], limit=250)
+            async for item in items:
+                found[item.id] = item
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A tenant to sweep; ``first_ms`` starts its first window (no watermark yet)."""
+
+    tenant: str
+    first_ms: int
+
+
+@dataclass
+class SweepReport:
+    """What one run of a sweep did; counts are for the whole sweep, across its runs."""
+
+    tenant: str
+    slot: str
+    since: int
+    upper: int | None = None
+    items: int = 0
+    found: int = 0
+    enqueued: int = 0
+    pages: int = 0
+    complete: bool = False
+    yielded: str | None = None
+    retry_in: float = 0.0
+    busy: bool = False
+    trash: dict[str, int] = field(default_factory=dict)
+
+
+ClientFor = Callable[[str], Awaitable[SweepClient]]
+Progressed = Callable[[SweepReport], None]
+
+
+class Sweeper:
+    """Sweeps tenants; the client factory and the clock are injected."""
+
+    def __init__(
+        self,
+        state: ReconcileState,
+        queue: EventQueue,
+        client_for: ClientFor,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_page: Progressed | None = None,
+    ) -> None:
+        self.state = state
+        self.queue = queue
+        self.client_for = client_for
+        self.settings = settings
+        self.clock = clock
+        self.on_page = on_page
+        self.page_size = SEARCH_PAGE_SIZE
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def run(
+        self,
+        target: Target,
+        *,
+        slot: Slot = "auto",
+        since_ms: int | None = None,
+        max_items: int | None = None,
+    ) -> SweepReport:
+        """One run of the tenant's sweep: a new one, or the unfinished one resumed."""
+        token = await self.state.lock(target.tenant, LOCK_SECONDS)
+        if token is None:
+            return SweepReport(target.tenant, slot, since_ms or 0, busy=True)
+        try:
+            progress = await self._progress(target, slot, since_ms)
+            report = SweepReport(target.tenant, slot, progress.since, upper=progress.upper)
+            try:
+                client = await self.client_for(target.tenant)
+                await self._sweep(client, token, slot, progress, report, max_items)
+                if report.complete:
+                    if slot == "auto":
+                        report.trash = await self._trash(client, target.tenant)
+                    await self.state.complete(
+                        slot, target.tenant, progress, self._now(), advance=slot == "auto"
+                    )
+            except Defer as exc:
+                report.yielded, report.retry_in = exc.reason, exc.delay
+            if not report.complete:
+                await self.state.save_progress(slot, target.tenant, progress)
+            return report
+        finally:
+            await self.state.unlock(target.tenant, token)
+
+    async def _progress(self, target: Target, slot: Slot, since_ms: int | None) -> Progress:
+        progress = await self.state.progress(slot, target.tenant)
+        if progress is not None and (since_ms is None or progress.since == since_ms):
+            progress.runs += 1
+            return progress
+        if since_ms is None:
+            watermark = await self.state.watermark(target.tenant)
+            overlap = self.settings.reconcile_overlap_seconds
+            since_ms = window_start(watermark, target.first_ms, overlap)
+        progress = Progress(since=since_ms, started=self._now(), runs=1)
+        await self.state.save_progress(slot, target.tenant, progress)
+        return progress
+
+    async def _sweep(
+        self,
+        client: SweepClient,
+        token: str,
+        slot: Slot,
+        progress: Progress,
+        report: SweepReport,
+        max_items: int | None,
+    ) -> None:
+        tenant = report.tenant
+        cql = build_cql(self._now(), progress.since, progress.upper)
+        next_url: str | None = None
+        read = 0
+        top: int | None = None
+        while True:
+            results, next_url = await client.search_page(cql, next_url, self.page_size)
+            hits = await self._hits(client, results)
+            for hit in hits:
+                if hit.last_modified is not None:
+                    top = hit.last_modified if top is None else max(top, hit.last_modified)
+            found, enqueued = await self._emit(tenant, hits, progress.since)
+            read += len(results)
+            oldest = [h.last_modified for h in hits if h.last_modified is not None]
+            if oldest:
+                low = min(oldest)
+                progress.upper = low if progress.upper is None else min(progress.upper, low)
+            progress.items += len(results)
+            progress.found += found
+            progress.enqueued += enqueued
+            await self.state.save_progress(slot, tenant, progress)
+            await self.state.extend(tenant, token, LOCK_SECONDS)
+            report.upper, report.items = progress.upper, progress.items
+            report.found, report.enqueued = progress.found, progress.enqueued
+            report.pages += 1
+            if self.on_page is not None:
+                self.on_page(report)
+            if next_url is None:
+                report.complete = True
+                return
+            bounded = max_items is not None and read >= max_items
+            moved = top is not None and progress.upper is not None
+            if bounded and moved and top - progress.upper > PROGRESS_MARGIN_MS:  # type: ignore[operator]
+                return
+
+    async def _hits(self, client: SweepClient, results: list[SearchResult]) -> list[Hit]:
+        wanted: dict[str, list[tuple[str, int | None]]] = {}
+        for result in results:
+            kind = content_kind(result.content_type)
+            if kind is not None and result.content_id:
+                when = parse_time_ms(result.last_modified)
+                wanted.setdefault(kind, []).append((result.content_id, when))
+        hits = []
+        for kind, pairs in wanted.items():
+            current = await client.current(kind, [cid for cid, _ in pairs])
+            hits += [Hit(kind, current[cid], when) for cid, when in pairs if cid in current]
+        return hits
+
+    async def _emit(self, tenant: str, hits: list[Hit], since: int) -> tuple[int, int]:
+        """Enqueue the versions never seen; returns (found missing, newly enqueued)."""
+        live = [h for h in hits if h.content.version is not None]
+        asks = [
+            (
+                (f"{h.kind}.created", f"{h.kind}.updated"),
+                h.content.id,
+                probe_versions(h.content.version_number, VERSION_PROBE),
+            )
+            for h in live
+        ]
+        seen = await self.state.seen(tenant, asks)
+        jobs = []
+        found = 0
+        for hit, versions_seen in zip(live, seen, strict=True):
+            created = parse_time_ms(hit.content.created_at)
+            in_window = created is not None and created >= since
+            missing = missing_versions(
+                hit.content.version_number, versions_seen, in_window, VERSION_PROBE
+            )
+            found += len(missing)
+            if missing:
+                jobs.append(self._put_versions(tenant, hit, missing))
+        results = await asyncio.gather(*jobs)
+        return found, sum(results)
+
+    async def _put_versions(self, tenant: str, hit: Hit, versions: list[int]) -> int:
+        enqueued = 0
+        for version in versions:  # in order: the pipeline keeps per-content order
+            enqueued += int(await self.queue.put(self._event(tenant, hit, version)))
+        return enqueued
+
+    def _event(self, tenant: str, hit: Hit, version: int) -> Event:
+        content = hit.content
+        current = content.version
+        is_current = current is not None and current.number == version
+        when = parse_time_ms(current.created_at) if is_current and current else None
+        timestamp = when or self._now()
+        type_ = event_type(hit.kind, version)
+        return Event(
+            id=event_id(tenant, type_, content.id, version, timestamp),
+            source="reconcile",
+            tenant=tenant,
+            type=type_,
+            content_id=content.id,
+            content_type=hit.kind,
+            timestamp=timestamp,
+            version=version,
+            space_id=content.space_id,
+            actor=current.author_id if is_current and current else None,
+            title=content.title,
+        )
+
+    async def _trash(self, client: SweepClient, tenant: str) -> dict[str, int]:
+        """Pages trashed, restored or purged since the last sweep (their webhooks never came)."""
+        members = {
+            trash_member(page.id, page.version_number)
+            async for page in client.iter_pages(status=["trashed"], limit=BULK_PAGE_SIZE)
+            if page.version is not None
+        }
+        before = await self.state.trash(tenant)
+        counts = {"trashed": 0, "restored": 0, "deleted": 0, "enqueued": 0}
+        if before is None:
+            await self.state.set_trash(tenant, members)
+            return counts
+        changes = [("page.trashed", cid, v) for cid, v in trash_entered(before, members)]
+        left = trash_left(before, members)
+        if left:
+            statuses = {
+                page.id: page.status
+                async for page in client.iter_pages(
+                    ids=[cid for cid, _ in left],
+                    status=["current", "archived", "deleted", "trashed"],
+                    limit=BULK_PAGE_SIZE,
+                )
+            }
+            for cid, v in left:
+                if statuses.get(cid) != "trashed":
+                    changes.append((left_trash_type(statuses.get(cid)), cid, v))
+        seen = await self.state.seen(tenant, [((t,), cid, [v]) for t, cid, v in changes])
+        now = self._now()
+        for (type_, cid, v), known in zip(changes, seen, strict=True):
+            counts[type_.removeprefix("page.")] += 1
+            if not known:
+                event = Event(
+                    id=event_id(tenant, type_, cid, v, now),
+                    source="reconcile",
+                    tenant=tenant,
+                    type=type_,
+                    content_id=cid,
+                    content_type="page",
+                    timestamp=now,
+                    version=v,
+                )
+                counts["enqueued"] += int(await self.queue.put(event))
+        await self.state.set_trash(tenant, members)
+        return counts

@@ -1,0 +1,141 @@
+"""Running sweeps: which tenants to sweep, their clients, the worker's cron tick.
+
+Connect tenants that are installed or enabled and Forge installations known only through Forge
+(``forge:<cloudId>``; a Forge installation linked to a Connect install is swept as that tenant)
+are swept. A tenant is due when its previous sweep is unfinished or ended
+``REACTOR_RECONCILE_INTERVAL_SECONDS`` ago; the first sweep of a tenant starts at its install,
+at most one dedupe window back. The worker runs :func:`tick` every minute (not in burst mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from redis.asyncio import Redis
+
+from app.budget.hook import BudgetHook, Priority
+from app.budget.redis_budget import RedisBudget
+from app.confluence.client import new_http_client
+from app.crypto import SecretBox
+from app.installations import STATUS_ACTIVE, InstallationStore
+from app.queue import EventQueue
+from app.reconcile_state import ReconcileState
+from app.settings import Settings
+from app.tenants import ACTIVE_STATUSES, TenantStore
+from workers.clients import TenantClients
+from workers.reconcile import Progressed, SweepClient, Sweeper, SweepReport, Target
+
+log = structlog.get_logger("reactor.reconcile")
+
+
+@dataclass
+class Runtime:
+    """A sweeper and the stores it reads targets from, sharing one HTTP client."""
+
+    sweeper: Sweeper
+    tenants: TenantStore
+    installations: InstallationStore
+    settings: Settings
+    clock: Callable[[], float]
+
+    async def targets(self) -> list[Target]:
+        """Every tenant and Forge-only installation that may be swept now."""
+        now_ms = int(self.clock() * 1000)
+        floor = now_ms - self.settings.dedupe_window_seconds * 1000
+        found: list[Target] = []
+        for row in await self.tenants.list_public():
+            if row.get("status") in ACTIVE_STATUSES:
+                installed = int(float(row.get("installed_at") or 0) * 1000)
+                found.append(Target(str(row["client_key"]), max(floor, installed)))
+        for item in await self.installations.list(limit=10_000):
+            if item.status == STATUS_ACTIVE and item.tenant.startswith("forge:"):
+                installed = (item.installed_at or item.first_seen) * 1000
+                found.append(Target(item.tenant, max(floor, installed)))
+        return found
+
+    async def due(self, target: Target) -> bool:
+        state = self.sweeper.state
+        if await state.progress("auto", target.tenant) is not None:
+            return True
+        watermark = await state.watermark(target.tenant)
+        interval_ms = self.settings.reconcile_interval_seconds * 1000
+        return watermark is None or self.clock() * 1000 - watermark >= interval_ms
+
+
+@contextlib.asynccontextmanager
+async def runtime(
+    redis: Redis,
+    settings: Settings,
+    *,
+    budget: BudgetHook | None = None,
+    http: httpx.AsyncClient | None = None,
+    clock: Callable[[], float] = time.time,
+    on_page: Progressed | None = None,
+) -> AsyncIterator[Runtime]:
+    """Everything a sweep needs; owns the HTTP client unless one is given."""
+    own = http is None
+    client = http or new_http_client()
+    try:
+        spend: BudgetHook = budget or RedisBudget(redis, settings)
+        tenants = TenantStore(redis, settings)
+        installations = InstallationStore(
+            redis, SecretBox(settings.secret_keys), settings.redis_prefix
+        )
+        sites = TenantClients(client, settings, tenants, installations, spend)
+
+        async def client_for(tenant: str) -> SweepClient:
+            site = await sites.site(tenant)
+            return SweepClient(
+                client, site, spend, priority=Priority.RECONCILE, logger=log.bind(sweep=True)
+            )
+
+        state = ReconcileState(redis, settings.redis_prefix)
+        queue = EventQueue(redis, settings)
+        sweeper = Sweeper(state, queue, client_for, settings, clock=clock, on_page=on_page)
+        yield Runtime(sweeper, tenants, installations, settings, clock)
+    finally:
+        if own:
+            await client.aclose()
+
+
+def _summary(report: SweepReport) -> dict[str, Any]:
+    return {
+        "items": report.items,
+        "found": report.found,
+        "enqueued": report.enqueued,
+        "complete": report.complete,
+        "yielded": report.yielded,
+        "busy": report.busy,
+    }
+
+
+async def sweep_due(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """One run of every due tenant's sweep; a failing tenant does not stop the others."""
+    done: dict[str, dict[str, Any]] = {}
+    for target in await rt.targets():
+        if not await rt.due(target):
+            continue
+        try:
+            report = await rt.sweeper.run(target, max_items=rt.settings.reconcile_max_items)
+        except Exception as exc:  # one tenant's failure (uninstalled, 5xx) must not stop others
+            log.warning("sweep failed", tenant=target.tenant, error=f"{type(exc).__name__}: {exc}")
+            done[target.tenant] = {"error": type(exc).__name__}
+            continue
+        done[target.tenant] = _summary(report)
+        log.info("sweep run", tenant=target.tenant, **done[target.tenant])
+    return done
+
+
+async def tick(ctx: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The worker's cron job: one run of each due sweep."""
+    settings: Settings = ctx["settings"]
+    if settings.reconcile_interval_seconds == 0:
+        return {}
+    async with runtime(ctx["redis"], settings, budget=ctx.get("budget")) as rt:
+        return await sweep_due(rt)
