@@ -191,3 +191,59 @@ async def test_reactions_apply_exactly_once_and_ignore_their_own_edits(
         "rule:secrets:edit": 1,
         "rule:secrets:comment": 1,
     }
+
+
+@pytest.mark.slow
+async def test_rerun_after_interrupted_writes_posts_nothing_twice(
+    stack: tuple[Stack, LiveServer, Path], redis: Redis
+) -> None:
+    """Every event runs again as if its worker died after writing but before recording it."""
+    import json
+
+    import structlog
+
+    from app.queue import EventQueue
+    from workers import clients
+    from workers.dispatch import JobContext
+
+    s, app, rules = stack
+    installed = await s.http.post(
+        "/_sim/apps/connect", json={"descriptorUrl": f"{app.url}/atlassian-connect.json"}
+    )
+    assert installed.status_code == 201, installed.text
+    await s.http.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
+    await s.http.post("/_sim/users", json={"email": ANN, "displayName": "Ann"})
+    parent = await s.act("pages", {"spaceKey": "DEV", "title": "RFCs", "body": "index"})
+    rules.write_text(RULES.format(parent=parent["id"]))
+    rfc = await s.act(
+        "pages",
+        {"spaceKey": "DEV", "title": "RFC 2", "parentId": parent["id"], "body": f"<p>{AWS_ID}</p>"},
+    )
+    await s.settle()
+    before = [c["body"]["storage"]["value"] for c in await s.comments(rfc["id"])]
+    version = (await s.page(rfc["id"]))["version"]["number"]
+    assert len(before) == 3 and version == 2  # welcome, secret report, template guard
+
+    prefix = s.settings.redis_prefix
+    effects = [k async for k in redis.scan_iter(match=f"{prefix}effect:*")]
+    assert effects
+    for key in effects:
+        await redis.set(key, json.dumps({"state": "pending"}))
+    keys = [k.decode() async for k in redis.scan_iter(match=f"{prefix}event:*")]
+    ids = [k.removeprefix(f"{prefix}event:") for k in keys]
+    events = [e for e in [await EventQueue(redis, s.settings).get(i) for i in ids] if e]
+    assert len(events) >= 3
+
+    worker = build_worker(s.settings, burst=True, handle_signals=False)
+    ctx = {**worker.ctx, "redis": redis}
+    await clients.start(ctx)
+    try:
+        for event in events:
+            log = structlog.get_logger("test").bind(event_id=event.id)
+            await ctx["dispatch"](event, JobContext(event.id, 2, s.settings, redis, log))
+    finally:
+        await clients.stop(ctx)
+        await worker.close()
+    after = [c["body"]["storage"]["value"] for c in await s.comments(rfc["id"])]
+    assert after == before
+    assert (await s.page(rfc["id"]))["version"]["number"] == version
