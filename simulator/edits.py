@@ -107,7 +107,7 @@ def _version_number(body: dict[str, Any]) -> int | None:
     return number
 
 
-def update(ctx: Ctx, kind: str) -> Reply:
+def _update_request(ctx: Ctx, kind: str) -> tuple[Content, Space, dict[str, Any]]:
     body = _require(ctx.body, ("id", "status", "title", "version"))
     if "body" not in body:
         raise bad_body("Missing required field(s): body.")
@@ -115,43 +115,48 @@ def update(ctx: Ctx, kind: str) -> Reply:
         raise bad_body("The id in the body does not match the id in the path.")
     item = find(ctx, kind, ctx.params["id"], ["current", "archived", "draft", "trashed", "deleted"])
     space = space_for(ctx, item.space_id, "write")
-    status = body["status"]
-    if status not in ("current", "draft"):
+    if body["status"] not in ("current", "draft"):
         raise bad_body("status must be current or draft.")
     if body.get("spaceId") not in (None, item.space_id):
         raise bad_body("Moving content to a different space is not supported.")
+    _check_types(body)
+    return item, space, body
+
+
+def _save_draft(ctx: Ctx, kind: str, item: Content, number: int | None, rev: Revision) -> Reply:
+    """Drafts take version 1; a draft of published content is kept beside it."""
+    if number != 1:
+        raise version_conflict(NOUN[kind], item.current.number, number)
+    if item.status == "draft":
+        item.revisions = [rev]
+    else:
+        item.draft = rev
+    data = content_view(ctx.sim.store, item, formats=[rev.representation], rev=rev, base=ctx.base)
+    return Reply(data | {"status": "draft"})
+
+
+def update(ctx: Ctx, kind: str) -> Reply:
+    item, space, body = _update_request(ctx, kind)
     number = _version_number(body)
-    message = str((body.get("version") or {}).get("message") or "")
     store = ctx.sim.store
-    now = ctx.sim.clock.iso()
     prefix = EVENT_PREFIX[kind]
-    if item.status in ("trashed", "deleted") and status == "current":
+    if item.status in ("trashed", "deleted") and body["status"] == "current":
         item.status = "current"  # restoration changes the status only
         ctx.sim.emit(f"{prefix}_restored", kind, item.id, ctx.me)
         return Reply(content_view(store, item, formats=[], base=ctx.base))
     parsed = parse_write_body(body["body"], required=True)
     assert parsed is not None
-    _check_types(body)
     title = str(body["title"])
-    rev_args = (ctx.me, now, message, False, title, parsed[0], parsed[1])
-    if status == "draft":
-        if number != 1:
-            raise version_conflict(NOUN[kind], item.current.number, number)
-        if item.status == "draft":
-            item.revisions = [Revision(1, *rev_args)]
-        else:
-            item.draft = Revision(1, *rev_args)
-        return Reply(
-            content_view(
-                store, item, formats=[parsed[0]], rev=Revision(1, *rev_args), base=ctx.base
-            )
-            | {"status": "draft"}
-        )
+    message = str((body.get("version") or {}).get("message") or "")
+    rev_args = (ctx.me, ctx.sim.clock.iso(), message, False, title, parsed[0], parsed[1])
+    if body["status"] == "draft":
+        return _save_draft(ctx, kind, item, number, Revision(1, *rev_args))
     first_publish = item.status == "draft"
     expected = 1 if first_publish else item.current.number + 1
     if number != expected:
         raise version_conflict(NOUN[kind], item.current.number, number)
     _duplicate_title(ctx, kind, space.id, title, item.id)
+    old_parent = item.parent_id
     if kind == "page":
         _move_and_own(ctx, item, space, body)
     new_rev = Revision(expected, *rev_args)
@@ -161,6 +166,8 @@ def update(ctx: Ctx, kind: str) -> Reply:
         ctx.sim.emit(f"{prefix}_created", kind, item.id, ctx.me)
     else:
         ctx.sim.emit(f"{prefix}_updated", kind, item.id, ctx.me, updateTrigger="edit_page")
+    if item.parent_id != old_parent:
+        ctx.sim.emit("page_moved", kind, item.id, ctx.me, oldParentId=old_parent)
     return Reply(content_view(store, item, formats=[parsed[0]], base=ctx.base))
 
 

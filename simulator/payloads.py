@@ -21,6 +21,7 @@ FORGE_NAMES = {
     "page_trashed": "avi:confluence:trashed:page",
     "page_restored": "avi:confluence:restored:page",
     "page_removed": "avi:confluence:deleted:page",
+    "page_moved": "avi:confluence:moved:page",
     "blog_created": "avi:confluence:created:blogpost",
     "blog_updated": "avi:confluence:updated:blogpost",
     "blog_trashed": "avi:confluence:trashed:blogpost",
@@ -103,7 +104,13 @@ def connect_payload(store: Store, site: str, event: ContentEvent) -> dict[str, A
         body["updateTrigger"] = event.extra["updateTrigger"]
     if event.kind in ("page", "blogpost"):
         key = "page" if event.kind == "page" else "blog"
-        body[key] = connect_content(store, site, store.contents[event.object_id])
+        item = store.contents[event.object_id]
+        body[key] = connect_content(store, site, item)
+        if event.name == "page_moved":
+            old = store.contents.get(event.extra.get("oldParentId") or "")
+            new = store.contents.get(item.parent_id or "")
+            body["oldParent"] = connect_content(store, site, old) if old else None
+            body["newParent"] = connect_content(store, site, new) if new else None
     elif event.kind == "comment":
         body["comment"] = connect_comment(store, site, store.comments[event.object_id])
     elif event.kind == "label":

@@ -313,3 +313,59 @@ async def test_v1_search_next_is_relative_to_base(
     assert "next" not in second["_links"]
     broken = await client.get("/wiki/rest/api/search", params={"cql": "title ~"})
     assert broken.status_code == 400
+
+
+async def test_moving_a_page_emits_page_moved(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    from simulator.payloads import connect_payload
+
+    sim = client._transport.app.state.sim  # type: ignore[attr-defined]
+    a = await make_page(client, space["id"], "A")
+    b = await make_page(client, space["id"], "B")
+    seen: list[dict[str, Any]] = []
+    sim.listeners.append(
+        lambda e: seen.append(connect_payload(sim.store, "https://s/wiki", e) | {"_": e.name})
+    )
+    moved = await client.put(
+        f"{V2}/pages/{b['id']}",
+        json={
+            "id": b["id"],
+            "status": "current",
+            "title": "B",
+            "parentId": a["id"],
+            "body": STORAGE,
+            "version": {"number": 2},
+        },
+    )
+    assert moved.status_code == 200 and moved.json()["parentId"] == a["id"]
+    assert [s["_"] for s in seen] == ["page_updated", "page_moved"]
+    assert seen[1]["oldParent"]["idAsString"] == b["parentId"]
+    assert seen[1]["newParent"]["idAsString"] == a["id"]
+    loop = await client.put(
+        f"{V2}/pages/{a['id']}",
+        json={
+            "id": a["id"],
+            "status": "current",
+            "title": "A",
+            "parentId": b["id"],
+            "body": STORAGE,
+            "version": {"number": 2},
+        },
+    )
+    assert loop.status_code == 400
+
+
+async def test_a_draft_of_published_content_sits_beside_it(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Live")
+    url = f"{V2}/pages/{page['id']}"
+    draft = {"id": page["id"], "status": "draft", "title": "Live (draft)", "body": STORAGE}
+    assert (await client.put(url, json=draft | {"version": {"number": 2}})).status_code == 409
+    saved = await client.put(url, json=draft | {"version": {"number": 1}})
+    assert saved.status_code == 200 and saved.json()["status"] == "draft"
+    live = (await client.get(url)).json()
+    assert live["title"] == "Live" and live["version"]["number"] == 1
+    pending = (await client.get(f"{url}?get-draft=true")).json()
+    assert pending["title"] == "Live (draft)" and pending["status"] == "draft"
