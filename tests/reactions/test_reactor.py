@@ -219,3 +219,31 @@ async def test_labels_are_fetched_once_and_only_when_needed(
     fake.calls.clear()
     await reactor(router)(page_event("page_created"), job(event))
     assert fake.calls == []
+
+
+async def test_secret_in_a_comment_is_redacted_and_the_author_gets_a_reply(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    from tests.reactions.events import comment_event
+    from workers.ops import Content
+
+    fake.add(
+        Content(
+            id="5001",
+            kind="comment",
+            title="",
+            body=f"<p>use {AWS} for now</p>",
+            version=1,
+            author_id="user-1",
+            parent_id="1001",
+            parent_kind="page",
+        )
+    )
+    event = comment_event()
+    react = reactor(_secret_router())
+    await react(event, job(event))
+    await react(event, job(event))
+    assert fake.contents["5001"].body == "<p>use [REDACTED aws-access-key-id] for now</p>"
+    (reply,) = fake.replies["5001"]
+    assert "this comment contained 1 credential" in reply and AWS not in reply
+    assert [c[0] for c in fake.writes()] == ["update", "reply"]
