@@ -1,0 +1,140 @@
+"""Pure pieces: cursor pagination, the clock, points arithmetic, body conversion, descriptors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulator.bodies import parse_write_body, plain_text, render
+from simulator.clock import Clock
+from simulator.errors import ApiError
+from simulator.install import InstallError, parse_descriptor
+from simulator.pagination import decode_cursor, encode_cursor, paginate
+from simulator.params import Query
+from simulator.ratelimit import RateLimiter, cost
+
+
+@dataclass
+class Item:
+    id: str
+    rank: int
+
+
+def _walk(items: list[Item], limit: int, descending: bool) -> list[str]:
+    seen: list[str] = []
+    query = Query([("limit", str(limit))])
+    while True:
+        page = paginate(
+            items,
+            query=query,
+            path="/wiki/api/v2/x",
+            order="rank",
+            value=lambda i: i.rank,
+            ident=lambda i: i.id,
+            descending=descending,
+        )
+        seen += [i.id for i in page.items]
+        if page.next_link is None:
+            return seen
+        cursor = page.next_link.split("cursor=")[1].split("&")[0]
+        from urllib.parse import unquote
+
+        query = Query([("limit", str(limit)), ("cursor", unquote(cursor))])
+
+
+@given(
+    ranks=st.lists(st.integers(0, 5), max_size=30),
+    limit=st.integers(1, 7),
+    descending=st.booleans(),
+)
+def test_paging_visits_every_item_once_in_order(
+    ranks: list[int], limit: int, descending: bool
+) -> None:
+    items = [Item(str(100 + n), r) for n, r in enumerate(ranks)]
+    seen = _walk(items, limit, descending)
+    expected = sorted(items, key=lambda i: (i.rank, int(i.id)), reverse=descending)
+    assert seen == [i.id for i in expected]
+
+
+def test_cursor_round_trip_and_rejections() -> None:
+    token = encode_cursor("42", "id", 42)
+    assert decode_cursor(token, "id") == (42, 42)
+    for bad in ("", "!!", encode_cursor("42", "title", "x")):
+        with pytest.raises(ApiError) as info:
+            decode_cursor(bad, "id")
+        assert info.value.status == 400
+
+
+def test_clock_scale_and_advance() -> None:
+    now = [0.0]
+    clock = Clock(start=1000.0, scale=10, monotonic=lambda: now[0])
+    now[0] = 2.0
+    assert clock.time() == pytest.approx(1020.0)
+    clock.set_scale(1)
+    now[0] = 3.0
+    assert clock.time() == pytest.approx(1021.0)
+    clock.advance(100)
+    clock.advance(-50)  # never backwards
+    assert clock.time() == pytest.approx(1121.0)
+    assert Clock(start=0.0).iso().startswith("1970-01-01T00:00:00.")
+
+
+def test_points_cost_and_hourly_window() -> None:
+    assert cost("GET", 25) == 26 and cost("GET", 0) == 1 and cost("PUT", 5) == 1
+    now = [0.0]
+    limiter = RateLimiter(Clock(start=7200.0 + 3599, monotonic=lambda: now[0]), app_quota=2)
+    limiter.charge("app", "site", 2)
+    assert limiter.check_quota("app", "site") is not None
+    now[0] = 1.0  # the top of the hour
+    assert limiter.check_quota("app", "site") is None
+
+
+def test_body_representations() -> None:
+    assert parse_write_body({"representation": "storage", "value": "<p>x</p>"}, required=True) == (
+        "storage",
+        "<p>x</p>",
+    )
+    assert parse_write_body(
+        {"storage": {"representation": "storage", "value": "v"}}, required=True
+    ) == ("storage", "v")
+    assert parse_write_body({"representation": "wiki", "value": "a<b"}, required=True) == (
+        "storage",
+        "<p>a&lt;b</p>",
+    )
+    with pytest.raises(ApiError):
+        parse_write_body({"representation": "atlas_doc_format", "value": "{"}, required=True)
+    adf = render("storage", "<p>one &amp; two</p>", "atlas_doc_format")["value"]
+    assert json.loads(adf)["content"][0]["content"][0]["text"] == "one & two"
+    assert render("atlas_doc_format", adf, "storage")["value"] == "<p>one &amp; two</p>"
+    assert plain_text("atlas_doc_format", adf) == "one & two"
+
+
+def test_descriptor_parsing() -> None:
+    parsed = parse_descriptor(
+        {
+            "key": "k",
+            "baseUrl": "https://a.test/",
+            "authentication": {"type": "jwt"},
+            "lifecycle": {"installed": "/i"},
+            "scopes": ["read"],
+            "modules": {
+                "webhooks": [
+                    {"event": "page_created", "url": "/w/1"},
+                    {"event": "page_created", "url": "/w/2"},
+                ]
+            },
+        }
+    )
+    assert parsed["base_url"] == "https://a.test" and parsed["scopes"] == ["READ"]
+    assert parsed["webhooks"] == {"page_created": ["/w/1", "/w/2"]}
+    for bad in (
+        [],
+        {"key": "k"},
+        {"key": "k", "baseUrl": "u", "lifecycle": {}, "authentication": {"type": "jwt"}},
+    ):
+        with pytest.raises(InstallError):
+            parse_descriptor(bad)
