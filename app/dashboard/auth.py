@@ -5,6 +5,8 @@ the session is a cookie ``<payload>.<hmac>`` signed with a key derived from the 
 ``REACTOR_SECRET_KEY`` (or, without one, from the operator tokens themselves). It holds a
 random session id, a short fingerprint of the token used (so removing a token ends its
 sessions, and the audit log can name who acted without storing the token) and an expiry.
+After :data:`MAX_FAILURES` wrong tokens from one address within the window, sign-in answers
+429 until the window ends.
 
 Every state-changing request carries a CSRF token: forms a hidden ``csrf`` field, the API an
 ``X-CSRF-Token`` header; it is an HMAC of the session id. The CLI authenticates with
@@ -35,6 +37,8 @@ SIGNIN_COOKIE = "reactor_signin"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
 SIGNIN_PATH = "/dashboard/signin"
+MAX_FAILURES = 10
+FAILURE_WINDOW_SECONDS = 300
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -155,6 +159,34 @@ def first(form: dict[str, list[str]], name: str) -> str:
     return values[0]
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def throttled(request: Request) -> bool:
+    """True once this client has failed to sign in :data:`MAX_FAILURES` times lately."""
+    key = f"{_settings(request).redis_prefix}signin-failures:{_client(request)}"
+    count = await request.app.state.redis.get(key)
+    return count is not None and int(count) >= MAX_FAILURES
+
+
+async def note_failure(request: Request) -> None:
+    key = f"{_settings(request).redis_prefix}signin-failures:{_client(request)}"
+    async with request.app.state.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, FAILURE_WINDOW_SECONDS, nx=True)
+        await pipe.execute()
+
+
+def too_many() -> Response:
+    return error_response(
+        429,
+        "too_many_attempts",
+        "too many failed sign-ins from this address; wait a few minutes",
+        {"Retry-After": str(FAILURE_WINDOW_SECONDS)},
+    )
+
+
 def page(endpoint: Endpoint) -> Endpoint:
     """Guard for HTML pages: sign-in first, then the page; POSTs need the form's CSRF token."""
 
@@ -184,6 +216,10 @@ def api(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         operator = current_operator(request)
         if operator is None:
+            if request.headers.get("authorization"):
+                if await throttled(request):
+                    return too_many()
+                await note_failure(request)
             return error_response(
                 401,
                 "unauthorized",

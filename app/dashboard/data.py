@@ -237,6 +237,19 @@ class ReadModel:
         records = sorted([*dead, *failed], key=lambda r: r.updated, reverse=True)[:limit]
         return [_row(r, None) for r in records]
 
+    async def failing_tenants(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Tenants with dead or failing events: counts and the latest reason, worst first."""
+        dead = await self.log.recent(state="dead", dead_only=True, limit=limit)
+        failed = await self.log.recent(state="failed", limit=limit)
+        tenants: dict[str, dict[str, Any]] = {}
+        for record in sorted([*dead, *failed], key=lambda r: r.updated):
+            row = tenants.setdefault(
+                record.tenant, {"tenant": record.tenant, "dead": 0, "failing": 0}
+            )
+            row["dead" if record.state == "dead" else "failing"] += 1
+            row["reason"], row["updated"] = record.reason, record.updated
+        return sorted(tenants.values(), key=lambda r: (-r["dead"] - r["failing"], r["tenant"]))
+
     async def by_tenant(self, sample: int = 1000) -> dict[str, dict[str, Any]]:
         """Per tenant over the newest ``sample`` records: events, failures, last event."""
         stats: dict[str, dict[str, Any]] = {}

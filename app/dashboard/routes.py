@@ -95,8 +95,11 @@ async def signin(request: Request) -> Response:
             request, "signin.html", "", 403, nonce="", next=target, configured=True,
             error="The sign-in form expired. Reload the page and try again.",
         )  # fmt: skip
+    if await auth.throttled(request):
+        return auth.too_many()
     token = auth.match_token(auth.first(form, "token").strip(), settings.dashboard_tokens)
     if token is None:
+        await auth.note_failure(request)
         await audit_log(request).record("anonymous", "sign_in", outcome="refused")
         response = render(
             request, "signin.html", "", 401, nonce=nonce, next=target, configured=True,

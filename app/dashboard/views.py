@@ -120,6 +120,7 @@ async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
         "dead_letters": await dead_letter_count(request),
         "budget": (await budget(request)).get("summary"),
         "failing": await model.failing(),
+        "failing_tenants": await model.failing_tenants(),
     }
 
 

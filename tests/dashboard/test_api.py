@@ -42,6 +42,9 @@ async def test_status_counts_queued_events_and_dead_letters(
     assert status["hour"]["series"]["received"][-1] == 5
     assert status["hour"]["dead"] == 1
     assert [(f["tenant"], f["reason"]) for f in status["failing"]] == [("site-b", "404 gone")]
+    assert [(t["tenant"], t["dead"], t["reason"]) for t in status["failing_tenants"]] == [
+        ("site-b", 1, "404 gone")
+    ]
 
 
 async def test_job_search_and_detail_mask_secrets(

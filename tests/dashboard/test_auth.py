@@ -188,3 +188,19 @@ def test_session_of_a_removed_token_is_refused(settings: Settings) -> None:
     payload = auth.unsign(auth.signing_key(settings), value, time.time())
     assert payload is not None and payload["op"] == auth.token_id("old-token")
     assert payload["op"] not in {auth.token_id(t) for t in settings.dashboard_tokens}
+
+
+async def test_repeated_wrong_tokens_are_throttled(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server) as client:
+        for _ in range(auth.MAX_FAILURES):
+            answer = await client.get("/api/status", headers={"Authorization": "Bearer guess"})
+            assert answer.status_code == 401
+        answer = await client.get("/api/status", headers={"Authorization": "Bearer guess"})
+        assert answer.status_code == 429
+        assert answer.headers["retry-after"] == str(auth.FAILURE_WINDOW_SECONDS)
+        page = await client.get("/dashboard/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        form = {"csrf": nonce.group(1), "token": TOKEN, "next": ""}
+        refused = await client.post("/dashboard/signin", data=form)
+        assert refused.status_code == 429  # even the right token waits out the window

@@ -144,6 +144,9 @@ def test_operator_sees_why_a_tenant_fails_and_retries_the_dead_letter(
     assert "acme.atlassian.net" in failing.inner_text()
     assert "403: the app lacks edit permission" in failing.inner_text()
     assert page.locator('[data-live="dead_letters"]').inner_text() == "1"
+    tenants = page.locator("section.card", has_text="Tenants with failing events")
+    assert "acme.atlassian.net" in tenants.locator("tbody tr").first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "overview-failing.png"), full_page=True)
 
     page.click("a.tile[href='/dashboard/dead']")
     row = page.locator("tr", has_text=event.id)
