@@ -8,7 +8,7 @@
     ├── VerificationError           an incoming request is not authentic       -> 401
     │   ├── MalformedRequest        not a request we can parse at all          -> 400
     │   ├── ForgeTokenError         (app.atlassian.forge_token) Forge token refused -> 401
-    │   ├── TokenRejected           (app.atlassian.connect_jwt) Connect JWT refused -> 401;
+    │   ├── TokenRejected           (app.atlassian.token_errors) Connect JWT refused -> 401;
     │   │                           one subclass per ``code``: expired, bad_signature,
     │   │                           qsh_mismatch, unknown_tenant, bad_key_id (install_token) ...
     │   └── UpstreamUnavailable     a key/JWKS server is down or slow          -> 503

@@ -20,72 +20,30 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 from app.atlassian.qsh import CONTEXT_QSH, query_string_hash
-from app.errors import VerificationError
+from app.atlassian.token_errors import (
+    BadSignature,
+    ContextQshNotAllowed,
+    DisabledTenant,
+    InvalidClaims,
+    MalformedToken,
+    MissingToken,
+    QshMismatch,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenRejected,
+    TokenTooLarge,
+    UninstalledTenant,
+    UnknownTenant,
+    WrongAlgorithm,
+)
 
 MAX_TOKEN_BYTES = 8 * 1024
 USER_ASSERTION_AUDIENCE = "https://oauth-2-authorization-server.services.atlassian.com"
 _B64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-class TokenRejected(VerificationError):
-    """A Connect token failed verification; subclasses fix ``code``."""
-
-    code_name: ClassVar[str] = "invalid_token"
-
-    def __init__(self, detail: str, *, tenant: str | None = None) -> None:
-        super().__init__(self.code_name, detail, tenant=tenant)
-
-
-class MissingToken(TokenRejected):
-    code_name = "missing_token"
-
-
-class MalformedToken(TokenRejected):
-    code_name = "malformed_token"
-
-
-class TokenTooLarge(TokenRejected):
-    code_name = "token_too_large"
-
-
-class WrongAlgorithm(TokenRejected):
-    code_name = "wrong_algorithm"
-
-
-class BadSignature(TokenRejected):
-    code_name = "bad_signature"
-
-
-class InvalidClaims(TokenRejected):
-    code_name = "invalid_claims"
-
-
-class TokenExpired(TokenRejected):
-    code_name = "expired"
-
-
-class TokenNotYetValid(TokenRejected):
-    code_name = "not_yet_valid"
-
-
-class QshMismatch(TokenRejected):
-    code_name = "qsh_mismatch"
-
-
-class ContextQshNotAllowed(TokenRejected):
-    code_name = "context_qsh_not_allowed"
-
-
-class UnknownTenant(TokenRejected):
-    code_name = "unknown_tenant"
-
-
-class UninstalledTenant(TokenRejected):
-    code_name = "uninstalled_tenant"
 
 
 @dataclass(frozen=True)
@@ -330,5 +288,34 @@ def build_user_assertion(
     return sign_hs256(claims, secret)
 
 
-class DisabledTenant(TokenRejected):
-    code_name = "disabled_tenant"
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "USER_ASSERTION_AUDIENCE",
+    "BadSignature",
+    "ConnectClaims",
+    "ContextQshNotAllowed",
+    "DisabledTenant",
+    "InvalidClaims",
+    "MalformedToken",
+    "MissingToken",
+    "ParsedToken",
+    "QshMismatch",
+    "TokenExpired",
+    "TokenNotYetValid",
+    "TokenRejected",
+    "TokenTooLarge",
+    "UninstalledTenant",
+    "UnknownTenant",
+    "WrongAlgorithm",
+    "audiences",
+    "b64url_encode",
+    "build_user_assertion",
+    "check_qsh",
+    "check_times",
+    "encode_connect_token",
+    "extract_token",
+    "parse_token",
+    "read_unverified_issuer",
+    "sign_hs256",
+    "verify_connect_token",
+]
