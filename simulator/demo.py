@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from simulator import comments, edits
 from simulator.api import Ctx
 from simulator.auth import Principal
 from simulator.install import InstallError, install
@@ -53,8 +54,6 @@ def actor_ctx(sim: Simulator, account_id: str, body: Any, base: str, **params: s
 
 def seed(sim: Simulator) -> None:
     """Create the demo users, spaces and pages once (a loaded state keeps what it has)."""
-    from simulator import edits
-
     store = sim.store
     if store.spaces:
         return
@@ -101,8 +100,6 @@ async def install_when_ready(
 
 def random_activity(sim: Simulator, base: str, rng: random.Random | None = None) -> dict[str, Any]:
     """One thing a person might do on the demo site: edit a page, comment or add a label."""
-    from simulator import comments, edits
-
     rng = rng or sim.rng
     store = sim.store
     people = [u for u in store.users.values() if u.account_type == "atlassian"]

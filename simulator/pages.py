@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
-
 from simulator import content, edits
 from simulator.api import Ctx, Reply, operation
 from simulator.pagination import paginate
 from simulator.params import Query, sort_key
+from simulator.spaces import find_space
 
 PAGE_STATUSES = ("current", "archived", "deleted", "trashed")
 BLOG_STATUSES = ("current", "deleted", "trashed")
@@ -65,8 +64,6 @@ def blogposts_in_space(ctx: Ctx) -> Reply:
 
 
 def _visible_space(ctx: Ctx) -> str:
-    from simulator.spaces import find_space
-
     return find_space(ctx, ctx.params["id"]).id
 
 
@@ -122,4 +119,3 @@ routes = [
     operation("/blogposts/{id}/versions", lambda ctx: content.versions(ctx, "blogpost")),
     operation("/spaces/{id}/blogposts", blogposts_in_space),
 ]
-route_list: list[Route] = routes
