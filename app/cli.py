@@ -89,6 +89,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         demo=args.demo,
         install_app=args.install_app,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
 
 
@@ -155,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per second")
     sim.add_argument("--demo", action="store_true", help="create demo users, spaces and pages")
     sim.add_argument("--install-app", default=None, help="app descriptor URL to install")
+    sim.add_argument("--ssl-certfile", default=None, help="serve https (Forge apiBaseUrl is https)")
+    sim.add_argument("--ssl-keyfile", default=None, help="private key of --ssl-certfile")
     sim.set_defaults(handler=cmd_sim)
 
     check = sub.add_parser("check", help="validate settings and Redis connectivity")

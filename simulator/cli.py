@@ -21,13 +21,16 @@ def run(
     time_scale: float = 1.0,
     demo: bool = False,
     install_app: str | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> int:
     import uvicorn
 
     from simulator.main import create_app
 
     token = api_token or secrets.token_urlsafe(18)
-    url = (public_url or f"http://{host}:{port}").rstrip("/")
+    scheme = "https" if ssl_certfile else "http"
+    url = (public_url or f"{scheme}://{host}:{port}").rstrip("/")
     sim = build(
         api_token=token,
         state_path=state,
@@ -48,5 +51,7 @@ def run(
         log_level="warning",
         access_log=False,
         server_header=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     return 0
