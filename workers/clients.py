@@ -24,7 +24,7 @@ from app.installations import InstallationStore, require_system_token
 from app.settings import Settings
 from app.tenants import TenantStore
 from workers.client_ops import ClientOps, ReactionClient
-from workers.dispatch import JobContext
+from workers.dispatch import JobContext, LatestOnly
 from workers.effects import LoopGuardPolicy
 from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
@@ -95,6 +95,13 @@ async def start(ctx: dict[str, Any]) -> None:
     installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
     clients = TenantClients(http, settings, TenantStore(redis, settings), installations, budget)
     ctx["dispatch"] = Reactor(router, clients, reactor_options(settings))
+    configured: LatestOnly | None = ctx.get("latest_only")
+
+    def latest_only(older: Event, newer_type: str) -> bool:
+        by_settings = configured is not None and configured(older, newer_type)
+        return by_settings or router.latest_only(older, newer_type)
+
+    ctx["latest_only"] = latest_only
 
 
 async def stop(ctx: dict[str, Any]) -> None:

@@ -114,6 +114,8 @@ class Registration:
     handler: Handler
     dry_run: bool | None = None  # None: follow the global setting
     options: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Needs only the content's latest state: a queued older event may be skipped for a newer.
+    latest_only: bool = False
 
     def match(self, event: Event, labels: Collection[str] | None = None) -> bool | None:
         if not any(event_matches(p, event.type) for p in self.events):
@@ -133,6 +135,7 @@ class Router:
         *events: str,
         name: str | None = None,
         dry_run: bool | None = None,
+        latest_only: bool = False,
         tenant: FilterValue = None,
         space: FilterValue = None,
         title: str | re.Pattern[str] | None = None,
@@ -152,7 +155,7 @@ class Router:
 
         def decorator(handler: Handler) -> Handler:
             label_ = name or f"{handler.__module__}.{handler.__qualname__}"
-            self.add(Registration(label_, events, filters, handler, dry_run))
+            self.add(Registration(label_, events, filters, handler, dry_run, {}, latest_only))
             return handler
 
         return decorator
@@ -177,6 +180,16 @@ class Router:
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def latest_only(self, older: Event, newer_type: str) -> bool:
+        """Whether ``older`` may be skipped because a ``newer_type`` event of its content waits:
+        every reaction it would run needs only the latest state and runs for the newer too."""
+        for reg in self:
+            if reg.match(older) is False:  # None (labels unknown) counts as a possible match
+                continue
+            if not reg.latest_only or not any(event_matches(p, newer_type) for p in reg.events):
+                return False
+        return True
 
     def candidates(self, event: Event) -> list[tuple[Registration, bool | None]]:
         """Registrations that match (True) or may match once labels are known (None)."""

@@ -14,6 +14,8 @@
           author: "557058:..."             #   actor account id (any of a list)
           content_type: page               #   page, blogpost, comment
         dry_run: false                     # record instead of writing (default: global)
+        latest_only: false                 # only the latest state matters: older queued events
+                                           # of the same page may be skipped
         reaction: welcome                  # a built-in reaction with ``options: {...}`` ...
         actions:                           # ... or actions with sandboxed Jinja2 templates
           - comment: "Thanks {{ mention(event.actor) }}!"
@@ -47,7 +49,10 @@ from workers.routing import Filters, Handler, Registration, Router, check_event_
 BUILTINS: dict[str, Builtin] = {
     b.name: b for b in (welcome.BUILTIN, secrets.BUILTIN, template_guard.BUILTIN)
 }
-RULE_KEYS = {"name", "on", "tenant", "space", "when", "dry_run", "reaction", "options", "actions"}
+RULE_KEYS = {
+    "name", "on", "tenant", "space", "when", "dry_run", "latest_only", "reaction", "options",
+    "actions",
+}  # fmt: skip
 WHEN_KEYS = {"title", "label", "author", "content_type"}
 CONTENT_TYPES = {"page", "blogpost", "comment", "attachment"}
 
@@ -173,7 +178,10 @@ class _Compiler:
             where = f"{where} ({name})"
         filters = self.filters(fields, where)
         dry_run = self.flag(fields.get("dry_run"), f"{where}.dry_run")
+        latest = self.flag(fields.get("latest_only"), f"{where}.latest_only")
         handler, default_events, options = self.behaviour(node, fields, where)
+        builtin = BUILTINS.get(str(getattr(fields.get("reaction"), "value", "")))
+        builtin_latest = builtin.latest_only if builtin is not None else False
         events = self.events(fields.get("on"), default_events, node, where, "reaction" in fields)
         replies = "reply" in self.action_kinds(fields)
         if events and replies and not all(e.startswith("comment.") for e in events):
@@ -184,7 +192,9 @@ class _Compiler:
             )
         if len(self.problems.lines) > before or handler is None or name is None:
             return None
-        return Registration(f"rule:{name}", events, filters, handler, dry_run, options)
+        if latest is None:
+            latest = builtin_latest
+        return Registration(f"rule:{name}", events, filters, handler, dry_run, options, latest)
 
     def flag(self, node: yaml.Node | None, where: str) -> bool | None:
         if node is None:

@@ -85,3 +85,16 @@ def test_routers_compose_and_late_registrations_show() -> None:
     assert len(root) == 2
     with pytest.raises(ValueError):
         root.include(root)
+
+
+def test_latest_only_needs_every_matching_reaction_to_agree() -> None:
+    router = Router()
+    router.on("page.updated", name="scan", latest_only=True)(_noop)
+    older = page_event()
+    assert router.latest_only(older, "page.updated")
+    assert not router.latest_only(older, "page.trashed")  # the newer event would not run it
+    router.on("page.*", name="audit", space="OPS")(_noop)  # does not match DEV events
+    assert router.latest_only(older, "page.updated")
+    router.on("page.updated", name="every-version", label="rfc")(_noop)  # may match
+    assert not router.latest_only(older, "page.updated")
+    assert Router().latest_only(older, "page.updated")  # nothing to run: skipping is harmless

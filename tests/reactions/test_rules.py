@@ -200,3 +200,16 @@ async def test_invalid_template_output_fails_the_action_permanently(
 def test_example_rules_file_is_valid() -> None:
     router = load_rules(Path(__file__).parents[2] / "examples" / "rules.yml")
     assert len(router) == 7
+
+
+def test_latest_only_defaults_from_the_builtin_and_can_be_set() -> None:
+    router = load_rules(RULES / "valid.yml")
+    latest = {r.name: r.latest_only for r in router}
+    assert latest["rule:secrets"] and latest["rule:rfc-template"]
+    assert not latest["rule:welcome-dev"] and not latest["rule:rfc-thanks"]
+    text = (
+        "rules:\n  - name: a\n    on: page.updated\n    latest_only: true\n"
+        "    actions: [{comment: x}]"
+    )
+    (reg,) = compile_rules(text, "r.yml")
+    assert reg.latest_only

@@ -28,6 +28,7 @@ class Builtin:
     events: tuple[str, ...]
     make: Callable[[Mapping[str, Any]], Handler]
     doc: str
+    latest_only: bool = False  # see Registration.latest_only
 
 
 def check_options(options: Mapping[str, Any], known: set[str]) -> None:

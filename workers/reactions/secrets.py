@@ -154,9 +154,10 @@ BUILTIN = Builtin(
     name="secrets",
     events=EVENTS,
     make=make,
+    latest_only=True,
     doc="Redact credentials in pages, blog posts and comments; tell the author in a comment.",
 )
 
 # ``REACTOR_REACTIONS=workers.reactions.secrets`` scans everything with the default options.
 router = Router()
-router.add(Registration("secrets", EVENTS, Filters(), make({})))
+router.add(Registration("secrets", EVENTS, Filters(), make({}), latest_only=True))

@@ -115,5 +115,6 @@ BUILTIN = Builtin(
     name="template_guard",
     events=EVENTS,
     make=make,
+    latest_only=True,
     doc="Pages under a parent must contain required sections; one comment tracks what is missing.",
 )
