@@ -6,6 +6,8 @@ import json
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
@@ -146,3 +148,42 @@ async def test_rejections_are_logged_with_reason_never_the_token(
     assert "connect.rejected" in text and "qsh_mismatch" in text and client_key in text
     assert token not in text and secret not in text
     assert token not in resp.text and secret not in resp.text
+
+
+async def test_oversized_token_over_http(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    token = encode_connect_token(
+        issuer=client_key, secret=secret, method="POST", url=path, subject="u" * 9000
+    )
+    resp = await post_signed(connect_app, path, token)
+    assert (resp.status_code, resp.json()["error"]) == (401, "token_too_large")
+
+
+JUNK_TARGETS = [
+    "/connect/webhooks/page_created",
+    "/connect/webhooks/x",
+    "/connect/webhooks/%2e%2e",
+    "/connect/installed",
+    "/connect/uninstalled",
+    "/connect/enabled",
+    "/connect/disabled",
+]
+JUNK = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=120)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(header=JUNK, query=JUNK, path=st.sampled_from(JUNK_TARGETS))
+async def test_junk_credentials_never_cause_a_server_error(
+    connect_app: ConnectApp, header: str, query: str, path: str
+) -> None:
+    resp = await connect_app.client.post(
+        path,
+        params={"jwt": query},
+        headers={"Authorization": header} if header.strip() else {},
+        json=page_created(),
+    )
+    assert resp.status_code in (400, 401, 404), resp.text
+    assert set(resp.json()) == {"error", "detail"}
