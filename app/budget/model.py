@@ -29,15 +29,18 @@ Priorities and the reserve (:func:`reserve_points`)
     so the reserve shrinks linearly to zero over the hour's last ``release_seconds``.
 
 Pacing (:func:`paced_cap`)
-    Optional: a lower priority may have spent at most ``cap * (elapsed + lead) / 3600`` by a
-    point in the hour, so a burst at minute 5 cannot leave nothing for minute 50. Unspent
-    allowance accumulates; ``lead`` lets a quiet deployment start with some points in hand.
-    The top priority is not paced: it is what pacing saves points for.
+    Optional: by a point in the hour, at most ``cap * (elapsed + lead) / 3600`` may have been
+    spent, where ``cap`` is the priority's share (the quota less its reserve), so a burst at
+    minute 5 cannot leave nothing for minute 50. Unspent allowance accumulates; ``lead`` lets a
+    quiet deployment start with some points in hand. Every priority is paced, each on its own
+    line, so the top priority is always ``reserve`` points ahead of the others.
 
 Fairness (:func:`fair_gate`)
     Weighted max-min fairness of the hour's points among *backlogged* tenants. A tenant is
-    backlogged while it has been denied within the last ``backlog_window`` seconds (the
-    mark is a sorted set in Redis, so every process sees it). A tenant is admitted when no
+    backlogged from a denial until ``backlog_window`` seconds after its retry time, or until
+    ``backlog_grace`` seconds after it is next admitted (time for its next queued call to
+    show up and be denied again if it still has work); the mark is a sorted set in Redis, so
+    every process sees it. A tenant is admitted when no
     other tenant is backlogged, or when its spend per unit of weight is not above that of
     the least-served backlogged tenant. A tenant at 100x the demand of the others therefore
     gets everything nobody else asks for, and no more than its share while others wait.
@@ -69,6 +72,7 @@ class BudgetConfig:
     pacing_lead_seconds: float = 60.0
     burst_per_second: float = 50.0
     backlog_window_seconds: float = 30.0
+    backlog_grace_seconds: float = 2.0
     near_limit_factor: float = 0.5
     max_wait_seconds: float = 1.0
 
@@ -155,7 +159,7 @@ def quota_decision(
             return Decision(False, end, "reserve")
         per_second = config.reserve_fraction * quota * priority / config.release_seconds
         return Decision(False, end - (quota - need) / per_second, "reserve")
-    if paced and priority > 0 and need > paced_cap(cap, now - start, config.pacing_lead_seconds):
+    if paced and need > paced_cap(cap, now - start, config.pacing_lead_seconds):
         when = start + need / cap * HOUR - config.pacing_lead_seconds
         return Decision(False, min(end, max(now, when)), "pacing")
     return Decision(True)

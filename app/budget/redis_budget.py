@@ -117,6 +117,7 @@ class RedisBudget:
                 c.burst_per_second,
                 _ms(c.backlog_window_seconds),
                 c.near_limit_factor,
+                _ms(c.backlog_grace_seconds),
             ]
             result = await self._reserve(keys=[], args=args)
             admitted, now_ms, third = int(result[0]), int(result[1]), int(result[2])

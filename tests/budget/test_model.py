@@ -80,8 +80,8 @@ def test_pacing_spreads_the_cap_with_a_lead() -> None:
 def test_quota_decision_orders_quota_reserve_pacing() -> None:
     config = BudgetConfig(reserve_fraction=0.05, release_seconds=300, pacing_lead_seconds=0)
     now = T0 + 1800
-    top = quota_decision(config, now=now, quota=1000, spent=990, cost=10, priority=0, paced=True)
-    assert top.admitted, "the top priority may spend the whole quota and is never paced"
+    top = quota_decision(config, now=now, quota=1000, spent=990, cost=10, priority=0, paced=False)
+    assert top.admitted, "the top priority may spend the whole quota"
     full = quota_decision(config, now=now, quota=1000, spent=995, cost=10, priority=0, paced=True)
     assert (full.admitted, full.retry_at, full.reason) == (False, T0 + HOUR, "quota")
     kept = quota_decision(config, now=now, quota=1000, spent=940, cost=20, priority=1, paced=False)
@@ -92,6 +92,8 @@ def test_quota_decision_orders_quota_reserve_pacing() -> None:
     # cap 950, half the hour gone: 475 allowed; 510 needed -> at 510/950 of the hour
     assert not paced.admitted and paced.reason == "pacing"
     assert paced.retry_at == pytest.approx(T0 + 510 / 950 * HOUR)
+    ahead = quota_decision(config, now=now, quota=1000, spent=470, cost=30, priority=0, paced=True)
+    assert ahead.admitted, "the top priority is paced on the full quota's line (500 by now)"
     unpaced = quota_decision(
         config, now=now, quota=1000, spent=470, cost=40, priority=1, paced=False
     )

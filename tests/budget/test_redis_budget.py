@@ -85,16 +85,20 @@ async def test_priority_reserve_and_release(redis: Redis, settings: Settings) ->
 
 async def test_pacing_spreads_the_hour(redis: Redis, settings: Settings) -> None:
     clock = FakeClock(T0)
-    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=36, reserve_fraction=0)
-    for _ in range(10):  # 36 s lead of a 1000-point hour = 10 points
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=36, reserve_fraction=0.1)
+    for _ in range(9):  # 36 s lead of a 900-point hour (1000 less the reserve) = 9 points
         await b.reserve("a", 1, P)
     with pytest.raises(BudgetExhausted) as info:
         await b.reserve("a", 1, P)
     assert info.value.reason == "pacing"
-    assert info.value.retry_at == pytest.approx(T0 + 3.6, abs=0.01)
-    await b.reserve("a", 1, Priority.INTERACTIVE)  # the top priority is not paced
+    assert info.value.retry_at == pytest.approx(T0 + 4.0, abs=0.01)
+    await b.reserve("a", 1, Priority.INTERACTIVE)  # the top priority runs on the 1000 line
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("a", 1, Priority.INTERACTIVE)
     clock.now = T0 + 1800
-    await b.reserve("a", 480, P)
+    await b.reserve("a", 449, P)  # 900 x (1800 + 36) / 3600 = 459 by now
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("a", 1, P)
 
 
 async def test_short_waits_happen_in_process(redis: Redis, settings: Settings) -> None:

@@ -2,7 +2,7 @@
 -- ARGV: 1 key prefix, 2 now in ms ('' = Redis TIME), 3 tenant, 4 cost, 5 priority,
 -- 6 quota, 7 tenant quota (0 = none), 8 reserve fraction, 9 reserve release ms,
 -- 10 pacing '1'/'0', 11 pacing lead ms, 12 burst requests/s (0 = none),
--- 13 backlog window ms, 14 near-limit burst factor.
+-- 13 backlog window ms, 14 near-limit burst factor, 15 backlog grace ms.
 -- Returns {1, now_ms, hour_start_ms, spent_after} or {0, now_ms, retry_at_ms, reason}.
 -- Keys are derived from the prefix here because the hour is known only after TIME
 -- (single-node Redis and Sentinel only; not Redis Cluster).
@@ -26,6 +26,7 @@ local lead = tonumber(ARGV[11])
 local burst = tonumber(ARGV[12])
 local window = tonumber(ARGV[13])
 local near_factor = tonumber(ARGV[14])
+local grace = tonumber(ARGV[15])
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local hend = hstart + HOUR
@@ -69,7 +70,7 @@ if need > cap then
   if release > 0 then retry = hend - (q - need) * release / (rfrac * q * prio) end
   return deny(retry, 'reserve', true)
 end
-if (pacing or near) and prio > 0 then
+if pacing or near then
   local paced = cap * math.min(1, math.max(0, now - hstart + lead) / HOUR)
   if need > paced then
     local when = hstart + need / cap * HOUR - lead
@@ -87,19 +88,17 @@ if #waiting > 0 then
     if w <= 0 then w = 1 end
     return w
   end
-  local wt = weight(tenant)
-  local mine = tspent / wt
-  local lowest = nil
+  local mine = tspent / weight(tenant)
+  local first = nil
   for _, u in ipairs(waiting) do
-    if u ~= tenant then
-      local level = num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u)
-      if lowest == nil or level < lowest then lowest = level end
+    if u ~= tenant and num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u) < mine then
+      -- u is behind us and waiting; it retries at (its mark - window): look again after that
+      local due = tonumber(redis.call('ZSCORE', backlog, u)) - window
+      if first == nil or due < first then first = due end
     end
   end
-  if lowest ~= nil and mine > lowest then
-    local behind = (mine - lowest) * wt
-    local wait = math.min(window, math.max(1000, behind / (cap / HOUR)))
-    return deny(now + wait, 'fair-share', true)
+  if first ~= nil then
+    return deny(math.min(now + window, math.max(now, first) + grace / 4), 'fair-share', true)
   end
 end
 
@@ -121,5 +120,7 @@ for _, field in ipairs({'charged', 'reserved', 't:' .. tenant .. ':c', 't:' .. t
   redis.call('HINCRBY', H, field, cost)
 end
 redis.call('HINCRBY', H, 'calls', 1)
+-- served now: still counts as waiting for a moment, in case its next job is right behind
+redis.call('ZADD', backlog, 'XX', 'LT', now + math.min(window, grace), tenant)
 redis.call('PEXPIRE', H, hend - now + HOUR)
 return {1, now, hstart, need}
