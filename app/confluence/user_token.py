@@ -62,16 +62,20 @@ class UserTokens:
         if cached is not None:
             return cached
         lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._fresh(key)
-            if cached is not None:
-                return cached
-            token, expires_in = await self._fetch(grant, account_id, key[2])
-            self._cache[key] = (self.clock() + expires_in - self.margin, token)
-            while len(self._cache) > MAX_CACHED:
-                old, _ = self._cache.popitem(last=False)
-                self._locks.pop(old, None)
-            return token
+        try:
+            async with lock:
+                cached = self._fresh(key)
+                if cached is not None:
+                    return cached
+                token, expires_in = await self._fetch(grant, account_id, key[2])
+                self._cache[key] = (self.clock() + expires_in - self.margin, token)
+                while len(self._cache) > MAX_CACHED:
+                    old, _ = self._cache.popitem(last=False)
+                    self._locks.pop(old, None)
+                return token
+        finally:
+            if key not in self._cache and not lock.locked():
+                self._locks.pop(key, None)
 
     def provider(
         self, grant: UserGrant, account_id: str, scopes: Sequence[str] = ()
