@@ -37,12 +37,13 @@ def encode_cursor(item_id: str, order: str, value: SortValue) -> str:
     raw = json.dumps(
         {"id": item_id, "contentOrder": order, "contentOrderValue": value}, separators=(",", ":")
     )
-    return base64.b64encode(raw.encode()).decode()
+    return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
 def decode_cursor(cursor: str, order: str) -> tuple[SortValue, int]:
     try:
-        data = json.loads(base64.b64decode(cursor.encode(), validate=True))
+        alphabet = cursor.replace("-", "+").replace("_", "/")
+        data = json.loads(base64.b64decode(alphabet.encode(), validate=True))
         value = data["contentOrderValue"]
         item_id = int(str(data["id"]).removeprefix("att"))
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeEncodeError):
@@ -99,7 +100,9 @@ def paginate(
     last = chosen[-1]
     token = encode_cursor(ident(last), order, value(last))
     rest = query.without("cursor")
-    return Page(list(chosen), f"{path}?{urlencode([('cursor', token), *rest])}")
+    # the cursor goes first and unescaped (its "=" padding included), as Confluence sends it
+    tail = f"&{urlencode(rest)}" if rest else ""
+    return Page(list(chosen), f"{path}?cursor={token}{tail}")
 
 
 def envelope(results: list[dict[str, Any]], page: Page, base: str) -> dict[str, Any]:
