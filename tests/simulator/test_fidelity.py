@@ -176,6 +176,7 @@ async def test_cursor_pagination(client: httpx.AsyncClient, space: dict[str, Any
             assert (
                 url.startswith("/wiki/api/v2/spaces/") and "sort=title" in url and "limit=5" in url
             )
+            assert url.split("?", 1)[1].startswith("cursor=") and "%" not in url.split("&")[0]
             assert (
                 response.headers["link"]
                 == f'<{url}>; rel="next", <https://site.test/wiki>; rel="base"'
