@@ -33,17 +33,14 @@ from app.reconcile_plan import (
     build_cql,
     content_kind,
     event_type,
-    left_trash_type,
     missing_versions,
     parse_time_ms,
     probe_versions,
-    trash_entered,
-    trash_left,
-    trash_member,
     window_start,
 )
 from app.reconcile_state import Progress, ReconcileState
 from app.settings import Settings
+from workers.reconcile_trash import trash_changes
 
 __all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target"]
 
@@ -175,11 +172,14 @@ class Sweeper:
                 await self._sweep(client, token, slot, progress, report, max_items)
                 if report.complete:
                     if slot == "auto":
-                        report.trash = await self._trash(client, target.tenant)
+                        report.trash = await trash_changes(
+                            client, self.state, self.queue, target.tenant, self._now()
+                        )
                     await self.state.complete(
                         slot, target.tenant, progress, self._now(), advance=slot == "auto"
                     )
             except Defer as exc:
+                report.complete = False
                 report.yielded, report.retry_in = exc.reason, exc.delay
             if not report.complete:
                 await self.state.save_progress(slot, target.tenant, progress)
@@ -234,14 +234,13 @@ class Sweeper:
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1
+            report.complete = next_url is None
             if self.on_page is not None:
                 self.on_page(report)
-            if next_url is None:
-                report.complete = True
+            if report.complete:
                 return
-            bounded = max_items is not None and read >= max_items
-            moved = top is not None and progress.upper is not None
-            if bounded and moved and top - progress.upper > PROGRESS_MARGIN_MS:  # type: ignore[operator]
+            moved = top - progress.upper if top is not None and progress.upper is not None else 0
+            if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS:
                 return
 
     async def _hits(self, client: SweepClient, results: list[SearchResult]) -> list[Hit]:
@@ -309,48 +308,3 @@ class Sweeper:
             actor=current.author_id if is_current and current else None,
             title=content.title,
         )
-
-    async def _trash(self, client: SweepClient, tenant: str) -> dict[str, int]:
-        """Pages trashed, restored or purged since the last sweep (their webhooks never came)."""
-        members = {
-            trash_member(page.id, page.version_number)
-            async for page in client.iter_pages(status=["trashed"], limit=BULK_PAGE_SIZE)
-            if page.version is not None
-        }
-        before = await self.state.trash(tenant)
-        counts = {"trashed": 0, "restored": 0, "deleted": 0, "enqueued": 0}
-        if before is None:
-            await self.state.set_trash(tenant, members)
-            return counts
-        changes = [("page.trashed", cid, v) for cid, v in trash_entered(before, members)]
-        left = trash_left(before, members)
-        if left:
-            statuses = {
-                page.id: page.status
-                async for page in client.iter_pages(
-                    ids=[cid for cid, _ in left],
-                    status=["current", "archived", "deleted", "trashed"],
-                    limit=BULK_PAGE_SIZE,
-                )
-            }
-            for cid, v in left:
-                if statuses.get(cid) != "trashed":
-                    changes.append((left_trash_type(statuses.get(cid)), cid, v))
-        seen = await self.state.seen(tenant, [((t,), cid, [v]) for t, cid, v in changes])
-        now = self._now()
-        for (type_, cid, v), known in zip(changes, seen, strict=True):
-            counts[type_.removeprefix("page.")] += 1
-            if not known:
-                event = Event(
-                    id=event_id(tenant, type_, cid, v, now),
-                    source="reconcile",
-                    tenant=tenant,
-                    type=type_,
-                    content_id=cid,
-                    content_type="page",
-                    timestamp=now,
-                    version=v,
-                )
-                counts["enqueued"] += int(await self.queue.put(event))
-        await self.state.set_trash(tenant, members)
-        return counts

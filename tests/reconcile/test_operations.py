@@ -1,0 +1,166 @@
+"""The operator command, the worker's cron tick, one sweep at a time, and budget yielding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from app import cli
+from app.budget.hook import BudgetExhausted, Priority
+from app.budget.redis_budget import RedisBudget
+from app.reconcile_cli import ProgressLine, parse_since
+from app.reconcile_state import ReconcileState
+from app.settings import Settings
+from tests.reconcile.conftest import Recorder, Stack
+from workers import reconcile_runtime
+from workers.main import build_worker
+from workers.reconcile import SweepReport, Target
+
+Drain = Any
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.setenv("REACTOR_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("REACTOR_REDIS_PREFIX", settings.redis_prefix)
+    assert settings.secret_key is not None
+    monkeypatch.setenv("REACTOR_SECRET_KEY", settings.secret_key.get_secret_value())
+    monkeypatch.setenv("REACTOR_LOG_LEVEL", "error")
+    monkeypatch.chdir(settings.state_dir.parent)  # no stray .env file
+
+
+async def _reactor(*argv: str) -> int:
+    return await asyncio.to_thread(cli.main, list(argv))
+
+
+async def test_reactor_reconcile_recovers_an_outage_window(
+    stack: Stack,
+    redis: Redis,
+    drain_queue: Drain,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _env(monkeypatch, stack.settings)
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await stack.faults(webhook_drop=1.0)  # the service was down: nothing arrived
+    for n in range(4):
+        await stack.edit(await stack.create(f"Outage {n}"), "second")
+    await stack.drain()
+
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", since) == 0
+    out, err = capsys.readouterr()
+    assert "[########################] 100%" in err  # the progress display reached the end
+    assert f"tenant {stack.tenant}: changes since" in out and "(complete)" in out
+    assert "versions never seen            9" in out  # 4 pages x 2 versions + the homepage
+    assert "reconcile events enqueued      9" in out
+
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions() == stack.expected_versions()
+
+    # run again: everything is known now; the periodic sweep's watermark was not touched
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", since, "--json") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["complete"] and summary["hits"] == 5 and summary["enqueued"] == 0
+    assert await ReconcileState(redis, stack.settings.redis_prefix).watermark(stack.tenant) is None
+
+
+async def test_reactor_reconcile_refuses_bad_input(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _env(monkeypatch, stack.settings)
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", "last week") == 2
+    assert "--since: 'last week' is not an ISO time" in capsys.readouterr().err
+    assert await _reactor("reconcile", "--tenant", "nobody", "--since", "2026-01-01") == 2
+    assert "no installed tenant 'nobody'" in capsys.readouterr().err
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", future) == 2
+
+
+def test_since_and_progress_line() -> None:
+    assert parse_since("2026-11-27T09:30Z") == parse_since("2026-11-27 09:30")
+    assert parse_since("2026-11-27T10:30+01:00") == parse_since("2026-11-27T09:30:00Z")
+
+    class Sink:
+        text = ""
+
+        def write(self, value: str) -> None:
+            self.text += value
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    line = ProgressLine(0, 100_000, sink)
+    line(SweepReport("t", "manual", 0, upper=75_000, items=3, pages=1))
+    assert sink.text.startswith("[######..................]  25%  pages 1  hits 3")
+
+
+async def test_the_cron_tick_sweeps_due_tenants_once_per_interval(
+    stack: Stack, redis: Redis, drain_queue: Drain
+) -> None:
+    await stack.faults(webhook_drop=1.0)
+    page = await stack.create("Ticked")
+    await stack.drain()
+    ctx = {"settings": stack.settings, "redis": redis}
+    first = await reconcile_runtime.tick(ctx)
+    assert first[stack.tenant]["complete"] and first[stack.tenant]["enqueued"] == 2
+    assert await reconcile_runtime.tick(ctx) == {}  # not due again within the interval
+    off = {"settings": stack.settings.model_copy(update={"reconcile_interval_seconds": 0})}
+    assert await reconcile_runtime.tick(off | {"redis": redis}) == {}
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions()[(page, 1)] == 1
+
+
+def test_the_worker_runs_the_tick_every_minute_except_in_burst_mode(settings: Settings) -> None:
+    worker = build_worker(settings, handle_signals=False, dispatch=Recorder())
+    (job,) = worker.cron_jobs
+    assert job.name == "reconcile" and job.coroutine is reconcile_runtime.tick
+    assert job.minute is None and job.second == 7  # every minute
+    burst = build_worker(settings, burst=True, handle_signals=False, dispatch=Recorder())
+    assert burst.cron_jobs == []
+
+
+async def test_one_sweep_of_a_tenant_at_a_time(stack: Stack, redis: Redis) -> None:
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    token = await state.lock(stack.tenant, 30)
+    assert token is not None
+    async with reconcile_runtime.runtime(redis, stack.settings) as rt:
+        report = await rt.sweeper.run(Target(stack.tenant, 0))
+        assert report.busy and not report.complete
+        await state.unlock(stack.tenant, "someone-else")  # only the holder releases it
+        assert (await rt.sweeper.run(Target(stack.tenant, 0))).busy
+        await state.unlock(stack.tenant, token)
+        assert (await rt.sweeper.run(Target(stack.tenant, 0))).complete
+
+
+async def test_sweeps_yield_to_reactions_when_the_budget_runs_low(
+    stack: Stack, redis: Redis
+) -> None:
+    settings = stack.settings.model_copy(
+        update={
+            "budget_points_per_hour": 1000,
+            "budget_reserve_fraction": 0.1,
+            "budget_reserve_release_seconds": 0.0,
+            "budget_pacing": False,
+            "budget_burst_per_second": 0.0,
+            "budget_max_wait_seconds": 0.0,
+        }
+    )
+    budget = RedisBudget(redis, settings)
+    await budget.reserve("busy-tenant", 850, Priority.REACTION)  # reactions spent most of it
+    async with reconcile_runtime.runtime(redis, settings, budget=budget) as rt:
+        (target,) = await rt.targets()
+        report = await rt.sweeper.run(target)
+    assert report.yielded and report.retry_in >= 0 and not report.complete
+    saved = await ReconcileState(redis, settings.redis_prefix).progress("auto", stack.tenant)
+    assert saved is not None and saved.items == 0  # resumes at the next tick
+    # reactions still get points the sweep could not take
+    await budget.reserve(stack.tenant, 40, Priority.REACTION)
+    with pytest.raises(BudgetExhausted):
+        await budget.reserve(stack.tenant, 40, Priority.RECONCILE)
