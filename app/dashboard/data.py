@@ -214,15 +214,18 @@ class ReadModel:
             record = await self.log.record(event_id.strip())
             records = [record] if record is not None else []
         else:
+            # Tenant and content filters are applied here (a tenant matches by substring), so
+            # ask for more records than are shown.
             records = await self.log.recent(
                 state=status or None,
-                tenant=tenant or None,
                 type_=type_ or None,
-                limit=limit if not content_id else limit * 10,
+                limit=limit if not (content_id or tenant) else limit * 10,
             )
         rows = []
         for record in records:
             if status and record.state != status:
+                continue
+            if tenant and tenant.strip().lower() not in record.tenant.lower():
                 continue
             row = _row(record, _event_from(record))
             if content_id and row["content_id"] != content_id.strip():

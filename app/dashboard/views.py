@@ -324,7 +324,7 @@ def clock(value: float | int | None) -> str:
 
 
 def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
 async def refresh_gauges(request: Request, metrics: Metrics) -> None:

@@ -199,3 +199,25 @@ def test_theme_follows_the_system_setting(browser_page: Any, server_url: str) ->
     assert light == "rgb(246, 247, 249)"
     assert dark == "rgb(18, 21, 27)"
     page.screenshot(path=str(ARTIFACTS / "overview-dark.png"), full_page=True)
+
+
+def test_job_search_and_detail_with_masked_payload(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    event = make_event(tenant="globex.atlassian.net", content_id="5150")
+    in_redis(settings, lambda c: kill(c, settings, event, "422: storage format invalid"))
+    page = browser_page
+    sign_in(page, server_url)
+    page.click("nav a:text('Jobs')")
+    page.fill("input[name=tenant]", "globex")
+    page.select_option("select[name=status]", "dead")
+    page.click("form.search button[type=submit]")
+    page.screenshot(path=str(ARTIFACTS / "job-search.png"), full_page=True)
+    page.click(f"a[href='/dashboard/jobs/{event.id}']")
+    page.wait_for_selector(f"h1:has-text('{event.id}')")
+    payload = page.locator("pre.payload").inner_text()
+    assert "do-not-show" not in page.content()
+    assert '"sharedSecret": "•••"' in payload
+    attempts = page.locator("section.card", has_text="Attempts").inner_text()
+    assert "422: storage format invalid" in attempts
+    page.screenshot(path=str(ARTIFACTS / "job-detail.png"), full_page=True)
