@@ -67,10 +67,11 @@ class Heartbeats:
                 continue
             info: dict[str, Any] = {_s(k): _s(v) for k, v in row.items()}
             info["id"] = worker_id
-            try:
-                info["reactions"] = json.loads(info.get("reactions", "[]"))
-            except ValueError:
-                info["reactions"] = []
+            for name in ("reactions", "jobs"):
+                try:
+                    info[name] = json.loads(info.get(name, "[]"))
+                except ValueError:
+                    info[name] = []
             for name in ("concurrency", "running", "done", "failed", "pid"):
                 if name in info:
                     info[name] = int(float(info[name]))
@@ -109,11 +110,14 @@ def describe_reactions(router: Any) -> list[dict[str, Any]]:
 def worker_stats(worker: Any, ctx: dict[str, Any], started: float) -> dict[str, Any]:
     """What one arq worker publishes in its heartbeat."""
     router = getattr(ctx.get("dispatch"), "router", None)
+    tasks = getattr(worker, "tasks", {})
+    running = [str(job_id) for job_id, task in tasks.items() if not task.done()]
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "concurrency": int(getattr(worker, "max_jobs", 0) or 0),
-        "running": sum(not t.done() for t in getattr(worker, "tasks", {}).values()),
+        "running": len(running),
+        "jobs": json.dumps(running[:20]),
         "done": int(getattr(worker, "jobs_complete", 0)),
         "failed": int(getattr(worker, "jobs_failed", 0)),
         "started": started,

@@ -206,3 +206,67 @@ async def test_last_hour_states_come_from_the_pipeline_records(
     assert hour["deferred"] == {"budget": 1}
     assert hour["done"] == 1 and hour["series"]["done"][-1] == 1
     assert hour["sampled"] == 3 and hour["capped"] is False
+
+
+async def test_live_stream_pushes_the_overview(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    await EventQueue(redis, settings).put(make_event(content_id="1200"))
+    async with api.stream("GET", "/dashboard/live") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines: list[str] = []
+        async for line in stream.aiter_lines():
+            lines.append(line)
+            if line.startswith("data:"):
+                break
+    assert "event: overview" in lines
+    data = json.loads(lines[-1].removeprefix("data:").strip())
+    assert data["queue"]["queued"] == 1
+    sampled = await Activity(redis, settings.redis_prefix).minutes(1)
+    assert sampled[0][1]["depth:queued"] == 1
+
+
+async def test_pages_redirects_static_files_and_headers(api: httpx.AsyncClient) -> None:
+    bare = await api.get("/dashboard")
+    assert bare.status_code == 308 and bare.headers["location"] == "/dashboard/"
+    css = await api.get("/dashboard/static/app.css")
+    assert css.status_code == 200 and "prefers-color-scheme: dark" in css.text
+    assert css.headers["cache-control"] == "public, max-age=3600"
+    js = await api.get("/dashboard/static/app.js")
+    assert "EventSource" in js.text
+    page = await api.get("/dashboard/jobs/ev_unknown")
+    assert page.status_code == 404 and "No such job" in page.text
+    assert page.headers["cache-control"].startswith("no-cache")
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_heartbeat_names_the_jobs_a_worker_runs(settings: Settings, redis: Redis) -> None:
+    import asyncio
+
+    from app.dashboard import heartbeat
+
+    class FakeArqWorker:  # the attributes of arq's Worker the heartbeat reads
+        max_jobs = 5
+        jobs_complete = 7
+        jobs_failed = 1
+
+        def __init__(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+            self.tasks = tasks
+
+    blocker = asyncio.Event()
+    task = asyncio.create_task(blocker.wait())
+    finished = asyncio.create_task(asyncio.sleep(0))
+    await finished
+    worker = FakeArqWorker({"ev_running": task, "ev_finished": finished})  # type: ignore[dict-item]
+    ctx: dict[str, Any] = {"redis": redis, "settings": settings, "worker": worker}
+    await heartbeat.start(ctx)
+    try:
+        [info] = await Heartbeats(redis, settings.redis_prefix).alive()
+    finally:
+        await heartbeat.stop(ctx)
+        blocker.set()
+        await task
+    assert (info["running"], info["jobs"], info["done"], info["concurrency"]) == (
+        1, ["ev_running"], 7, 5,
+    )  # fmt: skip
+    assert await Heartbeats(redis, settings.redis_prefix).alive() == []
