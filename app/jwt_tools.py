@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from app.atlassian.connect_jwt import TokenRejected, parse_token, verify_connect_token
-from app.atlassian.qsh import canonical_request_for_url, hash_canonical_request
+from app.atlassian.qsh import canonical_request_for_url, hash_canonical_request, split_url
 
 
 def qsh_lines(method: str, url: str, base_url: str | None) -> list[str]:
@@ -23,7 +23,7 @@ def qsh_lines(method: str, url: str, base_url: str | None) -> list[str]:
 
 
 def token_from_url(url: str) -> str | None:
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+    for name, value in parse_qsl(split_url(url)[1], keep_blank_values=True):
         if name == "jwt" and value:
             return value
     return None

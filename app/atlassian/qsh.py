@@ -118,10 +118,22 @@ def base_path_of(base_url: str | None) -> str:
     return urlsplit(base_url).path.rstrip("/")
 
 
+def split_url(url: str) -> tuple[str, str]:
+    """``(raw path, raw query)`` of an absolute URL or of a request target such as ``/p?q``.
+
+    A request target is split by hand: ``urlsplit`` would read ``//host/p`` as a host.
+    """
+    if url.startswith("/"):
+        path, _, query = url.partition("#")[0].partition("?")
+        return path, query
+    parts = urlsplit(url)
+    return parts.path, parts.query
+
+
 def canonical_request_for_url(method: str, url: str, base_url: str | None = None) -> str:
     """The canonical request of an absolute or relative URL, relative to ``base_url``'s path."""
-    parts = urlsplit(url)
-    return canonical_request(method, parts.path, parts.query, base_path=base_path_of(base_url))
+    path, query = split_url(url)
+    return canonical_request(method, path, query, base_path=base_path_of(base_url))
 
 
 @lru_cache(maxsize=2048)

@@ -11,10 +11,14 @@ import hashlib
 import hmac
 import json
 import time
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode
 
 import httpx
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from app.atlassian.qsh import canonical_request_for_url
 
 from .conftest import ConnectApp
 from .test_webhooks import page_created
@@ -120,3 +124,21 @@ async def test_wrong_secret_or_tenant_is_refused(connect_app: ConnectApp) -> Non
     for token, code in cases:
         resp = await send(connect_app, "POST", SIGNED, token)
         assert (resp.status_code, resp.json()["error"]) == (401, code)
+
+
+@given(
+    method=st.sampled_from(["get", "POST", "Put"]),
+    path=st.text(alphabet="abcXYZ019-._~/", min_size=1, max_size=20).map(lambda p: "/" + p),
+    pairs=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=8).filter(lambda n: n != "jwt"),
+            st.text(max_size=8),
+        ),
+        max_size=6,
+    ),
+)
+def test_both_implementations_agree(method: str, path: str, pairs: list[tuple[str, str]]) -> None:
+    # code-point order equals Java's UTF-16 order inside the Basic Multilingual Plane
+    assume(all(ord(c) < 0xD800 for n, v in pairs for c in n + v))
+    url = f"{path}?{urlencode(pairs)}" if pairs else path
+    assert canonical_request_for_url(method, url) == their_canonical(method, url)

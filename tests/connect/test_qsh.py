@@ -62,6 +62,8 @@ CANONICAL_VECTORS = [
         "GET&/rest/api/content/123&expand=body.storage",
     ),
     ("GET", "/wikipedia/x", "https://x.atlassian.net/wiki", "GET&/wikipedia/x&"),
+    # a request target starting with // is a path, not a host
+    ("POST", "//evil.test/hook?a=1#frag", None, "POST&//evil.test/hook&a=1"),
 ]
 
 
