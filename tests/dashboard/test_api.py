@@ -270,3 +270,22 @@ async def test_heartbeat_names_the_jobs_a_worker_runs(settings: Settings, redis:
         1, ["ev_running"], 7, 5,
     )  # fmt: skip
     assert await Heartbeats(redis, settings.redis_prefix).alive() == []
+
+
+async def test_events_processed_by_a_real_worker_show_as_done(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis, burst_worker: Any
+) -> None:
+    queue = EventQueue(redis, settings)
+    events = [make_event(content_id=str(1300 + n)) for n in range(3)]
+    for event in events:
+        await queue.put(event)
+    assert (await api.get("/api/status")).json()["queue"]["queued"] == 3
+    worker = burst_worker()
+    await worker.main()
+    await worker.close()
+    status = (await api.get("/api/status")).json()
+    assert status["queue"] == {"queued": 0, "running": 0, "deferred": 0}
+    assert status["hour"]["states"] == {"done": 3}
+    assert status["hour"]["done"] == 3
+    found = (await api.get("/api/jobs", params={"status": "done"})).json()["jobs"]
+    assert {j["id"] for j in found} == {e.id for e in events}
