@@ -29,6 +29,29 @@ from workers.dispatch import JobContext
 
 SIM_TOKEN = "reconcile-sim-token"
 USER = "ann@example.com"
+FORGE_APP = "ari:cloud:ecosystem::app/5e0c1f4a-7a53-4d7e-9a55-0d6f3c0e2b10"
+# Forge tokens must name an https API base; requests to it are sent to the simulator's socket.
+GATEWAY = "https://api.sim.test"
+
+
+class GatewayTransport(httpx.AsyncBaseTransport):
+    """Sends requests for :data:`GATEWAY` to the simulator (what DNS does in production)."""
+
+    def __init__(self, sim_url: str) -> None:
+        self.target = httpx.URL(sim_url)
+        self.inner = httpx.AsyncHTTPTransport()
+        self.forwarded: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == httpx.URL(GATEWAY).host:
+            self.forwarded.append(f"{request.headers['authorization'][:7]}{request.url.path}")
+            request.url = request.url.copy_with(
+                scheme=self.target.scheme, host=self.target.host, port=self.target.port
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @dataclass
@@ -101,11 +124,15 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     sim_port, app_port = free_port(), free_port()
     sim_url, app_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{app_port}"
-    sim = build(api_token=SIM_TOKEN, keys=sim_keys, public_url=sim_url, seed=11)
+    sim = build(
+        api_token=SIM_TOKEN, keys=sim_keys, public_url=sim_url, gateway_url=GATEWAY, seed=11
+    )
     app_settings = settings.model_copy(
         update={
             "base_url": app_url,
             "connect_install_keys_url": f"{sim_url}/_sim/install-keys",
+            "forge_app_id": FORGE_APP,
+            "forge_jwks_url": f"{sim_url}/_sim/forge/jwks.json",
             "reconcile_overlap_seconds": 60.0,
         }
     )
