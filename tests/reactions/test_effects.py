@@ -1,0 +1,103 @@
+"""The effect ledger on the real test Redis, and loop prevention on event payload shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from app.atlassian.events import from_forge
+from app.confluence.pages import edit_message
+from app.settings import Settings
+from tests.reactions.events import page_event
+from workers import storage
+from workers.effects import DRY_RUN_KEEP, EffectLedger, LoopGuardPolicy, effect_key
+from workers.loops import ignore_reason
+from workers.rule_actions import replace_transform
+
+
+async def test_effect_states(redis: Redis, settings: Settings) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    key = effect_key("t", "ev_1", "r", "comment", "1")
+    assert key == effect_key("t", "ev_1", "r", "comment", "1") != effect_key("t", "ev_2", "r")
+    assert await ledger.state(key) == ("new", None)
+    await ledger.begin(key)
+    assert (await ledger.state(key))[0] == "pending"
+    await ledger.done(key, "9001")
+    assert await ledger.state(key) == ("done", "9001")
+    assert await redis.ttl(f"{settings.redis_prefix}effect:{key}") > 0
+
+
+async def test_loop_guard_counts_writes_within_the_window(redis: Redis, settings: Settings) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix, LoopGuardPolicy(limit=2, window_seconds=1))
+    assert await ledger.allow_write("t", "p1", "r")
+    await ledger.note_write("t", "p1", "r")
+    await ledger.note_write("t", "p1", "r")
+    assert not await ledger.allow_write("t", "p1", "r")
+    assert await ledger.allow_write("t", "p2", "r")  # per content
+    assert await ledger.allow_write("t", "p1", "other")  # per reaction
+    await asyncio.sleep(1.1)
+    assert await ledger.allow_write("t", "p1", "r")
+
+
+async def test_dry_run_list_is_bounded_newest_first(redis: Redis, settings: Settings) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    for i in range(DRY_RUN_KEEP + 3):
+        await ledger.record_dry_run({"n": i})
+    assert await redis.llen(ledger.dry_run_key) == DRY_RUN_KEEP  # type: ignore[misc]
+    assert [r["n"] for r in await ledger.dry_runs(2)] == [DRY_RUN_KEEP + 2, DRY_RUN_KEEP + 1]
+
+
+async def test_app_accounts_are_learned_per_tenant(redis: Redis, settings: Settings) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    await ledger.learn_app_accounts("t1", {"app-1"})
+    await ledger.learn_app_accounts("t1", set())
+    assert await ledger.app_accounts("t1") == {"app-1"}
+    assert await ledger.app_accounts("t2") == set()
+
+
+def test_ignore_reasons() -> None:
+    event = page_event()
+    assert ignore_reason(event, {"app"}) is None
+    assert ignore_reason(replace(event, actor="app"), {"app"}) == "the actor is the app's account"
+    assert ignore_reason(replace(event, self_generated=True), set()) is not None
+    marked = page_event(message=edit_message("x"))
+    assert ignore_reason(marked, set()) == "the version message carries the app's edit marker"
+    assert ignore_reason(page_event(message="fixed typo"), set()) is None
+
+
+def test_forge_payload_with_the_app_marker_is_ignored() -> None:
+    body = {
+        "eventType": "avi:confluence:updated:page",
+        "atlassianId": "user-1",
+        "eventCreatedDate": "2026-11-27T10:00:00.000Z",
+        "content": {
+            "id": "1001",
+            "type": "page",
+            "title": "RFC",
+            "space": {"id": "77", "key": "DEV"},
+            "version": {"number": 4, "message": edit_message("redacted 1 credential(s)")},
+        },
+    }
+    event = from_forge("forge:cloud-1", body)
+    assert ignore_reason(event, set()) == "the version message carries the app's edit marker"
+
+
+_chunk = st.text(alphabet=st.sampled_from(list("ab<>&x ")), max_size=6)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_chunk, max_size=6), _chunk)
+def test_replace_action_keeps_storage_well_formed(chunks: list[str], replacement: str) -> None:
+    body = "".join(f"<p><strong>{_esc(c)}</strong>{_esc(c)}&nbsp;</p>" for c in chunks)
+    transform = replace_transform(re.compile("[ab&<]+"), lambda m: replacement)
+    _, out = transform("t", body)
+    assert storage.well_formed(out) is None
