@@ -43,6 +43,8 @@ class EventCache:
     """Reads shared by all reactions of one event, so each is paid for once."""
 
     content: dict[tuple[str, str], Content] = field(default_factory=dict)
+    # as first read for this event: the own-edit check must not see our later writes
+    first: dict[tuple[str, str], Content] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,17 +69,20 @@ class ReactionContext:
         key = (kind, content_id)
         if key not in self.cache.content:
             self.cache.content[key] = await self.client.get_content(kind, content_id)
+            self.cache.first.setdefault(key, self.cache.content[key])
         return self.cache.content[key]
 
     async def content(self) -> Content:
         """The event's content; raises :class:`OwnEdit` when its current version is the app's."""
-        found = await self.get(kind_of(self.event.content_type), self.event.content_id)
+        key = (kind_of(self.event.content_type), self.event.content_id)
+        current = await self.get(*key)
+        found = self.cache.first[key]
         ours = is_app_edit(found.version_message) or (
             found.author_id is not None and found.author_id in self.app_accounts
         )
         if ours and (self.event.version is None or self.event.version == found.version):
             raise OwnEdit(f"{found.kind} {found.id} v{found.version} is the app's own edit")
-        return found
+        return current
 
     async def target(self) -> tuple[Kind, str]:
         """The page or blog post the event is about (a comment's container for comments)."""

@@ -247,3 +247,19 @@ async def test_secret_in_a_comment_is_redacted_and_the_author_gets_a_reply(
     (reply,) = fake.replies["5001"]
     assert "this comment contained 1 credential" in reply and AWS not in reply
     assert [c[0] for c in fake.writes()] == ["update", "reply"]
+
+
+async def test_later_reactions_still_run_after_an_earlier_one_edited(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    _leak(fake)
+    router = _secret_router()
+    seen: list[int] = []
+
+    @router.on("page.*", name="after")
+    async def after(event: Event, ctx: ReactionContext) -> None:
+        seen.append((await ctx.content()).version)
+
+    event = replace(page_event(version=3), version=None)  # e.g. a payload without a version
+    await reactor(router)(event, job(event))
+    assert seen == [4]  # the redacted version, read from the shared cache
