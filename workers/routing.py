@@ -127,8 +127,7 @@ class Router:
     """An ordered set of reaction registrations."""
 
     def __init__(self) -> None:
-        self._registrations: list[Registration] = []
-        self._routers: list[Router] = []
+        self._entries: list[Registration | Router] = []  # in the order they were added
 
     def on(
         self,
@@ -165,18 +164,20 @@ class Router:
             raise ValueError(f"{registration.name}: name at least one event type")
         for pattern in registration.events:
             check_event_pattern(pattern)
-        self._registrations.append(registration)
+        self._entries.append(registration)
 
     def include(self, router: Router) -> None:
         """Compose: ``router``'s registrations (also those added later) become ours."""
         if router is self:
             raise ValueError("a router cannot include itself")
-        self._routers.append(router)
+        self._entries.append(router)
 
     def __iter__(self) -> Iterator[Registration]:
-        yield from self._registrations
-        for router in self._routers:
-            yield from router
+        for entry in self._entries:
+            if isinstance(entry, Router):
+                yield from entry
+            else:
+                yield entry
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
