@@ -111,6 +111,8 @@ async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
         hour["done"] = sum(recent["done_series"])
     if not hour["deferred"]:
         hour["deferred"] = recent["deferred"]
+    if not hour["received"]:
+        hour["received"] = recent["sources"]
     workers_now = await workers(request)
     return {
         "now": now,

@@ -39,6 +39,7 @@ async def test_status_counts_queued_events_and_dead_letters(
     assert status["queue"] == {"queued": 4, "running": 0, "deferred": 0}
     assert status["dead_letters"] == 1
     assert status["hour"]["received_total"] == 5
+    assert status["hour"]["received"] == {"connect": 5}
     assert status["hour"]["series"]["received"][-1] == 5
     assert status["hour"]["dead"] == 1
     assert [(f["tenant"], f["reason"]) for f in status["failing"]] == [("site-b", "404 gone")]
@@ -289,3 +290,37 @@ async def test_events_processed_by_a_real_worker_show_as_done(
     assert status["hour"]["done"] == 3
     found = (await api.get("/api/jobs", params={"status": "done"})).json()["jobs"]
     assert {j["id"] for j in found} == {e.id for e in events}
+
+
+async def test_source_is_read_from_the_event_not_from_its_payload(
+    settings: Settings, redis: Redis
+) -> None:
+    import dataclasses
+    import time
+
+    from app.dashboard.data import ReadModel
+
+    event = make_event(content_id="1400")
+    spoof = dataclasses.replace(
+        event, source="forge", raw={"source": "spoof", "inner": {"source": "deeper"}}
+    )
+    await EventQueue(redis, settings).put(spoof)
+    recent = await ReadModel(redis, settings).recent_states(time.time())
+    assert recent["sources"] == {"forge": 1}
+
+
+async def test_source_of_an_event_stored_in_another_key_order(
+    settings: Settings, redis: Redis
+) -> None:
+    import time
+
+    from app.dashboard.data import ReadModel
+
+    event = make_event(content_id="1401")
+    await EventQueue(redis, settings).put(event)
+    key = f"{settings.redis_prefix}event:{event.id}"
+    stored = json.loads(await redis.hget(key, "event"))  # type: ignore[misc]
+    reordered = {"raw": {"source": "spoof"}, **{k: v for k, v in stored.items() if k != "raw"}}
+    await redis.hset(key, "event", json.dumps(reordered))  # type: ignore[misc]
+    recent = await ReadModel(redis, settings).recent_states(time.time())
+    assert recent["sources"] == {"connect": 1}
