@@ -221,3 +221,25 @@ def test_job_search_and_detail_with_masked_payload(
     attempts = page.locator("section.card", has_text="Attempts").inner_text()
     assert "422: storage format invalid" in attempts
     page.screenshot(path=str(ARTIFACTS / "job-detail.png"), full_page=True)
+
+
+def test_a_failure_appears_on_the_open_overview_without_reload(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    page = browser_page
+    sign_in(page, server_url)
+    tenants = page.locator("section.card", has_text="Tenants with failing events")
+    assert tenants.is_hidden()
+    page.wait_for_selector(".live.on")
+    event = make_event(tenant="initech.atlassian.net", content_id="8080")
+    reason = "403: <b>no</b> permission to edit"
+    in_redis(settings, lambda c: kill(c, settings, event, reason))
+    tenants.wait_for(state="visible")
+    row = tenants.locator("tbody tr").first
+    assert "initech.atlassian.net" in row.inner_text()
+    assert reason in row.inner_text()  # shown as text, never as markup
+    assert page.locator("section.card b").count() == 0
+    failing = page.locator("tbody[data-live-table=failing] tr").first
+    assert "initech.atlassian.net" in failing.inner_text()
+    assert failing.locator("a").get_attribute("href") == f"/dashboard/jobs/{event.id}"
+    page.screenshot(path=str(ARTIFACTS / "overview-failure-live.png"), full_page=True)

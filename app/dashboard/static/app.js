@@ -49,7 +49,87 @@ function formatMap(map) {
   return parts.length ? parts.join(" · ") : "—";
 }
 
+function ago(ms) {
+  if (!ms) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - Number(ms)) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  return `${Math.floor(seconds / 3600)}h ago`;
+}
+
+function link(href, text, code) {
+  const a = document.createElement("a");
+  a.href = href;
+  if (code) {
+    const c = document.createElement("code");
+    c.textContent = text;
+    a.appendChild(c);
+  } else {
+    a.textContent = text;
+  }
+  return a;
+}
+
+// Cells are built with textContent only: tenant names and reasons come from outside.
+function cell(row, spec) {
+  const [field, kind] = spec.split(":");
+  const value = row[field];
+  const td = document.createElement("td");
+  if (kind === "strong") {
+    const b = document.createElement("strong");
+    b.textContent = String(value ?? "");
+    td.appendChild(b);
+  } else if (kind === "job") {
+    td.appendChild(link(`/dashboard/jobs/${encodeURIComponent(value)}`, `${String(value).slice(0, 16)}…`, true));
+  } else if (kind === "state") {
+    const span = document.createElement("span");
+    span.className = `state state-${value}`;
+    span.textContent = String(value || "unknown");
+    td.appendChild(span);
+  } else if (kind === "ago") {
+    td.textContent = ago(value);
+  } else if (kind === "links") {
+    const status = row.dead ? "dead" : "failed";
+    td.appendChild(link(`/dashboard/jobs?tenant=${encodeURIComponent(value)}&status=${status}`, "events"));
+    if (row.dead) {
+      td.appendChild(document.createTextNode(" · "));
+      td.appendChild(link("/dashboard/dead", "retry…"));
+    }
+  } else {
+    if (kind === "why") td.className = "why";
+    td.textContent = String(value ?? "");
+  }
+  return td;
+}
+
+function renderTable(tbody, rows) {
+  const specs = tbody.dataset.cols.split(",");
+  const fresh = rows.map((row) => {
+    const tr = document.createElement("tr");
+    specs.forEach((spec) => tr.appendChild(cell(row, spec)));
+    return tr;
+  });
+  if (!fresh.length && tbody.dataset.empty) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = specs.length;
+    td.className = "muted";
+    td.textContent = tbody.dataset.empty;
+    tr.appendChild(td);
+    fresh.push(tr);
+  }
+  tbody.replaceChildren(...fresh);
+}
+
 function apply(data) {
+  document.querySelectorAll("tbody[data-live-table]").forEach((tbody) => {
+    const rows = pick(data, tbody.dataset.liveTable);
+    if (Array.isArray(rows)) renderTable(tbody, rows);
+  });
+  document.querySelectorAll("[data-live-show]").forEach((el) => {
+    const rows = pick(data, el.dataset.liveShow);
+    if (Array.isArray(rows)) el.hidden = rows.length === 0;
+  });
   document.querySelectorAll("[data-live]").forEach((el) => {
     const v = pick(data, el.dataset.live);
     if (v !== undefined && v !== null && String(v) !== el.textContent) el.textContent = String(v);
