@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -187,6 +188,16 @@ def too_many() -> Response:
     )
 
 
+async def _unless_redis_down(endpoint: Endpoint, request: Request) -> Response:
+    """The endpoint's answer, or 503 when Redis (where everything shown lives) is down."""
+    try:
+        return await endpoint(request)
+    except (RedisError, OSError):
+        return error_response(
+            503, "redis_unavailable", "Redis does not answer; retry shortly", {"Retry-After": "5"}
+        )
+
+
 def page(endpoint: Endpoint) -> Endpoint:
     """Guard for HTML pages: sign-in first, then the page; POSTs need the form's CSRF token."""
 
@@ -203,7 +214,7 @@ def page(endpoint: Endpoint) -> Endpoint:
             request.state.form = form
             if not csrf_ok(request, operator, first(form, "csrf")):
                 return error_response(403, "csrf_failed", "the form is stale; reload the page")
-        return await endpoint(request)
+        return await _unless_redis_down(endpoint, request)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -231,7 +242,7 @@ def api(endpoint: Endpoint) -> Endpoint:
             request, operator, request.headers.get("x-csrf-token")
         ):
             return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
-        return await endpoint(request)
+        return await _unless_redis_down(endpoint, request)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__

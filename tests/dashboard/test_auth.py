@@ -204,3 +204,19 @@ async def test_repeated_wrong_tokens_are_throttled(server: str) -> None:
         form = {"csrf": nonce.group(1), "token": TOKEN, "next": ""}
         refused = await client.post("/dashboard/signin", data=form)
         assert refused.status_code == 429  # even the right token waits out the window
+
+
+async def test_redis_down_answers_503_not_500(settings: Settings, redis: Redis) -> None:
+    from app import redis as redis_conn
+    from app.embedded_redis import free_port
+    from app.main import create_app
+
+    dead = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    app = create_app(settings, redis=dead)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://reactor.test") as client:
+        app.state.redis = dead
+        answer = await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    await dead.aclose()
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "redis_unavailable"
