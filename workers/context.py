@@ -97,6 +97,14 @@ class ReactionContext:
             raise OwnEdit("the comment's page is unknown")
         return comment.parent_kind or "page", comment.parent_id
 
+    async def remember(self, name: str, value: str) -> None:
+        """Keep ``value`` for re-runs of this event by this reaction (never a secret)."""
+        key = effect_key(self.tenant, self.event.id, self.reaction, name)
+        await self.ledger.remember(key, value)
+
+    async def recall(self, name: str) -> str | None:
+        return await self.ledger.recall(effect_key(self.tenant, self.event.id, self.reaction, name))
+
     # writes ----------------------------------------------------------------------------
     def _key(self, action: str, once: str | None) -> str:
         if once is not None:

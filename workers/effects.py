@@ -9,6 +9,7 @@ Keys (all under ``settings.redis_prefix``):
 
 - ``effect:<sha256>``                     JSON ``{"state", "result", "at"}``, kept ``EFFECT_TTL``
 - ``loopguard:<tenant>:<content>:<name>`` writes of one reaction on one content in the window
+- ``memo:<sha256>``                       a value a reaction keeps for re-runs of one event
 - ``reactions:dryrun``                    newest-first JSON list of what dry runs would do
 - ``reactions:counts``                    hash ``<reaction>:<outcome>`` -> count (dashboard)
 - ``app-accounts:<tenant>``               set of account ids Confluence named as author of our
@@ -85,6 +86,13 @@ class EffectLedger:
             pipe.incr(key)
             pipe.expire(key, self.guard.window_seconds, nx=True)
             await pipe.execute()
+
+    async def remember(self, key: str, value: str) -> None:
+        await self.redis.set(f"{self.prefix}memo:{key}", value, ex=EFFECT_TTL)
+
+    async def recall(self, key: str) -> str | None:
+        raw = await self.redis.get(f"{self.prefix}memo:{key}")
+        return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def app_accounts(self, tenant: str) -> set[str]:
         """Accounts seen writing our effects on this tenant's site (the app's own account)."""

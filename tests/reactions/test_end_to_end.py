@@ -8,6 +8,7 @@ edits and comments (which the simulator reports like Confluence does) trigger no
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,65 @@ async def test_rerun_after_interrupted_writes_posts_nothing_twice(
     after = [c["body"]["storage"]["value"] for c in await s.comments(rfc["id"])]
     assert after == before
     assert (await s.page(rfc["id"]))["version"]["number"] == version
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_worker_killed_mid_job_then_the_rerun_finishes_without_duplicates(
+    stack: tuple[Stack, LiveServer, Path], redis: Redis, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    s, app, rules = stack
+    installed = await s.http.post(
+        "/_sim/apps/connect", json={"descriptorUrl": f"{app.url}/atlassian-connect.json"}
+    )
+    assert installed.status_code == 201, installed.text
+    await s.http.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
+    await s.http.post("/_sim/users", json={"email": ANN, "displayName": "Ann"})
+    rules.write_text(RULES.format(parent="0"))
+    assert s.settings.redis_url is not None and s.settings.secret_key is not None
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+        "REACTOR_REDIS_URL": s.settings.redis_url,
+        "REACTOR_REDIS_PREFIX": s.settings.redis_prefix,
+        "REACTOR_SECRET_KEY": s.settings.secret_key.get_secret_value(),
+        "REACTOR_RULES_FILE": str(rules),
+        "REACTOR_JOB_TIMEOUT_SECONDS": "5",
+        "REACTOR_LOG_FORMAT": "console",
+    }
+    await s.http.put("/_sim/faults", json={"latency_ms": 300})  # every API call is slow
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page = await s.act(
+            "pages", {"spaceKey": "DEV", "title": "Keys", "body": f"<p>{AWS_ID}</p>"}
+        )
+        await s.http.post("/_sim/webhooks/drain", json={"timeout": 10})
+        deadline = time.monotonic() + 30
+        while (await s.page(page["id"]))["version"]["number"] < 2:  # the redaction landed
+            assert time.monotonic() < deadline, "the worker never redacted the page"
+        proc.send_signal(signal.SIGKILL)  # mid-job: the author's comments are still to come
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    await s.http.put("/_sim/faults", json={"latency_ms": 0})
+    await asyncio.sleep(8)  # the dead worker's claim on the job expires (job timeout + margin)
+    await s.settle()
+    bodies = [c["body"]["storage"]["value"] for c in await s.comments(page["id"])]
+    assert sum("credential" in b for b in bodies) == 1, bodies
+    assert sum("Before you share it" in b for b in bodies) == 1, bodies
+    final = await s.page(page["id"])
+    assert final["version"]["number"] == 2 and AWS_ID not in final["body"]["storage"]["value"]

@@ -19,6 +19,7 @@ from tests.reactions.fake import APP, FakeConfluence
 from workers.context import ReactionContext
 from workers.dispatch import JobContext
 from workers.effects import EffectLedger, LoopGuardPolicy
+from workers.ops import Kind
 from workers.reactions import secrets
 from workers.reactor import Reactor
 from workers.routing import Router
@@ -263,3 +264,30 @@ async def test_later_reactions_still_run_after_an_earlier_one_edited(
     event = replace(page_event(version=3), version=None)  # e.g. a payload without a version
     await reactor(router)(event, job(event))
     assert seen == [4]  # the redacted version, read from the shared cache
+
+
+async def test_report_survives_a_failure_between_redaction_and_comment(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    _leak(fake)
+    original = fake.create_footer_comment
+    calls = 0
+
+    async def flaky(kind: Kind, content_id: str, body: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("worker lost its connection after the redaction")
+        return await original(kind, content_id, body)
+
+    fake.create_footer_comment = flaky  # type: ignore[method-assign]
+    event = page_event(version=3)
+    react = reactor(_secret_router())
+    with pytest.raises(ConnectionError):
+        await react(event, job(event))
+    assert AWS not in fake.contents["1001"].body  # redacted, nobody told yet
+    await react(event, job(event))  # the retry finds nothing left to redact...
+    (comment,) = fake.comments["1001"]  # ...and still tells the author, once
+    assert "AWS access key ID" in comment.body
+    await react(event, job(event))
+    assert len(fake.comments["1001"]) == 1

@@ -131,17 +131,23 @@ def make(options: Mapping[str, Any]) -> Handler:
     async def scan_secrets(event: Event, ctx: ReactionContext) -> None:
         content = await ctx.content()
         findings = scan(content.title, content.body, min_entropy=min_entropy, allow=allow)
-        if not findings:
-            return
-        ctx.log.warning("credentials found", kinds=sorted({f.kind for f in findings}))
-
-        def transform(title: str, body: str) -> tuple[str, str]:
-            return redact(title, body, min_entropy=min_entropy, allow=allow)
-
         noun = {"blogpost": "blog post"}.get(content.kind, content.kind)
-        what = f"redacted {len(findings)} credential(s)"
-        await ctx.edit(transform, what=what, kind=content.kind, content_id=content.id)
-        message = report(findings, event.actor or content.author_id, noun)
+        if findings:
+            ctx.log.warning("credentials found", kinds=sorted({f.kind for f in findings}))
+            message = report(findings, event.actor or content.author_id, noun)
+            # a re-run after the redaction finds nothing left: the report must survive it
+            await ctx.remember("report", message)
+
+            def transform(title: str, body: str) -> tuple[str, str]:
+                return redact(title, body, min_entropy=min_entropy, allow=allow)
+
+            what = f"redacted {len(findings)} credential(s)"
+            await ctx.edit(transform, what=what, kind=content.kind, content_id=content.id)
+        else:
+            recalled = await ctx.recall("report")
+            if recalled is None:
+                return
+            message = recalled
         if content.kind == "comment":
             await ctx.reply(content.id, message)
         else:
