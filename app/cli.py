@@ -168,10 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_pipeline(sub)
 
-    from app.pipeline_cli import register as register_pipeline
-
-    register_pipeline(sub)
-
     from app.jwt_tools import register as register_jwt
 
     register_jwt(sub)
