@@ -20,6 +20,8 @@ from workers import storage
 from workers.effects import EffectLedger, effect_key
 from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
 
+EDIT_REF_LENGTH = 12
+
 
 class OwnEdit(Exception):
     """The event's content is at a version the app itself wrote: nothing to react to."""
@@ -119,8 +121,9 @@ class ReactionContext:
         detail: dict[str, Any],
         perform: Callable[[], Awaitable[Any]],
         already: Callable[[], Awaitable[Any]] | None = None,
+        key: str | None = None,
     ) -> Any:
-        key = self._key(action, once)
+        key = key or self._key(action, once)
         if self.dry_run:
             entry = {"event_id": self.event.id, "tenant": self.tenant, "reaction": self.reaction}
             await self.ledger.record_dry_run({**entry, "action": action, **detail})
@@ -227,11 +230,19 @@ class ReactionContext:
             title, body = transform(current.title, current.body)
             detail["would_change"] = (title, body) != (current.title, current.body)
 
+        key = self._key("edit", once)
+        # the version message names the effect, so a re-run can see the edit already made
+        note = f"{what} · ref {key[:EDIT_REF_LENGTH]}"
+
         async def perform() -> int | None:
-            updated = await self.client.update_content(kind, cid, transform, what)
+            updated = await self.client.update_content(kind, cid, transform, note)
             if updated is not None:
                 self.cache.content[(kind, cid)] = updated
             return None if updated is None else updated.version
 
-        result = await self._effect("edit", once, detail, perform)
+        async def already() -> int | None:
+            current = await self.client.get_content(kind, cid)
+            return current.version if note in current.version_message else None
+
+        result = await self._effect("edit", once, detail, perform, already, key)
         return None if result is None else int(result)

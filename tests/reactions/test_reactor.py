@@ -291,3 +291,22 @@ async def test_report_survives_a_failure_between_redaction_and_comment(
     assert "AWS access key ID" in comment.body
     await react(event, job(event))
     assert len(fake.comments["1001"]) == 1
+
+
+async def test_interrupted_non_idempotent_edit_is_recognised_by_its_version_message(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    router = Router()
+
+    @router.on("page.updated", name="stamper")
+    async def stamp(event: Event, ctx: ReactionContext) -> None:
+        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what="stamp")
+
+    event = page_event()
+    react = reactor(router)
+    await react(event, job(event))
+    (key,) = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}effect:*")]
+    await redis.set(key, json.dumps({"state": "pending"}))  # died after the PUT
+    await react(event, job(event))
+    assert fake.contents["1001"].body.count("stamp") == 1
+    assert " · ref " in fake.contents["1001"].version_message
