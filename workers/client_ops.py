@@ -74,6 +74,17 @@ def _comment_content(item: ApiComment) -> Content:
     )
 
 
+def _comment(item: ApiComment) -> Comment:
+    version = item.version
+    return Comment(
+        id=item.id,
+        body=item.storage,
+        author_id=version.author_id if version else None,
+        version=version.number if version else 1,
+        resolved=item.resolution_status == "resolved",
+    )
+
+
 class ClientOps:
     """Reactions' view of one tenant's Confluence, for one event."""
 
@@ -128,18 +139,18 @@ class ClientOps:
 
     async def footer_comments(self, kind: Kind, content_id: str) -> list[Comment]:
         container: Literal["pages", "blogposts"] = "blogposts" if kind == "blogpost" else "pages"
-        found = []
-        async for c in self.client.iter_footer_comments(content_id, container=container):
-            version = c.version
-            found.append(
-                Comment(
-                    id=c.id,
-                    body=c.storage,
-                    author_id=version.author_id if version else None,
-                    version=version.number if version else 1,
-                )
-            )
-        return found
+        return [
+            _comment(c)
+            async for c in self.client.iter_footer_comments(content_id, container=container)
+        ]
+
+    async def inline_comments(self, kind: Kind, content_id: str) -> list[Comment]:
+        if kind != "page":
+            return []
+        return [_comment(c) async for c in self.client.iter_inline_comments(content_id)]
+
+    async def replies(self, comment_id: str) -> list[Comment]:
+        return [_comment(c) async for c in self.client.iter_comment_replies(comment_id)]
 
     async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:
         if kind == "blogpost":

@@ -157,18 +157,20 @@ class ReactionContext:
         self.log.info("effect applied", action=action, result=result)
         return result
 
-    def _ours(self, comment: Comment) -> bool:
-        return not self.app_accounts or comment.author_id in self.app_accounts
+    def _same(self, comments: list[Comment], body: str) -> str | None:
+        """The id of a comment by the app saying ``body`` (an earlier, interrupted attempt)."""
+        for c in comments:
+            ours = not self.app_accounts or c.author_id in self.app_accounts
+            if ours and same_text(c.body, body):
+                return c.id
+        return None
 
     async def comment(self, body: str, *, once: str | None = None) -> str | None:
         """Post a footer comment on the event's page or blog post; its id (None in dry run)."""
         kind, cid = await self.target()
 
         async def already() -> str | None:
-            for c in await self.client.footer_comments(kind, cid):
-                if self._ours(c) and same_text(c.body, body):
-                    return c.id
-            return None
+            return self._same(await self.client.footer_comments(kind, cid), body)
 
         detail = {"content_id": cid, "body": body}
         perform = lambda: self.client.create_footer_comment(kind, cid, body)  # noqa: E731
@@ -176,10 +178,10 @@ class ReactionContext:
         return None if result is None else str(result)
 
     async def reply(self, comment_id: str, body: str, *, once: str | None = None) -> str | None:
-        """Reply to a footer comment. An interrupted earlier attempt is not repeated."""
+        """Reply to a comment."""
 
-        async def already() -> str:
-            return "unknown (interrupted earlier attempt)"
+        async def already() -> str | None:
+            return self._same(await self.client.replies(comment_id), body)
 
         detail = {"content_id": comment_id, "body": body}
         perform = lambda: self.client.reply(comment_id, body)  # noqa: E731
@@ -192,8 +194,8 @@ class ReactionContext:
         """Comment on the ``index``-th of ``count`` occurrences of ``selection`` in the page."""
         kind, cid = await self.target()
 
-        async def already() -> str:
-            return "unknown (interrupted earlier attempt)"
+        async def already() -> str | None:
+            return self._same(await self.client.inline_comments(kind, cid), body)
 
         detail = {"content_id": cid, "selection": selection, "index": index, "body": body}
 

@@ -20,7 +20,7 @@ class FakeConfluence:
     contents: dict[str, Content] = field(default_factory=dict)
     comments: dict[str, list[Comment]] = field(default_factory=dict)  # container id -> comments
     inline: dict[str, list[tuple[str, str, int, int]]] = field(default_factory=dict)
-    replies: dict[str, list[str]] = field(default_factory=dict)
+    replied: dict[str, list[str]] = field(default_factory=dict)  # comment id -> reply bodies
     page_labels: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     fail_next: list[Exception] = field(default_factory=list)
@@ -66,6 +66,16 @@ class FakeConfluence:
         self.calls.append(("list-comments", kind, content_id))
         return list(self.comments.get(content_id, []))
 
+    async def inline_comments(self, kind: Kind, content_id: str) -> list[Comment]:
+        self.calls.append(("list-inline", kind, content_id))
+        items = self.inline.get(content_id, [])
+        return [Comment(f"i{n}", body, APP, 1) for n, (body, *_rest) in enumerate(items)]
+
+    async def replies(self, comment_id: str) -> list[Comment]:
+        self.calls.append(("list-replies", comment_id))
+        bodies = self.replied.get(comment_id, [])
+        return [Comment(f"r{n}", b, APP, 1) for n, b in enumerate(bodies)]
+
     async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:
         self._check()
         cid = str(next(self._ids))
@@ -76,7 +86,7 @@ class FakeConfluence:
     async def reply(self, comment_id: str, body: str) -> str:
         self._check()
         self.calls.append(("reply", comment_id))
-        self.replies.setdefault(comment_id, []).append(body)
+        self.replied.setdefault(comment_id, []).append(body)
         return str(next(self._ids))
 
     async def create_inline_comment(
@@ -102,5 +112,5 @@ class FakeConfluence:
         return self.page_labels.get(content_id, [])
 
     def writes(self) -> list[tuple[str, ...]]:
-        reads = ("get", "list-comments", "labels", "update-skipped")
+        reads = ("get", "list-comments", "list-inline", "list-replies", "labels", "update-skipped")
         return [c for c in self.calls if c[0] not in reads]

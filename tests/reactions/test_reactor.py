@@ -245,7 +245,7 @@ async def test_secret_in_a_comment_is_redacted_and_the_author_gets_a_reply(
     await react(event, job(event))
     await react(event, job(event))
     assert fake.contents["5001"].body == "<p>use [REDACTED aws-access-key-id] for now</p>"
-    (reply,) = fake.replies["5001"]
+    (reply,) = fake.replied["5001"]
     assert "this comment contained 1 credential" in reply and AWS not in reply
     assert [c[0] for c in fake.writes()] == ["update", "reply"]
 

@@ -7,9 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from app.atlassian.events import Event
 from app.errors import ConfigError
+from app.settings import Settings
 from tests.reactions.events import comment_event, page_event
 from tests.reactions.fake import FakeConfluence
 from workers import storage
@@ -180,7 +182,7 @@ async def test_reply_action_on_comment_events(
     event = comment_event()
     await _run(rules, event, fake, job, reactor)
     await _run(rules, event, fake, job, reactor)
-    assert fake.replies == {
+    assert fake.replied == {
         "5001": ['<p>Noted, <ac:link><ri:user ri:account-id="user-1" /></ac:link>.</p>']
     }
 
@@ -213,3 +215,29 @@ def test_latest_only_defaults_from_the_builtin_and_can_be_set() -> None:
     )
     (reg,) = compile_rules(text, "r.yml")
     assert reg.latest_only
+
+
+async def test_interrupted_inline_comment_and_reply_are_found_in_place(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    import json
+
+    fake.add(
+        Content(id="5001", kind="comment", title="", body="<p>TODO fix</p>", version=1,
+                author_id="user-1", parent_id="1001", parent_kind="page")
+    )  # fmt: skip
+    page = fake.contents["1001"]
+    fake.contents["1001"] = replace(page, body="<p>TODO pick a cache.</p>")
+    rules = (
+        "rules:\n  - name: a\n    on: comment.created\n    actions:\n"
+        "      - reply: 'Noted.'\n"
+        "      - inline_comment: {match: 'TODO[^.]*', body: 'Owner?'}"
+    )
+    event = comment_event()
+    await _run(rules, event, fake, job, reactor)
+    async for key in redis.scan_iter(match=f"{settings.redis_prefix}effect:*"):
+        await redis.set(key, json.dumps({"state": "pending"}))  # died before recording
+    await _run(rules, event, fake, job, reactor)
+    assert fake.replied == {"5001": ["<p>Noted.</p>"]}
+    assert len(fake.inline["1001"]) == 1
+    assert [c[0] for c in fake.writes()] == ["reply", "inline"]
