@@ -17,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from app.budget.hook import BudgetExhausted, BudgetHook, Observation, Priority, Reservation
 from app.errors import ConfigError
 from app.settings import Settings, load_settings
 
@@ -39,6 +40,30 @@ def parse_since(text: str) -> int:
 
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class WaitingBudget:
+    """A budget hook that waits for points instead of giving up (an operator's command waits).
+
+    Waiting inside the call matters: a page of the sweep needs several calls, and a sweep that
+    stopped at each refusal could start the same page over and over.
+    """
+
+    def __init__(self, inner: BudgetHook, stream: Any = None) -> None:
+        self.inner = inner
+        self.stream = stream or sys.stderr
+
+    async def reserve(self, tenant: str, cost: int, priority: Priority) -> Reservation:
+        while True:
+            try:
+                return await self.inner.reserve(tenant, cost, priority)
+            except BudgetExhausted as exc:
+                wait = min(MAX_BUDGET_WAIT, max(0.05, exc.delay))
+                self.stream.write(f"\nwaiting {wait:.1f}s for budget: {exc.reason}\n")
+                await asyncio.sleep(wait)
+
+    async def settle(self, reservation: Reservation, observation: Observation) -> None:
+        await self.inner.settle(reservation, observation)
 
 
 class ProgressLine:
@@ -74,6 +99,7 @@ class ProgressLine:
 
 async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from app import redis as redis_conn
+    from app.budget.redis_budget import RedisBudget
 
     since = parse_since(args.since)
     runtime: Any = importlib.import_module("workers.reconcile_runtime")
@@ -84,25 +110,24 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     progress = ProgressLine(since, now)
     redis = redis_conn.connect(str(settings.redis_url))
     try:
-        async with runtime.runtime(redis, settings, on_page=progress) as rt:
+        budget = WaitingBudget(RedisBudget(redis, settings))
+        async with runtime.runtime(redis, settings, budget=budget, on_page=progress) as rt:
             known = {t.tenant for t in await rt.targets()}
             if args.tenant not in known:
                 print(f"reactor: no installed tenant {args.tenant!r}", file=sys.stderr)
                 return 2
             target = sweep.Target(args.tenant, since)
-            while True:
-                report = await rt.sweeper.run(
-                    target, slot="manual", since_ms=since, max_items=args.max_items
-                )
-                if report.busy:
-                    progress.close()
-                    print(f"reactor: a sweep of {args.tenant} is running; try again later")
-                    return 1
-                if report.complete or report.yielded is None:
-                    break
-                wait = min(MAX_BUDGET_WAIT, max(1.0, report.retry_in))
-                print(f"\nwaiting {wait:.0f}s for budget: {report.yielded}", file=sys.stderr)
-                await asyncio.sleep(wait)
+            report = await rt.sweeper.run(
+                target, slot="manual", since_ms=since, max_items=args.max_items
+            )
+            if report.busy:
+                progress.close()
+                print(f"reactor: a sweep of {args.tenant} is running; try again later")
+                return 1
+            if report.yielded is not None:
+                progress.close()
+                print(f"reactor: the sweep cannot go on: {report.yielded}", file=sys.stderr)
+                return 1
     finally:
         await redis.aclose()
     progress.close()

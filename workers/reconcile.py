@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from app.atlassian.events import Event, event_id
+from app.budget.hook import BudgetExhausted
 from app.confluence.client import ConfluenceClient
 from app.confluence.models import Content, SearchResult
 from app.confluence.pagination import next_link, resolve_next
@@ -118,8 +119,9 @@ class SweepReport:
     enqueued: int = 0
     pages: int = 0
     complete: bool = False
-    yielded: str | None = None
+    yielded: str | None = None  # why the run stopped early (budget, no Forge token)
     retry_in: float = 0.0
+    budget: bool = False  # it stopped because the budget had no points for sweeps
     busy: bool = False
     trash: dict[str, int] = field(default_factory=dict)
 
@@ -181,6 +183,7 @@ class Sweeper:
             except Defer as exc:
                 report.complete = False
                 report.yielded, report.retry_in = exc.reason, exc.delay
+                report.budget = isinstance(exc, BudgetExhausted)
             if not report.complete:
                 await self.state.save_progress(slot, target.tenant, progress)
             return report

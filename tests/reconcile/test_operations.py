@@ -157,10 +157,31 @@ async def test_sweeps_yield_to_reactions_when_the_budget_runs_low(
     async with reconcile_runtime.runtime(redis, settings, budget=budget) as rt:
         (target,) = await rt.targets()
         report = await rt.sweeper.run(target)
-    assert report.yielded and report.retry_in >= 0 and not report.complete
+    assert report.yielded and report.budget and report.retry_in >= 0 and not report.complete
     saved = await ReconcileState(redis, settings.redis_prefix).progress("auto", stack.tenant)
     assert saved is not None and saved.items == 0  # resumes at the next tick
     # reactions still get points the sweep could not take
     await budget.reserve(stack.tenant, 40, Priority.REACTION)
     with pytest.raises(BudgetExhausted):
         await budget.reserve(stack.tenant, 40, Priority.RECONCILE)
+
+
+async def test_reactor_reconcile_waits_for_budget_and_finishes(
+    stack: Stack,
+    drain_queue: Drain,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _env(monkeypatch, stack.settings)
+    monkeypatch.setenv("REACTOR_BUDGET_BURST_PER_SECOND", "1")  # one Confluence call a second
+    monkeypatch.setenv("REACTOR_BUDGET_MAX_WAIT_SECONDS", "0")  # never wait inside the call
+    since = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    await stack.faults(webhook_drop=1.0)
+    page = await stack.create("Slowly")
+    await stack.drain()
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", since) == 0
+    out, err = capsys.readouterr()
+    assert "for budget" in err and "(complete)" in out
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions()[(page, 1)] == 1
