@@ -32,7 +32,7 @@ async def process_event(ctx: dict[str, Any], event_id: str) -> str:
     log_store: EventLog = ctx.get("eventlog") or EventLog(ctx["redis"], settings)
     record = await log_store.record(event_id)
     if record is None:
-        bound_logger_for_missing(event_id)
+        _log_missing(event_id)
         return "missing"
     if record.state in TERMINAL_STATES:
         return record.state
@@ -134,7 +134,7 @@ async def _superseded(log_store: EventLog, event: Event, latest_only: LatestOnly
     return any(latest_only(event, record.type) for record in await log_store.records(later))
 
 
-def bound_logger_for_missing(event_id: str) -> None:
+def _log_missing(event_id: str) -> None:
     import structlog
 
     structlog.get_logger("reactor.job").warning("event record missing", event_id=event_id)
