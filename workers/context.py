@@ -23,7 +23,12 @@ from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
 EDIT_REF_LENGTH = 12
 
 
-class OwnEdit(Exception):
+class Skip(Exception):
+    """Nothing for this reaction to do with this event (raised from helpers, caught by the
+    dispatcher, which goes on with the next reaction)."""
+
+
+class OwnEdit(Skip):
     """The event's content is at a version the app itself wrote: nothing to react to."""
 
 
@@ -76,7 +81,7 @@ class ReactionContext:
 
     async def content(self) -> Content:
         """The event's content; raises :class:`OwnEdit` when its current version is the app's."""
-        key = (kind_of(self.event.content_type), self.event.content_id)
+        key = await self._own_key()
         current = await self.get(*key)
         found = self.cache.first[key]
         ours = is_app_edit(found.version_message) or (
@@ -86,8 +91,17 @@ class ReactionContext:
             raise OwnEdit(f"{found.kind} {found.id} v{found.version} is the app's own edit")
         return current
 
+    async def _own_key(self) -> tuple[Kind, str]:
+        if self.event.content_type == "attachment":
+            return await self.target()  # an attachment's own body is a file, not storage
+        return kind_of(self.event.content_type), self.event.content_id
+
     async def target(self) -> tuple[Kind, str]:
-        """The page or blog post the event is about (a comment's container for comments)."""
+        """The page or blog post the event is about (the container of comments, attachments)."""
+        if self.event.content_type == "attachment":
+            if not self.event.container_id:
+                raise Skip("the attachment's page is unknown")
+            return "page", self.event.container_id
         kind = kind_of(self.event.content_type)
         if kind != "comment":
             return kind, self.event.content_id
@@ -96,7 +110,7 @@ class ReactionContext:
             return comment.parent_kind or "page", self.event.container_id
         comment = await self.get("comment", self.event.content_id)
         if comment.parent_id is None:
-            raise OwnEdit("the comment's page is unknown")
+            raise Skip("the comment's page is unknown")
         return comment.parent_kind or "page", comment.parent_id
 
     async def remember(self, name: str, value: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from app.atlassian.events import Event
 from app.errors import Defer, PermanentFailure
-from workers.context import EventCache, OwnEdit, ReactionContext, kind_of
+from workers.context import EventCache, OwnEdit, ReactionContext, Skip, kind_of
 from workers.dispatch import JobContext
 from workers.effects import EffectLedger, LoopGuardPolicy
 from workers.loops import ignore_reason
@@ -97,6 +97,9 @@ class Reactor:
             except OwnEdit as exc:
                 job.log.info("event ignored", reason=str(exc))
                 return
+            except Skip as exc:
+                ctx.log.info("reaction skipped", reason=str(exc))
+                continue
             except Defer:
                 raise
             except Exception as exc:

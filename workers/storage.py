@@ -205,15 +205,27 @@ def _runs(view: TextView, start: int, end: int) -> list[tuple[int, int, bool]]:
 
 def replace(view: TextView, replacements: Iterable[Replacement]) -> str:
     """Apply non-overlapping flat-text replacements; returns the new raw document."""
-    edits: list[tuple[int, int, str]] = []
+    text_edits: list[tuple[int, int, str]] = []
+    cdata_edits: dict[Piece, list[tuple[int, int, str]]] = {}
     last_end = -1
     for rep in sorted(replacements, key=lambda r: r.start):
         if rep.start < last_end or rep.end <= rep.start:
             continue
         last_end = rep.end
-        runs = _runs(view, rep.start, rep.end)
-        for index, (s, e, cdata) in enumerate(runs):
-            edits.append((s, e, _escape(rep.text, cdata) if index == 0 else ""))
+        for index, (s, e, cdata) in enumerate(_runs(view, rep.start, rep.end)):
+            new = rep.text if index == 0 else ""
+            if not cdata:
+                text_edits.append((s, e, _escape(new, False)))
+                continue
+            piece = next(p for p in view.pieces if p.cdata and p.raw_start <= s < p.raw_end)
+            cdata_edits.setdefault(piece, []).append((s, e, new))
+    # A CDATA section is rewritten whole: a "]]>" may only appear once the edits are joined.
+    edits = text_edits
+    for piece, changes in cdata_edits.items():
+        content = view.raw[piece.raw_start : piece.raw_end]
+        for s, e, new in sorted(changes, reverse=True):
+            content = content[: s - piece.raw_start] + new + content[e - piece.raw_start :]
+        edits.append((piece.raw_start, piece.raw_end, _escape(content, True)))
     raw = view.raw
     for s, e, new in sorted(edits, reverse=True):
         raw = raw[:s] + new + raw[e:]

@@ -241,3 +241,41 @@ async def test_interrupted_inline_comment_and_reply_are_found_in_place(
     assert fake.replied == {"5001": ["<p>Noted.</p>"]}
     assert len(fake.inline["1001"]) == 1
     assert [c[0] for c in fake.writes()] == ["reply", "inline"]
+
+
+async def test_attachment_events_act_on_the_page_they_are_attached_to(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    from app.atlassian.events import from_connect
+
+    body = {
+        "timestamp": 1764230600000,
+        "userAccountId": "user-1",
+        "attachments": [{"id": "att7", "fileName": "keys.txt", "contentType": "attachment"}],
+        "attachedTo": {"id": 1001, "title": "RFC: caching", "contentType": "page"},
+    }
+    event = from_connect("tenant-a", "attachment_created", body)
+    rules = (
+        "rules:\n  - name: a\n    on: attachment.created\n    actions:\n"
+        "      - comment: 'New file on {{ page.title }}'"
+    )
+    await _run(rules, event, fake, job, reactor)
+    (comment,) = fake.comments["1001"]
+    assert comment.body == "<p>New file on RFC: caching</p>"
+
+
+def test_reactor_options_follow_the_settings(settings: Settings) -> None:
+    from workers.clients import reactor_options
+
+    options = reactor_options(
+        settings.model_copy(
+            update={
+                "dry_run": True,
+                "app_account_id": "a1, a2",
+                "loop_guard_limit": 3,
+                "loop_guard_window_seconds": 60,
+            }
+        )
+    )
+    assert options.dry_run and options.app_accounts == {"a1", "a2"}
+    assert (options.loop_guard.limit, options.loop_guard.window_seconds) == (3, 60)

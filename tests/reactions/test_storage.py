@@ -124,3 +124,12 @@ def test_any_replacement_keeps_well_formed_xml(doc: str, data: st.DataObject) ->
     end = data.draw(st.integers(start, n))
     out = storage.replace(view, [storage.Replacement(start, end, data.draw(_text))])
     assert storage.well_formed(out) is None
+
+
+def test_cdata_end_formed_across_kept_text_and_replacement_is_split() -> None:
+    # found by hypothesis: "]" kept, "<" replaced by "]>" would close the section early
+    doc = "<ac:plain-text-body><![CDATA[]<]]></ac:plain-text-body>"
+    view = storage.parse(doc)
+    out = storage.replace(view, [storage.Replacement(1, 2, "]>")])
+    assert storage.well_formed(out) is None
+    assert storage.parse(out).text == "]]>\n"
