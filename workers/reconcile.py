@@ -62,6 +62,7 @@ class Hit:
     kind: str
     content: Content
     last_modified: int | None
+    space_key: str | None = None
 
 
 class SweepClient(ConfluenceClient):
@@ -96,6 +97,15 @@ class SweepClient(ConfluenceClient):
             async for item in items:
                 found[item.id] = item
         return found
+
+    async def space_keys(self, space_ids: Sequence[str]) -> dict[str, str]:
+        """Space id -> key (reactions filter by either; v2 content names only the id)."""
+        keys: dict[str, str] = {}
+        for start in range(0, len(space_ids), BULK_PAGE_SIZE):
+            chunk = list(space_ids[start : start + BULK_PAGE_SIZE])
+            async for space in self.iter_spaces(ids=chunk, limit=250):
+                keys[space.id] = space.key
+        return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +160,7 @@ class Sweeper:
         self.clock = clock
         self.on_page = on_page
         self.page_size = SEARCH_PAGE_SIZE
+        self._space_keys: dict[str, str] = {}  # space ids are stable; keys rarely change
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -253,11 +264,17 @@ class Sweeper:
             if kind is not None and result.content_id:
                 when = parse_time_ms(result.last_modified)
                 wanted.setdefault(kind, []).append((result.content_id, when))
-        hits = []
+        found: list[tuple[str, Content, int | None]] = []
         for kind, pairs in wanted.items():
             current = await client.current(kind, [cid for cid, _ in pairs])
-            hits += [Hit(kind, current[cid], when) for cid, when in pairs if cid in current]
-        return hits
+            found += [(kind, current[cid], when) for cid, when in pairs if cid in current]
+        space_ids = {c.space_id for _, c, _ in found if c.space_id} - self._space_keys.keys()
+        if space_ids:
+            self._space_keys |= await client.space_keys(sorted(space_ids))
+        return [
+            Hit(kind, content, when, self._space_keys.get(content.space_id or ""))
+            for kind, content, when in found
+        ]
 
     async def _emit(self, tenant: str, hits: list[Hit], since: int) -> tuple[int, int]:
         """Enqueue the versions never seen; returns (found missing, newly enqueued)."""
@@ -308,6 +325,7 @@ class Sweeper:
             timestamp=timestamp,
             version=version,
             space_id=content.space_id,
+            space_key=hit.space_key,
             actor=current.author_id if is_current and current else None,
             title=content.title,
         )

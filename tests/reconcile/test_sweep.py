@@ -57,7 +57,11 @@ async def test_one_sweep_recovers_dropped_webhooks_exactly_once(
     assert by_source["reconcile"] == report.enqueued == len(dropped) + 1
     assert by_source["connect"] == len(delivered)
     assert report.found == report.enqueued
-    created = [e for e in recorder.events if e.source == "reconcile" and e.version == 1]
+    # reconcile events carry what reactions filter on, as deliveries do
+    swept = [e for e in recorder.events if e.source == "reconcile"]
+    assert {(e.space_key, e.space_id) for e in swept} == {("DEV", stack.space_id)}
+    assert all(e.title and e.content_type in ("page", "blogpost") for e in swept)
+    created = [e for e in swept if e.version == 1]
     assert all(e.type in ("page.created", "blogpost.created") for e in created)
 
     # the sweep's calls are in the budget, at the lowest priority
