@@ -3,7 +3,10 @@
 Pure functions of the exception, the attempt count and the settings' schedule::
 
     app.errors.Defer (incl. BudgetExhausted)  -> run again after its delay; not an attempt
-    app.errors.PermanentFailure               -> dead-letter now
+    RateLimited (a Confluence 429)            -> the same, after its Retry-After
+    app.errors.PermanentFailure, and Confluence errors that retrying cannot fix
+    (``permanent``: 400, 401, 403, 404, other 4xx, not editable)
+                                              -> dead-letter now
     TransientFailure, TimeoutError, any other -> retry after schedule[n-1] +/- jitter,
                                                  dead-letter once the schedule is used up
 """
@@ -15,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from app.confluence.errors import ConfluenceError, RateLimited
 from app.errors import Defer, PermanentFailure
 
 ERROR_TEXT_LIMIT = 500
@@ -62,7 +66,9 @@ def decide(
     if isinstance(exc, Defer):
         return Decision("defer", exc.delay, exc.reason, counts=False)
     reason = describe(exc)
-    if isinstance(exc, PermanentFailure):
+    if isinstance(exc, RateLimited):
+        return Decision("defer", exc.delay, reason, counts=False)
+    if isinstance(exc, PermanentFailure) or (isinstance(exc, ConfluenceError) and exc.permanent):
         return Decision("dead", 0.0, reason, counts=True)
     delay = backoff(previous_attempts + 1, schedule, jitter, rand)
     if delay is None:

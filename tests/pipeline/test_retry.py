@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.budget.hook import BudgetExhausted
+from app.budget.hook import BudgetExhausted, Observation
+from app.confluence.errors import Conflict, Forbidden, NotFound, RateLimited, ServerError
 from app.errors import Defer, PermanentFailure, TransientFailure
 from workers.retry import backoff, decide, describe
 
@@ -54,3 +55,13 @@ def test_other_failures_retry_then_die(exc: Exception) -> None:
 def test_descriptions_are_bounded() -> None:
     assert describe(TimeoutError()).startswith("TimeoutError: the job ran longer")
     assert len(describe(RuntimeError("x" * 5000))) == 500
+
+
+def test_confluence_errors_follow_their_nature() -> None:
+    limited = RateLimited("points", status=429, observation=Observation(status=429, retry_after=7))
+    decision = decide(limited, 2, SCHEDULE, 0.0)
+    assert (decision.action, decision.delay, decision.counts) == ("defer", 7.0, False)
+    for gone in (NotFound("no page", status=404), Forbidden("no scope", status=403)):
+        assert decide(gone, 0, SCHEDULE, 0.0).action == "dead"
+    for passing in (Conflict("stale", status=409), ServerError("oops", status=502)):
+        assert decide(passing, 0, SCHEDULE, 0.0).action == "retry"
