@@ -15,8 +15,7 @@ from app.confluence.client import ConfluenceClient
 from app.queue import EventQueue
 from app.reconcile_plan import left_trash_type, trash_entered, trash_left, trash_member
 from app.reconcile_state import ReconcileState
-
-BULK_PAGE_SIZE = 250
+from workers.reconcile_client import BULK_PAGE_SIZE
 
 
 async def trash_changes(
