@@ -32,6 +32,8 @@ from workers.clients import TenantClients
 from workers.reconcile import Progressed, SweepClient, Sweeper, SweepReport, Target
 
 log = structlog.get_logger("reactor.reconcile")
+# The tick runs every minute; it starts no sweep after this long, so ticks rarely overlap.
+TICK_SECONDS = 45.0
 
 
 @dataclass
@@ -60,12 +62,23 @@ class Runtime:
         return found
 
     async def due(self, target: Target) -> bool:
+        return await self.urgency(target) is not None
+
+    async def urgency(self, target: Target) -> int | None:
+        """None when not due; else a sort key, lowest first: unfinished, never swept, oldest."""
         state = self.sweeper.state
         if await state.progress("auto", target.tenant) is not None:
-            return True
+            return -1
         watermark = await state.watermark(target.tenant)
+        if watermark is None:
+            return 0
         interval_ms = self.settings.reconcile_interval_seconds * 1000
-        return watermark is None or self.clock() * 1000 - watermark >= interval_ms
+        return watermark if self.clock() * 1000 - watermark >= interval_ms else None
+
+    async def due_targets(self) -> list[Target]:
+        """The targets due now, most urgent first."""
+        ranked = [(await self.urgency(t), t) for t in await self.targets()]
+        return [t for key, t in sorted(ranked, key=lambda r: r[0] or 0) if key is not None]
 
 
 @contextlib.asynccontextmanager
@@ -115,12 +128,17 @@ def _summary(report: SweepReport) -> dict[str, Any]:
     }
 
 
-async def sweep_due(rt: Runtime) -> dict[str, dict[str, Any]]:
-    """One run of every due tenant's sweep; a failing tenant does not stop the others."""
+async def sweep_due(rt: Runtime, *, seconds: float = TICK_SECONDS) -> dict[str, dict[str, Any]]:
+    """One run of each due tenant's sweep, most urgent first, starting none after ``seconds``.
+
+    A failing tenant does not stop the others; tenants left over wait for the next tick.
+    """
     done: dict[str, dict[str, Any]] = {}
-    for target in await rt.targets():
-        if not await rt.due(target):
-            continue
+    deadline = time.monotonic() + seconds
+    for target in await rt.due_targets():
+        if time.monotonic() >= deadline:
+            log.info("sweeps left for the next tick", tenant=target.tenant)
+            break
         try:
             report = await rt.sweeper.run(target, max_items=rt.settings.reconcile_max_items)
         except Exception as exc:  # one tenant's failure (uninstalled, 5xx) must not stop others

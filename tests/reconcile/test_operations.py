@@ -14,8 +14,9 @@ from app import cli
 from app.budget.hook import BudgetExhausted, Priority
 from app.budget.redis_budget import RedisBudget
 from app.reconcile_cli import ProgressLine, parse_since
-from app.reconcile_state import ReconcileState
+from app.reconcile_state import Progress, ReconcileState
 from app.settings import Settings
+from app.tenants import Tenant, TenantStore
 from tests.reconcile.conftest import Recorder, Stack
 from workers import reconcile_runtime
 from workers.main import build_worker
@@ -185,3 +186,22 @@ async def test_reactor_reconcile_waits_for_budget_and_finishes(
     recorder = Recorder()
     await drain_queue(recorder)
     assert recorder.versions()[(page, 1)] == 1
+
+
+async def test_the_tick_goes_most_urgent_first_and_survives_a_failing_tenant(
+    stack: Stack, redis: Redis
+) -> None:
+    tenants = TenantStore(redis, stack.settings)
+    # a tenant whose secret the site does not know: every call it makes is refused
+    await tenants.upsert(
+        Tenant(client_key="stale", shared_secret="not-the-secret", base_url=f"{stack.sim_url}/wiki")
+    )
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    await state.set_watermark(stack.tenant, 1)  # swept long ago
+    await state.save_progress("auto", "stale", Progress(since=1, started=2))  # unfinished
+    async with reconcile_runtime.runtime(redis, stack.settings) as rt:
+        assert [t.tenant for t in await rt.due_targets()] == ["stale", stack.tenant]
+        assert await reconcile_runtime.sweep_due(rt, seconds=0) == {}  # past its deadline
+        done = await reconcile_runtime.sweep_due(rt)
+    assert done["stale"] == {"error": "Unauthorized"}
+    assert done[stack.tenant]["complete"]
