@@ -1,0 +1,108 @@
+"""The reactions' adapter over the real client, against the simulator (in process, ASGI)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.budget.hook import Unmetered
+from app.confluence.pages import edit_message
+from app.confluence.site import Site
+from simulator.keys import KeyPair
+from simulator.main import create_app
+from simulator.site import build
+from workers.client_ops import ClientOps, ReactionClient
+
+TOKEN = "ops-token"
+BASE = "https://site.test"
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[KeyPair, KeyPair]:
+    return KeyPair.generate("ops-install"), KeyPair.generate("ops-forge")
+
+
+@pytest.fixture
+async def env(keys: tuple[KeyPair, KeyPair]) -> AsyncIterator[tuple[ClientOps, httpx.AsyncClient]]:
+    sim = build(api_token=TOKEN, keys=keys, public_url=BASE, seed=1)
+    auth = "Basic " + base64.b64encode(f"admin@example.com:{TOKEN}".encode()).decode()
+    transport = httpx.ASGITransport(app=create_app(sim))
+    async with (
+        httpx.AsyncClient(
+            transport=transport, base_url=BASE, headers={"Authorization": auth}
+        ) as admin,
+        httpx.AsyncClient(transport=transport) as http,
+    ):
+        site = Site.basic(site_url=f"{BASE}/wiki", email="admin@example.com", api_token=TOKEN)
+        yield ClientOps(ReactionClient(http, site, Unmetered(), event_id="ev_test")), admin
+
+
+async def _space(admin: httpx.AsyncClient) -> str:
+    space = (await admin.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})).json()
+    return str(space["id"])
+
+
+async def test_pages_comments_replies_inline_and_labels(
+    env: tuple[ClientOps, httpx.AsyncClient],
+) -> None:
+    ops, admin = env
+    space_id = await _space(admin)
+    body = {"representation": "storage", "value": "<p>TODO pick a cache</p>"}
+    made = await admin.post(
+        "/wiki/api/v2/pages", json={"spaceId": space_id, "title": "RFC", "body": body}
+    )
+    page_id = made.json()["id"]
+    page = await ops.get_content("page", page_id)
+    assert (page.title, page.body, page.version) == ("RFC", "<p>TODO pick a cache</p>", 1)
+
+    assert await ops.update_content("page", page_id, lambda t, b: (t, b), "noop") is None
+    updated = await ops.update_content("page", page_id, lambda t, b: (t, b + "<p>x</p>"), "add")
+    assert updated is not None and updated.version == 2
+    assert updated.version_message == edit_message("add")
+    assert ops.writers  # the account Confluence names as author of our edit
+
+    comment_id = await ops.create_footer_comment("page", page_id, "<p>hello</p>")
+    (listed,) = await ops.footer_comments("page", page_id)
+    assert (listed.id, listed.body) == (comment_id, "<p>hello</p>")
+    reply_id = await ops.reply(comment_id, "<p>re</p>")
+    assert [r.id for r in await ops.replies(comment_id)] == [reply_id]
+
+    await ops.update_comment(comment_id, "<p>hello, edited</p>")
+    assert (await ops.get_content("comment", comment_id)).body == "<p>hello, edited</p>"
+    edited = await ops.update_content(
+        "comment", comment_id, lambda t, b: (t, b.replace("edited", "redacted")), "redact"
+    )
+    assert edited is not None and edited.body == "<p>hello, redacted</p>"
+    assert edited.parent_id == page_id and edited.parent_kind == "page"
+
+    inline_id = await ops.create_inline_comment("page", page_id, "<p>who?</p>", "TODO", 1, 0)
+    (inline,) = await ops.inline_comments("page", page_id)
+    assert inline.id == inline_id
+    found = await ops.get_content("comment", inline_id)  # inline: found after the footer 404
+    assert found.body == "<p>who?</p>"
+
+    labelled = await admin.post(
+        "/_sim/act/labels",
+        json={"as": "admin@example.com", "contentId": page_id, "name": "rfc"},
+    )
+    assert labelled.status_code in (200, 201), labelled.text
+    assert await ops.labels("page", page_id) == ["rfc"]
+
+
+async def test_blog_posts(env: tuple[ClientOps, httpx.AsyncClient]) -> None:
+    ops, admin = env
+    space_id = await _space(admin)
+    body = {"representation": "storage", "value": "<p>news</p>"}
+    made = await admin.post(
+        "/wiki/api/v2/blogposts", json={"spaceId": space_id, "title": "News", "body": body}
+    )
+    blog_id = made.json()["id"]
+    assert (await ops.get_content("blogpost", blog_id)).kind == "blogpost"
+    updated = await ops.update_content("blogpost", blog_id, lambda t, b: (t + "!", b), "t")
+    assert updated is not None and updated.title == "News!"
+    comment_id = await ops.create_footer_comment("blogpost", blog_id, "<p>nice</p>")
+    assert [c.id for c in await ops.footer_comments("blogpost", blog_id)] == [comment_id]
+    assert (await ops.get_content("comment", comment_id)).parent_kind == "blogpost"
