@@ -87,7 +87,12 @@ class ReactionContext:
         ours = is_app_edit(found.version_message) or (
             found.author_id is not None and found.author_id in self.app_accounts
         )
-        if ours and (self.event.version is None or self.event.version == found.version):
+        # only a change of the content itself can be an echo of our edit (not a label event)
+        change = (
+            self.event.type.endswith((".created", ".updated")) and key[1] == self.event.content_id
+        )
+        same = self.event.version is None or self.event.version == found.version
+        if ours and change and same:
             raise OwnEdit(f"{found.kind} {found.id} v{found.version} is the app's own edit")
         return current
 

@@ -279,3 +279,26 @@ def test_reactor_options_follow_the_settings(settings: Settings) -> None:
     )
     assert options.dry_run and options.app_accounts == {"a1", "a2"}
     assert (options.loop_guard.limit, options.loop_guard.window_seconds) == (3, 60)
+
+
+async def test_label_event_on_a_page_last_edited_by_the_app_still_runs(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    from app.atlassian.events import from_connect
+    from app.confluence.pages import edit_message
+
+    page = fake.contents["1001"]
+    fake.contents["1001"] = replace(page, version_message=edit_message("redacted"), version=5)
+    body = {
+        "timestamp": 1764230700000,
+        "userAccountId": "user-1",
+        "label": {"name": "rfc", "prefix": "global"},
+        "labeled": {"id": 1001, "spaceKey": "DEV", "title": "RFC: caching", "contentType": "page"},
+    }
+    event = from_connect("tenant-a", "label_added", body)
+    rules = (
+        "rules:\n  - name: a\n    on: label.added\n    when: {label: rfc}\n    actions:\n"
+        "      - comment: 'Labelled {{ event.label }}'"
+    )
+    await _run(rules, event, fake, job, reactor)
+    assert [c.body for c in fake.comments["1001"]] == ["<p>Labelled rfc</p>"]
