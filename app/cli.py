@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from arq.worker import async_check_health
 
     from app import redis as redis_conn
-    from workers.main import build_worker, queue_name
+    from workers.main import queue_name, run_worker
 
     settings = _settings()
     if settings.redis_url is None:
@@ -63,8 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 )
             )
         )
-    worker = build_worker(settings, concurrency=args.concurrency)
-    worker.run()
+    run_worker(settings, args.concurrency)
     return 0
 
 

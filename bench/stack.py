@@ -151,6 +151,7 @@ class Stack:
                 wait_port(port, self.procs[f"web{n}"], f"web{n}")
             for n in range(self.workers):
                 self.start_worker(n)
+            self.wait_workers(self.workers)
         except BaseException:
             self.stop()
             raise
@@ -164,6 +165,25 @@ class Stack:
     def start_worker(self, n: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "app.cli", "worker"]
         return self._spawn(f"worker{n}", [*command, "--concurrency", str(self.concurrency)])
+
+    def wait_workers(self, count: int, timeout: float = 30) -> None:
+        """Until ``count`` worker processes have sent their first heartbeat."""
+        import redis as sync_redis
+
+        client = sync_redis.Redis.from_url(str(self.redis_url))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                alive = list(client.smembers(f"{self.prefix}workers"))  # type: ignore[arg-type]
+                ready = sum(1 for m in alive if client.exists(f"{self.prefix}worker:{m.decode()}"))
+                if ready >= count:
+                    return
+                crashed = [n for n, p in self.procs.items() if p.poll() is not None]
+                if crashed or time.monotonic() > deadline:
+                    raise RuntimeError(f"workers not ready (exited: {crashed})")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]

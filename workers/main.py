@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+import structlog
 from arq.cron import cron
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from app import redis as redis_conn
 from app.dashboard import heartbeat
@@ -99,3 +103,34 @@ def build_worker(
     worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS
     worker.ctx["worker"] = worker  # the heartbeat reports its running jobs and counters
     return worker
+
+
+def run_worker(settings: Settings, concurrency: int | None = None) -> None:
+    """Run a worker until it is stopped; when Redis goes away, start a fresh one and go on.
+
+    arq's worker exits when its Redis connection breaks (a restart, a failover). Each run gets
+    a new event loop, so nothing of the broken run lingers; the broken run's claimed jobs run
+    again once their claims expire.
+    """
+    log = structlog.get_logger("reactor.worker")
+    delay = 1.0
+    while True:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            build_worker(settings, concurrency=concurrency).run()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("lost Redis; starting the worker again", error=str(exc), delay_s=delay)
+        finally:
+            _close_loop(loop)
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()

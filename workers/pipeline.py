@@ -14,7 +14,9 @@ import random
 import time
 from typing import Any
 
+import structlog
 from arq.worker import Retry
+from redis.exceptions import RedisError
 
 from app.atlassian.events import Event
 from app.eventlog import EventLog, now_ms
@@ -23,11 +25,24 @@ from app.settings import Settings
 from workers.dispatch import Dispatch, JobContext, LatestOnly, bound_logger, log_only
 from workers.retry import Decision, decide
 
+REDIS_RETRY_SECONDS = 1.0
 LOST_WORKER = "WorkerLost: the worker running this event stopped before it finished"
 
 
 async def process_event(ctx: dict[str, Any], event_id: str) -> str:
     """Run one event; returns its final state, or raises ``Retry`` to run it again later."""
+    try:
+        return await _process(ctx, event_id)
+    except RedisError as exc:
+        # arq would count a plain exception as the job's end and drop it; Redis came and went
+        # mid-run, so the record may be half-moved: run again (the record says what is done).
+        structlog.get_logger("reactor.job").warning(
+            "Redis failed during the run; it runs again", event_id=event_id, error=str(exc)
+        )
+        raise Retry(defer=REDIS_RETRY_SECONDS) from exc
+
+
+async def _process(ctx: dict[str, Any], event_id: str) -> str:
     settings: Settings = ctx["settings"]
     log_store: EventLog = ctx.get("eventlog") or EventLog(ctx["redis"], settings)
     record = await log_store.record(event_id)
