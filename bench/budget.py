@@ -58,8 +58,7 @@ def budget_config(args: argparse.Namespace) -> BudgetConfig:
         pacing=True,
         pacing_lead_seconds=60,
         burst_per_second=50,
-        # --no-fairness: backlog marks that expire at once, so nobody ever counts as waiting
-        backlog_window_seconds=30 if fair else 0.001,
+        backlog_window_seconds=30 if fair else 0.0,  # 0: fair shares off
         # the grace covers how long the job layer takes to try a tenant's next job: real
         # seconds, so on the accelerated clock it is scaled like every latency
         backlog_grace_seconds=max(2.0, 0.03 * args.scale) if fair else 0.0,

@@ -19,8 +19,9 @@ Reconciliation (:func:`reconcile`, :func:`adopt_remaining`)
     the actual cost. When the server reports fewer remaining points than we think are left
     (other installations of the app, another deployment, our estimates too low), we adopt
     its figure by adding the difference as "external" spend; a higher figure is ignored.
-    A lower ``X-RateLimit-Limit`` lowers the hour's quota. ``X-RateLimit-NearLimit`` halves
-    the burst rate and turns pacing on for the rest of the hour.
+    A lower ``X-RateLimit-Limit`` lowers the hour's quota, unless it is too small to be the
+    points quota (:func:`quota_headers`). ``X-RateLimit-NearLimit`` halves the burst rate and
+    turns pacing on for the rest of the hour.
 
 Priorities and the reserve (:func:`reserve_points`)
     ``Priority`` 0 (interactive) may spend the whole quota. Each lower level leaves another
@@ -44,6 +45,7 @@ Fairness (:func:`fair_gate`)
     other tenant is backlogged, or when its spend per unit of weight is not above that of
     the least-served backlogged tenant. A tenant at 100x the demand of the others therefore
     gets everything nobody else asks for, and no more than its share while others wait.
+    A window of 0 switches fair shares off (first come, first served).
 
 Forecast (:func:`forecast_exhaustion`)
     At the spend rate of the last few minutes, when the hour's quota runs out (None when it
@@ -111,6 +113,18 @@ def adopt_remaining(quota: int, spent: int, server_remaining: int) -> int:
     """Extra spend to record so our remaining equals the server's when the server says less."""
     ours = quota - spent
     return max(0, ours - max(0, server_remaining))
+
+
+def quota_headers(limit: int | None, remaining: int | None, quota: int) -> tuple[int, int]:
+    """The server's ``(limit, remaining)`` to learn from, ``-1`` for "nothing to learn".
+
+    A limit below a tenth of the configured quota is not the hourly points quota (older
+    ``X-RateLimit-*`` counters of a few hundred requests still appear) and both values are
+    ignored rather than shrinking the budget to that counter.
+    """
+    if limit is not None and limit < quota / 10:
+        return -1, -1
+    return (-1 if limit is None else limit), (-1 if remaining is None else max(0, remaining))
 
 
 def reserve_points(config: BudgetConfig, quota: int, priority: int, seconds_left: float) -> float:

@@ -27,7 +27,15 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.budget.hook import BudgetExhausted, Observation, Priority, Reservation
-from app.budget.model import HOUR, BudgetConfig, Snapshot, Usage, forecast_exhaustion, reconcile
+from app.budget.model import (
+    HOUR,
+    BudgetConfig,
+    Snapshot,
+    Usage,
+    forecast_exhaustion,
+    quota_headers,
+    reconcile,
+)
 from app.settings import Settings
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -141,6 +149,9 @@ class RedisBudget:
             return None  # not one of ours (e.g. from Unmetered)
         charge = reconcile(reservation.cost, observation.actual_cost, observation.status)
         retry_after = observation.retry_after
+        limit, remaining = quota_headers(
+            observation.limit, observation.remaining, self.config.points_per_hour
+        )
         args: list[str | int | float] = [
             self.prefix,
             self._now_arg(),
@@ -150,8 +161,8 @@ class RedisBudget:
             reservation.cost,
             charge,
             observation.status,
-            -1 if observation.remaining is None else int(observation.remaining),
-            -1 if observation.limit is None else int(observation.limit),
+            remaining,
+            limit,
             "1" if observation.near_limit else "0",
             -1 if retry_after is None else _ms(max(0.0, retry_after)),
             observation.reason or "",

@@ -19,6 +19,7 @@ from app.budget.model import (
     jain_index,
     paced_cap,
     quota_decision,
+    quota_headers,
     reconcile,
     reserve_points,
 )
@@ -60,6 +61,13 @@ def test_lower_server_remaining_is_adopted_higher_is_ignored() -> None:
     assert adopt_remaining(1000, 100, 500) == 400
     assert adopt_remaining(1000, 100, 950) == 0
     assert adopt_remaining(1000, 100, -3) == 900
+
+
+def test_request_counters_are_not_taken_for_the_points_quota() -> None:
+    assert quota_headers(65_000, 1200, 65_000) == (65_000, 1200)
+    assert quota_headers(None, 1200, 65_000) == (-1, 1200)
+    assert quota_headers(None, None, 65_000) == (-1, -1)
+    assert quota_headers(400, 350, 65_000) == (-1, -1)  # a legacy request counter
 
 
 def test_reserve_grows_with_priority_and_is_released_at_the_end() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from redis.asyncio import Redis
@@ -133,6 +134,16 @@ async def test_lower_server_remaining_is_adopted(redis: Redis, settings: Setting
     assert (snap.external, snap.remaining) == (398, 598)
     with pytest.raises(BudgetExhausted):
         await b.reserve("a", 599, Priority.INTERACTIVE)
+
+
+async def test_a_request_counter_is_not_taken_for_the_quota(
+    redis: Redis, settings: Settings
+) -> None:
+    b = budget(redis, settings, FakeClock())
+    r = await b.reserve("a", 2, P)
+    await b.settle(r, Observation(status=200, limit=60, remaining=10))
+    snap = await b.snapshot()
+    assert (snap.quota, snap.external, snap.remaining) == (1000, 0, 998)
 
 
 async def test_lower_server_limit_and_near_limit(redis: Redis, settings: Settings) -> None:
@@ -293,3 +304,17 @@ async def test_forecast_from_the_recent_rate(redis: Redis, settings: Settings) -
     snap = await b.snapshot()
     # 300 of 1000 spent; 1 point/s over the last 300 s -> 700 s to go
     assert snap.forecast == pytest.approx(T0 + 600 + 700)
+
+
+async def test_fair_shares_can_be_switched_off(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0 + 360)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0)
+    b.config = dataclasses.replace(b.config, backlog_window_seconds=0)
+    for _ in range(100):
+        await b.reserve("heavy", 1, P)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("light", 1, P)
+    clock.now += 18
+    for _ in range(5):  # first come, first served
+        await b.reserve("heavy", 1, P)
+    assert (await b.snapshot()).backlogged == ()

@@ -2,7 +2,7 @@
 -- ARGV: 1 key prefix, 2 now in ms ('' = Redis TIME), 3 tenant, 4 cost, 5 priority,
 -- 6 quota, 7 tenant quota (0 = none), 8 reserve fraction, 9 reserve release ms,
 -- 10 pacing '1'/'0', 11 pacing lead ms, 12 burst requests/s (0 = none),
--- 13 backlog window ms, 14 near-limit burst factor, 15 backlog grace ms.
+-- 13 backlog window ms (0 = no fair shares), 14 near-limit burst factor, 15 backlog grace ms.
 -- Returns {1, now_ms, hour_start_ms, spent_after} or {0, now_ms, retry_at_ms, reason}.
 -- Keys are derived from the prefix here because the hour is known only after TIME
 -- (single-node Redis and Sentinel only; not Redis Cluster).
@@ -39,7 +39,7 @@ local function num(v)
 end
 
 local function deny(retry, reason, mark)
-  if mark then
+  if mark and window > 0 then
     redis.call('ZADD', backlog, 'GT', math.max(retry, now) + window, tenant)
   end
   return {0, now, math.ceil(retry), reason}
@@ -80,7 +80,8 @@ end
 if tquota > 0 and tspent + cost > tquota then return deny(hend, 'tenant-quota', false) end
 
 redis.call('ZREMRANGEBYSCORE', backlog, '-inf', now)
-local waiting = redis.call('ZRANGE', backlog, 0, -1)
+local waiting = {}
+if window > 0 then waiting = redis.call('ZRANGE', backlog, 0, -1) end
 if #waiting > 0 then
   local weights = prefix .. 'budget:weights'
   local function weight(u)
