@@ -94,3 +94,49 @@ async def test_several_processes_share_one_quota(redis: Redis, settings: Setting
         charged = await redis.hget(f"{settings.redis_prefix}budget:h:{hour}", "charged")  # type: ignore[misc]
         assert int(charged) == points <= race_worker.QUOTA
     assert max(admitted.values()) > race_worker.QUOTA - 30
+
+
+async def test_a_429_storm_pauses_every_process(redis: Redis, settings: Settings) -> None:
+    """Processes already waiting for budget all hold off until Retry-After has passed."""
+    assert settings.redis_url is not None
+    b = budget(redis, settings, None, points_per_hour=100_000)
+    storm = [await b.reserve("acme", 1, Priority.INTERACTIVE) for _ in range(20)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.budget.pause_worker",
+                settings.redis_url,
+                settings.redis_prefix,
+                "3",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    # the storm: 20 calls come back 429 at once, Retry-After 1-2 s
+    await asyncio.gather(
+        *(
+            b.settle(r, Observation(status=429, retry_after=1 + i / 20, reason="burst"))
+            for i, r in enumerate(storm)
+        )
+    )
+    stormed_at = await b.now()
+    paused_until = (await b.snapshot()).paused_until
+    assert paused_until is not None and paused_until > stormed_at + 1
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    admitted = [t for r in results for t in r["admitted"]]
+    assert len(admitted) == 9
+    # before the storm a process may have got in; between the storm and the end of the
+    # longest Retry-After, none did
+    assert not [t for t in admitted if stormed_at <= t < paused_until]
+    assert sum(r["denied"].count("paused") for r in results) >= 1, "nobody was held"
+    assert (await b.snapshot()).n429 == 20
