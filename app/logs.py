@@ -62,3 +62,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    # httpx logs every request URL at INFO; URLs may carry a jwt query parameter.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
