@@ -1,6 +1,7 @@
 """Ingest benchmark: the real Connect webhook endpoint against a bare Starlette 204 endpoint.
 
     .venv/bin/python bench/ingest.py [--json] [--seconds 5] [--rounds 2] [--redis-url URL]
+                                     [--target real|queue]
 
 Both servers run as one uvicorn process each with uvloop and httptools, on the same path.
 Each round drives the bare endpoint, then the real one, with the same load: wrk (one thread,
@@ -44,6 +45,7 @@ from app.tenants import Tenant, TenantStore  # noqa: E402
 from bench import loadgen  # noqa: E402
 
 CLIENT_KEY = "bench-site-0001"
+TARGETS = {"real": "app.main:factory", "queue": "bench.queue_app:factory"}
 
 
 @contextmanager
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
     acked = 0
     try:
         with (
-            uvicorn("app.main:factory", reactor_port, env, factory=True),
+            uvicorn(TARGETS[args.target], reactor_port, env, factory=True),
             uvicorn("bench.bare:app", bare_port, env, factory=False),
         ):
             warm = throughput(reactor_port, token, "warm", args, work)
@@ -187,6 +189,7 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
             "load": f"wrk -t1 -c{args.connections}" if loadgen.have_wrk() else "python",
             "seconds": args.seconds,
             "rounds": args.rounds,
+            "target": args.target,
         }
     finally:
         asyncio.run(drop_prefix(settings))
@@ -199,6 +202,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each app")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of embedded")
+    parser.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="real",
+        help="real: the app's Connect endpoint; queue: the same path without authentication",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as tmp:
         work = Path(tmp)
