@@ -8,7 +8,8 @@ as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` 
   ``external``, ``limit``, ``near``, ``n429``, ``calls``, ``t:<tenant>:c|r``, ``p:<priority>:c|r``,
   ``m:<minute>``); it expires an hour after its hour ends.
 * ``budget:pause`` and ``budget:pause:t:<tenant>``: "no calls before" (epoch ms) from a 429.
-* ``budget:backlog``: sorted set of tenants denied recently (score: until when, epoch ms).
+* ``budget:backlog``: sorted set of tenants waiting for budget (score: until when, epoch ms);
+  pruned by every reservation rather than expired, as it spans hours.
 * ``budget:weights``: hash of tenant fair-share weights (default 1).
 * ``budget:burst``: the GCRA theoretical arrival time of the per-second burst limit.
 
