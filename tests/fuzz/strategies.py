@@ -1,0 +1,102 @@
+"""Hypothesis strategies for hostile input: JSON, token-shaped strings, signed tokens, headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jwt
+from hypothesis import strategies as st
+
+JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+# Keys and values the parsers look for, so generated objects reach past the first check.
+NAMES = st.sampled_from(
+    [
+        "iss",
+        "sub",
+        "aud",
+        "iat",
+        "exp",
+        "nbf",
+        "qsh",
+        "context",
+        "app",
+        "kid",
+        "alg",
+        "typ",
+        "page",
+        "blog",
+        "comment",
+        "label",
+        "labeled",
+        "id",
+        "version",
+        "spaceKey",
+        "eventType",
+        "clientKey",
+        "sharedSecret",
+        "baseUrl",
+        "installationId",
+        "event",
+        "payload",
+        "content",
+        "timestamp",
+        "userAccountId",
+        "principal",
+        "apiBaseUrl",
+        "installation",
+        "icLabel",
+    ]
+)
+VALUES = st.one_of(
+    JSON,
+    st.sampled_from(["RS256", "HS256", "none", "JWT", "forge/invocation-token", "page_updated"]),
+    st.integers(min_value=0, max_value=2**40),
+)
+OBJECT: st.SearchStrategy[dict[str, Any]] = st.dictionaries(
+    st.one_of(NAMES, st.text(max_size=8)),
+    st.one_of(VALUES, st.dictionaries(NAMES, VALUES, max_size=5)),
+    max_size=8,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@st.composite
+def token_like(draw: st.DrawFn) -> str:
+    """Three dot-separated parts, each JSON, base64 of random bytes, or arbitrary text."""
+    part = st.one_of(
+        OBJECT.map(lambda o: b64(json.dumps(o).encode())),
+        st.binary(max_size=40).map(b64),
+        st.text(max_size=30),
+    )
+    parts = draw(st.lists(part, min_size=1, max_size=5))
+    return ".".join(parts)
+
+
+@st.composite
+def hs256_token(draw: st.DrawFn, secret: str) -> str:
+    """A correctly signed HS256 token with hostile claims and headers."""
+    claims = draw(OBJECT)
+    headers = draw(st.dictionaries(NAMES, VALUES, max_size=3))
+    try:
+        return jwt.encode(claims, secret, algorithm="HS256", headers=headers)
+    except Exception:
+        return draw(token_like())
+
+
+TOKEN_TEXT = st.one_of(token_like(), st.text(max_size=60), st.binary(max_size=60).map(b64))
