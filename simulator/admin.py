@@ -153,7 +153,9 @@ async def faults(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
 
 
 async def counters(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    return sim.counters.as_dict(sim.limiter.points_total)
+    return sim.counters.as_dict(sim.limiter.points_total) | {
+        "pointsByHour": sim.limiter.spent_by_hour()
+    }
 
 
 async def webhook_log(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:

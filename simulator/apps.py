@@ -70,6 +70,15 @@ async def forge_install(request: Request, sim: Simulator, body: dict[str, Any]) 
     }
 
 
+async def forge_token(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
+    """The app system token Forge hands the app with each invocation (``x-forge-oauth-system``),
+    for callers that act outside an event (benchmarks, scripts)."""
+    install = sim.store.forge_apps.get(str(body.get("installationId")))
+    if install is None:
+        raise AdminError(404, "unknown_installation", "no such Forge installation")
+    return {"token": hub_of(request).system_token(install), "tokenType": "Bearer"}
+
+
 async def forge_uninstall(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
     if sim.store.forge_apps.pop(request.path_params["installation"], None) is None:
         raise AdminError(404, "unknown_installation", "no such Forge installation")
@@ -118,6 +127,7 @@ routes = [
     admin("/apps/connect", connect_install, "POST"),
     admin("/apps/connect/{key}", connect_uninstall, "DELETE"),
     admin("/apps/forge", forge_install, "POST"),
+    admin("/apps/forge/token", forge_token, "POST"),
     admin("/apps/forge/{installation:path}", forge_uninstall, "DELETE"),
     admin("/oauth/tokens", oauth_token, "POST"),
 ]

@@ -122,6 +122,15 @@ class RateLimiter:
             "X-RateLimit-NearLimit": "true" if remaining < limit * NEAR_LIMIT_FRACTION else "false",
         }
 
+    def spent_by_hour(self) -> dict[str, dict[str, int]]:
+        """Points charged per app and UTC hour (``YYYY-MM-DDTHH:00Z``), for the counters."""
+        table: dict[str, dict[str, int]] = defaultdict(dict)
+        for (window, app), points in sorted(self.spent_app.items()):
+            hour = iso_ms(window * HOUR)[:13] + ":00Z"
+            if points:
+                table[app][hour] = points
+        return dict(table)
+
     def spent(self, app: str) -> int:
         return self.spent_app[(self.window(), app)]
 
