@@ -1,0 +1,229 @@
+"""End-to-end benchmark: webhook in -> reaction visible in the simulator.
+
+    .venv/bin/python bench/e2e.py [--json] [--rate 100] [--seconds 10] [--events 1000]
+                                  [--concurrency 20] [--latency-ms 20]
+
+One embedded Redis (append-only file, fsync every second), the simulator with ``--latency-ms``
+of latency on every API call, one web process and one worker process running the stamp
+reaction (``bench/reactions.py``: one footer comment per page edit, through the real client
+with its budget, effect ledger, per-content order and event records).
+
+1. Latency: signed ``page_updated`` webhooks at ``--rate`` per second for ``--seconds``
+   (open loop, spread over 100 pages); an event's latency runs from its scheduled send time
+   to the ``createdAt`` of its comment in the simulator. ``p50_ms``, ``p99_ms``.
+2. Throughput: ``--events`` events queued first, then one worker process is started;
+   ``reactions_per_s_per_worker`` counts comments per second between the first and the last.
+3. Yardstick: the same number of comments made by a bare arq worker (``bench/bare_worker.py``)
+   with the same concurrency, same signed HTTP call, none of our machinery.
+   ``overhead_ratio`` = ours / bare (1.0 means no overhead).
+
+The simulator's burst limits and the budget's calls-per-second cap are lifted for the
+throughput runs (they are policies, not overhead); the points budget still runs on every call.
+``lost`` and ``duplicated`` compare acknowledged events with comments (both must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from arq import create_pool  # noqa: E402
+from arq.connections import RedisSettings  # noqa: E402
+
+from app import redis as redis_conn  # noqa: E402
+from app.atlassian.events import from_connect  # noqa: E402
+from app.queue import EventQueue  # noqa: E402
+from bench.stack import Driver, Stack, page_body  # noqa: E402
+
+PAGES = 100
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def epoch_ms(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
+
+
+async def comment_times(stack: Stack, pages: list[str]) -> dict[str, list[float]]:
+    """Event id (or body, for the bare worker) -> creation times of its comments (epoch ms)."""
+    found: dict[str, list[float]] = {}
+    for page in pages:
+        for comment in await stack.comments(page):
+            text = comment["body"]["storage"]["value"]
+            key = text.rsplit(" ", 1)[-1].removesuffix("</p>")
+            found.setdefault(key, []).append(epoch_ms(comment["version"]["createdAt"]))
+    return found
+
+
+async def app_posts(stack: Stack) -> int:
+    calls = (await stack.counters())["calls"]
+    return int(calls.get("POST /wiki/api/v2/footer-comments 201", 0))
+
+
+async def latency(stack: Stack, pages: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    tenant = stack.tenants[0]
+    driver = Driver(stack)
+    total = int(rate * seconds)
+    sent: dict[str, float] = {}
+    statuses: list[int] = []
+    start = time.time() + 0.2
+
+    async def one(i: int) -> None:
+        page, version = pages[i % len(pages)], 2 + i // len(pages)
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.time()))
+        statuses.append(await driver.send(tenant, page, version))
+        sent[from_connect(tenant, "page_updated", page_body(page, version)).id] = due * 1000
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    await driver.aclose()
+    deadline = time.monotonic() + 60
+    while await app_posts(stack) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    made = await comment_times(stack, pages)
+    latencies = [made[e][0] - t for e, t in sent.items() if e in made]
+    return {
+        "events": total,
+        "acknowledged": sum(1 for s in statuses if 200 <= s < 300),
+        "p50_ms": round(percentile(latencies, 0.5), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "lost": sum(1 for e in sent if e not in made),
+        "duplicated": sum(1 for e in sent if len(made.get(e, [])) > 1),
+    }
+
+
+async def wait_posts(stack: Stack, target: int, timeout: float = 300) -> tuple[float, float]:
+    """Times (monotonic) of the first new comment and of the ``target``-th."""
+    base = await app_posts(stack)
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = await app_posts(stack) - base
+        now = time.monotonic()
+        if count and first is None:
+            first = now
+        if count >= target:
+            return first or now, now
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{target} comments not made within {timeout}s")
+
+
+async def ours(stack: Stack, pages: list[str], events: int) -> float:
+    redis = redis_conn.connect(str(stack.redis_url))
+    queue = EventQueue(redis, stack.settings())
+    tenant = stack.tenants[0]
+    for i in range(events):
+        page, version = pages[i % len(pages)], 1000 + i // len(pages)
+        await queue.put(from_connect(tenant, "page_updated", page_body(page, version)))
+    await redis.aclose()
+    stack.start_worker(1)
+    first, last = await wait_posts(stack, events)
+    stack.kill("worker1")
+    return (events - 1) / (last - first)
+
+
+async def bare(stack: Stack, pages: list[str], events: int, concurrency: int) -> float:
+    queue = f"{stack.prefix}bare"
+    pool = await create_pool(RedisSettings.from_dsn(str(stack.redis_url)), default_queue_name=queue)
+    for i in range(events):
+        await pool.enqueue_job("post", pages[i % len(pages)], f"<p>bare {i}</p>")
+    await pool.aclose()
+    redis = redis_conn.connect(str(stack.redis_url))
+    from app.tenants import TenantStore
+
+    tenant = await TenantStore(redis, stack.settings()).get(stack.tenants[0])
+    await redis.aclose()
+    assert tenant is not None
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BARE_REDIS_URL": str(stack.redis_url),
+        "BARE_QUEUE": queue,
+        "BARE_CONCURRENCY": str(concurrency),
+        "BARE_SITE": tenant.base_url.rstrip("/"),
+        "BARE_ISSUER": "confluence-reactor",
+        "BARE_SECRET": tenant.shared_secret,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        first, last = await wait_posts(stack, events)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return (events - 1) / (last - first)
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    env = {
+        "REACTOR_BUDGET_BURST_PER_SECOND": "0",
+        "REACTOR_BUDGET_PACING": "false",
+        "REACTOR_BUDGET_POINTS_PER_HOUR": "10000000",
+        "REACTOR_WORKER_CONCURRENCY": str(args.concurrency),
+    }
+    stack = Stack(work, webs=1, workers=1, concurrency=args.concurrency, env=env)
+    stack.start()
+    try:
+        await stack.install(1)
+        async with stack.sim() as sim:
+            limits = {"appQuota": 10_000_000, "burst": {"GET": 100_000, "POST": 100_000}}
+            (await sim.put("/_sim/ratelimit", json=limits)).raise_for_status()
+        pages = await stack.pages(PAGES)
+        await stack.faults(latency_ms=args.latency_ms)
+        result: dict[str, Any] = {"latency_ms_simulated": args.latency_ms, "rate": args.rate}
+        result.update(await latency(stack, pages, args.rate, args.seconds))
+        stack.kill("worker0")
+        mine = await ours(stack, pages, args.events)
+        yardstick = await bare(stack, pages, args.events, args.concurrency)
+        result.update(
+            concurrency=args.concurrency,
+            throughput_events=args.events,
+            reactions_per_s_per_worker=round(mine, 1),
+            bare_reactions_per_s=round(yardstick, 1),
+            overhead_ratio=round(mine / yardstick, 3),
+        )
+        return result
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--rate", type=float, default=100.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--events", type=int, default=1000, help="events of the throughput runs")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    if args.json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        print(f"{name:28} {value}")
+
+
+if __name__ == "__main__":
+    main()
