@@ -1,18 +1,21 @@
 """End-to-end benchmark: webhook in -> reaction visible in the simulator.
 
     .venv/bin/python bench/e2e.py [--json] [--rate 100] [--seconds 10] [--events 1000]
-                                  [--concurrency 20] [--latency-ms 20]
+                                  [--workers 2] [--concurrency 20] [--latency-ms 20]
 
 One embedded Redis (append-only file, fsync every second), the simulator with ``--latency-ms``
 of latency on every API call, one web process and one worker process running the stamp
 reaction (``bench/reactions.py``: one footer comment per page edit, through the real client
-with its budget, effect ledger, per-content order and event records).
+with its budget, effect ledger, per-content order and event records). The simulator sends a
+``comment_created`` webhook for each of our comments, as Confluence does; during the latency
+run those are ingested and ignored like in production (double the events).
 
 1. Latency: signed ``page_updated`` webhooks at ``--rate`` per second for ``--seconds``
    (open loop, spread over 100 pages); an event's latency runs from its scheduled send time
    to the ``createdAt`` of its comment in the simulator. ``p50_ms``, ``p99_ms``.
-2. Throughput: ``--events`` events queued first, then one worker process is started;
-   ``reactions_per_s_per_worker`` counts comments per second between the first and the last.
+2. Throughput: ``--events`` events queued first (web process stopped, so no echo events),
+   then one worker process is started; ``reactions_per_s_per_worker`` counts comments per
+   second between the first and the last.
 3. Yardstick: the same number of comments made by a bare arq worker (``bench/bare_worker.py``)
    with the same concurrency, same signed HTTP call, none of our machinery.
    ``overhead_ratio`` = ours / bare (1.0 means no overhead).
@@ -131,9 +134,10 @@ async def ours(stack: Stack, pages: list[str], events: int) -> float:
         page, version = pages[i % len(pages)], 1000 + i // len(pages)
         await queue.put(from_connect(tenant, "page_updated", page_body(page, version)))
     await redis.aclose()
-    stack.start_worker(1)
+    name = f"worker{len(stack.procs)}"
+    stack.start_worker(len(stack.procs))
     first, last = await wait_posts(stack, events)
-    stack.kill("worker1")
+    stack.kill(name)
     return (events - 1) / (last - first)
 
 
@@ -181,7 +185,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "REACTOR_BUDGET_POINTS_PER_HOUR": "10000000",
         "REACTOR_WORKER_CONCURRENCY": str(args.concurrency),
     }
-    stack = Stack(work, webs=1, workers=1, concurrency=args.concurrency, env=env)
+    stack = Stack(work, webs=1, workers=args.workers, concurrency=args.concurrency, env=env)
     stack.start()
     try:
         await stack.install(1)
@@ -190,9 +194,17 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             (await sim.put("/_sim/ratelimit", json=limits)).raise_for_status()
         pages = await stack.pages(PAGES)
         await stack.faults(latency_ms=args.latency_ms)
-        result: dict[str, Any] = {"latency_ms_simulated": args.latency_ms, "rate": args.rate}
+        result: dict[str, Any] = {
+            "latency_ms_simulated": args.latency_ms,
+            "rate": args.rate,
+            "workers": args.workers,
+        }
         result.update(await latency(stack, pages, args.rate, args.seconds))
-        stack.kill("worker0")
+        for n in range(args.workers):
+            stack.kill(f"worker{n}")
+        # Throughput counts our machinery per reaction: with the web process gone, the
+        # simulator's comment_created webhooks for our own comments are not ingested.
+        stack.kill("web0")
         mine = await ours(stack, pages, args.events)
         yardstick = await bare(stack, pages, args.events, args.concurrency)
         result.update(
@@ -214,6 +226,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--events", type=int, default=1000, help="events of the throughput runs")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (latency)")
     parser.add_argument("--latency-ms", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
