@@ -68,7 +68,9 @@ class TenantClients:
 
     async def __call__(self, event: Event, job: JobContext) -> ClientOps:
         site = await self.site(event.tenant)
-        client = ReactionClient(self.http, site, self.budget, event_id=event.id, logger=job.log)
+        client = ReactionClient(
+            self.http, site, self.budget, event_id=event.id, logger=job.confluence_log
+        )
         return ClientOps(client)
 
 

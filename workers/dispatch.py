@@ -21,7 +21,12 @@ from app.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a dispatcher gets besides the event: this run, shared clients, a bound logger."""
+    """What a dispatcher gets besides the event: this run, shared clients, a bound logger.
+
+    ``client_log`` is the logger for the Confluence clients the job makes: the job layer sets
+    an :class:`app.dashboard.calls.CallRecorder`, so the job's calls are counted and listed on
+    its detail page. None: use ``log``.
+    """
 
     event_id: str
     attempt: int
@@ -29,6 +34,11 @@ class JobContext:
     redis: Redis
     log: Any
     resources: dict[str, Any] = field(default_factory=dict)
+    client_log: Any = None
+
+    @property
+    def confluence_log(self) -> Any:
+        return self.client_log if self.client_log is not None else self.log
 
 
 class Dispatch(Protocol):

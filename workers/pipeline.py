@@ -4,7 +4,9 @@ arq runs ``process_event(ctx, event_id)``; everything arq does not give us happe
 per-content order (only the head of a content's line has a job; finishing it schedules the
 next), superseding, our own attempt count (arq's counter also counts deferrals, so its
 ``max_tries`` is set out of reach), backoff retries through ``arq.Retry``, dead letters, and
-recovery of a run whose worker died (the record still says ``running``).
+recovery of a run whose worker died (the record still says ``running``). How each run ended
+is counted (:mod:`workers.observe`) and its Confluence calls are kept for the job's detail page
+(:class:`app.dashboard.calls.CallRecorder`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from app.atlassian.events import Event
+from app.dashboard.calls import CallRecorder
 from app.eventlog import EventLog, now_ms
 from app.jobstate import TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
 from workers.dispatch import Dispatch, JobContext, LatestOnly, bound_logger, log_only
+from workers.observe import JobObserver
 from workers.retry import Decision, decide
 
 REDIS_RETRY_SECONDS = 1.0
 LOST_WORKER = "WorkerLost: the worker running this event stopped before it finished"
+EXPIRED = "RecordExpired: the event's record expired while it waited in line"
+MAX_SKIPPED = 1000
 
 
 async def process_event(ctx: dict[str, Any], event_id: str) -> str:
@@ -46,7 +52,9 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
     settings: Settings = ctx["settings"]
     log_store: EventLog = ctx.get("eventlog") or EventLog(ctx["redis"], settings)
     record = await log_store.record(event_id)
-    if record is None:
+    if record is None or not record.content:
+        # Expired (or only the state a scheduler wrote over an expired record): nothing to run,
+        # and no content key to release its line by; see docs/pipeline.md, "Retention".
         _log_missing(event_id)
         return "missing"
     if record.state in TERMINAL_STATES:
@@ -67,11 +75,13 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
         await log_store.add_attempt(event_id, lost)
         log.warning("event run again after its worker stopped", attempts=attempts)
         if attempts > len(settings.retry_schedule):
-            await log_store.finish(event_id, event.content_key, "dead", LOST_WORKER)
+            await _finish(log_store, event, "dead", LOST_WORKER, log)
+            await JobObserver.from_ctx(ctx).ended("dead", None, LOST_WORKER)
             return "dead"
+        await JobObserver.from_ctx(ctx).interrupted()
     latest_only: LatestOnly | None = ctx.get("latest_only")
     if latest_only is not None and await _superseded(log_store, event, latest_only):
-        await log_store.finish(event_id, event.content_key, "superseded", "a newer event waits")
+        await _finish(log_store, event, "superseded", "a newer event waits", log)
         log.info("event superseded")
         return "superseded"
     return await _run(ctx, log_store, record, event, attempts, log)
@@ -87,6 +97,7 @@ async def _run(
 ) -> str:
     settings: Settings = ctx["settings"]
     dispatch: Dispatch = ctx.get("dispatch") or log_only
+    recorder = CallRecorder(log, ctx.get("metrics"))
     job = JobContext(
         event_id=event.id,
         attempt=attempts + 1,
@@ -94,45 +105,70 @@ async def _run(
         redis=ctx["redis"],
         log=log,
         resources=ctx,
+        client_log=recorder,
     )
+    observer = JobObserver.from_ctx(ctx)
     await log_store.mark(event.id, "running")
     started_ms = now_ms()
     started = time.monotonic()
     try:
-        await asyncio.wait_for(dispatch(event, job), settings.job_timeout_seconds)
-    except asyncio.CancelledError:
-        await asyncio.shield(log_store.mark(event.id, "queued", "worker shut down; runs again"))
-        raise
-    except Exception as exc:
-        rand: Any = ctx.get("random", random.random)
-        decision = decide(exc, attempts, settings.retry_schedule, settings.retry_jitter, rand)
-        attempt = Attempt(
-            n=attempts + 1,
-            started=started_ms,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            outcome=decision.action,
-            error=decision.reason,
-            replay=record.replays,
-        )
-        return await _apply(log_store, event, decision, attempt, log)
-    await log_store.finish(event.id, event.content_key, "done", "")
-    log.info("event done", attempt=attempts + 1)
-    return "done"
+        try:
+            await asyncio.wait_for(dispatch(event, job), settings.job_timeout_seconds)
+        except asyncio.CancelledError:
+            await asyncio.shield(log_store.mark(event.id, "queued", "worker shut down; runs again"))
+            raise
+        except Exception as exc:
+            rand: Any = ctx.get("random", random.random)
+            decision = decide(exc, attempts, settings.retry_schedule, settings.retry_jitter, rand)
+            attempt = Attempt(
+                n=attempts + 1,
+                started=started_ms,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                outcome=decision.action,
+                error=decision.reason,
+                replay=record.replays,
+            )
+            return await _apply(log_store, event, decision, attempt, log, observer)
+        await _finish(log_store, event, "done", "", log)
+        log.info("event done", attempt=attempts + 1)
+        await observer.ended("done", time.monotonic() - started)
+        return "done"
+    finally:
+        await _flush_calls(recorder, ctx["redis"], settings.redis_prefix, event.id, log)
+
+
+async def _flush_calls(
+    recorder: CallRecorder, redis: Any, prefix: str, event_id: str, log: Any
+) -> None:
+    """Keep the run's Confluence calls for the job's detail page; losing them is not fatal."""
+    try:
+        await asyncio.shield(recorder.flush(redis, prefix, event_id))
+    except (RedisError, OSError) as exc:
+        log.warning("Confluence call log not saved", error=str(exc))
 
 
 async def _apply(
-    log_store: EventLog, event: Event, decision: Decision, attempt: Attempt, log: Any
+    log_store: EventLog,
+    event: Event,
+    decision: Decision,
+    attempt: Attempt,
+    log: Any,
+    observer: JobObserver,
 ) -> str:
-    """Record the decision, then end the job or hand it back to arq with a delay."""
+    """Record the decision, count it, then end the job or hand it back to arq with a delay."""
+    seconds = attempt.duration_ms / 1000
     if decision.counts:
         await log_store.add_attempt(event.id, attempt)
     if decision.action == "dead":
-        await log_store.finish(event.id, event.content_key, "dead", decision.reason)
+        await _finish(log_store, event, "dead", decision.reason, log)
         log.error("event dead-lettered", attempts=attempt.n, error=decision.reason)
+        await observer.ended("dead", seconds, decision.reason)
         return "dead"
     next_run = now_ms() + int(decision.delay * 1000)
     state = "deferred" if decision.action == "defer" else "failed"
     await log_store.mark(event.id, state, decision.reason, next_run=next_run)
+    await _keep_alive(log_store, event)
+    await observer.ended("deferred" if state == "deferred" else "retry", seconds, decision.reason)
     log.warning(
         "event " + ("deferred" if state == "deferred" else "will be retried"),
         delay_s=round(decision.delay, 3),
@@ -140,6 +176,30 @@ async def _apply(
         attempts=attempt.n if decision.counts else attempt.n - 1,
     )
     raise Retry(defer=decision.delay)
+
+
+async def _finish(log_store: EventLog, event: Event, state: str, reason: str, log: Any) -> None:
+    """End ``event``; when the next of its content has lost its record, end that one too.
+
+    The record of an event waiting behind a long-deferred head can expire before its turn;
+    its job would find nothing to run and its content's line would stay blocked.
+    """
+    nxt = await log_store.finish(event.id, event.content_key, state, reason)
+    for _ in range(MAX_SKIPPED):
+        if nxt is None or await log_store.redis.hexists(log_store.keys.event(nxt), "event"):  # type: ignore[misc]
+            return
+        log.warning("next event of the content has no record; skipped", skipped=nxt)
+        nxt = await log_store.finish(nxt, event.content_key, "discarded", EXPIRED)
+
+
+async def _keep_alive(log_store: EventLog, event: Event) -> None:
+    """A head handed back to arq keeps its record and its content's line for the retention."""
+    keys, ttl = log_store.keys, log_store.retention
+    async with log_store.redis.pipeline(transaction=False) as pipe:
+        pipe.expire(keys.event(event.id), ttl)
+        pipe.expire(keys.attempts(event.id), ttl)
+        pipe.expire(keys.content(event.content_key), ttl)
+        await pipe.execute()
 
 
 async def _superseded(log_store: EventLog, event: Event, latest_only: LatestOnly) -> bool:

@@ -2,8 +2,10 @@
 
 Pure functions of the exception, the attempt count and the settings' schedule::
 
-    app.errors.Defer (incl. BudgetExhausted)  -> run again after its delay; not an attempt
-    RateLimited (a Confluence 429)            -> the same, after its Retry-After
+    app.errors.Defer                          -> run again after its delay; not an attempt
+    BudgetExhausted, RateLimited (a 429)      -> the same, after retry_at / Retry-After plus
+                                                 up to ``jitter`` x delay (at most
+                                                 DEFER_JITTER_MAX_SECONDS), never earlier
     app.errors.PermanentFailure, and Confluence errors that retrying cannot fix
     (``permanent``: 400, 401, 403, 404, other 4xx, not editable)
                                               -> dead-letter now
@@ -18,10 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from app.budget.hook import BudgetExhausted
 from app.confluence.errors import ConfluenceError, RateLimited
 from app.errors import Defer, PermanentFailure
 
 ERROR_TEXT_LIMIT = 500
+# Jobs deferred by the budget all learn the same time (the hour's reset, one Retry-After);
+# spreading them a little keeps thousands of one tenant's jobs from waking in one burst.
+DEFER_JITTER_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,11 @@ def backoff(
     return max(0.0, base * (1 + jitter * (2 * rand() - 1)))
 
 
+def spread(delay: float, jitter: float, rand: Callable[[], float] = random.random) -> float:
+    """``delay`` plus up to ``jitter`` x delay (capped): a budget wait, never shortened."""
+    return delay + min(DEFER_JITTER_MAX_SECONDS, delay * jitter) * rand()
+
+
 def decide(
     exc: BaseException,
     previous_attempts: int,
@@ -63,11 +74,13 @@ def decide(
     rand: Callable[[], float] = random.random,
 ) -> Decision:
     """The outcome of a run that raised ``exc`` after ``previous_attempts`` failed attempts."""
+    if isinstance(exc, BudgetExhausted):
+        return Decision("defer", spread(exc.delay, jitter, rand), exc.reason, counts=False)
     if isinstance(exc, Defer):
         return Decision("defer", exc.delay, exc.reason, counts=False)
     reason = describe(exc)
     if isinstance(exc, RateLimited):
-        return Decision("defer", exc.delay, reason, counts=False)
+        return Decision("defer", spread(exc.delay, jitter, rand), reason, counts=False)
     if isinstance(exc, PermanentFailure) or (isinstance(exc, ConfluenceError) and exc.permanent):
         return Decision("dead", 0.0, reason, counts=True)
     delay = backoff(previous_attempts + 1, schedule, jitter, rand)
