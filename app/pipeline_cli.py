@@ -96,6 +96,7 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
             print(f"reactor: {event_id} is not in the dead-letter store", file=sys.stderr)
     for event_id in ids:
         print(f"replayed {event_id}")
+    await _audit(redis, settings, "retry", args, ids)
     return 0 if ids or args.all else 1
 
 
@@ -112,7 +113,30 @@ async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace
         ids = [i for i in args.event_ids if await dlq.discard(i)]
     for event_id in ids:
         print(f"discarded {event_id}")
+    await _audit(redis, settings, "discard", args, ids)
     return 0 if ids or args.all else 1
+
+
+async def _audit(
+    redis: Redis, settings: Settings, action: str, args: argparse.Namespace, done: list[str]
+) -> None:
+    """Record the action in the dashboard's audit log, as its pages and the ops API do."""
+    from app.dashboard.audit import AuditLog
+
+    missing = [] if args.all else [i for i in args.event_ids if i not in set(done)]
+    detail: dict[str, Any] = {"ok": bool(done) or not missing, "count": len(done)}
+    detail |= {"ids": done[:100], "via": "cli"}
+    if missing:
+        detail["not_dead"] = missing[:100]
+    if args.all and (args.tenant or args.type):
+        detail["filter"] = {"tenant": args.tenant, "type": args.type}
+    await AuditLog(redis, settings.redis_prefix).record(
+        "cli",
+        f"dead_letter_{action}",
+        target="all" if args.all else ",".join(args.event_ids[:20]),
+        outcome="ok" if detail["ok"] else "failed",
+        detail=detail,
+    )
 
 
 def build_event(tenant: str, name: str | None, body: Any) -> Any:

@@ -1,0 +1,86 @@
+"""Per-content lines and record retention; deferral timing as the job layer schedules it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from arq.worker import Retry
+from redis.asyncio import Redis
+
+from app.atlassian.events import Event
+from app.budget.hook import BudgetExhausted
+from app.errors import Defer
+from app.eventlog import EventLog
+from app.queue import EventQueue
+from app.settings import Settings
+from tests.dashboard.helpers import make_event
+from workers.dispatch import JobContext
+from workers.main import build_worker
+from workers.pipeline import process_event
+
+
+async def test_a_waiting_event_whose_record_expired_is_skipped_and_releases_the_line(
+    redis: Redis, settings: Settings
+) -> None:
+    first, lost, last = (make_event(content_id="7", version=v) for v in (1, 2, 3))
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    for event in (first, lost, last):
+        assert await queue.put(event)
+    await redis.delete(log.keys.event(lost.id))  # its retention ran out while it waited
+    ran: list[str] = []
+
+    async def dispatch(event: Event, job: JobContext) -> None:
+        ran.append(event.id)
+
+    worker = build_worker(settings, burst=True, handle_signals=False, dispatch=dispatch)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    assert ran == [first.id, last.id]
+    skipped = await log.record(lost.id)
+    assert skipped is not None and skipped.state == "discarded"
+    assert skipped.reason.startswith("RecordExpired")
+    assert await redis.ttl(log.keys.event(lost.id)) > 0, "no record left without expiry"
+    assert await redis.exists(log.keys.content(first.content_key)) == 0
+
+
+def job_ctx(settings: Settings, redis: Redis, error: Exception, **extra: Any) -> dict[str, Any]:
+    async def dispatch(event: Event, job: JobContext) -> None:
+        raise error
+
+    return {"settings": settings, "redis": redis, "dispatch": dispatch, **extra}
+
+
+async def test_a_deferred_head_keeps_its_record_and_line_alive(
+    redis: Redis, settings: Settings
+) -> None:
+    head, behind = make_event(content_id="8", version=1), make_event(content_id="8", version=2)
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    assert await queue.put(head) and await queue.put(behind)
+    line = log.keys.content(head.content_key)
+    for key in (log.keys.event(head.id), line):
+        await redis.expire(key, 30)
+    with pytest.raises(Retry):
+        await process_event(job_ctx(settings, redis, Defer(600.0, "no token")), head.id)
+    assert await redis.ttl(log.keys.event(head.id)) > settings.event_retention_seconds - 60
+    assert await redis.ttl(line) > settings.event_retention_seconds - 60
+
+
+async def test_budget_deferrals_are_scheduled_with_the_spread(
+    redis: Redis, settings: Settings
+) -> None:
+    spread = settings.model_copy(update={"retry_jitter": 0.2})
+    event = make_event(content_id="9")
+    assert await EventQueue(redis, spread).put(event)
+    now = time.time()
+    error = BudgetExhausted(retry_at=now + 100.0, now=now, reason="budget: hour used")
+    with pytest.raises(Retry) as raised:
+        await process_event(job_ctx(spread, redis, error, random=lambda: 1.0), event.id)
+    assert raised.value.defer_score == pytest.approx(120_000, abs=50)
+    record = await EventLog(redis, spread).record(event.id)
+    assert record is not None and record.state == "deferred" and record.attempts == 0
+    assert record.next_run is not None
+    assert record.next_run - int(now * 1000) == pytest.approx(120_000, abs=1_000)
