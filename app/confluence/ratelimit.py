@@ -12,10 +12,15 @@ Headers (see the Confluence rate-limiting docs and the Forge notes in the refere
 * Before enforcement every one of these may come with a ``Beta-`` or ``X-Beta-`` prefix, meaning
   "you *would* have been limited".
 
-Precedence per field: the ``X-RateLimit-*`` header, then the structured header, then their beta
-variants. Beta values feed the pacing fields (limit, remaining, reset, near_limit) but not
-``retry_after`` or ``reason`` unless the response is itself a 429: a beta header on a 200 is a
-warning, not a stop. Every rate-limit header seen is kept in ``raw`` (lower-cased names).
+Precedence: the structured header, which names the points policy, then the ``X-RateLimit-*``
+headers, then their beta variants, taking limit, remaining and reset only from sources that
+agree on the limit (:func:`quota_fields`). ``X-RateLimit-Limit``/``-Remaining`` carry the points
+quota on Confluence today, but the same names carry older request counters elsewhere (a few
+hundred requests): next to a points policy, an ``X-RateLimit-*`` pair with another limit is a
+different counter and is ignored, never mixed with the points figures. Beta values feed the
+pacing fields (limit, remaining, reset, near_limit) but not ``retry_after`` or ``reason``
+unless the response is itself a 429: a beta header on a 200 is a warning, not a stop. Every
+rate-limit header seen is kept in ``raw`` (lower-cased names).
 Pure code: a function of (status, headers, now).
 """
 
@@ -121,6 +126,44 @@ def _structured(
     return limit, (best[0] if best else None), reset
 
 
+Fields = tuple[int | None, int | None, float | None]
+
+
+def _legacy(raw: dict[str, str], prefix: str, now: float) -> Fields:
+    """(limit, remaining, reset) from ``<prefix>X-RateLimit-*`` (or ``RateLimit-Limit``)."""
+    limit = _int(raw.get(f"{prefix}x-ratelimit-limit"))
+    if limit is None:
+        limit = _int(raw.get(f"{prefix}ratelimit-limit"))
+    reset = parse_reset(raw.get(f"{prefix}x-ratelimit-reset"), now)
+    if reset is None:
+        reset = parse_reset(raw.get(f"{prefix}ratelimit-reset"), now)
+    return limit, _int(raw.get(f"{prefix}x-ratelimit-remaining")), reset
+
+
+def quota_fields(raw: dict[str, str], now: float) -> Fields:
+    """The points quota's (limit, remaining, reset) from lower-cased rate-limit headers.
+
+    Sources in order: structured, then ``X-RateLimit-*``, each unprefixed, ``Beta-`` and
+    ``X-Beta-``; each field comes from the first source that has it. When a structured points
+    policy gives a limit, an ``X-RateLimit-*`` source counts only if it states the same limit
+    (otherwise it is another counter, or cannot be told apart from one).
+    """
+    sources: list[tuple[bool, Fields]] = []
+    for prefix in _PREFIXES:
+        sources += [(True, _structured(raw, prefix, now)), (False, _legacy(raw, prefix, now))]
+    points_limit = _first(f[0] for structured, f in sources if structured)
+    usable = [
+        f
+        for structured, f in sources
+        if points_limit is None or f[0] == points_limit or (structured and f[0] is None)
+    ]
+    return (
+        _first(f[0] for f in usable),
+        _first(f[1] for f in usable),
+        _first(f[2] for f in usable),
+    )
+
+
 def _first(values: Iterable[T | None]) -> T | None:
     return next((v for v in values if v is not None), None)
 
@@ -138,16 +181,7 @@ def observe(
         key = name.lower()
         if _is_rate_header(key):
             raw[key] = f"{raw[key]}, {value}" if key in raw else value
-    limits: list[int | None] = []
-    remainings: list[int | None] = []
-    resets: list[float | None] = []
-    for prefix in _PREFIXES:
-        s_limit, s_remaining, s_reset = _structured(raw, prefix, now)
-        limits += [_int(raw.get(f"{prefix}x-ratelimit-limit")), s_limit]
-        limits.append(_int(raw.get(f"{prefix}ratelimit-limit")))
-        remainings += [_int(raw.get(f"{prefix}x-ratelimit-remaining")), s_remaining]
-        resets += [parse_reset(raw.get(f"{prefix}x-ratelimit-reset"), now), s_reset]
-        resets.append(parse_reset(raw.get(f"{prefix}ratelimit-reset"), now))
+    limit, remaining, reset = quota_fields(raw, now)
     near = [
         raw.get(f"{p}x-ratelimit-nearlimit") or raw.get(f"{p}ratelimit-nearlimit")
         for p in _PREFIXES
@@ -161,9 +195,9 @@ def observe(
     retry_after = _first(parse_retry_after(raw.get(f"{p}retry-after"), now) for p in stop_prefixes)
     return Observation(
         status=status,
-        limit=_first(limits),
-        remaining=_first(remainings),
-        reset_epoch=_first(resets),
+        limit=limit,
+        remaining=remaining,
+        reset_epoch=reset,
         near_limit=any(v is not None and v.strip().lower() == "true" for v in near),
         reason=reason,
         retry_after=retry_after,

@@ -100,3 +100,27 @@ async def test_retry_after_on_503_reaches_the_hook(
     with pytest.raises(ServerError, match="503") as caught:
         await client.get_space("1")
     assert budget.observations[-1].retry_after == 9.0 and caught.value.retry_after == 9.0
+
+
+def test_points_policy_is_never_mixed_with_another_counter() -> None:
+    """A request counter in X-RateLimit-* must not shrink the points budget or lend it a
+    remaining figure; X-RateLimit-* stating the policy's own limit fills what it lacks."""
+    policy = ("RateLimit-Policy", '"global-app-quota";q=65000;w=3600')
+    counter = observe(
+        200,
+        [policy, ("X-RateLimit-Limit", "10000"), ("X-RateLimit-Remaining", "12")],
+        now=0.0,
+    )
+    assert (counter.limit, counter.remaining) == (65000, None)
+    bare = observe(200, [policy, ("X-RateLimit-Remaining", "12")], now=0.0)
+    assert (bare.limit, bare.remaining) == (65000, None)
+    same = observe(
+        200,
+        [policy, ("X-RateLimit-Limit", "65000"), ("X-RateLimit-Remaining", "4000")],
+        now=0.0,
+    )
+    assert (same.limit, same.remaining) == (65000, 4000)
+    only_legacy = observe(
+        200, [("X-RateLimit-Limit", "65000"), ("X-RateLimit-Remaining", "9")], now=0.0
+    )
+    assert (only_legacy.limit, only_legacy.remaining) == (65000, 9)
