@@ -1,8 +1,9 @@
-"""Points budget benchmark: several worker processes share one Redis budget on an accelerated
-clock, four tenants with unequal demand (one at 100x), a quota well below demand, across a
-simulated UTC hour boundary.
+"""Points budget benchmark: several worker processes share one Redis budget against the
+Confluence simulator on its accelerated clock, four tenants with unequal demand (one at 100x),
+a quota well below demand, across a simulated UTC hour boundary.
 
-    .venv/bin/python bench/budget.py [--json] [--processes 3] [--hours 2] [--scale 240]
+    .venv/bin/python bench/budget.py [--json] [--processes 3] [--hours 2] [--scale 120]
+                                     [--world sim|standin] [--no-fairness] [--light-share 1.2]
 
 Prints ``utilization`` (points the server charged / quota, over hours when demand exceeded
 it), ``n429``, ``overspend`` (points charged beyond the quota), ``jain_fairness`` (the worst
@@ -10,12 +11,29 @@ hour's Jain index over the admitted points of tenants whose demand exceeded a fa
 ``light_tenant_p95_wait_s`` (simulated seconds from arrival to admission; jobs still waiting
 at the end count with their wait so far).
 
-The Confluence side is a STAND-IN (see ``bench/budget_world.py``): a points counter in Redis
-on the same clock, not ``simulator/``. To drive the real simulator instead, start it with
-``Clock(scale=...)`` at the same simulated start, and in :func:`worker` replace ``call_server``
-by a Confluence client call (``app.confluence``) built with this process's ``RedisBudget``;
-the driver's statistics read the simulator's per-hour points (``simulator.ratelimit``
-``spent_app``) instead of ``bench:server:<hour>``.
+The server (``--world sim``, the default): ``simulator/`` in its own process
+(``bench/budget_sim.py``) with the app quota ``--quota``; each tenant is a Forge installation
+of one app on the simulated site, so the simulator meters all four under the one app quota,
+as Confluence meters every site of an app. Each worker job is a real ``ConfluenceClient`` call
+(a page read, a list of 1..24 pages with ``limit=25``, or a footer comment) whose budget hook
+is the process's ``RedisBudget``; the client reads the simulator's ``X-RateLimit-*`` headers
+and settles with them. ``utilization``, ``overspend`` and ``n429`` come from the simulator's
+``/_sim/counters`` (points per app and UTC hour, calls answered 429), never from our records;
+the per-tenant admitted points for fairness are the workers' (the server does not split the
+app's points by installation).
+
+Clocks: the simulator's ``Clock`` and the budget's injected clock (``RedisBudget(clock=...)``,
+which the Lua scripts take instead of Redis ``TIME``) are one function of the wall clock,
+``SIM_START + (time.time() - t0) * scale``, with ``t0`` chosen by the driver before either
+side starts; setup happens before ``t0`` (simulated hour 11). In production both sides read
+real UTC (Redis ``TIME`` and Atlassian's clock); here they agree exactly, so the figures do not
+measure clock skew at the hour boundary. Every latency is scaled too: 5 ms of real call time
+is 0.6 simulated seconds at ``--scale 120``.
+
+``--world standin`` keeps the earlier comparison: a points counter in Redis
+(``bench/budget_world.py``) with the job's drawn cost, on a stepped clock by default (time
+moves once every due job was tried, so machine load cannot distort it) or ``--clock
+accelerated``.
 """
 
 from __future__ import annotations
@@ -35,6 +53,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
@@ -42,13 +62,15 @@ from redis.asyncio import Redis
 from app import redis as redis_conn
 from app.budget.hook import Priority
 from app.budget.model import BudgetConfig, jain_index
-from app.embedded_redis import EmbeddedRedis
+from app.embedded_redis import EmbeddedRedis, free_port
+from bench import budget_sim
 from bench.budget_world import HOUR_MS, MEAN_ACTUAL_POINTS, draw_job
 
 SIM_START = 1_795_780_800.0  # 2026-11-27T12:00:00Z, the top of a UTC hour
 TENANTS = ("heavy", "light-1", "light-2", "light-3")
 HEAVY_FACTOR = 100
 WORKER = Path(__file__).with_name("budget_worker.py")
+SIM = Path(__file__).with_name("budget_sim.py")
 
 
 def budget_config(args: argparse.Namespace) -> BudgetConfig:
@@ -102,11 +124,15 @@ async def quiescent(client: Redis, prefix: str, now_ms: int) -> bool:
     return int(busy or 0) == 0 and (not first or first[0][1] > now_ms)
 
 
-async def run_clock(client: Redis, args: argparse.Namespace, arrivals: Arrivals) -> None:
-    """Move simulated time to the end: stepped (after each quiet moment) or accelerated."""
+async def run_clock(
+    client: Redis, args: argparse.Namespace, arrivals: Arrivals, t0: float | None
+) -> None:
+    """Move simulated time to the end: stepped (after each quiet moment) or accelerated
+    (from the real time ``t0``, the simulator's origin, or now)."""
     end = SIM_START + args.hours * 3600
     if args.clock == "accelerated":
-        real_start = time.time()
+        real_start = time.time() if t0 is None else t0
+        await asyncio.sleep(max(0.0, real_start - time.time()))
         await client.set(f"{args.prefix}bench:start", repr(real_start))
         while (now := SIM_START + (time.time() - real_start) * args.scale) < end:
             await arrivals.until(client, now)
@@ -131,15 +157,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def hour_label(hour: int) -> str:
+    """The simulator's name of a UTC hour (hours since the epoch)."""
+    return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour * 3600))
+
+
 async def collect(
-    client: Redis, args: argparse.Namespace, demand: dict[int, dict[str, int]]
+    client: Redis,
+    args: argparse.Namespace,
+    demand: dict[int, dict[str, int]],
+    server: httpx.AsyncClient | None,
 ) -> dict[str, Any]:
-    """The figures, from the stand-in server's counters and the workers' admission records."""
+    """The figures: points and 429s from the server's counters (the simulator's, or the
+    stand-in's), admissions and waits from the workers' records."""
     prefix, quota = args.prefix, args.quota
     admitted: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     waits: list[float] = []
     for raw in await client.lrange(f"{prefix}bench:admits", 0, -1):  # type: ignore[misc]
-        tenant, arrival, at, charged = raw.decode().split("|")
+        tenant, arrival, at, charged, _status = raw.decode().split("|")
         admitted[int(at) // HOUR_MS][tenant] += int(charged)
         if tenant != "heavy":
             waits.append((int(at) - int(arrival)) / 1000)
@@ -150,7 +185,14 @@ async def collect(
             for raw in await client.lrange(lane, 0, -1):  # type: ignore[misc]
                 waits.append((end_ms - int(raw.decode().split("|")[0])) / 1000)
     hours = sorted(demand)
-    spent = {h: int(await client.get(f"{prefix}bench:server:{h * HOUR_MS}") or 0) for h in hours}
+    if server is None:
+        spent = {
+            h: int(await client.get(f"{prefix}bench:server:{h * HOUR_MS}") or 0) for h in hours
+        }
+        n429 = int(await client.get(f"{prefix}bench:server:n429") or 0)
+    else:
+        by_hour, n429, _ = await budget_sim.server_figures(server)
+        spent = {h: by_hour.get(hour_label(h), 0) for h in hours}
     scarce = [h for h in hours if sum(demand[h].values()) > quota]
     jains = {}
     for h in scarce:
@@ -159,7 +201,7 @@ async def collect(
     deferrals = await client.hgetall(f"{prefix}bench:deferrals")  # type: ignore[misc]
     return {
         "utilization": round(sum(spent[h] for h in scarce) / (quota * len(scarce)), 4),
-        "n429": int(await client.get(f"{prefix}bench:server:n429") or 0),
+        "n429": n429,
         "overspend": sum(max(0, spent[h] - quota) for h in hours),
         "jain_fairness": round(min(jains.values()), 4),
         "light_tenant_p95_wait_s": round(percentile(waits, 0.95), 1),
@@ -185,6 +227,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "redis_url": args.redis_url,
         "prefix": args.prefix,
         "quota": args.quota,
+        "world": args.world,
         "clock": args.clock,
         "scale": args.scale,
         "sim_start": SIM_START,
@@ -192,45 +235,77 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "coroutines": args.coroutines,
         "config": dataclasses.asdict(budget_config(args)),
     }
-    procs = [
+    procs: list[subprocess.Popen[bytes]] = []
+    server: httpx.AsyncClient | None = None
+    t0: float | None = None
+    if args.world == "sim":
+        # the simulator's clock reaches SIM_START at t0; setup happens before, in hour 11
+        t0 = time.time() + args.setup_seconds
+        port = free_port()
+        sim_args = [port, args.quota, args.scale, t0, SIM_START]
+        procs.append(subprocess.Popen([sys.executable, str(SIM), *map(repr, sim_args)]))
+        server = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    procs += [
         subprocess.Popen([sys.executable, str(WORKER), json.dumps(opts)])
         for _ in range(args.processes)
     ]
     try:
+        if server is not None:
+            world = await budget_sim.prepare(server, TENANTS)
+            await client.set(f"{args.prefix}bench:world", json.dumps(world.as_dict()))
         deadline = time.monotonic() + 60
         while int(await client.get(f"{args.prefix}bench:ready_workers") or 0) < args.processes:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not start")
             await asyncio.sleep(0.05)
-        started = time.time()
+        if t0 is not None and time.time() > t0:
+            raise RuntimeError("setup took longer than --setup-seconds; raise it")
+        started = max(time.time(), t0 or 0.0)
         arrivals = Arrivals(args)
-        await run_clock(client, args, arrivals)
-        for proc in procs:
+        await run_clock(client, args, arrivals, t0)
+        for proc in procs[-args.processes :]:
             proc.wait(timeout=120)
-        result = await collect(client, args, arrivals.demand)
+        result = await collect(client, args, arrivals.demand, server)
         result["real_seconds"] = round(time.time() - started, 1)
+        if server is not None:
+            result["server_calls"] = (await budget_sim.server_figures(server))[2]
         return result
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        if server is not None:
+            await server.aclose()
         await client.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--world",
+        choices=("sim", "standin"),
+        default="sim",
+        help="sim: ConfluenceClient calls to simulator/ (default); "
+        "standin: the Redis points counter of bench/budget_world.py",
+    )
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--coroutines", type=int, default=4, help="concurrent jobs per process")
     parser.add_argument("--hours", type=float, default=2.0, help="simulated hours (from 12:00Z)")
     parser.add_argument(
         "--clock",
         choices=("stepped", "accelerated"),
-        default="stepped",
+        default=None,
         help="stepped: time advances once every due job was tried (load-independent); "
         "accelerated: wall time x --scale, like the simulator's clock",
     )
-    parser.add_argument("--scale", type=float, default=240.0, help="accelerated: sim s per s")
+    parser.add_argument("--scale", type=float, default=120.0, help="accelerated: sim s per s")
+    parser.add_argument(
+        "--setup-seconds",
+        type=float,
+        default=10.0,
+        help="sim: real seconds for setup before the simulated 12:00",
+    )
     parser.add_argument("--step", type=float, default=5.0, help="stepped: simulated s per step")
     parser.add_argument("--quota", type=int, default=6000, help="points per simulated hour")
     parser.add_argument(
@@ -248,6 +323,10 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None, help="default: an embedded Valkey")
     parser.add_argument("--prefix", default=None)
     args = parser.parse_args()
+    if args.clock is None:
+        args.clock = "accelerated" if args.world == "sim" else "stepped"
+    if args.world == "sim" and args.clock != "accelerated":
+        parser.error("the simulator runs on an accelerated clock only")
     args.prefix = args.prefix or f"bench{uuid.uuid4().hex[:8]}:"
     server = None
     if args.redis_url is None:
@@ -260,7 +339,9 @@ def main() -> None:
         if server is not None:
             server.stop()
     result = {
-        "server": "STAND-IN points server in Redis (bench/budget_world.py), not simulator/",
+        "server": "simulator/ (Forge installations of one app, ConfluenceClient calls)"
+        if args.world == "sim"
+        else "STAND-IN points server in Redis (bench/budget_world.py), not simulator/",
         "processes": args.processes,
         "coroutines_per_process": args.coroutines,
         "tenants": {t: (HEAVY_FACTOR if t == "heavy" else 1) for t in TENANTS},
