@@ -26,11 +26,12 @@ from app.web.security import SecurityHeaders
 
 
 def all_routes() -> list[BaseRoute]:
+    # Webhooks first: routes are matched in order and they are the hot path (no paths overlap).
     return [
+        *webhooks.routes,
         *health.routes,
         *forge.routes,
         *lifecycle.routes,
-        *webhooks.routes,
         *dashboard.routes,
         *ops_api.routes,
     ]
@@ -50,9 +51,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         app.state.redis = client
         app.state.queue = EventQueue(client, settings)
         app.state.tenants = TenantStore(client, settings)
-        install_keys_http = httpx.AsyncClient(
-            timeout=settings.connect_install_keys_timeout_seconds
-        )
+        install_keys_http = httpx.AsyncClient(timeout=settings.connect_install_keys_timeout_seconds)
         app.state.install_keys = InstallKeys(
             install_keys_http,
             settings.connect_install_keys_url,
