@@ -82,8 +82,10 @@ end
 """
 
 # Stores a batch of events, each atomically (the script runs as one unit).
-# ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, then per event:
-# id, event json, tenant, type, content key. Returns one 1 (stored) or 0 (duplicate) per event.
+# ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, activity keep s, then per
+# event: id, event json, tenant, type, content key, counted source ('' = not counted).
+# Returns one 1 (stored) or 0 (duplicate) per event. A counted event also bumps the per-minute
+# activity counters (app.metrics.Activity: received:<src>, accepted:<src>, duplicate:<src>).
 # Keys are derived here from the prefix: fine on standalone and Sentinel Redis (as arq).
 PUT = (
     _SCHEDULE
@@ -91,10 +93,20 @@ PUT = (
 local prefix, dedupe_ttl, ttl = ARGV[1], ARGV[2], ARGV[3]
 local queue, index = prefix .. 'queue', prefix .. 'events'
 local now = now_ms()
+local activity = prefix .. 'activity:' .. math.floor(now / 60000)
+local counted = false
 local stored = {}
-for i = 6, #ARGV, 5 do
-  local id, content = ARGV[i], ARGV[i + 4]
+for i = 7, #ARGV, 6 do
+  local id, content, source = ARGV[i], ARGV[i + 4], ARGV[i + 5]
+  if source ~= '' then
+    redis.call('HINCRBY', activity, 'received:' .. source, 1)
+    redis.call('HINCRBY', activity, 'accepted:' .. source, 1)
+    counted = true
+  end
   if redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
+    if source ~= '' then
+      redis.call('HINCRBY', activity, 'duplicate:' .. source, 1)
+    end
     stored[#stored + 1] = 0
   else
     local record = prefix .. 'event:' .. id
@@ -110,6 +122,9 @@ for i = 6, #ARGV, 5 do
     redis.call('EXPIRE', line, ttl)
     stored[#stored + 1] = 1
   end
+end
+if counted then
+  redis.call('EXPIRE', activity, ARGV[6])
 end
 return stored
 """

@@ -11,6 +11,11 @@ batch, every put of the same iteration joins it, and the batch goes out as one `
 the same script (one command, one reply, up to ``MAX_BATCH`` events). Each event is still
 stored atomically and answered on its own; batching only saves round trips, system calls and
 per-command overhead under load.
+
+A put made with ``count=True`` (ingest endpoints) also bumps the per-minute activity counters
+that the dashboard reads (``received:<source>``, ``accepted:<source>``, ``duplicate:<source>``
+in :class:`app.metrics.Activity`'s hash) inside the same script: no extra round trip.
+The event is stored as :meth:`Event.encode` makes it: the raw payload bytes as received.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
 
-_Call = tuple[tuple[str, ...], "asyncio.Future[int]"]
+_Call = tuple[tuple[str | bytes, ...], "asyncio.Future[int]"]
 MAX_BATCH = 200
+# How long a per-minute activity hash is kept: app.metrics.ACTIVITY_KEEP_SECONDS (the queue
+# sits below app.metrics and does not import it; a test holds the two equal).
+ACTIVITY_KEEP_SECONDS = 2 * 3600
 
 
 def job_serializer(data: dict[str, Any]) -> bytes:
@@ -62,12 +70,24 @@ class EventQueue:
             settings.event_retention_seconds,
             PROCESS_EVENT,
             JOB_EXPIRY_MS,
+            ACTIVITY_KEEP_SECONDS,
         ]
         self._pending: list[_Call] = []
 
-    async def put(self, event: Event) -> bool:
-        """Store and schedule ``event``; False when its id was seen within the dedupe window."""
-        args = (event.id, event.to_json(), event.tenant, event.type, event.content_key)
+    async def put(self, event: Event, *, count: bool = False) -> bool:
+        """Store and schedule ``event``; False when its id was seen within the dedupe window.
+
+        ``count``: also count it as received and accepted (and duplicate) for its source in
+        the per-minute activity counters, in the same script.
+        """
+        args = (
+            event.id,
+            event.encode(),
+            event.tenant,
+            event.type,
+            f"{event.tenant}:{event.content_id}",
+            event.source if count else "",
+        )
         try:
             if self.batch:
                 loop = asyncio.get_running_loop()
@@ -83,7 +103,7 @@ class EventQueue:
             raise QueueUnavailable("the event store is unavailable; retry later") from exc
         return bool(created)
 
-    async def _eval(self, groups: list[tuple[str, ...]]) -> list[int]:
+    async def _eval(self, groups: list[tuple[str | bytes, ...]]) -> list[int]:
         command = [*self._head, *(arg for group in groups for arg in group)]
         try:
             result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]

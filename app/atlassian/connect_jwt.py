@@ -17,11 +17,15 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
+
+import orjson
 
 from app.atlassian.qsh import CONTEXT_QSH, query_string_hash
 from app.atlassian.token_errors import (
@@ -43,7 +47,7 @@ from app.atlassian.token_errors import (
 
 MAX_TOKEN_BYTES = 8 * 1024
 USER_ASSERTION_AUDIENCE = "https://oauth-2-authorization-server.services.atlassian.com"
-_B64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def b64url_encode(data: bytes) -> str:
 
 
 def _b64url_decode(part: str) -> bytes:
-    if not part or not _B64URL_CHARS.issuperset(part):
+    if not _B64URL.fullmatch(part):
         raise MalformedToken("token segment is not base64url")
     try:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
@@ -84,12 +88,18 @@ def _b64url_decode(part: str) -> bytes:
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise MalformedToken(f"token {what} is not JSON") from exc
     if not isinstance(value, dict):
         raise MalformedToken(f"token {what} is not a JSON object")
     return value
+
+
+@lru_cache(maxsize=256)
+def _header(segment: str) -> dict[str, Any]:
+    # A signer's header segment is the same on every token it makes: decode it once.
+    return _json_object(_b64url_decode(segment), "header")
 
 
 def parse_token(token: str) -> ParsedToken:
@@ -99,7 +109,7 @@ def parse_token(token: str) -> ParsedToken:
     parts = token.split(".")
     if len(parts) != 3 or not token.isascii():
         raise MalformedToken("token is not a compact JWS of three parts")
-    header = _json_object(_b64url_decode(parts[0]), "header")
+    header = dict(_header(parts[0]))
     claims = _json_object(_b64url_decode(parts[1]), "payload")
     signature = _b64url_decode(parts[2]) if parts[2] else b""
     return ParsedToken(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
@@ -225,7 +235,7 @@ def verify_connect_token(
     secret = secret_for(issuer)
     if secret is None:
         raise UnknownTenant("no installed tenant with this clientKey", tenant=issuer)
-    expected = hmac.new(secret.encode("utf-8"), parsed.signing_input, hashlib.sha256).digest()
+    expected = hmac.digest(secret.encode("utf-8"), parsed.signing_input, "sha256")
     if not hmac.compare_digest(expected, parsed.signature):
         raise BadSignature("signature does not match the tenant's shared secret", tenant=issuer)
     claims = parsed.claims

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
+
 from app.errors import InvalidPayload
 
 Source = Literal["connect", "forge", "reconcile", "replay"]
@@ -94,11 +96,18 @@ class Event:
     title: str | None = None
     label: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The payload exactly as received (valid JSON, already parsed into ``raw``); stored as-is
+    # instead of re-encoding ``raw``. Never serialised as a field of its own.
+    raw_json: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encode(self) -> bytes:
+        """The stored form: the normalised fields, ``id`` and ``source`` first, then ``raw``."""
+        head = _dump({name: getattr(self, name) for name in _FIELD_NAMES})
+        raw = self.raw_json if self.raw_json is not None else _dump(self.raw)
+        return b"".join((head[:-1], b',"raw":', raw, b"}"))
 
     def to_json(self) -> str:
-        # A shallow dict: dataclasses.asdict would deep-copy the raw payload on the ingest path.
-        data = {name: getattr(self, name) for name in _FIELD_NAMES}
-        return json.dumps(data, separators=(",", ":"), check_circular=False)
+        return self.encode().decode()
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Event:
@@ -110,7 +119,14 @@ class Event:
         return f"{self.tenant}:{self.content_id}"
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(Event))
+_FIELD_NAMES = tuple(f.name for f in fields(Event) if f.name not in ("raw", "raw_json"))
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # integers beyond 64 bits, lone surrogates: the standard codec takes them
+        return json.dumps(data, separators=(",", ":"), check_circular=False).encode()
 
 
 def event_id(tenant: str, type_: str, content_id: str, version: int | None, timestamp: int) -> str:
@@ -164,8 +180,11 @@ def _require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def from_connect(tenant: str, name: str, body: Any) -> Event:
-    """Normalise a Connect webhook; ``name`` comes from the URL (the body does not name it)."""
+def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = None) -> Event:
+    """Normalise a Connect webhook; ``name`` comes from the URL (the body does not name it).
+
+    ``raw_json``, when given, is the body exactly as received (``body`` parsed from it).
+    """
     body = _require_object(body)
     type_ = CONNECT_EVENTS.get(name)
     if type_ is None:
@@ -203,6 +222,7 @@ def from_connect(tenant: str, name: str, body: Any) -> Event:
         title=content.get("title") if isinstance(content.get("title"), str) else None,
         label=label if isinstance(label, str) else None,
         raw=body,
+        raw_json=raw_json,
     )
 
 
@@ -220,8 +240,11 @@ def _connect_container(name: str, body: dict[str, Any], content: dict[str, Any])
     return None
 
 
-def from_forge(tenant: str, body: Any) -> Event:
-    """Normalise a Forge product event (top-level or ``payload``-wrapped envelope)."""
+def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
+    """Normalise a Forge product event (top-level or ``payload``-wrapped envelope).
+
+    ``raw_json``, when given, is the body exactly as received (``body`` parsed from it).
+    """
     body = _require_object(body)
     payload = body.get("payload")
     event = payload if isinstance(payload, dict) and "eventType" in payload else body
@@ -259,6 +282,7 @@ def from_forge(tenant: str, body: Any) -> Event:
         title=content.get("title") if isinstance(content.get("title"), str) else None,
         label=label if isinstance(label, str) else None,
         raw=body,
+        raw_json=raw_json,
     )
 
 

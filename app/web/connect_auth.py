@@ -6,11 +6,11 @@ its reason and the clientKey it claimed, never the token.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
 from starlette.requests import Request
+from starlette.types import Scope
 
 from app.atlassian.connect_jwt import (
     ConnectClaims,
@@ -21,7 +21,8 @@ from app.atlassian.connect_jwt import (
     read_unverified_issuer,
     verify_connect_token,
 )
-from app.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType, VerificationError
+from app.errors import VerificationError
+from app.ingest import check_media_type, parse_json, read_body
 from app.settings import Settings
 from app.tenants import Tenant, TenantStore
 
@@ -31,12 +32,16 @@ log = structlog.get_logger("app.connect")
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def request_target(request: Request) -> str:
+def raw_target(scope: Scope) -> str:
     """The raw path and query as received: what the sender's ``qsh`` was computed over."""
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes) else request.scope["path"]
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
     return f"{path}?{query}" if query else path
+
+
+def request_target(request: Request) -> str:
+    return raw_target(request.scope)
 
 
 def request_token(request: Request) -> str:
@@ -46,32 +51,40 @@ def request_token(request: Request) -> str:
     )
 
 
-def log_rejection(request: Request, exc: VerificationError) -> None:
+def log_rejection(request: Request | Scope, exc: VerificationError) -> None:
+    scope = request.scope if isinstance(request, Request) else request
     log.info(
         "connect.rejected",
         reason=exc.code,
         client_key=exc.tenant,
-        path=request.scope["path"],
+        path=scope["path"],
         status=exc.status,
     )
 
 
-async def authenticate(
-    request: Request, *, allow_inactive: bool = False
+async def verify_request(
+    settings: Settings,
+    tenants: TenantStore,
+    *,
+    token: str,
+    method: str,
+    target: str,
+    allow_inactive: bool = False,
 ) -> tuple[Tenant, ConnectClaims]:
-    """Verify a tenant-signed (HS256) request; the tenant must be active unless allowed."""
-    settings: Settings = request.app.state.settings
-    tenants: TenantStore = request.app.state.tenants
-    token = parse_token(request_token(request))
-    issuer = read_unverified_issuer(token)
-    tenant = await tenants.get(issuer)
+    """Verify a tenant-signed (HS256) token for ``method`` on the raw ``target``.
+
+    The token is decoded once; the tenant (and its secret) comes from the store's in-memory
+    cache. Signature, ``exp``/``iat``, ``qsh`` and then the tenant's status are all checked.
+    """
+    parsed = parse_token(token)
+    tenant = await tenants.get(read_unverified_issuer(parsed))
     claims = verify_connect_token(
-        token,
+        parsed,
         secret_for=lambda iss: (
             tenant.shared_secret if tenant and iss == tenant.client_key else None
         ),
-        method=request.method,
-        url=request_target(request),
+        method=method,
+        url=target,
         base_url=settings.base_url,
         leeway=settings.jwt_leeway_seconds,
     )
@@ -83,20 +96,24 @@ async def authenticate(
     return tenant, claims
 
 
+async def authenticate(
+    request: Request, *, allow_inactive: bool = False
+) -> tuple[Tenant, ConnectClaims]:
+    """Verify a tenant-signed (HS256) request; the tenant must be active unless allowed."""
+    return await verify_request(
+        request.app.state.settings,
+        request.app.state.tenants,
+        token=request_token(request),
+        method=request.method,
+        target=request_target(request),
+        allow_inactive=allow_inactive,
+    )
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The JSON body, refusing non-JSON media types and bodies over ``limit`` bytes."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType("the body must be application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidPayload("the body is not valid JSON") from exc
+    """The JSON body, refusing non-JSON media types and bodies over ``limit`` bytes.
+
+    A request without a content type is taken as JSON (lifecycle callbacks).
+    """
+    check_media_type(request.headers.get("content-type", "application/json"))
+    return parse_json(await read_body(request, limit))

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app import ingest
 from app.atlassian.events import FORGE_EVENTS, from_forge
 from app.atlassian.forge_token import (
     ForgeTokenError,
@@ -33,7 +34,14 @@ from app.atlassian.forge_token import (
     verify_token,
 )
 from app.crypto import SecretBox
-from app.errors import InvalidPayload, PayloadTooLarge, QueueUnavailable, UnsupportedMediaType
+from app.errors import (
+    IngestError,
+    InvalidPayload,
+    PayloadTooLarge,
+    QueueUnavailable,
+    UnsupportedMediaType,
+    VerificationError,
+)
 from app.installations import InstallationStore, SystemToken
 from app.jwks import JwksClient
 from app.settings import Settings
@@ -157,27 +165,40 @@ def retry_count(body: dict[str, Any]) -> int:
 
 
 async def events(request: Request) -> JSONResponse:
+    """Product events: verify, then the shared ingest checks, normalise, store (one log line)."""
+    counted = ingest.counters(request.app.state, "forge")
+    counted.received.inc()
+    try:
+        return await _event(request, counted)
+    except (VerificationError, IngestError) as exc:
+        await counted.reject(exc.code)
+        raise
+
+
+async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
     invocation, store, tenant = await _accept(request)
-    body = await _json_body(request)
+    ingest.check_media_type(request.headers.get("content-type"))
+    raw = await ingest.read_body(request, request.app.state.settings.max_body_bytes)
+    body = ingest.parse_json(raw)
+    if not isinstance(body, dict):
+        raise InvalidPayload("the body must be a JSON object")
     name = unwrap(body).get("eventType")
     retries = retry_count(body)
-    bound = log.bind(
-        installation_id=invocation.installation_id,
-        tenant=tenant,
-        forge_event=str(name)[:80],
-        retry_count=retries,
-    )
+    context = {"installation_id": invocation.installation_id, "retry_count": retries}
+    bound = log.bind(tenant=tenant, forge_event=str(name)[:80], **context)
     if name not in FORGE_EVENTS:
+        # acknowledged (Forge would retry a refusal) but not stored; counted as received only
         bound.warning("forge event ignored: not a handled type")
         return JSONResponse({"ignored": "unhandled event type"})
     if str(name).endswith(":label") and not isinstance(unwrap(body).get("content"), dict):
         # labels on spaces and templates: nothing for content reactions (no retries wanted)
         bound.info("forge label event ignored: not on content")
         return JSONResponse({"ignored": "label is not on content"})
-    event = from_forge(tenant, body)
-    created = await request.app.state.queue.put(event)
+    event = from_forge(tenant, body, raw)
+    created = await ingest.store(
+        request.app.state.queue, event, counted, what="forge event", **context
+    )
     await _stored(request, store.record_event(invocation.installation_id, event.type, retries))
-    bound.info("forge event stored", event_id=event.id, duplicate=not created)
     return JSONResponse({"id": event.id, "duplicate": not created})
 
 

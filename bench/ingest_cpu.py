@@ -1,0 +1,145 @@
+"""CPU per request of the ingest path, in-process (no HTTP server, no load generator).
+
+    .venv/bin/python bench/ingest_cpu.py [--requests 5000] [--target real|bare] [--profile FILE]
+
+Calls the ASGI app directly with validly signed Connect ``page_updated`` webhooks of distinct
+pages, 50 at a time (so queue batching behaves as under load), against an embedded Redis,
+and prints the process CPU time per request. ``--profile FILE`` writes a cProfile dump of the
+same run (read it with ``python -m pstats FILE``). A quick way to see what a change to the
+hot path buys without the noise of a shared machine's scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from starlette.types import ASGIApp, Message  # noqa: E402
+
+from app.atlassian.connect_jwt import encode_connect_token  # noqa: E402
+from app.embedded_redis import EmbeddedRedis  # noqa: E402
+from app.logs import configure_logging  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from bench import bare, loadgen  # noqa: E402
+from bench.ingest import CLIENT_KEY, install_tenant  # noqa: E402
+
+BATCH = 50
+
+
+async def call(app: ASGIApp, path: str, token: str, body: bytes) -> int:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"JWT {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    status = 0
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def drive(app: ASGIApp, token: str, count: int, label: str) -> tuple[float, int]:
+    ok = 0
+    start = time.process_time()
+    for first in range(0, count, BATCH):
+        bodies = [
+            (loadgen.BODY % ((f"{label}-{i}",) * 3)).encode()
+            for i in range(first, min(count, first + BATCH))
+        ]
+        codes = await asyncio.gather(*(call(app, loadgen.PATH, token, b) for b in bodies))
+        ok += sum(1 for c in codes if 200 <= c < 300)
+    return (time.process_time() - start) / count * 1e6, ok
+
+
+async def measure(args: argparse.Namespace, settings: Settings, secret: str) -> None:
+    app: ASGIApp = bare.app if args.target == "bare" else create_app(settings)
+    token = encode_connect_token(
+        issuer=CLIENT_KEY, secret=secret, method="POST", url=loadgen.PATH, lifetime=3600
+    )
+    lifespan = getattr(app, "router", None)
+    assert lifespan is not None
+    async with lifespan.lifespan_context(app):
+        await drive(app, token, 500, "warm")
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
+        cpu, ok = await drive(app, token, args.requests, uuid.uuid4().hex[:6])
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    print(f"{args.target}: {cpu:.1f} us CPU/request, {ok}/{args.requests} answered 2xx")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--target", choices=("real", "bare"), default="real")
+    parser.add_argument("--profile", default=None, help="write a cProfile dump here")
+    args = parser.parse_args()
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - log lines are rendered, not shown
+    configure_logging("info", "json")
+    with tempfile.TemporaryDirectory(prefix="reactor-cpu-") as tmp:
+        server = EmbeddedRedis(Path(tmp) / "redis", appendonly=True)
+        server.start()
+        try:
+            fields: dict[str, Any] = {
+                "redis_url": server.url,
+                "redis_prefix": f"cpu{uuid.uuid4().hex[:6]}:",
+                "secret_key": Fernet.generate_key().decode(),
+                "base_url": "http://127.0.0.1:8000",
+                "_env_file": None,
+            }
+            settings = Settings(**fields)
+            secret = uuid.uuid4().hex + uuid.uuid4().hex
+            asyncio.run(install_tenant(settings, secret))
+            import uvloop
+
+            uvloop.run(measure(args, settings, secret))
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
