@@ -119,7 +119,9 @@ async def test_the_payload_is_stored_byte_for_byte_with_one_log_line(
     lines = [e for e in logs if "event_id" in e]
     assert len(lines) == 1 and lines[0]["event"] == "event stored"
     event_id = lines[0]["event_id"]
-    stored = await redis.hget(f"{connect_app.settings.redis_prefix}event:{event_id}", "event")
+    stored = await redis.hget(  # type: ignore[misc]
+        f"{connect_app.settings.redis_prefix}event:{event_id}", "event"
+    )
     assert stored is not None
     assert stored.startswith(b'{"id":"' + event_id.encode() + b'","source":"connect"')
     assert stored.endswith(b',"raw":' + raw + b"}")
