@@ -114,6 +114,11 @@ async def test_a_processed_job_lists_its_calls_and_the_worker_counts_them(
     assert (dead["state"], dead["attempts"]) == ("dead", 1)
     assert dead["reason"].startswith("NotFound")
     assert [c["status"] for c in dead["calls"]] == [404] and dead["calls"][0]["error"]
+    browser, _ = signed_in(server.url)
+    page = browser.get(f"/dashboard/jobs/{gone.id}").text
+    browser.close()
+    row = re.search(r"<code>GET /wiki/api/v2/pages/\{id\}</code></td><td>(\d+)</td>", page)
+    assert row is not None and row.group(1) == "404", "the job page lists the call"
 
     op = 'operation="GET /wiki/api/v2/pages/{id}"'
     assert f'reactor_confluence_calls_total{{{op},status="200"}} 1.0' in metrics
