@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.atlassian.events import Event
+from app.confluence.errors import is_permanent
 from app.errors import Defer, PermanentFailure
 from workers.context import EventCache, OwnEdit, ReactionContext, Skip, kind_of
 from workers.dispatch import JobContext
@@ -107,5 +108,7 @@ class Reactor:
                 await ledger.count(reg.name, "failed")
                 failures.append(exc)
         if failures:
-            retryable = [f for f in failures if not isinstance(f, PermanentFailure)]
+            retryable = [
+                f for f in failures if not isinstance(f, PermanentFailure) and not is_permanent(f)
+            ]
             raise (retryable or failures)[0]

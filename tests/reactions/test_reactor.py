@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.confluence.errors import NotFound, ServerError
 from app.confluence.pages import edit_message
 from app.errors import Defer, PermanentFailure
 from app.settings import Settings
@@ -179,6 +180,25 @@ async def test_a_failing_reaction_does_not_stop_the_others(
     assert len(fake.comments["1001"]) == 1
     counts = await EffectLedger(redis, settings.redis_prefix).counts()
     assert counts == {"broken:failed": 1, "fine:comment": 1}
+
+
+async def test_a_retryable_failure_wins_over_a_confluence_404(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    """One reaction's 404 must not dead-letter an event whose other reaction hit a 502."""
+    router = Router()
+
+    @router.on("page.updated", name="gone")
+    async def gone(event: Event, ctx: ReactionContext) -> None:
+        raise NotFound("page not found", status=404)
+
+    @router.on("page.updated", name="flaky")
+    async def flaky(event: Event, ctx: ReactionContext) -> None:
+        raise ServerError("bad gateway", status=502)
+
+    event = page_event()
+    with pytest.raises(ServerError):
+        await reactor(router)(event, job(event))
 
 
 async def test_defer_propagates_at_once(
