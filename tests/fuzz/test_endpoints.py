@@ -45,7 +45,7 @@ SHARED_SECRET = "fuzz-shared-secret-" + uuid.uuid4().hex
 OPERATOR = "fuzz-operator-" + uuid.uuid4().hex
 SYSTEM_TOKEN = "fuzz-system-token-" + uuid.uuid4().hex
 BASE = "https://reactor.test"
-EXAMPLES = int(os.environ.get("REACTOR_FUZZ_EXAMPLES", "260"))  # x len(PATHS) requests
+EXAMPLES = int(os.environ.get("REACTOR_FUZZ_EXAMPLES", "170"))  # x len(PATHS) requests
 
 PATHS = [
     "/healthz",
@@ -284,6 +284,8 @@ def request(draw: st.DrawFn) -> dict[str, Any]:
         body = json.dumps(mutate(payload, draw) if draw(st.booleans()) else payload).encode()
         if draw(st.integers(0, 9)) == 0:
             body = b'{"page": "' + b"x" * MAX_BODY + b'"}'  # over REACTOR_MAX_BODY_BYTES
+        if draw(st.integers(0, 7)) == 0:
+            headers["content-type"] = draw(st.sampled_from(["text/plain", "application/xml"]))
     return {
         "method": method,
         "segment": draw(SEGMENT),

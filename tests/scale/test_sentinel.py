@@ -102,6 +102,8 @@ async def test_ingest_and_workers_follow_a_failover(
         await until(
             lambda: _linked(replica_client), 10
         )  # the replica follows the master before we write
+        # the sentinel learns of replicas from the master's INFO (every 10 s after the first)
+        await until(lambda: _knows_replica(probe), 15)
         url = f"redis+sentinel://127.0.0.1:{sentinel}/reactor/0"
         s = settings.model_copy(update={"redis_url": url})
         client = redis_conn.connect(url)
@@ -154,3 +156,8 @@ async def _caught_up(master: Redis, replica: Redis) -> bool:
 async def _promoted(sentinel: Redis, port: int) -> bool:
     reply = await sentinel.execute_command("SENTINEL", "get-master-addr-by-name", "reactor")  # type: ignore[no-untyped-call]
     return bool(reply) and int(reply[1]) == port
+
+
+async def _knows_replica(sentinel: Redis) -> bool:
+    replicas = await sentinel.execute_command("SENTINEL", "replicas", "reactor")  # type: ignore[no-untyped-call]
+    return bool(replicas)
