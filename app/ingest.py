@@ -153,17 +153,19 @@ async def store(
     counted: Counters | None = None,
     *,
     what: str = "event",
+    logger: Any = None,
     **context: Any,
 ) -> bool:
     """Enqueue ``event`` (True if new, False if a duplicate) and log it once with its id.
 
     With ``counted``, the event counts as accepted: the Prometheus counter here, the
-    per-minute activity counters inside the queue's put script.
+    per-minute activity counters inside the queue's put script. ``logger`` (default: this
+    module's) writes the line, so an endpoint can keep its own logger name and bound fields.
     """
     created = await queue.put(event, count=counted is not None)
     if counted is not None:
         counted.accepted.inc()
-    log.info(
+    (logger or log).info(
         f"{what} stored" if created else f"duplicate {what}",
         event_id=event.id,
         tenant=event.tenant,

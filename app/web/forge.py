@@ -196,7 +196,7 @@ async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
         return JSONResponse({"ignored": "label is not on content"})
     event = from_forge(tenant, body, raw)
     created = await ingest.store(
-        request.app.state.queue, event, counted, what="forge event", **context
+        request.app.state.queue, event, counted, what="forge event", logger=bound, **context
     )
     await _stored(request, store.record_event(invocation.installation_id, event.type, retries))
     return JSONResponse({"id": event.id, "duplicate": not created})

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import structlog
 from redis.asyncio import Redis
 from starlette.types import Message
 
+from app import ingest
 from app.atlassian.connect_jwt import encode_connect_token
 from tests.connect.conftest import ConnectApp
 
@@ -103,8 +105,10 @@ async def test_wrong_media_type_and_method_after_authentication(connect_app: Con
 
 
 async def test_the_payload_is_stored_byte_for_byte_with_one_log_line(
-    connect_app: ConnectApp, redis: Redis
+    connect_app: ConnectApp, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    captured = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(ingest, "log", captured)
     client_key, secret = await connect_app.install()
     raw = (
         b'{ "timestamp": 1788716539192,\n  "page": {"version": 3, "id": 4242,'
@@ -113,12 +117,11 @@ async def test_the_payload_is_stored_byte_for_byte_with_one_log_line(
         b' "userAccountId": "712020:x"}'
     )
     chunks = [raw[:17], raw[17:60], raw[60:]]  # split across receive() calls
-    with structlog.testing.capture_logs() as logs:
-        call = await Call(auth(client_key, secret), chunks).run(connect_app.app)
+    call = await Call(auth(client_key, secret), chunks).run(connect_app.app)
     assert call.status == 204, call.body
-    lines = [e for e in logs if "event_id" in e]
-    assert len(lines) == 1 and lines[0]["event"] == "event stored"
-    event_id = lines[0]["event_id"]
+    assert [(c.method_name, c.args) for c in captured.calls] == [("info", ("event stored",))]
+    event_id = captured.calls[0].kwargs["event_id"]
+    assert captured.calls[0].kwargs["tenant"] == client_key
     stored = await redis.hget(  # type: ignore[misc]
         f"{connect_app.settings.redis_prefix}event:{event_id}", "event"
     )
