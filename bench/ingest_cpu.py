@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--profile", default=None, help="write a cProfile dump here")
     args = parser.parse_args()
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - log lines are rendered, not shown
-    configure_logging("info", "json")
+    configure_logging(os.environ.get("LOG_LEVEL", "info"), "json")
     with tempfile.TemporaryDirectory(prefix="reactor-cpu-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", appendonly=True)
         server.start()
