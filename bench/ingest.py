@@ -48,8 +48,17 @@ CLIENT_KEY = "bench-site-0001"
 TARGETS = {"real": "app.main:factory", "queue": "bench.queue_app:factory"}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def uvicorn(target: str, port: int, env: dict[str, str], factory: bool) -> Iterator[None]:
+def uvicorn(target: str, port: int, env: dict[str, str], factory: bool) -> Iterator[int]:
     command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1"]
     command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     command += ["--log-level", "warning", "--no-access-log", "--no-server-header"]
@@ -68,7 +77,7 @@ def uvicorn(target: str, port: int, env: dict[str, str], factory: bool) -> Itera
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{target} did not start") from None
                 time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -107,6 +116,10 @@ async def drop_prefix(settings: Settings) -> None:
         await client.delete(f"{settings.redis_prefix}queue")
     finally:
         await client.aclose()
+
+
+def served(rounds: list[loadgen.Throughput]) -> int:
+    return max(1, sum(r.requests for r in rounds))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -156,14 +169,19 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
     acked = 0
     try:
         with (
-            uvicorn(TARGETS[args.target], reactor_port, env, factory=True),
-            uvicorn("bench.bare:app", bare_port, env, factory=False),
+            uvicorn(TARGETS[args.target], reactor_port, env, factory=True) as reactor_pid,
+            uvicorn("bench.bare:app", bare_port, env, factory=False) as bare_pid,
         ):
             warm = throughput(reactor_port, token, "warm", args, work)
             acked += warm.requests - warm.non_2xx
+            cpu = {"bare": 0.0, "reactor": 0.0}
             for n in range(args.rounds):
+                before = cpu_seconds(bare_pid)
                 bare_rounds.append(throughput(bare_port, token, f"b{n}", args, work))
+                cpu["bare"] += cpu_seconds(bare_pid) - before
+                before = cpu_seconds(reactor_pid)
                 result = throughput(reactor_port, token, f"r{n}", args, work)
+                cpu["reactor"] += cpu_seconds(reactor_pid) - before
                 reactor_rounds.append(result)
             latencies, ok, other = asyncio.run(
                 loadgen.open_loop("127.0.0.1", reactor_port, token, "lat", 1000, args.seconds)
@@ -179,6 +197,9 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
             "ratio": round(reactor_rps / bare_rps, 3),
             "p50_ms": round(percentile(latencies, 0.50), 2),
             "p99_ms": round(percentile(latencies, 0.99), 2),
+            # server process CPU per answered request: what bounds the ratio on idle cores
+            "reactor_cpu_us": round(cpu["reactor"] / served(reactor_rounds) * 1e6),
+            "bare_cpu_us": round(cpu["bare"] / served(bare_rounds) * 1e6),
             "latency_rate": 1000,
             "latency_non_2xx": other,
             "reactor_non_2xx": sum(r.non_2xx for r in reactor_rounds),
