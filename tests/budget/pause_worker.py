@@ -1,7 +1,8 @@
 """One process of the 429-storm test: wait for budget like a worker would, print when it got it.
 
-``python -m tests.budget.pause_worker <redis url> <prefix> <calls>`` reserves ``calls`` times,
-sleeping until each ``BudgetExhausted.retry_at``; prints the Redis times of its admissions.
+``python -m tests.budget.pause_worker <redis url> <prefix> <calls>`` prints ``ready``, waits for
+a line on stdin, then reserves ``calls`` times, sleeping until each ``BudgetExhausted.retry_at``;
+prints the Redis times of its admissions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ async def main(url: str, prefix: str, calls: int) -> None:
     budget = RedisBudget(client, settings, config=config)
     admitted: list[float] = []
     denied: list[str] = []
+    # Tell the test we are connected, then wait for its "go" so the storm lands while we wait.
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
     while len(admitted) < calls:
         try:
             await budget.reserve("acme", 1, Priority.INTERACTIVE)

@@ -112,22 +112,30 @@ async def test_a_429_storm_pauses_every_process(redis: Redis, settings: Settings
                 "3",
             ],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(3)
     ]
-    # the storm: 20 calls come back 429 at once, Retry-After 1-2 s
+    for proc in procs:  # every process is connected and about to ask for budget
+        assert proc.stdout is not None
+        assert await asyncio.to_thread(proc.stdout.readline) == "ready\n"
+    # the storm: 20 calls come back 429 at once, Retry-After 2-3 s
     await asyncio.gather(
         *(
-            b.settle(r, Observation(status=429, retry_after=1 + i / 20, reason="burst"))
+            b.settle(r, Observation(status=429, retry_after=2 + i / 20, reason="burst"))
             for i, r in enumerate(storm)
         )
     )
     stormed_at = await b.now()
     paused_until = (await b.snapshot()).paused_until
     assert paused_until is not None and paused_until > stormed_at + 1
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
