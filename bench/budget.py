@@ -172,18 +172,22 @@ async def collect(
     stand-in's), admissions and waits from the workers' records."""
     prefix, quota = args.prefix, args.quota
     admitted: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    waits: list[float] = []
+    by_priority: dict[int, list[float]] = defaultdict(list)
+    per_5min: dict[int, list[int]] = defaultdict(lambda: [0] * 12)
     for raw in await client.lrange(f"{prefix}bench:admits", 0, -1):  # type: ignore[misc]
-        tenant, arrival, at, charged, _status = raw.decode().split("|")
+        tenant, arrival, at, charged, _status, priority = raw.decode().split("|")
         admitted[int(at) // HOUR_MS][tenant] += int(charged)
+        per_5min[int(at) // HOUR_MS][int(at) % HOUR_MS // 300_000] += int(charged)
         if tenant != "heavy":
-            waits.append((int(at) - int(arrival)) / 1000)
+            by_priority[int(priority)].append((int(at) - int(arrival)) / 1000)
     end_ms = (SIM_START + args.hours * 3600) * 1000
     for tenant in TENANTS[1:]:
-        for priority in Priority:
-            lane = f"{prefix}bench:q:{tenant}/{int(priority)}"
+        for level in Priority:
+            lane = f"{prefix}bench:q:{tenant}/{int(level)}"
             for raw in await client.lrange(lane, 0, -1):  # type: ignore[misc]
-                waits.append((end_ms - int(raw.decode().split("|")[0])) / 1000)
+                wait = (end_ms - int(raw.decode().split("|")[0])) / 1000
+                by_priority[int(level)].append(wait)
+    waits = [w for values in by_priority.values() for w in values]
     hours = sorted(demand)
     if server is None:
         spent = {
@@ -206,6 +210,10 @@ async def collect(
         "jain_fairness": round(min(jains.values()), 4),
         "light_tenant_p95_wait_s": round(percentile(waits, 0.95), 1),
         "light_tenant_p50_wait_s": round(percentile(waits, 0.50), 1),
+        "light_tenant_p95_wait_s_by_priority": {
+            Priority(p).name.lower(): round(percentile(by_priority[p], 0.95), 1)
+            for p in sorted(by_priority)
+        },
         "per_hour": [
             {
                 "hour_utc": time.strftime("%H:%M", time.gmtime(h * 3600)),
@@ -213,6 +221,7 @@ async def collect(
                 "server_spent": spent[h],
                 "demand": dict(demand[h]),
                 "admitted": dict(admitted[h]),
+                "admitted_per_5min": per_5min[h],
                 "jain": round(jains.get(h, 1.0), 4),
             }
             for h in hours

@@ -193,12 +193,17 @@ async def run(opts: dict[str, Any]) -> None:
             await calls(job, watch)
         except BudgetExhausted as exc:
             retry_ms = round(exc.retry_at * 1000)
-            await requeue(args=[prefix, job.lane, job.encode(), retry_ms, exc.reason])
+            # deferrals in an hour's last 5 minutes are counted apart: the reserve releases then
+            late = clock() % 3600 >= 3300
+            reason = f"{exc.reason}@end" if late else exc.reason
+            await requeue(args=[prefix, job.lane, job.encode(), retry_ms, reason])
             return
         obs = watch.observation
         charged = 0 if obs is None or obs.status == 429 else (obs.actual_cost or 0)
         status = 0 if obs is None else obs.status
-        record_ = f"{job.tenant}|{job.arrival_ms}|{watch.admitted_ms}|{charged}|{status}"
+        record_ = (
+            f"{job.tenant}|{job.arrival_ms}|{watch.admitted_ms}|{charged}|{status}|{job.priority}"
+        )
         await record(args=[prefix, record_])
 
     async def loop() -> None:
