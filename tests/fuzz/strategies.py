@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -100,3 +102,40 @@ def hs256_token(draw: st.DrawFn, secret: str) -> str:
 
 
 TOKEN_TEXT = st.one_of(token_like(), st.text(max_size=60), st.binary(max_size=60).map(b64))
+
+
+# Real payloads (Connect and Forge, every handled event) from tests/fixtures/events.
+PAYLOADS = [
+    json.loads(p.read_text())
+    for p in sorted((Path(__file__).parents[1] / "fixtures" / "events").rglob("*.json"))
+]
+
+# Scalars the payload readers convert: ids, versions, timestamps, as the wrong kind of value.
+ODD_SCALARS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["", "1.5", "-1", "1e3", "\uff10\uff11", "99999999999999999999999", " 7"]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.booleans(),
+    st.none(),
+)
+
+
+def leaves(value: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in leaves(v, (*path, k))] or [path]
+    return [path]
+
+
+def replaced(value: Any, path: tuple[str, ...], new: Any) -> Any:
+    if not path:
+        return new
+    return {**value, path[0]: replaced(value[path[0]], path[1:], new)}
+
+
+def mutate(payload: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
+    """A real payload with one field, at any depth, replaced by an odd scalar or random JSON."""
+    path: tuple[str, ...] = draw(st.sampled_from(leaves(payload)))
+    if path and draw(st.booleans()):
+        path = path[: draw(st.integers(1, len(path)))]  # sometimes a whole object
+    return replaced(payload, path, draw(st.one_of(ODD_SCALARS, ODD_SCALARS, JSON)))

@@ -36,9 +36,9 @@ from app.atlassian.connect_jwt import encode_connect_token
 from app.main import create_app
 from app.settings import Settings
 from app.tenants import Tenant, TenantStore
-from tests.conftest import FIXTURES, RedisTarget
+from tests.conftest import RedisTarget
 from tests.forge.conftest import APP_ID, JwksHost, SigningKey, fit_claims, mint
-from tests.fuzz.strategies import JSON, OBJECT, TOKEN_TEXT, hs256_token
+from tests.fuzz.strategies import JSON, OBJECT, PAYLOADS, TOKEN_TEXT, hs256_token, mutate
 
 CLIENT_KEY = "fuzz-tenant"
 SHARED_SECRET = "fuzz-shared-secret-" + uuid.uuid4().hex
@@ -87,11 +87,6 @@ PATHS = [
     "/api/reactions",
     "/api/audit",
     "/{x}",
-]
-PAYLOADS = [
-    json.loads(p.read_text())
-    for p in sorted((FIXTURES / "events").rglob("*.json"))
-    if p.name != "README.json"
 ]
 
 
@@ -208,16 +203,6 @@ FORGE_KEY: list[SigningKey] = []
 SIGN_FOR_PATH = "<sign for the path>"
 MAX_BODY = 16_384
 SAFE = "%.:@!$&'()*+,;=-_~"
-
-
-def mutate(payload: Any, draw: st.DrawFn) -> Any:
-    if isinstance(payload, dict) and payload and draw(st.booleans()):
-        key = draw(st.sampled_from(sorted(payload)))
-        return {
-            **payload,
-            key: draw(st.one_of(JSON, st.builds(mutate, st.just(payload[key]), st.just(draw)))),
-        }
-    return payload
 
 
 @st.composite

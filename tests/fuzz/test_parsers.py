@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from app.atlassian import connect_jwt, events, forge_token, install_token, qsh
 from app.errors import ReactorError
-from tests.fuzz.strategies import JSON, OBJECT, TOKEN_TEXT, hs256_token
+from tests.fuzz.strategies import JSON, OBJECT, PAYLOADS, TOKEN_TEXT, hs256_token, mutate
 
 SECRET = "fuzz-shared-secret-0123456789abcdef"
 EXAMPLES = 400
 FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RUNS = {"count": 0}
+CONNECT_NAMES = ["page_updated", "page_created", "comment_created", "label_added", "blog_updated"]
 
 
 def refuse_cleanly(call: Any, *args: Any, **kwargs: Any) -> None:
@@ -97,7 +98,15 @@ def test_payload_readers(body: Any, name: str) -> None:
     refuse_cleanly(install_token.parse_lifecycle_payload, body, require_secret=True)
 
 
+@FAST
+@given(data=st.data(), payload=st.sampled_from(PAYLOADS), name=st.sampled_from(CONNECT_NAMES))
+def test_mutated_real_payloads(data: st.DataObject, payload: Any, name: str) -> None:
+    body = data.draw(st.builds(mutate, st.just(payload), st.just(data.draw)))
+    refuse_cleanly(events.from_connect, "site", name, body)
+    refuse_cleanly(events.from_forge, "site", body)
+
+
 def test_the_parsers_saw_thousands_of_inputs() -> None:
     if RUNS["count"] == 0:
         pytest.skip("run with the parser tests")
-    assert RUNS["count"] >= 4 * EXAMPLES * 2
+    assert RUNS["count"] >= 5 * EXAMPLES * 2
