@@ -107,7 +107,8 @@ class DevStack:
         descriptor = f"http://127.0.0.1:{self.port}/atlassian-connect.json"
         argv = [python, "-m", "app.cli", "sim", "--port", str(self.sim_port), "--state", str(state)]
         token = self.sim_api_token or ""
-        return [*argv, "--api-token", token, "--demo", "--install-app", descriptor]
+        # "=" form: a generated token may start with "-", which argparse would take for an option
+        return [*argv, f"--api-token={token}", "--demo", "--install-app", descriptor]
 
     def start(self) -> dict[str, str]:
         env = self.environment()

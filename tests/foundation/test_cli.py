@@ -111,3 +111,16 @@ def test_dev_comes_up_ready_and_stops_clean(tmp_path: Path) -> None:
     ).stdout.strip()
     assert web_left == ""
     assert (tmp_path / "state" / "secret_key").exists()
+
+
+def test_dev_passes_a_dash_leading_simulator_token_intact(tmp_path: Path) -> None:
+    """A generated token may start with "-"; the simulator must still receive it as a value."""
+    from app.cli import build_parser
+    from app.devstack import DevStack
+    from app.settings import Settings
+
+    settings = Settings(state_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    stack = DevStack(settings, port=8000, sim_port=8001, sim_api_token="-starts-with-dash")
+    argv = stack.simulator_argv("python")
+    args = build_parser().parse_args(argv[argv.index("sim") :])
+    assert args.api_token == "-starts-with-dash"
