@@ -36,7 +36,7 @@ from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
 
-_Call = tuple[tuple[str | bytes, ...], "asyncio.Future[int]"]
+_Call = tuple[tuple[bytes, ...], "asyncio.Future[int]"]
 MAX_BATCH = 200
 # How long a per-minute activity hash is kept: app.metrics.ACTIVITY_KEEP_SECONDS (the queue
 # sits below app.metrics and does not import it; a test holds the two equal).
@@ -61,16 +61,19 @@ class EventQueue:
         self.timeout = settings.ingest_timeout_seconds
         self.batch = batch
         sha = hashlib.sha1(PUT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        self._head: list[str | int] = [
-            "EVALSHA",
-            sha,
-            0,
-            settings.redis_prefix,
-            settings.dedupe_window_seconds,
-            settings.event_retention_seconds,
-            PROCESS_EVENT,
-            JOB_EXPIRY_MS,
-            ACTIVITY_KEEP_SECONDS,
+        self._head: list[bytes] = [
+            str(arg).encode()
+            for arg in (
+                "EVALSHA",
+                sha,
+                0,
+                settings.redis_prefix,
+                settings.dedupe_window_seconds,
+                settings.event_retention_seconds,
+                PROCESS_EVENT,
+                JOB_EXPIRY_MS,
+                ACTIVITY_KEEP_SECONDS,
+            )
         ]
         self._pending: list[_Call] = []
 
@@ -80,13 +83,15 @@ class EventQueue:
         ``count``: also count it as received and accepted (and duplicate) for its source in
         the per-minute activity counters, in the same script.
         """
+        # Bytes throughout: the Redis client passes them through without encoding each one.
+        tenant = event.tenant.encode()
         args = (
-            event.id,
+            event.id.encode(),
             event.encode(),
-            event.tenant,
-            event.type,
-            f"{event.tenant}:{event.content_id}",
-            event.source if count else "",
+            tenant,
+            event.type.encode(),
+            b"%s:%s" % (tenant, event.content_id.encode()),
+            event.source.encode() if count else b"",
         )
         try:
             if self.batch:
@@ -103,7 +108,7 @@ class EventQueue:
             raise QueueUnavailable("the event store is unavailable; retry later") from exc
         return bool(created)
 
-    async def _eval(self, groups: list[tuple[str | bytes, ...]]) -> list[int]:
+    async def _eval(self, groups: list[tuple[bytes, ...]]) -> list[int]:
         command = [*self._head, *(arg for group in groups for arg in group)]
         try:
             result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
