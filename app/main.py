@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,4 +88,10 @@ def factory() -> Starlette:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything imported and built so far lives as long as the process: move it out of the
+    # cyclic collector's reach, so a full collection walks only what requests made since
+    # (tens of ms per full collection otherwise, felt as p99 latency on the ingest path).
+    gc.collect()
+    gc.freeze()
+    return app
