@@ -1,0 +1,86 @@
+"""The JSON log line (app.logs.JsonLine): the one line written per stored event."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from app.logs import JsonLine, configure_logging
+
+ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+
+def render(method: str, **event: Any) -> dict[str, Any]:
+    line = JsonLine()(None, method, dict(event))
+    assert isinstance(line, bytes) and b"\n" not in line
+    parsed: dict[str, Any] = json.loads(line)
+    return parsed
+
+
+def test_level_timestamp_and_fields() -> None:
+    line = render("info", event="event stored", event_id="ev_1", content_id="42")
+    assert line["event"] == "event stored" and line["event_id"] == "ev_1"
+    assert line["level"] == "info"
+    assert ISO_UTC.match(line["timestamp"]), line["timestamp"]
+    assert render("warn", event="x")["level"] == "warning"
+
+
+def test_secrets_are_masked_whatever_the_case() -> None:
+    line = render("info", event="x", token="t0k3n", Authorization="JWT abc", shared_secret="s")
+    assert line["token"] == line["Authorization"] == line["shared_secret"] == "***"
+    assert "t0k3n" not in json.dumps(line)
+
+
+def test_values_orjson_cannot_take_still_render() -> None:
+    line = render("info", event="x", big=2**70, thing=object(), ids={1: "a"})
+    assert line["big"] == 2**70
+    assert line["thing"].startswith("<object object")
+    assert line["ids"] == {"1": "a"}
+
+
+def test_timestamps_within_one_second_share_the_cached_prefix() -> None:
+    renderer = JsonLine()
+    stamps = [json.loads(renderer(None, "info", {"event": "x"}))["timestamp"] for _ in range(50)]
+    assert all(ISO_UTC.match(s) for s in stamps)
+    assert stamps == sorted(stamps)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, old in noisy.items():
+            logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configured_json_logging_writes_one_line_per_call() -> None:
+    raw = io.BytesIO()
+    wrapper = io.TextIOWrapper(raw, encoding="utf-8")
+    saved, sys.stderr = sys.stderr, wrapper
+    try:
+        configure_logging("info", "json")
+        log = structlog.get_logger("reactor.ingest")
+        log.info("event stored", event_id="ev_2", token="secret-token")
+        log.debug("not written at info")
+    finally:
+        sys.stderr = saved
+    lines = raw.getvalue().splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert (line["event"], line["event_id"], line["token"]) == ("event stored", "ev_2", "***")
