@@ -75,7 +75,7 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     env = stack.environment()
     (sim,) = [c for c in stack.plan() if c.name == "simulator"]
     assert sim.argv[:4] == [sys.executable, "-m", "app.cli", "sim"]
-    assert "--demo" in sim.argv and "given" in sim.argv
+    assert "--demo" in sim.argv and "--api-token=given" in sim.argv
     assert (
         sim.argv[sim.argv.index("--install-app") + 1]
         == "http://127.0.0.1:18001/atlassian-connect.json"
