@@ -8,6 +8,7 @@ reaction does, with none of our machinery: no event record, order, budget, effec
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
 from app.atlassian.connect_jwt import encode_connect_token
+from workers.main import new_event_loop
 
 PATH = "/api/v2/footer-comments"
 
@@ -46,6 +48,8 @@ async def post(ctx: dict[str, Any], page_id: str, body: str) -> None:
 
 
 def main() -> None:
+    # the same event loop as our worker (workers.main.new_event_loop), so only the machinery differs
+    asyncio.set_event_loop(new_event_loop())
     Worker(
         functions=[func(post, name="post")],
         queue_name=os.environ["BARE_QUEUE"],

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/e2e.py [--json] [--rate 100] [--seconds 10] [--events 1000]
                                   [--workers 2] [--concurrency 20] [--latency-ms 20]
+                                  [--throughput-only]
 
 One embedded Redis (append-only file, fsync every second), the simulator with ``--latency-ms``
 of latency on every API call, one web process and one worker process running the stamp
@@ -18,7 +19,9 @@ run those are ingested and ignored like in production (double the events).
    second between the first and the last.
 3. Yardstick: the same number of comments made by a bare arq worker (``bench/bare_worker.py``)
    with the same concurrency, same signed HTTP call, none of our machinery.
-   ``overhead_ratio`` = ours / bare (1.0 means no overhead).
+   ``overhead_ratio`` = ours / bare (1.0 means no overhead). ``worker_cpu_ms`` and
+   ``bare_cpu_ms`` are each worker process's CPU time per comment over the same span, and
+   ``cpu_ratio`` = bare / ours: the same comparison, far less sensitive to a busy machine.
 
 The simulator's burst limits and the budget's calls-per-second cap are lifted for the
 throughput runs (they are policies, not overhead); the points budget still runs on every call.
@@ -110,23 +113,38 @@ async def latency(stack: Stack, pages: list[str], rate: float, seconds: float) -
     }
 
 
-async def wait_posts(stack: Stack, target: int, timeout: float = 300) -> tuple[float, float]:
-    """Times (monotonic) of the first new comment and of the ``target``-th."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Run:
+    """One throughput run: comments per second, and the worker's CPU per comment in between."""
+
+    def __init__(self, first: float, last: float, cpu: float, count: int) -> None:
+        self.rate = (count - 1) / (last - first)
+        self.cpu_ms = 1000 * cpu / max(1, count - 1)
+
+
+async def wait_posts(stack: Stack, target: int, pid: int, timeout: float = 300) -> Run:
+    """From the first new comment to the ``target``-th: rate and the CPU ``pid`` used."""
     base = await app_posts(stack)
-    first = None
+    first = cpu_first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         count = await app_posts(stack) - base
         now = time.monotonic()
         if count and first is None:
-            first = now
+            first, cpu_first = now, cpu_seconds(pid)
         if count >= target:
-            return first or now, now
+            cpu = cpu_seconds(pid) - (cpu_first or 0.0)
+            return Run(first or now, now, cpu, count)
         await asyncio.sleep(0.02)
     raise TimeoutError(f"{target} comments not made within {timeout}s")
 
 
-async def ours(stack: Stack, pages: list[str], events: int) -> float:
+async def ours(stack: Stack, pages: list[str], events: int) -> Run:
     redis = redis_conn.connect(str(stack.redis_url))
     queue = EventQueue(redis, stack.settings())
     tenant = stack.tenants[0]
@@ -135,13 +153,13 @@ async def ours(stack: Stack, pages: list[str], events: int) -> float:
         await queue.put(from_connect(tenant, "page_updated", page_body(page, version)))
     await redis.aclose()
     name = f"worker{len(stack.procs)}"
-    stack.start_worker(len(stack.procs))
-    first, last = await wait_posts(stack, events)
+    proc = stack.start_worker(len(stack.procs))
+    run = await wait_posts(stack, events, proc.pid)
     stack.kill(name)
-    return (events - 1) / (last - first)
+    return run
 
 
-async def bare(stack: Stack, pages: list[str], events: int, concurrency: int) -> float:
+async def bare(stack: Stack, pages: list[str], events: int, concurrency: int) -> Run:
     queue = f"{stack.prefix}bare"
     pool = await create_pool(RedisSettings.from_dsn(str(stack.redis_url)), default_queue_name=queue)
     for i in range(events):
@@ -171,11 +189,10 @@ async def bare(stack: Stack, pages: list[str], events: int, concurrency: int) ->
         stderr=subprocess.DEVNULL,
     )
     try:
-        first, last = await wait_posts(stack, events)
+        return await wait_posts(stack, events, proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
-    return (events - 1) / (last - first)
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -199,7 +216,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "rate": args.rate,
             "workers": args.workers,
         }
-        result.update(await latency(stack, pages, args.rate, args.seconds))
+        if not args.throughput_only:
+            result.update(await latency(stack, pages, args.rate, args.seconds))
         for n in range(args.workers):
             stack.kill(f"worker{n}")
         # Throughput counts our machinery per reaction: with the web process gone, the
@@ -210,9 +228,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result.update(
             concurrency=args.concurrency,
             throughput_events=args.events,
-            reactions_per_s_per_worker=round(mine, 1),
-            bare_reactions_per_s=round(yardstick, 1),
-            overhead_ratio=round(mine / yardstick, 3),
+            reactions_per_s_per_worker=round(mine.rate, 1),
+            bare_reactions_per_s=round(yardstick.rate, 1),
+            overhead_ratio=round(mine.rate / yardstick.rate, 3),
+            worker_cpu_ms=round(mine.cpu_ms, 2),
+            bare_cpu_ms=round(yardstick.cpu_ms, 2),
+            cpu_ratio=round(yardstick.cpu_ms / mine.cpu_ms, 3),
         )
         return result
     finally:
@@ -228,6 +249,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (latency)")
     parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="skip the latency run (steps 2 and 3 only)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args, Path(tmp)))
