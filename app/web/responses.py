@@ -15,16 +15,25 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
+def refusal_response(exc: VerificationError | IngestError) -> JSONResponse:
+    """The answer to a refused request: its status, code and detail (``Retry-After`` on 503)."""
+    if isinstance(exc, VerificationError):
+        headers = {"Retry-After": "30"} if exc.status == 503 else None
+    elif isinstance(exc, QueueUnavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
+    else:
+        headers = None
+    return error_response(exc.status, exc.code, exc.detail, headers)
+
+
 async def verification_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VerificationError)
-    headers = {"Retry-After": "30"} if exc.status == 503 else None
-    return error_response(exc.status, exc.code, exc.detail, headers)
+    return refusal_response(exc)
 
 
 async def ingest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IngestError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueUnavailable) else None
-    return error_response(exc.status, exc.code, exc.detail, headers)
+    return refusal_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -35,8 +44,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def server_error(request: Request, exc: Exception) -> Response:
+def server_error_response() -> JSONResponse:
     return error_response(500, "internal_error", "unexpected error; it has been logged")
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    return server_error_response()
 
 
 exception_handlers = {

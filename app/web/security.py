@@ -16,6 +16,9 @@ BASE_HEADERS = [
 ]
 NO_STORE = (b"cache-control", b"no-cache, no-store, must-revalidate")
 STATIC_CACHE = (b"cache-control", b"public, max-age=3600")
+# What SecurityHeaders adds to a response of a non-static path that sets no headers itself.
+PLAIN_HEADERS = [*BASE_HEADERS, NO_STORE]
+PLAIN_HEADERS_HTTPS = [*PLAIN_HEADERS, HSTS]
 
 
 class SecurityHeaders:

@@ -5,11 +5,15 @@ path is: token -> tenant (in-memory cache) -> HS256 + qsh check -> bounded body 
 ``queue.put`` (one Redis round trip, per-minute counters included) -> 204. Nothing is
 acknowledged before it is stored.
 
-The webhook route is a raw ASGI endpoint (still a :class:`~starlette.routing.Route`): it reads
-the three headers it needs from the scope and answers 204 itself, without building a
-``Request``. Refusals are raised as the usual exceptions, so the app's handlers answer them
-with the JSON error body. Authentication comes first: a request without a valid token gets
-401 whatever its method or body, and its body is never read.
+The webhook is a raw ASGI endpoint: it reads the three headers it needs from the scope and
+answers 204 itself, without building a ``Request``. The app (:class:`app.main.ReactorApp`)
+hands webhook paths straight to :func:`serve`, past Starlette's middleware, router and
+exception handlers: :func:`serve` answers refusals with the same JSON error bodies, adds the
+same security headers (:mod:`app.web.security`) and answers an unexpected error with the same
+500 before letting it reach the server's log. The :class:`~starlette.routing.Route` stays for
+the paths the app does not short-cut (an app mounted under a ``root_path``); there refusals are
+raised and the app's handlers answer them. Authentication comes first: a request without a
+valid token gets 401 whatever its method or body, and its body is never read.
 """
 
 from __future__ import annotations
@@ -28,7 +32,58 @@ from app.descriptor import build_descriptor
 from app.errors import IngestError, VerificationError
 from app.settings import Settings
 from app.web.connect_auth import ANY_METHOD, log_rejection, raw_target, verify_request
-from app.web.responses import error_response
+from app.web.responses import error_response, refusal_response, server_error_response
+from app.web.security import PLAIN_HEADERS, PLAIN_HEADERS_HTTPS, SecurityHeaders
+
+PREFIX = "/connect/webhooks/"
+
+
+def event_in_path(path: str) -> str | None:
+    """The ``{event}`` of a webhook path (what the route would match), else None."""
+    if path.startswith(PREFIX):
+        name = path[len(PREFIX) :]
+        if name and "/" not in name:
+            return name
+    return None
+
+
+async def serve(scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    """The webhook of event ``name``, answered entirely here (refusals and errors included).
+
+    The response carries the headers :class:`~app.web.security.SecurityHeaders` would add.
+    """
+    started = False
+    try:
+        state = scope["app"].state
+        counted = ingest.counters(state, "connect")
+        counted.received.inc()
+        try:
+            refusal = await _ingest(state, counted, scope, receive, name)
+        except VerificationError as exc:
+            log_rejection(scope, exc)
+            await counted.reject(exc.code)
+            response = refusal_response(exc)
+        except IngestError as exc:
+            await counted.reject(exc.code)
+            response = refusal_response(exc)
+        else:
+            if refusal is None:
+                https = scope.get("scheme") == "https"
+                headers = PLAIN_HEADERS_HTTPS if https else PLAIN_HEADERS
+                started = True
+                await send({"type": "http.response.start", "status": 204, "headers": headers})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await counted.reject(refusal[1])
+            response = error_response(*refusal)
+        started = True
+        await SecurityHeaders(response)(scope, receive, send)
+    except Exception:
+        # As Starlette's ServerErrorMiddleware does for every other route: a 500 if nothing
+        # was sent yet, then the error goes on to the server, which logs it.
+        if not started:
+            await SecurityHeaders(server_error_response())(scope, receive, send)
+        raise
 
 
 class ConnectWebhook:
@@ -39,7 +94,7 @@ class ConnectWebhook:
         counted = ingest.counters(state, "connect")
         counted.received.inc()
         try:
-            refusal = await _ingest(state, counted, scope, receive)
+            refusal = await _ingest(state, counted, scope, receive, scope["path_params"]["event"])
         except VerificationError as exc:
             log_rejection(scope, exc)
             await counted.reject(exc.code)
@@ -56,17 +111,17 @@ class ConnectWebhook:
 
 
 async def _ingest(
-    state: Any, counted: ingest.Counters, scope: Scope, receive: Receive
+    state: Any, counted: ingest.Counters, scope: Scope, receive: Receive, name: str
 ) -> tuple[int, str, str] | None:
     """Store the webhook, or give the (status, code, detail) of a refusal that is not raised."""
     settings: Settings = state.settings
     authorization = content_type = length = None
-    for name, value in scope["headers"]:
-        if name == b"authorization" and authorization is None:
+    for header, value in scope["headers"]:
+        if header == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
-        elif name == b"content-type" and content_type is None:
+        elif header == b"content-type" and content_type is None:
             content_type = value
-        elif name == b"content-length" and length is None:
+        elif header == b"content-length" and length is None:
             length = value
     token = extract_token(authorization, scope["query_string"].decode("latin-1"))
     method = scope["method"]
@@ -75,7 +130,6 @@ async def _ingest(
     )
     if method != "POST":
         return 405, "method_not_allowed", "webhooks are POST only"
-    name = scope["path_params"]["event"]
     if name not in CONNECT_EVENTS:
         return 404, "unknown_event", "this app does not subscribe to that event"
     ingest.check_media_type(content_type)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
@@ -187,3 +190,86 @@ async def test_junk_credentials_never_cause_a_server_error(
     )
     assert resp.status_code in (400, 401, 404), resp.text
     assert set(resp.json()) == {"error", "detail"}
+
+
+async def test_webhooks_answer_as_the_routed_endpoint_would(connect_app: ConnectApp) -> None:
+    """The app serves webhook paths past its middleware and router: same answers as through them."""
+    client_key, secret = await connect_app.install()
+    app = connect_app.app
+
+    async def routed(scope: Scope, receive: Receive, send: Send) -> None:
+        await Starlette.__call__(app, scope, receive, send)
+
+    transport = httpx.ASGITransport(app=routed)
+    base = connect_app.settings.base_url
+    path = "/connect/webhooks/page_created"
+    signed = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    as_get = encode_connect_token(issuer=client_key, secret=secret, method="GET", url=path)
+    unknown = "/connect/webhooks/page_moved_to_mars"
+    signed_unknown = encode_connect_token(
+        issuer=client_key, secret=secret, method="POST", url=unknown
+    )
+    big = b"{" + b" " * (connect_app.settings.max_body_bytes + 1) + b"}"
+    auth = {"Authorization": f"JWT {signed}"}
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", path, {"headers": auth, "json": page_created()}),
+        ("POST", path, {"headers": auth, "json": page_created()}),  # duplicate
+        ("POST", path, {"json": page_created()}),
+        ("GET", path, {"headers": {"Authorization": f"JWT {as_get}"}}),
+        ("POST", unknown, {"headers": {"Authorization": f"JWT {signed_unknown}"}, "json": {}}),
+        ("POST", path, {"headers": {**auth, "Content-Type": "text/plain"}, "content": b"{}"}),
+        ("POST", path, {"headers": {**auth, "Content-Type": "application/json"}, "content": big}),
+        ("POST", path, {"headers": {**auth, "Content-Type": "application/json"}, "content": b"{"}),
+        ("POST", path, {"headers": auth, "json": [1, 2]}),
+    ]
+    statuses = []
+    async with httpx.AsyncClient(transport=transport, base_url=base) as through_router:
+        for method, url, kw in cases:
+            direct = await connect_app.client.request(method, url, **kw)
+            reference = await through_router.request(method, url, **kw)
+            assert direct.status_code == reference.status_code, (url, kw.keys(), direct.text)
+            assert direct.content == reference.content
+            assert sorted(direct.headers.multi_items()) == sorted(reference.headers.multi_items())
+            statuses.append(direct.status_code)
+    assert statuses == [204, 204, 401, 405, 404, 415, 413, 400, 400]
+
+
+async def test_an_unexpected_error_is_a_500_and_reaches_the_server(
+    connect_app: ConnectApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+
+    async def broken(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(connect_app.app.state.queue, "put", broken)
+    transport = httpx.ASGITransport(app=connect_app.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=connect_app.settings.base_url) as c:
+        resp = await post_signed(
+            ConnectApp(connect_app.app, c, connect_app.settings, connect_app.install_key),
+            path,
+            token,
+        )
+    assert resp.status_code == 500
+    assert resp.json() == {
+        "error": "internal_error",
+        "detail": "unexpected error; it has been logged",
+    }
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    with pytest.raises(RuntimeError, match="a bug"):
+        await post_signed(connect_app, path, token)
+
+
+async def test_the_route_serves_webhooks_under_a_root_path(connect_app: ConnectApp) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/reactor/connect/webhooks/page_created"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    transport = httpx.ASGITransport(app=connect_app.app, root_path="/reactor")
+    async with httpx.AsyncClient(transport=transport, base_url=connect_app.settings.base_url) as c:
+        ok = await c.post(path, json=page_created(), headers={"Authorization": f"JWT {token}"})
+        refused = await c.post(path, json=page_created())
+    assert ok.status_code == 204, ok.text
+    assert ok.headers["cache-control"] == "no-cache, no-store, must-revalidate"
+    assert (refused.status_code, refused.json()["error"]) == (401, "missing_token")
