@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from app.atlassian.events import Event
 from app.jobstate import (
+    BEGIN,
     FINISH,
     JOB_EXPIRY_MS,
     PROCESS_EVENT,
@@ -23,6 +27,26 @@ from app.jobstate import (
     Keys,
 )
 from app.settings import Settings
+
+EXPIRED = "RecordExpired: the event's record expired while it waited in line"
+MAX_SKIPPED = 1000
+MAX_LATER = 200
+# More writes to send with a transition, in the same round trip (call log, activity counters).
+Writes = Callable[[Pipeline], None]
+
+
+class Started(NamedTuple):
+    """What :meth:`EventLog.begin` found: the record before the run, and who waits behind it."""
+
+    record: EventRecord | None
+    later_types: list[str]
+
+
+class Finished(NamedTuple):
+    """What :meth:`EventLog.finish` did: the event scheduled next, and expired ones it skipped."""
+
+    next_id: str | None
+    skipped: list[str]
 
 
 def now_ms() -> int:
@@ -41,6 +65,7 @@ class EventLog:
         self.keys = Keys(settings.redis_prefix)
         self.retention = settings.event_retention_seconds
         self.dead_retention = max(settings.dead_letter_retention_seconds, self.retention)
+        self._begin = redis.register_script(BEGIN)
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
 
@@ -49,6 +74,19 @@ class EventLog:
         if not raw:
             return None
         return EventRecord.from_hash(event_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def begin(self, event_id: str, *, later: bool = False) -> Started:
+        """Start a run in one round trip: the record as it was, now marked ``running`` (unless
+        it is gone or has ended); with ``later``, the types of the events behind it in line."""
+        raw, types = await self._begin(
+            keys=[self.keys.event(event_id)],
+            args=[self.keys.prefix, event_id, "1" if later else "0", MAX_LATER],
+        )
+        if not raw:
+            return Started(None, [])
+        it = iter(_text(v) for v in raw)
+        fields = dict(zip(it, it, strict=True))
+        return Started(EventRecord.from_hash(event_id, fields), [_text(t) for t in types])
 
     async def records(self, event_ids: Sequence[str]) -> list[EventRecord]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -85,29 +123,56 @@ class EventLog:
             pipe.hset(self.keys.event(event_id), "attempts", str(attempt.n))
             await pipe.execute()
 
-    async def finish(self, event_id: str, content_key: str, state: str, reason: str) -> str | None:
-        """End the event in ``state`` and schedule the next event of its content, if any."""
+    async def finish(
+        self,
+        event_id: str,
+        content_key: str,
+        state: str,
+        reason: str,
+        also: Sequence[Writes] = (),
+    ) -> Finished:
+        """End the event in ``state`` and schedule the next event of its content, if any.
+
+        Next events whose records expired while they waited are ended (``discarded``) on the
+        way. ``also`` adds best-effort writes to the same round trip: their errors are ignored.
+        """
         keys = self.keys
-        nxt = await self._finish(
-            keys=[
-                keys.event(event_id),
-                keys.content(content_key),
-                keys.queue,
-                keys.dlq,
-                keys.events,
-            ],
-            args=[
-                event_id,
-                state,
-                reason,
-                keys.prefix,
-                PROCESS_EVENT,
-                JOB_EXPIRY_MS,
-                self.dead_retention if state == "dead" else self.retention,
-                self.retention,
-            ],
-        )
-        return None if not nxt else _text(nxt)
+        script_keys = [
+            keys.event(event_id),
+            keys.content(content_key),
+            keys.queue,
+            keys.dlq,
+            keys.events,
+        ]
+        args: list[Any] = [
+            event_id,
+            state,
+            reason,
+            keys.prefix,
+            PROCESS_EVENT,
+            JOB_EXPIRY_MS,
+            self.dead_retention if state == "dead" else self.retention,
+            self.retention,
+            EXPIRED,
+            MAX_SKIPPED,
+        ]
+        if not also:
+            nxt, skipped = await self._finish(keys=script_keys, args=args)
+        else:
+            # EVALSHA by hand: a pipeline running a registered script first asks Redis whether
+            # the script exists (one more round trip); a missing script is loaded below instead.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._finish.sha, len(script_keys), *script_keys, *args)
+                for writes in also:
+                    writes(pipe)
+                results = await pipe.execute(raise_on_error=False)
+            first = results[0]
+            if isinstance(first, NoScriptError):
+                first = await self._finish(keys=script_keys, args=args)
+            elif isinstance(first, Exception):
+                raise first
+            nxt, skipped = first
+        return Finished(None if not nxt else _text(nxt), [_text(i) for i in skipped])
 
     async def requeue(self, event: Event) -> bool:
         """Put an ended event back in line behind its content's unfinished events."""
@@ -125,12 +190,6 @@ class EventLog:
             ],
         )
         return bool(done)
-
-    async def pending_after(self, event: Event) -> list[str]:
-        """Ids of this content's events waiting behind ``event``."""
-        ids = await self.redis.lrange(self.keys.content(event.content_key), 0, -1)  # type: ignore[misc]
-        texts = [_text(i) for i in ids]
-        return texts[texts.index(event.id) + 1 :] if event.id in texts else texts
 
     async def recent(
         self,

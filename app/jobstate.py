@@ -130,38 +130,90 @@ return stored
 """
 )
 
-# Ends an event (done, dead, superseded, discarded) and starts the next of its content.
+# Starts a run: returns the record as it was (flat HGETALL) and marks it running, unless it is
+# gone, holds no content or has ended. With ARGV[3] = '1' it also returns the types of the
+# events waiting behind it in its content's line (up to ARGV[4] of them), for superseding.
+# KEYS: event. ARGV: prefix, id, want later types ('1'|'0'), how many at most.
+BEGIN = """
+local record = redis.call('HGETALL', KEYS[1])
+local fields = {}
+for i = 1, #record, 2 do
+  fields[record[i]] = record[i + 1]
+end
+local later = {}
+local state, content = fields['state'], fields['content']
+if not content or content == '' or state == 'done' or state == 'dead'
+    or state == 'superseded' or state == 'discarded' then
+  return {record, later}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'state', 'running', 'reason', '', 'updated', now)
+redis.call('HDEL', KEYS[1], 'next_run')
+if ARGV[3] == '1' then
+  local ids = redis.call('LRANGE', ARGV[1] .. 'content:' .. content, 0, -1)
+  local behind = false
+  for _, id in ipairs(ids) do
+    if behind then
+      later[#later + 1] = redis.call('HGET', ARGV[1] .. 'event:' .. id, 'type') or ''
+      if #later >= tonumber(ARGV[4]) then
+        break
+      end
+    elseif id == ARGV[2] then
+      behind = true
+    end
+  end
+end
+return {record, later}
+"""
+
+# Ends an event (done, dead, superseded, discarded) and starts the next of its content. A next
+# event whose record expired while it waited is ended too (discarded, reason ARGV[9]) and the
+# one behind it is tried, up to ARGV[10] of them.
 # KEYS: event, content list, queue, dlq, events index.
-# ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s, index age s.
-# Returns the id of the event scheduled next, or false.
+# ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s, index age s,
+# reason for an expired record, most records to skip.
+# Returns {id of the event scheduled next or false, {ids skipped}}.
 FINISH = (
     _SCHEDULE
     + """
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'reason', ARGV[3], 'updated', now)
-redis.call('HDEL', KEYS[1], 'next_run')
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('EXPIRE', ARGV[4] .. 'attempts:' .. ARGV[1], ARGV[7])
-if ARGV[2] == 'dead' then
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
-else
-  redis.call('ZREM', KEYS[4], ARGV[1])
+local prefix = ARGV[4]
+local function close(record, id, state, reason, ttl)
+  redis.call('HSET', record, 'state', state, 'reason', reason, 'updated', now)
+  redis.call('HDEL', record, 'next_run')
+  redis.call('EXPIRE', record, ttl)
+  redis.call('EXPIRE', prefix .. 'attempts:' .. id, ttl)
+  if state == 'dead' then
+    redis.call('ZADD', KEYS[4], now, id)
+  else
+    redis.call('ZREM', KEYS[4], id)
+  end
 end
+close(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[8]) * 1000)
 if ARGV[2] == 'dead' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[7]) * 1000)
 end
 local head = redis.call('LINDEX', KEYS[2], 0)
 redis.call('LREM', KEYS[2], 1, ARGV[1])
+local skipped = {}
 if head ~= ARGV[1] then
-  return false
+  return {false, skipped}
 end
 local nxt = redis.call('LINDEX', KEYS[2], 0)
-if not nxt then
-  return false
+while nxt and #skipped < tonumber(ARGV[10])
+    and redis.call('HEXISTS', prefix .. 'event:' .. nxt, 'event') == 0 do
+  close(prefix .. 'event:' .. nxt, nxt, 'discarded', ARGV[9], ARGV[8])
+  redis.call('LREM', KEYS[2], 1, nxt)
+  skipped[#skipped + 1] = nxt
+  nxt = redis.call('LINDEX', KEYS[2], 0)
 end
-schedule(ARGV[4], KEYS[3], nxt, ARGV[5], ARGV[6], now)
-return nxt
+if not nxt then
+  return {false, skipped}
+end
+schedule(prefix, KEYS[3], nxt, ARGV[5], ARGV[6], now)
+return {nxt, skipped}
 """
 )
 

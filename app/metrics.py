@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.budget.metrics import BudgetMetrics
 
@@ -139,11 +140,20 @@ class Activity:
         return f"{self.prefix}activity:{minute}"
 
     async def count(self, name: str, amount: int = 1, now: float | None = None) -> None:
-        key = self.key(_minute(now))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, name, amount)
-            pipe.expire(key, ACTIVITY_KEEP_SECONDS)
+            self.add_counts(pipe, [name], amount, now)
             await pipe.execute()
+
+    def add_counts(
+        self, pipe: Pipeline, names: list[str], amount: int = 1, now: float | None = None
+    ) -> None:
+        """Add ``amount`` to each of ``names`` in this minute, as commands on ``pipe``."""
+        if not names:
+            return
+        key = self.key(_minute(now))
+        for name in names:
+            pipe.hincrby(key, name, amount)
+        pipe.expire(key, ACTIVITY_KEEP_SECONDS)
 
     async def sample(self, values: dict[str, int], now: float | None = None) -> None:
         """Record point-in-time values (queue depth) for this minute; the last write wins."""

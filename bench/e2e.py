@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/e2e.py [--json] [--rate 100] [--seconds 10] [--events 1000]
                                   [--workers 2] [--concurrency 20] [--latency-ms 20]
-                                  [--throughput-only]
+                                  [--throughput-only] [--log-dir DIR]
 
 One embedded Redis (append-only file, fsync every second), the simulator with ``--latency-ms``
 of latency on every API call, one web process and one worker process running the stamp
@@ -202,7 +202,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "REACTOR_BUDGET_POINTS_PER_HOUR": "10000000",
         "REACTOR_WORKER_CONCURRENCY": str(args.concurrency),
     }
-    stack = Stack(work, webs=1, workers=args.workers, concurrency=args.concurrency, env=env)
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    stack = Stack(
+        work, webs=1, workers=args.workers, concurrency=args.concurrency, env=env, log_dir=log_dir
+    )
     stack.start()
     try:
         await stack.install(1)
@@ -249,6 +252,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (latency)")
     parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--log-dir", help="keep each process's output in this folder")
     parser.add_argument(
         "--throughput-only", action="store_true", help="skip the latency run (steps 2 and 3 only)"
     )

@@ -149,30 +149,33 @@ class ReactionContext:
             await self.ledger.count(self.reaction, "dry_run")
             self.log.info("dry run: would write", action=action, **detail)
             return None
-        state, result = await self.ledger.state(key)
+        content_id = str(detail.get("content_id", self.event.content_id))
+        # the usual way: one round trip before the write (claim), one after (applied)
+        state, result = await self.ledger.claim(key, self.tenant, content_id, self.reaction)
         if state == "done":
             self.log.info("effect already applied", action=action, result=result)
             await self.ledger.count(self.reaction, "duplicate")
             return result
-        if state == "pending" and already is not None:
-            found = await already()
-            if found is not None:
-                await self.ledger.done(key, found)
-                self.log.info("effect found in place after an interrupted run", action=action)
-                return found
-        content_id = str(detail.get("content_id", self.event.content_id))
-        if not await self.ledger.allow_write(self.tenant, content_id, self.reaction):
+        if state == "pending":
+            if already is not None:
+                found = await already()
+                if found is not None:
+                    await self.ledger.done(key, found)
+                    self.log.info("effect found in place after an interrupted run", action=action)
+                    return found
+            allowed = await self.ledger.allow_write(self.tenant, content_id, self.reaction)
+            state = "new" if allowed else "guard"
+            if allowed:
+                await self.ledger.begin(key)
+        if state == "guard":
             self.log.warning("loop guard: too many writes to this content", action=action)
             await self.ledger.count(self.reaction, "loop_guard")
             return None
-        await self.ledger.begin(key)
         result = await perform()
-        await self.ledger.done(key, result)
+        await self.ledger.applied(key, result, self.tenant, content_id, self.reaction, action)
         if result is None:
             self.log.info("nothing to change", action=action)
             return None
-        await self.ledger.note_write(self.tenant, content_id, self.reaction)
-        await self.ledger.count(self.reaction, action)
         self.log.info("effect applied", action=action, result=result)
         return result
 

@@ -29,6 +29,22 @@ from redis.asyncio import Redis
 EFFECT_TTL = 30 * 24 * 3600
 DRY_RUN_KEEP = 500
 State = Literal["new", "pending", "done"]
+Claim = Literal["new", "pending", "done", "guard"]
+
+# Before a write, in one round trip: the effect's record if it has one; else, when the loop
+# guard allows a write, the record marked pending. KEYS: effect, loop guard. ARGV: guard limit,
+# pending JSON, TTL s. Returns {'found', <record JSON>}, {'guard'} or {'new'}.
+CLAIM = """
+local found = redis.call('GET', KEYS[1])
+if found then
+  return {'found', found}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[1]) then
+  return {'guard'}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return {'new'}
+"""
 
 
 def effect_key(tenant: str, *parts: str) -> str:
@@ -52,9 +68,41 @@ class EffectLedger:
         self.guard = guard or LoopGuardPolicy()
         self.dry_run_key = f"{prefix}reactions:dryrun"
         self.counts_key = f"{prefix}reactions:counts"
+        self._claim = redis.register_script(CLAIM)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}effect:{key}"
+
+    async def claim(
+        self, key: str, tenant: str, content_id: str, reaction: str
+    ) -> tuple[Claim, Any]:
+        """Before a write: ``done`` (and its result), ``pending`` (an earlier run stopped
+        mid-write), ``guard`` (the loop guard refuses), or ``new``: now marked pending."""
+        pending = json.dumps({"state": "pending", "at": time.time()})
+        guard = self._guard_key(tenant, content_id, reaction)
+        reply = await self._claim(
+            keys=[self._key(key), guard], args=[self.guard.limit, pending, EFFECT_TTL]
+        )
+        verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if verdict != "found":
+            return ("guard" if verdict == "guard" else "new"), None
+        data = json.loads(reply[1])
+        return ("done" if data["state"] == "done" else "pending"), data.get("result")
+
+    async def applied(
+        self, key: str, result: Any, tenant: str, content_id: str, reaction: str, action: str
+    ) -> None:
+        """After a write: the effect is done; one that changed something (``result`` not None)
+        counts towards the loop guard and the reaction's ``action`` count. One round trip."""
+        value = json.dumps({"state": "done", "result": result, "at": time.time()})
+        guard = self._guard_key(tenant, content_id, reaction)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(key), value, ex=EFFECT_TTL)
+            if result is not None:
+                pipe.incr(guard)
+                pipe.expire(guard, self.guard.window_seconds, nx=True)
+                pipe.hincrby(self.counts_key, f"{reaction}:{action}", 1)
+            await pipe.execute()
 
     async def state(self, key: str) -> tuple[State, Any]:
         raw = await self.redis.get(self._key(key))

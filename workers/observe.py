@@ -18,10 +18,12 @@ best effort: a Redis error while counting is logged, never the job's outcome.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from app.metrics import Activity, Metrics
@@ -57,13 +59,24 @@ class JobObserver:
 
     async def ended(self, outcome: Outcome, seconds: float | None, reason: str = "") -> None:
         """One run ended in ``outcome`` after ``seconds`` (None: unknown, e.g. a lost worker)."""
+        self._measure(outcome, seconds, reason)
+        await self.count(*activity_names(outcome, reason))
+
+    def ended_writes(
+        self, outcome: Outcome, seconds: float | None, reason: str = ""
+    ) -> Callable[[Pipeline], None]:
+        """:meth:`ended`, with the shared counters sent in a pipeline the caller runs."""
+        self._measure(outcome, seconds, reason)
+        names = activity_names(outcome, reason)
+        return lambda pipe: self.activity.add_counts(pipe, names)
+
+    def _measure(self, outcome: Outcome, seconds: float | None, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.job_attempts.labels(outcome=outcome).inc()
             if seconds is not None:
                 self.metrics.job_duration.labels(outcome=outcome).observe(seconds)
             if outcome == "dead":
                 self.metrics.dead_lettered.labels(reason=short_reason(reason)).inc()
-        await self.count(*activity_names(outcome, reason))
 
     async def interrupted(self) -> None:
         """A run whose worker stopped: a failed attempt, with no outcome of its own."""

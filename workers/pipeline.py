@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from app.atlassian.events import Event
 from app.dashboard.calls import CallRecorder
-from app.eventlog import EventLog, now_ms
+from app.eventlog import EventLog, Writes, now_ms
 from app.jobstate import TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
 from workers.dispatch import Dispatch, JobContext, LatestOnly, bound_logger, log_only
@@ -31,8 +32,6 @@ from workers.retry import Decision, decide
 
 REDIS_RETRY_SECONDS = 1.0
 LOST_WORKER = "WorkerLost: the worker running this event stopped before it finished"
-EXPIRED = "RecordExpired: the event's record expired while it waited in line"
-MAX_SKIPPED = 1000
 
 
 async def process_event(ctx: dict[str, Any], event_id: str) -> str:
@@ -51,7 +50,9 @@ async def process_event(ctx: dict[str, Any], event_id: str) -> str:
 async def _process(ctx: dict[str, Any], event_id: str) -> str:
     settings: Settings = ctx["settings"]
     log_store: EventLog = ctx.get("eventlog") or EventLog(ctx["redis"], settings)
-    record = await log_store.record(event_id)
+    latest_only: LatestOnly | None = ctx.get("latest_only")
+    # One round trip: the record as it was, now marked running, and who waits behind it.
+    record, later_types = await log_store.begin(event_id, later=latest_only is not None)
     if record is None or not record.content:
         # Expired (or only the state a scheduler wrote over an expired record): nothing to run,
         # and no content key to release its line by; see docs/pipeline.md, "Retention".
@@ -61,6 +62,7 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
         return record.state
     event = Event.from_json(record.event_json)
     log = bound_logger(event)
+    observer = JobObserver.from_ctx(ctx)
     attempts = record.attempts
     if record.state == "running":
         attempts += 1
@@ -75,16 +77,15 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
         await log_store.add_attempt(event_id, lost)
         log.warning("event run again after its worker stopped", attempts=attempts)
         if attempts > len(settings.retry_schedule):
-            await _finish(log_store, event, "dead", LOST_WORKER, log)
-            await JobObserver.from_ctx(ctx).ended("dead", None, LOST_WORKER)
+            ended = observer.ended_writes("dead", None, LOST_WORKER)
+            await _finish(log_store, event, "dead", LOST_WORKER, log, [ended])
             return "dead"
-        await JobObserver.from_ctx(ctx).interrupted()
-    latest_only: LatestOnly | None = ctx.get("latest_only")
-    if latest_only is not None and await _superseded(log_store, event, latest_only):
+        await observer.interrupted()
+    if latest_only is not None and any(latest_only(event, t) for t in later_types if t):
         await _finish(log_store, event, "superseded", "a newer event waits", log)
         log.info("event superseded")
         return "superseded"
-    return await _run(ctx, log_store, record, event, attempts, log)
+    return await _run(ctx, log_store, record, event, attempts, log, observer)
 
 
 async def _run(
@@ -94,6 +95,7 @@ async def _run(
     event: Event,
     attempts: int,
     log: Any,
+    observer: JobObserver,
 ) -> str:
     settings: Settings = ctx["settings"]
     dispatch: Dispatch = ctx.get("dispatch") or log_only
@@ -107,8 +109,6 @@ async def _run(
         resources=ctx,
         client_log=recorder,
     )
-    observer = JobObserver.from_ctx(ctx)
-    await log_store.mark(event.id, "running")
     started_ms = now_ms()
     started = time.monotonic()
     try:
@@ -129,9 +129,13 @@ async def _run(
                 replay=record.replays,
             )
             return await _apply(log_store, event, decision, attempt, log, observer)
-        await _finish(log_store, event, "done", "", log)
+        # The end of the run, its call log and the shared counters: one round trip.
+        also = [
+            recorder.writes(settings.redis_prefix, event.id),
+            observer.ended_writes("done", time.monotonic() - started),
+        ]
+        await _finish(log_store, event, "done", "", log, also)
         log.info("event done", attempt=attempts + 1)
-        await observer.ended("done", time.monotonic() - started)
         return "done"
     finally:
         await _flush_calls(recorder, ctx["redis"], settings.redis_prefix, event.id, log)
@@ -160,9 +164,9 @@ async def _apply(
     if decision.counts:
         await log_store.add_attempt(event.id, attempt)
     if decision.action == "dead":
-        await _finish(log_store, event, "dead", decision.reason, log)
+        ended = observer.ended_writes("dead", seconds, decision.reason)
+        await _finish(log_store, event, "dead", decision.reason, log, [ended])
         log.error("event dead-lettered", attempts=attempt.n, error=decision.reason)
-        await observer.ended("dead", seconds, decision.reason)
         return "dead"
     next_run = now_ms() + int(decision.delay * 1000)
     state = "deferred" if decision.action == "defer" else "failed"
@@ -178,18 +182,22 @@ async def _apply(
     raise Retry(defer=decision.delay)
 
 
-async def _finish(log_store: EventLog, event: Event, state: str, reason: str, log: Any) -> None:
-    """End ``event``; when the next of its content has lost its record, end that one too.
+async def _finish(
+    log_store: EventLog,
+    event: Event,
+    state: str,
+    reason: str,
+    log: Any,
+    also: Sequence[Writes] = (),
+) -> None:
+    """End ``event`` and start the next of its content (``also``: writes sent along).
 
     The record of an event waiting behind a long-deferred head can expire before its turn;
-    its job would find nothing to run and its content's line would stay blocked.
+    the script ends such events on the way (discarded), so its content's line never blocks.
     """
-    nxt = await log_store.finish(event.id, event.content_key, state, reason)
-    for _ in range(MAX_SKIPPED):
-        if nxt is None or await log_store.redis.hexists(log_store.keys.event(nxt), "event"):  # type: ignore[misc]
-            return
-        log.warning("next event of the content has no record; skipped", skipped=nxt)
-        nxt = await log_store.finish(nxt, event.content_key, "discarded", EXPIRED)
+    finished = await log_store.finish(event.id, event.content_key, state, reason, also)
+    for skipped in finished.skipped:
+        log.warning("next event of the content has no record; skipped", skipped=skipped)
 
 
 async def _keep_alive(log_store: EventLog, event: Event) -> None:
@@ -200,13 +208,6 @@ async def _keep_alive(log_store: EventLog, event: Event) -> None:
         pipe.expire(keys.attempts(event.id), ttl)
         pipe.expire(keys.content(event.content_key), ttl)
         await pipe.execute()
-
-
-async def _superseded(log_store: EventLog, event: Event, latest_only: LatestOnly) -> bool:
-    later = await log_store.pending_after(event)
-    if not later:
-        return False
-    return any(latest_only(event, record.type) for record in await log_store.records(later))
 
 
 def _log_missing(event_id: str) -> None:

@@ -9,6 +9,7 @@ layer retries (re-runs are safe: effects are idempotent). ``Defer`` (budget) pro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from workers.loops import ignore_reason
 from workers.ops import ConfluenceOps
 from workers.routing import Registration, Router
 
+ACCOUNTS_CACHE_SECONDS = 5.0
+ACCOUNTS_CACHE_MAX = 10_000
 ClientFactory = Callable[[Event, JobContext], Awaitable[ConfluenceOps]]
 
 
@@ -33,12 +36,46 @@ class ReactorOptions:
 
 
 class Reactor:
-    """Routes events to reactions; one instance per worker process."""
+    """Routes events to reactions; one instance per worker process.
 
-    def __init__(self, router: Router, client_for: ClientFactory, options: ReactorOptions) -> None:
+    The app's accounts learned per tenant (:meth:`EffectLedger.app_accounts`) are read from
+    Redis at most every :data:`ACCOUNTS_CACHE_SECONDS` per tenant; what this process learns it
+    knows at once. (An echo that slips past this first check in the meantime is still caught
+    by the handler context's own-edit check and the loop guard.)
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        client_for: ClientFactory,
+        options: ReactorOptions,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.router = router
         self.client_for = client_for
         self.options = options
+        self.clock = clock
+        self._accounts: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def app_accounts(self, ledger: EffectLedger, tenant: str) -> frozenset[str]:
+        cached = self._accounts.get(tenant)
+        now = self.clock()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        accounts = self.options.app_accounts | await ledger.app_accounts(tenant)
+        if len(self._accounts) >= ACCOUNTS_CACHE_MAX:
+            self._accounts.clear()
+        self._accounts[tenant] = (now + ACCOUNTS_CACHE_SECONDS, accounts)
+        return accounts
+
+    async def learn_app_accounts(
+        self, ledger: EffectLedger, tenant: str, accounts: frozenset[str]
+    ) -> None:
+        if accounts:
+            await ledger.learn_app_accounts(tenant, set(accounts))
+            cached = self._accounts.get(tenant)
+            if cached is not None:
+                self._accounts[tenant] = (cached[0], cached[1] | accounts)
 
     async def _matching(
         self,
@@ -57,7 +94,7 @@ class Reactor:
             job.log.debug("no reaction matches")
             return
         ledger = EffectLedger(job.redis, job.settings.redis_prefix, self.options.loop_guard)
-        accounts = self.options.app_accounts | await ledger.app_accounts(event.tenant)
+        accounts = await self.app_accounts(ledger, event.tenant)
         reason = ignore_reason(event, accounts)
         if reason is not None:
             job.log.info("event ignored", reason=reason)
@@ -66,7 +103,9 @@ class Reactor:
         try:
             await self._run(event, job, client, ledger, accounts, candidates)
         finally:
-            await ledger.learn_app_accounts(event.tenant, client.writers - accounts)
+            await self.learn_app_accounts(
+                ledger, event.tenant, frozenset(client.writers - accounts)
+            )
 
     async def _run(
         self,

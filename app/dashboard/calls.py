@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.metrics import Metrics
 
@@ -99,13 +101,23 @@ class CallRecorder:
         """Append the calls noted so far to the event's call list and forget them."""
         if not self.calls:
             return
-        key = calls_key(prefix, event_id)
         async with redis.pipeline(transaction=True) as pipe:
+            self.writes(prefix, event_id)(pipe)
+            await pipe.execute()
+
+    def writes(self, prefix: str, event_id: str) -> Callable[[Pipeline], None]:
+        """The same as :meth:`flush`, as commands added to someone else's pipeline."""
+
+        def add(pipe: Pipeline) -> None:
+            if not self.calls:
+                return
+            key = calls_key(prefix, event_id)
             pipe.rpush(key, *(json.dumps(c, separators=(",", ":")) for c in self.calls))
             pipe.ltrim(key, -MAX_CALLS, -1)
             pipe.expire(key, KEEP_SECONDS)
-            await pipe.execute()
-        self.calls.clear()
+            self.calls.clear()
+
+        return add
 
 
 async def read_calls(redis: Redis, prefix: str, event_id: str) -> list[dict[str, Any]]:

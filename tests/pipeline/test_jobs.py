@@ -212,6 +212,26 @@ async def test_a_newer_event_supersedes_queued_older_ones(
     assert [await state(log, e) for e in events] == ["superseded"] * 4 + ["done"]
 
 
+async def test_begin_marks_the_run_and_names_who_waits_behind_in_one_call(
+    redis: Redis, settings: Settings
+) -> None:
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    head, behind = page_event(2, 1), page_event(2, 2)
+    other = page_event(3, 1)
+    for event in (head, behind, other):
+        await queue.put(event)
+    started = await log.begin(head.id, later=True)
+    assert started.record is not None and started.record.state == "queued"
+    assert started.later_types == [behind.type]  # only its own content's line
+    assert await state(log, head) == "running"
+    assert (await log.begin(behind.id)).later_types == []  # not asked for
+    await log.finish(head.id, head.content_key, "done", "")
+    ended = await log.begin(head.id, later=True)
+    assert ended.record is not None and ended.record.state == "done"
+    assert await state(log, head) == "done", "an ended record is left as it is"
+    assert await log.begin("ev_missing") == (None, [])
+
+
 async def test_a_run_longer_than_the_job_timeout_is_a_failed_attempt(
     redis: Redis, settings: Settings, burst_worker: MakeWorker
 ) -> None:

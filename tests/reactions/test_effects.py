@@ -44,6 +44,39 @@ async def test_loop_guard_counts_writes_within_the_window(redis: Redis, settings
     assert await ledger.allow_write("t", "p1", "r")
 
 
+async def test_claim_marks_pending_once_and_applied_counts_the_write(
+    redis: Redis, settings: Settings
+) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix, LoopGuardPolicy(limit=2, window_seconds=60))
+    key = effect_key("t", "ev_1", "r", "comment", "1")
+    assert await ledger.claim(key, "t", "p1", "r") == ("new", None)
+    assert await ledger.state(key) == ("pending", None)
+    assert await ledger.claim(key, "t", "p1", "r") == ("pending", None)  # a run stopped mid-write
+    await ledger.applied(key, "9001", "t", "p1", "r", "comment")
+    assert await ledger.claim(key, "t", "p1", "r") == ("done", "9001")
+    assert (await ledger.counts())["r:comment"] == 1
+    guard = f"{settings.redis_prefix}loopguard:t:p1:r"
+    assert await redis.get(guard) == b"1" and 0 < await redis.ttl(guard) <= 60
+    # a write that changed nothing is done but counts nowhere
+    other = effect_key("t", "ev_2", "r", "comment", "1")
+    assert (await ledger.claim(other, "t", "p1", "r"))[0] == "new"
+    await ledger.applied(other, None, "t", "p1", "r", "comment")
+    assert await ledger.state(other) == ("done", None)
+    assert await redis.get(guard) == b"1"
+
+
+async def test_claim_refuses_past_the_loop_guard_without_marking(
+    redis: Redis, settings: Settings
+) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix, LoopGuardPolicy(limit=1, window_seconds=60))
+    first, second = effect_key("t", "a"), effect_key("t", "b")
+    assert (await ledger.claim(first, "t", "p1", "r"))[0] == "new"
+    await ledger.applied(first, "1", "t", "p1", "r", "comment")
+    assert await ledger.claim(second, "t", "p1", "r") == ("guard", None)
+    assert await ledger.state(second) == ("new", None)
+    assert (await ledger.claim(second, "t", "p2", "r"))[0] == "new"  # per content
+
+
 async def test_dry_run_list_is_bounded_newest_first(redis: Redis, settings: Settings) -> None:
     ledger = EffectLedger(redis, settings.redis_prefix)
     for i in range(DRY_RUN_KEEP + 3):
@@ -101,3 +134,24 @@ def test_replace_action_keeps_storage_well_formed(chunks: list[str], replacement
     transform = replace_transform(re.compile("[ab&<]+"), lambda m: replacement)
     _, out = transform("t", body)
     assert storage.well_formed(out) is None
+
+
+async def test_the_reactor_reads_learned_app_accounts_at_most_every_few_seconds(
+    redis: Redis, settings: Settings
+) -> None:
+    from workers.reactor import ACCOUNTS_CACHE_SECONDS, Reactor, ReactorOptions
+    from workers.routing import Router
+
+    now = [100.0]
+    options = ReactorOptions(app_accounts=frozenset({"configured"}))
+    reactor = Reactor(Router(), client_for=None, options=options, clock=lambda: now[0])  # type: ignore[arg-type]
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    await ledger.learn_app_accounts("t", {"learned"})
+    assert await reactor.app_accounts(ledger, "t") == {"configured", "learned"}
+    await ledger.learn_app_accounts("t", {"elsewhere"})  # another worker process learns one
+    assert "elsewhere" not in await reactor.app_accounts(ledger, "t")
+    await reactor.learn_app_accounts(ledger, "t", frozenset({"mine"}))  # this process learns one
+    assert "mine" in await reactor.app_accounts(ledger, "t")
+    assert await redis.sismember(f"{settings.redis_prefix}app-accounts:t", "mine")
+    now[0] += ACCOUNTS_CACHE_SECONDS + 0.1
+    assert await reactor.app_accounts(ledger, "t") == {"configured", "learned", "elsewhere", "mine"}
