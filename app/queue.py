@@ -10,7 +10,9 @@ Concurrent puts of one event loop are sent together: the first put of a loop ite
 batch, every put of the same iteration joins it, and the batch goes out as one ``EVALSHA`` of
 the same script (one command, one reply, up to ``MAX_BATCH`` events). Each event is still
 stored atomically and answered on its own; batching only saves round trips, system calls and
-per-command overhead under load.
+per-command overhead under load. Each put's arguments are encoded in the Redis protocol once,
+when it is made; the batch is sent as those bytes on a pooled connection (with the client's
+retry policy), not through the client's per-argument command packing.
 
 A put made with ``count=True`` (ingest endpoints) also bumps the per-minute activity counters
 that the dashboard reads (``received:<source>``, ``accepted:<source>``, ``duplicate:<source>``
@@ -36,7 +38,9 @@ from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
 
-_Call = tuple[tuple[bytes, ...], "asyncio.Future[int]"]
+_Call = tuple[bytes, "asyncio.Future[int]"]
+# The protocol form of one put's six arguments (bulk strings, each with its length).
+_PUT_ARGS = b"$%d\r\n%b\r\n" * 6
 MAX_BATCH = 200
 # How long a per-minute activity hash is kept: app.metrics.ACTIVITY_KEEP_SECONDS (the queue
 # sits below app.metrics and does not import it; a test holds the two equal).
@@ -61,7 +65,7 @@ class EventQueue:
         self.timeout = settings.ingest_timeout_seconds
         self.batch = batch
         sha = hashlib.sha1(PUT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        self._head: list[bytes] = [
+        head = [
             str(arg).encode()
             for arg in (
                 "EVALSHA",
@@ -75,6 +79,8 @@ class EventQueue:
                 ACTIVITY_KEEP_SECONDS,
             )
         ]
+        self._head_count = len(head)
+        self._head = b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in head)
         self._pending: list[_Call] = []
 
     async def put(self, event: Event, *, count: bool = False) -> bool:
@@ -83,21 +89,21 @@ class EventQueue:
         ``count``: also count it as received and accepted (and duplicate) for its source in
         the per-minute activity counters, in the same script.
         """
-        # Bytes throughout: the Redis client passes them through without encoding each one.
         tenant = event.tenant.encode()
-        args = (
-            event.id.encode(),
-            event.encode(),
-            tenant,
-            event.type.encode(),
-            b"%s:%s" % (tenant, event.content_id.encode()),
-            event.source.encode() if count else b"",
-        )
+        event_id = event.id.encode()
+        stored = event.encode()
+        type_ = event.type.encode()
+        content = b"%b:%b" % (tenant, event.content_id.encode())
+        source = event.source.encode() if count else b""
+        # The script's six arguments of this event, in the protocol's form.
+        args = _PUT_ARGS % (
+            len(event_id), event_id, len(stored), stored, len(tenant), tenant,
+            len(type_), type_, len(content), content, len(source), source,
+        )  # fmt: skip
         try:
             if self.batch:
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future[int] = loop.create_future()
-                future.add_done_callback(_consume)
                 self._pending.append((args, future))
                 if len(self._pending) == 1:
                     loop.call_soon(self._flush)
@@ -108,13 +114,15 @@ class EventQueue:
             raise QueueUnavailable("the event store is unavailable; retry later") from exc
         return bool(created)
 
-    async def _eval(self, groups: list[tuple[bytes, ...]]) -> list[int]:
-        command = [*self._head, *(arg for group in groups for arg in group)]
+    async def _eval(self, puts: list[bytes]) -> list[int]:
+        """One ``EVALSHA`` of the put script for ``puts`` (each six encoded arguments)."""
+        count = self._head_count + 6 * len(puts)
+        command = b"*%d\r\n%b%b" % (count, self._head, b"".join(puts))
         try:
-            result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+            result = await _call(self.redis, command)
         except NoScriptError:
             await self.redis.script_load(PUT)
-            result = await self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+            result = await _call(self.redis, command)
         return [int(r) for r in result]
 
     def _flush(self) -> None:
@@ -122,7 +130,8 @@ class EventQueue:
         loop = asyncio.get_running_loop()
         for start in range(0, len(calls), MAX_BATCH):
             batch = calls[start : start + MAX_BATCH]
-            # One timer per batch bounds every put in it (cheaper than wait_for per put).
+            # One timer per batch bounds every put in it (cheaper than wait_for per put). A put
+            # whose caller is gone has its future cancelled: it is skipped, never left failed.
             timer = loop.call_later(self.timeout, _expire, batch)
             task = loop.create_task(self._send(batch))
             task.add_done_callback(functools.partial(_finished, timer))
@@ -144,6 +153,32 @@ class EventQueue:
     async def get(self, event_id: str) -> Event | None:
         raw = await self.redis.hget(self.keys.event(event_id), "event")  # type: ignore[misc]
         return None if raw is None else Event.from_json(raw)
+
+
+async def _call(redis: Redis, command: bytes) -> Any:
+    """Send one encoded command and read its reply, as ``Redis.execute_command`` does.
+
+    A pooled connection, the client's retry policy for connection errors (the connection is
+    dropped and, for a retryable error, the command sent again on a new one), hiredis replies.
+    """
+    if redis.single_connection_client:
+        raise RuntimeError("the event queue needs a pooled Redis client")
+    pool = redis.connection_pool
+    conn = await pool.get_connection()
+
+    async def exchange() -> Any:
+        await conn.send_packed_command(command)
+        return await conn.read_response()
+
+    async def failed(error: Exception) -> None:
+        await conn.disconnect()
+        if conn.retry_on_error is None or not isinstance(error, tuple(conn.retry_on_error)):
+            raise error
+
+    try:
+        return await conn.retry.call_with_retry(exchange, failed)
+    finally:
+        await pool.release(conn)
 
 
 def _expire(calls: list[_Call]) -> None:

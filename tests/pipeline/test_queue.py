@@ -114,3 +114,22 @@ async def test_redis_slower_than_the_bound_raises_queue_unavailable(
     finally:
         await client.aclose()
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_connection_closed_by_redis_is_replaced(redis: Redis, settings: Settings) -> None:
+    """A pooled connection Redis closed (restart, idle timeout) does not fail the next put."""
+    client = redis_conn.connect(str(settings.redis_url))
+    try:
+        queue = EventQueue(client, settings)
+        assert await queue.put(page_event(1, 1))
+        name = f"q-{time.monotonic_ns()}"
+        await client.client_setname(name)
+        killed = 0
+        for entry in await redis.client_list():
+            if entry.get("name") == name or entry.get("cmd") in ("evalsha", "client|setname"):
+                killed += await redis.client_kill_filter(_id=entry["id"])
+        assert killed
+        assert await queue.put(page_event(1, 2))
+        assert await queue.put(page_event(1, 2)) is False
+    finally:
+        await client.aclose()
