@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -16,7 +18,9 @@ from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
 from app.atlassian.events import CONNECT_EVENTS, event_id
 from app.embedded_redis import free_port
+from app.logs import redact
 from app.queue import EventQueue
+from app.web import connect_auth
 
 from .conftest import FIXTURES_DIR, ConnectApp
 
@@ -136,8 +140,14 @@ async def test_tenant_a_token_never_makes_a_tenant_b_event(connect_app: ConnectA
 
 
 async def test_rejections_are_logged_with_reason_never_the_token(
-    connect_app: ConnectApp, capsys: pytest.CaptureFixture[str]
+    connect_app: ConnectApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The line as the JSON format renders it, into a buffer of this test's own: the process's
+    # logging may have been configured (and its loggers cached) by an earlier test.
+    out = io.StringIO()
+    processors = [structlog.processors.add_log_level, redact, structlog.processors.JSONRenderer()]
+    line = structlog.wrap_logger(structlog.PrintLogger(out), processors=processors)
+    monkeypatch.setattr(connect_auth, "log", line)
     client_key, secret = await connect_app.install()
     path = "/connect/webhooks/page_created"
     token = encode_connect_token(issuer=client_key, secret=secret, method="GET", url=path)
@@ -146,8 +156,7 @@ async def test_rejections_are_logged_with_reason_never_the_token(
         "error": "qsh_mismatch",
         "detail": "qsh does not match this request's method, path and query",
     }
-    logged = capsys.readouterr()
-    text = logged.out + logged.err
+    text = out.getvalue()
     assert "connect.rejected" in text and "qsh_mismatch" in text and client_key in text
     assert token not in text and secret not in text
     assert token not in resp.text and secret not in resp.text
