@@ -4,14 +4,19 @@ Secrets never reach a log line: :func:`redact` masks values of sensitive keys be
 
 The JSON format is on the ingest hot path (one line per stored event), so its last step is one
 fused processor (:class:`JsonLine`): level, UTC timestamp (formatted once per second), redaction
-and orjson rendering straight to bytes, written by a ``BytesLogger``.
+and orjson rendering straight to bytes, written by :class:`LineWriter`: the debug and info
+lines of one event-loop iteration go out in one write at its end (a warning or worse is
+written at once, with whatever is waiting before it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -81,6 +86,49 @@ class JsonLine:
             return json.dumps(event_dict, default=_fallback, separators=(",", ":")).encode()
 
 
+class LineWriter:
+    """structlog logger writing rendered lines (bytes) to a binary stream, in order.
+
+    Debug and info lines made inside a running event loop wait for the end of the loop's
+    current iteration and are written together (one system call for every line of a batch of
+    requests); outside a loop, and for warnings and worse, lines are written at once. Lines
+    still waiting when the process exits are written then.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        atexit.register(self.flush)
+
+    def _later(self, message: bytes) -> None:
+        with self._lock:
+            lines = self._lines
+            lines.append(message)
+            if len(lines) != 1:
+                return  # a flush is already due
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop in this thread: write now
+            self.flush()
+
+    def _now(self, message: bytes) -> None:
+        with self._lock:
+            self._lines.append(message)
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            if lines:
+                lines.append(b"")
+                self._stream.write(b"\n".join(lines))
+                self._stream.flush()
+
+    debug = info = msg = log = _later
+    warning = warn = error = err = critical = fatal = exception = failure = _now
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library once per process."""
     numeric = logging.getLevelName(level.upper())
@@ -89,7 +137,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     factory: Any
     if fmt == "json" and stream is not None:
         processors += [structlog.processors.format_exc_info, JsonLine()]
-        factory = structlog.BytesLoggerFactory(stream)
+        writer = LineWriter(stream)
+        factory = lambda *args: writer  # noqa: E731 - one writer: every logger's lines in order
     else:
         processors += [
             structlog.processors.add_log_level,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from app.logs import JsonLine, configure_logging
+from app.logs import JsonLine, LineWriter, configure_logging
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
@@ -84,3 +85,37 @@ def test_configured_json_logging_writes_one_line_per_call() -> None:
     assert len(lines) == 1
     line = json.loads(lines[0])
     assert (line["event"], line["event_id"], line["token"]) == ("event stored", "ev_2", "***")
+
+
+class CountingStream(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def test_lines_outside_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    writer = LineWriter(stream)
+    writer.info(b'{"event":"a"}')
+    assert stream.getvalue() == b'{"event":"a"}\n'
+    writer.warning(b'{"event":"b"}')
+    assert stream.getvalue().splitlines() == [b'{"event":"a"}', b'{"event":"b"}']
+
+
+async def test_info_lines_of_one_loop_iteration_share_one_write() -> None:
+    stream = CountingStream()
+    writer = LineWriter(stream)
+    for n in range(5):
+        writer.info(b"%d" % n)
+    assert stream.writes == 0
+    await asyncio.sleep(0)
+    assert (stream.writes, stream.getvalue()) == (1, b"0\n1\n2\n3\n4\n")
+    writer.info(b"5")
+    writer.error(b"6")  # a warning or worse goes out at once, after what waits before it
+    assert stream.getvalue().endswith(b"4\n5\n6\n")
+    await asyncio.sleep(0)
+    assert stream.getvalue().endswith(b"4\n5\n6\n")
