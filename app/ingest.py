@@ -29,6 +29,7 @@ from starlette.types import Receive
 
 from app.atlassian.events import Event
 from app.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+from app.logs import info_line
 from app.metrics import ACTIVITY_KEEP_SECONDS, Activity, Metrics
 from app.queue import EventQueue
 
@@ -165,13 +166,26 @@ async def store(
     created = await queue.put(event, count=counted is not None)
     if counted is not None:
         counted.accepted.inc()
-    (logger or log).info(
-        f"{what} stored" if created else f"duplicate {what}",
-        event_id=event.id,
-        tenant=event.tenant,
-        type=event.type,
-        source=event.source,
-        content_id=event.content_id,
-        **context,
-    )
+    message = f"{what} stored" if created else f"duplicate {what}"
+    if logger is None and not context:
+        # The hot path: this module's logger, no extra fields.
+        info_line(
+            log,
+            message,
+            event_id=event.id,
+            tenant=event.tenant,
+            type=event.type,
+            source=event.source,
+            content_id=event.content_id,
+        )
+    else:
+        (logger or log).info(
+            message,
+            event_id=event.id,
+            tenant=event.tenant,
+            type=event.type,
+            source=event.source,
+            content_id=event.content_id,
+            **context,
+        )
     return created

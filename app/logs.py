@@ -129,16 +129,56 @@ class LineWriter:
     warning = warn = error = err = critical = fatal = exception = failure = _now
 
 
+# What configure_logging set up for JSON lines at info level: factory, wrapper class, renderer.
+_json_info: tuple[Any, Any, JsonLine, LineWriter] | None = None
+
+
+def info_line(logger: Any, event: str, **fields: Any) -> None:
+    """``logger.info(event, **fields)`` for a logger that has no bound context.
+
+    While the JSON format configured here is in force, the line goes through the configured
+    processors to the same writer, without structlog's per-call wrapping (the ingest hot path:
+    one line per event). Under any other configuration (console, a test capturing logs) it is
+    ``logger.info``.
+    """
+    ours = _json_info
+    if ours is not None:
+        config = structlog.get_config()
+        processors = config["processors"]
+        if (
+            config["logger_factory"] is ours[0]
+            and config["wrapper_class"] is ours[1]
+            and processors
+            and processors[-1] is ours[2]
+        ):
+            writer = ours[3]
+            event_dict: Any = {**fields, "event": event}  # structlog's order
+            try:
+                for processor in processors:
+                    event_dict = processor(writer, "info", event_dict)
+            except structlog.DropEvent:
+                return
+            writer.info(event_dict)
+            return
+    logger.info(event, **fields)
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library once per process."""
+    global _json_info
     numeric = logging.getLevelName(level.upper())
+    _json_info = None
+    wrapper = structlog.make_filtering_bound_logger(numeric)
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     stream = getattr(sys.stderr, "buffer", None)
     factory: Any
     if fmt == "json" and stream is not None:
-        processors += [structlog.processors.format_exc_info, JsonLine()]
+        renderer = JsonLine()
+        processors += [structlog.processors.format_exc_info, renderer]
         writer = LineWriter(stream)
         factory = lambda *args: writer  # noqa: E731 - one writer: every logger's lines in order
+        if numeric <= logging.INFO:
+            _json_info = (factory, wrapper, renderer, writer)
     else:
         processors += [
             structlog.processors.add_log_level,
@@ -152,7 +192,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        wrapper_class=wrapper,
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

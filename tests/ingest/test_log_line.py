@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from app.logs import JsonLine, LineWriter, configure_logging
+from app.logs import JsonLine, LineWriter, configure_logging, info_line
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
@@ -119,3 +119,35 @@ async def test_info_lines_of_one_loop_iteration_share_one_write() -> None:
     assert stream.getvalue().endswith(b"4\n5\n6\n")
     await asyncio.sleep(0)
     assert stream.getvalue().endswith(b"4\n5\n6\n")
+
+
+@pytest.mark.parametrize("level", ["info", "warning"])
+@pytest.mark.usefixtures("restore_logging")
+def test_info_line_writes_what_the_logger_would(level: str) -> None:
+    raw = io.BytesIO()
+    wrapper = io.TextIOWrapper(raw, encoding="utf-8")
+    saved, sys.stderr = sys.stderr, wrapper
+    try:
+        configure_logging(level, "json")
+        log = structlog.get_logger("reactor.ingest")
+        structlog.contextvars.bind_contextvars(request="r-1")
+        try:
+            log.info("event stored", event_id="ev_3", token="secret-token", n=1)
+            info_line(log, "event stored", event_id="ev_3", token="secret-token", n=1)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        with structlog.testing.capture_logs() as captured:
+            info_line(structlog.get_logger("fresh"), "duplicate event", event_id="ev_3")
+    finally:
+        sys.stderr = saved
+    lines = [json.loads(line) for line in raw.getvalue().splitlines()]
+    if level == "warning":
+        assert lines == []
+    else:
+        assert len(lines) == 2
+        for line in lines:
+            del line["timestamp"]
+        assert lines[0] == lines[1] and list(lines[0]) == list(lines[1])
+        assert lines[1]["request"] == "r-1" and lines[1]["token"] == "***"
+    expected = {"event": "duplicate event", "event_id": "ev_3", "log_level": "info"}
+    assert captured == ([expected] if level == "info" else [])
