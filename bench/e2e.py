@@ -221,8 +221,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
         if not args.throughput_only:
             result.update(await latency(stack, pages, args.rate, args.seconds))
+        # SIGTERM: the workers finish what they run (a killed worker's job would hold its
+        # page's line until its claim expires, after the job timeout).
         for n in range(args.workers):
-            stack.kill(f"worker{n}")
+            stack.terminate(f"worker{n}")
         # Throughput counts our machinery per reaction: with the web process gone, the
         # simulator's comment_created webhooks for our own comments are not ingested.
         stack.kill("web0")

@@ -191,6 +191,13 @@ class Stack:
             proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def terminate(self, name: str, timeout: float = 30) -> None:
+        """Stop one process as an operator does (SIGTERM): a worker finishes its running jobs."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -22,6 +22,7 @@ from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import clients as reaction_clients
 from workers import jobs, loading, reconcile_runtime
+from workers.claims import ClaimingWorker
 from workers.dispatch import Dispatch, latest_only_from, log_only
 
 HEALTH_CHECK_INTERVAL = 10
@@ -67,7 +68,7 @@ def build_worker(
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     # Reactions load here, so a broken module or rules file stops start-up with its message.
     reactions = loading.load_reactions(settings) if dispatch is None else None
-    worker = Worker(
+    worker = ClaimingWorker(
         functions=[
             func(jobs.ping, name="ping"),
             # Our own attempt count lives in the event record (deferrals must not count), so

@@ -1,0 +1,101 @@
+"""The batched claim of polled jobs: same checks as arq's, one round trip, slots respected."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from arq.connections import ArqRedis, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.worker import func
+from redis.asyncio import Redis
+
+from app import redis as redis_conn
+from app.settings import Settings
+from workers.claims import ClaimingWorker
+
+
+async def _pool(settings: Settings, queue: str) -> ArqRedis:
+    assert settings.redis_url is not None
+    return await create_pool(redis_conn.arq_settings(settings.redis_url), default_queue_name=queue)
+
+
+async def test_a_claim_takes_only_due_jobs_that_no_one_runs(
+    redis: Redis, settings: Settings
+) -> None:
+    queue = f"{settings.redis_prefix}claims"
+    pool = await _pool(settings, queue)
+    ids = [f"{settings.redis_prefix}job{n}" for n in range(4)]
+    now = int(time.time() * 1000)
+    try:
+        await redis.zadd(queue, {ids[0]: now - 10, ids[1]: now - 10, ids[2]: now + 60_000})
+        await redis.set(in_progress_key_prefix + ids[1], b"1")  # another worker runs it
+        worker = ClaimingWorker(
+            functions=[func(_noop, name="noop")], queue_name=queue, redis_pool=pool, burst=True
+        )
+        worker.in_progress_timeout_s = 30
+        found = await worker._claim(ids)  # ids[3] is not queued at all
+        assert [bool(int(s) if isinstance(s, int) else float(s)) for s in found] == [
+            True,
+            False,
+            False,
+            False,
+        ]
+        assert int(float(found[0])) == now - 10
+        ttl = await redis.pttl(in_progress_key_prefix + ids[0])
+        assert 25_000 < ttl <= 30_000, "locked as long as arq locks a claimed job"
+        assert not await redis.exists(in_progress_key_prefix + ids[2])
+    finally:
+        await redis.delete(*(in_progress_key_prefix + i for i in ids))
+        await pool.aclose()
+
+
+async def test_two_workers_start_every_job_once_within_their_slots(
+    redis: Redis, settings: Settings
+) -> None:
+    queue = f"{settings.redis_prefix}claims"
+    pool = await _pool(settings, queue)
+    runs: list[tuple[str, str]] = []
+    running = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def work(ctx: dict[str, object], n: int) -> None:
+            running[name] += 1
+            peak[name] = max(peak[name], running[name])
+            runs.append((name, str(n)))
+            await asyncio.sleep(0.01)
+            running[name] -= 1
+
+        return func(work, name="work")
+
+    try:
+        for n in range(60):
+            await pool.enqueue_job("work", n, _job_id=f"{settings.redis_prefix}w{n}")
+        workers = [
+            ClaimingWorker(
+                functions=[job(name)],
+                queue_name=queue,
+                redis_pool=pool,
+                max_jobs=4,
+                burst=True,
+                poll_delay=0.01,
+                handle_signals=False,
+                keep_result=0,
+            )
+            for name in ("a", "b")
+        ]
+        await asyncio.wait_for(asyncio.gather(*(w.main() for w in workers)), 30)
+        assert sorted(int(n) for _, n in runs) == list(range(60)), "each job ran exactly once"
+        assert peak["a"] <= 4 and peak["b"] <= 4, "never more jobs than slots"
+        assert {name for name, _ in runs} == {"a", "b"}
+        assert all(w.job_counter == 0 for w in workers), "every slot handed back"
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"arq:*{settings.redis_prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await pool.aclose()
+
+
+async def _noop(ctx: dict[str, object]) -> None:
+    return None
