@@ -52,6 +52,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Called before each render: counts kept outside the registry are folded into it.
+        self.before_render: list[Callable[[], None]] = []
         r = self.registry
         self.events_received = Counter(
             "reactor_events_received",
@@ -118,6 +120,8 @@ class Metrics:
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
+        for hook in self.before_render:
+            hook()
         return generate_latest(self.registry)
 
 

@@ -11,7 +11,8 @@ from app import queue as queue_module
 from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
 from app.embedded_redis import free_port
-from app.metrics import ACTIVITY_KEEP_SECONDS, Activity
+from app.ingest import Tally
+from app.metrics import ACTIVITY_KEEP_SECONDS, Activity, Metrics
 from app.queue import EventQueue
 from tests.connect.conftest import ConnectApp
 
@@ -20,6 +21,7 @@ PAGE = (
 ).read_bytes()
 PATH = "/connect/webhooks/page_updated"
 OPERATOR = {"Authorization": "Bearer test-operator-token"}
+RECEIVED = "reactor_events_received_total"
 
 
 def signed(client_key: str, secret: str, path: str = PATH) -> dict[str, str]:
@@ -93,3 +95,16 @@ def test_the_queue_keeps_activity_as_long_as_the_dashboard_reads_it() -> None:
 
 def test_payload_fixture_is_json() -> None:
     assert json.loads(PAGE)["page"]
+
+
+def test_hot_path_counts_reach_the_registry_at_each_render() -> None:
+    metrics = Metrics()
+    received = Tally(metrics.events_received.labels("connect"))
+    metrics.before_render.append(received.flush)
+    for _ in range(3):
+        received.inc()
+    assert metrics.registry.get_sample_value(RECEIVED, {"source": "connect"}) == 0.0
+    assert b'reactor_events_received_total{source="connect"} 3.0' in metrics.render()
+    received.inc(2)
+    assert b'reactor_events_received_total{source="connect"} 5.0' in metrics.render()
+    assert b'reactor_events_received_total{source="connect"} 5.0' in metrics.render()
