@@ -17,7 +17,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ from app.atlassian.token_errors import (
 
 MAX_TOKEN_BYTES = 8 * 1024
 USER_ASSERTION_AUDIENCE = "https://oauth-2-authorization-server.services.atlassian.com"
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,33 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_TO_STANDARD = str.maketrans("-_", "+/")
+
+
 def _b64url_decode(part: str) -> bytes:
-    if not _B64URL.fullmatch(part):
+    # Unpadded base64url only: no '+', '/' or '=' of its own; the strict decoder refuses any
+    # other character outside the alphabet, and impossible lengths.
+    if not part or "+" in part or "/" in part or "=" in part:
         raise MalformedToken("token segment is not base64url")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        return binascii.a2b_base64(
+            part.translate(_TO_STANDARD) + "=" * (-len(part) % 4), strict_mode=True
+        )
     except (binascii.Error, ValueError) as exc:
         raise MalformedToken("token segment is not base64url") from exc
+
+
+@lru_cache(maxsize=1024)
+def _hs256_key(secret: str) -> Any:
+    # HMAC-SHA256 keyed with ``secret``, copied per token: the key set-up is paid once.
+    return hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+
+
+def _hs256(secret: str, signing_input: bytes) -> bytes:
+    mac = _hs256_key(secret).copy()
+    mac.update(signing_input)
+    digest: bytes = mac.digest()
+    return digest
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -235,7 +253,7 @@ def verify_connect_token(
     secret = secret_for(issuer)
     if secret is None:
         raise UnknownTenant("no installed tenant with this clientKey", tenant=issuer)
-    expected = hmac.digest(secret.encode("utf-8"), parsed.signing_input, "sha256")
+    expected = _hs256(secret, parsed.signing_input)
     if not hmac.compare_digest(expected, parsed.signature):
         raise BadSignature("signature does not match the tenant's shared secret", tenant=issuer)
     claims = parsed.claims

@@ -199,6 +199,12 @@ def test_a_token_over_8_kib_is_refused_before_parsing() -> None:
         b64(json.dumps(HS).encode()) + "." + b64(b"\xff\xfe") + ".abc",
         b64(json.dumps(HS).encode()) + "." + b64(b'"str"') + ".abc",
         "é.é.é",
+        # standard base64 or padding instead of unpadded base64url
+        b64(json.dumps(HS).encode()) + "." + b64(b"{}") + "=.abc",
+        b64(json.dumps(HS).encode()) + "." + b64(b"{}")[:2] + "+/" + ".abc",
+        b64(json.dumps(HS).encode()) + ".e30=.abc",
+        b64(json.dumps(HS).encode()) + ".e30.ab=c",
+        b64(json.dumps(HS).encode()) + ".e30.a b",
     ],
 )
 def test_broken_base64_or_json(token: str) -> None:
