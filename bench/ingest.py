@@ -9,8 +9,10 @@ Each round drives the bare endpoint, then the real one, with the same load: wrk 
 tenant installed through ``TenantStore``. Then an open-loop driver sends 1,000 requests/s to
 the real app for the latency figures. Prints ``reactor_rps``, ``bare_rps`` (best round each),
 ``ratio``, ``p50_ms``, ``p99_ms`` (at 1,000 req/s), and ``lost``: 2xx answers minus events
-found in the queue (must be 0). Redis is an embedded Valkey with an append-only file
-(``appendfsync everysec``, as in production) unless ``--redis-url`` is given.
+found in the queue (must be 0). ``reactor_cpu_us`` / ``bare_cpu_us`` are each server's CPU
+time per answered request and ``redis_cpu_us`` the embedded Redis's per webhook, in the same
+rounds (the three share the machine with wrk). Redis is an embedded Valkey with an
+append-only file (``appendfsync everysec``, as in production) unless ``--redis-url`` is given.
 Without wrk (``apt-get install wrk``) a Python closed-loop driver is used; it takes CPU from
 the servers, so its ratio is pessimistic.
 """
@@ -138,7 +140,9 @@ def throughput(
     )
 
 
-def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, object]:
+def run(
+    args: argparse.Namespace, redis_url: str, work: Path, redis_pid: int | None = None
+) -> dict[str, object]:
     reactor_port, bare_port = free_port(), free_port()
     base_url = f"http://127.0.0.1:{reactor_port}"
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
@@ -174,14 +178,17 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
         ):
             warm = throughput(reactor_port, token, "warm", args, work)
             acked += warm.requests - warm.non_2xx
-            cpu = {"bare": 0.0, "reactor": 0.0}
+            cpu = {"bare": 0.0, "reactor": 0.0, "redis": 0.0}
             for n in range(args.rounds):
                 before = cpu_seconds(bare_pid)
                 bare_rounds.append(throughput(bare_port, token, f"b{n}", args, work))
                 cpu["bare"] += cpu_seconds(bare_pid) - before
                 before = cpu_seconds(reactor_pid)
+                redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
                 result = throughput(reactor_port, token, f"r{n}", args, work)
                 cpu["reactor"] += cpu_seconds(reactor_pid) - before
+                if redis_pid:
+                    cpu["redis"] += cpu_seconds(redis_pid) - redis_before
                 reactor_rounds.append(result)
             latencies, ok, other = asyncio.run(
                 loadgen.open_loop("127.0.0.1", reactor_port, token, "lat", 1000, args.seconds)
@@ -200,6 +207,10 @@ def run(args: argparse.Namespace, redis_url: str, work: Path) -> dict[str, objec
             # server process CPU per answered request: what bounds the ratio on idle cores
             "reactor_cpu_us": round(cpu["reactor"] / served(reactor_rounds) * 1e6),
             "bare_cpu_us": round(cpu["bare"] / served(bare_rounds) * 1e6),
+            # the embedded Redis's CPU per webhook in the same rounds (None with --redis-url)
+            "redis_cpu_us": round(cpu["redis"] / served(reactor_rounds) * 1e6)
+            if redis_pid
+            else None,
             "latency_rate": 1000,
             "latency_non_2xx": other,
             "reactor_non_2xx": sum(r.non_2xx for r in reactor_rounds),
@@ -238,7 +249,8 @@ def main() -> int:
             server = EmbeddedRedis(work / "redis", appendonly=True)
             server.start()
             try:
-                result = run(args, server.url, work)
+                pid = server.process.pid if server.process else None
+                result = run(args, server.url, work, pid)
             finally:
                 server.stop()
     if args.json:
