@@ -172,7 +172,11 @@ class ReactionContext:
             await self.ledger.count(self.reaction, "loop_guard")
             return None
         result = await perform()
-        await self.ledger.applied(key, result, self.tenant, content_id, self.reaction, action)
+        # an effect of this event alone may be recorded with the end of the run (its content's
+        # events run one at a time); a ``once`` effect is shared by events: recorded at once
+        await self.ledger.applied(
+            key, result, self.tenant, content_id, self.reaction, action, defer=once is None
+        )
         if result is None:
             self.log.info("nothing to change", action=action)
             return None

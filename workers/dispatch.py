@@ -16,6 +16,7 @@ import structlog
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.eventlog import Writes
 from app.settings import Settings
 
 
@@ -26,6 +27,10 @@ class JobContext:
     ``client_log`` is the logger for the Confluence clients the job makes: the job layer sets
     an :class:`app.dashboard.calls.CallRecorder`, so the job's calls are counted and listed on
     its detail page. None: use ``log``.
+
+    ``after``: bookkeeping writes that may wait for the end of the run (each adds commands to
+    a pipeline); the job layer sends them in the round trip that ends the run, or on their own
+    when the run fails. None (a dispatcher called outside the job layer): write at once.
     """
 
     event_id: str
@@ -35,6 +40,7 @@ class JobContext:
     log: Any
     resources: dict[str, Any] = field(default_factory=dict)
     client_log: Any = None
+    after: list[Writes] | None = None
 
     @property
     def confluence_log(self) -> Any:

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from app.eventlog import Writes
 
 EFFECT_TTL = 30 * 24 * 3600
 DRY_RUN_KEEP = 500
@@ -62,8 +65,15 @@ class LoopGuardPolicy:
 class EffectLedger:
     """Effect records for one deployment (prefix)."""
 
-    def __init__(self, redis: Redis, prefix: str, guard: LoopGuardPolicy | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        guard: LoopGuardPolicy | None = None,
+        after: list[Writes] | None = None,
+    ) -> None:
         self.redis = redis
+        self.after = after
         self.prefix = prefix
         self.guard = guard or LoopGuardPolicy()
         self.dry_run_key = f"{prefix}reactions:dryrun"
@@ -90,18 +100,36 @@ class EffectLedger:
         return ("done" if data["state"] == "done" else "pending"), data.get("result")
 
     async def applied(
-        self, key: str, result: Any, tenant: str, content_id: str, reaction: str, action: str
+        self,
+        key: str,
+        result: Any,
+        tenant: str,
+        content_id: str,
+        reaction: str,
+        action: str,
+        *,
+        defer: bool = False,
     ) -> None:
         """After a write: the effect is done; one that changed something (``result`` not None)
-        counts towards the loop guard and the reaction's ``action`` count. One round trip."""
+        counts towards the loop guard and the reaction's ``action`` count. One round trip, or
+        none with ``defer`` when the ledger has an ``after`` list: the job layer sends it with
+        the end of the run. (Until then a re-run would find the effect ``pending`` and look for
+        it in place before writing, as after a crash.)"""
         value = json.dumps({"state": "done", "result": result, "at": time.time()})
         guard = self._guard_key(tenant, content_id, reaction)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def add(pipe: Pipeline) -> None:
             pipe.set(self._key(key), value, ex=EFFECT_TTL)
             if result is not None:
                 pipe.incr(guard)
                 pipe.expire(guard, self.guard.window_seconds, nx=True)
                 pipe.hincrby(self.counts_key, f"{reaction}:{action}", 1)
+
+        if defer and self.after is not None:
+            self.after.append(add)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            add(pipe)
             await pipe.execute()
 
     async def state(self, key: str) -> tuple[State, Any]:

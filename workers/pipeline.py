@@ -108,6 +108,7 @@ async def _run(
         log=log,
         resources=ctx,
         client_log=recorder,
+        after=[],
     )
     started_ms = now_ms()
     started = time.monotonic()
@@ -129,26 +130,38 @@ async def _run(
                 replay=record.replays,
             )
             return await _apply(log_store, event, decision, attempt, log, observer)
-        # The end of the run, its call log and the shared counters: one round trip.
+        # The end of the run, what the reactions recorded, its call log and the shared
+        # counters: one round trip.
+        assert job.after is not None
         also = [
+            *job.after,
             recorder.writes(settings.redis_prefix, event.id),
             observer.ended_writes("done", time.monotonic() - started),
         ]
+        job.after.clear()
         await _finish(log_store, event, "done", "", log, also)
         log.info("event done", attempt=attempts + 1)
         return "done"
     finally:
-        await _flush_calls(recorder, ctx["redis"], settings.redis_prefix, event.id, log)
+        pending = [*(job.after or []), recorder.writes(settings.redis_prefix, event.id)]
+        await _flush(ctx["redis"], pending, log)
 
 
-async def _flush_calls(
-    recorder: CallRecorder, redis: Any, prefix: str, event_id: str, log: Any
-) -> None:
-    """Keep the run's Confluence calls for the job's detail page; losing them is not fatal."""
+async def _flush(redis: Any, writes: list[Writes], log: Any) -> None:
+    """Send what a run that did not end in one round trip still has to record (the effects
+    its reactions applied, its Confluence calls); a failure is logged, not the job's end."""
     try:
-        await asyncio.shield(recorder.flush(redis, prefix, event_id))
+        await asyncio.shield(_send(redis, writes))
     except (RedisError, OSError) as exc:
-        log.warning("Confluence call log not saved", error=str(exc))
+        log.warning("run records not saved", error=str(exc))
+
+
+async def _send(redis: Any, writes: list[Writes]) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        for add in writes:
+            add(pipe)
+        if len(pipe):
+            await pipe.execute()
 
 
 async def _apply(

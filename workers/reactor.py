@@ -93,7 +93,9 @@ class Reactor:
         if not candidates:
             job.log.debug("no reaction matches")
             return
-        ledger = EffectLedger(job.redis, job.settings.redis_prefix, self.options.loop_guard)
+        ledger = EffectLedger(
+            job.redis, job.settings.redis_prefix, self.options.loop_guard, after=job.after
+        )
         accounts = await self.app_accounts(ledger, event.tenant)
         reason = ignore_reason(event, accounts)
         if reason is not None:

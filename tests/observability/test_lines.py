@@ -84,3 +84,27 @@ async def test_budget_deferrals_are_scheduled_with_the_spread(
     assert record is not None and record.state == "deferred" and record.attempts == 0
     assert record.next_run is not None
     assert record.next_run - int(now * 1000) == pytest.approx(120_000, abs=1_000)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_what_a_run_records_for_its_end_is_written_whether_it_ends_or_fails(
+    redis: Redis, settings: Settings, fails: bool
+) -> None:
+    event = make_event(content_id="10")
+    assert await EventQueue(redis, settings).put(event)
+    marker = f"{settings.redis_prefix}test-after"
+
+    async def dispatch(event: Event, job: JobContext) -> None:
+        assert job.after is not None
+        job.after.append(lambda pipe: pipe.set(marker, "written"))
+        assert await redis.get(marker) is None, "not before the end of the run"
+        if fails:
+            raise RuntimeError("boom")
+
+    ctx = {"settings": settings, "redis": redis, "dispatch": dispatch}
+    if fails:
+        with pytest.raises(Retry):
+            await process_event(ctx, event.id)
+    else:
+        assert await process_event(ctx, event.id) == "done"
+    assert await redis.get(marker) == b"written"
