@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 
 from app.atlassian.events import Event
-from app.budget.hook import BudgetHook
+from app.budget.hook import BudgetHook, Observation, Priority, Reservation
 from app.budget.redis_budget import RedisBudget
 from app.confluence.client import new_http_client
 from app.confluence.site import Site
 from app.crypto import SecretBox
 from app.errors import PermanentFailure
+from app.eventlog import Writes
 from app.installations import InstallationStore, require_system_token
 from app.settings import Settings
 from app.tenants import TenantStore
@@ -68,10 +69,33 @@ class TenantClients:
 
     async def __call__(self, event: Event, job: JobContext) -> ClientOps:
         site = await self.site(event.tenant)
+        budget: BudgetHook = self.budget
+        if job.after is not None and isinstance(budget, RedisBudget):
+            budget = SettleAtEnd(budget, job.after)
         client = ReactionClient(
-            self.http, site, self.budget, event_id=event.id, logger=job.confluence_log
+            self.http, site, budget, event_id=event.id, logger=job.confluence_log
         )
         return ClientOps(client)
+
+
+class SettleAtEnd:
+    """One run's budget: a plain successful call is settled with the end of the run (in the
+    job layer's last round trip); anything the other processes must know at once (a 429, a
+    pause, a low remainder, an error) is settled straight away."""
+
+    def __init__(self, budget: RedisBudget, after: list[Writes]) -> None:
+        self.budget = budget
+        self.after = after
+
+    async def reserve(self, tenant: str, cost: int, priority: Priority) -> Reservation:
+        return await self.budget.reserve(tenant, cost, priority)
+
+    async def settle(self, reservation: Reservation, observation: Observation) -> None:
+        later = self.budget.settle_later(reservation, observation)
+        if later is None:
+            await self.budget.settle(reservation, observation)
+        else:
+            self.after.append(later)
 
 
 def reactor_options(settings: Settings) -> ReactorOptions:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.budget.hook import BudgetExhausted, Observation, Priority, Reservation
 from app.budget.model import (
@@ -145,6 +146,33 @@ class RedisBudget:
 
     async def settle(self, reservation: Reservation, observation: Observation) -> None:
         """Replace the estimate by the actual cost; learn pauses and limits from the headers."""
+        args = self._settle_args(reservation, observation)
+        if args is not None:
+            await self._settle(keys=[], args=args)
+
+    def settle_later(
+        self, reservation: Reservation, observation: Observation
+    ) -> Callable[[Pipeline], None] | None:
+        """:meth:`settle` as commands for a pipeline the caller sends soon with other writes,
+        for a plain success only (2xx, no pause asked, not near the limit); None otherwise:
+        what must reach every process at once (a 429, a pause, a low remainder) is settled
+        with :meth:`settle`. Until it is sent, the call's estimate stays reserved."""
+        ok = 200 <= observation.status < 300
+        if not ok or observation.retry_after is not None or observation.near_limit:
+            return None
+        args = self._settle_args(reservation, observation)
+        if args is None:
+            return lambda pipe: None
+        command = ["EVALSHA", self._settle.sha, 0, *args]
+
+        def add(pipe: Pipeline) -> None:
+            pipe.execute_command(*command)
+
+        return add
+
+    def _settle_args(
+        self, reservation: Reservation, observation: Observation
+    ) -> list[str | int | float] | None:
         hour_start = reservation.token.partition(":")[0]
         if not hour_start.isdigit():
             return None  # not one of ours (e.g. from Unmetered)
@@ -153,7 +181,7 @@ class RedisBudget:
         limit, remaining = quota_headers(
             observation.limit, observation.remaining, self.config.points_per_hour
         )
-        args: list[str | int | float] = [
+        return [
             self.prefix,
             self._now_arg(),
             reservation.tenant,
@@ -170,8 +198,6 @@ class RedisBudget:
             self.config.points_per_hour,
             DEFAULT_429_PAUSE_MS,
         ]
-        await self._settle(keys=[], args=args)
-        return None
 
     async def set_weight(self, tenant: str, weight: float) -> None:
         """A tenant's fair-share weight (default 1; 2 means twice the share when scarce)."""

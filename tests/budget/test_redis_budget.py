@@ -318,3 +318,28 @@ async def test_fair_shares_can_be_switched_off(redis: Redis, settings: Settings)
     for _ in range(5):  # first come, first served
         await b.reserve("heavy", 1, P)
     assert (await b.snapshot()).backlogged == ()
+
+
+async def test_a_plain_success_may_settle_later_with_the_same_effect(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    reservation = await b.reserve("acme", 26, P)
+    later = b.settle_later(reservation, Observation(status=201, actual_cost=4))
+    assert later is not None
+    assert (await b.snapshot()).reserved == 26, "the estimate stays reserved until it is sent"
+    async with redis.pipeline(transaction=False) as pipe:
+        later(pipe)
+        await pipe.execute()
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved, snap.spent) == (4, 0, 4)
+    assert snap.tenants["acme"].spent == 4
+    # what every process must learn at once is never left for later
+    for urgent in (
+        Observation(status=429, retry_after=30),
+        Observation(status=200, near_limit=True),
+        Observation(status=200, retry_after=5),
+        Observation(status=500),
+    ):
+        assert b.settle_later(await b.reserve("acme", 1, P), urgent) is None
