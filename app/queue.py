@@ -8,11 +8,12 @@ its arq job, atomically. A Redis that is down or slower than the ingest bound ra
 
 Concurrent puts of one event loop are sent together: the first put of a loop iteration opens a
 batch, every put of the same iteration joins it, and the batch goes out as one ``EVALSHA`` of
-the same script (one command, one reply, up to ``MAX_BATCH`` events). Each event is still
-stored atomically and answered on its own; batching only saves round trips, system calls and
-per-command overhead under load. Each put's arguments are encoded in the Redis protocol once,
-when it is made; the batch is sent as those bytes on a pooled connection (with the client's
-retry policy), not through the client's per-argument command packing.
+the same script (one command, one reply) at the end of the iteration, or as soon as it holds
+``FLUSH_AT`` events (so Redis works on it while the server handles the rest of a burst). Each
+event is still stored atomically and answered on its own; batching only saves round trips,
+system calls and per-command overhead under load. Each put's arguments are encoded in the
+Redis protocol once, when it is made; the batch is sent as those bytes on a pooled connection
+(with the client's retry policy), not through the client's per-argument command packing.
 
 A put made with ``count=True`` (ingest endpoints) also bumps the per-minute activity counters
 that the dashboard reads (``received:<source>``, ``accepted:<source>``, ``duplicate:<source>``
@@ -41,7 +42,9 @@ __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_seria
 _Call = tuple[bytes, "asyncio.Future[int]"]
 # The protocol form of one put's six arguments (bulk strings, each with its length).
 _PUT_ARGS = b"$%d\r\n%b\r\n" * 6
-MAX_BATCH = 200
+# A batch this full goes out at once instead of at the end of the loop iteration: Redis works
+# on it while the rest of a burst of requests is still being verified and parsed.
+FLUSH_AT = 16
 # How long a per-minute activity hash is kept: app.metrics.ACTIVITY_KEEP_SECONDS (the queue
 # sits below app.metrics and does not import it; a test holds the two equal).
 ACTIVITY_KEEP_SECONDS = 2 * 3600
@@ -104,9 +107,12 @@ class EventQueue:
             if self.batch:
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future[int] = loop.create_future()
-                self._pending.append((args, future))
-                if len(self._pending) == 1:
+                pending = self._pending
+                pending.append((args, future))
+                if len(pending) == 1:
                     loop.call_soon(self._flush)
+                elif len(pending) >= FLUSH_AT:
+                    self._flush()
                 created = await future
             else:
                 [created] = await asyncio.wait_for(self._eval([args]), self.timeout)
@@ -127,14 +133,14 @@ class EventQueue:
 
     def _flush(self) -> None:
         calls, self._pending = self._pending, []
+        if not calls:
+            return  # already sent when it filled up
         loop = asyncio.get_running_loop()
-        for start in range(0, len(calls), MAX_BATCH):
-            batch = calls[start : start + MAX_BATCH]
-            # One timer per batch bounds every put in it (cheaper than wait_for per put). A put
-            # whose caller is gone has its future cancelled: it is skipped, never left failed.
-            timer = loop.call_later(self.timeout, _expire, batch)
-            task = loop.create_task(self._send(batch))
-            task.add_done_callback(functools.partial(_finished, timer))
+        # One timer per batch bounds every put in it (cheaper than wait_for per put). A put
+        # whose caller is gone has its future cancelled: it is skipped, never left failed.
+        timer = loop.call_later(self.timeout, _expire, calls)
+        task = loop.create_task(self._send(calls))
+        task.add_done_callback(functools.partial(_finished, timer))
 
     async def _send(self, calls: list[_Call]) -> None:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from app import queue as queue_module
 from app import redis as redis_conn
 from app.atlassian.events import from_connect, from_forge
 from app.embedded_redis import free_port
@@ -133,3 +134,22 @@ async def test_a_connection_closed_by_redis_is_replaced(redis: Redis, settings: 
         assert await queue.put(page_event(1, 2)) is False
     finally:
         await client.aclose()
+
+
+async def test_a_burst_goes_out_in_batches_of_flush_at(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = EventQueue(redis, settings)
+    sizes: list[int] = []
+    send = queue._eval
+
+    async def counted(puts: list[bytes]) -> list[int]:
+        sizes.append(len(puts))
+        return await send(puts)
+
+    monkeypatch.setattr(queue, "_eval", counted)
+    burst = 2 * queue_module.FLUSH_AT + 3
+    results = await asyncio.gather(*(queue.put(page_event(n, 1)) for n in range(burst)))
+    assert results == [True] * burst
+    assert sizes == [queue_module.FLUSH_AT, queue_module.FLUSH_AT, 3]
+    assert await redis.zcard(queue.keys.events) == burst
