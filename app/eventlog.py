@@ -49,6 +49,16 @@ class Finished(NamedTuple):
     skipped: list[str]
 
 
+def started(event_id: str, reply: list[Any]) -> Started:
+    """A :class:`Started` from the reply of the run-starting script (``begin_run``)."""
+    raw, types = reply
+    if not raw:
+        return Started(None, [])
+    it = iter(_text(v) for v in raw)
+    fields = dict(zip(it, it, strict=True))
+    return Started(EventRecord.from_hash(event_id, fields), [_text(t) for t in types])
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -78,15 +88,10 @@ class EventLog:
     async def begin(self, event_id: str, *, later: bool = False) -> Started:
         """Start a run in one round trip: the record as it was, now marked ``running`` (unless
         it is gone or has ended); with ``later``, the types of the events behind it in line."""
-        raw, types = await self._begin(
-            keys=[self.keys.event(event_id)],
-            args=[self.keys.prefix, event_id, "1" if later else "0", MAX_LATER],
+        reply = await self._begin(
+            keys=[], args=[self.keys.prefix, event_id, "1" if later else "0", MAX_LATER]
         )
-        if not raw:
-            return Started(None, [])
-        it = iter(_text(v) for v in raw)
-        fields = dict(zip(it, it, strict=True))
-        return Started(EventRecord.from_hash(event_id, fields), [_text(t) for t in types])
+        return started(event_id, reply)
 
     async def records(self, event_ids: Sequence[str]) -> list[EventRecord]:
         async with self.redis.pipeline(transaction=False) as pipe:

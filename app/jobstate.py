@@ -131,41 +131,48 @@ return stored
 )
 
 # Starts a run: returns the record as it was (flat HGETALL) and marks it running, unless it is
-# gone, holds no content or has ended. With ARGV[3] = '1' it also returns the types of the
-# events waiting behind it in its content's line (up to ARGV[4] of them), for superseding.
-# KEYS: event. ARGV: prefix, id, want later types ('1'|'0'), how many at most.
-BEGIN = """
-local record = redis.call('HGETALL', KEYS[1])
-local fields = {}
-for i = 1, #record, 2 do
-  fields[record[i]] = record[i + 1]
-end
-local later = {}
-local state, content = fields['state'], fields['content']
-if not content or content == '' or state == 'done' or state == 'dead'
-    or state == 'superseded' or state == 'discarded' then
-  return {record, later}
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'state', 'running', 'reason', '', 'updated', now)
-redis.call('HDEL', KEYS[1], 'next_run')
-if ARGV[3] == '1' then
-  local ids = redis.call('LRANGE', ARGV[1] .. 'content:' .. content, 0, -1)
-  local behind = false
-  for _, id in ipairs(ids) do
-    if behind then
-      later[#later + 1] = redis.call('HGET', ARGV[1] .. 'event:' .. id, 'type') or ''
-      if #later >= tonumber(ARGV[4]) then
-        break
+# gone, holds no content or has ended. With want_later = '1' it also returns the types of the
+# events waiting behind it in its content's line (up to max_later of them), for superseding.
+# Shared by BEGIN and the worker's claim script (workers.claims), which starts the runs of the
+# events it claims in the same round trip.
+BEGIN_FUNCTION = """
+local function begin_run(prefix, id, want_later, max_later)
+  local key = prefix .. 'event:' .. id
+  local record = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #record, 2 do
+    fields[record[i]] = record[i + 1]
+  end
+  local later = {}
+  local state, content = fields['state'], fields['content']
+  if not content or content == '' or state == 'done' or state == 'dead'
+      or state == 'superseded' or state == 'discarded' then
+    return {record, later}
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', key, 'state', 'running', 'reason', '', 'updated', now)
+  redis.call('HDEL', key, 'next_run')
+  if want_later == '1' then
+    local ids = redis.call('LRANGE', prefix .. 'content:' .. content, 0, -1)
+    local behind = false
+    for _, other in ipairs(ids) do
+      if behind then
+        later[#later + 1] = redis.call('HGET', prefix .. 'event:' .. other, 'type') or ''
+        if #later >= tonumber(max_later) then
+          break
+        end
+      elseif other == id then
+        behind = true
       end
-    elseif id == ARGV[2] then
-      behind = true
     end
   end
+  return {record, later}
 end
-return {record, later}
 """
+
+# ARGV: prefix, id, want later types ('1'|'0'), how many at most. Returns {record, later}.
+BEGIN = BEGIN_FUNCTION + "return begin_run(ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
 
 # Ends an event (done, dead, superseded, discarded) and starts the next of its content. A next
 # event whose record expired while it waited is ended too (discarded, reason ARGV[9]) and the

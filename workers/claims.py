@@ -7,20 +7,34 @@ jobs with one script doing the same checks (not running elsewhere, still queued,
 the same in-progress key and lock time. Everything else (running, retries, results, shutdown)
 is arq's own. A claim checks and sets in one atomic script, so two workers never both start
 the same job, as with arq's optimistic transaction.
+
+For a job that is an event of the pipeline, the same script also starts the event's run
+(record marked ``running``; see :mod:`workers.pipeline`). A worker stopped between the claim
+and the job's first step leaves the record ``running``, as one killed mid-run does: the next
+run counts an interrupted attempt, and the job runs again once the claim's lock expires.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.commands.core import AsyncScript
 
-# ARGV: queue, now (ms), lock (ms), then job ids. Returns one score (started) or 0 per id.
+from app.eventlog import MAX_LATER, Started, started
+from app.jobstate import BEGIN_FUNCTION
+
+# ARGV: queue, now (ms), lock (ms), event prefix ('' = start no runs), most later types, then
+# job ids. Returns per id 0 (not claimed), or {score} or, for a job that is an event with a
+# record under the prefix, {score, begin_run's reply}: the event's run is started too.
 CLAIM = (
-    """
+    BEGIN_FUNCTION
+    + """
 local out = {}
-for i = 4, #ARGV do
+local prefix = ARGV[4]
+for i = 6, #ARGV do
   local id = ARGV[i]
   local key = '"""
     + in_progress_key_prefix
@@ -28,7 +42,11 @@ for i = 4, #ARGV do
   local score = redis.call('ZSCORE', ARGV[1], id)
   if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', key) == 0 then
     redis.call('PSETEX', key, ARGV[3], '1')
-    out[#out + 1] = score
+    if prefix ~= '' and redis.call('EXISTS', prefix .. 'event:' .. id) == 1 then
+      out[#out + 1] = {score, begin_run(prefix, id, '1', ARGV[5])}
+    else
+      out[#out + 1] = {score}
+    end
   else
     out[#out + 1] = 0
   end
@@ -36,12 +54,27 @@ end
 return out
 """
 )
+MAX_BEGUN = 10_000
 
 
 class ClaimingWorker(Worker):
-    """An arq ``Worker`` whose ``start_jobs`` claims a batch of jobs per round trip."""
+    """An arq ``Worker`` whose ``start_jobs`` claims a batch of jobs per round trip.
+
+    With ``event_prefix``, a claimed job that is an event of the pipeline also has its run
+    started in the same script (:data:`app.jobstate.BEGIN_FUNCTION`); the job layer takes the
+    result from :attr:`begun` instead of starting the run itself (one round trip fewer).
+    """
 
     _claim_script: AsyncScript | None = None
+
+    def __init__(self, *args: Any, event_prefix: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.event_prefix = event_prefix
+        self.begun: dict[str, Started] = {}
+
+    def take_begun(self, event_id: str) -> Started | None:
+        """The run this worker started for ``event_id`` when it claimed the job, once."""
+        return self.begun.pop(event_id, None)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         pending = [job_id.decode() for job_id in job_ids]
@@ -58,23 +91,34 @@ class ClaimingWorker(Worker):
                 taken += 1
             batch, pending = pending[:taken], pending[taken:]
             self.job_counter += taken
-            scores = await self._claim(batch)
-            for job_id, score in zip(batch, scores, strict=True):
-                if not score:  # running elsewhere, finished, or deferred meanwhile
+            claims = await self._claim(batch)
+            for job_id, claim in zip(batch, claims, strict=True):
+                if not claim:  # running elsewhere, finished, or deferred meanwhile
                     self.job_counter -= 1
                     self.sem.release()
                     continue
-                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                if len(claim) > 1:
+                    if len(self.begun) >= MAX_BEGUN:  # runs arq never started (cannot grow)
+                        self.begun.clear()
+                    self.begun[job_id] = started(job_id, claim[1])
+                task = self.loop.create_task(self.run_job(job_id, int(float(claim[0]))))
                 task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
                 self.tasks[job_id] = task
 
-    async def _claim(self, job_ids: list[str]) -> list[bytes | int]:
+    async def _claim(self, job_ids: list[str]) -> list[Any]:
         if self._claim_script is None:
             self._claim_script = self.pool.register_script(CLAIM)
         lock_ms = int(self.in_progress_timeout_s * 1000)
         try:
             found = await self._claim_script(
-                args=[self.queue_name, timestamp_ms(), lock_ms, *job_ids]
+                args=[
+                    self.queue_name,
+                    timestamp_ms(),
+                    lock_ms,
+                    self.event_prefix,
+                    MAX_LATER,
+                    *job_ids,
+                ]
             )
         except BaseException:
             self.job_counter -= len(job_ids)  # hand the slots back, as arq does on its errors

@@ -96,6 +96,7 @@ def build_worker(
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
         # Sweeps for undelivered webhooks, checked every minute; burst runs (tests) skip them.
+        event_prefix=settings.redis_prefix,
         cron_jobs=None
         if burst
         else [cron(reconcile_runtime.tick, name="reconcile", second=7, timeout=RECONCILE_TIMEOUT)],

@@ -26,6 +26,7 @@ from app.dashboard.calls import CallRecorder
 from app.eventlog import EventLog, Writes, now_ms
 from app.jobstate import TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
+from workers.claims import ClaimingWorker
 from workers.dispatch import Dispatch, JobContext, LatestOnly, bound_logger, log_only
 from workers.observe import JobObserver
 from workers.retry import Decision, decide
@@ -51,8 +52,13 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
     settings: Settings = ctx["settings"]
     log_store: EventLog = ctx.get("eventlog") or EventLog(ctx["redis"], settings)
     latest_only: LatestOnly | None = ctx.get("latest_only")
-    # One round trip: the record as it was, now marked running, and who waits behind it.
-    record, later_types = await log_store.begin(event_id, later=latest_only is not None)
+    # The record as it was, now marked running, and who waits behind it: started when the
+    # worker claimed the job (same round trip), else here in one.
+    worker = ctx.get("worker")
+    begun = worker.take_begun(event_id) if isinstance(worker, ClaimingWorker) else None
+    if begun is None:
+        begun = await log_store.begin(event_id, later=latest_only is not None)
+    record, later_types = begun
     if record is None or not record.content:
         # Expired (or only the state a scheduler wrote over an expired record): nothing to run,
         # and no content key to release its line by; see docs/pipeline.md, "Retention".

@@ -11,7 +11,10 @@ from arq.worker import func
 from redis.asyncio import Redis
 
 from app import redis as redis_conn
+from app.eventlog import EventLog, started
+from app.queue import EventQueue
 from app.settings import Settings
+from tests.pipeline.conftest import page_event
 from workers.claims import ClaimingWorker
 
 
@@ -35,18 +38,42 @@ async def test_a_claim_takes_only_due_jobs_that_no_one_runs(
         )
         worker.in_progress_timeout_s = 30
         found = await worker._claim(ids)  # ids[3] is not queued at all
-        assert [bool(int(s) if isinstance(s, int) else float(s)) for s in found] == [
-            True,
-            False,
-            False,
-            False,
-        ]
-        assert int(float(found[0])) == now - 10
+        assert [bool(claim) for claim in found] == [True, False, False, False]
+        assert found[0] == [str(now - 10).encode()], "its score, and no event run to start"
         ttl = await redis.pttl(in_progress_key_prefix + ids[0])
         assert 25_000 < ttl <= 30_000, "locked as long as arq locks a claimed job"
         assert not await redis.exists(in_progress_key_prefix + ids[2])
     finally:
         await redis.delete(*(in_progress_key_prefix + i for i in ids))
+        await pool.aclose()
+
+
+async def test_claiming_an_event_starts_its_run_in_the_same_call(
+    redis: Redis, settings: Settings
+) -> None:
+    head, behind = page_event(4, 1), page_event(4, 2)
+    queue = EventQueue(redis, settings)
+    assert await queue.put(head) and await queue.put(behind)
+    pool = await _pool(settings, queue.keys.queue)
+    try:
+        worker = ClaimingWorker(
+            functions=[func(_noop, name="noop")],
+            queue_name=queue.keys.queue,
+            redis_pool=pool,
+            burst=True,
+            event_prefix=settings.redis_prefix,
+        )
+        [claim] = await worker._claim([head.id])
+        assert claim and len(claim) == 2
+        record = await EventLog(redis, settings).record(head.id)
+        assert record is not None and record.state == "running"
+        worker.begun[head.id] = started(head.id, claim[1])  # as start_jobs keeps it
+        begun = worker.take_begun(head.id)
+        assert begun is not None and begun.record is not None
+        assert begun.record.state == "queued" and begun.later_types == [behind.type]
+        assert worker.take_begun(head.id) is None, "taken once"
+    finally:
+        await redis.delete(in_progress_key_prefix + head.id)
         await pool.aclose()
 
 
