@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     dedupe_window_seconds: int = Field(default=24 * 3600, gt=0)
     worker_concurrency: int = Field(default=20, ge=1, le=1000)
+    worker_poll_seconds: float = Field(
+        default=0.01, gt=0, le=5, description="how often a worker looks for due jobs"
+    )
     worker_metrics_port: int = Field(
         default=0, ge=0, le=65535, description="serve a worker's /metrics on this port (0: off)"
     )

@@ -84,7 +84,7 @@ def build_worker(
         redis_settings=redis_conn.arq_settings(settings.redis_url),
         max_jobs=concurrency or settings.worker_concurrency,
         job_timeout=settings.job_timeout_seconds + 2,
-        poll_delay=0.05,
+        poll_delay=settings.worker_poll_seconds,
         burst=burst,
         handle_signals=handle_signals,
         health_check_interval=HEALTH_CHECK_INTERVAL,

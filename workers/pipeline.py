@@ -87,7 +87,7 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
             await _finish(log_store, event, "dead", LOST_WORKER, log, [ended])
             return "dead"
         await observer.interrupted()
-    if latest_only is not None and any(latest_only(event, t) for t in later_types if t):
+    if latest_only is not None and any(latest_only(event, t) for t in set(later_types) if t):
         await _finish(log_store, event, "superseded", "a newer event waits", log)
         log.info("event superseded")
         return "superseded"
