@@ -85,7 +85,8 @@ end
 # ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, activity keep s, then per
 # event: id, event json, tenant, type, content key, counted source ('' = not counted).
 # Returns one 1 (stored) or 0 (duplicate) per event. A counted event also bumps the per-minute
-# activity counters (app.metrics.Activity: received:<src>, accepted:<src>, duplicate:<src>).
+# activity counters (app.metrics.Activity: received:<src>, accepted:<src>, duplicate:<src>),
+# added once per source and batch.
 # Keys are derived here from the prefix: fine on standalone and Sentinel Redis (as arq).
 PUT = (
     _SCHEDULE
@@ -94,18 +95,22 @@ local prefix, dedupe_ttl, ttl = ARGV[1], ARGV[2], ARGV[3]
 local queue, index = prefix .. 'queue', prefix .. 'events'
 local now = now_ms()
 local activity = prefix .. 'activity:' .. math.floor(now / 60000)
-local counted = false
+local counts = {}  -- per counted source: {received and accepted, duplicate}, written once
 local stored = {}
 for i = 7, #ARGV, 6 do
   local id, content, source = ARGV[i], ARGV[i + 4], ARGV[i + 5]
+  local tally = nil
   if source ~= '' then
-    redis.call('HINCRBY', activity, 'received:' .. source, 1)
-    redis.call('HINCRBY', activity, 'accepted:' .. source, 1)
-    counted = true
+    tally = counts[source]
+    if tally == nil then
+      tally = {0, 0}
+      counts[source] = tally
+    end
+    tally[1] = tally[1] + 1
   end
   if redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
-    if source ~= '' then
-      redis.call('HINCRBY', activity, 'duplicate:' .. source, 1)
+    if tally then
+      tally[2] = tally[2] + 1
     end
     stored[#stored + 1] = 0
   else
@@ -122,6 +127,15 @@ for i = 7, #ARGV, 6 do
     redis.call('EXPIRE', line, ttl)
     stored[#stored + 1] = 1
   end
+end
+local counted = false
+for source, tally in pairs(counts) do
+  redis.call('HINCRBY', activity, 'received:' .. source, tally[1])
+  redis.call('HINCRBY', activity, 'accepted:' .. source, tally[1])
+  if tally[2] > 0 then
+    redis.call('HINCRBY', activity, 'duplicate:' .. source, tally[2])
+  end
+  counted = true
 end
 if counted then
   redis.call('EXPIRE', activity, ARGV[6])

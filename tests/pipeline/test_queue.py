@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,29 @@ async def test_a_burst_goes_out_in_batches_of_flush_at(
     assert results == [True] * burst
     assert sizes == [queue_module.FLUSH_AT, queue_module.FLUSH_AT, 3]
     assert await redis.zcard(queue.keys.events) == burst
+
+
+async def test_a_batch_counts_its_activity_per_source(redis: Redis, settings: Settings) -> None:
+    """Counted puts of one batch add received, accepted and duplicate once per source."""
+    queue = EventQueue(redis, settings)
+    connect = [page_event(n, 1) for n in range(5)]
+    forge = replace(page_event(100, 1), id="ev_forge_1", source="forge")
+    puts = [
+        *(queue.put(e, count=True) for e in connect),
+        queue.put(connect[0], count=True),  # duplicate in the same batch
+        queue.put(forge, count=True),
+        queue.put(page_event(200, 1)),  # not counted
+    ]
+    assert await asyncio.gather(*puts) == [True] * 5 + [False, True, True]
+    totals: dict[str, int] = {}
+    async for key in redis.scan_iter(match=f"{settings.redis_prefix}activity:*"):
+        for name, value in (await redis.hgetall(key)).items():  # type: ignore[misc]
+            totals[name.decode()] = totals.get(name.decode(), 0) + int(value)
+        assert 0 < await redis.ttl(key) <= queue_module.ACTIVITY_KEEP_SECONDS
+    assert totals == {
+        "received:connect": 6,
+        "accepted:connect": 6,
+        "duplicate:connect": 1,
+        "received:forge": 1,
+        "accepted:forge": 1,
+    }
