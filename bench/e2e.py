@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/e2e.py [--json] [--rate 100] [--seconds 10] [--events 1000]
                                   [--workers 2] [--concurrency 20] [--latency-ms 20]
-                                  [--throughput-only] [--log-dir DIR]
+                                  [--rounds 3] [--throughput-only] [--log-dir DIR]
 
 One embedded Redis (append-only file, fsync every second), the simulator with ``--latency-ms``
 of latency on every API call, one web process and one worker process running the stamp
@@ -18,7 +18,9 @@ run those are ingested and ignored like in production (double the events).
    then one worker process is started; ``reactions_per_s_per_worker`` counts comments per
    second between the first and the last.
 3. Yardstick: the same number of comments made by a bare arq worker (``bench/bare_worker.py``)
-   with the same concurrency, same signed HTTP call, none of our machinery.
+   with the same concurrency, same signed HTTP call, none of our machinery. Steps 2 and 3
+   alternate ``--rounds`` times; each figure is the median over the rounds (ratios are
+   taken per round, ours and bare back to back, then the median).
    ``overhead_ratio`` = ours / bare (1.0 means no overhead). ``worker_cpu_ms`` and
    ``bare_cpu_ms`` are each worker process's CPU time per comment over the same span, and
    ``cpu_ratio`` = bare / ours: the same comparison, far less sensitive to a busy machine.
@@ -40,6 +42,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,12 +147,12 @@ async def wait_posts(stack: Stack, target: int, pid: int, timeout: float = 300) 
     raise TimeoutError(f"{target} comments not made within {timeout}s")
 
 
-async def ours(stack: Stack, pages: list[str], events: int) -> Run:
+async def ours(stack: Stack, pages: list[str], events: int, first_version: int = 1000) -> Run:
     redis = redis_conn.connect(str(stack.redis_url))
     queue = EventQueue(redis, stack.settings())
     tenant = stack.tenants[0]
     for i in range(events):
-        page, version = pages[i % len(pages)], 1000 + i // len(pages)
+        page, version = pages[i % len(pages)], first_version + i // len(pages)
         await queue.put(from_connect(tenant, "page_updated", page_body(page, version)))
     await redis.aclose()
     name = f"worker{len(stack.procs)}"
@@ -228,17 +231,26 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # Throughput counts our machinery per reaction: with the web process gone, the
         # simulator's comment_created webhooks for our own comments are not ingested.
         stack.kill("web0")
-        mine = await ours(stack, pages, args.events)
-        yardstick = await bare(stack, pages, args.events, args.concurrency)
+        # Ours and the yardstick alternate, round after round, so both see the same machine.
+        mine: list[Run] = []
+        yardstick: list[Run] = []
+        for n in range(args.rounds):
+            mine.append(await ours(stack, pages, args.events, 1000 + n * args.events))
+            yardstick.append(await bare(stack, pages, args.events, args.concurrency))
+        pairs = list(zip(mine, yardstick, strict=True))
+        rate, bare_rate = median([r.rate for r in mine]), median([r.rate for r in yardstick])
+        cpu, bare_cpu = median([r.cpu_ms for r in mine]), median([r.cpu_ms for r in yardstick])
         result.update(
             concurrency=args.concurrency,
             throughput_events=args.events,
-            reactions_per_s_per_worker=round(mine.rate, 1),
-            bare_reactions_per_s=round(yardstick.rate, 1),
-            overhead_ratio=round(mine.rate / yardstick.rate, 3),
-            worker_cpu_ms=round(mine.cpu_ms, 2),
-            bare_cpu_ms=round(yardstick.cpu_ms, 2),
-            cpu_ratio=round(yardstick.cpu_ms / mine.cpu_ms, 3),
+            rounds=args.rounds,
+            reactions_per_s_per_worker=round(rate, 1),
+            bare_reactions_per_s=round(bare_rate, 1),
+            overhead_ratio=round(median([a.rate / b.rate for a, b in pairs]), 3),
+            worker_cpu_ms=round(cpu, 2),
+            bare_cpu_ms=round(bare_cpu, 2),
+            cpu_ratio=round(median([b.cpu_ms / a.cpu_ms for a, b in pairs]), 3),
+            overhead_ratios=[round(a.rate / b.rate, 3) for a, b in pairs],
         )
         return result
     finally:
@@ -252,6 +264,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--events", type=int, default=1000, help="events of the throughput runs")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (ours, bare)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (latency)")
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--log-dir", help="keep each process's output in this folder")
