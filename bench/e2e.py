@@ -123,26 +123,31 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Run:
-    """One throughput run: comments per second, and the worker's CPU per comment in between."""
+    """One throughput run: comments per second; the worker's and Redis's CPU per comment."""
 
-    def __init__(self, first: float, last: float, cpu: float, count: int) -> None:
+    def __init__(self, first: float, last: float, cpu: float, redis_cpu: float, count: int):
         self.rate = (count - 1) / (last - first)
         self.cpu_ms = 1000 * cpu / max(1, count - 1)
+        self.redis_cpu_ms = 1000 * redis_cpu / max(1, count - 1)
 
 
 async def wait_posts(stack: Stack, target: int, pid: int, timeout: float = 300) -> Run:
     """From the first new comment to the ``target``-th: rate and the CPU ``pid`` used."""
+    assert stack.redis is not None and stack.redis.process is not None
+    redis_pid = stack.redis.process.pid
     base = await app_posts(stack)
-    first = cpu_first = None
+    first = None
+    cpu_first = redis_first = 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         count = await app_posts(stack) - base
         now = time.monotonic()
         if count and first is None:
-            first, cpu_first = now, cpu_seconds(pid)
+            first, cpu_first, redis_first = now, cpu_seconds(pid), cpu_seconds(redis_pid)
         if count >= target:
-            cpu = cpu_seconds(pid) - (cpu_first or 0.0)
-            return Run(first or now, now, cpu, count)
+            cpu = cpu_seconds(pid) - cpu_first
+            redis_cpu = cpu_seconds(redis_pid) - redis_first
+            return Run(first or now, now, cpu, redis_cpu, count)
         await asyncio.sleep(0.02)
     raise TimeoutError(f"{target} comments not made within {timeout}s")
 
@@ -250,6 +255,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             worker_cpu_ms=round(cpu, 2),
             bare_cpu_ms=round(bare_cpu, 2),
             cpu_ratio=round(median([b.cpu_ms / a.cpu_ms for a, b in pairs]), 3),
+            redis_cpu_ms=round(median([r.redis_cpu_ms for r in mine]), 2),
+            bare_redis_cpu_ms=round(median([r.redis_cpu_ms for r in yardstick]), 2),
             overhead_ratios=[round(a.rate / b.rate, 3) for a, b in pairs],
         )
         return result

@@ -78,6 +78,7 @@ def build_worker(
                 name="process_event",
                 max_tries=EVENT_MAX_TRIES,
                 timeout=settings.job_timeout_seconds + 2,
+                keep_result=0,  # the event record keeps how it ended; no arq result to write
             ),
         ],
         queue_name=queue_name(settings),
