@@ -55,7 +55,7 @@ class ConnectJWTAuth(httpx.Auth):
         )
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        url = str(request.url.copy_with(fragment=None))
+        url = str(request.url.copy_with(fragment=None) if request.url.fragment else request.url)
         request.headers["Authorization"] = f"JWT {self.token_for(request.method, url)}"
         yield request
 
