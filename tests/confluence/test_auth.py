@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 
 import httpx
@@ -45,6 +46,31 @@ async def test_connect_jwt_signs_each_request_with_its_own_qsh() -> None:
         tokens.append(claims.qsh)
     assert len(set(tokens)) == 2  # bound to each request's path and query
     assert secret not in repr(site) and secret not in repr(site.auth)
+
+
+def test_connect_jwt_ignores_a_fragment_when_it_binds_the_request() -> None:
+    from app.atlassian import qsh
+    from app.confluence.auth import ConnectJWTAuth
+
+    auth = ConnectJWTAuth(
+        app_key="confluence-reactor",
+        shared_secret=secrets.token_urlsafe(32),
+        base_url="https://acme.atlassian.net/wiki",
+    )
+    hashes = []
+    for url in ("/wiki/api/v2/pages/1?b=2&a=1", "/wiki/api/v2/pages/1?b=2&a=1#top"):
+        request = httpx.Request("GET", "https://acme.atlassian.net" + url)
+        signed = next(auth.auth_flow(request))
+        token = signed.headers["Authorization"].removeprefix("JWT ")
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        hashes.append(claims["qsh"])
+    expected = qsh.query_string_hash(
+        "GET",
+        "https://acme.atlassian.net/wiki/api/v2/pages/1?b=2&a=1",
+        "https://acme.atlassian.net/wiki",
+    )
+    assert hashes == [expected, expected]
 
 
 async def test_connect_token_for_another_path_does_not_verify() -> None:
