@@ -189,12 +189,15 @@ async def bare(stack: Stack, pages: list[str], events: int, concurrency: int) ->
         "BARE_ISSUER": "confluence-reactor",
         "BARE_SECRET": tenant.shared_secret,
     }
+    out: Any = subprocess.DEVNULL
+    if stack.log_dir is not None:
+        out = (stack.log_dir / "bare.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_worker"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         return await wait_posts(stack, events, proc.pid)

@@ -9,6 +9,9 @@ installs the :class:`~workers.reactor.Reactor` as the job layer's dispatcher.
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -30,19 +33,28 @@ from workers.effects import LoopGuardPolicy
 from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
 
+JOBS_PER_POOL = 5
+
 
 class TenantClients:
-    """``await clients(event, job)`` -> the reactions' client for the event's tenant."""
+    """``await clients(event, job)`` -> the reactions' client for the event's tenant.
+
+    ``http`` may be several pooled HTTP clients: each event's calls go through the next one in
+    turn. httpcore checks every connection of a pool on each request and each response close
+    (an idle one by polling its socket), so a few small pools cost less per call than one big
+    pool with as many connections (see :func:`http_shards`).
+    """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         settings: Settings,
         tenants: TenantStore,
         installations: InstallationStore,
         budget: BudgetHook,
     ) -> None:
-        self.http = http
+        pools = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        self._pools = itertools.cycle(pools)
         self.settings = settings
         self.tenants = tenants
         self.installations = installations
@@ -72,9 +84,8 @@ class TenantClients:
         budget: BudgetHook = self.budget
         if job.after is not None and isinstance(budget, RedisBudget):
             budget = SettleAtEnd(budget, job.after)
-        client = ReactionClient(
-            self.http, site, budget, event_id=event.id, logger=job.confluence_log
-        )
+        http = next(self._pools)
+        client = ReactionClient(http, site, budget, event_id=event.id, logger=job.confluence_log)
         return ClientOps(client)
 
 
@@ -115,7 +126,7 @@ async def start(ctx: dict[str, Any]) -> None:
         return
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
-    http = new_http_client()
+    http = http_shards(settings.worker_concurrency)
     ctx["reactions_http"] = http
     budget: BudgetHook = ctx.get("budget") or RedisBudget(redis, settings)
     installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
@@ -130,7 +141,14 @@ async def start(ctx: dict[str, Any]) -> None:
     ctx["latest_only"] = latest_only
 
 
+def http_shards(concurrency: int) -> list[httpx.AsyncClient]:
+    """Pooled HTTP clients for ``concurrency`` jobs: one per :data:`JOBS_PER_POOL` jobs, each
+    keeping a few more idle connections than its share of jobs needs."""
+    count = max(1, math.ceil(concurrency / JOBS_PER_POOL))
+    share = math.ceil(concurrency / count)
+    return [new_http_client(max_keepalive_connections=share + 3) for _ in range(count)]
+
+
 async def stop(ctx: dict[str, Any]) -> None:
-    http: httpx.AsyncClient | None = ctx.pop("reactions_http", None)
-    if http is not None:
+    for http in ctx.pop("reactions_http", []):
         await http.aclose()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import structlog
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
@@ -180,3 +181,28 @@ async def test_the_overview_counts_failed_attempts_retries_and_done(
     browser.close()
     assert (overview_row(after, "Failed attempts"), overview_row(after, "Done")) == ("4", "1")
     assert overview_row(after, "Dead-lettered") == "1"
+
+
+async def test_events_take_the_pooled_http_clients_in_turn(
+    redis: Redis, settings: Settings
+) -> None:
+    from workers.clients import JOBS_PER_POOL, http_shards
+
+    shards = http_shards(20)
+    assert len(shards) == 20 // JOBS_PER_POOL
+    for client in shards:
+        await client.aclose()
+    seen: list[list[httpx.Request]] = [[], []]
+    pools = [httpx.AsyncClient(transport=confluence(seen[n]), base_url=SITE) for n in range(2)]
+    tenants = TenantStore(redis, settings)
+    await tenants.upsert(Tenant(client_key="site-a", shared_secret="s" * 32, base_url=SITE))
+    installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+    clients = TenantClients(pools, settings, tenants, installations, Unmetered())
+    log = structlog.get_logger("test")
+    for n in range(4):
+        event = make_event(content_id="1001", version=n + 1)
+        ops = await clients(event, JobContext(event.id, 1, settings, redis, log))
+        await ops.get_content("page", "1001")
+    assert [len(s) for s in seen] == [2, 2]
+    for client in pools:
+        await client.aclose()
