@@ -163,7 +163,7 @@ async def ours(stack: Stack, pages: list[str], events: int, first_version: int =
     name = f"worker{len(stack.procs)}"
     proc = stack.start_worker(len(stack.procs))
     run = await wait_posts(stack, events, proc.pid)
-    stack.kill(name)
+    stack.terminate(name)  # SIGTERM: it ends its last runs (a kill would hold their pages)
     return run
 
 
