@@ -155,14 +155,6 @@ class EffectLedger:
         count = await self.redis.get(self._guard_key(tenant, content_id, reaction))
         return count is None or int(count) < self.guard.limit
 
-    async def note_write(self, tenant: str, content_id: str, reaction: str) -> None:
-        """Count one write that changed something (no-op edits do not count)."""
-        key = self._guard_key(tenant, content_id, reaction)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.guard.window_seconds, nx=True)
-            await pipe.execute()
-
     async def remember(self, key: str, value: str) -> None:
         await self.redis.set(f"{self.prefix}memo:{key}", value, ex=EFFECT_TTL)
 

@@ -162,7 +162,7 @@ class RedisBudget:
             return None
         args = self._settle_args(reservation, observation)
         if args is None:
-            return lambda pipe: None
+            return None  # not one of ours: settle() has nothing to write either
         command = ["EVALSHA", self._settle.sha, 0, *args]
 
         def add(pipe: Pipeline) -> None:

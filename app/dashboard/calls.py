@@ -8,7 +8,7 @@ and also notes those calls. The job layer makes one per job::
     recorder = CallRecorder(log, metrics)
     client = ConfluenceClient(http, site, budget, event_id=event.id, logger=recorder)
     ...
-    await recorder.flush(redis, settings.redis_prefix, event.id)   # in a finally
+    also = [recorder.writes(settings.redis_prefix, event.id), ...]  # sent with the run's end
 
 Key: ``{prefix}calls:<event id>``, a list of JSON objects (at, operation, status, points,
 duration_ms), capped at :data:`MAX_CALLS`, kept as long as the event record.
@@ -97,16 +97,9 @@ class CallRecorder:
         self._note(event, kw)
         return self._logger.warning(event, **kw)
 
-    async def flush(self, redis: Redis, prefix: str, event_id: str) -> None:
-        """Append the calls noted so far to the event's call list and forget them."""
-        if not self.calls:
-            return
-        async with redis.pipeline(transaction=True) as pipe:
-            self.writes(prefix, event_id)(pipe)
-            await pipe.execute()
-
     def writes(self, prefix: str, event_id: str) -> Callable[[Pipeline], None]:
-        """The same as :meth:`flush`, as commands added to someone else's pipeline."""
+        """Commands for a pipeline the caller sends: append the calls noted so far to the
+        event's call list (capped, kept as long as the record), and forget them."""
 
         def add(pipe: Pipeline) -> None:
             if not self.calls:

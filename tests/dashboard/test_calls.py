@@ -57,7 +57,9 @@ async def test_client_calls_are_counted_and_shown_on_the_job(
         await client.get_page("123")
         with pytest.raises(ConfluenceError):
             await client.get_page("999")
-    await recorder.flush(redis, settings.redis_prefix, event.id)
+    async with redis.pipeline(transaction=True) as pipe:  # as the job layer sends them
+        recorder.writes(settings.redis_prefix, event.id)(pipe)
+        await pipe.execute()
 
     calls = await read_calls(redis, settings.redis_prefix, event.id)
     assert [(c["operation"], c["status"]) for c in calls] == [

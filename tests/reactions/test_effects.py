@@ -35,8 +35,8 @@ async def test_effect_states(redis: Redis, settings: Settings) -> None:
 async def test_loop_guard_counts_writes_within_the_window(redis: Redis, settings: Settings) -> None:
     ledger = EffectLedger(redis, settings.redis_prefix, LoopGuardPolicy(limit=2, window_seconds=1))
     assert await ledger.allow_write("t", "p1", "r")
-    await ledger.note_write("t", "p1", "r")
-    await ledger.note_write("t", "p1", "r")
+    for n in range(2):  # two writes that changed something
+        await ledger.applied(effect_key("t", str(n)), "1", "t", "p1", "r", "comment")
     assert not await ledger.allow_write("t", "p1", "r")
     assert await ledger.allow_write("t", "p2", "r")  # per content
     assert await ledger.allow_write("t", "p1", "other")  # per reaction
