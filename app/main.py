@@ -47,6 +47,10 @@ class ReactorApp(Starlette):
     unexpected error), without their per-request cost.
     """
 
+    # The webhook's collaborators, read from ``state`` on first use; dropped when the
+    # lifespan starts and ends (it replaces them).
+    webhook_context: webhooks.WebhookContext | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             name = webhooks.event_in_path(scope["path"])
@@ -78,9 +82,13 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
             timeout=settings.connect_install_keys_timeout_seconds,
         )
         app.state.forge = forge.ForgeRemote(settings, client)
+        if isinstance(app, ReactorApp):
+            app.webhook_context = None
         try:
             yield
         finally:
+            if isinstance(app, ReactorApp):
+                app.webhook_context = None
             await install_keys_http.aclose()
             await app.state.forge.aclose()
             if redis is None:

@@ -75,17 +75,20 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-_TO_STANDARD = str.maketrans("-_", "+/")
+# A bytes table: bytes.translate is a plain table lookup, several times faster than
+# str.translate with a mapping (a few microseconds per token segment on the ingest path).
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64url_decode(part: str) -> bytes:
     # Unpadded base64url only: no '+', '/' or '=' of its own; the strict decoder refuses any
-    # other character outside the alphabet, and impossible lengths.
+    # other character outside the alphabet, and impossible lengths. Callers pass ASCII only.
     if not part or "+" in part or "/" in part or "=" in part:
         raise MalformedToken("token segment is not base64url")
     try:
         return binascii.a2b_base64(
-            part.translate(_TO_STANDARD) + "=" * (-len(part) % 4), strict_mode=True
+            part.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(part) % 4),
+            strict_mode=True,
         )
     except (binascii.Error, ValueError) as exc:
         raise MalformedToken("token segment is not base64url") from exc
