@@ -12,8 +12,13 @@ the same script (one command, one reply) at the end of the iteration, or as soon
 ``FLUSH_AT`` events (so Redis works on it while the server handles the rest of a burst). Each
 event is still stored atomically and answered on its own; batching only saves round trips,
 system calls and per-command overhead under load. Each put's arguments are encoded in the
-Redis protocol once, when it is made; the batch is sent as those bytes on a pooled connection
-(with the client's retry policy), not through the client's per-argument command packing.
+Redis protocol once, when it is made; the batch is sent as those bytes on the queue's
+:class:`~app.redis_pipe.SharedConnection` (one connection held from the client's pool, batches
+pipelined on it), not through the client's per-argument command packing and per-command
+check-out. A batch whose connection failed is sent once more on a new one: the script is safe
+to repeat (a batch that did run the first time finds its events' dedupe keys and answers
+"duplicate" for them; either way they are stored and acknowledged). A batch without a reply
+within the bound fails its puts and gives up the connection.
 
 A put made with ``count=True`` (ingest endpoints) also bumps the per-minute activity counters
 that the dashboard reads (``received:<source>``, ``accepted:<source>``, ``duplicate:<source>``
@@ -30,11 +35,13 @@ import json
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from app.atlassian.events import Event
 from app.errors import QueueUnavailable
 from app.jobstate import JOB_EXPIRY_MS, PROCESS_EVENT, PUT, Keys
+from app.redis_pipe import SharedConnection
 from app.settings import Settings
 
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
@@ -67,6 +74,7 @@ class EventQueue:
         self.keys = Keys(settings.redis_prefix)
         self.timeout = settings.ingest_timeout_seconds
         self.batch = batch
+        self._shared = SharedConnection(redis)
         sha = hashlib.sha1(PUT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
         head = [
             str(arg).encode()
@@ -115,7 +123,11 @@ class EventQueue:
                     self._flush()
                 created = await future
             else:
-                [created] = await asyncio.wait_for(self._eval([args]), self.timeout)
+                try:
+                    [created] = await asyncio.wait_for(self._eval([args]), self.timeout)
+                except TimeoutError:
+                    self._shared.drop()
+                    raise
         except (RedisError, OSError, TimeoutError) as exc:
             raise QueueUnavailable("the event store is unavailable; retry later") from exc
         return bool(created)
@@ -125,11 +137,18 @@ class EventQueue:
         count = self._head_count + 6 * len(puts)
         command = b"*%d\r\n%b%b" % (count, self._head, b"".join(puts))
         try:
-            result = await _call(self.redis, command)
+            result = await self._call(command)
         except NoScriptError:
             await self.redis.script_load(PUT)
-            result = await _call(self.redis, command)
+            result = await self._call(command)
         return [int(r) for r in result]
+
+    async def _call(self, command: bytes) -> Any:
+        try:
+            return await self._shared.call(command)
+        except (RedisConnectionError, OSError):
+            # A connection Redis closed or reset (restart, idle timeout): once more on a new one.
+            return await self._shared.call(command)
 
     def _flush(self) -> None:
         calls, self._pending = self._pending, []
@@ -138,8 +157,8 @@ class EventQueue:
         loop = asyncio.get_running_loop()
         # One timer per batch bounds every put in it (cheaper than wait_for per put). A put
         # whose caller is gone has its future cancelled: it is skipped, never left failed.
-        timer = loop.call_later(self.timeout, _expire, calls)
         task = loop.create_task(self._send(calls))
+        timer = loop.call_later(self.timeout, self._expire, calls, task)
         task.add_done_callback(functools.partial(_finished, timer))
 
     async def _send(self, calls: list[_Call]) -> None:
@@ -156,41 +175,19 @@ class EventQueue:
             else:
                 future.set_result(results[i])
 
+    def _expire(self, calls: list[_Call], sending: asyncio.Task[None]) -> None:
+        expired = False
+        for _, future in calls:
+            if not future.done():
+                future.set_exception(TimeoutError("no answer from Redis within the ingest bound"))
+                expired = True
+        if expired:
+            sending.cancel()  # its puts are answered: no resending on a new connection
+            self._shared.drop()  # the connection may be dead without saying so
+
     async def get(self, event_id: str) -> Event | None:
         raw = await self.redis.hget(self.keys.event(event_id), "event")  # type: ignore[misc]
         return None if raw is None else Event.from_json(raw)
-
-
-async def _call(redis: Redis, command: bytes) -> Any:
-    """Send one encoded command and read its reply, as ``Redis.execute_command`` does.
-
-    A pooled connection, the client's retry policy for connection errors (the connection is
-    dropped and, for a retryable error, the command sent again on a new one), hiredis replies.
-    """
-    if redis.single_connection_client:
-        raise RuntimeError("the event queue needs a pooled Redis client")
-    pool = redis.connection_pool
-    conn = await pool.get_connection()
-
-    async def exchange() -> Any:
-        await conn.send_packed_command(command)
-        return await conn.read_response()
-
-    async def failed(error: Exception) -> None:
-        await conn.disconnect()
-        if conn.retry_on_error is None or not isinstance(error, tuple(conn.retry_on_error)):
-            raise error
-
-    try:
-        return await conn.retry.call_with_retry(exchange, failed)
-    finally:
-        await pool.release(conn)
-
-
-def _expire(calls: list[_Call]) -> None:
-    for _, future in calls:
-        if not future.done():
-            future.set_exception(TimeoutError("no answer from Redis within the ingest bound"))
 
 
 def _finished(timer: asyncio.TimerHandle, task: asyncio.Task[None]) -> None:
