@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -95,7 +95,9 @@ class LineWriter:
     still waiting when the process exits are written then.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any = None) -> None:
+        # None: the binary buffer of ``sys.stderr`` as it is at each write (a test harness or a
+        # supervisor may swap the stream after configuration; lines follow it).
         self._stream = stream
         self._lines: list[bytes] = []
         self._lock = threading.Lock()
@@ -122,11 +124,33 @@ class LineWriter:
             lines, self._lines = self._lines, []
             if lines:
                 lines.append(b"")
-                self._stream.write(b"\n".join(lines))
-                self._stream.flush()
+                data = b"\n".join(lines)
+                stream = self._stream
+                if stream is None:
+                    stream = getattr(sys.stderr, "buffer", None)
+                    if stream is None:  # a text-only stream took stderr's place
+                        sys.stderr.write(data.decode("utf-8", "replace"))
+                        sys.stderr.flush()
+                        return
+                stream.write(data)
+                stream.flush()
 
     debug = info = msg = log = _later
     warning = warn = error = err = critical = fatal = exception = failure = _now
+
+
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written, not as it was at configuration.
+
+    Loggers are cached on first use; one made while a test captured stderr would otherwise
+    keep writing to that capture after it closed.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 # What configure_logging set up for JSON lines at info level: factory, wrapper class, renderer.
@@ -175,7 +199,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     if fmt == "json" and stream is not None:
         renderer = JsonLine()
         processors += [structlog.processors.format_exc_info, renderer]
-        writer = LineWriter(stream)
+        writer = LineWriter()
         factory = lambda *args: writer  # noqa: E731 - one writer: every logger's lines in order
         if numeric <= logging.INFO:
             _json_info = (factory, wrapper, renderer, writer)
@@ -189,7 +213,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             if fmt == "json"
             else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ]
-        factory = structlog.PrintLoggerFactory(sys.stderr)
+        factory = structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr()))
     structlog.configure(
         processors=processors,
         wrapper_class=wrapper,

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import uvicorn
 from arq.worker import Worker
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from app import logs as app_logs
 from app import redis as redis_conn
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.settings import Settings
@@ -31,6 +33,21 @@ from app.settings import Settings
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_DATABASES = 64
 _db_numbers = itertools.cycle(range(1, EMBEDDED_DATABASES))
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """A test that configures logging (a CLI's ``main``, the app factory) leaves it as found.
+
+    Otherwise its level filter and renderer stay for every later test, and what those see
+    depends on the order the tests ran in.
+    """
+    config = structlog.get_config()
+    config["processors"] = list(config["processors"])
+    json_info = app_logs._json_info
+    yield
+    structlog.configure(**config)
+    app_logs._json_info = json_info
 
 
 class RedisTarget:

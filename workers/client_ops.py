@@ -1,8 +1,6 @@
 """:class:`workers.ops.ConfluenceOps` over the real client (:mod:`app.confluence`).
 
-A thin adapter: names and shapes differ, behaviour does not. Comment edits (``PUT
-/footer-comments/{id}`` and ``/inline-comments/{id}``) are not in the client yet, so
-:class:`ReactionClient` adds them on the client's own budgeted transport.
+A thin adapter: names and shapes differ, behaviour does not.
 """
 
 from __future__ import annotations
@@ -12,35 +10,13 @@ from typing import Any, Literal
 from app.confluence import pages
 from app.confluence.client import ConfluenceClient
 from app.confluence.content import UpdateResult
-from app.confluence.errors import Conflict, NotFound
+from app.confluence.errors import Conflict
 from app.confluence.models import Comment as ApiComment
 from app.confluence.models import Content as ApiContent
 from app.confluence.models import Version
 from workers.ops import Comment, Content, Kind, Transform
 
 COMMENT_UPDATE_ATTEMPTS = 5
-
-
-class ReactionClient(ConfluenceClient):
-    """The Confluence client plus comment edits."""
-
-    async def put_comment(self, current: ApiComment, body: str, message: str) -> ApiComment:
-        """Replace a comment's body as version ``current + 1``."""
-        number = current.version.number if current.version is not None else 1
-        request: dict[str, Any] = {
-            "version": {"number": number + 1, "message": message},
-            "body": pages.body_write(body),
-        }
-        url = self._t.site.v2(f"/{current.kind}-comments/{current.id}")
-        reply = await self._t.call("PUT", url, json_body=request)
-        return ApiComment.from_json(reply.json_object(), current.kind)
-
-    async def find_comment(self, comment_id: str) -> ApiComment:
-        """A comment by id, footer or inline (events do not say which)."""
-        try:
-            return await self.get_comment(comment_id, kind="footer")
-        except NotFound:
-            return await self.get_comment(comment_id, kind="inline")
 
 
 def _content(kind: Kind, item: ApiContent) -> Content:
@@ -88,7 +64,7 @@ def _comment(item: ApiComment) -> Comment:
 class ClientOps:
     """Reactions' view of one tenant's Confluence, for one event."""
 
-    def __init__(self, client: ReactionClient) -> None:
+    def __init__(self, client: ConfluenceClient) -> None:
         self.client = client
         self.writers: set[str] = set()
 

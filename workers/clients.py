@@ -19,7 +19,7 @@ import httpx
 from app.atlassian.events import Event
 from app.budget.hook import BudgetHook, Observation, Priority, Reservation
 from app.budget.redis_budget import RedisBudget
-from app.confluence.client import new_http_client
+from app.confluence.client import ConfluenceClient, new_http_client
 from app.confluence.site import Site
 from app.crypto import SecretBox
 from app.errors import PermanentFailure
@@ -27,7 +27,7 @@ from app.eventlog import Writes
 from app.installations import InstallationStore, require_system_token
 from app.settings import Settings
 from app.tenants import TenantStore
-from workers.client_ops import ClientOps, ReactionClient
+from workers.client_ops import ClientOps
 from workers.dispatch import JobContext, LatestOnly
 from workers.effects import LoopGuardPolicy
 from workers.reactor import Reactor, ReactorOptions
@@ -85,7 +85,7 @@ class TenantClients:
         if job.after is not None and isinstance(budget, RedisBudget):
             budget = SettleAtEnd(budget, job.after)
         http = next(self._pools)
-        client = ReactionClient(http, site, budget, event_id=event.id, logger=job.confluence_log)
+        client = ConfluenceClient(http, site, budget, event_id=event.id, logger=job.confluence_log)
         return ClientOps(client)
 
 

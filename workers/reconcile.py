@@ -182,7 +182,7 @@ class Sweeper:
         read = 0
         top: int | None = None
         while True:
-            results, next_url = await client.search_page(cql, next_url, self.page_size)
+            results, next_url = await client.search_page(cql, next_url, limit=self.page_size)
             hits = await self._hits(client, results)
             for hit in hits:
                 if hit.last_modified is not None:

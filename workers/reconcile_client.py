@@ -1,4 +1,4 @@
-"""The sweep's Confluence client: one page of CQL search with its next link, bulk reads by id.
+"""The sweep's Confluence client: bulk reads by id (one page of CQL search is the client's).
 
 A subclass of :class:`~app.confluence.ConfluenceClient`, so every call is budgeted (the
 sweep builds it at :attr:`~app.budget.hook.Priority.RECONCILE`) and authenticated per tenant.
@@ -9,32 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from app.confluence.client import ConfluenceClient
-from app.confluence.models import Content, SearchResult
-from app.confluence.pagination import next_link, resolve_next
-from app.confluence.transport import Params
+from app.confluence.models import Content
 
 SEARCH_PAGE_SIZE = 50
 BULK_PAGE_SIZE = 250
 
 
 class SweepClient(ConfluenceClient):
-    """The Confluence client plus one page of CQL search with its next link."""
-
-    async def search_page(
-        self, cql: str, next_url: str | None, limit: int = SEARCH_PAGE_SIZE
-    ) -> tuple[list[SearchResult], str | None]:
-        """One page of ``cql`` (or the page at ``next_url``) and the URL of the next one."""
-        if next_url is None:
-            params: Params = {"cql": cql, "limit": limit}
-            reply = await self._t.call(
-                "GET", self._t.site.v1("/search"), params=params, estimate=limit
-            )
-        else:
-            reply = await self._t.call("GET", next_url, estimate=limit)
-        link = next_link(reply.headers.get("link"), reply.data)
-        site = self._t.site
-        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
-        return [SearchResult.from_json(r) for r in reply.results()], following
+    """The Confluence client plus bulk reads of current content and space keys by id."""
 
     async def current(self, kind: str, ids: Sequence[str]) -> dict[str, Content]:
         """Pages or blog posts by id as they are now (one call per 250 ids)."""

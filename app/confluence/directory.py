@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from app.confluence import cost, pages
 from app.confluence.errors import NotFound
 from app.confluence.models import Attachment, Label, SearchResult, Space, User
-from app.confluence.pagination import check_limit
+from app.confluence.pagination import check_limit, next_link, resolve_next
 from app.confluence.transport import Params, Transport
 
 ATTACHMENT_PAGE_SIZE = 50
@@ -149,6 +149,26 @@ class DirectoryAPI:
         }
         url = self._t.site.v1("/search")
         return self._t.iterate_as(SearchResult.from_json, url, params, limit)
+
+    async def search_page(
+        self, cql: str, next_url: str | None = None, *, limit: int = 25
+    ) -> tuple[list[SearchResult], str | None]:
+        """One page of a CQL search and the URL of the next one (None at the end).
+
+        For callers that keep their place between runs (a sweep's cursor): ``next_url`` is
+        what the previous page returned, ``None`` for the first page.
+        """
+        if next_url is None:
+            params: Params = {"cql": cql, "limit": check_limit(limit, 1000)}
+            reply = await self._t.call(
+                "GET", self._t.site.v1("/search"), params=params, estimate=limit
+            )
+        else:
+            reply = await self._t.call("GET", next_url, estimate=limit)
+        link = next_link(reply.headers.get("link"), reply.data)
+        site = self._t.site
+        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
+        return [SearchResult.from_json(r) for r in reply.results()], following
 
     def search_users(self, cql: str, *, limit: int = 25) -> AsyncIterator[User]:
         """User search by CQL (``user.fullname~"ada"``); users cost two points each."""

@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from app.budget.hook import Unmetered
+from app.confluence.client import ConfluenceClient
 from app.confluence.pages import edit_message
 from app.confluence.site import Site
 from simulator.keys import KeyPair
 from simulator.main import create_app
 from simulator.site import build
-from workers.client_ops import ClientOps, ReactionClient
+from workers.client_ops import ClientOps
 
 TOKEN = "ops-token"
 BASE = "https://site.test"
@@ -37,7 +38,7 @@ async def env(keys: tuple[KeyPair, KeyPair]) -> AsyncIterator[tuple[ClientOps, h
         httpx.AsyncClient(transport=transport) as http,
     ):
         site = Site.basic(site_url=f"{BASE}/wiki", email="admin@example.com", api_token=TOKEN)
-        yield ClientOps(ReactionClient(http, site, Unmetered(), event_id="ev_test")), admin
+        yield ClientOps(ConfluenceClient(http, site, Unmetered(), event_id="ev_test")), admin
 
 
 async def _space(admin: httpx.AsyncClient) -> str:
