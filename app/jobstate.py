@@ -83,10 +83,11 @@ end
 
 # Stores a batch of events, each atomically (the script runs as one unit).
 # ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, activity keep s, then per
-# event: id, event json, tenant, type, content key, counted source ('' = not counted).
-# Returns one 1 (stored) or 0 (duplicate) per event. A counted event also bumps the per-minute
-# activity counters (app.metrics.Activity: received:<src>, accepted:<src>, duplicate:<src>),
-# added once per source and batch.
+# event: id, event json, tenant, type, content key, counted source ('' = not counted), alias
+# ('' = none: an id the same change may have been stored under, app.atlassian.events.alias_id).
+# Returns one 1 (stored) or 0 (duplicate: its id or its alias was seen) per event. A counted
+# event also bumps the per-minute activity counters (app.metrics.Activity: received:<src>,
+# accepted:<src>, duplicate:<src>), added once per source and batch.
 # Redis time goes mostly to calls, so each stored event costs five (six when it heads its
 # content's line and gets its arq job): the record is written once with its final state, and
 # the index and queue entries of the whole batch go in one ZADD each (in chunks of 256 ids).
@@ -111,8 +112,8 @@ local function add_all(key, flag, members)
     end
   end
 end
-for i = 7, #ARGV, 6 do
-  local id, content, source = ARGV[i], ARGV[i + 4], ARGV[i + 5]
+for i = 7, #ARGV, 7 do
+  local id, content, source, alias = ARGV[i], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local tally = nil
   if source ~= '' then
     tally = counts[source]
@@ -122,7 +123,8 @@ for i = 7, #ARGV, 6 do
     end
     tally[1] = tally[1] + 1
   end
-  if redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
+  if (alias ~= '' and redis.call('EXISTS', prefix .. 'seen:' .. alias) == 1)
+      or redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
     if tally then
       tally[2] = tally[2] + 1
     end

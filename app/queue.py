@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from app.atlassian.events import Event
+from app.atlassian.events import Event, alias_id
 from app.errors import QueueUnavailable
 from app.jobstate import JOB_EXPIRY_MS, PROCESS_EVENT, PUT, Keys
 from app.redis_pipe import SharedConnection
@@ -47,8 +47,9 @@ from app.settings import Settings
 __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_serializer"]
 
 _Call = tuple[bytes, "asyncio.Future[int]"]
-# The protocol form of one put's six arguments (bulk strings, each with its length).
-_PUT_ARGS = b"$%d\r\n%b\r\n" * 6
+# The protocol form of one put's seven arguments (bulk strings, each with its length).
+_PUT_ARGS = b"$%d\r\n%b\r\n" * 7
+_PER_PUT = 7
 # A batch this full goes out at once instead of at the end of the loop iteration: Redis works
 # on it while the rest of a burst of requests is still being verified and parsed.
 FLUSH_AT = 16
@@ -106,10 +107,11 @@ class EventQueue:
         type_ = event.type.encode()
         content = b"%b:%b" % (tenant, event.content_id.encode())
         source = event.source.encode() if count else b""
-        # The script's six arguments of this event, in the protocol's form.
+        alias = (alias_id(event) or "").encode()
+        # The script's seven arguments of this event, in the protocol's form.
         args = _PUT_ARGS % (
             len(event_id), event_id, len(stored), stored, len(tenant), tenant,
-            len(type_), type_, len(content), content, len(source), source,
+            len(type_), type_, len(content), content, len(source), source, len(alias), alias,
         )  # fmt: skip
         try:
             if self.batch:
@@ -133,8 +135,8 @@ class EventQueue:
         return bool(created)
 
     async def _eval(self, puts: list[bytes]) -> list[int]:
-        """One ``EVALSHA`` of the put script for ``puts`` (each six encoded arguments)."""
-        count = self._head_count + 6 * len(puts)
+        """One ``EVALSHA`` of the put script for ``puts`` (each seven encoded arguments)."""
+        count = self._head_count + _PER_PUT * len(puts)
         command = b"*%d\r\n%b%b" % (count, self._head, b"".join(puts))
         try:
             result = await self._call(command)

@@ -131,11 +131,49 @@ def _dump(data: dict[str, Any]) -> bytes:
         return json.dumps(data, separators=(",", ":"), check_circular=False).encode()
 
 
-def event_id(tenant: str, type_: str, content_id: str, version: int | None, timestamp: int) -> str:
-    """Deterministic id: the same change gives the same id whichever route delivered it."""
-    marker = f"v{version}" if version is not None else f"t{timestamp}"
+# Label events carry no version, and Connect and Forge stamp the same change with different
+# times. Their id names the label and this window of time instead; with the neighbouring
+# window's id as an alias (:func:`alias_id`), two deliveries of one change less than half a
+# window apart always share an id or an alias, whichever route came first. The price: the
+# same label added (or removed) twice on one content within that time is taken as one change.
+LABEL_WINDOW_MS = 60_000
+
+
+def _id(tenant: str, type_: str, content_id: str, marker: str) -> str:
     digest = hashlib.sha256(f"{tenant}\x1f{type_}\x1f{content_id}\x1f{marker}".encode()).hexdigest()
     return f"ev_{digest[:32]}"
+
+
+def event_id(
+    tenant: str,
+    type_: str,
+    content_id: str,
+    version: int | None,
+    timestamp: int,
+    label: str | None = None,
+) -> str:
+    """Deterministic id: the same change gives the same id whichever route delivered it.
+
+    Content events are named by their version; label events (``label`` given) by the label and
+    the window of ``LABEL_WINDOW_MS`` their time falls in; anything else by its timestamp.
+    """
+    if version is not None:
+        return _id(tenant, type_, content_id, f"v{version}")
+    if label is not None:
+        return _id(tenant, type_, content_id, f"l{label}\x1f{timestamp // LABEL_WINDOW_MS}")
+    return _id(tenant, type_, content_id, f"t{timestamp}")
+
+
+def alias_id(event: Event) -> str | None:
+    """A label event's id had its time fallen in the nearer neighbouring window, else None.
+
+    The queue stores an event as a duplicate when its alias was seen (see ``LABEL_WINDOW_MS``).
+    """
+    if event.version is not None or event.label is None or not event.type.startswith("label."):
+        return None
+    window, offset = divmod(event.timestamp, LABEL_WINDOW_MS)
+    nearer = window - 1 if offset < LABEL_WINDOW_MS // 2 else window + 1
+    return _id(event.tenant, event.type, event.content_id, f"l{event.label}\x1f{nearer}")
 
 
 def _str_id(value: Any) -> str | None:
@@ -204,13 +242,15 @@ def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = Non
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
     timestamp = _epoch_ms(body.get("timestamp")) or _epoch_ms(content.get("modificationDate")) or 0
-    version = None if type_.startswith("label.") else _int(content.get("version"))
+    labelled = type_.startswith("label.")
+    version = None if labelled else _int(content.get("version"))
     label = _obj(body, "label").get("name")
+    label = label if isinstance(label, str) else None
     title = content.get("title")
     # Positional: the hot path of every webhook, and a frozen dataclass's keyword call costs
     # about twice as much. Order is Event's field order.
     return Event(
-        event_id(tenant, type_, content_id, version, timestamp),
+        event_id(tenant, type_, content_id, version, timestamp, label if labelled else None),
         "connect",
         tenant,
         type_,
@@ -226,7 +266,7 @@ def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = Non
         bool(body.get("suppressNotifications", False)),
         False,
         title if isinstance(title, str) else None,
-        label if isinstance(label, str) else None,
+        label,
         body,
         raw_json,
     )
@@ -293,5 +333,6 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
 
 
 def _build(*, source: Source, tenant: str, type_: str, content_id: str, **fields: Any) -> Event:
-    eid = event_id(tenant, type_, content_id, fields.get("version"), fields["timestamp"])
+    label = fields.get("label") if type_.startswith("label.") else None
+    eid = event_id(tenant, type_, content_id, fields.get("version"), fields["timestamp"], label)
     return Event(id=eid, source=source, tenant=tenant, type=type_, content_id=content_id, **fields)

@@ -188,7 +188,8 @@ def check(event: Event, expected: tuple[Any, ...]) -> None:
     assert (event.space_key, event.space_id) == (space_key, space_id)
     assert event.label == label
     assert event.timestamp > 1_500_000_000_000, "epoch milliseconds"
-    assert event.id == event_id(TENANT, type_, content_id, version, event.timestamp)
+    named = label if type_.startswith("label.") else None
+    assert event.id == event_id(TENANT, type_, content_id, version, event.timestamp, named)
     assert Event.from_json(event.to_json()) == event
 
 

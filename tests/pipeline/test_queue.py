@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 
 from app import queue as queue_module
 from app import redis as redis_conn
-from app.atlassian.events import from_connect, from_forge
+from app.atlassian.events import LABEL_WINDOW_MS, Event, from_connect, from_forge
 from app.embedded_redis import free_port
 from app.errors import QueueUnavailable
 from app.eventlog import EventLog
@@ -77,6 +78,50 @@ async def test_a_flushed_script_cache_is_reloaded(redis: Redis, settings: Settin
         queue = EventQueue(redis, settings, batch=batch)
         await redis.script_flush()
         assert await queue.put(page_event(7, int(batch) + 1)) is True
+
+
+def label_change(source: str, when_ms: int, label: str = "needs-review") -> Event:
+    """One label added to page 838205441 of site-a, as ``source`` delivers it at ``when_ms``."""
+    if source == "connect":
+        body = json.loads((FIXTURES / "connect" / "label_added.json").read_text())
+        body["labeled"]["id"] = body["labeled"]["idAsString"] = "838205441"
+        body["label"]["name"] = label
+        body["timestamp"] = when_ms
+        return from_connect("site-a", "label_added", body)
+    body = json.loads((FIXTURES / "forge" / "added_label.json").read_text())
+    body["label"]["name"] = label
+    moment = datetime.fromtimestamp(when_ms / 1000, tz=UTC)
+    body["eventCreatedDate"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return from_forge("site-a", body)
+
+
+# 50 s into a label window: 20 s later is the next window.
+LATE_IN_A_WINDOW = 29_812_000 * LABEL_WINDOW_MS // 1000 + 50_000
+
+
+@pytest.mark.parametrize("first", ["connect", "forge"])
+async def test_a_label_change_from_both_routes_is_stored_once_across_windows(
+    redis: Redis, settings: Settings, first: str
+) -> None:
+    other = "forge" if first == "connect" else "connect"
+    early = label_change(first, LATE_IN_A_WINDOW)
+    late = label_change(other, LATE_IN_A_WINDOW + 20_000)
+    assert early.id != late.id, "the two deliveries fall in different windows"
+    queue = EventQueue(redis, settings)
+    assert await queue.put(early) is True
+    assert await queue.put(late) is False, "the alias of the later one is the earlier one's id"
+    assert await redis.zcard(queue.keys.events) == 1
+
+
+async def test_distinct_label_changes_are_all_stored(redis: Redis, settings: Settings) -> None:
+    queue = EventQueue(redis, settings)
+    changes = [
+        label_change("connect", LATE_IN_A_WINDOW),
+        label_change("connect", LATE_IN_A_WINDOW, label="approved"),  # another label, same time
+        label_change("forge", LATE_IN_A_WINDOW + 2 * LABEL_WINDOW_MS),  # the same label, later
+    ]
+    assert [await queue.put(e) for e in changes] == [True, True, True]
+    assert await redis.zcard(queue.keys.events) == 3
 
 
 @pytest.mark.parametrize("batch", [True, False])
