@@ -14,6 +14,7 @@ by this process update its cache at once; other processes see them within the ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -99,6 +100,10 @@ class TenantStore:
         )
         self.clock = clock
         self._cache: OrderedDict[str, tuple[float, Tenant]] = OrderedDict()
+        # One read per tenant at a time: when a cached tenant expires under load, every
+        # request waiting for it shares one HGETALL and one decryption.
+        self._loading: dict[str, asyncio.Future[Tenant | None]] = {}
+        self._generation = 0  # bumped by forget(): a read begun before it is not cached
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -122,12 +127,21 @@ class TenantStore:
             self._cache.popitem(last=False)
         return tenant
 
+    def _remember_written(self, tenant: Tenant) -> Tenant:
+        # A read begun before this write must not cache what it read.
+        self._generation += 1
+        self._loading.pop(tenant.client_key, None)
+        return self._remember(tenant)
+
     def forget(self, client_key: str | None = None) -> None:
         """Drop one cached tenant, or all of them."""
+        self._generation += 1
         if client_key is None:
             self._cache.clear()
+            self._loading.clear()
         else:
             self._cache.pop(client_key, None)
+            self._loading.pop(client_key, None)
 
     def _decode(self, raw: Mapping[Any, Any]) -> Tenant:
         data = {_text(k): _text(v) for k, v in raw.items()}
@@ -169,6 +183,21 @@ class TenantStore:
         cached = self._cache.get(client_key)
         if cached is not None and cached[0] > self.clock():
             return cached[1]
+        loading = self._loading.get(client_key)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(client_key, self._generation))
+            self._loading[client_key] = loading
+            loading.add_done_callback(functools.partial(self._loaded, client_key))
+        # Shielded: a caller that gives up (its request timed out) leaves the read to the rest.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, client_key: str, loading: asyncio.Future[Tenant | None]) -> None:
+        if self._loading.get(client_key) is loading:
+            del self._loading[client_key]
+        if not loading.cancelled():
+            loading.exception()  # seen, even when every caller gave up
+
+    async def _load(self, client_key: str, generation: int) -> Tenant | None:
         raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
         if not raw:
             self._cache.pop(client_key, None)
@@ -180,6 +209,8 @@ class TenantStore:
                 "tenant_secret_unreadable",
                 "a stored tenant secret matches no configured REACTOR_SECRET_KEY",
             ) from exc
+        if generation != self._generation:
+            return tenant  # forgotten while it was read: maybe stale, so not cached
         return self._remember(tenant)
 
     async def by_installation_id(self, installation_id: str) -> Tenant | None:
@@ -204,7 +235,7 @@ class TenantStore:
         if stored.installation_id:
             pipe.set(self.keys.installation(stored.installation_id), stored.client_key)
         await self._call(pipe.execute())
-        return self._remember(stored)
+        return self._remember_written(stored)
 
     async def mark_status(
         self, client_key: str, status: Status, *, now: float | None = None
@@ -222,7 +253,9 @@ class TenantStore:
         await self._call(self.redis.hset(self.keys.tenant(client_key), mapping=fields))  # type: ignore[arg-type]
         cached = self._cache.get(client_key)
         if cached is not None:
-            self._remember(replace(cached[1], status=status, updated_at=wall))
+            self._remember_written(replace(cached[1], status=status, updated_at=wall))
+        else:
+            self.forget(client_key)  # a read in flight may hold the old status
         return replace(tenant, status=status, updated_at=wall)
 
     async def _public(self, client_key: str) -> Tenant | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
@@ -85,6 +88,51 @@ async def test_cache_serves_without_redis_until_it_expires(
     assert (await store.get("ck-1")) is not None
     clock.now += 11
     assert (await store.get("ck-1")) is None
+
+
+async def test_an_expired_tenant_is_read_once_for_all_requests_waiting_on_it(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TenantStore(redis, settings)
+    await TenantStore(redis, settings).upsert(tenant())
+    reads = 0
+    hgetall = redis.hgetall
+
+    async def counted(key: str) -> Any:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.05)  # slow enough for every request to arrive meanwhile
+        return await hgetall(key)  # type: ignore[misc]
+
+    monkeypatch.setattr(redis, "hgetall", counted)
+    found = await asyncio.gather(*(store.get("ck-1") for _ in range(50)))
+    assert reads == 1
+    assert all(t is not None and t.shared_secret == SECRET for t in found)
+
+
+async def test_a_status_written_during_a_read_is_not_undone_by_it(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TenantStore(redis, settings)
+    await TenantStore(redis, settings).upsert(tenant())
+    release = asyncio.Event()
+    hgetall = redis.hgetall
+
+    async def held(key: str) -> Any:
+        raw = await hgetall(key)  # type: ignore[misc]
+        await release.wait()  # read before the uninstall, answered after it
+        return raw
+
+    monkeypatch.setattr(redis, "hgetall", held)
+    reading = asyncio.ensure_future(store.get("ck-1"))
+    await asyncio.sleep(0.05)
+    monkeypatch.setattr(redis, "hgetall", hgetall)
+    await store.mark_status("ck-1", "uninstalled")
+    release.set()
+    stale = await reading
+    assert stale is not None and stale.status == "installed", "what it read, before the write"
+    fresh = await store.get("ck-1")
+    assert fresh is not None and fresh.status == "uninstalled", "the stale read was not cached"
 
 
 async def test_reinstall_rotates_secret_keeps_install_time(
