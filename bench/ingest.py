@@ -7,11 +7,13 @@ Both servers run as one uvicorn process each with uvloop and httptools, on the s
 Each round drives the bare endpoint, then the real one, with the same load: wrk (one thread,
 64 connections) sending validly signed ``page_updated`` webhooks of distinct pages for a
 tenant installed through ``TenantStore``. Then an open-loop driver sends 1,000 requests/s to
-the real app for the latency figures. Prints ``reactor_rps``, ``bare_rps`` (best round each),
-``ratio``, ``p50_ms``, ``p99_ms`` (at 1,000 req/s), and ``lost``: 2xx answers minus events
-found in the queue (must be 0). ``reactor_cpu_us`` / ``bare_cpu_us`` are each server's CPU
-time per answered request and ``redis_cpu_us`` the embedded Redis's per webhook, in the same
-rounds (the three share the machine with wrk). Redis is an embedded Valkey with an
+the real app for the latency figures, and to the bare endpoint (``bare_p50_ms``,
+``bare_p99_ms``: what the machine and the load generator add on their own). Prints
+``reactor_rps``, ``bare_rps`` (best round each), ``ratio``, ``p50_ms``, ``p99_ms`` (at 1,000
+req/s), and ``lost``: 2xx answers minus events found in the queue (must be 0).
+``reactor_cpu_us`` / ``bare_cpu_us`` are each server's CPU time per answered request and
+``redis_cpu_us`` the embedded Redis's per webhook, in the same rounds (the three share the
+machine with wrk). Redis is an embedded Valkey with an
 append-only file (``appendfsync everysec``, as in production) unless ``--redis-url`` is given.
 Without wrk (``apt-get install wrk``) a Python closed-loop driver is used; it takes CPU from
 the servers, so its ratio is pessimistic.
@@ -193,6 +195,11 @@ def run(
             latencies, ok, other = asyncio.run(
                 loadgen.open_loop("127.0.0.1", reactor_port, token, "lat", 1000, args.seconds)
             )
+            # The same open loop against the bare endpoint: the tail the machine and the load
+            # generator add on their own, next to the real app's.
+            bare_latencies, _, _ = asyncio.run(
+                loadgen.open_loop("127.0.0.1", bare_port, token, "blat", 1000, args.seconds)
+            )
         stored = asyncio.run(stored_events(settings))
         # wrk counts answered requests only; one cut off at the end may be stored unanswered.
         acked += sum(r.requests - r.non_2xx for r in reactor_rounds) + ok
@@ -204,6 +211,8 @@ def run(
             "ratio": round(reactor_rps / bare_rps, 3),
             "p50_ms": round(percentile(latencies, 0.50), 2),
             "p99_ms": round(percentile(latencies, 0.99), 2),
+            "bare_p50_ms": round(percentile(bare_latencies, 0.50), 2),
+            "bare_p99_ms": round(percentile(bare_latencies, 0.99), 2),
             # server process CPU per answered request: what bounds the ratio on idle cores
             "reactor_cpu_us": round(cpu["reactor"] / served(reactor_rounds) * 1e6),
             "bare_cpu_us": round(cpu["bare"] / served(bare_rounds) * 1e6),
