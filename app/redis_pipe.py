@@ -57,7 +57,11 @@ class SharedConnection:
         An error reply raises as redis-py raises it (``NoScriptError``, ``ResponseError``);
         a connection that fails raises its ``ConnectionError`` (or ``OSError``).
         """
-        link = self._link or await self._open()
+        link = self._link
+        if link is None or not link.conn.is_connected:
+            if link is not None:  # closed under us (the client's aclose, a pool reset)
+                self._fail(link, RedisConnectionError("the connection to Redis was closed"))
+            link = await self._open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         link.waiting.append(future)
         try:

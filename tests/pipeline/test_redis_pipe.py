@@ -71,6 +71,21 @@ async def test_a_connection_redis_closes_fails_its_call_and_the_next_call_reconn
         await client.aclose()
 
 
+async def test_a_connection_the_pool_closed_is_replaced_before_writing(
+    redis: Redis, settings: Settings
+) -> None:
+    client = redis_conn.connect(str(settings.redis_url), client_name="pipe-reset")
+    try:
+        shared = SharedConnection(client)
+        assert await shared.call(encode("ECHO", "first")) == b"first"
+        await client.connection_pool.disconnect()  # what a reset or the client's aclose does
+        replies = await asyncio.gather(*(shared.call(encode("ECHO", str(n))) for n in range(20)))
+        assert replies == [str(n).encode() for n in range(20)]
+        assert await connections_named(redis, "pipe-reset") == 1
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A TCP server that accepts connections and never answers: a hung Redis."""
