@@ -70,7 +70,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from app import devstack
 
-    return devstack.run(_settings(), args.port, sim_api_token=args.sim_api_token)
+    return devstack.run(_settings(), args.port, sim_api_token=args.sim_api_token, forge=args.forge)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -88,6 +88,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         demo=args.demo,
         install_app=args.install_app,
+        install_forge=(args.forge_app_id, args.install_forge) if args.install_forge else None,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
@@ -141,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker and simulator")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--sim-api-token", default=None, help="API token of the simulator's user")
+    dev.add_argument(
+        "--forge",
+        action="store_true",
+        help="also deliver Forge events (simulator over https with a dev certificate)",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     keygen = sub.add_parser("keygen", help="print a fresh REACTOR_SECRET_KEY value")
@@ -156,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per second")
     sim.add_argument("--demo", action="store_true", help="create demo users, spaces and pages")
     sim.add_argument("--install-app", default=None, help="app descriptor URL to install")
+    sim.add_argument(
+        "--install-forge",
+        default=None,
+        metavar="URL",
+        help="install a Forge app whose events go to URL (with --install-app: the same app)",
+    )
+    sim.add_argument(
+        "--forge-app-id",
+        default="ari:cloud:ecosystem::app/confluence-reactor-dev",
+        help="app id of --install-forge (the app's REACTOR_FORGE_APP_ID)",
+    )
     sim.add_argument("--ssl-certfile", default=None, help="serve https (Forge apiBaseUrl is https)")
     sim.add_argument("--ssl-keyfile", default=None, help="private key of --ssl-certfile")
     sim.set_defaults(handler=cmd_sim)

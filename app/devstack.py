@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -21,12 +22,15 @@ from types import FrameType
 
 from cryptography.fernet import Fernet
 
+from app.devcert import dev_certificate
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.errors import ConfigError
 from app.settings import Settings
 
 GRACE_SECONDS = 7.0
 READY_TIMEOUT = 30.0
+# The Forge app id the dev stack installs in the simulator (and the app expects) with --forge.
+DEV_FORGE_APP_ID = "ari:cloud:ecosystem::app/confluence-reactor-dev"
 DEV_RULES = Path(__file__).resolve().parents[1] / "examples" / "dev-rules.yml"
 
 
@@ -58,6 +62,10 @@ class DevStack:
     children: list[Child] = field(default_factory=list)
     redis: EmbeddedRedis | None = None
     stopping: bool = False
+    # Forge too: the simulator serves https with a dev certificate (Forge tokens name an https
+    # API) and installs the app as a Forge app as well, linked to its Connect install.
+    forge: bool = False
+    tls: tuple[Path, Path] | None = None
 
     def environment(self) -> dict[str, str]:
         state = self.settings.state_dir
@@ -76,6 +84,11 @@ class DevStack:
             )
         env.setdefault("REACTOR_BASE_URL", f"http://127.0.0.1:{self.port}")
         self.sim_port = self.sim_port or free_port()
+        if self.forge:
+            self.tls = dev_certificate(state)
+            env["SSL_CERT_FILE"] = str(self.tls[0])  # httpx and urllib of the children trust it
+            env.setdefault("REACTOR_FORGE_APP_ID", DEV_FORGE_APP_ID)
+            env.setdefault("REACTOR_FORGE_JWKS_URL", f"{self.sim_url}/_sim/forge/jwks.json")
         self.sim_api_token = self.sim_api_token or state_secret(
             state, "sim_api_token", secrets.token_urlsafe(18)
         )
@@ -99,7 +112,8 @@ class DevStack:
 
     @property
     def sim_url(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
+        scheme = "https" if self.forge else "http"
+        return f"{scheme}://127.0.0.1:{self.sim_port}"
 
     def simulator_argv(self, python: str) -> list[str]:
         """The simulator with a demo site that installs the app through the signed-install flow."""
@@ -108,7 +122,12 @@ class DevStack:
         argv = [python, "-m", "app.cli", "sim", "--port", str(self.sim_port), "--state", str(state)]
         token = self.sim_api_token or ""
         # "=" form: a generated token may start with "-", which argparse would take for an option
-        return [*argv, f"--api-token={token}", "--demo", "--install-app", descriptor]
+        argv += [f"--api-token={token}", "--demo", "--install-app", descriptor]
+        if self.forge and self.tls is not None:
+            events = f"http://127.0.0.1:{self.port}/forge/events"
+            argv += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
+            argv += ["--install-forge", events, "--forge-app-id", DEV_FORGE_APP_ID]
+        return argv
 
     def start(self) -> dict[str, str]:
         env = self.environment()
@@ -122,7 +141,8 @@ class DevStack:
         url = f"http://127.0.0.1:{self.port}/readyz"
         while time.monotonic() < deadline and not self.stopping:
             self.check_alive()
-            sim_ok = self.sim_port is None or _http_ok(f"{self.sim_url}/_sim/")
+            cafile = str(self.tls[0]) if self.tls else None
+            sim_ok = self.sim_port is None or _http_ok(f"{self.sim_url}/_sim/", cafile)
             if _http_ok(url) and sim_ok and _worker_healthy(env):
                 return
             time.sleep(0.2)
@@ -155,9 +175,10 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, cafile: str | None = None) -> bool:
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:  # noqa: S310 - our own loopback URL
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -182,9 +203,11 @@ def _worker_healthy(env: dict[str, str]) -> bool:
         return False
 
 
-def run(settings: Settings, port: int, sim_api_token: str | None = None) -> int:
+def run(
+    settings: Settings, port: int, sim_api_token: str | None = None, *, forge: bool = False
+) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM; returns the exit code."""
-    stack = DevStack(settings, port=port or free_port(), sim_api_token=sim_api_token)
+    stack = DevStack(settings, port=port or free_port(), sim_api_token=sim_api_token, forge=forge)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stack.stopping = True
@@ -202,7 +225,10 @@ def run(settings: Settings, port: int, sim_api_token: str | None = None) -> int:
             print(f"redis      {env['REACTOR_REDIS_URL']}", flush=True)
             print(f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)", flush=True)
             print(f"sim user   admin@example.com  api token {stack.sim_api_token}", flush=True)
-            print(f"act as a user  curl -X POST {stack.sim_url}/_sim/act/random", flush=True)
+            curl = f"curl --cacert {stack.tls[0]}" if stack.tls else "curl"
+            print(f"act as a user  {curl} -X POST {stack.sim_url}/_sim/act/random", flush=True)
+            if stack.forge:
+                print(f"forge      {DEV_FORGE_APP_ID} (events: Connect and Forge)", flush=True)
             print("ready", flush=True)
         while not stack.stopping:
             stack.check_alive()

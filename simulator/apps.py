@@ -44,27 +44,47 @@ async def connect_uninstall(request: Request, sim: Simulator, body: dict[str, An
     return Response(status_code=204)
 
 
-async def forge_install(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-
-    app_id = str(body["appId"])
+def add_forge_install(
+    sim: Simulator,
+    app_id: str,
+    url: str,
+    *,
+    events: list[str] | None = None,
+    environment: str = "DEVELOPMENT",
+    name: str = "Forge app",
+) -> ForgeInstall:
+    """Install a Forge app whose triggers go to ``url``; the same app and URL again is kept."""
+    for existing in sim.store.forge_apps.values():
+        if existing.app_id == app_id and existing.remote_url == url:
+            return existing
     user = sim.store.add_user(
-        f"{uuid.uuid4().hex[:8]}@forge.atlassian.com",
-        str(body.get("name", "Forge app")),
-        api_token="",
-        account_type="app",
+        f"{uuid.uuid4().hex[:8]}@forge.atlassian.com", name, api_token="", account_type="app"
     )
     forge = ForgeInstall(
         app_id=app_id,
         installation_id=f"ari:cloud:ecosystem::installation/{uuid.uuid4()}",
-        remote_url=str(body["url"]),
-        events=list(body.get("events") or FORGE_NAMES.values()),
+        remote_url=url,
+        events=list(events or FORGE_NAMES.values()),
         account_id=user.account_id,
-        environment=str(body.get("environment", "DEVELOPMENT")),
+        environment=environment,
     )
     sim.store.forge_apps[forge.installation_id] = forge
+    sim.save_soon()
+    return forge
+
+
+async def forge_install(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
+    forge = add_forge_install(
+        sim,
+        str(body["appId"]),
+        str(body["url"]),
+        events=list(body.get("events") or []) or None,
+        environment=str(body.get("environment", "DEVELOPMENT")),
+        name=str(body.get("name", "Forge app")),
+    )
     return {
         "installationId": forge.installation_id,
-        "accountId": user.account_id,
+        "accountId": forge.account_id,
         "apiBaseUrl": hub_of(request).api_base_url(),
         "events": forge.events,
     }

@@ -21,6 +21,7 @@ def run(
     time_scale: float = 1.0,
     demo: bool = False,
     install_app: str | None = None,
+    install_forge: tuple[str, str] | None = None,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
 ) -> int:
@@ -45,7 +46,7 @@ def run(
     print(f"api token  {token}", flush=True)
     print(f"cloud id   {sim.store.cloud_id}", flush=True)
     uvicorn.run(
-        create_app(sim, install_app=install_app),
+        create_app(sim, install_app=install_app, install_forge=install_forge),
         host=host,
         port=port,
         log_level="warning",

@@ -82,13 +82,21 @@ def seed(sim: Simulator) -> None:
 
 
 async def install_when_ready(
-    sim: Simulator, http: httpx.AsyncClient, descriptor_url: str, attempts: int = 120
+    sim: Simulator,
+    http: httpx.AsyncClient,
+    descriptor_url: str,
+    attempts: int = 120,
+    *,
+    installation_id: str = "",
 ) -> None:
-    """Install the app as soon as its descriptor answers (it may still be starting)."""
+    """Install the app as soon as its descriptor answers (it may still be starting).
+
+    ``installation_id``: the app's Forge installation on this site, if it has one.
+    """
     site = (sim.public_url or "http://127.0.0.1") + "/wiki"
     for _ in range(attempts):
         try:
-            app = await install(sim, http, descriptor_url, site)
+            app = await install(sim, http, descriptor_url, site, installation_id=installation_id)
         except InstallError as exc:
             log.debug("install not ready: %s", exc)
             await asyncio.sleep(0.5)

@@ -83,6 +83,8 @@ def lifecycle_body(
         "oauthClientId": app.oauth_client_id,
         "cloudId": sim.store.cloud_id,
     }
+    if app.installation_id:
+        body["installationId"] = app.installation_id
     if event == "installed":
         body["sharedSecret"] = app.shared_secret
     return body
@@ -103,9 +105,18 @@ async def _call(
 
 
 async def install(
-    sim: Simulator, client: httpx.AsyncClient, descriptor_url: str, site: str
+    sim: Simulator,
+    client: httpx.AsyncClient,
+    descriptor_url: str,
+    site: str,
+    *,
+    installation_id: str = "",
 ) -> ConnectInstall:
-    """Fetch the descriptor, send the signed ``installed`` callback, record the app."""
+    """Fetch the descriptor, send the signed ``installed`` callback, record the app.
+
+    ``installation_id``: the Forge installation of the same app (see
+    :attr:`~simulator.store.ConnectInstall.installation_id`); a reinstall keeps the one it had.
+    """
     try:
         response = await client.get(descriptor_url, timeout=10.0)
         response.raise_for_status()
@@ -134,6 +145,7 @@ async def install(
         lifecycle=descriptor["lifecycle"],
         scopes=descriptor["scopes"],
         oauth_client_id=previous.oauth_client_id if previous else f"sim-{uuid.uuid4().hex[:16]}",
+        installation_id=installation_id or (previous.installation_id if previous else ""),
     )
     try:
         answer = await _call(sim, client, app, site, "installed")

@@ -34,6 +34,7 @@ from simulator import (
     spaces,
 )
 from simulator.api import GATEWAY_KEY
+from simulator.apps import add_forge_install
 from simulator.demo import install_when_ready
 from simulator.site import Simulator
 from simulator.webhooks import Hub
@@ -68,11 +69,17 @@ class Gateway:
 
 
 def create_app(
-    sim: Simulator, *, http: httpx.AsyncClient | None = None, install_app: str | None = None
+    sim: Simulator,
+    *,
+    http: httpx.AsyncClient | None = None,
+    install_app: str | None = None,
+    install_forge: tuple[str, str] | None = None,
 ) -> Starlette:
     """The simulator as an ASGI app; ``http`` delivers webhooks and installs (else one is made).
 
     ``install_app``: a descriptor URL installed (signed install) as soon as it answers.
+    ``install_forge``: (app id, remote URL) of a Forge installation made at start; with
+    ``install_app`` it is the same app's, named in the Connect install (one tenant, both routes).
     """
     hub = Hub(sim)
 
@@ -82,8 +89,16 @@ def create_app(
         app.state.http = client
         hub.start(client)
         tasks = [asyncio.create_task(_autosave(sim))]
+        forge = add_forge_install(sim, *install_forge) if install_forge else None
+        if forge is not None:
+            print(f"forge      {forge.app_id} -> {forge.remote_url}", flush=True)
         if install_app:
-            tasks.append(asyncio.create_task(install_when_ready(sim, client, install_app)))
+            linked = forge.installation_id if forge is not None else ""
+            tasks.append(
+                asyncio.create_task(
+                    install_when_ready(sim, client, install_app, installation_id=linked)
+                )
+            )
         try:
             yield
         finally:

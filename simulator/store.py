@@ -147,6 +147,9 @@ class ConnectInstall:
     scopes: list[str] = field(default_factory=list)
     enabled: bool = True
     oauth_client_id: str = ""
+    # The Forge installation of the same app on this site, named in its lifecycle payloads
+    # (a Connect app that also runs on Forge): the app maps both routes to one tenant.
+    installation_id: str = ""
 
 
 @dataclass

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -111,6 +114,56 @@ def test_dev_comes_up_ready_and_stops_clean(tmp_path: Path) -> None:
     ).stdout.strip()
     assert web_left == ""
     assert (tmp_path / "state" / "secret_key").exists()
+
+
+def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> None:
+    """``reactor dev --forge``: Forge events verified over the simulator's https API, mapped to
+    the Connect tenant (the install linked them) and deduplicated against Connect's."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env["REACTOR_STATE_DIR"] = str(tmp_path / "state")
+    env["REACTOR_LOG_FORMAT"] = "json"
+    proc = subprocess.Popen(
+        [*REACTOR, "dev", "--port", str(port), "--forge"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    client_key = ""
+    forge_events: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not forge_events:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if line.startswith("installed "):
+                client_key = line.split("clientKey ", 1)[1].rstrip(")\n ")
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("source") == "forge" and "forge event" in str(entry.get("event")):
+                    forge_events.append(entry)
+        assert forge_events, "no Forge event reached the app:\n" + "".join(seen[-40:])
+        assert client_key and forge_events[0]["tenant"] == client_key, "one tenant, both routes"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (tmp_path / "state" / "dev-tls-cert.pem").exists()
 
 
 def test_dev_passes_a_dash_leading_simulator_token_intact(tmp_path: Path) -> None:

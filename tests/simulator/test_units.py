@@ -138,3 +138,32 @@ def test_descriptor_parsing() -> None:
     ):
         with pytest.raises(InstallError):
             parse_descriptor(bad)
+
+
+def test_a_forge_install_of_the_connect_app_is_named_in_its_lifecycle_payloads() -> None:
+    from simulator.apps import add_forge_install
+    from simulator.install import lifecycle_body
+    from simulator.site import build
+    from simulator.store import ConnectInstall
+
+    sim = build(public_url="https://127.0.0.1:9443")
+    forge = add_forge_install(sim, "ari:cloud:ecosystem::app/x", "http://127.0.0.1:8000/forge")
+    again = add_forge_install(sim, "ari:cloud:ecosystem::app/x", "http://127.0.0.1:8000/forge")
+    assert again is forge and len(sim.store.forge_apps) == 1, "same app and URL: kept"
+    other = add_forge_install(sim, "ari:cloud:ecosystem::app/x", "http://127.0.0.1:8000/other")
+    assert other.installation_id != forge.installation_id
+
+    def app(installation_id: str) -> ConnectInstall:
+        return ConnectInstall(
+            key="reactor",
+            base_url="http://127.0.0.1:8000",
+            client_key="ck",
+            shared_secret="s",
+            account_id="acc",
+            installation_id=installation_id,
+        )
+
+    site = "https://127.0.0.1:9443/wiki"
+    linked = lifecycle_body(sim, app(forge.installation_id), site, "installed")
+    assert linked["installationId"] == forge.installation_id
+    assert "installationId" not in lifecycle_body(sim, app(""), site, "installed")
