@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,18 +132,6 @@ async def test_redis_down_at_ingest_raises_queue_unavailable(
             await EventQueue(client, settings, batch=batch).put(page_event(1, 1))
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers: a hung Redis."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 @pytest.mark.parametrize("batch", [True, False])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -86,22 +84,10 @@ async def test_a_connection_the_pool_closed_is_replaced_before_writing(
         await client.aclose()
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers: a hung Redis."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-
-
-async def test_drop_fails_what_waits_and_gives_the_connection_back(silent_port: int) -> None:
+async def test_drop_fails_what_waits_and_gives_the_connection_back(silent_server: int) -> None:
     # A hung server would not answer the handshake either: a connection that sends none.
     client = redis_conn.connect(
-        f"redis://127.0.0.1:{silent_port}/0", lib_name=None, lib_version=None
+        f"redis://127.0.0.1:{silent_server}/0", lib_name=None, lib_version=None
     )
     try:
         shared = SharedConnection(client)
