@@ -67,19 +67,29 @@ class Keys:
         return f"arq:job:{job_id}"
 
 
-# Shared Lua: schedule the arq job of event ARGV-named `id` now, unless it is already queued.
-_SCHEDULE = """
+# Shared Lua: the server's time in ms, and the arq job (JSON) of event `id`.
+_JOB = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function schedule(prefix, queue, id, fn, expiry, now)
+local function write_job(id, fn, expiry, now)
   local job = cjson.encode({t = cjson.null, f = fn, a = {id}, k = {}, et = now})
   redis.call('SET', 'arq:job:' .. id, job, 'PX', expiry)
+end
+"""
+
+# Shared Lua: schedule the arq job of event `id` now, unless it is already queued.
+_SCHEDULE = (
+    _JOB
+    + """
+local function schedule(prefix, queue, id, fn, expiry, now)
+  write_job(id, fn, expiry, now)
   redis.call('ZADD', queue, 'NX', now, id)
   redis.call('HSET', prefix .. 'event:' .. id, 'state', 'queued', 'updated', now)
 end
 """
+)
 
 # Stores a batch of events, each atomically (the script runs as one unit).
 # ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, activity keep s, then per
@@ -93,7 +103,7 @@ end
 # the index and queue entries of the whole batch go in one ZADD each (in chunks of 256 ids).
 # Keys are derived here from the prefix: fine on standalone and Sentinel Redis (as arq).
 PUT = (
-    _SCHEDULE
+    _JOB
     + """
 local prefix, dedupe_ttl, ttl, fn, expiry = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local queue, index = prefix .. 'queue', prefix .. 'events'
@@ -141,8 +151,7 @@ for i = 7, #ARGV, 7 do
     indexed[#indexed + 1] = now
     indexed[#indexed + 1] = id
     if head then
-      local job = cjson.encode({t = cjson.null, f = fn, a = {id}, k = {}, et = now})
-      redis.call('SET', 'arq:job:' .. id, job, 'PX', expiry)
+      write_job(id, fn, expiry, now)
       heads[#heads + 1] = now
       heads[#heads + 1] = id
     end

@@ -48,8 +48,8 @@ __all__ = ["PROCESS_EVENT", "EventQueue", "Keys", "job_deserializer", "job_seria
 
 _Call = tuple[bytes, "asyncio.Future[int]"]
 # The protocol form of one put's seven arguments (bulk strings, each with its length).
-_PUT_ARGS = b"$%d\r\n%b\r\n" * 7
 _PER_PUT = 7
+_PUT_ARGS = b"$%d\r\n%b\r\n" * _PER_PUT
 # A batch this full goes out at once instead of at the end of the loop iteration: Redis works
 # on it while the rest of a burst of requests is still being verified and parsed.
 FLUSH_AT = 16
