@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import os
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from starlette.types import ASGIApp, Message  # noqa: E402
 from app.atlassian.connect_jwt import encode_connect_token  # noqa: E402
 from app.embedded_redis import EmbeddedRedis  # noqa: E402
 from app.logs import configure_logging  # noqa: E402
-from app.main import create_app  # noqa: E402
+from app.main import create_app, freeze_heap  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench import bare, loadgen  # noqa: E402
 from bench.ingest import CLIENT_KEY, install_tenant  # noqa: E402
@@ -95,10 +94,7 @@ async def drive(app: ASGIApp, token: str, count: int, label: str) -> tuple[float
 
 async def measure(args: argparse.Namespace, settings: Settings, secret: str) -> None:
     app: ASGIApp = bare.app if args.target == "bare" else create_app(settings)
-    # As app.main.factory does in the server: what exists now is never collected again.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    freeze_heap()  # as app.main.factory does in the server
     token = encode_connect_token(
         issuer=CLIENT_KEY, secret=secret, method="POST", url=loadgen.PATH, lifetime=3600
     )
