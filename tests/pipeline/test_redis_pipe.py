@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -26,17 +28,25 @@ async def connections_named(redis: Redis, name: str) -> int:
     return sum(1 for c in await redis.client_list() if c.get("name") == name)
 
 
-async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(
-    redis: Redis, settings: Settings
-) -> None:
-    client = redis_conn.connect(str(settings.redis_url), client_name="pipe-share")
+@pytest.fixture
+async def named(settings: Settings) -> AsyncIterator[tuple[Redis, str]]:
+    """A client of the test's own whose connections carry a name unique to it (to count them)."""
+    name = f"pipe-{uuid.uuid4().hex[:8]}"
+    client = redis_conn.connect(str(settings.redis_url), client_name=name)
     try:
-        shared = SharedConnection(client)
-        replies = await asyncio.gather(*(shared.call(encode("ECHO", f"m{n}")) for n in range(300)))
-        assert replies == [f"m{n}".encode() for n in range(300)]
-        assert await connections_named(redis, "pipe-share") == 1, "one held connection"
+        yield client, name
     finally:
         await client.aclose()
+
+
+async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(
+    redis: Redis, named: tuple[Redis, str]
+) -> None:
+    client, name = named
+    shared = SharedConnection(client)
+    replies = await asyncio.gather(*(shared.call(encode("ECHO", f"m{n}")) for n in range(300)))
+    assert replies == [f"m{n}".encode() for n in range(300)]
+    assert await connections_named(redis, name) == 1, "one held connection"
 
 
 async def test_an_error_reply_fails_only_its_own_call(redis: Redis) -> None:
@@ -52,36 +62,30 @@ async def test_an_error_reply_fails_only_its_own_call(redis: Redis) -> None:
 
 
 async def test_a_connection_redis_closes_fails_its_call_and_the_next_call_reconnects(
-    redis: Redis, settings: Settings
+    redis: Redis, named: tuple[Redis, str]
 ) -> None:
-    client = redis_conn.connect(str(settings.redis_url), client_name="pipe-killed")
-    try:
-        shared = SharedConnection(client)
-        assert await shared.call(encode("ECHO", "first")) == b"first"
-        for entry in await redis.client_list():
-            if entry.get("name") == "pipe-killed":
-                await redis.client_kill_filter(_id=entry["id"])
-        with pytest.raises((RedisConnectionError, OSError)):
-            await shared.call(encode("ECHO", "lost"))
-        assert await shared.call(encode("ECHO", "again")) == b"again"
-        assert await connections_named(redis, "pipe-killed") == 1
-    finally:
-        await client.aclose()
+    client, name = named
+    shared = SharedConnection(client)
+    assert await shared.call(encode("ECHO", "first")) == b"first"
+    for entry in await redis.client_list():
+        if entry.get("name") == name:
+            await redis.client_kill_filter(_id=entry["id"])
+    with pytest.raises((RedisConnectionError, OSError)):
+        await shared.call(encode("ECHO", "lost"))
+    assert await shared.call(encode("ECHO", "again")) == b"again"
+    assert await connections_named(redis, name) == 1
 
 
 async def test_a_connection_the_pool_closed_is_replaced_before_writing(
-    redis: Redis, settings: Settings
+    redis: Redis, named: tuple[Redis, str]
 ) -> None:
-    client = redis_conn.connect(str(settings.redis_url), client_name="pipe-reset")
-    try:
-        shared = SharedConnection(client)
-        assert await shared.call(encode("ECHO", "first")) == b"first"
-        await client.connection_pool.disconnect()  # what a reset or the client's aclose does
-        replies = await asyncio.gather(*(shared.call(encode("ECHO", str(n))) for n in range(20)))
-        assert replies == [str(n).encode() for n in range(20)]
-        assert await connections_named(redis, "pipe-reset") == 1
-    finally:
-        await client.aclose()
+    client, name = named
+    shared = SharedConnection(client)
+    assert await shared.call(encode("ECHO", "first")) == b"first"
+    await client.connection_pool.disconnect()  # what a reset or the client's aclose does
+    replies = await asyncio.gather(*(shared.call(encode("ECHO", str(n))) for n in range(20)))
+    assert replies == [str(n).encode() for n in range(20)]
+    assert await connections_named(redis, name) == 1
 
 
 async def test_drop_fails_what_waits_and_gives_the_connection_back(silent_server: int) -> None:
@@ -105,18 +109,18 @@ async def test_drop_fails_what_waits_and_gives_the_connection_back(silent_server
 
 
 async def test_closing_the_client_closes_the_held_connection(
-    redis: Redis, settings: Settings
+    redis: Redis, named: tuple[Redis, str]
 ) -> None:
-    client = redis_conn.connect(str(settings.redis_url), client_name="pipe-closed")
+    client, name = named
     shared = SharedConnection(client)
     assert await shared.call(encode("ECHO", "x")) == b"x"
-    assert await connections_named(redis, "pipe-closed") == 1
+    assert await connections_named(redis, name) == 1
     await client.aclose()
     for _ in range(50):
-        if await connections_named(redis, "pipe-closed") == 0:
+        if await connections_named(redis, name) == 0:
             break
         await asyncio.sleep(0.02)
-    assert await connections_named(redis, "pipe-closed") == 0
+    assert await connections_named(redis, name) == 0
 
 
 def test_a_single_connection_client_is_refused(settings: Settings) -> None:
