@@ -37,6 +37,10 @@ from app.queue import EventQueue
 
 log = structlog.get_logger("reactor.ingest")
 
+# Refusals caused by Redis itself: counting them in Redis would only hold the answer back
+# for another ingest bound.
+REDIS_FAILURES = frozenset({"queue_unavailable", "tenant_store_unavailable"})
+
 
 def check_media_type(content_type: str | bytes | None) -> None:
     """JSON bodies only: ``application/json`` or any ``+json`` type, parameters ignored."""
@@ -148,7 +152,7 @@ class Counters:
         if child is None:
             child = self._rejected[reason] = self._rejected_family.labels(self.source, reason)
         child.inc()
-        if reason == "queue_unavailable":
+        if reason in REDIS_FAILURES:
             return  # Redis is what failed: the per-minute counters cannot be reached either
         key = self.activity.key(int(time.time() // 60))
         try:

@@ -71,7 +71,16 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = redis if redis is not None else redis_conn.connect(str(settings.redis_url))
+        # Every reply is bounded: a Redis that stops answering (not one that is down, which
+        # refuses at once) must give the dashboard and the ops API a 503, not a request that
+        # hangs for as long as the stall.
+        client = (
+            redis
+            if redis is not None
+            else redis_conn.connect(
+                str(settings.redis_url), socket_timeout=settings.redis_timeout_seconds
+            )
+        )
         app.state.redis = client
         app.state.queue = EventQueue(client, settings)
         app.state.tenants = TenantStore(client, settings)

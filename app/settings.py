@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     )
 
     ingest_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    redis_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="the web process's longest wait for any Redis reply (dashboard, ops API, "
+        "/metrics) before giving up on it with a 503",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     dedupe_window_seconds: int = Field(default=24 * 3600, gt=0)
     worker_concurrency: int = Field(default=20, ge=1, le=1000)

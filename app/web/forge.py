@@ -183,14 +183,16 @@ async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
     if not isinstance(body, dict):
         raise InvalidPayload("the body must be a JSON object")
     name = unwrap(body).get("eventType")
+    if not isinstance(name, str):
+        raise InvalidPayload("eventType is missing or not a string")
     retries = retry_count(body)
     context = {"installation_id": invocation.installation_id, "retry_count": retries}
-    bound = log.bind(tenant=tenant, forge_event=str(name)[:80], **context)
+    bound = log.bind(tenant=tenant, forge_event=name[:80], **context)
     if name not in FORGE_EVENTS:
         # acknowledged (Forge would retry a refusal) but not stored; counted as received only
         bound.warning("forge event ignored: not a handled type")
         return JSONResponse({"ignored": "unhandled event type"})
-    if str(name).endswith(":label") and not isinstance(unwrap(body).get("content"), dict):
+    if name.endswith(":label") and not isinstance(unwrap(body).get("content"), dict):
         # labels on spaces and templates: nothing for content reactions (no retries wanted)
         bound.info("forge label event ignored: not on content")
         return JSONResponse({"ignored": "label is not on content"})
@@ -206,7 +208,7 @@ async def lifecycle(request: Request) -> JSONResponse:
     invocation, store, tenant = await _accept(request)
     body = await _json_body(request)
     name = unwrap(body).get("eventType")
-    if name not in LIFECYCLE_EVENTS:
+    if not isinstance(name, str) or name not in LIFECYCLE_EVENTS:
         log.warning("forge lifecycle event ignored", forge_event=str(name)[:80])
         return JSONResponse({"ignored": "unhandled lifecycle event"})
     await _stored(request, store.record_lifecycle(invocation.installation_id, str(name)))

@@ -178,6 +178,11 @@ async def test_malformed_bodies_are_400_not_500(forge: Forge, keys: list[Signing
         headers={"authorization": f"Bearer {mint(keys[0])}", "content-type": "application/json"},
     )
     assert response.status_code == 400
+    for event_type in (["avi:confluence:created:page"], {"a": 1}, None, 7):
+        odd = {**event_fixture("page-created"), "eventType": event_type}
+        response = await forge.post("/forge/events", odd, token=mint(keys[0]))
+        assert response.status_code == 400, event_type
+        assert response.json()["error"] == "invalid_payload"
 
 
 def _bad_tokens(keys: list[SigningKey]) -> list[tuple[str, str]]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
 from redis.asyncio import Redis
 
 from app import queue as queue_module
@@ -12,8 +14,11 @@ from app import redis as redis_conn
 from app.atlassian.connect_jwt import encode_connect_token
 from app.embedded_redis import free_port
 from app.ingest import Tally
+from app.main import create_app
 from app.metrics import ACTIVITY_KEEP_SECONDS, Activity, Metrics
 from app.queue import EventQueue
+from app.settings import Settings
+from app.tenants import TenantStore
 from tests.connect.conftest import ConnectApp
 
 PAGE = (
@@ -76,6 +81,27 @@ async def test_redis_down_is_503_and_counted_as_a_rejection(connect_app: Connect
     assert (
         'reactor_events_rejected_total{reason="queue_unavailable",source="connect"} 1.0' in metrics
     )
+
+
+async def test_a_hung_tenant_store_is_answered_within_one_ingest_bound(
+    settings: Settings, redis: Redis, silent_server: int
+) -> None:
+    """A stalled Redis: 503 after the bound, not after a second bound spent counting it."""
+    bound = 0.5
+    settings = settings.model_copy(update={"ingest_timeout_seconds": bound})
+    app = create_app(settings, redis=redis)
+    hung = redis_conn.connect(f"redis://127.0.0.1:{silent_server}/0")
+    async with app.router.lifespan_context(app):
+        app.state.redis = hung  # the per-minute counters live there too
+        app.state.tenants = TenantStore(hung, settings)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            started = time.monotonic()
+            resp = await http.post(PATH, content=PAGE, headers=signed("site-x", "s" * 40))
+            elapsed = time.monotonic() - started
+    await hung.aclose()
+    assert (resp.status_code, resp.json()["error"]) == (503, "tenant_store_unavailable")
+    assert bound <= elapsed < 1.5 * bound
 
 
 async def test_forge_refusals_are_counted_under_their_source(connect_app: ConnectApp) -> None:

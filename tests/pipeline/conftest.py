@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +25,3 @@ def page_event(content: int, version: int, tenant: str = "site-a") -> Event:
     body["page"]["id"] = content
     body["page"]["version"] = version
     return from_connect(tenant, "page_updated", body)
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers: a hung Redis."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
