@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from app.atlassian.forge_token import INSTALLATION_ARI_PREFIX, Invocation, installation_ari
 from app.crypto import SecretBox
-from app.errors import Defer
+from app.errors import Defer, PermanentFailure
 
 # A token this close to its expiry is not handed out: a call must not start with it.
 TOKEN_MARGIN_SECONDS = 60
@@ -156,6 +156,7 @@ class InstallationStore:
         """The preUninstall hook ran: drop the token, keep the record for the operators."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._installation(installation_id), "status", STATUS_UNINSTALLING)
+            pipe.hdel(self._installation(installation_id), "token_expires_at")
             pipe.delete(self._token(installation_id))
             await pipe.execute()
 
@@ -217,9 +218,15 @@ async def require_system_token(
     """
     installation_id = await store.installation_for_tenant(tenant)
     token = None if installation_id is None else await store.system_token(installation_id)
-    if token is None:
-        raise Defer(delay, "no valid Forge system token")
-    return token
+    if token is not None:
+        return token
+    if installation_id is not None:
+        installation = await store.get(installation_id)
+        if installation is not None and installation.status == STATUS_UNINSTALLING:
+            # No token will come: waiting would defer the event forever. A re-install makes
+            # the installation active again, and its dead letters can then be replayed.
+            raise PermanentFailure("the app is being uninstalled from this site (Forge)")
+    raise Defer(delay, "no valid Forge system token")
 
 
 def _flag(value: bool | None) -> str:

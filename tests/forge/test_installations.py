@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from app.atlassian.forge_token import Invocation
 from app.crypto import SecretBox
-from app.errors import Defer
+from app.errors import Defer, PermanentFailure
 from app.installations import InstallationStore, SystemToken, forge_tenant, require_system_token
 from app.settings import Settings
 from tests.forge.conftest import (
@@ -113,6 +113,26 @@ async def test_require_system_token_defers_until_a_token_arrives(
     token = SystemToken(system_token(exp), API_BASE_URL, exp)
     await store.save_system_token(INSTALLATION_ID, token)
     assert await require_system_token(store, tenant) == token
+
+
+async def test_an_uninstalling_installation_fails_its_events_instead_of_deferring_them(
+    store: InstallationStore,
+) -> None:
+    """preUninstall drops the token for good: waiting for one would defer events forever."""
+    tenant = forge_tenant(CLOUD_ID)
+    await store.register(invocation(), tenant)
+    exp = int(time.time()) + 7200
+    await store.save_system_token(
+        INSTALLATION_ID, SystemToken(system_token(exp), API_BASE_URL, exp)
+    )
+    await store.mark_uninstalling(INSTALLATION_ID)
+    got = await store.get(INSTALLATION_ID)
+    assert got is not None and got.token_expires_at is None  # shown as gone, not as valid
+    with pytest.raises(PermanentFailure, match="uninstalled"):
+        await require_system_token(store, tenant)
+    await store.register(invocation(), tenant)  # installed again: waits for its token again
+    with pytest.raises(Defer):
+        await require_system_token(store, tenant)
 
 
 async def test_registry_records_installations_events_and_lifecycle(
