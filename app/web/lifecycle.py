@@ -69,6 +69,11 @@ async def _signed_install(
     return parse_lifecycle_payload(body, require_secret=require_secret), claims
 
 
+def _check_app_key(payload: LifecyclePayload, settings: Settings) -> None:
+    if payload.key is not None and payload.key != settings.app_key:
+        raise InvalidPayload("the callback is for another app key")
+
+
 def _method_not_allowed() -> Response:
     return error_response(405, "method_not_allowed", "lifecycle callbacks are POST only")
 
@@ -83,8 +88,7 @@ async def installed(request: Request) -> Response:
         raise
     if request.method != "POST":
         return _method_not_allowed()
-    if payload.key is not None and payload.key != settings.app_key:
-        raise InvalidPayload("the install is for another app key")
+    _check_app_key(payload, settings)
     assert payload.shared_secret is not None
     tenant = await tenants.upsert(
         Tenant(
@@ -110,6 +114,7 @@ async def uninstalled(request: Request) -> Response:
         raise
     if request.method != "POST":
         return _method_not_allowed()
+    _check_app_key(payload, request.app.state.settings)
     tenant = await tenants.mark_status(payload.client_key, "uninstalled")
     log.info("connect.uninstalled", client_key=payload.client_key, known=tenant is not None)
     return Response(status_code=204)
@@ -135,6 +140,7 @@ async def _toggle(request: Request, status: Status) -> Response:
         raise
     if request.method != "POST":
         return _method_not_allowed()
+    _check_app_key(payload, settings)
     if tenant is None or tenant.status == "uninstalled":
         # Atlassian may send `disabled` after `uninstalled`: acknowledge, keep the record as is.
         log.info(f"connect.{status}.ignored", client_key=payload.client_key)

@@ -215,6 +215,21 @@ async def test_enable_and_disable_with_the_shared_secret(connect_app: ConnectApp
     assert (await webhook(connect_app, client_key, secret)).status_code == 204
 
 
+@pytest.mark.parametrize("event", ["enabled", "disabled", "uninstalled"])
+async def test_a_callback_for_another_app_key_changes_nothing(
+    connect_app: ConnectApp, event: str
+) -> None:
+    client_key, _ = await connect_app.install()
+    path = f"/connect/{event}"
+    resp = await connect_app.client.post(
+        path,
+        json={**install_body(client_key, "", event=event), "key": "another-app"},
+        headers=signed(connect_app, client_key, path),
+    )
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_payload")
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "installed"
+
+
 async def test_enabled_signed_install_style(connect_app: ConnectApp) -> None:
     client_key, _ = await connect_app.install()
     resp = await connect_app.client.post(
