@@ -6,13 +6,20 @@ session cookie, an ``X-CSRF-Token`` header. The CLI sends ``Authorization: Beare
 ::
 
     GET  /api/status                    overview: queue, last hour, workers, DLQ, budget
-    GET  /api/jobs?event_id=&content_id=&tenant=&type=&status=
+    GET  /api/jobs?event_id=&content_id=&tenant=&type=&status=&limit=&cursor=
     GET  /api/jobs/{event_id}           detail (raw payload masked), attempts
-    GET  /api/dead                      dead letters
+    GET  /api/dead?limit=&cursor=       dead letters
     POST /api/dead/retry   {"ids": [...]} or {"all": true}
     POST /api/dead/discard {"ids": [...]} or {"all": true}
-    GET  /api/budget  /api/tenants  /api/workers  /api/reactions  /api/audit
+    GET  /api/budget  /api/tenants  /api/workers  /api/reactions
+    GET  /api/audit?limit=              newest first, up to 5000
     GET  /metrics                       Prometheus text format (no sign-in, like /healthz)
+
+Lists page: ``limit`` rows (1 to 500, default 100), newest first; the answer's ``next_cursor``
+(null on the last page) passed as ``cursor`` gives the next page. A filtered page reads a
+bounded slice of the index, so it may hold fewer rows than ``limit`` (even none) while
+``next_cursor`` is not null. Bad parameters answer 400; an action's body must be
+``application/json`` (415) of at most 256 KiB (413).
 """
 
 from __future__ import annotations
@@ -28,12 +35,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from app.dashboard import auth, views
-from app.dashboard.audit import AuditLog
+from app.dashboard.audit import MAX_ENTRIES, AuditLog
+from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor
+from app.errors import IngestError, InvalidPayload
+from app.ingest import check_media_type, parse_json, read_body
+from app.jobstate import STATES
 from app.metrics import CONTENT_TYPE, Metrics
 from app.settings import Settings
 from app.web.responses import error_response
 
 MAX_JSON_BYTES = 256 * 1024
+DEFAULT_AUDIT = 100
 
 
 def _audit(request: Request) -> AuditLog:
@@ -50,41 +62,81 @@ async def status(request: Request) -> Response:
     return _json(await views.overview(request))
 
 
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within ``low..high``; IngestError (400) otherwise."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high:
+        return int(raw)
+    raise IngestError(f"{name} must be a whole number from {low} to {high}")
+
+
+def cursor_param(request: Request) -> Cursor | None:
+    raw = request.query_params.get("cursor", "")
+    if raw == "":
+        return None
+    try:
+        return Cursor.parse(raw)
+    except ValueError:
+        raise IngestError("cursor must be the next_cursor of a previous page, as given") from None
+
+
+def duration(seconds: int) -> str:
+    """``3 days``, ``36 hours``, ``90 minutes``: the largest unit that divides ``seconds``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
 @auth.api
 async def jobs(request: Request) -> Response:
     q = request.query_params
     filters = {k: q.get(k, "") for k in ("event_id", "content_id", "tenant", "type", "status")}
-    return _json({"jobs": await views.search_jobs(request, filters)})
+    if filters["status"] and filters["status"] not in STATES:
+        raise IngestError(f"status must be one of {', '.join(STATES)}")
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    page = await views.search_jobs(request, filters, limit, cursor_param(request))
+    return _json({"jobs": page.rows, "next_cursor": page.next_cursor})
 
 
 @auth.api
 async def job(request: Request) -> Response:
     detail = await views.job_detail(request, request.path_params["event_id"])
     if detail is None:
-        return error_response(404, "not_found", "no such job (records are kept 14 days)")
+        settings: Settings = request.app.state.settings
+        events = settings.event_retention_seconds
+        dead = max(settings.dead_letter_retention_seconds, events)
+        return error_response(
+            404,
+            "not_found",
+            f"no such job: event records are kept {duration(events)} after their last change, "
+            f"dead letters {duration(dead)}",
+        )
     return _json(detail)
 
 
 @auth.api
 async def dead(request: Request) -> Response:
-    return _json(await views.dead_letters(request))
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    return _json(await views.dead_letters(request, limit, cursor_param(request)))
 
 
-async def _body(request: Request) -> dict[str, Any] | None:
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        return None
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+async def _body(request: Request) -> dict[str, Any]:
+    """The action's JSON object: 415 unless application/json, 413 over
+    :data:`MAX_JSON_BYTES` (declared, or as soon as the streamed body passes it), 400 unless
+    a JSON object."""
+    check_media_type(request.headers.get("content-type"))
+    data = parse_json(await read_body(request, MAX_JSON_BYTES))
+    if not isinstance(data, dict):
+        raise InvalidPayload('send {"ids": [...]} or {"all": true}')
+    return data
 
 
 async def _dead_action(request: Request, action: str) -> Response:
     body = await _body(request)
-    if body is None:
-        return error_response(400, "invalid_request", 'send {"ids": [...]} or {"all": true}')
     ids = body.get("ids") or []
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return error_response(400, "invalid_request", "ids must be a list of event ids")
@@ -134,7 +186,8 @@ async def reactions(request: Request) -> Response:
 
 @auth.api
 async def audit(request: Request) -> Response:
-    entries = await _audit(request).recent(int(request.query_params.get("limit", "100") or 100))
+    limit = int_param(request, "limit", DEFAULT_AUDIT, 1, MAX_ENTRIES)
+    entries = await _audit(request).recent(limit)
     return _json({"entries": [asdict(e) for e in entries]})
 
 

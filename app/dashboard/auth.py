@@ -5,8 +5,15 @@ the session is a cookie ``<payload>.<hmac>`` signed with a key derived from the 
 ``REACTOR_SECRET_KEY`` (or, without one, from the operator tokens themselves). It holds a
 random session id, a short fingerprint of the token used (so removing a token ends its
 sessions, and the audit log can name who acted without storing the token) and an expiry.
-After :data:`MAX_FAILURES` wrong tokens from one address within the window, sign-in answers
-429 until the window ends.
+After :data:`MAX_FAILURES` wrong tokens from one address within the window, every further
+wrong token from it (sign-in form or ``Authorization: Bearer``) answers 429 until the window
+ends. A correct token is always accepted, throttled or not: an attacker sharing an address with
+the operators (behind a load balancer they all share one) cannot lock them out. That leaves the
+token's length as the defence against guessing, so operator tokens must be long and random
+(``reactor dev`` makes 32 characters from 24 random bytes).
+
+Form bodies are read with a bound (:data:`MAX_FORM_BYTES`): a declared ``Content-Length`` over
+it is refused with 413 before reading, a streamed body as soon as it passes it.
 
 Every state-changing request carries a CSRF token: forms a hidden ``csrf`` field, the API an
 ``X-CSRF-Token`` header; it is an HMAC of the session id. The CLI authenticates with
@@ -30,8 +37,10 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from app.errors import IngestError
+from app.ingest import read_body
 from app.settings import Settings
-from app.web.responses import error_response
+from app.web.responses import error_response, refusal_response
 
 SESSION_COOKIE = "reactor_session"
 SIGNIN_COOKIE = "reactor_signin"
@@ -148,10 +157,12 @@ def csrf_for(request: Request) -> str:
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
-    """A urlencoded form body (we do not accept multipart), bounded in size."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
+    """A urlencoded form body (we do not accept multipart).
+
+    Raises :class:`~app.errors.PayloadTooLarge` (413) when the declared length is over
+    :data:`MAX_FORM_BYTES`, before reading, or as soon as the streamed body passes it.
+    """
+    body = await read_body(request, MAX_FORM_BYTES)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
@@ -165,7 +176,10 @@ def _client(request: Request) -> str:
 
 
 async def throttled(request: Request) -> bool:
-    """True once this client has failed to sign in :data:`MAX_FAILURES` times lately."""
+    """True once this client has failed to sign in :data:`MAX_FAILURES` times lately.
+
+    Ask only after a wrong token: a right one is accepted whatever this says.
+    """
     key = f"{_settings(request).redis_prefix}signin-failures:{_client(request)}"
     count = await request.app.state.redis.get(key)
     return count is not None and int(count) >= MAX_FAILURES
@@ -188,14 +202,49 @@ def too_many() -> Response:
     )
 
 
+async def _refuse(request: Request) -> Response:
+    if request.headers.get("authorization"):
+        if await throttled(request):
+            return too_many()
+        await note_failure(request)
+    return error_response(
+        401,
+        "unauthorized",
+        "sign in at /dashboard or send Authorization: Bearer <operator token>",
+        {"WWW-Authenticate": 'Bearer realm="reactor"'},
+    )
+
+
 async def _unless_redis_down(endpoint: Endpoint, request: Request) -> Response:
-    """The endpoint's answer, or 503 when Redis (where everything shown lives) is down."""
+    """The endpoint's answer; 400/413/415 for unusable input it refused (an ``IngestError``);
+    503 when Redis (where everything shown lives) is down."""
     try:
         return await endpoint(request)
+    except IngestError as exc:
+        return refusal_response(exc)
     except (RedisError, OSError):
         return error_response(
             503, "redis_unavailable", "Redis does not answer; retry shortly", {"Retry-After": "5"}
         )
+
+
+async def unauthorized(request: Request) -> Response:
+    """The answer to a request with no valid sign-in: 401, or 429 for a wrong bearer token from
+    an address that sent :data:`MAX_FAILURES` wrong ones lately (each wrong one is counted);
+    503 when Redis, which counts them, is down."""
+    return await _unless_redis_down(_refuse, request)
+
+
+def public(endpoint: Endpoint) -> Endpoint:
+    """Guard for what needs no sign-in (the sign-in form's POST): 413 for an oversized body
+    (see :func:`read_form`), 503 when Redis is down, instead of a 500."""
+
+    async def guarded(request: Request) -> Response:
+        return await _unless_redis_down(endpoint, request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
 
 
 def page(endpoint: Endpoint) -> Endpoint:
@@ -210,7 +259,10 @@ def page(endpoint: Endpoint) -> Endpoint:
             return RedirectResponse(f"{SIGNIN_PATH}?next={target}", status_code=303)
         request.state.operator = operator
         if request.method == "POST":
-            form = await read_form(request)
+            try:
+                form = await read_form(request)
+            except IngestError as exc:
+                return refusal_response(exc)
             request.state.form = form
             if not csrf_ok(request, operator, first(form, "csrf")):
                 return error_response(403, "csrf_failed", "the form is stale; reload the page")
@@ -227,16 +279,7 @@ def api(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         operator = current_operator(request)
         if operator is None:
-            if request.headers.get("authorization"):
-                if await throttled(request):
-                    return too_many()
-                await note_failure(request)
-            return error_response(
-                401,
-                "unauthorized",
-                "sign in at /dashboard or send Authorization: Bearer <operator token>",
-                {"WWW-Authenticate": 'Bearer realm="reactor"'},
-            )
+            return await unauthorized(request)
         request.state.operator = operator
         if request.method not in ("GET", "HEAD") and not csrf_ok(
             request, operator, request.headers.get("x-csrf-token")

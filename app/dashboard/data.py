@@ -14,7 +14,8 @@ import dataclasses
 import json
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -25,14 +26,26 @@ from app.jobstate import EventRecord
 from app.queue import EventQueue
 from app.settings import Settings
 
+# A key holding a secret contains one of these (any case, anywhere in the key)...
 SECRET_KEY_PATTERN = re.compile(
-    r"(secret|token|password|passwd|authorization|jwt|cookie|api[_-]?key|private[_-]?key|"
-    r"signature|credential)",
+    r"(secret|token|passw|passphrase|authorization|bearer|jwt|cookie|session|csrf|xsrf|"
+    r"api[\s_-]?key|access[\s_-]?key|private[\s_-]?key|signature|credential)",
     re.IGNORECASE,
 )
+# ... or is made of words (camelCase, snake_case, kebab-case) one of which is one of these: short
+# words that would match inside ordinary keys (``authorAccountId``, ``bypass``) as substrings.
+SECRET_WORDS = frozenset({"auth", "pass", "pwd", "sig"})
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 MASK = "•••"
 RUNNING_SCAN_LIMIT = 1000
 STATE_SAMPLE = 2000
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+# Index entries one page may read looking for matches: 20 per row shown (200 for the tenant
+# and content filters, which match fewer), never more than MAX_SCAN.
+SCAN_PER_ROW = 20
+SCAN_PER_ROW_SPARSE = 200
+MAX_SCAN = 20_000
 
 # KEYS: event record hashes. Returns state, reason (first 60 bytes), updated, source for each,
 # flat, without shipping the stored events. Fast path: Event.to_json writes ``id`` then
@@ -60,15 +73,19 @@ return out
 """
 
 
+def is_secret_key(key: object) -> bool:
+    """Whether a mapping key names a secret: :data:`SECRET_KEY_PATTERN` or :data:`SECRET_WORDS`."""
+    name = str(key)
+    if SECRET_KEY_PATTERN.search(name):
+        return True
+    return any(word.lower() in SECRET_WORDS for word in _WORDS.findall(name))
+
+
 def mask_secrets(value: Any) -> Any:
     """A copy of ``value`` with every value under a secret-looking key replaced by a mask."""
     if isinstance(value, dict):
         return {
-            k: (
-                MASK
-                if SECRET_KEY_PATTERN.search(str(k)) and v not in (None, "")
-                else mask_secrets(v)
-            )
+            k: (MASK if is_secret_key(k) and v not in (None, "") else mask_secrets(v))
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -80,6 +97,36 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended in a time-ordered index (``events`` or ``dlq``): the score (epoch ms)
+    and id of the last entry read. The next page starts right after it, so entries that arrive
+    or leave meanwhile neither repeat nor hide older ones. Text form: ``<ms>:<event id>``."""
+
+    score: int
+    member: str
+
+    def __str__(self) -> str:
+        return f"{self.score}:{self.member}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """The cursor :meth:`__str__` wrote; ValueError for anything else."""
+        score, sep, member = text.partition(":")
+        if not (sep and score.isascii() and score.isdigit() and len(score) <= 15):
+            raise ValueError("not a cursor")
+        if not member or len(member) > 512:
+            raise ValueError("not a cursor")
+        return cls(int(score), member)
+
+
+class Page(NamedTuple):
+    """Rows of one page, newest first, and the cursor of the next (None: nothing older)."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 class ReadModel:
@@ -237,31 +284,96 @@ class ReadModel:
         tenant: str = "",
         type_: str = "",
         status: str = "",
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Event records matching every given filter, newest first."""
+        limit: int = DEFAULT_PAGE,
+        cursor: Cursor | None = None,
+    ) -> Page:
+        """One page of the event records matching every given filter, newest arrival first.
+
+        A page reads at most ``limit`` x :data:`SCAN_PER_ROW` entries of the ``events`` index
+        (x :data:`SCAN_PER_ROW_SPARSE` with a tenant or content filter; at most
+        :data:`MAX_SCAN`), so a filtered page may hold fewer than ``limit`` rows, or none, while
+        ``next_cursor`` says there is more to look through.
+        """
+        tenant, content_id = tenant.strip().lower(), content_id.strip()
+
+        def keep(record: EventRecord) -> dict[str, Any] | None:
+            if status and record.state != status:
+                return None
+            if type_ and record.type != type_:
+                return None
+            if tenant and tenant not in record.tenant.lower():
+                return None
+            row = _row(record, _event_from(record))
+            if content_id and row["content_id"] != content_id:
+                return None
+            return row
+
         if event_id:
             record = await self.log.record(event_id.strip())
-            records = [record] if record is not None else []
-        else:
-            # Tenant and content filters are applied here (a tenant matches by substring), so
-            # ask for more records than are shown.
-            records = await self.log.recent(
-                state=status or None,
-                type_=type_ or None,
-                limit=limit if not (content_id or tenant) else limit * 10,
+            row = keep(record) if record is not None else None
+            return Page([row] if row is not None else [], None)
+        per_row = SCAN_PER_ROW_SPARSE if (content_id or tenant) else SCAN_PER_ROW
+        return await self._scan(self.log.keys.events, cursor, limit, per_row, keep)
+
+    async def dead_page(self, limit: int = DEFAULT_PAGE, cursor: Cursor | None = None) -> Page:
+        """One page of dead letters, newest death first (the ``dlq`` index)."""
+
+        def keep(record: EventRecord) -> dict[str, Any] | None:
+            return record.summary() if record.state == "dead" else None
+
+        return await self._scan(self.log.keys.dlq, cursor, limit, SCAN_PER_ROW, keep)
+
+    async def _scan(
+        self,
+        index: str,
+        after: Cursor | None,
+        limit: int,
+        per_row: int,
+        keep: Callable[[EventRecord], dict[str, Any] | None],
+    ) -> Page:
+        """Rows ``keep`` makes of the records of ``index`` after ``after``, newest first."""
+        limit = max(1, min(limit, MAX_PAGE))
+        budget = min(MAX_SCAN, limit * per_row)
+        rows: list[dict[str, Any]] = []
+        position = after
+        while budget > 0:
+            want = min(budget, max(2 * limit, 100))
+            batch = await self._entries_after(index, position, want + 1)
+            more = len(batch) > want  # one more was asked for: is there anything after?
+            batch = batch[:want]
+            found = {r.id: r for r in await self.log.records([m for m, _ in batch])}
+            for n, (member, score) in enumerate(batch):
+                position = Cursor(score, member)
+                budget -= 1
+                record = found.get(member)
+                row = keep(record) if record is not None else None
+                if row is None:
+                    continue
+                rows.append(row)
+                if len(rows) >= limit:
+                    last = not more and n == len(batch) - 1
+                    return Page(rows, None if last else str(position))
+            if not more:
+                return Page(rows, None)
+        return Page(rows, str(position) if position is not None else None)
+
+    async def _entries_after(
+        self, index: str, after: Cursor | None, count: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``count`` (id, score) of ``index`` in ZREVRANGE order, after ``after``."""
+        if after is None:
+            raw = await self.redis.zrevrange(index, 0, count - 1, withscores=True)
+            return [(_text(m), int(s)) for m, s in raw]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # Same score: ZREVRANGE orders by id, descending; those below the cursor's id follow.
+            pipe.zrevrangebyscore(index, after.score, after.score, withscores=True)
+            pipe.zrevrangebyscore(
+                index, f"({after.score}", "-inf", start=0, num=count, withscores=True
             )
-        rows = []
-        for record in records:
-            if status and record.state != status:
-                continue
-            if tenant and tenant.strip().lower() not in record.tenant.lower():
-                continue
-            row = _row(record, _event_from(record))
-            if content_id and row["content_id"] != content_id.strip():
-                continue
-            rows.append(row)
-        return rows[:limit]
+            ties, older = await pipe.execute()
+        entries = [(_text(m), int(s)) for m, s in ties if _text(m) < after.member]
+        entries += [(_text(m), int(s)) for m, s in older]
+        return entries[:count]
 
     async def failing(self, limit: int = 15) -> list[dict[str, Any]]:
         """The most recent dead and failing (retry scheduled) events, newest change first."""

@@ -36,6 +36,7 @@ async def _events(request: Request, interval: float) -> AsyncIterator[ServerSent
 async def stream(request: Request) -> Response:
     operator = auth.current_operator(request)
     if operator is None:
-        return Response("sign in first", status_code=401)
+        # The same JSON 401 (or 429) as the ops API; EventSource only sees the status.
+        return await auth.unauthorized(request)
     interval = float(getattr(request.app.state, "dashboard_live_interval", DEFAULT_INTERVAL))
     return EventSourceResponse(_events(request, interval), ping=15)

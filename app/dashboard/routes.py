@@ -84,6 +84,7 @@ async def signin_form(request: Request) -> Response:
     return response
 
 
+@auth.public
 async def signin(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     form = await auth.read_form(request)
@@ -95,10 +96,11 @@ async def signin(request: Request) -> Response:
             request, "signin.html", "", 403, nonce="", next=target, configured=True,
             error="The sign-in form expired. Reload the page and try again.",
         )  # fmt: skip
-    if await auth.throttled(request):
-        return auth.too_many()
     token = auth.match_token(auth.first(form, "token").strip(), settings.dashboard_tokens)
     if token is None:
+        # Only wrong tokens are throttled: a right one signs in even from a throttled address.
+        if await auth.throttled(request):
+            return auth.too_many()
         await auth.note_failure(request)
         await audit_log(request).record("anonymous", "sign_in", outcome="refused")
         response = render(
@@ -134,7 +136,7 @@ async def jobs(request: Request) -> Response:
     filters = {k: q.get(k, "").strip() for k in ("event_id", "content_id", "tenant", "type")}
     filters["status"] = q.get("status", "").strip()
     searched = any(filters.values()) or "all" in q
-    rows = await views.search_jobs(request, filters) if searched else []
+    rows = (await views.search_jobs(request, filters)).rows if searched else []
     return render(request, "jobs.html", "jobs", filters=filters, rows=rows, searched=searched)
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from app.budget.hook import Priority
 from app.budget.redis_budget import RedisBudget
 from app.crypto import SecretBox
-from app.dashboard.data import ReadModel
+from app.dashboard.data import DEFAULT_PAGE, Cursor, Page, ReadModel
 from app.dlq import DeadLetters
 from app.installations import InstallationStore
 from app.metrics import Activity, Metrics
@@ -126,13 +126,21 @@ async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
     }
 
 
-async def search_jobs(request: Request, filters: dict[str, str]) -> list[dict[str, Any]]:
+async def search_jobs(
+    request: Request,
+    filters: dict[str, str],
+    limit: int = DEFAULT_PAGE,
+    cursor: Cursor | None = None,
+) -> Page:
+    """One page of matching jobs, newest first (see :meth:`ReadModel.search_jobs`)."""
     return await read_model(request).search_jobs(
         event_id=filters.get("event_id", ""),
         content_id=filters.get("content_id", ""),
         tenant=filters.get("tenant", ""),
         type_=filters.get("type", ""),
         status=filters.get("status", ""),
+        limit=limit,
+        cursor=cursor,
     )
 
 
@@ -144,12 +152,18 @@ async def dead_letter_count(request: Request) -> int | None:
     return await DeadLetters(request.app.state.redis, _settings(request)).count()
 
 
-async def dead_letters(request: Request, limit: int = 200) -> dict[str, Any]:
-    store = DeadLetters(request.app.state.redis, _settings(request))
-    # DeadLetters.list is the same query; EventLog.recent keeps mypy clear of its name.
-    records = await store.log.recent(state="dead", dead_only=True, limit=limit)
-    items = [r.summary() | {"content": r.content} for r in records]
-    return {"available": True, "gap": "", "total": await store.count(), "items": items}
+async def dead_letters(
+    request: Request, limit: int = 200, cursor: Cursor | None = None
+) -> dict[str, Any]:
+    """One page of dead letters, newest death first, with the total and the next page's cursor."""
+    page = await read_model(request).dead_page(limit, cursor)
+    return {
+        "available": True,
+        "gap": "",
+        "total": await dead_letter_count(request),
+        "items": page.rows,
+        "next_cursor": page.next_cursor,
+    }
 
 
 async def dead_letter_action(

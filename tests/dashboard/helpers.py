@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import httpx
@@ -63,3 +64,28 @@ def signed_in(base_url: str, token: str = TOKEN) -> tuple[httpx.Client, str]:
     csrf = re.search(r'name="csrf" value="([^"]+)"', overview.text)
     assert csrf is not None
     return client, csrf.group(1)
+
+
+def send_partly(base_url: str, head: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send a request's head and only ``body`` (less than it announces), then read the answer.
+
+    The status and body of the answer; ``socket.timeout`` if the server waits for the rest.
+    """
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed without an answer: {data!r}")
+            data += chunk
+        header, _, rest = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", header)
+        assert length is not None, header
+        while len(rest) < int(length.group(1)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    return int(header.split(b" ", 2)[1]), rest

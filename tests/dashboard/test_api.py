@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from app.dashboard import api as ops_api
 from app.dashboard.audit import AuditLog
+from app.dashboard.data import MASK, MAX_PAGE, mask_secrets
 from app.dashboard.heartbeat import Heartbeats
 from app.eventlog import EventLog
 from app.metrics import Activity, Metrics
 from app.queue import EventQueue
 from app.settings import Settings
-from tests.dashboard.helpers import TOKEN, kill, make_event
+from tests.dashboard.helpers import TOKEN, kill, make_event, send_partly, signed_in
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -100,7 +105,10 @@ async def test_retry_all_and_discard_are_done_and_audited(
     assert again.status_code == 409
     assert again.json()["not_dead"] == [events[1].id]
     assert (await api.post("/api/dead/retry", json={"ids": []})).status_code == 400
-    assert (await api.post("/api/dead/retry", content=b"[1]")).status_code == 400
+    not_an_object = await api.post(
+        "/api/dead/retry", content=b"[1]", headers={"Content-Type": "application/json"}
+    )
+    assert not_an_object.status_code == 400
 
     audit = (await api.get("/api/audit")).json()["entries"]
     assert [(e["action"], e["outcome"]) for e in audit] == [
@@ -324,3 +332,242 @@ async def test_source_of_an_event_stored_in_another_key_order(
     await redis.hset(key, "event", json.dumps(reordered))  # type: ignore[misc]
     recent = await ReadModel(redis, settings).recent_states(time.time())
     assert recent["sources"] == {"connect": 1}
+
+
+async def test_action_bodies_must_be_json_and_bounded(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    event = make_event(content_id="1500")
+    await kill(redis, settings, event, "boom")
+    plain = await api.post(
+        "/api/dead/retry",
+        content=json.dumps({"ids": [event.id]}),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415
+    assert plain.json()["error"] == "unsupported_media_type"
+    padded = {"ids": [event.id], "pad": "x" * ops_api.MAX_JSON_BYTES}
+    big = await api.post("/api/dead/discard", json=padded)
+    assert big.status_code == 413
+    assert big.json()["error"] == "payload_too_large"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+    assert (await api.get("/api/audit")).json()["entries"] == []  # nothing was done
+
+    # A declared 400 MB: refused at once, while only a sliver of it has been sent.
+    head = (
+        f"POST /api/dead/retry HTTP/1.1\nHost: reactor.test\nAuthorization: Bearer {TOKEN}\n"
+        "Content-Type: application/json\nContent-Length: 400000000\n"
+    )
+    status, body = await asyncio.to_thread(
+        send_partly, str(api.base_url).rstrip("/"), head, b'{"all": true, "pad": "' + b"x" * 4096
+    )
+    assert status == 413
+    assert json.loads(body)["error"] == "payload_too_large"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/api/audit?limit=abc", "limit must be a whole number from 1 to 5000"),
+        ("/api/audit?limit=99999999999999999999", "limit must be a whole number from 1 to 5000"),
+        ("/api/audit?limit=0", "limit must be a whole number from 1 to 5000"),
+        ("/api/audit?limit=-3", "limit must be a whole number from 1 to 5000"),
+        ("/api/audit?limit=%C2%B2", "limit must be a whole number from 1 to 5000"),  # "²"
+        ("/api/jobs?limit=abc", f"limit must be a whole number from 1 to {MAX_PAGE}"),
+        ("/api/jobs?limit=501", f"limit must be a whole number from 1 to {MAX_PAGE}"),
+        ("/api/dead?limit=1e3", f"limit must be a whole number from 1 to {MAX_PAGE}"),
+        ("/api/jobs?cursor=abc", "cursor must be the next_cursor of a previous page, as given"),
+        ("/api/dead?cursor=12:", "cursor must be the next_cursor of a previous page, as given"),
+        ("/api/jobs?status=dead%27", "status must be one of"),
+    ],
+)
+async def test_bad_query_parameters_answer_400(
+    api: httpx.AsyncClient, path: str, detail: str
+) -> None:
+    answer = await api.get(path)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    assert answer.json()["detail"].startswith(detail)
+
+
+async def test_audit_limit_is_bounded_and_applied(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    log = AuditLog(redis, settings.redis_prefix)
+    for n in range(3):
+        await log.record("op-x", f"action_{n}")
+    entries = (await api.get("/api/audit", params={"limit": "2"})).json()["entries"]
+    assert [e["action"] for e in entries] == ["action_2", "action_1"]
+    assert len((await api.get("/api/audit", params={"limit": "5000"})).json()["entries"]) == 3
+    over = await api.get("/api/audit", params={"limit": "5001"})
+    assert over.status_code == 400
+    assert over.json()["detail"] == "limit must be a whole number from 1 to 5000"
+
+
+async def _pages(api: httpx.AsyncClient, path: str, key: str, **params: str) -> list[list[str]]:
+    """The ids of every page of ``path``, following ``next_cursor`` to the end."""
+    pages: list[list[str]] = []
+    cursor = ""
+    while True:
+        answer = await api.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        pages.append([row["id"] for row in data[key]])
+        if data["next_cursor"] is None:
+            return pages
+        cursor = data["next_cursor"]
+        assert len(pages) < 50
+
+
+async def test_jobs_page_through_every_record(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    queue = EventQueue(redis, settings)
+    events = [make_event(content_id=str(2000 + n)) for n in range(130)]
+    for event in events:
+        await queue.put(event)
+    index = f"{settings.redis_prefix}events"
+    # Give them distinct arrival times, and two of them the same one (ties are ordered by id).
+    for n, event in enumerate(events):
+        await redis.zadd(index, {event.id: 1_700_000_000_000 + n})
+    await redis.zadd(index, {events[60].id: 1_700_000_000_061})
+    newest_first = await redis.zrevrange(index, 0, -1)
+    expected = [i.decode() for i in newest_first]
+
+    everything = (await api.get("/api/jobs", params={"limit": "130"})).json()
+    assert [j["id"] for j in everything["jobs"]] == expected
+    assert everything["next_cursor"] is None
+    assert len((await api.get("/api/jobs")).json()["jobs"]) == 100  # the default page
+
+    # Pages of 23: the third ends between the two ids sharing one arrival time.
+    assert expected.index(events[60].id) == 69 - (events[60].id > events[61].id)
+    pages = await _pages(api, "/api/jobs", "jobs", limit="23")
+    assert [len(p) for p in pages] == [23] * 5 + [15]
+    assert [i for p in pages for i in p] == expected
+    assert len({i for p in pages for i in p}) == 130
+
+    # Filtered (tenant by substring) pages page too.
+    other = [make_event(tenant="site-other", content_id=str(2500 + n)) for n in range(5)]
+    for event in other:
+        await queue.put(event)
+    pages = await _pages(api, "/api/jobs", "jobs", limit="2", tenant="OTHER")
+    assert sorted(i for p in pages for i in p) == sorted(e.id for e in other)
+    assert all(len(p) <= 2 for p in pages)
+
+    # New arrivals between pages neither repeat rows nor push older ones out of the walk.
+    first = (await api.get("/api/jobs", params={"limit": "10"})).json()
+    for n in range(3):
+        await queue.put(make_event(tenant="late", content_id=str(2600 + n)))
+    second = await api.get("/api/jobs", params={"limit": "10", "cursor": first["next_cursor"]})
+    newest = [j["id"] for j in first["jobs"]] + [j["id"] for j in second.json()["jobs"]]
+    everything_now = (await api.get("/api/jobs", params={"limit": "500"})).json()["jobs"]
+    assert newest == [j["id"] for j in everything_now][3:23]
+
+
+async def test_dead_letters_page_through_while_some_are_retried(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    events = [make_event(content_id=str(3000 + n)) for n in range(205)]
+    for event in events:
+        await kill(redis, settings, event, "gone")
+    dlq = f"{settings.redis_prefix}dlq"
+    for n, event in enumerate(events):
+        await redis.zadd(dlq, {event.id: 1_700_000_000_000 + n})
+    expected = [e.id for e in reversed(events)]
+
+    everything = (await api.get("/api/dead", params={"limit": "300"})).json()
+    assert everything["total"] == 205
+    assert [d["id"] for d in everything["items"]] == expected
+    assert everything["next_cursor"] is None
+
+    first = (await api.get("/api/dead", params={"limit": "50"})).json()
+    assert [d["id"] for d in first["items"]] == expected[:50]
+    retried = await api.post("/api/dead/retry", json={"ids": expected[:50]})
+    assert retried.json()["count"] == 50  # the first page leaves the dead-letter index
+    second = await api.get("/api/dead", params={"limit": "50", "cursor": first["next_cursor"]})
+    assert [d["id"] for d in second.json()["items"]] == expected[50:100]
+    rest = await _pages(api, "/api/dead", "items", limit="100")
+    assert [i for p in rest for i in p] == expected[50:]
+
+
+async def test_missing_job_names_the_configured_retention(
+    live_server: Callable[..., Any], settings: Settings
+) -> None:
+    from app.main import create_app
+
+    for events, dead, said in [
+        (3 * 86400, 14 * 86400, "event records are kept 3 days after their last change, "
+         "dead letters 14 days"),
+        (7200, 90 * 60, "event records are kept 2 hours after their last change, "
+         "dead letters 2 hours"),
+    ]:  # fmt: skip
+        tuned = settings.model_copy(
+            update={"event_retention_seconds": events, "dead_letter_retention_seconds": dead}
+        )
+        server = live_server(create_app(tuned))
+        async with httpx.AsyncClient(base_url=server.url, headers=BEARER) as client:
+            answer = await client.get("/api/jobs/ev_nope")
+        assert answer.status_code == 404
+        assert answer.json() == {"error": "not_found", "detail": f"no such job: {said}"}
+
+
+SECRET_PAYLOAD = {
+    "auth": {"bearer": "secret-bearer-value"},
+    "Passphrase": "secret-passphrase-value",
+    "credentials": {"user": "bot", "pass": "secret-credential-value"},
+    "connection": {"private key": "secret-private-key", "sessionId": "secret-session-id"},
+    "headers": {"Cookie": "sid=secret-cookie", "X-Hub-Signature-256": "secret-signature"},
+    "authToken": "secret-auth-token",
+    "basic_auth": "secret-basic-auth",
+    "page": {"id": 42, "title": "Quarterly plan", "spaceKey": "OPS"},
+    "authorAccountId": "5b10ac8d82e05b22cc7d4ef5",
+    "key": "OPS",
+    "clientKey": "client-key-is-not-secret",
+    "publicKey": "public-key-is-not-secret",
+}
+
+
+def test_mask_secrets_covers_credential_style_keys_and_nothing_ordinary() -> None:
+    masked = mask_secrets(SECRET_PAYLOAD)
+    assert "secret-" not in json.dumps(masked)
+    assert masked["auth"] == masked["Passphrase"] == masked["credentials"] == MASK
+    assert masked["connection"] == {"private key": MASK, "sessionId": MASK}
+    assert masked["headers"] == {"Cookie": MASK, "X-Hub-Signature-256": MASK}
+    for ordinary in ("page", "authorAccountId", "key", "clientKey", "publicKey"):
+        assert masked[ordinary] == SECRET_PAYLOAD[ordinary]
+    # No field of the recorded Confluence, Connect and Forge payloads is masked, but the
+    # Forge context token.
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    for path in sorted(fixtures.rglob("*.json")):
+        if path.name == "connect-jwt-interop-vectors.json":
+            continue  # JWT test vectors: secrets on purpose
+        payload = json.loads(path.read_text())
+        if "contextToken" in json.dumps(payload):
+            payload = _without(payload, "contextToken")
+        assert mask_secrets(payload) == payload, path
+
+
+def _without(value: Any, name: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, name) for k, v in value.items() if k != name}
+    if isinstance(value, list):
+        return [_without(v, name) for v in value]
+    return value
+
+
+async def test_job_detail_and_page_mask_credential_style_keys(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    event = dataclasses.replace(make_event(content_id="1600"), raw=SECRET_PAYLOAD)
+    await EventQueue(redis, settings).put(event)
+    detail = (await api.get(f"/api/jobs/{event.id}")).json()
+    assert "secret-" not in json.dumps(detail)
+    assert detail["raw"]["auth"] == detail["raw"]["Passphrase"] == MASK
+    assert detail["raw"]["page"]["title"] == "Quarterly plan"
+    assert detail["raw"]["authorAccountId"] == "5b10ac8d82e05b22cc7d4ef5"
+    client, _ = await asyncio.to_thread(signed_in, str(api.base_url).rstrip("/"))
+    page = await asyncio.to_thread(client.get, f"/dashboard/jobs/{event.id}")
+    assert page.status_code == 200
+    assert "secret-" not in page.text
+    assert "Quarterly plan" in page.text and "5b10ac8d82e05b22cc7d4ef5" in page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from app.dashboard import auth
 from app.dashboard.audit import AuditLog
 from app.settings import Settings
-from tests.dashboard.helpers import TOKEN, kill, make_event, signed_in
+from tests.dashboard.helpers import TOKEN, kill, make_event, send_partly, signed_in
 
 KEY = b"k" * 32
 
@@ -77,7 +78,10 @@ async def test_nothing_is_served_without_sign_in(server: str) -> None:
             assert answer.json()["error"] == "unauthorized"
         answer = await client.post("/api/dead/retry", json={"all": True})
         assert answer.status_code == 401
-        assert (await client.get("/dashboard/live")).status_code == 401
+        live = await client.get("/dashboard/live")
+        assert live.status_code == 401
+        assert live.headers["content-type"] == "application/json"
+        assert live.json()["error"] == "unauthorized"
         forged = auth.sign(KEY, {"sid": "s", "op": auth.token_id(TOKEN), "exp": 9e9})
         client.cookies.set("reactor_session", forged)
         answer = await client.get("/api/status")
@@ -139,6 +143,49 @@ async def test_wrong_token_and_stale_form_are_refused(
     assert [(e.action, e.outcome) for e in entries] == [("sign_in", "refused")]
 
 
+FORM_HEAD = (
+    "POST /dashboard/signin HTTP/1.1\nHost: reactor.test\n"
+    "Content-Type: application/x-www-form-urlencoded\n"
+)
+
+
+def test_sign_in_form_over_the_bound_is_refused_on_its_declared_length(server: str) -> None:
+    head = FORM_HEAD + "Content-Length: 400000000\n"
+    # Only a sliver of the 400 MB is sent: the answer must not wait for (or buffer) the rest.
+    status, body = send_partly(server, head, b"csrf=x&token=" + b"a" * 4096)
+    assert status == 413
+    assert json.loads(body) == {
+        "error": "payload_too_large",
+        "detail": f"the body is larger than {auth.MAX_FORM_BYTES} bytes",
+    }
+
+
+def test_streamed_sign_in_form_is_refused_once_it_passes_the_bound(server: str) -> None:
+    chunk = b"token=" + b"a" * auth.MAX_FORM_BYTES
+    # Chunked, no length announced, and the body never ends (no last chunk is sent).
+    body = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    status, answer = send_partly(server, FORM_HEAD + "Transfer-Encoding: chunked\n", body)
+    assert status == 413
+    assert json.loads(answer)["error"] == "payload_too_large"
+
+
+async def test_page_form_over_the_bound_is_refused(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    event = make_event(content_id="78")
+    await kill(redis, settings, event, "boom")
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    form = {"csrf": csrf, "id": event.id, "confirm": "yes", "pad": "x" * auth.MAX_FORM_BYTES}
+    answer = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=form)
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "payload_too_large"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+    del form["pad"]
+    done = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=form)
+    assert done.status_code == 303
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is None
+
+
 async def test_actions_need_the_csrf_token(server: str, settings: Settings, redis: Redis) -> None:
     event = make_event(content_id="77")
     await kill(redis, settings, event, "boom")
@@ -190,7 +237,9 @@ def test_session_of_a_removed_token_is_refused(settings: Settings) -> None:
     assert payload["op"] not in {auth.token_id(t) for t in settings.dashboard_tokens}
 
 
-async def test_repeated_wrong_tokens_are_throttled(server: str) -> None:
+async def test_repeated_wrong_tokens_are_throttled_but_never_lock_operators_out(
+    server: str, settings: Settings, redis: Redis
+) -> None:
     async with httpx.AsyncClient(base_url=server) as client:
         for _ in range(auth.MAX_FAILURES):
             answer = await client.get("/api/status", headers={"Authorization": "Bearer guess"})
@@ -198,12 +247,28 @@ async def test_repeated_wrong_tokens_are_throttled(server: str) -> None:
         answer = await client.get("/api/status", headers={"Authorization": "Bearer guess"})
         assert answer.status_code == 429
         assert answer.headers["retry-after"] == str(auth.FAILURE_WINDOW_SECONDS)
+        live = await client.get("/dashboard/live", headers={"Authorization": "Bearer guess"})
+        assert live.status_code == 429 and live.json()["error"] == "too_many_attempts"
         page = await client.get("/dashboard/signin")
         nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert nonce is not None
-        form = {"csrf": nonce.group(1), "token": TOKEN, "next": ""}
-        refused = await client.post("/dashboard/signin", data=form)
-        assert refused.status_code == 429  # even the right token waits out the window
+        wrong = {"csrf": nonce.group(1), "token": "another-guess", "next": ""}
+        refused = await client.post("/dashboard/signin", data=wrong)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "too_many_attempts"
+        # The same address, throttled: the right token still gets in, by form and by bearer.
+        right = {"csrf": nonce.group(1), "token": TOKEN, "next": "/dashboard/jobs"}
+        signed = await client.post("/dashboard/signin", data=right)
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/dashboard/jobs"
+        assert (await client.get("/api/status")).status_code == 200  # by the session cookie
+        client.cookies.clear()
+        bearer = await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bearer.status_code == 200
+        again = await client.get("/api/status", headers={"Authorization": "Bearer guess"})
+        assert again.status_code == 429  # and guessing stays throttled
+    entries = await AuditLog(redis, settings.redis_prefix).recent()
+    assert [(e.action, e.outcome) for e in entries] == [("sign_in", "ok")]
 
 
 async def test_redis_down_answers_503_not_500(settings: Settings, redis: Redis) -> None:
@@ -220,3 +285,29 @@ async def test_redis_down_answers_503_not_500(settings: Settings, redis: Redis) 
     await dead.aclose()
     assert answer.status_code == 503
     assert answer.json()["error"] == "redis_unavailable"
+
+
+async def test_sign_in_with_redis_down_answers_503_not_500(settings: Settings) -> None:
+    from app import redis as redis_conn
+    from app.embedded_redis import free_port
+    from app.main import create_app
+
+    dead = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    app = create_app(settings, redis=dead)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://reactor.test") as client:
+        app.state.redis = dead
+        page = await client.get("/dashboard/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        answers = [
+            await client.post(
+                "/dashboard/signin", data={"csrf": nonce.group(1), "token": token, "next": ""}
+            )
+            for token in (TOKEN, "guess")
+        ]
+        live = await client.get("/dashboard/live", headers={"Authorization": "Bearer guess"})
+    await dead.aclose()
+    for answer in [*answers, live]:
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "redis_unavailable"
