@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import ConfigError
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+MIN_OPERATOR_TOKEN_LENGTH = 16
 DEFAULT_INSTALL_KEYS_URL = "https://connect-install-keys.atlassian.com"
 DEFAULT_CONNECT_OAUTH_URL = "https://oauth-2-authorization-server.services.atlassian.com"
 DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
@@ -189,6 +190,22 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _dashboard_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for token in value.get_secret_value().split(","):
+            if token.strip() and len(token.strip()) < MIN_OPERATOR_TOKEN_LENGTH:
+                # Sign-in throttles wrong tokens but never refuses a right one (no lock-out):
+                # the token's length is what stops guessing.
+                raise ValueError(
+                    f"each operator token must be at least {MIN_OPERATOR_TOKEN_LENGTH} "
+                    "characters; make one with `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'`"
+                )
+        return value
 
     @field_validator("secret_key")
     @classmethod

@@ -24,6 +24,7 @@ bounded slice of the index, so it may hold fewer rows than ``limit`` (even none)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from dataclasses import asdict
@@ -196,9 +197,11 @@ async def metrics(request: Request) -> Response:
     registry: Metrics | None = getattr(request.app.state, "metrics", None)
     if registry is None:
         registry = request.app.state.metrics = Metrics()
-    # Redis down: the counters of this process are still worth serving.
-    with contextlib.suppress(RedisError, OSError):
-        await views.refresh_gauges(request, registry)
+    # Redis down or stalled: the counters of this process are still worth serving, within the
+    # bound on one Redis reply however many reads the gauges take.
+    bound = request.app.state.settings.redis_timeout_seconds
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await asyncio.wait_for(views.refresh_gauges(request, registry), bound)
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
 

@@ -51,7 +51,15 @@ def test_secret_key_list_encrypts_with_first() -> None:
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REACTOR_BASE_URL", "https://reactor.example.com/")
-    monkeypatch.setenv("REACTOR_DASHBOARD_TOKEN", "one,two")
+    monkeypatch.setenv("REACTOR_DASHBOARD_TOKEN", "first-operator-token,second-operator-token")
     settings = load_settings(_env_file=None)
     assert settings.base_url == "https://reactor.example.com"
-    assert settings.dashboard_tokens == ["one", "two"]
+    assert settings.dashboard_tokens == ["first-operator-token", "second-operator-token"]
+
+
+def test_a_short_operator_token_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(dashboard_token="long-enough-operator-token,hunter2", _env_file=None)
+    [problem] = info.value.problems
+    assert problem.startswith("REACTOR_DASHBOARD_TOKEN: each operator token must be at least 16")
+    assert "hunter2" not in str(info.value)

@@ -67,7 +67,7 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     settings = Settings(
         redis_url="redis://127.0.0.1:1/0",
         state_dir=tmp_path,
-        dashboard_token="d",  # type: ignore[arg-type]
+        dashboard_token="demo-operator-token",  # type: ignore[arg-type]
         secret_key="Yk3bZ1d3b0mT6m2o7w9Q3n3a8cX4m1tG5f0r2y6u8iQ=",  # type: ignore[arg-type]
         _env_file=None,  # type: ignore[call-arg]
     )
