@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,6 +16,59 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _settings() -> Settings:
     return load_settings()
+
+
+# argparse types: a bad value ends in argparse's usage line and "argument --x: ..." (exit 2).
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (counts, limits, concurrency)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (seconds of leeway, UNIX times)."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (timeouts, time scales)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = _whole(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
+    return value
+
+
+def port_or_zero(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    value = _whole(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535 (0: any), not {value}")
+    return value
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -70,7 +124,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from app import devstack
 
-    return devstack.run(_settings(), args.port, sim_api_token=args.sim_api_token, forge=args.forge)
+    return devstack.run(
+        _settings(), args.port, sim_api_token=args.sim_api_token, forge=args.forge, host=args.host
+    )
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -121,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = sub.add_parser("web", help="serve the web app (ingest, dashboard, health) under uvicorn")
     web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server binds all interfaces
-    web.add_argument("--port", type=int, default=8000)
-    web.add_argument("--workers", type=int, default=1)
+    web.add_argument("--port", type=port_number, default=8000)
+    web.add_argument("--workers", type=positive_int, default=1)
     web.add_argument("--ssl-certfile", default=None, help="serve TLS with this certificate")
     web.add_argument("--ssl-keyfile", default=None, help="private key of --ssl-certfile")
     web.add_argument(
@@ -133,14 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(handler=cmd_web)
 
     worker = sub.add_parser("worker", help="run an arq worker that reacts to queued events")
-    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--concurrency", type=positive_int, default=None)
     worker.add_argument(
         "--check", action="store_true", help="exit non-zero unless a worker is healthy"
     )
     worker.set_defaults(handler=cmd_worker)
 
     dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker and simulator")
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--port", type=port_or_zero, default=8000, help="web server port (0: any free port)"
+    )
+    dev.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="web server address (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
+        "dashboard to the network)",
+    )
     dev.add_argument("--sim-api-token", default=None, help="API token of the simulator's user")
     dev.add_argument(
         "--forge",
@@ -153,13 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.set_defaults(handler=cmd_keygen)
 
     sim = sub.add_parser("sim", help="run the local Confluence simulator")
-    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--port", type=port_number, default=8090)
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--api-token", default=None, help="API token of admin@example.com")
     sim.add_argument("--state", default=None, help="JSON file the site is loaded from and saved to")
     sim.add_argument("--public-url", default=None, help="origin used in links and tokens")
-    sim.add_argument("--app-quota", type=int, default=65_000, help="hourly points per app")
-    sim.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per second")
+    sim.add_argument("--app-quota", type=positive_int, default=65_000, help="hourly points per app")
+    sim.add_argument(
+        "--time-scale", type=positive_float, default=1.0, help="simulated seconds per second"
+    )
     sim.add_argument("--demo", action="store_true", help="create demo users, spaces and pages")
     sim.add_argument("--install-app", default=None, help="app descriptor URL to install")
     sim.add_argument(

@@ -7,6 +7,7 @@ them in order (SIGTERM, then SIGKILL after a grace period) and leaves no process
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
@@ -32,6 +33,41 @@ READY_TIMEOUT = 30.0
 # The Forge app id the dev stack installs in the simulator (and the app expects) with --forge.
 DEV_FORGE_APP_ID = "ari:cloud:ecosystem::app/confluence-reactor-dev"
 DEV_RULES = Path(__file__).resolve().parents[1] / "examples" / "dev-rules.yml"
+# Held (flock) by the running ``reactor dev`` for its whole life: one stack per state directory.
+LOCK_FILE = "dev.lock"
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, not bound
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory for this process; the open lock file's descriptor.
+
+    The lock (``flock``, exclusive) is released when the descriptor is closed or the process
+    ends, however it ends. Another ``reactor dev`` on the same directory is refused here,
+    before it starts or writes anything (its Redis would share the append-only file).
+    """
+    where = state_dir.resolve()
+    path = where / LOCK_FILE
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the state directory {where}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            by = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError(
+                f"the state directory {where} is in use by another reactor dev{by}; "
+                "stop it first, or set REACTOR_STATE_DIR to another directory"
+            ) from None
+        raise ConfigError(f"cannot lock {path}: {exc.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def state_secret(state_dir: Path, name: str, make: str) -> str:
@@ -66,6 +102,15 @@ class DevStack:
     # API) and installs the app as a Forge app as well, linked to its Connect install.
     forge: bool = False
     tls: tuple[Path, Path] | None = None
+    # The web server's address: loopback unless asked otherwise (the dashboard is not exposed).
+    host: str = "127.0.0.1"
+
+    @property
+    def web_url(self) -> str:
+        """Where this machine reaches the web server (loopback when it listens on any address)."""
+        host = "127.0.0.1" if self.host in ANY_ADDRESS else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
         state = self.settings.state_dir
@@ -82,7 +127,7 @@ class DevStack:
             env["REACTOR_DASHBOARD_TOKEN"] = state_secret(
                 state, "dashboard_token", secrets.token_urlsafe(24)
             )
-        env.setdefault("REACTOR_BASE_URL", f"http://127.0.0.1:{self.port}")
+        env.setdefault("REACTOR_BASE_URL", self.web_url)
         self.sim_port = self.sim_port or free_port()
         if self.forge:
             self.tls = dev_certificate(state)
@@ -103,7 +148,10 @@ class DevStack:
     def plan(self) -> list[Child]:
         python = sys.executable
         children = [
-            Child("web", [python, "-m", "app.cli", "web", "--port", str(self.port)]),
+            Child(
+                "web",
+                [python, "-m", "app.cli", "web", "--host", self.host, "--port", str(self.port)],
+            ),
             Child("worker", [python, "-m", "app.cli", "worker"]),
         ]
         if self.sim_port is not None:
@@ -118,13 +166,13 @@ class DevStack:
     def simulator_argv(self, python: str) -> list[str]:
         """The simulator with a demo site that installs the app through the signed-install flow."""
         state = self.settings.state_dir / "simulator.json"
-        descriptor = f"http://127.0.0.1:{self.port}/atlassian-connect.json"
+        descriptor = f"{self.web_url}/atlassian-connect.json"
         argv = [python, "-m", "app.cli", "sim", "--port", str(self.sim_port), "--state", str(state)]
         token = self.sim_api_token or ""
         # "=" form: a generated token may start with "-", which argparse would take for an option
         argv += [f"--api-token={token}", "--demo", "--install-app", descriptor]
         if self.forge and self.tls is not None:
-            events = f"http://127.0.0.1:{self.port}/forge/events"
+            events = f"{self.web_url}/forge/events"
             argv += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
             argv += ["--install-forge", events, "--forge-app-id", DEV_FORGE_APP_ID]
         return argv
@@ -138,7 +186,7 @@ class DevStack:
 
     def wait_ready(self, env: dict[str, str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        url = f"http://127.0.0.1:{self.port}/readyz"
+        url = f"{self.web_url}/readyz"
         while time.monotonic() < deadline and not self.stopping:
             self.check_alive()
             cafile = str(self.tls[0]) if self.tls else None
@@ -203,33 +251,80 @@ def _worker_healthy(env: dict[str, str]) -> bool:
         return False
 
 
+def _banner(stack: DevStack, env: dict[str, str]) -> list[str]:
+    lines = [
+        f"web        {stack.web_url}/",
+        f"dashboard  {stack.web_url}/dashboard",
+        f"dashboard token  {env['REACTOR_DASHBOARD_TOKEN']}",
+        f"redis      {env['REACTOR_REDIS_URL']}",
+        f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)",
+        f"sim user   admin@example.com  api token {stack.sim_api_token}",
+    ]
+    curl = f"curl --cacert {stack.tls[0]}" if stack.tls else "curl"
+    lines.append(f"act as a user  {curl} -X POST {stack.sim_url}/_sim/act/random")
+    if stack.forge:
+        lines.append(f"forge      {DEV_FORGE_APP_ID} (events: Connect and Forge)")
+    return lines
+
+
+def _announce_ready(stack: DevStack) -> bool:
+    """Print ``ready`` unless a stop was asked for; False when it was.
+
+    The stop signals are held back from the check to the write, and one that arrived
+    meanwhile (pending) counts as asked: an interrupted start-up never says ``ready``.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        if stack.stopping or STOP_SIGNALS & signal.sigpending():
+            return False
+        print("ready", flush=True)
+        return True
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def run(
-    settings: Settings, port: int, sim_api_token: str | None = None, *, forge: bool = False
+    settings: Settings,
+    port: int,
+    sim_api_token: str | None = None,
+    *,
+    forge: bool = False,
+    host: str = "127.0.0.1",
 ) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM; returns the exit code."""
-    stack = DevStack(settings, port=port or free_port(), sim_api_token=sim_api_token, forge=forge)
+    try:
+        lock = lock_state_dir(settings.state_dir)
+    except ConfigError as exc:
+        print(f"reactor dev: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _run_locked(settings, port, sim_api_token, forge=forge, host=host)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(
+    settings: Settings, port: int, sim_api_token: str | None, *, forge: bool, host: str
+) -> int:
+    stack = DevStack(
+        settings,
+        port=port or free_port(),
+        sim_api_token=sim_api_token,
+        forge=forge,
+        host=host,
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stack.stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     code = 0
     try:
         env = stack.start()
         stack.wait_ready(env)
         if not stack.stopping:
-            print(f"web        http://127.0.0.1:{stack.port}/", flush=True)
-            print(f"dashboard  http://127.0.0.1:{stack.port}/dashboard", flush=True)
-            print(f"dashboard token  {env['REACTOR_DASHBOARD_TOKEN']}", flush=True)
-            print(f"redis      {env['REACTOR_REDIS_URL']}", flush=True)
-            print(f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)", flush=True)
-            print(f"sim user   admin@example.com  api token {stack.sim_api_token}", flush=True)
-            curl = f"curl --cacert {stack.tls[0]}" if stack.tls else "curl"
-            print(f"act as a user  {curl} -X POST {stack.sim_url}/_sim/act/random", flush=True)
-            if stack.forge:
-                print(f"forge      {DEV_FORGE_APP_ID} (events: Connect and Forge)", flush=True)
-            print("ready", flush=True)
+            print("\n".join(_banner(stack, env)), flush=True)
+            _announce_ready(stack)
         while not stack.stopping:
             stack.check_alive()
             time.sleep(0.2)
@@ -238,4 +333,6 @@ def run(
         code = 1
     finally:
         stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from app.atlassian.connect_jwt import TokenRejected, parse_token, verify_connect_token
 from app.atlassian.qsh import canonical_request_for_url, hash_canonical_request, split_url
+from app.cli import non_negative_int
 
 
 def qsh_lines(method: str, url: str, base_url: str | None) -> list[str]:
@@ -68,26 +69,49 @@ def verify_lines(
     return lines, True
 
 
+def _bad_url(command: str, args: argparse.Namespace, exc: ValueError) -> int:
+    """A URL that cannot be parsed (``http://[::1``): one line naming the option, exit 2."""
+    flag = "--url"
+    for name, value in (("--url", args.url), ("--base-url", args.base_url)):
+        try:
+            if value is not None:
+                split_url(value)
+        except ValueError:
+            flag = name
+            break
+    print(f"reactor jwt {command}: {flag}: not a valid URL ({exc})", file=sys.stderr)
+    return 2
+
+
 def cmd_qsh(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    for line in qsh_lines(args.method, args.url, args.base_url):
+    try:
+        lines = qsh_lines(args.method, args.url, args.base_url)
+    except ValueError as exc:
+        return _bad_url("qsh", args, exc)
+    for line in lines:
         print(line, file=out or sys.stdout)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    token = args.token or token_from_url(args.url)
-    if not token:
-        print("reactor jwt verify: no TOKEN given and no jwt parameter in --url", file=sys.stderr)
-        return 2
-    lines, valid = verify_lines(
-        secret=args.secret,
-        method=args.method,
-        url=args.url,
-        base_url=args.base_url,
-        token=token,
-        now=int(time.time()) if args.now is None else args.now,
-        leeway=args.leeway,
-    )
+    try:
+        token = args.token or token_from_url(args.url)
+        if not token:
+            print(
+                "reactor jwt verify: no TOKEN given and no jwt parameter in --url", file=sys.stderr
+            )
+            return 2
+        lines, valid = verify_lines(
+            secret=args.secret,
+            method=args.method,
+            url=args.url,
+            base_url=args.base_url,
+            token=token,
+            now=int(time.time()) if args.now is None else args.now,
+            leeway=args.leeway,
+        )
+    except ValueError as exc:
+        return _bad_url("verify", args, exc)
     for line in lines:
         print(line, file=out or sys.stdout)
     return 0 if valid else 1
@@ -110,8 +134,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify = jwt_sub.add_parser("verify", help="verify an HS256 Connect token for a request")
     common(verify)
     verify.add_argument("--secret", required=True, help="the tenant's shared secret")
-    verify.add_argument("--now", type=int, default=None, help="check at this UNIX time")
-    verify.add_argument("--leeway", type=int, default=30, help="clock leeway in seconds")
+    verify.add_argument(
+        "--now", type=non_negative_int, default=None, help="check at this UNIX time"
+    )
+    verify.add_argument(
+        "--leeway", type=non_negative_int, default=30, help="clock leeway in seconds"
+    )
     verify.add_argument("token", nargs="?", default=None, help="default: the URL's jwt param")
     verify.set_defaults(handler=cmd_verify)
 

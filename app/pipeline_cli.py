@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from app.errors import ConfigError, InvalidPayload, QueueUnavailable
+from app.cli import positive_int
+from app.errors import ConfigError, InvalidPayload, QueueUnavailable, UpstreamUnavailable
 from app.settings import Settings, load_settings
 
 Run = Callable[[Redis, Settings, argparse.Namespace], Awaitable[int]]
@@ -34,13 +36,25 @@ def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
             raise ConfigError("REACTOR_REDIS_URL: required (the URL `reactor dev` prints)")
 
         async def main() -> int:
-            client = redis_conn.connect(str(settings.redis_url))
+            client = redis_conn.connect(
+                str(settings.redis_url), socket_timeout=settings.redis_timeout_seconds
+            )
             try:
                 return await run(client, settings, args)
             finally:
                 await client.aclose()
 
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        except UpstreamUnavailable as exc:  # the tenant store's own words
+            print(f"reactor: {exc.detail}", file=sys.stderr)
+            return 1
+        except (RedisError, OSError, TimeoutError) as exc:
+            # the URL may hold a password: name the failure, not the address
+            print(
+                f"reactor: the event store is unavailable ({type(exc).__name__})", file=sys.stderr
+            )
+            return 1
 
     return handler
 
@@ -61,6 +75,7 @@ async def dlq_list(redis: Redis, settings: Settings, args: argparse.Namespace) -
 
 
 async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    from app.dashboard.data import mask_secrets
     from app.dlq import DeadLetters
 
     dead = await DeadLetters(redis, settings).show(args.event_id)
@@ -76,7 +91,7 @@ async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -
         "attempts": attempts,
         "event": json.loads(dead.record.event_json),
     }
-    print(json.dumps(shown, indent=2))
+    print(json.dumps(mask_secrets(shown), indent=2))
     return 0
 
 
@@ -91,9 +106,7 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
         ids = await dlq.retry_all(Filter(args.tenant, args.type))
     else:
         ids = [i for i in args.event_ids if await dlq.retry(i)]
-        missing = set(args.event_ids) - set(ids)
-        for event_id in sorted(missing):
-            print(f"reactor: {event_id} is not in the dead-letter store", file=sys.stderr)
+        _not_dead(args.event_ids, ids)
     for event_id in ids:
         print(f"replayed {event_id}")
     await _audit(redis, settings, "retry", args, ids)
@@ -111,10 +124,16 @@ async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace
         ids = await dlq.discard_all(Filter(args.tenant, args.type))
     else:
         ids = [i for i in args.event_ids if await dlq.discard(i)]
+        _not_dead(args.event_ids, ids)
     for event_id in ids:
         print(f"discarded {event_id}")
     await _audit(redis, settings, "discard", args, ids)
     return 0 if ids or args.all else 1
+
+
+def _not_dead(asked: list[str], done: list[str]) -> None:
+    for event_id in sorted(set(asked) - set(done)):
+        print(f"reactor: {event_id} is not in the dead-letter store", file=sys.stderr)
 
 
 async def _audit(
@@ -151,6 +170,33 @@ def build_event(tenant: str, name: str | None, body: Any) -> Any:
     return from_connect(tenant, by_type.get(name, name), body)
 
 
+async def tenant_problem(redis: Redis, settings: Settings, tenant: str) -> str | None:
+    """Why a worker here would never run ``tenant``'s events; None when it is installed.
+
+    The worker's own lookup (``workers.clients``): a Connect tenant record decides (it must be
+    installed or enabled); without one, a Forge installation serving the tenant is needed.
+    """
+    from cryptography.fernet import Fernet
+
+    from app.crypto import SecretBox
+    from app.installations import InstallationStore
+    from app.tenants import ACTIVE_STATUSES, TenantStore
+
+    if not tenant.startswith("forge:"):
+        rows = await TenantStore(redis, settings).list_public()  # no secret is decrypted
+        row = next((r for r in rows if r.get("client_key") == tenant), None)
+        if row is not None:
+            status = row.get("status")
+            return None if status in ACTIVE_STATUSES else f"tenant {tenant!r} is {status}"
+    # Only the registry is read (no token is decrypted), so a throwaway key will do when
+    # REACTOR_SECRET_KEY is not set.
+    box = SecretBox(settings.secret_keys or [Fernet.generate_key().decode()])
+    installations = InstallationStore(redis, box, settings.redis_prefix)
+    if await installations.installation_for_tenant(tenant) is not None:
+        return None
+    return f"tenant {tenant!r} is not installed (no Connect tenant or Forge installation)"
+
+
 async def receive(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
     from app.ingest import store
     from app.queue import EventQueue
@@ -158,12 +204,29 @@ async def receive(redis: Redis, settings: Settings, args: argparse.Namespace) ->
     try:
         body = json.loads(await asyncio.to_thread(Path(args.file).read_text))
         event = build_event(args.tenant, args.event, body)
+        problem = await tenant_problem(redis, settings, args.tenant)
+        if problem is not None and not args.allow_unknown_tenant:
+            print(
+                f"reactor: {problem}, so no worker would run the event "
+                "(install the app there first, or pass --allow-unknown-tenant)",
+                file=sys.stderr,
+            )
+            return 1
+        if problem is not None:
+            print(f"reactor: warning: {problem}; storing the event anyway", file=sys.stderr)
         created = await store(EventQueue(redis, settings, batch=False), event, via="cli")
     except (OSError, ValueError, InvalidPayload, QueueUnavailable) as exc:
         print(f"reactor: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"id": event.id, "type": event.type, "duplicate": not created}))
     return 0
+
+
+def tenant_id(text: str) -> str:
+    """A tenant id as given; an empty one is refused (argparse type)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def register(sub: Any) -> None:
@@ -177,7 +240,7 @@ def register(sub: Any) -> None:
 
     listing = actions.add_parser("list", help="dead events, newest first")
     filters(listing)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=positive_int, default=100, help="at most this many")
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.set_defaults(handler=_with_redis(dlq_list))
 
@@ -195,8 +258,23 @@ def register(sub: Any) -> None:
         filters(action)
         action.set_defaults(handler=_with_redis(run))
 
-    recv = sub.add_parser("receive", help="enqueue a recorded webhook payload (local development)")
-    recv.add_argument("--tenant", required=True, help="tenant id (Connect clientKey)")
+    recv = sub.add_parser(
+        "receive",
+        help="enqueue a recorded webhook payload (local development)",
+        description="Enqueue a recorded Connect or Forge payload for an installed tenant.",
+    )
+    recv.add_argument(
+        "--tenant",
+        required=True,
+        type=tenant_id,
+        help="tenant id: an installed Connect clientKey, or forge:<cloudId>",
+    )
+    recv.add_argument(
+        "--allow-unknown-tenant",
+        action="store_true",
+        help="store the event even when the tenant is not installed (no worker runs it until "
+        "the tenant is installed)",
+    )
     recv.add_argument(
         "--event",
         default=None,

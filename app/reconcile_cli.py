@@ -17,8 +17,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app.budget.hook import BudgetExhausted, BudgetHook, Observation, Priority, Reservation
-from app.errors import ConfigError
+from app.cli import positive_int
+from app.errors import ConfigError, UpstreamUnavailable
 from app.settings import Settings, load_settings
 
 BAR_WIDTH = 24
@@ -108,7 +111,9 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     if since >= now:
         raise ConfigError("--since: must be in the past")
     progress = ProgressLine(since, now)
-    redis = redis_conn.connect(str(settings.redis_url))
+    redis = redis_conn.connect(
+        str(settings.redis_url), socket_timeout=settings.redis_timeout_seconds
+    )
     try:
         budget = WaitingBudget(RedisBudget(redis, settings))
         async with runtime.runtime(redis, settings, budget=budget, on_page=progress) as rt:
@@ -164,7 +169,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required (the URL `reactor dev` prints)")
-    return asyncio.run(reconcile(settings, args))
+    try:
+        return asyncio.run(reconcile(settings, args))
+    except (RedisError, OSError, TimeoutError, UpstreamUnavailable) as exc:
+        # the URL may hold a password: name the failure, not the address
+        print(f"reactor: Redis is unavailable ({type(exc).__name__})", file=sys.stderr)
+        return 1
 
 
 def register(sub: Any) -> None:
@@ -174,7 +184,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--tenant", required=True, help="Connect clientKey or forge:<cloudId>")
     parser.add_argument("--since", required=True, help="ISO time, e.g. 2026-11-27T09:30Z")
     parser.add_argument(
-        "--max-items", type=int, default=None, help="stop after this many hits (resumable)"
+        "--max-items", type=positive_int, default=None, help="stop after this many hits (resumable)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=cmd_reconcile)

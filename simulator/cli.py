@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import sys
 from pathlib import Path
 
 from simulator.clock import Clock
 from simulator.demo import seed
 from simulator.site import DEFAULT_EMAIL, build
+from simulator.store import Store
+
+
+class StateFileError(Exception):
+    """The ``--state`` file exists but cannot be read as a simulator site."""
+
+
+def load_state(path: Path | None) -> Store | None:
+    """The site saved in ``path``; None when there is none yet (it is created on save)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StateFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise StateFileError(f"{path} is not a simulator state file (not UTF-8 text)") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise StateFileError(
+            f"{path} is not a simulator state file (invalid JSON: {exc})"
+        ) from None
+    if not isinstance(data, dict):
+        raise StateFileError(f"{path} is not a simulator state file (not a JSON object)")
+    try:
+        return Store.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise StateFileError(f"{path} is not a simulator state file ({problem})") from None
 
 
 def run(
@@ -29,10 +61,16 @@ def run(
 
     from simulator.main import create_app
 
+    try:
+        store = load_state(state)
+    except StateFileError as exc:
+        print(f"reactor sim: --state: {exc}", file=sys.stderr)
+        return 2
     token = api_token or secrets.token_urlsafe(18)
     scheme = "https" if ssl_certfile else "http"
     url = (public_url or f"{scheme}://{host}:{port}").rstrip("/")
     sim = build(
+        store=store,
         api_token=token,
         state_path=state,
         public_url=url,

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from app.cli import positive_float
 from app.errors import ConfigError
 from app.settings import load_settings
 
@@ -48,6 +49,26 @@ def _ago(epoch: float | None, now: float) -> str:
     return f"{delta}s ago" if delta < 120 else f"{delta // 60}m ago"
 
 
+def deliveries(received: dict[str, int], rejected: dict[str, int]) -> str:
+    """Webhook deliveries per route, each split into accepted and rejected (pure).
+
+    ``received`` counts every delivery of a route, refused ones included; ``rejected`` is keyed
+    ``<route>:<reason>``. Events stored some other way (``reactor receive``, reconciliation)
+    are no delivery, so these need not add up to the events received.
+    """
+    refused: dict[str, int] = {}
+    for key, n in rejected.items():
+        route = key.partition(":")[0]
+        refused[route] = refused.get(route, 0) + int(n)
+    parts = []
+    for route in sorted(set(received) | set(refused)):
+        no = refused.get(route, 0)
+        total = max(int(received.get(route, 0)), no)
+        split = f"{total - no} accepted" + (f", {no} rejected" if no else "")
+        parts.append(f"{route} {total} ({split})")
+    return ", ".join(parts) or "—"
+
+
 def format_status(data: dict[str, Any], url: str) -> str:
     """The one-screen summary of ``GET /api/status`` (pure)."""
     now = float(data.get("now") or time.time())
@@ -55,8 +76,9 @@ def format_status(data: dict[str, Any], url: str) -> str:
     lines = [
         f"Confluence Reactor  {url}  {_when(now)}",
         f"queue        queued {q['queued']}  running {q['running']}  deferred {q['deferred']}",
-        f"last hour    received {hour['received_total']} ({_pairs(hour['received'])})"
+        f"last hour    received {hour['received_total']} events"
         f"  done {hour['done']}  failed {hour['failed']}  dead {hour['dead']}",
+        f"             webhook deliveries {deliveries(hour['received'], hour['rejected'])}",
         f"             rejected {_pairs(hour['rejected'])}  deferred {_pairs(hour['deferred'])}",
         f"per minute   {sparkline(hour['series']['received'])}  (received, last hour)",
     ]
@@ -121,13 +143,20 @@ def _fetch(args: argparse.Namespace, path: str) -> tuple[dict[str, Any], str]:
         answer = httpx.get(
             f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout
         )
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"--url: {url!r} is not a valid URL ({exc})") from None
     except httpx.HTTPError as exc:
         raise ConfigError(f"{url}: cannot reach the ops API ({type(exc).__name__})") from None
     if answer.status_code == 401:
         raise ConfigError(f"{url}: the operator token was refused")
     if answer.status_code != 200:
         raise ConfigError(f"{url}{path}: HTTP {answer.status_code}")
-    data: dict[str, Any] = answer.json()
+    try:
+        data = answer.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{url}{path}: the answer is not the ops API's JSON")
     return data, url
 
 
@@ -149,7 +178,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", default=None, help="operator token (default REACTOR_DASHBOARD_TOKEN)"
     )
-    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="seconds to wait for the answer"
+    )
 
 
 def register(sub: Any) -> None:

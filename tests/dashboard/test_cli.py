@@ -60,7 +60,8 @@ def test_status_screen_names_the_failing_tenant_and_the_missing_worker() -> None
     }
     screen = format_status(data, "https://reactor.test")
     assert "queued 3  running 1  deferred 2" in screen
-    assert "received 9 (connect 7, forge 2)" in screen
+    assert "received 9 events" in screen
+    assert "webhook deliveries connect 7 (6 accepted, 1 rejected), forge 2 (2 accepted)" in screen
     assert "no worker is running" in screen
     assert "spent 100 / 65000" in screen
     assert "acme.atlassian.net" in screen and "403 forbidden" in screen and "(60s ago)" in screen
@@ -97,6 +98,42 @@ async def test_status_and_tenants_commands_call_the_ops_api(
     code = await asyncio.to_thread(main, ["status", "--url", server.url, "--token", "wrong"])
     assert code == 2
     assert "refused" in capsys.readouterr().err
+
+    code = await asyncio.to_thread(main, ["status", "--url", "http://[::1", "--token", "t"])
+    assert code == 2
+    assert "--url: 'http://[::1' is not a valid URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan"])
+def test_status_refuses_a_timeout_that_is_not_positive(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--timeout", timeout, "--url", "http://127.0.0.1:1", "--token", "t"])
+    assert exit_.value.code == 2
+    assert f"argument --timeout: must be a number above 0, not {timeout}" in capsys.readouterr().err
+
+
+def test_status_line_parts_add_up_per_route() -> None:
+    """Rejected deliveries are part of a route's count, and events stored by `reactor receive`
+    are no delivery at all: the line must not read as a breakdown of the events received."""
+    hour = {
+        "received_total": 56,  # 54 deliveries, 2 of them refused, and 4 from `reactor receive`
+        "received": {"connect": 52, "forge": 2},
+        "rejected": {"connect:bad_jwt": 1, "connect:payload_too_large": 1},
+        "deferred": {},
+        "done": 0,
+        "failed": 0,
+        "dead": 0,
+        "series": {"received": [56]},
+    }
+    data = {"now": 1_800_000_000.0, "queue": {"queued": 0, "running": 0, "deferred": 0}}
+    screen = format_status({**data, "hour": hour, "workers": {"alive": 1}}, "https://r.test")
+    assert "received 56 events  done 0" in screen
+    assert "webhook deliveries connect 52 (50 accepted, 2 rejected), forge 2 (2 accepted)" in (
+        screen
+    )
+    assert "received 56 (" not in screen
 
 
 def test_tenants_screen_without_tenants() -> None:

@@ -4,12 +4,14 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -177,3 +179,149 @@ def test_dev_passes_a_dash_leading_simulator_token_intact(tmp_path: Path) -> Non
     argv = stack.simulator_argv("python")
     args = build_parser().parse_args(argv[argv.index("sim") :])
     assert args.api_token == "-starts-with-dash"
+
+
+@pytest.mark.slow
+def test_a_second_dev_on_the_same_state_directory_is_refused_at_once(tmp_path: Path) -> None:
+    """It would start a second Redis on the same append-only file and rewrite the state."""
+    port = free_port()
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env["REACTOR_STATE_DIR"] = str(state)
+    proc = subprocess.Popen(
+        [*REACTOR, "dev", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines)
+        conf = state / "redis" / "valkey.conf"
+        written = conf.stat().st_mtime_ns
+
+        start = time.monotonic()
+        second = run("dev", "--port", str(port), env={"REACTOR_STATE_DIR": str(state)})
+        assert second.returncode == 1 and time.monotonic() - start < 15
+        assert second.stdout == ""  # nothing started: no simulator, no banner
+        assert f"the state directory {state.resolve()} is in use" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert conf.stat().st_mtime_ns == written
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            assert resp.status == 200  # the first stack runs on
+
+        # the web server listens on loopback only: another local address is refused
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        proc.send_signal(signal.SIGINT)  # its children stop with it
+        try:
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # once it has stopped, the directory is free again
+    from app.devstack import lock_state_dir
+
+    os.close(lock_state_dir(state))
+
+
+def test_dev_web_server_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    from app.cli import build_parser
+    from app.devstack import DevStack
+    from app.settings import Settings
+
+    settings = Settings(state_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+
+    def web_host(stack: DevStack) -> str:
+        (web,) = [c for c in stack.plan() if c.name == "web"]
+        host: str = build_parser().parse_args(web.argv[web.argv.index("web") :]).host
+        return host
+
+    assert build_parser().parse_args(["dev"]).host == "127.0.0.1"
+    assert web_host(DevStack(settings, port=8000)) == "127.0.0.1"
+    exposed = DevStack(settings, port=8000, host="0.0.0.0")
+    assert web_host(exposed) == "0.0.0.0"
+    assert exposed.web_url == "http://127.0.0.1:8000"  # what it probes and prints
+
+
+def test_dev_never_says_ready_when_interrupted_while_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C arriving while the banner is printed: the stack stops without ``ready``."""
+    from app import devstack
+    from app.settings import Settings
+
+    env = {
+        "REACTOR_DASHBOARD_TOKEN": "cli-operator-token",
+        "REACTOR_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    monkeypatch.setattr(devstack.DevStack, "start", lambda self: env)
+    monkeypatch.setattr(devstack.DevStack, "wait_ready", lambda self, env: None)
+
+    def print_then_interrupt(*args: object, **kwargs: Any) -> None:
+        print(*args, **kwargs)
+        if str(args[0]).startswith("web "):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(devstack, "print", print_then_interrupt, raising=False)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        settings = Settings(state_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+        code = devstack.run(settings, 18005)
+        after = {sig: signal.getsignal(sig) for sig in handlers}
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out = capsys.readouterr().out
+    assert "web        http://127.0.0.1:18005/" in out
+    assert "ready" not in out.split()
+    assert code == 0
+    assert after == handlers, "the Ctrl-C handler is given back"
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["web", "--port", "0"], "argument --port: must be a port from 1 to 65535, not 0"),
+        (["web", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
+        (["worker", "--concurrency", "-2"], "argument --concurrency: must be at least 1, not -2"),
+        (["dev", "--port", "-1"], "argument --port: must be a port from 1 to 65535 (0: any)"),
+        (["sim", "--port", "70000"], "argument --port: must be a port from 1 to 65535"),
+        (["sim", "--time-scale", "0"], "argument --time-scale: must be a number above 0, not 0"),
+        (["sim", "--app-quota", "-5"], "argument --app-quota: must be at least 1, not -5"),
+        (
+            ["reconcile", "--tenant", "t", "--since", "2026-01-01", "--max-items", "-1"],
+            "argument --max-items: must be at least 1, not -1",
+        ),
+        (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
+        (["status", "--timeout", "-1"], "argument --timeout: must be a number above 0, not -1"),
+        (["tenants", "--timeout", "0"], "argument --timeout: must be a number above 0, not 0"),
+        (
+            ["jwt", "verify", "--method", "GET", "--url", "/", "--secret", "s", "--leeway", "-1"],
+            "argument --leeway: must be 0 or more, not -1",
+        ),
+    ],
+)
+def test_numeric_options_refuse_values_that_make_no_sense(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_jwt_qsh_of_an_unparsable_url_is_one_line() -> None:
+    result = run("jwt", "qsh", "--method", "GET", "--url", "http://[::1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "reactor jwt qsh: --url: not a valid URL (Invalid IPv6 URL)\n"

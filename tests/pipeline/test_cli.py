@@ -14,9 +14,12 @@ import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from app.dashboard.data import MASK
 from app.errors import PermanentFailure
 from app.eventlog import EventLog
 from app.settings import Settings
+from app.tenants import Tenant, TenantStore
+from tests.dashboard.helpers import kill, make_event
 from workers.dispatch import JobContext
 
 ROOT = Path(__file__).parents[2]
@@ -50,6 +53,11 @@ def reactor(settings: Settings, tmp_path: Path) -> Reactor:
     return run
 
 
+async def install(redis: Redis, settings: Settings, client_key: str) -> None:
+    tenant = Tenant(client_key, shared_secret="s" * 32, base_url="https://a.atlassian.net/wiki")
+    await TenantStore(redis, settings).upsert(tenant)
+
+
 async def test_receive_then_dead_letter_show_retry_discard(
     redis: Redis,
     settings: Settings,
@@ -59,6 +67,7 @@ async def test_receive_then_dead_letter_show_retry_discard(
     run = reactor
     page = str(FIXTURES / "connect" / "page_updated.json")
     forge = str(FIXTURES / "forge" / "created_comment.json")
+    await install(redis, settings, "site-a")
     received = await run("receive", "--tenant", "site-a", "--event", "page_updated", page)
     assert received.returncode == 0, received.stderr
     first = json.loads(received.stdout)
@@ -99,3 +108,112 @@ async def test_receive_rejects_unknown_payloads(reactor: Reactor, tmp_path: Path
     bad.write_text(json.dumps({"page": {"title": "no id"}}))
     result = await reactor("receive", "--tenant", "t", "--event", "page_updated", str(bad))
     assert result.returncode == 1 and "no content id" in result.stderr
+
+
+async def test_receive_refuses_a_tenant_that_is_not_installed(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    """Its events would be deferred forever: refused unless asked for explicitly."""
+    page = str(FIXTURES / "connect" / "page_updated.json")
+    refused = await reactor("receive", "--tenant", "nobody", "--event", "page_updated", page)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "tenant 'nobody' is not installed" in refused.stderr
+    assert "--allow-unknown-tenant" in refused.stderr and "Traceback" not in refused.stderr
+    empty = await reactor("receive", "--tenant", "", "--event", "page_updated", page)
+    assert empty.returncode == 2 and "argument --tenant: must not be empty" in empty.stderr
+    events = EventLog(redis, settings).keys.events  # every stored event, by arrival
+    assert await redis.zcard(events) == 0
+
+    await install(redis, settings, "site-a")
+    await TenantStore(redis, settings).mark_status("site-a", "uninstalled")
+    gone = await reactor("receive", "--tenant", "site-a", "--event", "page_updated", page)
+    assert gone.returncode == 1 and "tenant 'site-a' is uninstalled" in gone.stderr
+
+    forced = await reactor(
+        "receive", "--tenant", "nobody", "--allow-unknown-tenant", "--event", "page_updated", page
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "not installed" in forced.stderr  # still said, as a warning
+    assert await redis.zcard(events) == 1
+    assert "--allow-unknown-tenant" in (await reactor("receive", "--help")).stdout
+
+
+async def test_dlq_show_masks_secrets_of_the_payload(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    event = make_event()
+    await kill(redis, settings, event, "403 forbidden")
+    shown = await reactor("dlq", "show", event.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "do-not-show-this-secret" not in shown.stdout
+    assert "do-not-show-this-token" not in shown.stdout
+    raw = json.loads(shown.stdout)["event"]["raw"]
+    assert raw["sharedSecret"] == MASK and raw["nested"]["access_token"] == MASK
+    assert raw["page"]["title"] == "Page 1001"  # the rest is shown as it is
+
+
+async def test_dlq_discard_names_an_id_that_is_not_dead(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    event = make_event()
+    await kill(redis, settings, event, "403 forbidden")
+    missing = await reactor("dlq", "discard", "nope", event.id)
+    assert missing.returncode == 0 and missing.stdout.strip() == f"discarded {event.id}"
+    assert missing.stderr.strip() == "reactor: nope is not in the dead-letter store"
+    alone = await reactor("dlq", "discard", "nope")
+    assert alone.returncode == 1
+    assert alone.stderr.strip() == "reactor: nope is not in the dead-letter store"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dlq", "list"),
+        ("dlq", "show", "ev_1"),
+        ("dlq", "retry", "ev_1"),
+        ("dlq", "discard", "--all"),
+    ],
+)
+def test_dlq_with_redis_unreachable_says_so_in_one_line(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {"PYTHONPATH": str(ROOT), "REACTOR_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == "reactor: the event store is unavailable (ConnectionError)\n"
+
+
+def test_dlq_with_a_stalled_redis_gives_up_within_the_bound(
+    tmp_path: Path, silent_server: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "REACTOR_REDIS_URL": f"redis://127.0.0.1:{silent_server}/0",
+        "REACTOR_REDIS_TIMEOUT_SECONDS": "0.5",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "dlq", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "reactor: the event store is unavailable (TimeoutError)\n"
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+async def test_dlq_list_refuses_a_limit_below_one(reactor: Reactor, limit: str) -> None:
+    result = await reactor("dlq", "list", "--limit", limit)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"argument --limit: must be at least 1, not {limit}" in result.stderr

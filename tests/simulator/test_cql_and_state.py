@@ -187,3 +187,34 @@ def test_reactor_sim_runs_standalone(tmp_path: Path) -> None:
         output = proc.communicate(timeout=10)[0].decode()
     assert "admin@example.com" in output and "standalone" in output
     assert "S" in {s["key"] for s in Store.load(state).to_json()["spaces"].values()}
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"cloud_id": "c1", ', "invalid JSON: Expecting property name"),
+        ("[]", "not a JSON object"),
+        ('{"cloud_id": "c1"}', "missing 'next_id'"),
+    ],
+)
+def test_reactor_sim_refuses_a_state_file_it_cannot_read(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    """One line on stderr and exit 2, before anything is served; the file is left as it is."""
+    import subprocess
+    import sys
+
+    from app.embedded_redis import free_port
+
+    state = tmp_path / "site.json"
+    state.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "sim", "--state", str(state), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"reactor sim: --state: {state} is not a simulator state file")
+    assert problem in result.stderr and "Traceback" not in result.stderr
+    assert state.read_text() == content
