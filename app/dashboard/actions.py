@@ -22,15 +22,6 @@ def _audit(request: Request) -> AuditLog:
     return AuditLog(request.app.state.redis, settings.redis_prefix)
 
 
-@auth.page
-async def dead_letters(request: Request) -> Response:
-    from app.dashboard.routes import render
-
-    data = await views.dead_letters(request)
-    notice = request.query_params.get("done", "")
-    return render(request, "dead.html", "dead", data=data, notice=notice)
-
-
 def _selection(form: dict[str, list[str]]) -> tuple[str, list[str]]:
     one = auth.first(form, "one")
     if one:
@@ -76,7 +67,6 @@ async def discard(request: Request) -> Response:
 
 
 page_routes = [
-    Route("/dead", dead_letters, methods=["GET"]),
     Route("/dead/retry", retry, methods=["POST"]),
     Route("/dead/discard", discard, methods=["POST"]),
 ]

@@ -10,6 +10,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,11 +19,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from app.dashboard import actions, auth, live, views
+from app.dashboard.api import cursor_param, int_param
 from app.dashboard.audit import AuditLog
-from app.dashboard.data import ReadModel
+from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor, ReadModel
+from app.errors import IngestError
+from app.jobstate import STATES
 from app.settings import Settings
 
 HERE = Path(__file__).parent
+DEAD_PAGE = 200  # dead letters a page of /dashboard/dead shows unless ``limit`` says otherwise
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["ago"] = views.ago
 templates.env.filters["clock"] = views.clock
@@ -130,14 +135,84 @@ async def overview(request: Request) -> Response:
     return render(request, "overview.html", "overview", data=data)
 
 
+def page_url(path: str, params: dict[str, str], cursor: str | None = None) -> str:
+    """``path`` with the non-empty ``params`` (and ``cursor``) as its query string."""
+    query = {k: v for k, v in params.items() if v}
+    if cursor:
+        query["cursor"] = cursor
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def paging(request: Request, default: int) -> tuple[int, Cursor | None]:
+    """The page's ``limit`` and ``cursor``, validated as the ops API does (IngestError: 400)."""
+    return int_param(request, "limit", default, 1, MAX_PAGE), cursor_param(request)
+
+
+def invalid(request: Request, active: str, detail: str, first: str) -> Response:
+    """The 400 page of a list page asked with a bad parameter, linking to its first page."""
+    return render(request, "invalid.html", active, 400, detail=detail, first=first)
+
+
 @auth.page
 async def jobs(request: Request) -> Response:
     q = request.query_params
     filters = {k: q.get(k, "").strip() for k in ("event_id", "content_id", "tenant", "type")}
     filters["status"] = q.get("status", "").strip()
-    searched = any(filters.values()) or "all" in q
-    rows = (await views.search_jobs(request, filters)).rows if searched else []
-    return render(request, "jobs.html", "jobs", filters=filters, rows=rows, searched=searched)
+    searched = any(filters.values()) or "all" in q or "cursor" in q
+    try:
+        if filters["status"] and filters["status"] not in STATES:
+            filters["status"] = ""
+            raise IngestError(f"status must be one of {', '.join(STATES)}")
+        limit, cursor = paging(request, DEFAULT_PAGE)
+    except IngestError as exc:
+        return invalid(request, "jobs", exc.detail, page_url("/dashboard/jobs", _kept(filters)))
+    kept = _kept(filters, limit)
+    page = await views.search_jobs(request, filters, limit, cursor) if searched else None
+    return render(
+        request,
+        "jobs.html",
+        "jobs",
+        filters=filters,
+        rows=page.rows if page else [],
+        searched=searched,
+        paged=cursor is not None,
+        first_url=page_url("/dashboard/jobs", kept),
+        next_url=page_url("/dashboard/jobs", kept, page.next_cursor)
+        if page and page.next_cursor
+        else None,
+    )
+
+
+def _kept(filters: dict[str, str], limit: int = DEFAULT_PAGE) -> dict[str, str]:
+    """What every page of a job search carries: its filters (``all`` when there is none) and
+    its ``limit`` unless the default."""
+    return filters | {
+        "all": "" if any(filters.values()) else "1",
+        "limit": str(limit) if limit != DEFAULT_PAGE else "",
+    }
+
+
+@auth.page
+async def dead_letters(request: Request) -> Response:
+    """Dead letters, :data:`DEAD_PAGE` a page, newest death first; the actions post to
+    :mod:`.actions`. ``done`` is the notice an action leaves after its redirect."""
+    try:
+        limit, cursor = paging(request, DEAD_PAGE)
+    except IngestError as exc:
+        return invalid(request, "dead", exc.detail, "/dashboard/dead")
+    kept = {"limit": str(limit) if limit != DEAD_PAGE else ""}
+    data = await views.dead_letters(request, limit, cursor)
+    next_cursor = data.get("next_cursor")
+    return render(
+        request,
+        "dead.html",
+        "dead",
+        data=data,
+        notice=request.query_params.get("done", ""),
+        paged=cursor is not None,
+        first_url=page_url("/dashboard/dead", kept),
+        next_url=page_url("/dashboard/dead", kept, next_cursor) if next_cursor else None,
+    )
 
 
 @auth.page
@@ -189,6 +264,7 @@ routes: list[BaseRoute] = [
             Route("/signout", signout, methods=["POST"]),
             Route("/jobs", jobs, methods=["GET"]),
             Route("/jobs/{event_id}", job_detail, methods=["GET"]),
+            Route("/dead", dead_letters, methods=["GET"]),
             *actions.page_routes,
             Route("/budget", budget, methods=["GET"]),
             Route("/tenants", tenants, methods=["GET"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import time
@@ -64,6 +65,18 @@ def signed_in(base_url: str, token: str = TOKEN) -> tuple[httpx.Client, str]:
     csrf = re.search(r'name="csrf" value="([^"]+)"', overview.text)
     assert csrf is not None
     return client, csrf.group(1)
+
+
+def listed_ids(page: str) -> list[str]:
+    """The event ids of the rows of a Jobs or Dead letters page, top to bottom."""
+    return re.findall(r'<td><a href="/dashboard/jobs/([^"]+)"><code>', page)
+
+
+def link_to(page: str, text: str) -> str | None:
+    """The target of the page's link reading ``text`` (``Next page``, ``First page``), if any."""
+    found = re.findall(rf'<a href="([^"]*)"[^>]*>{re.escape(text)}</a>', page)
+    assert len(found) <= 1, found
+    return html.unescape(found[0]) if found else None
 
 
 def send_partly(base_url: str, head: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
@@ -21,7 +24,15 @@ from app.eventlog import EventLog
 from app.metrics import Activity, Metrics
 from app.queue import EventQueue
 from app.settings import Settings
-from tests.dashboard.helpers import TOKEN, kill, make_event, send_partly, signed_in
+from tests.dashboard.helpers import (
+    TOKEN,
+    kill,
+    link_to,
+    listed_ids,
+    make_event,
+    send_partly,
+    signed_in,
+)
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -489,6 +500,140 @@ async def test_dead_letters_page_through_while_some_are_retried(
     assert [d["id"] for d in second.json()["items"]] == expected[50:100]
     rest = await _pages(api, "/api/dead", "items", limit="100")
     assert [i for p in rest for i in p] == expected[50:]
+
+
+def _query(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
+async def _html_pages(get: Callable[[str], Any], url: str) -> list[tuple[str, list[str]]]:
+    """(address, listed ids) of every page from ``url``, following "Next page" to the end."""
+    pages: list[tuple[str, list[str]]] = []
+    while True:
+        answer = await get(url)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        pages.append((url, listed_ids(answer.text)))
+        after = link_to(answer.text, "Next page")
+        # "First page" on every page but the first, to the same search without a cursor.
+        first = link_to(answer.text, "First page")
+        if len(pages) == 1:
+            assert first is None
+        else:
+            assert first is not None and "cursor" not in _query(first)
+            assert _query(first) == {k: v for k, v in _query(url).items() if k != "cursor"}
+        if after is None:
+            return pages
+        url = after
+        assert len(pages) < 20
+
+
+async def test_jobs_html_page_pages_through_every_match_keeping_the_filters(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    wanted = [make_event(tenant="site-paged", content_id=str(4000 + n)) for n in range(130)]
+    noise = [make_event(tenant="site-noise", content_id=str(4200 + n)) for n in range(20)]
+    finished = [make_event(tenant="site-paged", content_id=str(4300 + n)) for n in range(20)]
+    for event in [*wanted, *noise, *finished]:
+        await queue.put(event)
+    for event in finished:
+        await redis.zrem(f"{settings.redis_prefix}queue", event.id)
+        await log.finish(event.id, event.content_key, "done", "")
+    # Interleaved arrival times: matches and non-matches alternate through the index.
+    index = f"{settings.redis_prefix}events"
+    mixed = [e for trio in itertools.zip_longest(wanted, noise, finished) for e in trio if e]
+    for n, event in enumerate(mixed):
+        await redis.zadd(index, {event.id: 1_700_000_000_000 + n})
+    wanted_ids = {e.id for e in wanted}
+    newest_first = [i.decode() for i in await redis.zrevrange(index, 0, -1)]
+    expected = [i for i in newest_first if i in wanted_ids]
+
+    pages = await _html_pages(api.get, "/dashboard/jobs?tenant=PAGED&status=queued")
+    assert [len(ids) for _, ids in pages] == [100, 30]  # 100 a page by default
+    assert [i for _, ids in pages for i in ids] == expected  # none repeated, none skipped
+    for url, _ in pages[1:]:
+        query = _query(url)
+        assert query["tenant"] == ["PAGED"] and query["status"] == ["queued"]
+        assert set(query) == {"tenant", "status", "cursor"}
+    second = (await api.get(pages[1][0])).text
+    assert 'name="tenant" value="PAGED"' in second  # the search form still shows the filters
+    assert '<option value="queued" selected>' in second
+    first = link_to(second, "First page")
+    assert first is not None
+    assert listed_ids((await api.get(first)).text) == pages[0][1]
+
+    # "Show latest" (no filter) with a chosen page size: every record, each once.
+    pages = await _html_pages(api.get, "/dashboard/jobs?all=1&limit=70")
+    assert [len(ids) for _, ids in pages] == [70, 70, 30]
+    assert [i for _, ids in pages for i in ids] == newest_first
+    for url, _ in pages[1:]:
+        assert _query(url)["all"] == ["1"] and _query(url)["limit"] == ["70"]
+
+
+async def test_dead_html_page_pages_through_and_its_actions_still_work(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    events = [make_event(content_id=str(5000 + n)) for n in range(205)]
+    for event in events:
+        await kill(redis, settings, event, "gone")
+    dlq = f"{settings.redis_prefix}dlq"
+    for n, event in enumerate(events):
+        await redis.zadd(dlq, {event.id: 1_700_000_000_000 + n})
+    expected = [e.id for e in reversed(events)]
+    client, csrf = await asyncio.to_thread(signed_in, str(api.base_url).rstrip("/"))
+
+    async def get(url: str) -> httpx.Response:
+        return await asyncio.to_thread(client.get, url)
+
+    pages = await _html_pages(get, "/dashboard/dead")
+    assert [len(ids) for _, ids in pages] == [200, 5]  # 200 a page by default
+    assert [i for _, ids in pages for i in ids] == expected
+    pages = await _html_pages(get, "/dashboard/dead?limit=90")
+    assert [len(ids) for _, ids in pages] == [90, 90, 25]
+    assert [i for _, ids in pages for i in ids] == expected
+    assert all(_query(url)["limit"] == ["90"] for url, _ in pages)
+
+    # Bulk actions from a later page: its rows are the ones selectable; "all" means all.
+    second = (await get(pages[1][0])).text
+    assert "Retry all (205)…" in second
+    boxes = re.findall(r'<input type="checkbox" name="id" value="([^"]+)"', second)
+    assert boxes == expected[90:180]
+    chosen = {"csrf": csrf, "scope": "selected", "id": boxes[:2]}
+    confirm = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=chosen)
+    assert confirm.status_code == 200 and "Confirm: retry" in confirm.text
+    done = await asyncio.to_thread(
+        client.post, "/dashboard/dead/retry", data={**chosen, "confirm": "yes"}
+    )
+    assert done.status_code == 303
+    assert "retry: 2 dead letter(s)" in unquote(done.headers["location"])
+    for event_id in boxes[:2]:
+        assert await redis.zscore(dlq, event_id) is None
+    pages = await _html_pages(get, "/dashboard/dead?limit=90")
+    assert [i for _, ids in pages for i in ids] == [i for i in expected if i not in boxes[:2]]
+
+
+@pytest.mark.parametrize(
+    ("path", "detail", "first"),
+    [
+        ("/dashboard/jobs?all=1&cursor=abc", "cursor must be the next_cursor", "?all=1"),
+        ("/dashboard/jobs?tenant=x&limit=0", "limit must be a whole number from 1 to", "?tenant=x"),
+        ("/dashboard/jobs?all=1&limit=501", "limit must be a whole number from 1 to", "?all=1"),
+        ("/dashboard/jobs?status=dead%27", "status must be one of", "?all=1"),
+        ("/dashboard/dead?cursor=12:", "cursor must be the next_cursor", ""),
+        ("/dashboard/dead?cursor=%00", "cursor must be the next_cursor", ""),
+        ("/dashboard/dead?limit=%C2%B2", "limit must be a whole number from 1 to", ""),
+    ],
+)
+async def test_bad_paging_parameters_on_pages_answer_a_400_page(
+    api: httpx.AsyncClient, path: str, detail: str, first: str
+) -> None:
+    answer = await api.get(path)
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert f'<p class="error" role="alert">Bad request: {detail}' in answer.text
+    assert link_to(answer.text, "the first page") == path.partition("?")[0] + first
+    assert 'aria-current="page"' in answer.text  # the usual page, navigation included
 
 
 async def test_missing_job_names_the_configured_retention(

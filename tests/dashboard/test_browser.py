@@ -243,3 +243,39 @@ def test_a_failure_appears_on_the_open_overview_without_reload(
     assert "initech.atlassian.net" in failing.inner_text()
     assert failing.locator("a").get_attribute("href") == f"/dashboard/jobs/{event.id}"
     page.screenshot(path=str(ARTIFACTS / "overview-failure-live.png"), full_page=True)
+
+
+def test_jobs_page_walks_to_the_next_page_and_back(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    events = [
+        make_event(tenant="hooli.atlassian.net", content_id=str(6000 + n)) for n in range(105)
+    ]
+
+    async def put(client: Redis) -> None:
+        queue = EventQueue(client, settings)
+        for event in events:
+            await queue.put(event)
+
+    in_redis(settings, put)
+    page = browser_page
+    sign_in(page, server_url)
+    page.click("nav a:text('Jobs')")
+    page.fill("input[name=tenant]", "hooli")
+    page.click("form.search button[type=submit]")
+    page.wait_for_selector("nav.pager a:text('Next page')")
+    listed = page.locator("section.card tbody td:first-child code")
+    first = listed.all_inner_texts()
+    assert len(first) == 100
+    assert page.locator("a:text('First page')").count() == 0
+    page.click("nav.pager a:text('Next page')")
+    page.wait_for_selector("nav.pager a:text('First page')")
+    second = listed.all_inner_texts()
+    assert len(second) == 5
+    assert sorted(first + second) == sorted(e.id for e in events)  # none twice, none missed
+    assert page.input_value("input[name=tenant]") == "hooli"  # the search is kept
+    assert page.locator("nav.pager a:text('Next page')").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "jobs-next-page.png"), full_page=True)
+    page.click("nav.pager a:text('First page')")
+    page.wait_for_selector("nav.pager a:text('Next page')")
+    assert listed.all_inner_texts() == first
