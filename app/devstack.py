@@ -104,6 +104,9 @@ class DevStack:
     tls: tuple[Path, Path] | None = None
     # The web server's address: loopback unless asked otherwise (the dashboard is not exposed).
     host: str = "127.0.0.1"
+    # The state directory's lock (see lock_state_dir): the children hold it too, so a stack
+    # whose supervisor was killed still keeps a second one off the directory while they live.
+    lock_fd: int | None = None
 
     @property
     def web_url(self) -> str:
@@ -181,7 +184,12 @@ class DevStack:
         env = self.environment()
         self.children = self.plan()
         for child in self.children:
-            child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+            child.process = subprocess.Popen(
+                child.argv,
+                env=env,
+                start_new_session=True,
+                pass_fds=() if self.lock_fd is None else (self.lock_fd,),
+            )
         return env
 
     def wait_ready(self, env: dict[str, str]) -> None:
@@ -298,13 +306,19 @@ def run(
         print(f"reactor dev: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        return _run_locked(settings, port, sim_api_token, forge=forge, host=host)
+        return _run_locked(settings, port, sim_api_token, forge=forge, host=host, lock=lock)
     finally:
         os.close(lock)
 
 
 def _run_locked(
-    settings: Settings, port: int, sim_api_token: str | None, *, forge: bool, host: str
+    settings: Settings,
+    port: int,
+    sim_api_token: str | None,
+    *,
+    forge: bool,
+    host: str,
+    lock: int,
 ) -> int:
     stack = DevStack(
         settings,
@@ -312,6 +326,7 @@ def _run_locked(
         sim_api_token=sim_api_token,
         forge=forge,
         host=host,
+        lock_fd=lock,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

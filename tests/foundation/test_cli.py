@@ -233,6 +233,32 @@ def test_a_second_dev_on_the_same_state_directory_is_refused_at_once(tmp_path: P
     os.close(lock_state_dir(state))
 
 
+def test_dev_children_hold_the_state_directory_after_the_supervisor_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor killed with SIGKILL leaves its children running: they keep the lock."""
+    from app.devstack import Child, DevStack, lock_state_dir
+    from app.errors import ConfigError
+    from app.settings import Settings
+
+    state = tmp_path / "state"
+    settings = Settings(  # type: ignore[call-arg]
+        state_dir=state, redis_url="redis://127.0.0.1:1/0", _env_file=None
+    )
+    lock = lock_state_dir(state)
+    stack = DevStack(settings, port=free_port(), sim_port=free_port(), lock_fd=lock)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(stack, "plan", lambda: [Child("child", sleeper)])
+    stack.start()
+    os.close(lock)  # what the supervisor's death does to its own descriptor
+    try:
+        with pytest.raises(ConfigError, match="in use by another reactor dev"):
+            lock_state_dir(state)
+    finally:
+        stack.stop()
+    os.close(lock_state_dir(state))  # the last holder gone, the directory is free
+
+
 def test_dev_web_server_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
     from app.cli import build_parser
     from app.devstack import DevStack
