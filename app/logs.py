@@ -1,6 +1,7 @@
 """Structured logging: JSON lines in production, readable lines on a terminal.
 
-Secrets never reach a log line: :func:`redact` masks values of sensitive keys before rendering.
+Secrets never reach a log line: :func:`redact` masks the values of keys that name a secret
+(:func:`app.masking.is_secret_key`, the rule the dashboard and the CLI apply too) before rendering.
 
 The JSON format is on the ingest hot path (one line per stored event), so its last step is one
 fused processor (:class:`JsonLine`): level, UTC timestamp (formatted once per second), redaction
@@ -24,29 +25,16 @@ from typing import Any, TextIO, cast
 import orjson
 import structlog
 
-SENSITIVE_KEYS = frozenset(
-    {
-        "authorization",
-        "jwt",
-        "token",
-        "shared_secret",
-        "sharedsecret",
-        "secret",
-        "password",
-        "api_token",
-        "access_token",
-        "system_token",
-        "x-forge-oauth-system",
-        "cookie",
-    }
-)
+from app.masking import is_secret_key
+
+LOG_MASK = "***"  # ASCII: log lines are read in terminals and grepped
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor masking values whose key names a secret."""
     for key in list(event_dict):
-        if key.lower() in SENSITIVE_KEYS:
-            event_dict[key] = "***"
+        if is_secret_key(key):
+            event_dict[key] = LOG_MASK
     return event_dict
 
 
@@ -78,8 +66,8 @@ class JsonLine:
         event_dict["level"] = "warning" if method == "warn" else method
         event_dict["timestamp"] = self._timestamp()
         for key in event_dict:
-            if key.lower() in SENSITIVE_KEYS:
-                event_dict[key] = "***"
+            if is_secret_key(key):
+                event_dict[key] = LOG_MASK
         try:
             return orjson.dumps(event_dict, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
         except TypeError:  # integers beyond 64 bits and the like: the standard codec takes them

@@ -75,8 +75,8 @@ async def dlq_list(redis: Redis, settings: Settings, args: argparse.Namespace) -
 
 
 async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
-    from app.dashboard.data import mask_secrets
     from app.dlq import DeadLetters
+    from app.masking import mask_secrets
 
     dead = await DeadLetters(redis, settings).show(args.event_id)
     if dead is None:

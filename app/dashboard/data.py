@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,20 +22,10 @@ from app.atlassian.events import Event
 from app.dashboard.calls import read_calls
 from app.eventlog import EventLog
 from app.jobstate import EventRecord
+from app.masking import mask_secrets
 from app.queue import EventQueue
 from app.settings import Settings
 
-# A key holding a secret contains one of these (any case, anywhere in the key)...
-SECRET_KEY_PATTERN = re.compile(
-    r"(secret|token|passw|passphrase|authorization|bearer|jwt|cookie|session|csrf|xsrf|"
-    r"api[\s_-]?key|access[\s_-]?key|private[\s_-]?key|signature|credential)",
-    re.IGNORECASE,
-)
-# ... or is made of words (camelCase, snake_case, kebab-case) one of which is one of these: short
-# words that would match inside ordinary keys (``authorAccountId``, ``bypass``) as substrings.
-SECRET_WORDS = frozenset({"auth", "pass", "pwd", "sig"})
-_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-MASK = "•••"
 RUNNING_SCAN_LIMIT = 1000
 STATE_SAMPLE = 2000
 DEFAULT_PAGE = 100
@@ -71,26 +60,6 @@ for i = 1, #KEYS do
 end
 return out
 """
-
-
-def is_secret_key(key: object) -> bool:
-    """Whether a mapping key names a secret: :data:`SECRET_KEY_PATTERN` or :data:`SECRET_WORDS`."""
-    name = str(key)
-    if SECRET_KEY_PATTERN.search(name):
-        return True
-    return any(word.lower() in SECRET_WORDS for word in _WORDS.findall(name))
-
-
-def mask_secrets(value: Any) -> Any:
-    """A copy of ``value`` with every value under a secret-looking key replaced by a mask."""
-    if isinstance(value, dict):
-        return {
-            k: (MASK if is_secret_key(k) and v not in (None, "") else mask_secrets(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [mask_secrets(v) for v in value]
-    return value
 
 
 def _text(value: bytes | str | None) -> str:

@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 
 from app.dashboard import api as ops_api
 from app.dashboard.audit import AuditLog
-from app.dashboard.data import MASK, MAX_PAGE, mask_secrets
+from app.dashboard.data import MAX_PAGE
 from app.dashboard.heartbeat import Heartbeats
 from app.eventlog import EventLog
+from app.masking import MASK, mask_secrets
 from app.metrics import Activity, Metrics
 from app.queue import EventQueue
 from app.settings import Settings

@@ -40,6 +40,14 @@ def test_secrets_are_masked_whatever_the_case() -> None:
     assert "t0k3n" not in json.dumps(line)
 
 
+def test_log_lines_mask_what_the_dashboard_masks() -> None:
+    secrets = {"bearer": "b", "Passphrase": "p", "forge_system_token": "f", "basicAuth": "a"}
+    plain = {"author_id": "u1", "bypass": "no", "space_key": "DEV", "client_key": "ck"}
+    line = render("info", event="x", **secrets, **plain)
+    assert all(line[key] == "***" for key in secrets)
+    assert all(line[key] == value for key, value in plain.items())
+
+
 def test_values_orjson_cannot_take_still_render() -> None:
     line = render("info", event="x", big=2**70, thing=object(), ids={1: "a"})
     assert line["big"] == 2**70

@@ -14,9 +14,9 @@ import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from app.dashboard.data import MASK
 from app.errors import PermanentFailure
 from app.eventlog import EventLog
+from app.masking import MASK
 from app.settings import Settings
 from app.tenants import Tenant, TenantStore
 from tests.dashboard.helpers import kill, make_event
