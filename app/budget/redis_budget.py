@@ -163,7 +163,10 @@ class RedisBudget:
         args = self._settle_args(reservation, observation)
         if args is None:
             return None  # not one of ours: settle() has nothing to write either
-        command = ["EVALSHA", self._settle.sha, 0, *args]
+        # EVAL with the script's text, not EVALSHA: the caller's round trip ignores errors, so
+        # a Redis that lost its scripts (restart, SCRIPT FLUSH, failover) would drop every
+        # settlement sent this way without a word, and estimates would stay reserved all hour.
+        command = ["EVAL", self._settle.script, 0, *args]
 
         def add(pipe: Pipeline) -> None:
             pipe.execute_command(*command)

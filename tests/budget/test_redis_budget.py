@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from app import redis as redis_conn
 from app.budget.hook import BudgetExhausted, Observation, Priority
 from app.budget.model import HOUR
+from app.embedded_redis import EmbeddedRedis
 from app.errors import Defer
 from app.settings import Settings
 from tests.budget.helpers import T0, FakeClock, budget
@@ -197,14 +199,28 @@ async def test_a_429_pauses_every_instance_until_retry_after(
             assert info.value.retry_at == pytest.approx(clock.now + 30)
         snap = await budgets[3].snapshot()
         assert snap.n429 == 1 and snap.paused_until == pytest.approx(clock.now + 30)
-        assert snap.remaining == 0, "a quota 429 means the server's hour is spent"
+        assert snap.remaining > 0, "a wait that ends well before the hour is only a pause"
         clock.now += 30
-        with pytest.raises(BudgetExhausted) as info:
-            await budgets[1].reserve("a", 1, Priority.INTERACTIVE)
-        assert info.value.reason == "quota"
+        await budgets[1].reserve("a", 1, Priority.INTERACTIVE)
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.mark.parametrize("retry_after", [None, HOUR - 600 - 30])
+async def test_a_quota_429_waiting_until_the_reset_writes_the_hour_off(
+    redis: Redis, settings: Settings, retry_after: float | None
+) -> None:
+    clock = FakeClock()  # ten minutes into the hour
+    b = budget(redis, settings, clock)
+    r = await b.reserve("a", 1, P)
+    reason = "confluence-quota-global-based"
+    await b.settle(r, Observation(status=429, retry_after=retry_after, reason=reason))
+    assert (await b.snapshot()).remaining == 0, "the server's hour is spent"
+    clock.now += HOUR - 600 - 20  # past any pause, still in the hour
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("a", 1, Priority.INTERACTIVE)
+    assert info.value.reason == "quota" and info.value.retry_at == T0 + HOUR
 
 
 async def test_429_storm_keeps_the_longest_pause(redis: Redis, settings: Settings) -> None:
@@ -318,6 +334,29 @@ async def test_fair_shares_can_be_switched_off(redis: Redis, settings: Settings)
     for _ in range(5):  # first come, first served
         await b.reserve("heavy", 1, P)
     assert (await b.snapshot()).backlogged == ()
+
+
+async def test_a_later_settlement_does_not_need_the_script_loaded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A Redis that lost its scripts (restarted, flushed) still takes a later settlement."""
+    server = EmbeddedRedis(tmp_path / "fresh")
+    server.start()
+    fresh = redis_conn.connect(server.url)
+    try:
+        b = budget(fresh, settings, FakeClock())
+        reservation = await b.reserve("acme", 26, P)  # loads the reserve script only
+        later = b.settle_later(reservation, Observation(status=200, actual_cost=4))
+        assert later is not None
+        async with fresh.pipeline(transaction=False) as pipe:
+            later(pipe)
+            [result] = await pipe.execute(raise_on_error=False)  # as the job layer sends it
+        assert not isinstance(result, Exception), result
+        snap = await b.snapshot()
+        assert (snap.charged, snap.reserved, snap.spent) == (4, 0, 4)
+    finally:
+        await fresh.aclose()
+        server.stop()
 
 
 async def test_a_plain_success_may_settle_later_with_the_same_effect(

@@ -65,7 +65,10 @@ if status == 429 then
   if string.find(reason, 'tenant', 1, true) then
     key = prefix .. 'budget:pause:t:' .. tenant
   elseif reason ~= '' and not string.find(reason, 'burst', 1, true) then
-    global_quota = true
+    -- The app's quota: spent for the rest of the hour when the server says to wait until
+    -- about then (or says no time at all). A Retry-After that ends well before the hour
+    -- is taken at its word: a pause, not an hour written off.
+    global_quota = retry_after < 0 or now + retry_after >= hstart + HOUR - 60000
   end
   if until_ms > num(redis.call('GET', key)) then
     redis.call('SET', key, string.format('%d', until_ms), 'PX', math.max(1, math.ceil(wait)))
