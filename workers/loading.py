@@ -9,8 +9,11 @@ says which setting, which module or line, and why.
 from __future__ import annotations
 
 import importlib
+import sysconfig
 import traceback
+from pathlib import Path
 
+import app
 from app.errors import ConfigError
 from app.settings import Settings
 from workers.routing import Router
@@ -18,11 +21,39 @@ from workers.rules import load_rules
 
 
 def _where(exc: BaseException) -> str:
+    """`` (<file>:<line>)`` of the failure in the reaction module's own code, or ``""``.
+
+    A syntax error is located by the parser. Otherwise: the innermost traceback frame in the
+    imported module's file (its first ``<module>`` frame) or outside Python's import machinery,
+    standard library, installed packages and this project's own code (``router.on`` refusing
+    an unknown event type, or ``re`` a bad pattern, is the caller's mistake, made there).
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" ({exc.filename}:{exc.lineno})" if exc.lineno else f" ({exc.filename})"
     frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return ""
-    last = frames[-1]
-    return f" ({last.filename}:{last.lineno})"
+    module = next((f.filename for f in frames if f.name == "<module>"), None)
+    for frame in reversed(frames):
+        if frame.filename == module or not _library(frame.filename):
+            return f" ({frame.filename}:{frame.lineno})"
+    return ""
+
+
+def _library(filename: str) -> bool:
+    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>, <template>
+        return True
+    path = Path(filename).resolve()
+    return any(path.is_relative_to(root) for root in _LIBRARY_ROOTS)
+
+
+def _library_roots() -> frozenset[Path]:
+    """Python's standard library, installed packages, and this project's own packages."""
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots |= {Path(app.__file__).parent, Path(__file__).parent}  # app/, workers/
+    return frozenset(root.resolve() for root in roots)
+
+
+_LIBRARY_ROOTS = _library_roots()
 
 
 def load_module(name: str) -> Router:
@@ -36,7 +67,8 @@ def load_module(name: str) -> Router:
             f"REACTOR_REACTIONS: module {name!r} failed to import: {exc}{_where(exc)}"
         ) from None
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}{_where(exc)}"
+        text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        message = f"{type(exc).__name__}: {text}{_where(exc)}"
         raise ConfigError(
             f"REACTOR_REACTIONS: module {name!r} failed to import: {message}"
         ) from None

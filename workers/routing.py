@@ -8,6 +8,7 @@ labels") and the dispatcher asks Confluence once.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,20 @@ def check_event_pattern(pattern: str) -> str:
     raise ValueError(f"unknown event type {pattern!r} (known: {', '.join(EVENT_TYPES)})")
 
 
+def is_async(handler: object) -> bool:
+    """Whether calling ``handler`` gives a coroutine: an ``async def`` function or method, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - the method itself
+    return inspect.iscoroutinefunction(handler) or (
+        not inspect.isroutine(handler) and inspect.iscoroutinefunction(call)
+    )
+
+
+def _handler_name(handler: object) -> str:
+    name = str(getattr(handler, "__name__", "handler"))
+    return name if name.isidentifier() else "handler"
+
+
 def event_matches(pattern: str, type_: str) -> bool:
     if pattern == "*":
         return True
@@ -72,7 +87,10 @@ class Filters:
         author: FilterValue = None,
         content_type: FilterValue = None,
     ) -> Filters:
-        pattern = re.compile(title) if isinstance(title, str) else title
+        try:
+            pattern = re.compile(title) if isinstance(title, str) else title
+        except re.error as exc:
+            raise ValueError(f"title: invalid regular expression {title!r}: {exc}") from None
         return cls(
             tenants=_set(tenant),
             spaces=_set(space),
@@ -164,6 +182,11 @@ class Router:
             raise ValueError(f"{registration.name}: name at least one event type")
         for pattern in registration.events:
             check_event_pattern(pattern)
+        if not is_async(registration.handler):
+            raise TypeError(
+                f"{registration.name}: a handler must be an async function "
+                f"(`async def {_handler_name(registration.handler)}(event, ctx)`)"
+            )
         self._entries.append(registration)
 
     def include(self, router: Router) -> None:

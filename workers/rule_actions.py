@@ -63,34 +63,6 @@ def content_vars(content: Content) -> dict[str, Any]:
     }
 
 
-SAMPLE_MATCH = {"text": "sample", "groups": ("sample",), "named": {}}
-
-
-def sample_context() -> dict[str, Any]:
-    """Every variable a template may use, with stand-in values (validation at start-up)."""
-    event: dict[str, Any] = dict.fromkeys(
-        (
-            "id",
-            "type",
-            "tenant",
-            "content_id",
-            "content_type",
-            "space_key",
-            "space_id",
-            "title",
-            "actor",
-            "label",
-        ),
-        "sample",
-    )
-    event["version"] = 1
-    page: dict[str, Any] = dict.fromkeys(
-        ("id", "kind", "title", "author_id", "parent_id", "space_id"), "sample"
-    )
-    page["version"] = 1
-    return {"event": event, "page": page, "content": page, "match": SAMPLE_MATCH}
-
-
 def as_storage(rendered: str) -> str:
     """Plain text becomes paragraphs; markup is kept as written."""
     text = rendered.strip()

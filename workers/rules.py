@@ -25,11 +25,16 @@
           - prepend: "<p>...</p>"
           - replace: {pattern: "...", with: "..."}
 
+``version: 1`` and at least one rule are required; values are never empty, and text where
+text is meant. Every template is rendered at start-up with stand-ins for exactly the variables
+run time gives it (:func:`workers.rules_yaml.stand_ins`); any error is a problem, and at run
+time a failing template fails its action permanently (:class:`workers.rules_yaml.RuleTemplate`).
 Every problem is reported at once as ``<file>:<line>: <where>: <what>`` in a ConfigError.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +59,8 @@ RULE_KEYS = {
 }  # fmt: skip
 WHEN_KEYS = {"title", "label", "author", "content_type"}
 CONTENT_TYPES = {"page", "blogpost", "comment", "attachment"}
+REPLY_EVENTS = ("comment.created", "comment.updated")  # a deleted comment takes no reply
+NO_RULES_HINT = "unset REACTOR_RULES_FILE to run without a rules file"
 
 
 class _Compiler(NodeReader):
@@ -64,26 +71,47 @@ class _Compiler(NodeReader):
     def compile(self, root: yaml.Node | None) -> Router:
         router = Router()
         if root is None:
+            self.problems.at(1, "rules file", f"empty: it defines no rules ({NO_RULES_HINT})")
             return router
-        top = self.mapping(root, "rules file")
-        if top is None:
-            return router
-        for key, node in top.items():
-            if key == "version" and self.plain(node) != 1:
-                self.problems.add(node, "version", "only version 1 is supported")
-            elif key not in ("version", "rules"):
-                self.problems.add(node, key, "unknown key (expected: version, rules)")
-        rules = top.get("rules")
+        rules = self.top(root)
         if rules is None:
-            return router
-        if not isinstance(rules, yaml.SequenceNode):
-            self.problems.add(rules, "rules", "must be a list of rules")
             return router
         for index, node in enumerate(rules.value):
             registration = self.rule(node, f"rules[{index}]")
-            if registration is not None:
+            if registration is None:
+                continue
+            try:
                 router.add(registration)
+            except (TypeError, ValueError) as exc:  # the router's own checks, as a problem
+                self.problems.add(node, f"rules[{index}]", str(exc))
         return router
+
+    def top(self, root: yaml.Node) -> yaml.SequenceNode | None:
+        """Check ``version`` and the other top-level keys; the ``rules`` list if there is one."""
+        top = self.mapping(root, "rules file")
+        if top is None:
+            return None
+        for key, node in top.items():
+            if key == "version":
+                version = self.plain(node)
+                if type(version) is not int or version != 1:
+                    self.problems.add(node, "version", "only version 1 is supported")
+            elif key != "rules":
+                self.problems.add(node, key, "unknown key (expected: version, rules)")
+        if "version" not in top:
+            self.problems.add(root, "version", "missing: the file must start with `version: 1`")
+        rules = top.get("rules")
+        if rules is None:
+            self.problems.add(
+                root, "rules", f"missing: the file defines no rules ({NO_RULES_HINT})"
+            )
+            return None
+        if not isinstance(rules, yaml.SequenceNode):
+            self.problems.add(rules, "rules", "must be a list of rules")
+            return None
+        if not rules.value:
+            self.problems.add(rules, "rules", f"empty: the file defines no rules ({NO_RULES_HINT})")
+        return rules
 
     def rule(self, node: yaml.Node, where: str) -> Registration | None:
         fields = self.mapping(node, where)
@@ -113,11 +141,13 @@ class _Compiler(NodeReader):
         builtin_latest = builtin.latest_only if builtin is not None else False
         events = self.events(fields.get("on"), default_events, node, where, "reaction" in fields)
         replies = "reply" in self.action_kinds(fields)
-        if events and replies and not all(e.startswith("comment.") for e in events):
+        others = [e for e in events if e not in REPLY_EVENTS]
+        if replies and others:
             self.problems.add(
                 fields.get("on", node),
                 f"{where}.on",
-                "a reply action needs comment events only (comment.created, comment.updated)",
+                f"a reply action needs comment events only ({', '.join(REPLY_EVENTS)}), "
+                f"not {', '.join(others)}",
             )
         if len(self.problems.lines) > before or handler is None or name is None:
             return None
@@ -147,7 +177,11 @@ class _Compiler(NodeReader):
 
     def filters(self, fields: dict[str, yaml.Node], where: str) -> Filters:
         tenant = self.strings(fields["tenant"], f"{where}.tenant") if "tenant" in fields else None
-        space = self.strings(fields["space"], f"{where}.space") if "space" in fields else None
+        space = (
+            self.strings(fields["space"], f"{where}.space", unquoted=True)
+            if "space" in fields
+            else None
+        )
         when = self.mapping(fields["when"], f"{where}.when") if "when" in fields else {}
         when = when or {}
         got: dict[str, Any] = {}
@@ -156,7 +190,7 @@ class _Compiler(NodeReader):
             if key == "title":
                 got["title"] = self.regex(node, at)
             elif key in ("label", "author", "content_type"):
-                got[key] = self.strings(node, at)
+                got[key] = self.strings(node, at, unquoted=key == "label")
                 bad = set(got[key] or ()) - CONTENT_TYPES if key == "content_type" else set()
                 if bad:
                     self.problems.add(
@@ -233,10 +267,9 @@ class _Compiler(NodeReader):
         fields = self.mapping(node, where)
         if fields is None:
             return None
-        if len(fields) != 1 or next(iter(fields)) not in rule_actions.ACTIONS:
-            self.problems.add(
-                node, where, f"an action is one of: {', '.join(rule_actions.ACTIONS)}"
-            )
+        problem = _action_keys_problem(list(fields))
+        if problem is not None:
+            self.problems.add(node, where, problem)
             return None
         kind, value = next(iter(fields.items()))
         label = f"{self.problems.source}:{node.start_mark.line + 1}"
@@ -248,17 +281,51 @@ class _Compiler(NodeReader):
                 ("match", "body") if kind == "inline_comment" else ("pattern", "with")
             )
             if set(spec) != {pattern_key, body_key}:
+                got = f" (got: {', '.join(spec)})" if spec else ""
                 self.problems.add(
-                    value, f"{where}.{kind}", f"needs exactly `{pattern_key}` and `{body_key}`"
+                    value,
+                    f"{where}.{kind}",
+                    f"needs exactly `{pattern_key}` and `{body_key}`{got}",
                 )
                 return None
             pattern = self.regex(spec[pattern_key], f"{where}.{kind}.{pattern_key}")
-            body = self.template(spec[body_key], f"{where}.{kind}.{body_key}")
-            if pattern is None or body is None:
+            if pattern is None:
+                return None
+            replace = kind == "replace"  # its text replaces matched text: no markup, may be ""
+            body = self.template(
+                spec[body_key],
+                f"{where}.{kind}.{body_key}",
+                match=pattern,
+                fragment=not replace,
+                allow_empty=replace,
+            )
+            if body is None:
                 return None
             return rule_actions.Action(kind, label, body, pattern)
         body = self.template(value, f"{where}.{kind}")
         return None if body is None else rule_actions.Action(kind, label, body)
+
+
+def _action_keys_problem(keys: list[str]) -> str | None:
+    """What is wrong with an action's keys (exactly one, a known action), naming them."""
+    known = rule_actions.ACTIONS
+    expected = f"one of: {', '.join(known)}"
+    unknown = [k for k in keys if k not in known]
+    if len(keys) == 1 and not unknown:
+        return None
+    if not keys:
+        return f"an action needs a key, {expected}"
+    parts = []
+    if len(keys) > 1:
+        parts.append(
+            f"an action has exactly one key, not {len(keys)} ({', '.join(keys)}): "
+            "write each action as its own list item"
+        )
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        parts.append(f"unknown action {key!r}{hint}")
+    return "; ".join(parts) + f"; an action is {expected}"
 
 
 def _rule_handler(actions: list[rule_actions.Action]) -> Handler:
@@ -279,15 +346,13 @@ def _rule_handler(actions: list[rule_actions.Action]) -> Handler:
 
 def compile_rules(text: str, source: str = "rules") -> Router:
     """Validate and compile rules text; raises ConfigError listing every problem."""
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
+        if root is not None:
+            loader.construct_document(root)  # tags and values YAML cannot construct, up front
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "?"
-        raise ConfigError(
-            f"{source}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
+        raise ConfigError(f"{source}:{_yaml_problem(exc, text)}") from None
     compiler = _Compiler(source, loader)
     router = compiler.compile(root)
     loader.dispose()
@@ -296,14 +361,35 @@ def compile_rules(text: str, source: str = "rules") -> Router:
     return router
 
 
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """``<line>: not valid YAML: <what>`` for a YAML error."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text[: exc.position].count("\n") + 1
+        return f"{line}: not valid YAML: {str(exc).splitlines()[0]}"
+    mark = getattr(exc, "problem_mark", None)
+    line_text = f"{mark.line + 1}" if mark is not None else "?"
+    return f"{line_text}: not valid YAML: {getattr(exc, 'problem', exc)}"
+
+
 def _line_number(problem: str) -> int:
     match = re.search(r":(\d+): ", problem)
     return int(match.group(1)) if match else 0
 
 
-def load_rules(path: Path, read: Callable[[Path], str] = Path.read_text) -> Router:
+def _read_utf8(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def load_rules(path: Path, read: Callable[[Path], str] = _read_utf8) -> Router:
     try:
         text = read(path)
     except OSError as exc:
         raise ConfigError(f"REACTOR_RULES_FILE: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        data = bytes(exc.object)
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): "
+            "save the rules file as UTF-8"
+        ) from None
     return compile_rules(text, str(path))

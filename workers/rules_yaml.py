@@ -7,13 +7,17 @@ one pass over the file reports every problem at once. Pure: text in, values and 
 from __future__ import annotations
 
 import re
+import traceback
 from typing import Any
 
 import yaml
-from jinja2 import Template, TemplateError
+from jinja2 import Template, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from workers import rule_actions
+from app.atlassian.events import Event
+from app.errors import PermanentFailure
+from workers import rule_actions, storage
+from workers.ops import Content
 
 
 class Problems:
@@ -22,8 +26,66 @@ class Problems:
         self.lines: list[str] = []
 
     def add(self, node: yaml.Node, where: str, message: str, line_offset: int = 0) -> None:
-        line = node.start_mark.line + 1 + line_offset
+        self.at(node.start_mark.line + 1 + line_offset, where, message)
+
+    def at(self, line: int, where: str, message: str) -> None:
         self.lines.append(f"{self.source}:{line}: {where}: {message}")
+
+
+class RuleTemplate(Template):
+    """A rule's template: any error while rendering fails the action permanently.
+
+    A template that fails for one event fails the same way on every retry, so retrying only
+    delays the dead letter; the message names the file, line and action like start-up problems.
+    """
+
+    where = "template"  # "rules.yml:12: rules[0] (a).actions[0].comment", set when compiled
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return self.render_unguarded(*args, **kwargs)
+        except Exception as exc:
+            raise PermanentFailure(f"{self.where}: template: {describe(exc)}") from exc
+
+    def render_unguarded(self, *args: Any, **kwargs: Any) -> str:
+        return super().render(*args, **kwargs)
+
+
+def describe(exc: BaseException) -> str:
+    """A template error as one line: jinja2's own message, else the Python exception's."""
+    if isinstance(exc, TemplateError):
+        return exc.message or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def stand_ins(match: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """The variables run time gives a template, with stand-in values (checked at start-up).
+
+    Built by the functions run time uses, so the names are exactly the same; ``match`` only for
+    the templates that see one (``inline_comment`` body, ``replace`` with), with as many groups
+    and the same group names as the action's pattern.
+    """
+    event = Event(
+        id="sample", source="connect", tenant="sample", type="page.updated",
+        content_id="sample", content_type="page", timestamp=0, version=1,
+        space_key="sample", space_id="sample", actor="sample", title="sample", label="sample",
+    )  # fmt: skip
+    page = Content(
+        id="sample", kind="page", title="sample", body="", version=1,
+        author_id="sample", parent_id="sample", space_id="sample",
+    )  # fmt: skip
+    variables = {
+        "event": rule_actions.event_vars(event),
+        "page": rule_actions.content_vars(page),
+        "content": rule_actions.content_vars(page),
+    }
+    if match is not None:
+        variables["match"] = {
+            "text": "sample",
+            "groups": ("sample",) * match.groups,
+            "named": dict.fromkeys(match.groupindex, "sample"),
+        }
+    return variables
 
 
 class NodeReader:
@@ -33,6 +95,7 @@ class NodeReader:
         self.problems = Problems(source)
         self.loader = loader
         self.env: SandboxedEnvironment = rule_actions.environment()
+        self.env.template_class = RuleTemplate
 
     def mapping(self, node: yaml.Node, where: str) -> dict[str, yaml.Node] | None:
         if not isinstance(node, yaml.MappingNode):
@@ -50,20 +113,34 @@ class NodeReader:
         return self.loader.construct_object(node, deep=True)
 
     def string(self, node: yaml.Node, where: str) -> str | None:
-        if isinstance(node, yaml.ScalarNode) and isinstance(self.plain(node), str):
-            return str(node.value)
-        self.problems.add(node, where, "must be text")
-        return None
+        if not isinstance(node, yaml.ScalarNode) or not isinstance(self.plain(node), str):
+            self.problems.add(node, where, "must be text")
+            return None
+        if not str(node.value).strip():
+            self.problems.add(node, where, "must not be empty")
+            return None
+        return str(node.value)
 
-    def strings(self, node: yaml.Node, where: str) -> list[str] | None:
-        if isinstance(node, yaml.ScalarNode):
-            return [str(node.value)]
-        if isinstance(node, yaml.SequenceNode) and all(
-            isinstance(n, yaml.ScalarNode) for n in node.value
-        ):
-            return [str(n.value) for n in node.value]
-        self.problems.add(node, where, "must be text or a list of texts")
-        return None
+    def strings(self, node: yaml.Node, where: str, unquoted: bool = False) -> list[str] | None:
+        """Text or a non-empty list of texts, none empty. ``unquoted``: numbers and dates count
+        as the text written (space ids, labels such as 2024); otherwise they are refused."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        expected = "text or a list of texts"
+        if isinstance(node, yaml.SequenceNode) and not items:
+            self.problems.add(node, where, f"must be {expected}, not an empty list")
+            return None
+        out: list[str] = []
+        for item in items:
+            value = self.plain(item) if isinstance(item, yaml.ScalarNode) else None
+            scalar = value is not None and not isinstance(value, bool)
+            if not isinstance(value, str) and not (unquoted and scalar):
+                self.problems.add(item, where, f"must be {expected}, not {_shown(item)}")
+                return None
+            if not str(item.value).strip():
+                self.problems.add(item, where, "must not be empty")
+                return None
+            out.append(str(item.value))
+        return out
 
     def regex(self, node: yaml.Node, where: str) -> re.Pattern[str] | None:
         text = self.string(node, where)
@@ -75,19 +152,45 @@ class NodeReader:
             self.problems.add(node, where, f"invalid regular expression: {exc}")
             return None
 
-    def template(self, node: yaml.Node, where: str) -> Template | None:
-        text = self.string(node, where)
+    def template(
+        self,
+        node: yaml.Node,
+        where: str,
+        *,
+        match: re.Pattern[str] | None = None,
+        fragment: bool = True,
+        allow_empty: bool = False,
+    ) -> RuleTemplate | None:
+        """Compile a template and render it once with :func:`stand_ins`: any error (unknown
+        variable, a call that fails, an operation on the wrong type) is a problem at its line,
+        as is a ``fragment`` that is not well-formed storage XML (checked like run time does).
+        """
+        empty = allow_empty and isinstance(node, yaml.ScalarNode) and self.plain(node) == ""
+        text = "" if empty else self.string(node, where)
         if text is None:
             return None
         # block scalars (| and >) start on the line after their indicator
         offset = 1 if getattr(node, "style", None) in ("|", ">") else 0
         try:
             template = self.env.from_string(text)
-            template.render(rule_actions.sample_context())
-        except TemplateError as exc:
-            lineno = getattr(exc, "lineno", None) or _line_of_name(text, exc.message or "")
-            self.problems.add(node, where, f"template: {exc.message}", offset + lineno - 1)
+        except Exception as exc:  # a syntax error, or the compiler's own (too deeply nested)
+            line = _template_line(exc, text)
+            self.problems.add(node, where, f"template: {describe(exc)}", offset + line - 1)
             return None
+        assert isinstance(template, RuleTemplate)  # the environment's template class
+        try:
+            rendered = template.render_unguarded(stand_ins(match))
+        except Exception as exc:  # whatever the template raises is this rule's problem
+            line = _template_line(exc, text)
+            self.problems.add(node, where, f"template: {describe(exc)}", offset + line - 1)
+            return None
+        if fragment:
+            problem = storage.well_formed(rule_actions.as_storage(rendered))
+            if problem is not None:  # its column counts from a wrapper element: left out
+                problem = re.sub(r": line \d+, column \d+$", "", problem)
+                self.problems.add(node, where, f"template: renders invalid storage XML ({problem})")
+                return None
+        template.where = f"{self.problems.source}:{node.start_mark.line + 1}: {where}"
         return template
 
     # rules -------------------------------------------------------------------------------
@@ -100,6 +203,22 @@ class NodeReader:
             self.problems.add(node, where, "must be true or false")
             return None
         return value
+
+
+def _shown(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value) if node.tag.endswith(":str") else str(node.value or "null")
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _template_line(exc: BaseException, text: str) -> int:
+    """1-based template line of an error: the syntax error's, else the template frame's."""
+    if isinstance(exc, TemplateSyntaxError) and exc.lineno:
+        return exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
+    if frames and frames[-1].lineno:
+        return frames[-1].lineno
+    return _line_of_name(text, describe(exc))
 
 
 def _line_of_name(text: str, message: str) -> int:

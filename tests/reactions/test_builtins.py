@@ -22,12 +22,14 @@ Job = Callable[[Event], JobContext]
 MakeReactor = Callable[..., Reactor]
 
 GUARD_RULES = """
+version: 1
 rules:
   - name: rfc-template
     reaction: template_guard
     options: {parent: "100", sections: [Context, Decision, Consequences]}
 """
 WELCOME_RULES = """
+version: 1
 rules:
   - name: hello
     reaction: welcome

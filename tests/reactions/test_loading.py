@@ -40,6 +40,28 @@ router = Router()
 router.on("page.edited")(lambda event, ctx: None)
 """
 
+SYNC = """
+from workers.routing import Router
+
+router = Router()
+
+
+@router.on("page.updated")
+def review(event, ctx):
+    ctx.log.info("a coroutine was expected")
+"""
+BAD_TITLE = """
+from workers.routing import Router
+
+router = Router()
+router.on("page.updated", title="(")
+"""
+SYNTAX = """
+from workers.routing import Router
+
+router = Router(
+"""
+
 
 @pytest.fixture
 def modules(tmp_path: Path) -> Iterator[str]:
@@ -52,6 +74,9 @@ def modules(tmp_path: Path) -> Iterator[str]:
         ("broken", BROKEN),
         ("norouter", NO_ROUTER),
         ("badevent", BAD_EVENT),
+        ("sync", SYNC),
+        ("badtitle", BAD_TITLE),
+        ("syntax", SYNTAX),
     ):
         (root / f"{name}.py").write_text(text)
     sys.path.insert(0, str(tmp_path))
@@ -98,6 +123,25 @@ def test_a_broken_module_fails_with_a_clear_message(
     (problem,) = info.value.problems
     assert problem.startswith("REACTOR_REACTIONS: ")
     assert f"{modules}.{module}" in problem and message in problem
+
+
+@pytest.mark.parametrize(
+    ("module", "message", "line"),
+    [
+        ("badevent", "ValueError: unknown event type 'page.edited'", 5),
+        ("sync", "TypeError: {modules}.sync.review: a handler must be an async function", 7),
+        ("badtitle", "ValueError: title: invalid regular expression '(': missing )", 5),
+        ("syntax", "SyntaxError: '(' was never closed", 4),
+    ],
+)
+def test_a_problem_is_located_at_the_reaction_modules_line(
+    settings: Settings, modules: str, tmp_path: Path, module: str, message: str, line: int
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_reactions(_settings(settings, reactions=f"{modules}.{module}"))
+    (problem,) = info.value.problems
+    assert f"failed to import: {message.format(modules=modules)}" in problem
+    assert problem.endswith(f" ({tmp_path / modules / module}.py:{line})"), problem
 
 
 def test_every_problem_is_reported_together(settings: Settings, modules: str) -> None:

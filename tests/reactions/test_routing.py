@@ -43,6 +43,19 @@ def test_event_patterns() -> None:
         Router().on("pages.*")(_noop)
 
 
+def test_a_handler_must_be_an_async_function() -> None:
+    router = Router()
+
+    def review(event: Event, ctx: ReactionContext) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"must be an async function \(`async def review"):
+        router.on("page.updated", name="review")(review)  # type: ignore[arg-type]
+    assert len(router) == 0
+    router.on("page.updated", name="review")(_noop)
+    assert len(router) == 1
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [

@@ -56,29 +56,35 @@ def test_invalid_file_reports_every_problem_with_its_line() -> None:
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
-    (problem,) = _errors("rules:\n  - name: a\n    on: [page.created\n")
-    assert problem.startswith("r.yml:4: not valid YAML")
+    (problem,) = _errors("version: 1\nrules:\n  - name: a\n    on: [page.created\n")
+    assert problem.startswith("r.yml:5: not valid YAML")
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("rules: {}", "r.yml:1: rules: must be a list"),
+        ("version: 1\nrules: {}", "r.yml:2: rules: must be a list"),
         ("version: 2\nrules: []", "r.yml:1: version: only version 1"),
-        ("rules:\n  - on: page.created\n    actions: [{comment: x}]", "every rule needs a name"),
-        ("rules:\n  - name: a\n    on: page.created", "either `reaction:`"),
-        ("rules:\n  - name: a\n    reaction: secrets\n    options: {allow: ['(']}", "r.yml:4:"),
         (
-            "rules:\n  - name: a\n    reaction: secrets\n    colour: red",
-            "r.yml:4: rules[0].colour: unknown key",
+            "version: 1\nrules:\n  - on: page.created\n    actions: [{comment: x}]",
+            "every rule needs a name",
         ),
+        ("version: 1\nrules:\n  - name: a\n    on: page.created", "either `reaction:`"),
         (
-            "rules:\n  - name: a\n    on: page.created\n    actions:\n      - comment: "
-            "\"{{ ''.__class__.__mro__ }}\"",
+            "version: 1\nrules:\n  - name: a\n    reaction: secrets\n    options: {allow: ['(']}",
             "r.yml:5:",
         ),
         (
-            "rules:\n  - name: a\n    on: page.created\n    actions:\n"
+            "version: 1\nrules:\n  - name: a\n    reaction: secrets\n    colour: red",
+            "r.yml:5: rules[0].colour: unknown key",
+        ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n      - comment: "
+            "\"{{ ''.__class__.__mro__ }}\"",
+            "r.yml:6:",
+        ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n"
             "      - replace: {pattern: x}",
             "needs exactly `pattern` and `with`",
         ),
@@ -90,12 +96,148 @@ def test_problems(text: str, fragment: str) -> None:
 
 def test_sandbox_blocks_python_internals() -> None:
     text = (
-        "rules:\n  - name: a\n    on: page.created\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n"
         '      - comment: "{{ ().__class__.__base__.__subclasses__() }}"'
     )
     (problem,) = _errors(text)
-    assert problem.startswith("r.yml:5: rules[0] (a).actions[0].comment: template:")
+    assert problem.startswith("r.yml:6: rules[0] (a).actions[0].comment: template:")
     assert "unsafe" in problem
+
+
+RULE = "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n"  # action: line 6
+
+
+@pytest.mark.parametrize(
+    ("template", "line", "message"),
+    [
+        ('"{{ mention() }}"', 6, "TypeError: _mention() missing 1 required positional argument"),
+        ('"{{ 1/0 }}"', 6, "ZeroDivisionError: division by zero"),
+        ("'{{ page.version + \"x\" }}'", 6, "TypeError: unsupported operand type(s) for +"),
+        ("|\n          Hello\n          {{ 1/0 }}", 8, "ZeroDivisionError"),
+    ],
+)
+def test_any_error_of_a_template_at_start_up_is_a_problem_at_its_line(
+    template: str, line: int, message: str
+) -> None:
+    (problem,) = _errors(RULE + f"      - comment: {template}")
+    assert problem.startswith(f"r.yml:{line}: rules[0] (a).actions[0].comment: template: ")
+    assert message in problem
+
+
+def test_match_is_offered_only_where_run_time_gives_it() -> None:
+    (problem,) = _errors(RULE + '      - comment: "{{ match.text }}"')
+    assert problem == "r.yml:6: rules[0] (a).actions[0].comment: template: 'match' is undefined"
+    # the pattern's own groups: as many, and the same names, as run time gives
+    (problem,) = _errors(
+        RULE + "      - replace: {pattern: 'JIRA-(\\d+)', with: '{{ match.groups[1] }}'}"
+    )
+    assert problem.startswith("r.yml:6: rules[0] (a).actions[0].replace.with: template: ")
+    (problem,) = _errors(
+        RULE + "      - inline_comment: {match: '(?P<who>@\\w+)', body: '{{ match.named.what }}'}"
+    )
+    assert "has no attribute 'what'" in problem
+    compile_rules(
+        RULE
+        + "      - replace: {pattern: 'JIRA-(\\d+)', with: 'PROJ-{{ match.groups[0] }}'}\n"
+        + "      - inline_comment: {match: '(?P<who>@\\w+)', body: '{{ match.named.who }}'}\n"
+        + "      - replace: {pattern: 'DRAFT ', with: ''}",
+        "r.yml",
+    )
+
+
+async def test_a_template_error_at_run_time_fails_the_action_permanently(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    from app.errors import PermanentFailure
+    from workers.retry import decide
+
+    rules = RULE.replace("page.created", "page.updated") + (
+        "      - comment: '{{ event.label.upper() }}'"  # page events have no label: None
+    )
+    event = page_event()
+    with pytest.raises(PermanentFailure) as info:
+        await _run(rules, event, fake, job, reactor)
+    assert str(info.value).startswith(
+        "r.yml:6: rules[0] (a).actions[0].comment: template: 'None' has no attribute 'upper'"
+    )
+    assert decide(info.value, 0, (60.0, 600.0), 0.0).action == "dead"  # not retried
+    assert fake.writes() == []
+
+
+@pytest.mark.parametrize("on", ['"comment.*"', "comment.deleted", "[comment.created, '*']"])
+def test_a_reply_needs_comment_created_or_updated_events(on: str) -> None:
+    text = f"version: 1\nrules:\n  - name: a\n    on: {on}\n    actions: [{{reply: hi}}]"
+    (problem,) = _errors(text)
+    assert problem.startswith(
+        "r.yml:4: rules[0] (a).on: a reply action needs comment events only "
+        "(comment.created, comment.updated), not "
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "r.yml:1: rules file: empty: it defines no rules"),
+        ("# all rules commented out\n", "r.yml:1: rules file: empty: it defines no rules"),
+        ("version: 1\nrules: []", "r.yml:2: rules: empty: the file defines no rules"),
+        ("version: 1", "r.yml:1: rules: missing: the file defines no rules"),
+        (RULE[11:] + "      - comment: hi", "r.yml:1: version: missing: "),
+        ("version: true\n" + RULE[11:] + "      - comment: hi", "r.yml:1: version: only version 1"),
+        (RULE.replace("name: a", 'name: ""') + "      - comment: hi", "r.yml:3: rules[0].name: "),
+        (RULE + "      - comment: ''", "r.yml:6: rules[0] (a).actions[0].comment: must not be"),
+        (RULE.replace("on: page.created", "on: []") + "      - comment: hi", "r.yml:4: "),
+        (RULE + "      - comment: hi\n    when: {label: ''}", "r.yml:7: rules[0] (a).when.label"),
+        (
+            RULE + "      - comment: hi\n    when: {author: [5]}",
+            "r.yml:7: rules[0] (a).when.author",
+        ),
+        (RULE + "      - comment: hi\n    space: ''", "r.yml:7: rules[0] (a).space: "),
+        (RULE + "      - comment: hi\n    tenant: []", "r.yml:7: rules[0] (a).tenant: "),
+        (RULE + "      - comment: hi\n    tenant: [a, null]", "r.yml:7: rules[0] (a).tenant: "),
+        ("version: 1\nrules:\n  - name: a\x07", "r.yml:3: not valid YAML: unacceptable character"),
+        ("version: 1\nrules:\n  - name: !!python/name:os.system", "r.yml:3: not valid YAML: "),
+    ],
+)
+def test_empty_missing_and_ill_typed_values_are_refused(text: str, problem: str) -> None:
+    problems = _errors(text)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_numbers_are_text_for_space_ids_and_labels_but_not_for_accounts() -> None:
+    text = RULE + "      - comment: hi\n    space: [DEV, 12345]\n    when: {label: 2024}"
+    (reg,) = compile_rules(text, "r.yml")
+    assert reg.filters.spaces == {"DEV", "12345"} and reg.filters.labels == {"2024"}
+    (problem,) = _errors(RULE + "      - comment: hi\n    when: {author: [5]}")
+    assert problem == ("r.yml:7: rules[0] (a).when.author: must be text or a list of texts, not 5")
+
+
+def test_a_rules_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_bytes("version: 1\nrules:\n  - name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_rules(path)
+    assert info.value.problems == [
+        f"{path}:3: not UTF-8 text (byte 0xe9): save the rules file as UTF-8"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (
+            "- commment: hi",
+            "unknown action 'commment' (did you mean 'comment'?); an action is one of: comment,",
+        ),
+        (
+            "- {comment: hi, append: '<p>x</p>'}",
+            "an action has exactly one key, not 2 (comment, append)",
+        ),
+        ("- {}", "an action needs a key, one of: comment,"),
+    ],
+)
+def test_a_bad_action_names_its_keys(action: str, message: str) -> None:
+    (problem,) = _errors(RULE + f"      {action}")
+    assert problem.startswith(f"r.yml:6: rules[0] (a).actions[0]: {message}"), problem
 
 
 async def _run(
@@ -109,7 +251,7 @@ async def test_comment_action_escapes_values_and_mentions(
 ) -> None:
     fake.contents["1001"] = replace(fake.contents["1001"], title="RFC <script>")
     rules = (
-        "rules:\n  - name: a\n    on: page.created\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n"
         "      - comment: 'Thanks {{ mention(event.actor) }} for {{ page.title }}'"
     )
     await _run(rules, page_event("page_created"), fake, job, reactor)
@@ -125,7 +267,7 @@ async def test_inline_comment_on_matched_text(
     page = fake.contents["1001"]
     fake.contents["1001"] = replace(page, body="<p>TODO a.</p><p>Then TODO pick a cache.</p>")
     rules = (
-        "rules:\n  - name: a\n    on: page.updated\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: page.updated\n    actions:\n"
         "      - inline_comment: {match: 'TODO p[^.]*', body: 'Owner of {{ match.text }}?'}"
     )
     event = page_event()
@@ -176,7 +318,7 @@ async def test_reply_action_on_comment_events(
                 author_id="user-1", parent_id="1001", parent_kind="page")
     )  # fmt: skip
     rules = (
-        "rules:\n  - name: a\n    on: comment.created\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: comment.created\n    actions:\n"
         "      - reply: 'Noted, {{ mention(event.actor) }}.'"
     )
     event = comment_event()
@@ -192,11 +334,25 @@ async def test_invalid_template_output_fails_the_action_permanently(
 ) -> None:
     from app.errors import PermanentFailure
 
-    rules = "rules:\n  - name: a\n    on: page.updated\n    actions:\n      - append: '<p>unclosed'"
+    fake.contents["1001"] = replace(fake.contents["1001"], title="<b>RFC")
+    rules = (
+        "version: 1\nrules:\n  - name: a\n    on: page.updated\n    actions:\n"
+        "      - append: '{{ page.title|safe }}'"
+    )
     event = page_event()
     with pytest.raises(PermanentFailure, match="invalid storage XML"):
         await _run(rules, event, fake, job, reactor)
     assert fake.writes() == []
+
+
+def test_a_fixed_template_that_is_not_well_formed_is_refused_at_start_up() -> None:
+    text = "version: 1\nrules:\n  - name: a\n    on: page.updated\n    actions:\n"
+    (problem,) = _errors(text + "      - append: '<p>unclosed'")
+    assert problem.startswith("r.yml:6: rules[0] (a).actions[0].append: template: ")
+    assert "renders invalid storage XML" in problem
+    (problem,) = _errors(text + "      - inline_comment: {match: x, body: '<p>{{ match.text }}'}")
+    assert problem.startswith("r.yml:6: rules[0] (a).actions[0].inline_comment.body: ")
+    compile_rules(text + "      - replace: {pattern: '&', with: '<and>'}", "r.yml")  # text
 
 
 def test_example_rules_file_is_valid() -> None:
@@ -210,7 +366,7 @@ def test_latest_only_defaults_from_the_builtin_and_can_be_set() -> None:
     assert latest["rule:secrets"] and latest["rule:rfc-template"]
     assert not latest["rule:welcome-dev"] and not latest["rule:rfc-thanks"]
     text = (
-        "rules:\n  - name: a\n    on: page.updated\n    latest_only: true\n"
+        "version: 1\nrules:\n  - name: a\n    on: page.updated\n    latest_only: true\n"
         "    actions: [{comment: x}]"
     )
     (reg,) = compile_rules(text, "r.yml")
@@ -229,7 +385,7 @@ async def test_interrupted_inline_comment_and_reply_are_found_in_place(
     page = fake.contents["1001"]
     fake.contents["1001"] = replace(page, body="<p>TODO pick a cache.</p>")
     rules = (
-        "rules:\n  - name: a\n    on: comment.created\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: comment.created\n    actions:\n"
         "      - reply: 'Noted.'\n"
         "      - inline_comment: {match: 'TODO[^.]*', body: 'Owner?'}"
     )
@@ -256,7 +412,7 @@ async def test_attachment_events_act_on_the_page_they_are_attached_to(
     }
     event = from_connect("tenant-a", "attachment_created", body)
     rules = (
-        "rules:\n  - name: a\n    on: attachment.created\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: attachment.created\n    actions:\n"
         "      - comment: 'New file on {{ page.title }}'"
     )
     await _run(rules, event, fake, job, reactor)
@@ -297,7 +453,8 @@ async def test_label_event_on_a_page_last_edited_by_the_app_still_runs(
     }
     event = from_connect("tenant-a", "label_added", body)
     rules = (
-        "rules:\n  - name: a\n    on: label.added\n    when: {label: rfc}\n    actions:\n"
+        "version: 1\nrules:\n  - name: a\n    on: label.added\n    when: {label: rfc}\n"
+        "    actions:\n"
         "      - comment: 'Labelled {{ event.label }}'"
     )
     await _run(rules, event, fake, job, reactor)
