@@ -6,6 +6,7 @@ webhooks a real edit, comment or label would cause.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from starlette.requests import Request
@@ -20,10 +21,11 @@ from simulator.views import content as content_view
 
 
 def _storage(text: Any) -> dict[str, str]:
+    """Storage as given (it starts with ``<``), else a paragraph of the text, escaped."""
     value = str(text or "")
     return {
         "representation": "storage",
-        "value": value if value.startswith("<") else f"<p>{value}</p>",
+        "value": value if value.startswith("<") else f"<p>{html.escape(value, quote=False)}</p>",
     }
 
 

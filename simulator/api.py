@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from simulator.auth import Principal, Unauthorized, authenticate, missing_scope
 from simulator.errors import ApiError, bad_body, forbidden
 from simulator.pagination import Page, envelope, link_header
 from simulator.params import Query
-from simulator.ratelimit import Limited, cost
+from simulator.ratelimit import Limited, burst_limited, cost
 from simulator.site import Simulator
 
 GATEWAY_KEY = "sim.gateway"
@@ -111,18 +112,10 @@ async def _faults(sim: Simulator, principal: Principal) -> Response | None:
     if faults.error_rate and sim.rng.random() < faults.error_rate:
         exc = ApiError(503, "SERVICE_UNAVAILABLE", "The service is temporarily unavailable.")
         return JSONResponse(exc.envelope(), status_code=503, headers={"Retry-After": "1"})
-    if principal.app and sim.clock.time() < faults.storm_until:
-        wait = max(1, int(faults.storm_until - sim.clock.time()) + 1)
-        return _limited(
-            Limited(
-                "confluence-quota-global-based",
-                wait,
-                {
-                    "Retry-After": str(wait),
-                    "RateLimit-Reason": "confluence-quota-global-based",
-                },
-            )
-        )
+    now = sim.clock.time()
+    if principal.app and now < faults.storm_until:
+        # an overload, not the hourly quota: answered as a burst limit is, until the storm ends
+        return _limited(burst_limited(now, max(1, math.ceil(faults.storm_until - now))))
     return None
 
 

@@ -4,6 +4,10 @@ Content keeps the representation it was written in. Reading it in the other of s
 atlas_doc_format converts crudely (text paragraphs), enough for a client to round-trip its own
 writes; ADF values are JSON *strings*, as Confluence returns them. ``view`` and the export
 formats render storage as-is.
+
+Writes are checked as Confluence checks them: a body needs a ``value``; storage must be a
+well-formed XHTML fragment (:mod:`simulator.storage`); ``wiki`` is refused with a 400 saying
+the simulator does not convert wiki markup (Confluence does): send storage instead.
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import re
 from typing import Any
 
 from simulator.errors import bad_body
+from simulator.storage import well_formed_error
 
 WRITE_REPRESENTATIONS = ("storage", "atlas_doc_format", "wiki")
+WIKI_UNSUPPORTED = (
+    "body.representation wiki is not supported by the simulator (Confluence converts wiki "
+    "markup; the simulator does not): send storage or atlas_doc_format."
+)
 _TAG = re.compile(r"<[^>]+>")
 _PARA = re.compile(r"</p>|<br\s*/?>", re.IGNORECASE)
 
@@ -34,19 +43,30 @@ def parse_write_body(body: Any, *, required: bool) -> tuple[str, str] | None:
             raise bad_body("body must have a representation and a value.")
         body = nested[0][1]
     representation = body.get("representation")
-    value = body.get("value", "")
     if representation not in WRITE_REPRESENTATIONS:
         raise bad_body("body.representation must be storage, atlas_doc_format or wiki.")
+    if "value" not in body:
+        raise bad_body("body.value is required.")
+    value = body["value"]
     if not isinstance(value, str):
         raise bad_body("body.value must be a string.")
+    _check_value(str(representation), value)
+    return str(representation), value
+
+
+def _check_value(representation: str, value: str) -> None:
+    """What Confluence refuses: ADF that is not JSON, storage that is not well-formed."""
+    if representation == "wiki":
+        raise bad_body(WIKI_UNSUPPORTED)
     if representation == "atlas_doc_format":
         try:
             json.loads(value or "{}")
         except ValueError:
             raise bad_body("body.value is not a valid atlas_doc_format document.") from None
-    if representation == "wiki":
-        return "storage", "".join(f"<p>{html.escape(line)}</p>" for line in value.splitlines())
-    return str(representation), value
+        return
+    error = well_formed_error(value)
+    if error is not None:
+        raise bad_body(f"Error parsing xhtml: {error}")
 
 
 def _paragraphs_from_storage(value: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 Creation answers 201 with a ``Location`` header; page and blog post comment lists hold root
 comments only (replies come from ``/{kind}-comments/{id}/children``); deleting is permanent.
+An inline comment on a storage page wraps its selection in the page's current version with
+``<ac:inline-comment-marker ac:ref="{inlineMarkerRef}">`` (no new version, no event).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from simulator.bodies import parse_write_body, plain_text
 from simulator.errors import bad_body, forbidden, not_found, version_conflict
 from simulator.pagination import SortValue, paginate
 from simulator.params import BODY_FORMATS_BULK, BODY_FORMATS_SINGLE, path_id, sort_key
+from simulator.storage import anchor_text, insert_marker
 from simulator.store import Comment, Content, Revision
 from simulator.views import comment as comment_view
 
@@ -170,24 +173,29 @@ def _anchor(item: Comment, container: Content, props: Any, *, reply: bool) -> No
         raise bad_body(
             "textSelectionMatchIndex must be at least 0 and below textSelectionMatchCount."
         )
-    text = plain_text(container.current.representation, container.current.value)
-    if not selection or text.count(selection) != count:
+    rev = container.current
+    storage = rev.representation == "storage"
+    if storage:
+        found = len(anchor_text(rev.value).starts(selection))
+    else:
+        found = plain_text(rev.representation, rev.value).count(selection)
+    if not selection or found != count:
         raise bad_body("The text selection does not occur textSelectionMatchCount times.")
     item.text_selection, item.match_count, item.match_index = selection, count, index
     item.marker_ref = str(uuid.uuid4())
     item.resolution_status = "open"
+    if storage:
+        marked = insert_marker(rev.value, selection, index, item.marker_ref)
+        if marked is not None:
+            rev.value = marked  # in place: the page keeps its version number
 
 
 def update(ctx: Ctx, kind: str) -> Reply:
+    """Permission, then the body (a malformed one is 400 whatever the version), then version."""
     item = _find(ctx, kind)
     body = ctx.body
     if not isinstance(body, dict) or not isinstance(body.get("version"), dict):
         raise bad_body("version is required.")
-    number = body["version"].get("number")
-    if number != item.current.number + 1:
-        raise version_conflict(
-            "comment", item.current.number, number if isinstance(number, int) else None
-        )
     store = ctx.sim.store
     if item.author_id != ctx.me and not store.can(
         ctx.me, store.spaces[store.contents[item.container_id].space_id], "admin"
@@ -195,6 +203,11 @@ def update(ctx: Ctx, kind: str) -> Reply:
         raise forbidden("Only the author or a space admin can edit a comment.")
     parsed = parse_write_body(body.get("body"), required=True)
     assert parsed is not None
+    number = body["version"].get("number")
+    if number != item.current.number + 1:
+        raise version_conflict(
+            "comment", item.current.number, number if isinstance(number, int) else None
+        )
     now = ctx.sim.clock.iso()
     item.revisions.append(
         Revision(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import random
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 from simulator import comments, edits
 from simulator.api import Ctx
 from simulator.auth import Principal
+from simulator.bodies import render
 from simulator.install import InstallError, install
 from simulator.params import Query
 from simulator.site import Simulator
@@ -117,14 +119,13 @@ def random_activity(sim: Simulator, base: str, rng: random.Random | None = None)
     person, page = rng.choice(people), rng.choice(pages)
     choice = rng.choice(("edit", "comment", "label"))
     if choice == "edit":
+        current = render(page.current.representation, page.current.value, "storage")["value"]
+        line = html.escape(f"Edited by {person.display_name}.", quote=False)
         body = {
             "id": page.id,
             "status": "current",
             "title": page.title,
-            "body": {
-                "representation": page.current.representation,
-                "value": page.current.value + f"<p>Edited by {person.display_name}.</p>",
-            },
+            "body": {"representation": "storage", "value": f"{current}<p>{line}</p>"},
             "version": {"number": page.current.number + 1, "message": "demo edit"},
         }
         edits.update(actor_ctx(sim, person.account_id, body, base, id=page.id), "page")

@@ -1,7 +1,9 @@
 """Writes to pages and blog posts: create, update (version = current + 1), trash, purge.
 
 Drafts need version 1; restoring trashed or deleted content changes its status only; a stale or
-skipped version number is 409 with the message Confluence sends. Every change emits its event.
+skipped version number is 409 with the message Confluence sends, once the body is valid. Titles
+are at most 255 characters. A new version that drops an open inline comment's marker leaves
+the comment ``dangling``. Every change emits its event.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from simulator.api import Ctx, Reply
 from simulator.bodies import parse_write_body
 from simulator.content import EVENT_PREFIX, NOUN, find, space_for
 from simulator.errors import ApiError, bad_body, bad_param, forbidden, not_found, version_conflict
+from simulator.storage import has_marker
 from simulator.store import Content, Revision, Space
 from simulator.views import content as content_view
+
+MAX_TITLE = 255
 
 
 def _check_types(body: dict[str, Any]) -> None:
@@ -24,6 +29,8 @@ def _check_types(body: dict[str, Any]) -> None:
             raise bad_body(f"{name} must be a string.")
     if body.get("title") is not None and not isinstance(body["title"], str):
         raise bad_body("title must be a string.")
+    if len(body.get("title") or "") > MAX_TITLE:
+        raise bad_body(f"Title cannot be longer than {MAX_TITLE} characters.")
 
 
 def _require(body: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -136,16 +143,17 @@ def _save_draft(ctx: Ctx, kind: str, item: Content, number: int | None, rev: Rev
 
 
 def update(ctx: Ctx, kind: str) -> Reply:
+    """A malformed request is a 400 whatever its version: the body is checked first."""
     item, space, body = _update_request(ctx, kind)
     number = _version_number(body)
+    parsed = parse_write_body(body["body"], required=True)
+    assert parsed is not None
     store = ctx.sim.store
     prefix = EVENT_PREFIX[kind]
     if item.status in ("trashed", "deleted") and body["status"] == "current":
         item.status = "current"  # restoration changes the status only
         ctx.sim.emit(f"{prefix}_restored", kind, item.id, ctx.me)
         return Reply(content_view(store, item, formats=[], base=ctx.base))
-    parsed = parse_write_body(body["body"], required=True)
-    assert parsed is not None
     title = str(body["title"])
     message = str((body.get("version") or {}).get("message") or "")
     rev_args = (ctx.me, ctx.sim.clock.iso(), message, False, title, parsed[0], parsed[1])
@@ -160,6 +168,7 @@ def update(ctx: Ctx, kind: str) -> Reply:
     if kind == "page":
         _move_and_own(ctx, item, space, body)
     new_rev = Revision(expected, *rev_args)
+    _detach_inline_comments(ctx, item, item.current, new_rev)
     item.revisions = [new_rev] if first_publish else [*item.revisions, new_rev]
     item.status, item.draft = "current", None
     if first_publish:
@@ -169,6 +178,19 @@ def update(ctx: Ctx, kind: str) -> Reply:
     if item.parent_id != old_parent:
         ctx.sim.emit("page_moved", kind, item.id, ctx.me, oldParentId=old_parent)
     return Reply(content_view(store, item, formats=[parsed[0]], base=ctx.base))
+
+
+def _detach_inline_comments(ctx: Ctx, item: Content, old: Revision, new: Revision) -> None:
+    """Open inline comments whose marker the new version drops become ``dangling``."""
+    for comment in ctx.sim.store.comments.values():
+        if (
+            comment.container_id == item.id
+            and comment.marker_ref
+            and comment.resolution_status in (None, "open", "reopened")
+            and has_marker(old.value, comment.marker_ref)
+            and not has_marker(new.value, comment.marker_ref)
+        ):
+            comment.resolution_status = "dangling"
 
 
 def _move_and_own(ctx: Ctx, item: Content, space: Space, body: dict[str, Any]) -> None:

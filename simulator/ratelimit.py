@@ -7,6 +7,11 @@ Pure arithmetic over an injected :class:`~simulator.clock.Clock`:
 * a request costs 1 point plus one per object returned; writes cost 1;
 * burst token buckets per caller: GET and POST 100/s, PUT and DELETE 50/s;
 * API-token (Basic) traffic sees burst limits only.
+
+A quota 429 carries the quota headers, ``Retry-After`` to the window's reset and a
+``confluence-quota-*`` reason; a burst 429 (and an injected 429 storm, an overload of the same
+kind) a short ``Retry-After``, ``RateLimit-Reason: confluence-burst-based`` and
+``X-RateLimit-Reset`` = now + ``Retry-After``, without the quota counters.
 """
 
 from __future__ import annotations
@@ -32,6 +37,20 @@ class Limited:
     reason: str
     retry_after: int
     headers: dict[str, str]
+
+
+def burst_limited(now: float, wait: int) -> Limited:
+    """A burst (overload) 429: a short ``Retry-After``, the burst reason, and
+    ``X-RateLimit-Reset`` = now + ``Retry-After``; not the hourly quota, so no quota counters."""
+    return Limited(
+        REASON_BURST,
+        wait,
+        {
+            "Retry-After": str(wait),
+            "RateLimit-Reason": REASON_BURST,
+            "X-RateLimit-Reset": iso_ms(now + wait),
+        },
+    )
 
 
 @dataclass
@@ -73,16 +92,7 @@ class RateLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return None
-        wait = max(1, math.ceil((1.0 - bucket.tokens) / rate))
-        return Limited(
-            REASON_BURST,
-            wait,
-            {
-                "Retry-After": str(wait),
-                "RateLimit-Reason": REASON_BURST,
-                "X-RateLimit-Reset": iso_ms(now + wait),
-            },
-        )
+        return burst_limited(now, max(1, math.ceil((1.0 - bucket.tokens) / rate)))
 
     # -- points --------------------------------------------------------------------------
     def _remaining(self, app: str, tenant: str) -> tuple[int, int, str]:

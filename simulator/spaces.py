@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,7 @@ def create_space(
                 False,
                 f"{name} Home",
                 "storage",
-                f"<p>Welcome to {name}.</p>",
+                f"<p>Welcome to {html.escape(name, quote=False)}.</p>",
             )
         ],
     )

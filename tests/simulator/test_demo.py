@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,8 @@ from typing import Any
 from app.devstack import DevStack
 from app.embedded_redis import free_port
 from app.settings import Settings
-from simulator.demo import random_activity, seed
+from simulator import edits
+from simulator.demo import actor_ctx, random_activity, seed
 from simulator.main import create_app
 from simulator.site import build
 from tests.conftest import LiveServer
@@ -33,6 +36,34 @@ def test_seed_creates_people_spaces_and_pages_once(keys: Any) -> None:
         did = random_activity(sim, "http://sim/wiki")
         assert did["did"] in ("edit", "comment", "label")
     assert events and set(events) <= {"page_updated", "comment_created", "label_added"}
+
+
+class Picks(random.Random):
+    """Chooses, from each sequence, the first item that is one of ``picks``."""
+
+    def __init__(self, *picks: Any) -> None:
+        super().__init__(0)
+        self.picks = picks
+
+    def choice(self, seq: Any) -> Any:
+        return next(item for item in seq if item in self.picks)
+
+
+def test_random_edits_keep_storage_well_formed(keys: Any) -> None:
+    """A random edit appends escaped storage, also to a page written in atlas_doc_format."""
+    sim = build(api_token=TOKEN, keys=keys, seed=1)
+    seed(sim)
+    tom = sim.store.add_user("tom@example.com", "Tom & <Jerry>")
+    space = next(s for s in sim.store.spaces.values() if s.key == "DEMO")
+    text = {"type": "text", "text": "Hi"}
+    adf = {"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [text]}]}
+    body = {"representation": "atlas_doc_format", "value": json.dumps(adf)}
+    ctx = actor_ctx(sim, tom.account_id, {"spaceId": space.id, "title": "A", "body": body}, "/")
+    page = sim.store.contents[edits.create(ctx, "page").data["id"]]
+    did = random_activity(sim, "http://sim/wiki", Picks(tom, page, "edit"))
+    assert did == {"did": "edit", "pageId": page.id, "as": "tom@example.com"}
+    assert page.current.number == 2 and page.current.representation == "storage"
+    assert page.current.value == "<p>Hi</p><p>Edited by Tom &amp; &lt;Jerry&gt;.</p>"
 
 
 async def test_the_simulator_installs_the_app_once_it_answers(keys: Any) -> None:

@@ -1,4 +1,5 @@
-"""Pure pieces: cursor pagination, the clock, points arithmetic, body conversion, descriptors."""
+"""Pure pieces: cursor pagination, the clock, points arithmetic, body conversion and checks,
+storage anchors, descriptors."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from simulator.install import InstallError, parse_descriptor
 from simulator.pagination import decode_cursor, encode_cursor, paginate
 from simulator.params import Query
 from simulator.ratelimit import RateLimiter, cost
+from simulator.storage import anchor_text, has_marker, insert_marker, well_formed_error
 
 
 @dataclass
@@ -101,16 +103,117 @@ def test_body_representations() -> None:
     assert parse_write_body(
         {"storage": {"representation": "storage", "value": "v"}}, required=True
     ) == ("storage", "v")
-    assert parse_write_body({"representation": "wiki", "value": "a<b"}, required=True) == (
-        "storage",
-        "<p>a&lt;b</p>",
-    )
     with pytest.raises(ApiError):
         parse_write_body({"representation": "atlas_doc_format", "value": "{"}, required=True)
     adf = render("storage", "<p>one &amp; two</p>", "atlas_doc_format")["value"]
     assert json.loads(adf)["content"][0]["content"][0]["text"] == "one & two"
     assert render("atlas_doc_format", adf, "storage")["value"] == "<p>one &amp; two</p>"
     assert plain_text("atlas_doc_format", adf) == "one & two"
+
+
+def test_a_body_needs_a_value_and_wiki_is_refused() -> None:
+    for body in (
+        {"representation": "storage"},
+        {"storage": {"representation": "storage"}},
+        {"representation": "atlas_doc_format"},
+        {"representation": "storage", "value": None},
+    ):
+        with pytest.raises(ApiError) as info:
+            parse_write_body(body, required=True)
+        assert info.value.status == 400, body
+    assert parse_write_body({"representation": "storage", "value": ""}, required=True) == (
+        "storage",
+        "",
+    )
+    with pytest.raises(ApiError) as wiki:
+        parse_write_body({"representation": "wiki", "value": "h1. Title"}, required=True)
+    assert wiki.value.status == 400
+    assert "wiki is not supported by the simulator" in wiki.value.title
+    assert "send storage" in wiki.value.title
+
+
+VALID_STORAGE = [
+    "",
+    "plain words, no markup",
+    "<p>one</p><p>two</p>\n<h2>three</h2>",
+    "<p>a&nbsp;b &mdash; c&rsquo;s &hellip; &euro;5 &copy; &lt;&amp;&gt;&quot;&apos;</p>",
+    "<p>&#160;&#xA0;&#8212;</p>",
+    '<p title="R&amp;D&nbsp;notes">x</p><br/><hr />',
+    '<ac:structured-macro ac:name="code" ac:schema-version="1" ac:macro-id="m1">'
+    '<ac:parameter ac:name="language">python</ac:parameter>'
+    "<ac:plain-text-body><![CDATA[if a < b && c: print('<p>')]]></ac:plain-text-body>"
+    "</ac:structured-macro>",
+    '<p><ac:link><ri:page ri:content-title="Home" ri:space-key="DEV" />'
+    "<ac:plain-text-link-body><![CDATA[Home & away]]></ac:plain-text-link-body></ac:link></p>",
+    '<p><ac:link><ri:user ri:account-id="712020:abc" /></ac:link></p>',
+    '<ac:image ac:height="250"><ri:attachment ri:filename="a.png" /></ac:image>',
+    "<ac:task-list><ac:task><ac:task-id>1</ac:task-id><ac:task-status>incomplete"
+    "</ac:task-status><ac:task-body>Do it</ac:task-body></ac:task></ac:task-list>",
+    '<p><ac:inline-comment-marker ac:ref="6a1c">marked</ac:inline-comment-marker></p>',
+    '<p><at:var at:name="name" /></p><!-- a comment -->',
+    "<table><tbody><tr><th>h</th></tr><tr><td><p>c</p></td></tr></tbody></table>",
+]
+MALFORMED_STORAGE = [
+    "<p>x<b></p>",
+    "<p>unclosed",
+    "<p>line<br></p>",
+    "<p>R&D</p>",
+    "<p>&bogus;</p>",
+    "<p>a < b</p>",
+    "<p class=x>y</p>",
+    "<o:p>Word paste</o:p>",
+    "</p>",
+    '<p title="a"title="b">x</p>',
+]
+
+
+@pytest.mark.parametrize("value", VALID_STORAGE)
+def test_valid_storage_is_accepted(value: str) -> None:
+    assert well_formed_error(value) is None
+    assert parse_write_body({"representation": "storage", "value": value}, required=True) == (
+        "storage",
+        value,
+    )
+
+
+@pytest.mark.parametrize("value", MALFORMED_STORAGE)
+def test_malformed_storage_is_400(value: str) -> None:
+    assert well_formed_error(value) is not None
+    with pytest.raises(ApiError) as info:
+        parse_write_body({"storage": {"representation": "storage", "value": value}}, required=True)
+    assert info.value.status == 400
+    assert info.value.title.startswith("Error parsing xhtml: ")
+
+
+def test_error_positions_are_in_the_body() -> None:
+    assert well_formed_error("<p>x<b></p>") == "mismatched tag at [row,col]: [1,10]"
+    assert well_formed_error("<p>ok</p>\n<p>&bogus;</p>") == "undefined entity at [row,col]: [2,4]"
+
+
+def test_anchor_text_and_markers() -> None:
+    value = (
+        "<p>foo <b>bar</b> &amp; baz</p><p>foo</p>"
+        '<ac:structured-macro ac:name="x"><ac:parameter ac:name="p">foo</ac:parameter>'
+        "<ac:plain-text-body><![CDATA[foo]]></ac:plain-text-body></ac:structured-macro>"
+    )
+    text = anchor_text(value)
+    assert text.text == "foo bar & baz\nfoo\n"  # parameters and CDATA are not page text
+    assert text.starts("foo") == [0, 14]
+    second = insert_marker(value, "foo", 1, "r1")
+    assert second is not None
+    assert second.startswith(
+        '<p>foo <b>bar</b> &amp; baz</p><p><ac:inline-comment-marker ac:ref="r1">foo'
+        "</ac:inline-comment-marker></p>"
+    )
+    across = insert_marker(value, "o bar &", 0, "r2")
+    assert across is not None and well_formed_error(across) is None
+    assert across.startswith(
+        '<p>fo<ac:inline-comment-marker ac:ref="r2">o </ac:inline-comment-marker>'
+        '<b><ac:inline-comment-marker ac:ref="r2">bar</ac:inline-comment-marker></b>'
+        '<ac:inline-comment-marker ac:ref="r2"> &amp;</ac:inline-comment-marker> baz</p>'
+    )
+    assert has_marker(across, "r2") and not has_marker(across, "r1")
+    assert insert_marker(value, "foo", 2, "r3") is None
 
 
 def test_descriptor_parsing() -> None:
