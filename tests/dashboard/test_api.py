@@ -477,16 +477,23 @@ async def test_jobs_page_through_every_record(
     assert newest == [j["id"] for j in everything_now][3:23]
 
 
-async def test_dead_letters_page_through_while_some_are_retried(
-    api: httpx.AsyncClient, settings: Settings, redis: Redis
-) -> None:
-    events = [make_event(content_id=str(3000 + n)) for n in range(205)]
+async def dead_letters(
+    redis: Redis, settings: Settings, count: int, first_content: int
+) -> list[str]:
+    """``count`` dead letters, one death a millisecond apart; their ids, newest death first."""
+    events = [make_event(content_id=str(first_content + n)) for n in range(count)]
     for event in events:
         await kill(redis, settings, event, "gone")
     dlq = f"{settings.redis_prefix}dlq"
     for n, event in enumerate(events):
         await redis.zadd(dlq, {event.id: 1_700_000_000_000 + n})
-    expected = [e.id for e in reversed(events)]
+    return [e.id for e in reversed(events)]
+
+
+async def test_dead_letters_page_through_while_some_are_retried(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    expected = await dead_letters(redis, settings, 205, first_content=3000)
 
     everything = (await api.get("/api/dead", params={"limit": "300"})).json()
     assert everything["total"] == 205
@@ -575,13 +582,7 @@ async def test_jobs_html_page_pages_through_every_match_keeping_the_filters(
 async def test_dead_html_page_pages_through_and_its_actions_still_work(
     api: httpx.AsyncClient, settings: Settings, redis: Redis
 ) -> None:
-    events = [make_event(content_id=str(5000 + n)) for n in range(205)]
-    for event in events:
-        await kill(redis, settings, event, "gone")
-    dlq = f"{settings.redis_prefix}dlq"
-    for n, event in enumerate(events):
-        await redis.zadd(dlq, {event.id: 1_700_000_000_000 + n})
-    expected = [e.id for e in reversed(events)]
+    expected = await dead_letters(redis, settings, 205, first_content=5000)
     client, csrf = await asyncio.to_thread(signed_in, str(api.base_url).rstrip("/"))
 
     async def get(url: str) -> httpx.Response:
@@ -609,7 +610,7 @@ async def test_dead_html_page_pages_through_and_its_actions_still_work(
     assert done.status_code == 303
     assert "retry: 2 dead letter(s)" in unquote(done.headers["location"])
     for event_id in boxes[:2]:
-        assert await redis.zscore(dlq, event_id) is None
+        assert await redis.zscore(f"{settings.redis_prefix}dlq", event_id) is None
     pages = await _html_pages(get, "/dashboard/dead?limit=90")
     assert [i for _, ids in pages for i in ids] == [i for i in expected if i not in boxes[:2]]
 

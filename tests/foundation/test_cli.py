@@ -30,6 +30,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def start_dev(port: int, state: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+    """``reactor dev`` on ``port`` with its state in ``state``, output (both streams) piped."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    full_env |= {"REACTOR_STATE_DIR": str(state), **env}
+    return subprocess.Popen(
+        [*REACTOR, "dev", "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+    )
+
+
 def test_help_lists_every_command() -> None:
     out = run("--help").stdout
     for command in ("web", "worker", "dev", "keygen", "check"):
@@ -80,16 +94,7 @@ def test_invalid_settings_exit_2_with_a_clear_line() -> None:
 @pytest.mark.slow
 def test_dev_comes_up_ready_and_stops_clean(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    env["REACTOR_STATE_DIR"] = str(tmp_path / "state")
-    proc = subprocess.Popen(
-        [*REACTOR, "dev", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = start_dev(port, tmp_path / "state")
     lines: list[str] = []
     try:
         start = time.monotonic()
@@ -122,17 +127,7 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
     """``reactor dev --forge``: Forge events verified over the simulator's https API, mapped to
     the Connect tenant (the install linked them) and deduplicated against Connect's."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    env["REACTOR_STATE_DIR"] = str(tmp_path / "state")
-    env["REACTOR_LOG_FORMAT"] = "json"
-    proc = subprocess.Popen(
-        [*REACTOR, "dev", "--port", str(port), "--forge"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = start_dev(port, tmp_path / "state", "--forge", REACTOR_LOG_FORMAT="json")
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -186,16 +181,7 @@ def test_a_second_dev_on_the_same_state_directory_is_refused_at_once(tmp_path: P
     """It would start a second Redis on the same append-only file and rewrite the state."""
     port = free_port()
     state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    env["REACTOR_STATE_DIR"] = str(state)
-    proc = subprocess.Popen(
-        [*REACTOR, "dev", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = start_dev(port, state)
     lines: list[str] = []
     try:
         assert proc.stdout is not None

@@ -27,12 +27,24 @@ FIXTURES = ROOT / "tests" / "fixtures" / "events"
 Reactor = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 
 
+def cli(cwd: Path, args: tuple[str, ...], **env: str) -> subprocess.CompletedProcess[str]:
+    """``reactor ARGS`` in a subprocess with only ``env`` of the REACTOR_* settings."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    full_env |= {"PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @pytest.fixture
 def reactor(settings: Settings, tmp_path: Path) -> Reactor:
     assert settings.redis_url is not None
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
         "REACTOR_REDIS_URL": settings.redis_url,
         "REACTOR_REDIS_PREFIX": settings.redis_prefix,
         "REACTOR_LOG_FORMAT": "console",
@@ -40,15 +52,7 @@ def reactor(settings: Settings, tmp_path: Path) -> Reactor:
     }
 
     async def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return await asyncio.to_thread(cli, tmp_path, args, **env)
 
     return run
 
@@ -177,16 +181,7 @@ async def test_dlq_discard_names_an_id_that_is_not_dead(
 def test_dlq_with_redis_unreachable_says_so_in_one_line(
     args: tuple[str, ...], tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    env |= {"PYTHONPATH": str(ROOT), "REACTOR_REDIS_URL": "redis://127.0.0.1:1/0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = cli(tmp_path, args, REACTOR_REDIS_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == "reactor: the event store is unavailable (ConnectionError)\n"
 
@@ -194,19 +189,11 @@ def test_dlq_with_redis_unreachable_says_so_in_one_line(
 def test_dlq_with_a_stalled_redis_gives_up_within_the_bound(
     tmp_path: Path, silent_server: int
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "REACTOR_REDIS_URL": f"redis://127.0.0.1:{silent_server}/0",
-        "REACTOR_REDIS_TIMEOUT_SECONDS": "0.5",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "dlq", "list"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=20,
+    result = cli(
+        tmp_path,
+        ("dlq", "list"),
+        REACTOR_REDIS_URL=f"redis://127.0.0.1:{silent_server}/0",
+        REACTOR_REDIS_TIMEOUT_SECONDS="0.5",
     )
     assert result.returncode == 1
     assert result.stderr == "reactor: the event store is unavailable (TimeoutError)\n"
