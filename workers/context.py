@@ -52,6 +52,9 @@ class EventCache:
     content: dict[tuple[str, str], Content] = field(default_factory=dict)
     # as first read for this event: the own-edit check must not see our later writes
     first: dict[tuple[str, str], Content] = field(default_factory=dict)
+    # a read that failed: the next reaction gets the same error, not another call (the run
+    # fails either way; each call costs points)
+    failed: dict[tuple[str, str], Exception] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,7 +78,13 @@ class ReactionContext:
     async def get(self, kind: Kind, content_id: str) -> Content:
         key = (kind, content_id)
         if key not in self.cache.content:
-            self.cache.content[key] = await self.client.get_content(kind, content_id)
+            if key in self.cache.failed:
+                raise self.cache.failed[key]
+            try:
+                self.cache.content[key] = await self.client.get_content(kind, content_id)
+            except Exception as exc:
+                self.cache.failed[key] = exc
+                raise
             self.cache.first.setdefault(key, self.cache.content[key])
         return self.cache.content[key]
 

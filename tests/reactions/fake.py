@@ -24,6 +24,7 @@ class FakeConfluence:
     page_labels: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     fail_next: list[Exception] = field(default_factory=list)
+    fail_reads: list[Exception] = field(default_factory=list)
     writers: set[str] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(9000))
 
@@ -38,6 +39,8 @@ class FakeConfluence:
 
     async def get_content(self, kind: Kind, content_id: str) -> Content:
         self.calls.append(("get", kind, content_id))
+        if self.fail_reads:
+            raise self.fail_reads.pop(0)
         return self.contents[content_id]
 
     async def update_content(

@@ -201,6 +201,24 @@ async def test_a_retryable_failure_wins_over_a_confluence_404(
         await reactor(router)(event, job(event))
 
 
+async def test_a_failed_read_is_not_repeated_by_each_reaction(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    """Confluence failing a read: the event's run fails once, for one call's points."""
+    router = Router()
+    for name in ("a", "b", "c"):
+
+        @router.on("page.updated", name=name)
+        async def handler(event: Event, ctx: ReactionContext) -> None:
+            await ctx.content()
+
+    fake.fail_reads.append(ServerError("bad gateway", status=502))
+    event = page_event()
+    with pytest.raises(ServerError):
+        await reactor(router)(event, job(event))
+    assert [c for c in fake.calls if c[0] == "get"] == [("get", "page", "1001")]
+
+
 async def test_defer_propagates_at_once(
     fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
