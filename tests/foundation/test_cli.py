@@ -44,6 +44,18 @@ def start_dev(port: int, state: Path, *extra: str, **env: str) -> subprocess.Pop
     )
 
 
+def until_ready(proc: subprocess.Popen[str]) -> list[str]:
+    """The lines ``reactor dev`` printed up to its ``ready``, which must come."""
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip() == "ready":
+            break
+    assert lines and lines[-1].strip() == "ready", "".join(lines)
+    return lines
+
+
 def test_help_lists_every_command() -> None:
     out = run("--help").stdout
     for command in ("web", "worker", "dev", "keygen", "check"):
@@ -95,15 +107,9 @@ def test_invalid_settings_exit_2_with_a_clear_line() -> None:
 def test_dev_comes_up_ready_and_stops_clean(tmp_path: Path) -> None:
     port = free_port()
     proc = start_dev(port, tmp_path / "state")
-    lines: list[str] = []
     try:
         start = time.monotonic()
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "ready":
-                break
-        assert lines and lines[-1].strip() == "ready", "".join(lines)
+        until_ready(proc)
         assert time.monotonic() - start < 30
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
             assert resp.status == 200
@@ -182,14 +188,8 @@ def test_a_second_dev_on_the_same_state_directory_is_refused_at_once(tmp_path: P
     port = free_port()
     state = tmp_path / "state"
     proc = start_dev(port, state)
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "ready":
-                break
-        assert lines and lines[-1].strip() == "ready", "".join(lines)
+        until_ready(proc)
         conf = state / "redis" / "valkey.conf"
         written = conf.stat().st_mtime_ns
 
