@@ -183,10 +183,9 @@ async def tenant_problem(redis: Redis, settings: Settings, tenant: str) -> str |
     from app.tenants import ACTIVE_STATUSES, TenantStore
 
     if not tenant.startswith("forge:"):
-        rows = await TenantStore(redis, settings).list_public()  # no secret is decrypted
-        row = next((r for r in rows if r.get("client_key") == tenant), None)
-        if row is not None:
-            status = row.get("status")
+        found = await TenantStore(redis, settings).get_public(tenant)  # no secret decrypted
+        if found is not None:
+            status = found.status
             return None if status in ACTIVE_STATUSES else f"tenant {tenant!r} is {status}"
     # Only the registry is read (no token is decrypted), so a throwaway key will do when
     # REACTOR_SECRET_KEY is not set.

@@ -221,7 +221,7 @@ class TenantStore:
     async def upsert(self, tenant: Tenant, *, now: float | None = None) -> Tenant:
         """Store an ``installed`` payload: a new tenant, or a reinstall rotating the secret."""
         wall = time.time() if now is None else now
-        previous = await self._public(tenant.client_key)
+        previous = await self.get_public(tenant.client_key)
         first_install = previous is None or previous.status == "uninstalled"
         stored = replace(
             tenant,
@@ -245,7 +245,7 @@ class TenantStore:
         Works without decrypting the secret (so a tenant whose secret was encrypted with a
         retired key can still be uninstalled); the returned tenant carries no secret.
         """
-        tenant = await self._public(client_key)
+        tenant = await self.get_public(client_key)
         if tenant is None:
             return None
         wall = time.time() if now is None else now
@@ -258,7 +258,8 @@ class TenantStore:
             self.forget(client_key)  # a read in flight may hold the old status
         return replace(tenant, status=status, updated_at=wall)
 
-    async def _public(self, client_key: str) -> Tenant | None:
+    async def get_public(self, client_key: str) -> Tenant | None:
+        """One tenant read without decrypting its secret (``shared_secret`` left empty)."""
         raw = await self._call(self.redis.hgetall(self.keys.tenant(client_key)))  # type: ignore[arg-type]
         if not raw:
             return None
@@ -279,7 +280,7 @@ class TenantStore:
         members = await self._call(self.redis.smembers(self.keys.index))  # type: ignore[arg-type]
         rows = []
         for client_key in sorted(_text(m) for m in members):
-            tenant = await self._public(client_key)
+            tenant = await self.get_public(client_key)
             if tenant is not None:
                 rows.append(tenant.public_dict())
         return rows
