@@ -11,6 +11,7 @@ import fcntl
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -82,6 +83,38 @@ def state_secret(state_dir: Path, name: str, make: str) -> str:
     return make
 
 
+def simulator_port(state_dir: Path) -> int:
+    """The simulator's port of the previous run when it is free, else a new one (remembered).
+
+    The demo site's base URL names the port and is stored with its tenant: on the same port,
+    events waiting from the previous run reach the site at once after a restart, instead of
+    failing an attempt on a dead port until the simulator has installed the app again.
+    """
+    path = state_dir / "sim_port"
+    try:
+        port = int(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        port = 0
+    if 0 < port < 65536 and _port_free(port):
+        return port
+    port = free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n", encoding="utf-8")
+    return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # as the simulator's server binds: connections of the last run left in TIME_WAIT
+        # do not make the port busy, a listener does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class Child:
     name: str
@@ -131,7 +164,7 @@ class DevStack:
                 state, "dashboard_token", secrets.token_urlsafe(24)
             )
         env.setdefault("REACTOR_BASE_URL", self.web_url)
-        self.sim_port = self.sim_port or free_port()
+        self.sim_port = self.sim_port or simulator_port(state)
         if self.forge:
             self.tls = dev_certificate(state)
             env["SSL_CERT_FILE"] = str(self.tls[0])  # httpx and urllib of the children trust it

@@ -245,6 +245,21 @@ def test_dev_children_hold_the_state_directory_after_the_supervisor_is_gone(
     os.close(lock_state_dir(state))  # the last holder gone, the directory is free
 
 
+def test_dev_keeps_the_simulator_port_across_runs_while_it_is_free(tmp_path: Path) -> None:
+    """The demo tenant's base URL names the port: a restart on another one would send the
+    events waiting from the last run to a dead port."""
+    from app.devstack import simulator_port
+
+    first = simulator_port(tmp_path)
+    assert simulator_port(tmp_path) == first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        taken.listen()
+        moved = simulator_port(tmp_path)
+    assert moved != first
+    assert simulator_port(tmp_path) == moved
+
+
 def test_dev_web_server_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
     from app.cli import build_parser
     from app.devstack import DevStack
