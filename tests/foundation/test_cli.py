@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -153,10 +154,15 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
             except queue.Empty:
                 continue
             seen.append(line)
-            if line.startswith("installed "):
-                client_key = line.split("clientKey ", 1)[1].rstrip(")\n ")
+            # Children share the pipe: another one's line may be glued to this one.
+            installed = re.search(r"installed .*\(clientKey ([\w-]+)\)", line)
+            if installed:
+                client_key = installed.group(1)
             if line.startswith("{"):
-                entry = json.loads(line)
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
                 if entry.get("source") == "forge" and "forge event" in str(entry.get("event")):
                     forge_events.append(entry)
         assert forge_events, "no Forge event reached the app:\n" + "".join(seen[-40:])
