@@ -6,6 +6,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,6 +32,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+CERT = "dev-tls-cert.pem"  # what reactor dev --forge makes in its state directory
+
+
 def start_dev(port: int, state: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
     """``reactor dev`` on ``port`` with its state in ``state``, output (both streams) piped."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
@@ -46,14 +50,17 @@ def start_dev(port: int, state: Path, *extra: str, **env: str) -> subprocess.Pop
 
 
 def until_ready(proc: subprocess.Popen[str]) -> list[str]:
-    """The lines ``reactor dev`` printed up to its ``ready``, which must come."""
+    """The lines ``reactor dev`` printed up to its ``ready``, which must come.
+
+    The children share its output: the end of another one's line may come just before it.
+    """
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
-        if line.strip() == "ready":
+        if line.rstrip().endswith("ready"):
             break
-    assert lines and lines[-1].strip() == "ready", "".join(lines)
+    assert lines and lines[-1].rstrip().endswith("ready"), "".join(lines)
     return lines
 
 
@@ -146,9 +153,17 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
     seen: list[str] = []
     client_key = ""
     forge_events: list[dict[str, object]] = []
+    sim_url = ""
+    acted = 0.0
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not forge_events:
+            if client_key and sim_url and time.monotonic() - acted > 5:
+                # a user edits something: Confluence tells the app by both routes
+                act = urllib.request.Request(f"{sim_url}/_sim/act/random", method="POST")
+                context = ssl.create_default_context(cafile=tmp_path / "state" / CERT)
+                urllib.request.urlopen(act, timeout=10, context=context).close()
+                acted = time.monotonic()
             try:
                 line = lines.get(timeout=1)
             except queue.Empty:
@@ -158,6 +173,9 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
             installed = re.search(r"installed .*\(clientKey ([\w-]+)\)", line)
             if installed:
                 client_key = installed.group(1)
+            found = re.match(r"simulator\s+(https://[\d.:]+)/wiki", line)
+            if found:
+                sim_url = found.group(1)
             if line.startswith("{"):
                 try:
                     entry = json.loads(line)
@@ -172,7 +190,7 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert (tmp_path / "state" / "dev-tls-cert.pem").exists()
+    assert (tmp_path / "state" / CERT).exists()
 
 
 def test_dev_passes_a_dash_leading_simulator_token_intact(tmp_path: Path) -> None:
