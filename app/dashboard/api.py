@@ -83,6 +83,12 @@ def cursor_param(request: Request) -> Cursor | None:
         raise IngestError("cursor must be the next_cursor of a previous page, as given") from None
 
 
+def check_status(value: str) -> None:
+    """A job-state filter is empty (any state) or one of the states; IngestError (400) if not."""
+    if value and value not in STATES:
+        raise IngestError(f"status must be one of {', '.join(STATES)}")
+
+
 def duration(seconds: int) -> str:
     """``3 days``, ``36 hours``, ``90 minutes``: the largest unit that divides ``seconds``."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
@@ -96,8 +102,7 @@ def duration(seconds: int) -> str:
 async def jobs(request: Request) -> Response:
     q = request.query_params
     filters = {k: q.get(k, "") for k in ("event_id", "content_id", "tenant", "type", "status")}
-    if filters["status"] and filters["status"] not in STATES:
-        raise IngestError(f"status must be one of {', '.join(STATES)}")
+    check_status(filters["status"])
     limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     page = await views.search_jobs(request, filters, limit, cursor_param(request))
     return _json({"jobs": page.rows, "next_cursor": page.next_cursor})

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from app.dashboard import actions, auth, live, views
-from app.dashboard.api import cursor_param, int_param
+from app.dashboard.api import check_status, cursor_param, int_param
 from app.dashboard.audit import AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor, ReadModel
 from app.errors import IngestError
@@ -157,12 +157,12 @@ def invalid(request: Request, active: str, detail: str, first: str) -> Response:
 async def jobs(request: Request) -> Response:
     q = request.query_params
     filters = {k: q.get(k, "").strip() for k in ("event_id", "content_id", "tenant", "type")}
-    filters["status"] = q.get("status", "").strip()
+    status = q.get("status", "").strip()
+    # links (the 400 page's "first page" included) carry only a valid status
+    filters["status"] = status if status in STATES else ""
     searched = any(filters.values()) or "all" in q or "cursor" in q
     try:
-        if filters["status"] and filters["status"] not in STATES:
-            filters["status"] = ""
-            raise IngestError(f"status must be one of {', '.join(STATES)}")
+        check_status(status)
         limit, cursor = paging(request, DEFAULT_PAGE)
     except IngestError as exc:
         return invalid(request, "jobs", exc.detail, page_url("/dashboard/jobs", _kept(filters)))
