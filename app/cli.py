@@ -55,6 +55,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def activity_interval(text: str) -> float:
+    """Seconds between demo activities: 0 (none) or at least 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not (value == 0 or value >= 1):
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or at least 1 second, not {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 1 to 65535."""
     value = _whole(text)
@@ -125,7 +136,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from app import devstack
 
     return devstack.run(
-        _settings(), args.port, sim_api_token=args.sim_api_token, forge=args.forge, host=args.host
+        _settings(),
+        args.port,
+        sim_api_token=args.sim_api_token,
+        forge=args.forge,
+        host=args.host,
+        activity=args.activity,
     )
 
 
@@ -145,6 +161,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         demo=args.demo,
         install_app=args.install_app,
         install_forge=(args.forge_app_id, args.install_forge) if args.install_forge else None,
+        demo_activity=args.demo_activity,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
@@ -211,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also deliver Forge events (simulator over https with a dev certificate)",
     )
+    dev.add_argument(
+        "--activity",
+        type=activity_interval,
+        default=30.0,
+        metavar="SECONDS",
+        help="a demo user edits, comments or labels a page once the app is installed, then "
+        "every SECONDS (default 30; 0: never)",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     keygen = sub.add_parser("keygen", help="print a fresh REACTOR_SECRET_KEY value")
@@ -228,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--demo", action="store_true", help="create demo users, spaces and pages")
     sim.add_argument("--install-app", default=None, help="app descriptor URL to install")
+    sim.add_argument(
+        "--demo-activity",
+        type=activity_interval,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --demo and --install-app: a demo user acts once the app is installed, then "
+        "every SECONDS (default 0: never)",
+    )
     sim.add_argument(
         "--install-forge",
         default=None,

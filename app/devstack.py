@@ -140,6 +140,9 @@ class DevStack:
     # The state directory's lock (see lock_state_dir): the children hold it too, so a stack
     # whose supervisor was killed still keeps a second one off the directory while they live.
     lock_fd: int | None = None
+    # Seconds between the demo users' edits, comments and labels (0: none); the first comes
+    # as soon as the app is installed, so a fresh stack shows events at once.
+    activity: float = 30.0
 
     @property
     def web_url(self) -> str:
@@ -207,6 +210,7 @@ class DevStack:
         token = self.sim_api_token or ""
         # "=" form: a generated token may start with "-", which argparse would take for an option
         argv += [f"--api-token={token}", "--demo", "--install-app", descriptor]
+        argv += ["--demo-activity", f"{self.activity:g}"]
         if self.forge and self.tls is not None:
             events = f"{self.web_url}/forge/events"
             argv += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
@@ -303,6 +307,8 @@ def _banner(stack: DevStack, env: dict[str, str]) -> list[str]:
     ]
     curl = f"curl --cacert {stack.tls[0]}" if stack.tls else "curl"
     lines.append(f"act as a user  {curl} -X POST {stack.sim_url}/_sim/act/random")
+    if stack.activity:
+        lines.append(f"demo users act every {stack.activity:g} s (--activity 0: never)")
     if stack.forge:
         lines.append(f"forge      {DEV_FORGE_APP_ID} (events: Connect and Forge)")
     return lines
@@ -331,6 +337,7 @@ def run(
     *,
     forge: bool = False,
     host: str = "127.0.0.1",
+    activity: float = 30.0,
 ) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM; returns the exit code."""
     try:
@@ -339,7 +346,9 @@ def run(
         print(f"reactor dev: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        return _run_locked(settings, port, sim_api_token, forge=forge, host=host, lock=lock)
+        return _run_locked(
+            settings, port, sim_api_token, forge=forge, host=host, lock=lock, activity=activity
+        )
     finally:
         os.close(lock)
 
@@ -352,6 +361,7 @@ def _run_locked(
     forge: bool,
     host: str,
     lock: int,
+    activity: float,
 ) -> int:
     stack = DevStack(
         settings,
@@ -360,6 +370,7 @@ def _run_locked(
         forge=forge,
         host=host,
         lock_fd=lock,
+        activity=activity,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -54,6 +54,7 @@ def run(
     demo: bool = False,
     install_app: str | None = None,
     install_forge: tuple[str, str] | None = None,
+    demo_activity: float = 0.0,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
 ) -> int:
@@ -84,7 +85,12 @@ def run(
     print(f"api token  {token}", flush=True)
     print(f"cloud id   {sim.store.cloud_id}", flush=True)
     uvicorn.run(
-        create_app(sim, install_app=install_app, install_forge=install_forge),
+        create_app(
+            sim,
+            install_app=install_app,
+            install_forge=install_forge,
+            demo_activity=demo_activity if demo else 0.0,
+        ),
         host=host,
         port=port,
         log_level="warning",

@@ -90,10 +90,11 @@ async def install_when_ready(
     attempts: int = 120,
     *,
     installation_id: str = "",
-) -> None:
+) -> bool:
     """Install the app as soon as its descriptor answers (it may still be starting).
 
-    ``installation_id``: the app's Forge installation on this site, if it has one.
+    ``installation_id``: the app's Forge installation on this site, if it has one. False when
+    every attempt failed.
     """
     site = (sim.public_url or "http://127.0.0.1") + "/wiki"
     for _ in range(attempts):
@@ -104,8 +105,30 @@ async def install_when_ready(
             await asyncio.sleep(0.5)
             continue
         print(f"installed  {app.key} (clientKey {app.client_key})", flush=True)
-        return
+        return True
     print(f"install of {descriptor_url} failed; retry with POST /_sim/apps/connect", flush=True)
+    return False
+
+
+async def keep_acting(sim: Simulator, every: float) -> None:
+    """The demo site's people at work: one :func:`random_activity` now, then every ``every`` s.
+
+    Started once the app is installed, so a fresh ``reactor dev`` shows events within seconds
+    instead of waiting for someone to act (the seeded pages predate the install: no webhook
+    covers them).
+    """
+    base = (sim.public_url or "http://127.0.0.1") + "/wiki"
+    while True:
+        try:
+            did = random_activity(sim, base)
+        except Exception:  # a demo nicety must never take the simulator down
+            log.exception("demo activity failed")
+        else:
+            if did["did"] != "nothing":
+                print(
+                    f"demo       {did['as']} did {did['did']} on page {did['pageId']}", flush=True
+                )
+        await asyncio.sleep(every)
 
 
 def random_activity(sim: Simulator, base: str, rng: random.Random | None = None) -> dict[str, Any]:

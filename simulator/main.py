@@ -35,7 +35,7 @@ from simulator import (
 )
 from simulator.api import GATEWAY_KEY
 from simulator.apps import add_forge_install
-from simulator.demo import install_when_ready
+from simulator.demo import install_when_ready, keep_acting
 from simulator.site import Simulator
 from simulator.webhooks import Hub
 
@@ -74,12 +74,15 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     install_app: str | None = None,
     install_forge: tuple[str, str] | None = None,
+    demo_activity: float = 0.0,
 ) -> Starlette:
     """The simulator as an ASGI app; ``http`` delivers webhooks and installs (else one is made).
 
     ``install_app``: a descriptor URL installed (signed install) as soon as it answers.
     ``install_forge``: (app id, remote URL) of a Forge installation made at start; with
     ``install_app`` it is the same app's, named in the Connect install (one tenant, both routes).
+    ``demo_activity``: once ``install_app`` is installed, a demo user acts (edit, comment or
+    label) at once and then every this many seconds (0: never).
     """
     hub = Hub(sim)
 
@@ -96,7 +99,7 @@ def create_app(
             linked = forge.installation_id if forge is not None else ""
             tasks.append(
                 asyncio.create_task(
-                    install_when_ready(sim, client, install_app, installation_id=linked)
+                    _install(sim, client, install_app, linked, demo_activity),
                 )
             )
         try:
@@ -124,6 +127,13 @@ def create_app(
     app.state.hub = hub
     app.add_middleware(Gateway, sim=sim)
     return app
+
+
+async def _install(
+    sim: Simulator, client: httpx.AsyncClient, descriptor: str, linked: str, every: float
+) -> None:
+    if await install_when_ready(sim, client, descriptor, installation_id=linked) and every > 0:
+        await keep_acting(sim, every)
 
 
 async def _autosave(sim: Simulator) -> None:

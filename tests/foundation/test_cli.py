@@ -121,6 +121,19 @@ def test_dev_comes_up_ready_and_stops_clean(tmp_path: Path) -> None:
         assert time.monotonic() - start < 30
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
             assert resp.status == 200
+        # Nobody acts, yet the demo users do once the app is installed: the dashboard's job
+        # list has an event within seconds (not after the first reconcile sweep).
+        token = (tmp_path / "state" / "dashboard_token").read_text().strip()
+        jobs: list[object] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not jobs:
+            listing = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/jobs", headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(listing, timeout=5) as resp:
+                jobs = json.loads(resp.read())["jobs"]
+            time.sleep(0.3)
+        assert jobs, "no event reached the dashboard without anyone acting"
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     finally:
@@ -345,6 +358,8 @@ def test_dev_never_says_ready_when_interrupted_while_starting(
         (["web", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
         (["worker", "--concurrency", "-2"], "argument --concurrency: must be at least 1, not -2"),
         (["dev", "--port", "-1"], "argument --port: must be a port from 1 to 65535 (0: any)"),
+        (["dev", "--activity", "0.2"], "argument --activity: must be 0 (none) or at least 1"),
+        (["sim", "--demo-activity", "nan"], "argument --demo-activity: must be 0 (none) or at"),
         (["sim", "--port", "70000"], "argument --port: must be a port from 1 to 65535"),
         (["sim", "--time-scale", "0"], "argument --time-scale: must be a number above 0, not 0"),
         (["sim", "--app-quota", "-5"], "argument --app-quota: must be at least 1, not -5"),

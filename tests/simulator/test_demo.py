@@ -94,6 +94,56 @@ async def test_the_simulator_installs_the_app_once_it_answers(keys: Any) -> None
         app_server.stop()
 
 
+async def _installed_demo(keys: Any, every: float) -> tuple[FakeApp, LiveServer, LiveServer]:
+    sim_port, app_port = free_port(), free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    fake = FakeApp(sim_url)
+    fake.base_url = f"http://127.0.0.1:{app_port}"
+    sim = build(api_token=TOKEN, keys=keys, public_url=sim_url, seed=3)
+    seed(sim)
+    app = create_app(
+        sim, install_app=f"{fake.base_url}/atlassian-connect.json", demo_activity=every
+    )
+    servers = LiveServer(fake.app(), port=app_port), LiveServer(app, port=sim_port)
+    for server in servers:
+        server.start()
+    for _ in range(100):
+        if fake.installs:
+            break
+        await asyncio.sleep(0.05)
+    assert fake.installs
+    return fake, *servers
+
+
+async def test_demo_users_act_as_soon_as_the_app_is_installed(keys: Any) -> None:
+    """A fresh demo site shows the app an event at once; nobody has to act (reactor dev)."""
+    fake, *servers = await _installed_demo(keys, every=60)
+    try:
+        for _ in range(100):
+            if fake.webhooks:
+                break
+            await asyncio.sleep(0.05)
+        assert [name for name, _ in fake.webhooks] in (
+            ["page_updated"],
+            ["comment_created"],
+            ["label_added"],
+        )
+        assert fake.rejected == []  # signed with the installed tenant's secret
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def test_demo_users_keep_still_without_an_activity_interval(keys: Any) -> None:
+    fake, *servers = await _installed_demo(keys, every=0)
+    try:
+        await asyncio.sleep(1.0)
+        assert fake.webhooks == []
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     settings = Settings(
         redis_url="redis://127.0.0.1:1/0",
@@ -107,6 +157,11 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     (sim,) = [c for c in stack.plan() if c.name == "simulator"]
     assert sim.argv[:4] == [sys.executable, "-m", "app.cli", "sim"]
     assert "--demo" in sim.argv and "--api-token=given" in sim.argv
+    assert sim.argv[sim.argv.index("--demo-activity") + 1] == "30"  # the default
+    quiet = DevStack(settings, port=18001, sim_api_token="given", activity=0)
+    quiet.environment()
+    (still,) = [c for c in quiet.plan() if c.name == "simulator"]
+    assert still.argv[still.argv.index("--demo-activity") + 1] == "0"
     assert (
         sim.argv[sim.argv.index("--install-app") + 1]
         == "http://127.0.0.1:18001/atlassian-connect.json"
