@@ -114,9 +114,11 @@ async def _inline(action: Action, event: Event, ctx: ReactionContext, v: dict[st
     page = await ctx.get(kind, cid)
     view = storage.parse(page.body)
     for m in storage.find_all(view, action.pattern):
-        if not m.group(0).strip() or "\n" in m.group(0):
-            continue  # a selection must be non-empty text within one block
+        if not m.group(0).strip():
+            continue
         count, index = storage.occurrence(view, m.group(0), m.start())
+        if index < 0:
+            continue  # not selectable: across blocks, in a code body, or overlapping another
         body = render_fragment(action.body, {**v, "match": match_vars(m)}, action.where)
         once = f"inline:{cid}:{action.where}:{m.group(0)}:{index}"
         await ctx.inline_comment(m.group(0), body, count=count, index=index, once=once)

@@ -28,11 +28,12 @@ _BLOCK = frozenset(
     {
         "p", "div", "br", "li", "ul", "ol", "td", "th", "tr", "table", "pre", "blockquote", "hr",
         "h1", "h2", "h3", "h4", "h5", "h6", "ac:structured-macro", "ac:parameter",
-        "ac:rich-text-body", "ac:plain-text-body", "ac:task", "ac:task-body", "ac:layout-cell",
+        "ac:rich-text-body", "ac:plain-text-body", "ac:task", "ac:task-body", "ac:layout",
+        "ac:layout-section", "ac:layout-cell",
     }
 )  # fmt: skip
 # Character data here is configuration, not visible text (macro parameters).
-_HIDDEN = frozenset({"ac:parameter", "ac:task-id", "ac:task-status"})
+_HIDDEN = frozenset({"ac:parameter", "ac:task-id", "ac:task-status", "ac:placeholder"})
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 NAMESPACES = {
     "ac": "http://atlassian.com/content",
@@ -271,11 +272,33 @@ def find_all(
     return found
 
 
+def anchor_text(view: TextView) -> str:
+    """The flat text with what an inline comment cannot select (macro parameters, code bodies)
+    turned into newlines: the text Confluence counts a selection in, position for position."""
+    chars = list(view.text)
+    for piece in view.pieces:
+        if piece.hidden or piece.cdata:
+            chars[piece.start : piece.end] = "\n" * (piece.end - piece.start)
+    return "".join(chars)
+
+
 def occurrence(view: TextView, needle: str, position: int) -> tuple[int, int]:
-    """(match count, zero-based index of the one at ``position``) of ``needle`` in the text."""
-    starts = [m.start() for m in re.finditer(re.escape(needle), view.text)]
-    index = starts.index(position) if position in starts else 0
-    return len(starts), index
+    """(match count, zero-based index of the one at ``position``) of ``needle`` as an inline
+    comment's selection; index -1 when the text at ``position`` cannot be selected (inside a
+    macro parameter or a code body, across a block, or overlapping an earlier occurrence).
+
+    Counted as :func:`app.confluence.pages.count_matches` counts: without overlap, in the
+    selectable text, within one block.
+    """
+    if not needle or "\n" in needle:
+        return 0, -1
+    text = anchor_text(view)
+    starts = []
+    at = text.find(needle)
+    while at != -1:
+        starts.append(at)
+        at = text.find(needle, at + len(needle))
+    return len(starts), starts.index(position) if position in starts else -1
 
 
 def section_titles(storage: str) -> Sequence[str]:

@@ -180,33 +180,63 @@ def inline_reply_request(
     return {"parentCommentId": parent_comment_id, "body": body_write(body, representation)}
 
 
+# Storage elements that end a block of text: a selection never reaches across one.
+_BLOCKS = frozenset(
+    {
+        "p", "div", "br", "li", "ul", "ol", "td", "th", "tr", "table", "pre", "blockquote", "hr",
+        "h1", "h2", "h3", "h4", "h5", "h6", "ac:structured-macro", "ac:rich-text-body",
+        "ac:task", "ac:task-body", "ac:layout", "ac:layout-section", "ac:layout-cell",
+    }
+)  # fmt: skip
+# Character data inside these is macro configuration, not page text.
+_HIDDEN = frozenset({"ac:parameter", "ac:task-id", "ac:task-status", "ac:placeholder"})
+
+
 class _TextCollector(HTMLParser):
+    """Page text as readers select it: CDATA (code bodies) is dropped by the parser itself."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._hidden = 0
 
+    def _boundary(self, tag: str) -> None:
+        if tag in _BLOCKS and self.parts and self.parts[-1] != "\n":
+            self.parts.append("\n")
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "ac:parameter":
+        self._boundary(tag)
+        if tag in _HIDDEN:
             self._hidden += 1
 
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._boundary(tag)
+
     def handle_endtag(self, tag: str) -> None:
-        if tag == "ac:parameter" and self._hidden:
+        self._boundary(tag)
+        if tag in _HIDDEN and self._hidden:
             self._hidden -= 1
 
     def handle_data(self, data: str) -> None:
-        if not self._hidden:
+        if not self._hidden and data:
             self.parts.append(data)
 
 
 def visible_text(storage: str) -> str:
-    """The character data of a storage body, entities decoded, macro parameters left out."""
+    """The text an inline comment can select: character data with entities decoded, a newline
+    at each block boundary, macro parameters and code bodies (CDATA) left out."""
     collector = _TextCollector()
     collector.feed(storage)
     collector.close()
-    return "".join(collector.parts)
+    return "".join(collector.parts).strip("\n")
 
 
 def count_matches(storage: str, selection: str) -> int:
-    """How many times ``selection`` occurs in the page's text (the inline-comment match count)."""
-    return visible_text(storage).count(selection) if selection else 0
+    """How many times ``selection`` occurs in the page's text (the inline-comment match count).
+
+    Occurrences are counted as ``str.count`` does (without overlap), within one block of text:
+    a selection holding a newline, or an empty one, occurs nowhere.
+    """
+    if not selection or "\n" in selection:
+        return 0
+    return visible_text(storage).count(selection)

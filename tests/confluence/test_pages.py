@@ -93,7 +93,7 @@ def test_visible_text_and_matches() -> None:
         '<ac:parameter ac:name="title">deploy</ac:parameter>'
         "<ac:rich-text-body><p>deploy</p></ac:rich-text-body></ac:structured-macro>"
     )
-    assert pages.visible_text(storage) == "Deploy & deploydeploy"
+    assert pages.visible_text(storage) == "Deploy & deploy\ndeploy"
     assert pages.count_matches(storage, "deploy") == 2
     assert pages.count_matches(storage, "&") == 1
     assert pages.count_matches(storage, "") == 0

@@ -278,6 +278,25 @@ async def test_inline_comment_on_matched_text(
     ]
 
 
+async def test_inline_comment_skips_text_that_cannot_be_selected(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    """A match in a code body comes first, but a selection can only be page text: the comment
+    goes on the paragraph's TODO, counted as Confluence counts (one selectable occurrence)."""
+    page = fake.contents["1001"]
+    fake.contents["1001"] = replace(
+        page,
+        body='<ac:structured-macro ac:name="code"><ac:plain-text-body><![CDATA[# TODO x]]>'
+        "</ac:plain-text-body></ac:structured-macro><p>TODO x</p>",
+    )
+    rules = (
+        "version: 1\nrules:\n  - name: a\n    on: page.updated\n    actions:\n"
+        "      - inline_comment: {match: 'TODO x', body: 'Owner?'}"
+    )
+    await _run(rules, page_event(), fake, job, reactor)
+    assert fake.inline["1001"] == [("<p>Owner?</p>", "TODO x", 1, 0)]
+
+
 async def test_page_edits_append_prepend_replace_keep_xml_and_apply_once(
     fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
