@@ -17,11 +17,30 @@ class DecryptionError(ReactorError):
     """A stored secret cannot be decrypted with any configured key."""
 
 
+def _multi(keys: Sequence[str]) -> MultiFernet:
+    if not keys:
+        raise ConfigError("REACTOR_SECRET_KEY: required to encrypt tenant secrets")
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
 class SecretBox:
-    def __init__(self, keys: Sequence[str]) -> None:
-        if not keys:
-            raise ConfigError("REACTOR_SECRET_KEY: required to encrypt tenant secrets")
-        self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+    """Encrypts with the first configured key, decrypts with any.
+
+    Without a key it refuses to exist (:class:`ConfigError`), unless ``lazy``: then the keys
+    are checked on first use. Readers of a store that holds sealed values among plain ones (a
+    registry listed by the dashboard or the CLI) work without ``REACTOR_SECRET_KEY`` as long
+    as they read nothing sealed.
+    """
+
+    def __init__(self, keys: Sequence[str], *, lazy: bool = False) -> None:
+        self._keys = list(keys)
+        self._made: MultiFernet | None = None if lazy else _multi(self._keys)
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        if self._made is None:
+            self._made = _multi(self._keys)
+        return self._made
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

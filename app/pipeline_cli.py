@@ -176,7 +176,6 @@ async def tenant_problem(redis: Redis, settings: Settings, tenant: str) -> str |
     The worker's own lookup (``workers.clients``): a Connect tenant record decides (it must be
     installed or enabled); without one, a Forge installation serving the tenant is needed.
     """
-    from cryptography.fernet import Fernet
 
     from app.crypto import SecretBox
     from app.installations import InstallationStore
@@ -187,9 +186,8 @@ async def tenant_problem(redis: Redis, settings: Settings, tenant: str) -> str |
         if found is not None:
             status = found.status
             return None if status in ACTIVE_STATUSES else f"tenant {tenant!r} is {status}"
-    # Only the registry is read (no token is decrypted), so a throwaway key will do when
-    # REACTOR_SECRET_KEY is not set.
-    box = SecretBox(settings.secret_keys or [Fernet.generate_key().decode()])
+    # Only the registry is read (no token is decrypted): no REACTOR_SECRET_KEY needed.
+    box = SecretBox(settings.secret_keys, lazy=True)
     installations = InstallationStore(redis, box, settings.redis_prefix)
     if await installations.installation_for_tenant(tenant) is not None:
         return None

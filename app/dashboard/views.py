@@ -253,15 +253,17 @@ async def tenants(request: Request) -> dict[str, Any]:
         for t in await TenantStore(redis, settings).list()
     ]
     forge = []
-    if settings.secret_keys:
-        store = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
-        now = time.time()
-        for inst in await store.list():
-            row = dataclasses.asdict(inst) | empty | stats.get(inst.tenant, {})
-            row["site"] = inst.api_base_url
-            row["last_event"] = stats.get(inst.tenant, {}).get("last_event") or inst.last_seen
-            row["token"] = _token_state(inst.token_expires_at, now)
-            forge.append(row)
+    # Listing reads no sealed token: shown with or without REACTOR_SECRET_KEY.
+    store = InstallationStore(
+        redis, SecretBox(settings.secret_keys, lazy=True), settings.redis_prefix
+    )
+    now = time.time()
+    for inst in await store.list():
+        row = dataclasses.asdict(inst) | empty | stats.get(inst.tenant, {})
+        row["site"] = inst.api_base_url
+        row["last_event"] = stats.get(inst.tenant, {}).get("last_event") or inst.last_seen
+        row["token"] = _token_state(inst.token_expires_at, now)
+        forge.append(row)
     return {"available": True, "gap": "", "connect": connect, "forge": forge}
 
 

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from app.atlassian.forge_token import Invocation
 from app.crypto import SecretBox
-from app.errors import Defer, PermanentFailure
+from app.errors import ConfigError, Defer, PermanentFailure
 from app.installations import InstallationStore, SystemToken, forge_tenant, require_system_token
 from app.settings import Settings
 from tests.forge.conftest import (
@@ -157,3 +157,19 @@ async def test_registry_records_installations_events_and_lifecycle(
     await store.mark_uninstalling(INSTALLATION_ID)
     got = await store.get(INSTALLATION_ID)
     assert got is not None and got.status == "uninstalling"
+
+
+async def test_the_registry_is_listed_without_a_secret_key(
+    store: InstallationStore, redis: Redis, settings: Settings
+) -> None:
+    """The dashboard and ``reactor receive`` read the registry, never a sealed token: a
+    process without REACTOR_SECRET_KEY sees the installations; only the token needs the key."""
+    await store.register(invocation(), forge_tenant(CLOUD_ID))
+    exp = int(time.time()) + 3600
+    token = SystemToken(system_token(exp), API_BASE_URL, exp)
+    assert await store.save_system_token(INSTALLATION_ID, token)
+    keyless = InstallationStore(redis, SecretBox([], lazy=True), settings.redis_prefix)
+    assert [i.installation_id for i in await keyless.list()] == [INSTALLATION_ID]
+    assert await keyless.installation_for_tenant(forge_tenant(CLOUD_ID)) == INSTALLATION_ID
+    with pytest.raises(ConfigError, match="REACTOR_SECRET_KEY"):
+        await keyless.system_token(INSTALLATION_ID)

@@ -4,6 +4,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from app.crypto import DecryptionError, SecretBox
+from app.errors import ConfigError
 
 
 def test_rotation_encrypts_with_first_and_decrypts_with_any() -> None:
@@ -23,3 +24,13 @@ def test_tampering_is_detected() -> None:
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(DecryptionError):
         box.decrypt(tampered)
+
+
+def test_a_box_needs_a_key_at_once_unless_lazy() -> None:
+    with pytest.raises(ConfigError, match="REACTOR_SECRET_KEY"):
+        SecretBox([])
+    lazy = SecretBox([], lazy=True)  # made without a key: checked on first use
+    with pytest.raises(ConfigError, match="REACTOR_SECRET_KEY"):
+        lazy.encrypt("s")
+    key = Fernet.generate_key().decode()
+    assert SecretBox([key], lazy=True).decrypt(SecretBox([key]).encrypt("s")) == "s"
