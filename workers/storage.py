@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html.entities import name2codepoint
 from xml.parsers import expat
 
 _TOKEN = re.compile(
@@ -234,16 +235,21 @@ def replace(view: TextView, replacements: Iterable[Replacement]) -> str:
 
 
 def _entity_free(fragment: str) -> str:
-    """Named HTML entities as numeric references, so a plain XML parser accepts them."""
+    """Named entities as numeric references, so a plain XML parser accepts them.
+
+    Storage is XHTML: XML's five names and XHTML 1.0's (``&nbsp;``, ``&mdash;``...,
+    ``html.entities.name2codepoint``), as Confluence and the simulator accept. HTML5-only
+    names (``&NewLine;``, ``&bigstar;``) are left for the parser to reject.
+    """
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name in ("amp", "lt", "gt", "quot", "apos"):
             return m.group(0)
-        decoded = html.unescape(f"&{name};")
-        if decoded == f"&{name};":
+        code = name2codepoint.get(name)
+        if code is None:
             return m.group(0)  # unknown: let the parser reject it
-        return "".join(f"&#{ord(c)};" for c in decoded)
+        return f"&#{code};"
 
     return re.sub(r"&([A-Za-z][A-Za-z0-9]*);", sub, fragment)
 
