@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from html.entities import name2codepoint
 from xml.parsers import expat
 
+from app.confluence.pages import HIDDEN_TEXT, TEXT_BLOCKS
+
 _TOKEN = re.compile(
     r"<!--.*?-->"  # comment
     r"|<!\[CDATA\[(?P<cdata>.*?)\]\]>"  # CDATA section (code macro bodies)
@@ -25,16 +27,11 @@ _TOKEN = re.compile(
     re.S,
 )
 _ENTITY = re.compile(r"&(?:#[0-9]+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
-_BLOCK = frozenset(
-    {
-        "p", "div", "br", "li", "ul", "ol", "td", "th", "tr", "table", "pre", "blockquote", "hr",
-        "h1", "h2", "h3", "h4", "h5", "h6", "ac:structured-macro", "ac:parameter",
-        "ac:rich-text-body", "ac:plain-text-body", "ac:task", "ac:task-body", "ac:layout",
-        "ac:layout-section", "ac:layout-cell",
-    }
-)  # fmt: skip
+# Block boundaries and hidden text as the client counts selections (app.confluence.pages);
+# parameters and code bodies are blocks of their own here too, so no match runs into them.
+_BLOCK = TEXT_BLOCKS | {"ac:parameter", "ac:plain-text-body"}
 # Character data here is configuration, not visible text (macro parameters).
-_HIDDEN = frozenset({"ac:parameter", "ac:task-id", "ac:task-status", "ac:placeholder"})
+_HIDDEN = HIDDEN_TEXT
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 NAMESPACES = {
     "ac": "http://atlassian.com/content",

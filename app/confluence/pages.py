@@ -180,8 +180,9 @@ def inline_reply_request(
     return {"parentCommentId": parent_comment_id, "body": body_write(body, representation)}
 
 
-# Storage elements that end a block of text: a selection never reaches across one.
-_BLOCKS = frozenset(
+# Storage elements that end a block of text: a selection never reaches across one. (The
+# simulator keeps its own list on purpose: it is the independent model these are checked by.)
+TEXT_BLOCKS = frozenset(
     {
         "p", "div", "br", "li", "ul", "ol", "td", "th", "tr", "table", "pre", "blockquote", "hr",
         "h1", "h2", "h3", "h4", "h5", "h6", "ac:structured-macro", "ac:rich-text-body",
@@ -189,7 +190,7 @@ _BLOCKS = frozenset(
     }
 )  # fmt: skip
 # Character data inside these is macro configuration, not page text.
-_HIDDEN = frozenset({"ac:parameter", "ac:task-id", "ac:task-status", "ac:placeholder"})
+HIDDEN_TEXT = frozenset({"ac:parameter", "ac:task-id", "ac:task-status", "ac:placeholder"})
 
 
 class _TextCollector(HTMLParser):
@@ -201,12 +202,12 @@ class _TextCollector(HTMLParser):
         self._hidden = 0
 
     def _boundary(self, tag: str) -> None:
-        if tag in _BLOCKS and self.parts and self.parts[-1] != "\n":
+        if tag in TEXT_BLOCKS and self.parts and self.parts[-1] != "\n":
             self.parts.append("\n")
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._boundary(tag)
-        if tag in _HIDDEN:
+        if tag in HIDDEN_TEXT:
             self._hidden += 1
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -214,7 +215,7 @@ class _TextCollector(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._boundary(tag)
-        if tag in _HIDDEN and self._hidden:
+        if tag in HIDDEN_TEXT and self._hidden:
             self._hidden -= 1
 
     def handle_data(self, data: str) -> None:
