@@ -9,8 +9,8 @@ session cookie, an ``X-CSRF-Token`` header. The CLI sends ``Authorization: Beare
     GET  /api/jobs?event_id=&content_id=&tenant=&type=&status=&limit=&cursor=
     GET  /api/jobs/{event_id}           detail (raw payload masked), attempts
     GET  /api/dead?limit=&cursor=       dead letters
-    POST /api/dead/retry   {"ids": [...]} or {"all": true}
-    POST /api/dead/discard {"ids": [...]} or {"all": true}
+    POST /api/dead/retry   {"ids": [...]} or {"all": true[, "tenant": T][, "type": X]}
+    POST /api/dead/discard {"ids": [...]} or {"all": true[, "tenant": T][, "type": X]}
     GET  /api/budget  /api/tenants  /api/workers  /api/reactions
     GET  /api/audit?limit=              newest first, up to 5000
     GET  /metrics                       Prometheus text format (no sign-in, like /healthz)
@@ -19,7 +19,8 @@ Lists page: ``limit`` rows (1 to 500, default 100), newest first; the answer's `
 (null on the last page) passed as ``cursor`` gives the next page. A filtered page reads a
 bounded slice of the index, so it may hold fewer rows than ``limit`` (even none) while
 ``next_cursor`` is not null. Bad parameters answer 400; an action's body must be
-``application/json`` (415) of at most 256 KiB (413).
+``application/json`` (415) of at most 256 KiB (413), and holds ids or ``all`` (400 for both,
+for neither, or for any other field).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 from app.dashboard import auth, views
 from app.dashboard.audit import MAX_ENTRIES, AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor
+from app.dlq import Filter
 from app.errors import IngestError, InvalidPayload
 from app.ingest import check_media_type, parse_json, read_body
 from app.jobstate import STATES
@@ -141,19 +143,55 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+# What a dead-letter action's body may hold: ids, or everything (optionally filtered).
+_ACTION_KEYS = frozenset({"ids", "all", "tenant", "type"})
+
+
+def _action_request(body: dict[str, Any]) -> tuple[str, list[str], Filter | None] | str:
+    """(scope, ids, filter) of a dead-letter action body, or why it is refused.
+
+    ``{"ids": [...]}`` names dead letters; ``{"all": true}`` takes every one, or only those of
+    ``tenant`` and/or ``type`` (as ``reactor dlq retry --all --tenant T --type X``). Anything
+    else is refused rather than guessed at: an action on every dead letter must be meant.
+    """
+    unknown = sorted(set(body) - _ACTION_KEYS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}; send ids, or all with tenant/type"
+    ids = body.get("ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        return "ids must be a list of event ids"
+    everything = body.get("all", False)
+    if not isinstance(everything, bool):
+        return "all must be true or false"
+    filters = {key: body.get(key) for key in ("tenant", "type")}
+    for key, value in filters.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            return f"{key} must be a non-empty string"
+    if everything and ids:
+        return 'send either ids or {"all": true}, not both'
+    if not everything:
+        if any(value is not None for value in filters.values()):
+            return 'tenant and type filter {"all": true}; with ids, name the ids only'
+        if not ids:
+            return 'name the ids, or send {"all": true}'
+        return "selected", list(dict.fromkeys(ids)), None
+    return "all", [], Filter(tenant=filters["tenant"], type=filters["type"])
+
+
 async def _dead_action(request: Request, action: str) -> Response:
-    body = await _body(request)
-    ids = body.get("ids") or []
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return error_response(400, "invalid_request", "ids must be a list of event ids")
-    scope = "all" if body.get("all") is True else "selected"
-    if scope == "selected" and not ids:
-        return error_response(400, "invalid_request", 'name the ids, or send {"all": true}')
-    result = await views.dead_letter_action(request, action, scope, ids)
+    parsed = _action_request(await _body(request))
+    if isinstance(parsed, str):
+        return error_response(400, "invalid_request", parsed)
+    scope, ids, where = parsed
+    result = await views.dead_letter_action(request, action, scope, ids, where)
+    if where is not None and (where.tenant or where.type):
+        target = f"all tenant={where.tenant or '*'} type={where.type or '*'}"
+    else:
+        target = "all" if scope == "all" else ",".join(ids[:20])
     await _audit(request).record(
         request.state.operator.id,
         f"dead_letter_{action}",
-        target="all" if scope == "all" else ",".join(ids[:20]),
+        target=target,
         outcome="ok" if result.get("ok") else "failed",
         detail={**result, "via": "api"},
     )

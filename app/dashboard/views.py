@@ -19,7 +19,7 @@ from app.budget.hook import Priority
 from app.budget.redis_budget import RedisBudget
 from app.crypto import SecretBox
 from app.dashboard.data import DEFAULT_PAGE, Cursor, Page, ReadModel
-from app.dlq import DeadLetters
+from app.dlq import DeadLetters, Filter
 from app.installations import InstallationStore
 from app.metrics import Activity, Metrics
 from app.settings import Settings
@@ -167,15 +167,18 @@ async def dead_letters(
 
 
 async def dead_letter_action(
-    request: Request, action: str, scope: str, ids: list[str]
+    request: Request, action: str, scope: str, ids: list[str], where: Filter | None = None
 ) -> dict[str, Any]:
-    """Retry (replay) or discard dead letters through the dead-letter store."""
+    """Retry (replay) or discard dead letters through the dead-letter store.
+
+    ``scope`` "all": every dead letter ``where`` matches (all of them without a filter).
+    """
     store = DeadLetters(request.app.state.redis, _settings(request))
     if action not in ("retry", "discard"):
         return {"ok": False, "count": 0, "detail": f"unknown action {action!r}"}
     if scope == "all":
         everything: list[str] = await (
-            store.retry_all() if action == "retry" else store.discard_all()
+            store.retry_all(where) if action == "retry" else store.discard_all(where)
         )
         return {"ok": True, "count": len(everything), "ids": everything[:100]}
     one = store.retry if action == "retry" else store.discard

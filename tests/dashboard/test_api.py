@@ -346,6 +346,55 @@ async def test_source_of_an_event_stored_in_another_key_order(
     assert recent["sources"] == {"connect": 1}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ids": ["x"], "all": True},  # both: never read as "everything"
+        {"all": True, "tenant": ""},
+        {"all": "yes"},
+        {"ids": ["x"], "tenant": "site-a"},  # filters narrow "all" only
+        {"all": True, "tenants": "site-a"},  # a misspelt filter is not ignored
+        {"ids": [""]},
+        {"ids": "x"},
+    ],
+)
+async def test_dead_letter_actions_refuse_bodies_they_would_have_to_guess_at(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis, body: dict[str, Any]
+) -> None:
+    event = make_event(content_id="1400")
+    await kill(redis, settings, event, "boom")
+    for action in ("retry", "discard"):
+        refused = await api.post(f"/api/dead/{action}", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "invalid_request"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+
+
+async def test_all_dead_letters_of_one_tenant_or_type(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    mine = make_event(tenant="site-a", content_id="1601")
+    other_tenant = make_event(tenant="site-b", content_id="1602")
+    other_type = dataclasses.replace(
+        make_event(tenant="site-a", content_id="1603"), id="ev_other_type", type="label.added"
+    )
+    for event in (mine, other_tenant, other_type):
+        await kill(redis, settings, event, "boom")
+    body = {"all": True, "tenant": "site-a", "type": "page.updated"}
+    done = (await api.post("/api/dead/discard", json=body)).json()
+    assert done["ok"] and done["ids"] == [mine.id]
+    twice = (await api.post("/api/dead/retry", json={"ids": [other_tenant.id] * 2})).json()
+    assert twice == {"ok": True, "count": 1, "ids": [other_tenant.id]}
+    log = EventLog(redis, settings)
+    states = [await log.record(e.id) for e in (mine, other_tenant, other_type)]
+    assert [s.state if s else None for s in states] == ["discarded", "queued", "dead"]
+    (entry, *_) = (await api.get("/api/audit")).json()["entries"]
+    assert (entry["action"], entry["target"]) == (
+        "dead_letter_retry",
+        other_tenant.id,
+    )
+
+
 async def test_action_bodies_must_be_json_and_bounded(
     api: httpx.AsyncClient, settings: Settings, redis: Redis
 ) -> None:
