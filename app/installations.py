@@ -123,7 +123,6 @@ class InstallationStore:
             "cloud_id": invocation.cloud_id,
             "api_base_url": invocation.api_base_url,
             "tenant": tenant,
-            "status": STATUS_ACTIVE,
             "environment_type": invocation.environment_type or "",
             "environment_id": invocation.environment_id or "",
             "app_version": invocation.app_version or "",
@@ -132,6 +131,9 @@ class InstallationStore:
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "first_seen", str(now))
+            # A new installation is active; an uninstalling one stays so until it is installed
+            # again (record_lifecycle): a late event or retry must not bring it back to life.
+            pipe.hsetnx(key, "status", STATUS_ACTIVE)
             pipe.hset(key, mapping=fields)
             pipe.zadd(self._index, {invocation.installation_id: now})
             pipe.set(self._tenant(tenant), invocation.installation_id)
@@ -149,7 +151,11 @@ class InstallationStore:
     async def record_lifecycle(self, installation_id: str, event_type: str) -> None:
         """Remember when the app was installed or upgraded (major version) here."""
         field = "upgraded_at" if event_type.endswith(":upgraded:app") else "installed_at"
-        mapping: dict[str, str | int] = {field: int(self.clock()), "last_lifecycle": event_type}
+        mapping: dict[str, str | int] = {
+            field: int(self.clock()),
+            "last_lifecycle": event_type,
+            "status": STATUS_ACTIVE,  # installed (again) or upgraded: live, whatever it was
+        }
         await self.redis.hset(self._installation(installation_id), mapping=mapping)  # type: ignore[misc]
 
     async def mark_uninstalling(self, installation_id: str) -> None:

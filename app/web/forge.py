@@ -10,7 +10,6 @@ within Forge's 5 s limit (nothing else is done inline).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -33,18 +32,18 @@ from app.atlassian.forge_token import (
     system_token_expiry,
     verify_token,
 )
+from app.atlassian.token_errors import DisabledTenant
 from app.crypto import SecretBox
 from app.errors import (
     IngestError,
     InvalidPayload,
-    PayloadTooLarge,
     QueueUnavailable,
-    UnsupportedMediaType,
     VerificationError,
 )
-from app.installations import InstallationStore, SystemToken
+from app.installations import InstallationStore, SystemToken, forge_tenant
 from app.jwks import JwksClient
 from app.settings import Settings
+from app.tenants import TenantStore
 
 LIFECYCLE_EVENTS = ("avi:forge:installed:app", "avi:forge:upgraded:app")
 NOT_CONFIGURED = "forge_not_configured"
@@ -111,6 +110,8 @@ async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]
     tenant = await _stored(
         request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
     )
+    if not tenant.startswith("forge:"):
+        tenant = await _linked_tenant(request, tenant, invocation)
     await _stored(request, store.register(invocation, tenant))
     system = request.headers.get("x-forge-oauth-system", "").strip()
     if system:
@@ -121,27 +122,31 @@ async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]
     return invocation, store, tenant
 
 
+async def _linked_tenant(request: Request, client_key: str, invocation: Invocation) -> str:
+    """The tenant of an installation linked to a Connect install, as that install stands now.
+
+    Linked and active: the Connect tenant (both routes share it, events dedupe across them).
+    Disabled: refused as the Connect route refuses it, so nothing is acknowledged that the
+    worker would only dead-letter. Uninstalled (or gone): the Connect side no longer serves the
+    site, this installation does on its own, as ``forge:<cloudId>`` with its system token.
+    """
+    tenants: TenantStore = request.app.state.tenants
+    linked = await tenants.get_public(client_key)
+    if linked is None or linked.status == "uninstalled":
+        return forge_tenant(invocation.cloud_id)
+    if linked.status == "disabled":
+        raise DisabledTenant("the app is disabled on this site", tenant=client_key)
+    return client_key
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "application/json").lower()
-    if not content_type.startswith("application/json"):
-        raise UnsupportedMediaType("Forge events must be application/json")
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    """A lifecycle body, checked as events are (media type, bound, strict JSON object); a
+    request without a content type or a body is taken as an empty JSON object."""
+    ingest.check_media_type(request.headers.get("content-type", "application/json"))
+    raw = await ingest.read_body(request, request.app.state.settings.max_body_bytes)
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidPayload("the body is not JSON") from None
+    body = ingest.parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidPayload("the body must be a JSON object")
     return body

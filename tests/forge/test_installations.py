@@ -130,8 +130,11 @@ async def test_an_uninstalling_installation_fails_its_events_instead_of_deferrin
     assert got is not None and got.token_expires_at is None  # shown as gone, not as valid
     with pytest.raises(PermanentFailure, match="uninstalled"):
         await require_system_token(store, tenant)
-    await store.register(invocation(), tenant)  # installed again: waits for its token again
-    with pytest.raises(Defer):
+    await store.register(invocation(), tenant)  # a late event or a retry: still going away
+    with pytest.raises(PermanentFailure, match="uninstalled"):
+        await require_system_token(store, tenant)
+    await store.record_lifecycle(INSTALLATION_ID, "avi:forge:installed:app")
+    with pytest.raises(Defer):  # installed again: waits for its token again
         await require_system_token(store, tenant)
 
 

@@ -21,6 +21,7 @@ from app.installations import InstallationStore, require_system_token
 from app.main import create_app
 from app.queue import EventQueue
 from app.settings import Settings
+from app.tenants import Tenant, TenantStore
 from tests.conftest import LiveServer
 from tests.forge.conftest import (
     API_BASE_URL,
@@ -337,6 +338,23 @@ async def test_lifecycle_and_pre_uninstall(
     assert await store.system_token(INSTALLATION_ID) is None
 
 
+async def _connect_install(redis: Redis, settings: Settings, status: str = "installed") -> str:
+    """The site's Connect install, whose payload named this Forge installation."""
+    client_key = "3a9c2b4e-connect-client-key"
+    tenants = TenantStore(redis, settings)
+    await tenants.upsert(
+        Tenant(
+            client_key=client_key,
+            shared_secret="s" * 32,
+            base_url="https://example.atlassian.net/wiki",
+            installation_id=INSTALLATION_ID,
+        )
+    )
+    if status != "installed":
+        await tenants.mark_status(client_key, status)  # type: ignore[arg-type]
+    return client_key
+
+
 async def test_a_site_registered_both_ways_is_one_tenant_and_dedupes(
     forge: Forge,
     keys: list[SigningKey],
@@ -344,10 +362,7 @@ async def test_a_site_registered_both_ways_is_one_tenant_and_dedupes(
     forge_settings: Settings,
     store: InstallationStore,
 ) -> None:
-    client_key = "3a9c2b4e-connect-client-key"
-    await redis.set(
-        f"{forge_settings.redis_prefix}tenant:installation:{INSTALLATION_ID}", client_key
-    )
+    client_key = await _connect_install(redis, forge_settings)
     forge_body = event_fixture("page-created")
     content = forge_body["content"]
     connect_body = {
@@ -375,6 +390,43 @@ async def test_a_site_registered_both_ways_is_one_tenant_and_dedupes(
     assert await EventQueue(redis, forge_settings).put(connect_event) is False
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.tenant == client_key
+
+
+async def test_after_the_connect_uninstall_the_installation_serves_the_site_alone(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+) -> None:
+    """An uninstalled Connect tenant no longer takes the site's Forge events (the worker could
+    only dead-letter them): they belong to ``forge:<cloudId>`` and its system token."""
+    client_key = await _connect_install(redis, forge_settings, status="uninstalled")
+    response = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    assert response.status_code == 200
+    stored = await EventQueue(redis, forge_settings).get(response.json()["id"])
+    assert stored is not None and stored.tenant == f"forge:{CLOUD_ID}" != client_key
+
+
+async def test_a_disabled_connect_install_refuses_the_sites_forge_events(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+) -> None:
+    """Refused as the Connect route refuses them, never acknowledged only to be dead-lettered."""
+    await _connect_install(redis, forge_settings, status="disabled")
+    response = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    assert response.status_code == 401
+    assert response.json()["error"] == "disabled_tenant"
+    assert await redis.zcard(f"{forge_settings.redis_prefix}events") == 0
+
+
+async def test_a_late_event_does_not_bring_an_uninstalling_installation_back(
+    forge: Forge, keys: list[SigningKey], store: InstallationStore
+) -> None:
+    assert (await forge.post("/forge/pre-uninstall", {}, token=mint(keys[0]))).status_code == 200
+    late = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    assert late.status_code == 200
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None and installation.status == "uninstalling"
+    again = {"eventType": "avi:forge:installed:app"}
+    assert (await forge.post("/forge/lifecycle", again, token=mint(keys[0]))).status_code == 200
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None and installation.status == "active"
 
 
 async def test_without_an_app_id_forge_calls_are_refused(
@@ -432,3 +484,26 @@ async def test_logs_carry_the_retry_count_and_no_secrets(
     assert stored[0]["event_id"] == response.json()["id"]
     text = repr(logs)
     assert token not in text and system not in text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/jsonx", b'{"eventType": "avi:forge:installed:app"}', 415),
+        ("text/plain", b'{"eventType": "avi:forge:installed:app"}', 415),
+        ("application/json", b'{"eventType": "avi:forge:installed:app", "n": NaN}', 400),
+        ("application/json", b"[1]", 400),
+        ("application/ld+json", b'{"eventType": "avi:forge:installed:app"}', 200),
+        (None, b"", 200),  # no body at all: an empty object
+    ],
+)
+async def test_lifecycle_bodies_are_checked_as_event_bodies_are(
+    forge: Forge, keys: list[SigningKey], content_type: str | None, body: bytes, status: int
+) -> None:
+    headers = {"authorization": f"Bearer {mint(keys[0])}"}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    response = await forge.http.post(
+        f"{forge.server.url}/forge/lifecycle", content=body, headers=headers, timeout=5
+    )
+    assert response.status_code == status, response.text
