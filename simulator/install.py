@@ -124,7 +124,9 @@ async def install(
     except (httpx.HTTPError, ValueError) as exc:
         raise InstallError(f"could not read the descriptor: {type(exc).__name__}") from None
     store = sim.store
-    previous = store.connect_apps.get(descriptor["key"])
+    previous = store.connect_apps.get(descriptor["key"]) or store.departed_apps.get(
+        descriptor["key"]
+    )
     account_id = (
         previous.account_id
         if previous
@@ -154,15 +156,18 @@ async def install(
     if answer.status_code not in (200, 204):
         raise InstallError(f"the app answered the installed callback with {answer.status_code}")
     store.connect_apps[app.key] = app
+    store.departed_apps.pop(app.key, None)
     sim.save_soon()
     return app
 
 
 async def uninstall(sim: Simulator, client: httpx.AsyncClient, key: str, site: str) -> bool:
-    """Send the signed ``uninstalled`` callback (best effort) and forget the app."""
+    """Send the signed ``uninstalled`` callback (best effort); the app stops receiving
+    anything, and only its identity is kept for a later install (same clientKey)."""
     app = sim.store.connect_apps.pop(key, None)
     if app is None:
         return False
+    sim.store.departed_apps[key] = app
     if app.lifecycle.get("uninstalled"):
         with contextlib.suppress(httpx.HTTPError):
             await _call(sim, client, app, site, "uninstalled")

@@ -200,6 +200,9 @@ class Store:
     attachments: dict[str, Attachment] = field(default_factory=dict)
     labels: dict[str, Label] = field(default_factory=dict)
     connect_apps: dict[str, ConnectInstall] = field(default_factory=dict)
+    # Uninstalled Connect apps: a site keeps an app's clientKey (and its account, OAuth client
+    # and Forge installation) across an uninstall and the next install.
+    departed_apps: dict[str, ConnectInstall] = field(default_factory=dict)
     forge_apps: dict[str, ForgeInstall] = field(default_factory=dict)
     tokens: dict[str, Token] = field(default_factory=dict)
 
@@ -285,6 +288,7 @@ class Store:
             ("attachments", Attachment),
             ("labels", Label),
             ("connect_apps", ConnectInstall),
+            ("departed_apps", ConnectInstall),
             ("forge_apps", ForgeInstall),
             ("tokens", Token),
         ]

@@ -193,3 +193,24 @@ async def test_uninstall_sends_signed_callback(stack: tuple[Simulator, FakeApp, 
         assert [i["eventType"] for i in fake.installs] == ["installed", "uninstalled"]
         assert (await c.get("/_sim/apps")).json()["connect"] == []
         await asyncio.sleep(0)
+
+
+async def test_a_reinstall_after_an_uninstall_keeps_the_client_key(
+    stack: tuple[Simulator, FakeApp, str],
+) -> None:
+    """One clientKey per app and site, as Confluence keeps it: the app finds its tenant again."""
+    sim, fake, url = stack
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": basic()}, timeout=10) as c:
+        await _setup(c, fake)
+        assert (await c.delete("/_sim/apps/connect/confluence-reactor")).status_code == 204
+        descriptor = {"descriptorUrl": f"{fake.base_url}/atlassian-connect.json"}
+        assert (await c.post("/_sim/apps/connect", json=descriptor)).status_code == 201
+    first, gone, again = fake.installs
+    assert [first["eventType"], gone["eventType"], again["eventType"]] == [
+        "installed",
+        "uninstalled",
+        "installed",
+    ]
+    assert first["clientKey"] == gone["clientKey"] == again["clientKey"]
+    assert again["sharedSecret"] != first["sharedSecret"]  # a new secret, as on every install
+    assert sim.store.departed_apps == {}
