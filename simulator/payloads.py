@@ -237,8 +237,18 @@ def forge_payload(store: Store, event: ContentEvent, app_account: str) -> dict[s
         body["content"] = forge_content(store, store.contents[event.extra["contentId"]])
     elif event.kind == "attachment":
         att = store.attachments[event.object_id]
-        body["attachment"] = {"id": att.id, "title": att.title, "mediaType": att.media_type}
-        body["content"] = forge_content(store, store.contents[att.container_id])
+        container = forge_content(store, store.contents[att.container_id])
+        body["attachment"] = {
+            "id": att.id,
+            "type": "attachment",
+            "title": att.title,
+            "mediaType": att.media_type,
+            "fileSize": att.file_size,
+            "version": {"number": att.version},
+            "space": container["space"],
+            "container": {k: container[k] for k in ("id", "type", "status", "title")},
+        }
+        body["content"] = container
     elif event.kind == "space":
         space = store.spaces[event.object_id]
         body["space"] = {"id": int(space.id), "key": space.key, "name": space.name}

@@ -298,16 +298,25 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
     type_ = FORGE_EVENTS.get(name) if isinstance(name, str) else None
     if type_ is None:
         raise InvalidPayload(f"unsupported Forge event {name!r}")
-    # attachment events carry the object under "attachment" (Confluence events reference)
-    content = _obj(event, "content") or _obj(event, "attachment")
+    content = _obj(event, "content")
+    space = _obj(content, "space")
+    container = _obj(content, "container")
     if type_.startswith("label."):
-        labelled = _obj(event, "content") or _obj(event, "labeledContent")
-        content = labelled
+        content = content or _obj(event, "labeledContent")
+        space, container = _obj(content, "space"), _obj(content, "container")
+    elif type_.startswith("attachment."):
+        # The attachment is the event's content, whether it comes as ``attachment`` beside the
+        # page it is attached to (``content``) or as ``content`` itself (naming its container):
+        # either way one attachment change has one id, as its Connect webhook does.
+        attachment = _obj(event, "attachment")
+        if attachment:
+            outer = content if content.get("type") != "attachment" else {}
+            content = attachment
+            space = _obj(attachment, "space") or _obj(outer, "space")
+            container = _obj(attachment, "container") or outer
     content_id = _str_id(content.get("id"))
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
-    space = _obj(content, "space")
-    container = _obj(content, "container")
     label = _obj(event, "label").get("name")
     version = _int(content.get("version"))
     return _build(
