@@ -3,8 +3,10 @@
 The key set is cached for ``ttl`` seconds. A ``kid`` that is not in the cache forces a refresh,
 because the signer may have rotated its keys, but at most once per ``min_refresh_interval``
 and never twice at the same time (one lock, one fetch): a flood of made-up ``kid`` values costs
-the JWKS host at most one request per interval. When the host is down or slow the last good
-key set keeps serving the keys it knows; anything that needs the host raises
+the JWKS host at most one request per interval. An unknown ``kid`` whose refresh is held back
+by that interval is answered "retry later" (503), since the signer may have just rotated; one
+missing from a key set fetched for it is refused (401). When the host is down or slow the last
+good key set keeps serving the keys it knows; anything that needs the host raises
 :class:`~app.errors.UpstreamUnavailable` (503, so the caller retries), never a 401.
 """
 
@@ -71,12 +73,24 @@ class JwksClient:
         """The current key set, refreshed first if it is stale or lacks ``kid`` (rate-limited)."""
         if kid in self._keys and not self._stale():
             return self._keys
+        arrived = self.clock()
         async with self._lock:
             if self._should_fetch(kid):
                 await self._fetch()
+            # Fetched for this request: here, or by another while this one waited for the lock.
+            fetched = self._attempted_at is not None and self._attempted_at >= arrived
             if kid not in self._keys and self._last_failure is not None:
                 raise UpstreamUnavailable(
                     "jwks_unavailable", f"the Forge key server is unavailable: {self._last_failure}"
+                )
+            if kid not in self._keys and not fetched:
+                # A key the signer may have just rotated in, while the refresh it calls for is
+                # held back by the rate limit: "retry soon" (503), not a refusal that makes the
+                # sender drop the event. A kid missing from a set fetched for it is refused.
+                wait = self.min_refresh_interval - (self.clock() - (self._attempted_at or 0.0))
+                raise UpstreamUnavailable(
+                    "jwks_refresh_pending",
+                    f"unknown key id; the key set may be refreshed again in {max(wait, 0):.0f} s",
                 )
             return self._keys
 
