@@ -246,6 +246,10 @@ class DevStack:
         for child in self.children:
             if child.process is not None and child.process.poll() is not None:
                 raise ConfigError(f"{child.name} exited with code {child.process.returncode}")
+        server = self.redis.process if self.redis is not None else None
+        if server is not None and server.poll() is not None:
+            # Everything else depends on it: stop the stack with a reason, not limp on.
+            raise ConfigError(f"the embedded Redis exited with code {server.returncode}")
 
     def stop(self) -> None:
         self.stopping = True

@@ -282,6 +282,26 @@ def test_dev_children_hold_the_state_directory_after_the_supervisor_is_gone(
     os.close(lock_state_dir(state))  # the last holder gone, the directory is free
 
 
+def test_dev_stops_when_its_embedded_redis_dies(tmp_path: Path) -> None:
+    """Web, worker and simulator all depend on it: its death stops the stack with a reason."""
+    from app.devstack import DevStack
+    from app.errors import ConfigError
+    from app.settings import Settings
+
+    settings = Settings(state_dir=tmp_path / "state", _env_file=None)  # type: ignore[call-arg]
+    stack = DevStack(settings, port=free_port(), sim_port=free_port())
+    stack.environment()  # starts the embedded Redis (no REACTOR_REDIS_URL)
+    assert stack.redis is not None and stack.redis.process is not None
+    try:
+        stack.check_alive()
+        stack.redis.process.kill()
+        stack.redis.process.wait(10)
+        with pytest.raises(ConfigError, match="embedded Redis exited"):
+            stack.check_alive()
+    finally:
+        stack.stop()
+
+
 def test_dev_keeps_the_simulator_port_across_runs_while_it_is_free(tmp_path: Path) -> None:
     """The demo tenant's base URL names the port: a restart on another one would send the
     events waiting from the last run to a dead port."""
