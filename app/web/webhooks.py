@@ -41,10 +41,15 @@ PREFIX = "/connect/webhooks/"
 
 
 def event_in_path(path: str) -> str | None:
-    """The ``{event}`` of a webhook path (what the route would match), else None."""
+    """What follows the webhook prefix, else None.
+
+    Every path under the prefix is the webhook's, whatever follows (a trailing slash, more
+    segments): authentication comes first (401 without a valid token, never a redirect), then
+    a name that is not a subscribed event is 404.
+    """
     if path.startswith(PREFIX):
         name = path[len(PREFIX) :]
-        if name and "/" not in name:
+        if name:
             return name
     return None
 

@@ -88,6 +88,20 @@ async def test_unknown_event_after_authentication_is_404(connect_app: ConnectApp
     assert (await post_signed(connect_app, path, token)).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path", ["/connect/webhooks/page_updated/", "/connect/webhooks/page_updated/extra"]
+)
+async def test_paths_below_a_webhook_authenticate_first_and_never_redirect(
+    connect_app: ConnectApp, path: str
+) -> None:
+    unsigned = await connect_app.client.post(path, json=page_created())
+    assert unsigned.status_code == 401  # not a 307 to the path without the slash
+    client_key, secret = await connect_app.install()
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    signed = await post_signed(connect_app, path, token)
+    assert signed.status_code == 404 and signed.json()["error"] == "unknown_event"
+
+
 async def test_bad_bodies(connect_app: ConnectApp) -> None:
     client_key, secret = await connect_app.install()
     path = "/connect/webhooks/page_created"
