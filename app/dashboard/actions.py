@@ -26,7 +26,7 @@ def _selection(form: dict[str, list[str]]) -> tuple[str, list[str]]:
     one = auth.first(form, "one")
     if one:
         return ("selected", [one])
-    ids = [i for i in form.get("id", []) if i]
+    ids = list(dict.fromkeys(i for i in form.get("id", []) if i))  # each once
     return ("all", []) if auth.first(form, "scope") == "all" else ("selected", ids)
 
 

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from app.errors import IngestError
+from app.errors import IngestError, UnsupportedMediaType
 from app.ingest import read_body
 from app.settings import Settings
 from app.web.responses import error_response, refusal_response
@@ -46,6 +46,7 @@ SESSION_COOKIE = "reactor_session"
 SIGNIN_COOKIE = "reactor_signin"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 SIGNIN_PATH = "/dashboard/signin"
 MAX_FAILURES = 10
 FAILURE_WINDOW_SECONDS = 300
@@ -159,9 +160,15 @@ def csrf_for(request: Request) -> str:
 async def read_form(request: Request) -> dict[str, list[str]]:
     """A urlencoded form body (we do not accept multipart).
 
-    Raises :class:`~app.errors.PayloadTooLarge` (413) when the declared length is over
-    :data:`MAX_FORM_BYTES`, before reading, or as soon as the streamed body passes it.
+    Raises :class:`~app.errors.UnsupportedMediaType` (415) for any other declared media type
+    (a body without one is read as a form), and :class:`~app.errors.PayloadTooLarge` (413)
+    when the declared length is over :data:`MAX_FORM_BYTES`, before reading, or as soon as the
+    streamed body passes it.
     """
+    declared = request.headers.get("content-type")
+    media_type = (declared or FORM_MEDIA_TYPE).split(";", 1)[0].strip().lower()
+    if media_type != FORM_MEDIA_TYPE:
+        raise UnsupportedMediaType(f"the form must be sent as {FORM_MEDIA_TYPE}")
     body = await read_body(request, MAX_FORM_BYTES)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 

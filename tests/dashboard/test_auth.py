@@ -186,6 +186,25 @@ async def test_page_form_over_the_bound_is_refused(
     assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is None
 
 
+async def test_page_forms_in_another_media_type_are_415_not_stale(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    """A form sent as multipart or JSON carries a good CSRF token the parser never saw: say
+    what is wrong with it (415), not that the page is stale (403)."""
+    event = make_event(content_id="79")
+    await kill(redis, settings, event, "boom")
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    form = {"csrf": csrf, "id": event.id, "confirm": "yes"}
+    multipart = await asyncio.to_thread(
+        client.post, "/dashboard/dead/retry", data=form, files={"f": ("a.txt", b"x")}
+    )
+    as_json = await asyncio.to_thread(client.post, "/dashboard/dead/retry", json=form)
+    for answer in (multipart, as_json):
+        assert answer.status_code == 415
+        assert answer.json()["error"] == "unsupported_media_type"
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+
+
 async def test_actions_need_the_csrf_token(server: str, settings: Settings, redis: Redis) -> None:
     event = make_event(content_id="77")
     await kill(redis, settings, event, "boom")
