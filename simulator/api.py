@@ -79,6 +79,13 @@ def _limited(limited: Limited) -> JSONResponse:
 
 
 async def _read_body(request: Request) -> Any:
+    declared = request.headers.get("content-type")
+    media_type = (declared or "application/json").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        # The v2 API consumes application/json only (the spec's request bodies).
+        raise ApiError(
+            415, "UNSUPPORTED_MEDIA_TYPE", f"Unsupported media type {media_type!r}; send JSON."
+        )
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ApiError(413, "REQUEST_ENTITY_TOO_LARGE", "Request body is too large.")

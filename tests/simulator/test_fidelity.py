@@ -370,3 +370,25 @@ async def test_a_draft_of_published_content_sits_beside_it(
     assert live["title"] == "Live" and live["version"]["number"] == 1
     pending = (await client.get(f"{url}?get-draft=true")).json()
     assert pending["title"] == "Live (draft)" and pending["status"] == "draft"
+
+
+async def test_bodies_that_are_not_json_are_415(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Typed")
+    body = {
+        "id": page["id"],
+        "status": "current",
+        "title": "Typed",
+        "body": STORAGE,
+        "version": {"number": 2},
+    }
+    plain = await client.put(
+        f"{V2}/pages/{page['id']}",
+        content=json.dumps(body),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415
+    assert plain.json()["errors"][0]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    ok = await client.put(f"{V2}/pages/{page['id']}", json=body)
+    assert ok.status_code == 200
