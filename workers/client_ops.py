@@ -5,6 +5,7 @@ A thin adapter: names and shapes differ, behaviour does not.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from app.confluence import pages
@@ -67,10 +68,15 @@ class ClientOps:
     def __init__(self, client: ConfluenceClient) -> None:
         self.client = client
         self.writers: set[str] = set()
+        self.on_writer: Callable[[str], Awaitable[None]] | None = None
 
-    def _wrote(self, version: Version | None) -> None:
-        if version is not None and version.author_id:
-            self.writers.add(version.author_id)
+    async def _wrote(self, version: Version | None) -> None:
+        author = version.author_id if version is not None else None
+        if author and author not in self.writers:
+            self.writers.add(author)
+            if self.on_writer is not None:
+                # Known before the echo of this write can be dispatched, anywhere.
+                await self.on_writer(author)
 
     async def get_content(self, kind: Kind, content_id: str) -> Content:
         if kind == "comment":
@@ -91,7 +97,7 @@ class ClientOps:
             result = await self.client.update_page(content_id, transform, note=note)
         if not result.changed:
             return None
-        self._wrote(result.content.version)
+        await self._wrote(result.content.version)
         return _content(kind, result.content)
 
     async def _update_comment(
@@ -108,7 +114,7 @@ class ClientOps:
             except Conflict as exc:
                 conflict = exc
                 continue
-            self._wrote(written.version)
+            await self._wrote(written.version)
             return _comment_content(written)
         assert conflict is not None
         raise conflict
@@ -133,13 +139,13 @@ class ClientOps:
             made = await self.client.create_footer_comment(body, blog_post_id=content_id)
         else:
             made = await self.client.create_footer_comment(body, page_id=content_id)
-        self._wrote(made.version)
+        await self._wrote(made.version)
         return made.id
 
     async def reply(self, comment_id: str, body: str) -> str:
         parent = await self.client.find_comment(comment_id)
         made = await self.client.reply_to_comment(parent, body)
-        self._wrote(made.version)
+        await self._wrote(made.version)
         return made.id
 
     async def create_inline_comment(
@@ -154,14 +160,14 @@ class ClientOps:
             page_id=None if blog else content_id,
             blog_post_id=content_id if blog else None,
         )
-        self._wrote(made.version)
+        await self._wrote(made.version)
         return made.id
 
     async def update_comment(self, comment_id: str, body: str) -> None:
         current = await self.client.find_comment(comment_id)
         if current.storage != body:
             written = await self.client.put_comment(current, body, pages.edit_message("comment"))
-            self._wrote(written.version)
+            await self._wrote(written.version)
 
     async def labels(self, kind: Kind, content_id: str) -> list[str]:
         if kind != "page":

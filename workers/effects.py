@@ -167,6 +167,10 @@ class EffectLedger:
         raw = await self.redis.smembers(f"{self.prefix}app-accounts:{tenant}")  # type: ignore[misc]
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
 
+    async def is_app_account(self, tenant: str, account: str) -> bool:
+        key = f"{self.prefix}app-accounts:{tenant}"
+        return bool(await self.redis.sismember(key, account))  # type: ignore[misc]
+
     async def learn_app_accounts(self, tenant: str, accounts: set[str]) -> None:
         if accounts:
             await self.redis.sadd(f"{self.prefix}app-accounts:{tenant}", *accounts)  # type: ignore[misc]

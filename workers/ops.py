@@ -7,7 +7,7 @@ addressed by ``(kind, id)`` where kind is ``page``, ``blogpost`` or ``comment``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,10 +47,12 @@ class ConfluenceOps(Protocol):
     """What reactions need from Confluence; every call is authenticated and budgeted.
 
     ``writers`` collects the account ids Confluence reports as author of our own writes: the
-    app's account on this site, learned for loop prevention.
+    app's account on this site, learned for loop prevention. ``on_writer``, when set, is
+    awaited with each new one as soon as the write returns.
     """
 
     writers: set[str]
+    on_writer: Callable[[str], Awaitable[None]] | None
 
     async def get_content(self, kind: Kind, content_id: str) -> Content: ...
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from app.atlassian.events import Event
 from app.confluence.errors import is_permanent
@@ -40,8 +41,9 @@ class Reactor:
 
     The app's accounts learned per tenant (:meth:`EffectLedger.app_accounts`) are read from
     Redis at most every :data:`ACCOUNTS_CACHE_SECONDS` per tenant; what this process learns it
-    knows at once. (An echo that slips past this first check in the meantime is still caught
-    by the handler context's own-edit check and the loop guard.)
+    knows at once. Each write's author is learned (in Redis) as soon as the write returns, and
+    an actor the cache does not know is looked up in Redis before the event runs, so the echo
+    of a write is ignored by whichever process picks it up, however soon.
     """
 
     def __init__(
@@ -72,10 +74,15 @@ class Reactor:
         self, ledger: EffectLedger, tenant: str, accounts: frozenset[str]
     ) -> None:
         if accounts:
-            await ledger.learn_app_accounts(tenant, set(accounts))
             cached = self._accounts.get(tenant)
+            if cached is not None and accounts <= cached[1]:
+                return
+            await ledger.learn_app_accounts(tenant, set(accounts))
             if cached is not None:
                 self._accounts[tenant] = (cached[0], cached[1] | accounts)
+
+    async def _learn_writer(self, ledger: EffectLedger, tenant: str, account: str) -> None:
+        await self.learn_app_accounts(ledger, tenant, frozenset({account}))
 
     async def _matching(
         self,
@@ -97,11 +104,18 @@ class Reactor:
             job.redis, job.settings.redis_prefix, self.options.loop_guard, after=job.after
         )
         accounts = await self.app_accounts(ledger, event.tenant)
+        # Never trust a cached "not ours": another run may have just learned the account from
+        # the write this event echoes (one set lookup; a hit refreshes the cache).
+        actor = event.actor
+        if actor and actor not in accounts and await ledger.is_app_account(event.tenant, actor):
+            await self.learn_app_accounts(ledger, event.tenant, frozenset({actor}))
+            accounts = accounts | {actor}
         reason = ignore_reason(event, accounts)
         if reason is not None:
             job.log.info("event ignored", reason=reason)
             return
         client = await self.client_for(event, job)
+        client.on_writer = partial(self._learn_writer, ledger, event.tenant)
         try:
             await self._run(event, job, client, ledger, accounts, candidates)
         finally:

@@ -7,6 +7,7 @@ can assert exactly what a reaction wrote and how often.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from app.confluence.pages import edit_message
@@ -26,16 +27,22 @@ class FakeConfluence:
     fail_next: list[Exception] = field(default_factory=list)
     fail_reads: list[Exception] = field(default_factory=list)
     writers: set[str] = field(default_factory=set)
+    on_writer: Callable[[str], Awaitable[None]] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(9000))
 
     def add(self, content: Content) -> Content:
         self.contents[content.id] = content
         return content
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
+        """A write: fails as queued, else is authored by the app's account (learned at once,
+        as the real client does)."""
         if self.fail_next:
             raise self.fail_next.pop(0)
-        self.writers.add(APP)
+        if APP not in self.writers:
+            self.writers.add(APP)
+            if self.on_writer is not None:
+                await self.on_writer(APP)
 
     async def get_content(self, kind: Kind, content_id: str) -> Content:
         self.calls.append(("get", kind, content_id))
@@ -52,7 +59,7 @@ class FakeConfluence:
         if (title, body) == (current.title, current.body):
             self.calls.append(("update-skipped", kind, content_id))
             return None
-        self._check()
+        await self._check()
         self.calls.append(("update", kind, content_id, message))
         new = replace(
             current,
@@ -80,14 +87,14 @@ class FakeConfluence:
         return [Comment(f"r{n}", b, APP, 1) for n, b in enumerate(bodies)]
 
     async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:
-        self._check()
+        await self._check()
         cid = str(next(self._ids))
         self.calls.append(("comment", kind, content_id))
         self.comments.setdefault(content_id, []).append(Comment(cid, body, APP, 1))
         return cid
 
     async def reply(self, comment_id: str, body: str) -> str:
-        self._check()
+        await self._check()
         self.calls.append(("reply", comment_id))
         self.replied.setdefault(comment_id, []).append(body)
         return str(next(self._ids))
@@ -95,13 +102,13 @@ class FakeConfluence:
     async def create_inline_comment(
         self, kind: Kind, content_id: str, body: str, selection: str, count: int, index: int
     ) -> str:
-        self._check()
+        await self._check()
         self.calls.append(("inline", kind, content_id, selection))
         self.inline.setdefault(content_id, []).append((body, selection, count, index))
         return str(next(self._ids))
 
     async def update_comment(self, comment_id: str, body: str) -> None:
-        self._check()
+        await self._check()
         self.calls.append(("update-comment", comment_id))
         for items in self.comments.values():
             for i, c in enumerate(items):

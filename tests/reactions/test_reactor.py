@@ -15,14 +15,14 @@ from app.confluence.errors import NotFound, ServerError
 from app.confluence.pages import edit_message
 from app.errors import Defer, PermanentFailure
 from app.settings import Settings
-from tests.reactions.events import page_event
+from tests.reactions.events import comment_event, page_event
 from tests.reactions.fake import APP, FakeConfluence
 from workers.context import ReactionContext
 from workers.dispatch import JobContext
 from workers.effects import EffectLedger, LoopGuardPolicy
 from workers.ops import Kind
 from workers.reactions import secrets
-from workers.reactor import Reactor
+from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
 
 Job = Callable[[Event], JobContext]
@@ -112,6 +112,40 @@ async def test_current_version_written_by_the_app_is_ignored(
     event = page_event(version=3, actor="")  # payload without an actor
     await reactor(_secret_router())(event, job(event))
     assert fake.writes() == []
+
+
+async def test_the_echo_of_a_first_write_is_ignored_by_any_process_however_soon(
+    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
+) -> None:
+    """A fresh site: nobody knows the app's account yet. The app replies to a comment; the
+    echo of that reply (a new comment, so not held back by per-content order) is picked up by
+    another worker process while the first run is still going. It must be ignored there."""
+    router = Router()
+    echoes: list[Event] = []
+    acted: list[str] = []
+
+    async def client_for(event: Event, job_: JobContext) -> FakeConfluence:
+        return fake
+
+    other_process = Reactor(router, client_for, ReactorOptions())  # learns from Redis only
+    this_process = Reactor(router, client_for, ReactorOptions())
+
+    @router.on("comment.created", name="ack")
+    async def ack(event: Event, ctx: ReactionContext) -> None:
+        acted.append(event.content_id)
+        await ctx.reply(event.content_id, "<p>ack</p>")
+        if not echoes:  # the reply's echo arrives now, while this run goes on
+            echo = comment_event(comment_id="9000", actor=APP)
+            echoes.append(echo)
+            await other_process(echo, job(echo))
+
+    # The other process has looked the app's accounts up moments ago: none known yet.
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    assert await other_process.app_accounts(ledger, "tenant-a") == frozenset()
+    first = comment_event(comment_id="5001")
+    await this_process(first, job(first))
+    assert acted == ["5001"]  # the echo (9000) ran nothing
+    assert [c for c in fake.writes() if c[0] == "reply"] == [("reply", "5001")]
 
 
 async def test_loop_guard_stops_a_reaction_that_retriggers_itself(
