@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import structlog
-from arq.cron import cron
+from arq.cron import CronJob, cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -96,16 +96,24 @@ def build_worker(
         ctx={"settings": settings, "dispatch": dispatch or log_only, "reactions": reactions},
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
-        # Sweeps for undelivered webhooks, checked every minute; burst runs (tests) skip them.
         event_prefix=settings.redis_prefix,
-        cron_jobs=None
-        if burst
-        else [cron(reconcile_runtime.tick, name="reconcile", second=7, timeout=RECONCILE_TIMEOUT)],
+        cron_jobs=cron_jobs(settings, burst),
     )
     # arq locks a claimed job for its longest timeout + 10 s; ours is bounded by the job layer.
     worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS
     worker.ctx["worker"] = worker  # the heartbeat reports its running jobs and counters
     return worker
+
+
+def cron_jobs(settings: Settings, burst: bool = False) -> list[CronJob] | None:
+    """Sweeps for undelivered webhooks, checked every minute; none in burst runs (tests) or
+    with sweeps off. The cron's name carries the Redis prefix: arq keys a cron run's job by
+    name and minute outside any prefix, so deployments sharing one Redis would otherwise take
+    each other's ticks."""
+    if burst or settings.reconcile_interval_seconds == 0:
+        return None
+    name = f"{settings.redis_prefix}reconcile"
+    return [cron(reconcile_runtime.tick, name=name, second=7, timeout=RECONCILE_TIMEOUT)]
 
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> None:

@@ -5,7 +5,7 @@ from arq.connections import create_pool
 from app import redis as redis_conn
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
-from workers.main import queue_name
+from workers.main import cron_jobs, queue_name
 
 
 async def test_burst_worker_runs_a_queued_job(settings: Settings, burst_worker) -> None:  # type: ignore[no-untyped-def]
@@ -26,3 +26,15 @@ async def test_burst_worker_runs_a_queued_job(settings: Settings, burst_worker) 
         assert await pool.exists(f"{queue_name(settings)}:health-check")
     finally:
         await pool.aclose()
+
+
+def test_each_deployment_on_one_redis_has_its_own_reconcile_tick(settings: Settings) -> None:
+    """arq keys a cron run by its name and minute outside any prefix: two deployments sharing a
+    Redis (different REACTOR_REDIS_PREFIX) must not take each other's ticks."""
+    other = settings.model_copy(update={"redis_prefix": "other-deployment:"})
+    (mine,) = cron_jobs(settings) or []
+    (theirs,) = cron_jobs(other) or []
+    assert mine.name != theirs.name
+    assert mine.name.startswith(settings.redis_prefix) and theirs.name.startswith("other-")
+    assert cron_jobs(settings, burst=True) is None
+    assert cron_jobs(settings.model_copy(update={"reconcile_interval_seconds": 0})) is None

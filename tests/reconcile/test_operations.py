@@ -121,7 +121,9 @@ async def test_the_cron_tick_sweeps_due_tenants_once_per_interval(
 def test_the_worker_runs_the_tick_every_minute_except_in_burst_mode(settings: Settings) -> None:
     worker = build_worker(settings, handle_signals=False, dispatch=Recorder())
     (job,) = worker.cron_jobs
-    assert job.name == "reconcile" and job.coroutine is reconcile_runtime.tick
+    assert (
+        job.name == f"{settings.redis_prefix}reconcile" and job.coroutine is reconcile_runtime.tick
+    )
     assert job.minute is None and job.second == 7  # every minute
     burst = build_worker(settings, burst=True, handle_signals=False, dispatch=Recorder())
     assert burst.cron_jobs == []
