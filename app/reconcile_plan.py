@@ -27,9 +27,11 @@ def minutes_back(now_ms: int, moment_ms: int) -> int:
 
 
 def window_start(watermark_ms: int | None, first_ms: int, overlap_seconds: float) -> int:
-    """Where a new sweep starts: the watermark (or ``first_ms`` before any sweep) minus overlap."""
-    base = first_ms if watermark_ms is None else watermark_ms
-    return base - int(overlap_seconds * 1000)
+    """Where a new sweep starts: the watermark minus the overlap, or before any sweep
+    ``first_ms`` itself (the install: what changed before it was never ours to react to)."""
+    if watermark_ms is None:
+        return first_ms
+    return watermark_ms - int(overlap_seconds * 1000)
 
 
 def build_cql(

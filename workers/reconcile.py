@@ -231,7 +231,14 @@ class Sweeper:
 
     async def _emit(self, tenant: str, hits: list[Hit], since: int) -> tuple[int, int]:
         """Enqueue the versions never seen; returns (found missing, newly enqueued)."""
-        live = [h for h in hits if h.content.version is not None]
+        # CQL bounds are whole minutes, rounded outwards: a hit last modified before the window
+        # (before the install, on a first sweep) is read but is not the sweep's to enqueue.
+        live = [
+            h
+            for h in hits
+            if h.content.version is not None
+            and (h.last_modified is None or h.last_modified >= since)
+        ]
         asks = [
             (
                 (f"{h.kind}.created", f"{h.kind}.updated"),

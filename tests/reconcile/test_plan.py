@@ -31,7 +31,7 @@ NOW = int(datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp() * 1000)
 def test_window_starts_at_the_watermark_minus_the_overlap() -> None:
     assert window_start(NOW - 600_000, NOW - 86_400_000, 120) == NOW - 720_000
     # before any sweep, the first window starts at the given first moment
-    assert window_start(None, NOW - 3_600_000, 120) == NOW - 3_720_000
+    assert window_start(None, NOW - 3_600_000, 120) == NOW - 3_600_000  # not before install
 
 
 def test_minutes_back_rounds_up_and_is_at_least_one() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -239,3 +241,26 @@ async def test_trashed_restored_and_purged_pages_between_sweeps(
         + [("page.restored", pages[0]), ("page.deleted", pages[1])]
     )
     assert dataclasses.asdict(third)["tenant"] == stack.tenant
+
+
+async def test_the_first_sweep_leaves_what_changed_before_the_install(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    """Installing the app on a busy site must not greet or scan every page edited in the
+    minutes before: the first window starts at the install, not an overlap before it."""
+    await stack.faults(webhook_drop=1.0)  # nothing delivered: only the sweep can find them
+    before = await stack.create("Before the install")
+    await stack.drain()
+    await asyncio.sleep(0.05)
+    installed_ms = int(time.time() * 1000)
+    await asyncio.sleep(0.05)
+    after = await stack.create("After the install")
+    await stack.drain()
+    async with runtime(redis, stack.settings) as rt:
+        (target,) = [t for t in await rt.targets() if t.tenant == stack.tenant]
+        report = await rt.sweeper.run(dataclasses.replace(target, first_ms=installed_ms))
+    assert report.complete
+    recorder = Recorder()
+    await drain_queue(recorder)
+    swept = {e.content_id for e in recorder.events if e.source == "reconcile"}
+    assert swept == {after}, (before, swept)
