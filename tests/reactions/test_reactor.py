@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
-from app.confluence.errors import NotFound, ServerError
+from app.confluence.errors import Forbidden, NotFound, ServerError
 from app.confluence.pages import edit_message
 from app.errors import Defer, PermanentFailure
 from app.settings import Settings
@@ -20,7 +20,7 @@ from tests.reactions.fake import APP, FakeConfluence
 from workers.context import ReactionContext
 from workers.dispatch import JobContext
 from workers.effects import EffectLedger, LoopGuardPolicy
-from workers.ops import Kind
+from workers.ops import Content, Kind
 from workers.reactions import secrets
 from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
@@ -112,6 +112,35 @@ async def test_current_version_written_by_the_app_is_ignored(
     event = page_event(version=3, actor="")  # payload without an actor
     await reactor(_secret_router())(event, job(event))
     assert fake.writes() == []
+
+
+async def test_a_secret_in_a_comment_the_app_may_not_edit_is_still_reported(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    """Users edit their own comments only: the redaction is refused (403), which no retry can
+    change. The author is told at once to remove it; the event does not dead-letter."""
+    fake.add(
+        Content(
+            id="5001",
+            kind="comment",
+            title="",
+            body=f"<p>my key {AWS}</p>",
+            version=1,
+            author_id="user-1",
+            parent_id="1001",
+            parent_kind="page",
+        )
+    )
+    fake.fail_next.append(Forbidden("only the author may edit", status=403))
+    event = comment_event(comment_id="5001")
+    react = reactor(_secret_router())
+    await react(event, job(event))  # no exception: nothing to retry, nothing dead
+    (reply,) = fake.replied["5001"]
+    assert "may not edit this comment" in reply and "redacted in a new version" not in reply
+    assert AWS not in reply and 'ri:account-id="user-1"' in reply
+    assert AWS in fake.contents["5001"].body  # left as it was
+    await react(event, job(event))  # a re-run (replay): no second reply
+    assert len(fake.replied["5001"]) == 1
 
 
 async def test_the_echo_of_a_first_write_is_ignored_by_any_process_however_soon(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.atlassian.events import Event
+from app.confluence.errors import Forbidden
 from workers import storage
 from workers.context import ReactionContext
 from workers.reactions import Builtin, OptionError, check_options
@@ -94,19 +95,34 @@ def redact(
     return title, storage.replace(view, replacements)
 
 
-def report(findings: list[Finding], author: str | None, noun: str) -> str:
-    """The comment telling the author what was found and where (never the secret itself)."""
+def report(findings: list[Finding], author: str | None, noun: str, *, redacted: bool = True) -> str:
+    """The comment telling the author what was found and where (never the secret itself).
+
+    ``redacted`` False: Confluence did not let the app edit the content (another user's
+    comment, say); the author is asked to remove them instead.
+    """
     greeting = f"<p>{storage.mention(author)}, " if author else "<p>"
     count = len(findings)
+    plural = "s" if count != 1 else ""
     items = "".join(
         f"<li>{html.escape(f.label)} ({html.escape(f.location)})</li>" for f in findings
     )
+    done = (
+        "They have been redacted in a new version:"
+        if redacted
+        else f"The app may not edit this {html.escape(noun)}, so they are still there: "
+        "please edit it and remove them now:"
+    )
+    history = (
+        "Earlier versions in the page history still contain them; ask a space admin to "
+        "delete those versions."
+        if redacted
+        else "Once removed, earlier versions still contain them; ask a space admin to delete "
+        "those versions."
+    )
     return (
-        f"{greeting}this {html.escape(noun)} contained {count} "
-        f"credential{'s' if count != 1 else ''}. They have been redacted in a new version:</p>"
-        f"<ul>{items}</ul>"
-        "<p>Treat them as leaked: revoke or rotate them now. Earlier versions in the page "
-        "history still contain them; ask a space admin to delete those versions.</p>"
+        f"{greeting}this {html.escape(noun)} contained {count} credential{plural}. {done}</p>"
+        f"<ul>{items}</ul><p>Treat them as leaked: revoke or rotate them now. {history}</p>"
     )
 
 
@@ -134,7 +150,8 @@ def make(options: Mapping[str, Any]) -> Handler:
         noun = {"blogpost": "blog post"}.get(content.kind, content.kind)
         if findings:
             ctx.log.warning("credentials found", kinds=sorted({f.kind for f in findings}))
-            message = report(findings, event.actor or content.author_id, noun)
+            author = event.actor or content.author_id
+            message = report(findings, author, noun)
             # a re-run after the redaction finds nothing left: the report must survive it
             await ctx.remember("report", message)
 
@@ -142,7 +159,14 @@ def make(options: Mapping[str, Any]) -> Handler:
                 return redact(title, body, min_entropy=min_entropy, allow=allow)
 
             what = f"redacted {len(findings)} credential(s)"
-            await ctx.edit(transform, what=what, kind=content.kind, content_id=content.id)
+            try:
+                await ctx.edit(transform, what=what, kind=content.kind, content_id=content.id)
+            except Forbidden:
+                # Not the app's to edit (users edit their own comments only): no retry can
+                # change that, but the author must still hear about it, now.
+                ctx.log.warning("credentials left in place: the app may not edit this content")
+                message = report(findings, author, noun, redacted=False)
+                await ctx.remember("report", message)
         else:
             recalled = await ctx.recall("report")
             if recalled is None:
