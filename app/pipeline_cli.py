@@ -161,8 +161,14 @@ async def _audit(
 def build_event(tenant: str, name: str | None, body: Any) -> Any:
     """A Connect webhook name, a Forge ``avi:`` type or our own type, or the body's eventType."""
     from app.atlassian.events import CONNECT_EVENTS, from_connect, from_forge
+    from app.errors import InvalidPayload
 
     if name is None or name.startswith("avi:"):
+        if name is None and not (isinstance(body, dict) and "eventType" in body):
+            raise InvalidPayload(
+                "the body names no eventType (a Connect webhook body does not): pass --event, "
+                "e.g. --event page_updated"
+            )
         if name is not None and isinstance(body, dict) and "eventType" not in body:
             body = {**body, "eventType": name}
         return from_forge(tenant, body)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.atlassian.events import EVENT_TYPES
 from app.errors import ConfigError
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
@@ -235,6 +236,16 @@ class Settings(BaseSettings):
     @property
     def supersede_event_types(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.supersede_types.split(",") if t.strip())
+
+    @field_validator("supersede_types")
+    @classmethod
+    def _supersede(cls, value: str) -> str:
+        unknown = sorted({t.strip() for t in value.split(",") if t.strip()} - {*EVENT_TYPES, "*"})
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; use {', '.join(EVENT_TYPES)} or *"
+            )
+        return value
 
     @field_validator("redis_prefix")
     @classmethod

@@ -66,16 +66,21 @@ def load_module(name: str) -> Router:
         raise ConfigError(
             f"REACTOR_REACTIONS: module {name!r} failed to import: {exc}{_where(exc)}"
         ) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() at import too
         text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         message = f"{type(exc).__name__}: {text}{_where(exc)}"
         raise ConfigError(
             f"REACTOR_REACTIONS: module {name!r} failed to import: {message}"
         ) from None
-    router = getattr(module, "router", None)
-    if not isinstance(router, Router):
+    if not hasattr(module, "router"):
         raise ConfigError(
             f"REACTOR_REACTIONS: module {name!r} has no `router` (a workers.routing.Router)"
+        )
+    router = module.router
+    if not isinstance(router, Router):
+        raise ConfigError(
+            f"REACTOR_REACTIONS: module {name!r}: `router` is a {type(router).__name__}, "
+            "not a workers.routing.Router"
         )
     return router
 

@@ -63,3 +63,13 @@ def test_a_short_operator_token_is_refused_without_echoing_it() -> None:
     [problem] = info.value.problems
     assert problem.startswith("REACTOR_DASHBOARD_TOKEN: each operator token must be at least 16")
     assert "hunter2" not in str(info.value)
+
+
+def test_supersede_types_must_name_event_types() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(supersede_types="page.updated, page.bogus", _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith("REACTOR_SUPERSEDE_TYPES: ") and "page.bogus" in problem
+    assert "page.updated," not in problem.split(";")[0]  # only the unknown one is named
+    ok = load_settings(supersede_types="page.updated,*", _env_file=None)
+    assert ok.supersede_event_types == {"page.updated", "*"}

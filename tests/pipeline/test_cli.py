@@ -112,6 +112,11 @@ async def test_receive_rejects_unknown_payloads(reactor: Reactor, tmp_path: Path
     bad.write_text(json.dumps({"page": {"title": "no id"}}))
     result = await reactor("receive", "--tenant", "t", "--event", "page_updated", str(bad))
     assert result.returncode == 1 and "no content id" in result.stderr
+    connect = tmp_path / "connect.json"
+    connect.write_text(json.dumps({"page": {"id": 1, "version": 2}}))
+    unnamed = await reactor("receive", "--tenant", "t", str(connect))  # no --event
+    assert unnamed.returncode == 1 and "names no eventType" in unnamed.stderr
+    assert "pass --event" in unnamed.stderr and "Traceback" not in unnamed.stderr
 
 
 async def test_receive_refuses_a_tenant_that_is_not_installed(

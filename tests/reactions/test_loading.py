@@ -77,6 +77,8 @@ def modules(tmp_path: Path) -> Iterator[str]:
         ("sync", SYNC),
         ("badtitle", BAD_TITLE),
         ("syntax", SYNTAX),
+        ("exits", "import sys\n\nsys.exit(3)\n"),
+        ("notarouter", "router = 5\n"),
     ):
         (root / f"{name}.py").write_text(text)
     sys.path.insert(0, str(tmp_path))
@@ -111,6 +113,8 @@ def test_modules_and_rules_compose(settings: Settings, modules: str) -> None:
     [
         ("broken", "failed to import: RuntimeError: cannot reach the feature flag service"),
         ("norouter", "has no `router`"),
+        ("exits", "failed to import: SystemExit: 3"),  # never a silent exit 3
+        ("notarouter", "`router` is a int, not a workers.routing.Router"),
         ("badevent", "unknown event type 'page.edited'"),
         ("missing", "no module named"),
     ],
