@@ -208,12 +208,22 @@ def jain_index(values: Iterable[float]) -> float:
 
 
 def forecast_exhaustion(
-    *, now: float, quota: int, spent: float, recent_points: float, recent_seconds: float
+    *,
+    now: float,
+    quota: int,
+    spent: float,
+    recent_points: float,
+    recent_seconds: float,
+    exhausted_at: float | None = None,
 ) -> float | None:
-    """When the quota runs out at the recent rate (epoch seconds), or None if not this hour."""
+    """When the quota runs out at the recent rate (epoch seconds), or None if not this hour.
+
+    Once it has run out: when that happened (``exhausted_at``, recorded by the budget
+    scripts), never a "now" that moves on with every look.
+    """
     _, end = hour_bounds(now)
     if spent >= quota:
-        return now
+        return exhausted_at if exhausted_at is not None else now
     if recent_seconds <= 0 or recent_points <= 0:
         return None
     when = now + (quota - spent) / (recent_points / recent_seconds)

@@ -251,6 +251,7 @@ class RedisBudget:
                 spent=charged + external,
                 recent_points=recent,
                 recent_seconds=window,
+                exhausted_at=fields["exhausted"] / 1000 if "exhausted" in fields else None,
             ),
         )
 

@@ -95,10 +95,15 @@ def format_status(data: dict[str, Any], url: str) -> str:
     budget = data.get("budget")
     if budget:
         paused = f"until {_when(budget['paused_until'])}" if budget.get("paused_until") else "no"
+        external = budget.get("external") or 0
+        # What this app spent, and apart from it what the server counts beyond that (other
+        # clients of the quota, or the rest of an hour a quota 429 wrote off).
+        elsewhere = f" (of which {external} outside this app's calls)" if external else ""
+        when = "exhausted at" if budget["remaining"] == 0 else "runs out at"
         lines.append(
-            f"budget       spent {budget['spent']} / {budget['quota']}"
+            f"budget       spent {budget['spent']}{elsewhere} / {budget['quota']}"
             f"  remaining {budget['remaining']}  429s {budget['n429']}  paused {paused}"
-            f"  exhausted at {_when(budget.get('forecast'))}"
+            f"  {when} {_when(budget.get('forecast'))}"
         )
     failing = data.get("failing") or []
     lines.append("failing now" + ("" if failing else "  none"))

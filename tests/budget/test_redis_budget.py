@@ -47,6 +47,8 @@ async def test_exhausted_hour_defers_until_the_reset(redis: Redis, settings: Set
     await b.reserve("acme", 1000, Priority.INTERACTIVE)
     with pytest.raises(BudgetExhausted) as info:
         await b.reserve("acme", 1, Priority.INTERACTIVE)
+    clock.now += 5
+    assert (await b.snapshot()).forecast == pytest.approx(T0 + HOUR - 10)  # when it ran out
     assert isinstance(info.value, Defer)
     assert info.value.retry_at == T0 + HOUR and info.value.delay == pytest.approx(10)
     assert info.value.reason == "quota"
@@ -216,8 +218,12 @@ async def test_a_quota_429_waiting_until_the_reset_writes_the_hour_off(
     r = await b.reserve("a", 1, P)
     reason = "confluence-quota-global-based"
     await b.settle(r, Observation(status=429, retry_after=retry_after, reason=reason))
-    assert (await b.snapshot()).remaining == 0, "the server's hour is spent"
+    snap = await b.snapshot()
+    assert snap.remaining == 0, "the server's hour is spent"
+    ran_out = clock.now
+    assert snap.forecast == pytest.approx(ran_out, abs=0.01)  # when, not "now"
     clock.now += HOUR - 600 - 20  # past any pause, still in the hour
+    assert (await b.snapshot()).forecast == pytest.approx(ran_out, abs=0.01)
     with pytest.raises(BudgetExhausted) as info:
         await b.reserve("a", 1, Priority.INTERACTIVE)
     assert info.value.reason == "quota" and info.value.retry_at == T0 + HOUR

@@ -63,7 +63,12 @@ def test_status_screen_names_the_failing_tenant_and_the_missing_worker() -> None
     assert "received 9 events" in screen
     assert "webhook deliveries connect 7 (6 accepted, 1 rejected), forge 2 (2 accepted)" in screen
     assert "no worker is running" in screen
-    assert "spent 100 / 65000" in screen
+    assert "spent 100 / 65000" in screen and "runs out at" in screen
+    written_off = {**data["budget"], "spent": 65000, "remaining": 0, "external": 64900}
+    written_off["forecast"] = 1_799_999_000
+    screen = format_status({**data, "budget": written_off}, "https://reactor.test")
+    assert "spent 65000 (of which 64900 outside this app's calls) / 65000" in screen
+    assert "exhausted at" in screen
     assert "acme.atlassian.net" in screen and "403 forbidden" in screen and "(60s ago)" in screen
     assert "▁▁█" in screen
 

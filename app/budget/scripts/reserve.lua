@@ -56,7 +56,12 @@ if h[3] then q = math.min(q, tonumber(h[3])) end
 local near = h[4] == '1'
 local tspent = num(h[5])
 local need = num(h[1]) + num(h[2]) + cost
-if need > q then return deny(hend, 'quota', true) end
+if need > q then
+  if num(h[1]) + num(h[2]) >= q then
+    redis.call('HSETNX', H, 'exhausted', string.format('%d', now))  -- when it ran out
+  end
+  return deny(hend, 'quota', true)
+end
 
 local reserve = 0
 if prio > 0 and rfrac > 0 then

@@ -87,6 +87,8 @@ if rstart == cur and (remaining >= 0 or limit > 0 or near or global_quota) then
   if remaining >= 0 then
     local extra = (q - num(h[1]) - num(h[2])) - remaining
     if extra > 0 then redis.call('HINCRBY', C, 'external', extra) end
+    -- the moment the hour's quota ran out, kept for the operators (first time only)
+    if remaining == 0 then redis.call('HSETNX', C, 'exhausted', string.format('%d', now)) end
   end
   if near then redis.call('HSET', C, 'near', '1') end
   keep(C)
