@@ -65,9 +65,12 @@ class Installation:
     token_expires_at: int | None
 
 
+FORGE_TENANT_PREFIX = "forge:"
+
+
 def forge_tenant(cloud_id: str) -> str:
     """The tenant id of a site known to us only through Forge."""
-    return f"forge:{cloud_id}"
+    return f"{FORGE_TENANT_PREFIX}{cloud_id}"
 
 
 class InstallationStore:
@@ -223,6 +226,12 @@ async def require_system_token(
     Forge installation). The wait ends when an event or the hourly trigger brings a token.
     """
     installation_id = await store.installation_for_tenant(tenant)
+    if installation_id is None and not tenant.startswith(FORGE_TENANT_PREFIX):
+        # Not a Forge tenant and nothing installed under this clientKey: no token will ever
+        # come. Dead-lettered (replayable once the site installs the app), never deferred.
+        raise PermanentFailure(
+            f"tenant {tenant!r} is not installed (no Connect tenant or Forge installation)"
+        )
     token = None if installation_id is None else await store.system_token(installation_id)
     if token is not None:
         return token

@@ -176,3 +176,14 @@ async def test_the_registry_is_listed_without_a_secret_key(
     assert await keyless.installation_for_tenant(forge_tenant(CLOUD_ID)) == INSTALLATION_ID
     with pytest.raises(ConfigError, match="REACTOR_SECRET_KEY"):
         await keyless.system_token(INSTALLATION_ID)
+
+
+async def test_a_tenant_nobody_installed_fails_at_once_instead_of_waiting_for_a_token(
+    store: InstallationStore,
+) -> None:
+    """A clientKey with no Connect record and no Forge installation (an event stored with
+    ``reactor receive --allow-unknown-tenant``): no token will come, so no endless deferral."""
+    with pytest.raises(PermanentFailure, match="not installed"):
+        await require_system_token(store, "never-installed-client-key")
+    with pytest.raises(Defer):  # a Forge site waits for its token, as before
+        await require_system_token(store, forge_tenant("cloud-without-token"))
