@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.atlassian.events import Event
+from app.budget.hook import BudgetExhausted
+from app.confluence.errors import RateLimited
 from app.confluence.pages import is_app_edit
 from workers import storage
 from workers.effects import EffectLedger, effect_key
@@ -180,7 +182,14 @@ class ReactionContext:
             self.log.warning("loop guard: too many writes to this content", action=action)
             await self.ledger.count(self.reaction, "loop_guard")
             return None
-        result = await perform()
+        try:
+            result = await perform()
+        except (BudgetExhausted, RateLimited):
+            # Refused before anything was written (no budget for the call, or Confluence's
+            # 429, which processes nothing): the re-run starts afresh instead of paying to
+            # look for an effect that was never made.
+            await self.ledger.release(key)
+            raise
         # an effect of this event alone may be recorded with the end of the run (its content's
         # events run one at a time); a ``once`` effect is shared by events: recorded at once
         await self.ledger.applied(

@@ -143,6 +143,10 @@ class EffectLedger:
         value = json.dumps({"state": "pending", "at": time.time()})
         await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
 
+    async def release(self, key: str) -> None:
+        """Forget a claim whose write was refused before it was sent (nothing to look for)."""
+        await self.redis.delete(self._key(key))
+
     async def done(self, key: str, result: Any) -> None:
         value = json.dumps({"state": "done", "result": result, "at": time.time()})
         await self.redis.set(self._key(key), value, ex=EFFECT_TTL)

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.budget.hook import BudgetExhausted
 from app.confluence.errors import Forbidden, NotFound, ServerError
 from app.confluence.pages import edit_message
 from app.errors import Defer, PermanentFailure
@@ -141,6 +142,28 @@ async def test_a_secret_in_a_comment_the_app_may_not_edit_is_still_reported(
     assert AWS in fake.contents["5001"].body  # left as it was
     await react(event, job(event))  # a re-run (replay): no second reply
     assert len(fake.replied["5001"]) == 1
+
+
+async def test_a_write_refused_for_budget_leaves_nothing_to_look_for_on_the_re_run(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    """No budget for the comment: nothing was posted, so the deferred re-run posts it without
+    first paying to list the comments for one an interrupted run might have left."""
+    router = Router()
+
+    @router.on("page.updated", name="note")
+    async def note(event: Event, ctx: ReactionContext) -> None:
+        await ctx.comment("<p>noted</p>")
+
+    fake.fail_next.append(BudgetExhausted(retry_at=2e9, now=1e9, reason="quota"))
+    event = page_event()
+    react = reactor(router)
+    with pytest.raises(Defer):
+        await react(event, job(event))
+    fake.calls.clear()
+    await react(event, job(event))
+    assert [c[0] for c in fake.calls] == ["comment"]  # no "list-comments" first
+    assert len(fake.comments["1001"]) == 1
 
 
 async def test_the_echo_of_a_first_write_is_ignored_by_any_process_however_soon(
