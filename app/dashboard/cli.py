@@ -75,7 +75,8 @@ def format_status(data: dict[str, Any], url: str) -> str:
     q, hour = data["queue"], data["hour"]
     lines = [
         f"Confluence Reactor  {url}  {_when(now)}",
-        f"queue        queued {q['queued']}  running {q['running']}  deferred {q['deferred']}",
+        f"queue        queued {q['queued']}  running {q['running']}  deferred {q['deferred']}"
+        f"  waiting in line {q.get('waiting', 0)}",
         f"last hour    received {hour['received_total']} events"
         f"  done {hour['done']}  failed {hour['failed']}  dead {hour['dead']}",
         f"             webhook deliveries {deliveries(hour['received'], hour['rejected'])}",

@@ -105,6 +105,9 @@ async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
         hour["received_total" if name == "received" else name] = sum(hour["series"][name])
     recent = await model.recent_states(now, HOUR_MINUTES)
     hour["states"] = recent["states"]
+    # Events stored behind an earlier event of their content (not in the job queue yet): from
+    # the last hour's records, the ones the state sample covers.
+    counts["waiting"] = recent["states"].get("received", 0)
     hour["sampled"], hour["capped"] = recent["sampled"], recent["capped"]
     if not any(hour["series"]["done"]):
         hour["series"]["done"] = recent["done_series"]

@@ -51,13 +51,14 @@ async def test_status_counts_queued_events_and_dead_letters(
     queue = EventQueue(redis, settings)
     for n in range(4):
         await queue.put(make_event(content_id=str(100 + n)))
+    await queue.put(make_event(content_id="100", version=2))  # in line behind version 1
     await kill(redis, settings, make_event(tenant="site-b", content_id="9"), "404 gone")
     status = (await api.get("/api/status")).json()
-    assert status["queue"] == {"queued": 4, "running": 0, "deferred": 0}
+    assert status["queue"] == {"queued": 4, "running": 0, "deferred": 0, "waiting": 1}
     assert status["dead_letters"] == 1
-    assert status["hour"]["received_total"] == 5
-    assert status["hour"]["received"] == {"connect": 5}
-    assert status["hour"]["series"]["received"][-1] == 5
+    assert status["hour"]["received_total"] == 6
+    assert status["hour"]["received"] == {"connect": 6}
+    assert status["hour"]["series"]["received"][-1] == 6
     assert status["hour"]["dead"] == 1
     assert [(f["tenant"], f["reason"]) for f in status["failing"]] == [("site-b", "404 gone")]
     assert [(t["tenant"], t["dead"], t["reason"]) for t in status["failing_tenants"]] == [
@@ -305,7 +306,7 @@ async def test_events_processed_by_a_real_worker_show_as_done(
     await worker.main()
     await worker.close()
     status = (await api.get("/api/status")).json()
-    assert status["queue"] == {"queued": 0, "running": 0, "deferred": 0}
+    assert status["queue"] == {"queued": 0, "running": 0, "deferred": 0, "waiting": 0}
     assert status["hour"]["states"] == {"done": 3}
     assert status["hour"]["done"] == 3
     found = (await api.get("/api/jobs", params={"status": "done"})).json()["jobs"]

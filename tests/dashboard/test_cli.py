@@ -59,7 +59,7 @@ def test_status_screen_names_the_failing_tenant_and_the_missing_worker() -> None
         ],
     }
     screen = format_status(data, "https://reactor.test")
-    assert "queued 3  running 1  deferred 2" in screen
+    assert "queued 3  running 1  deferred 2  waiting in line 0" in screen
     assert "received 9 events" in screen
     assert "webhook deliveries connect 7 (6 accepted, 1 rejected), forge 2 (2 accepted)" in screen
     assert "no worker is running" in screen
