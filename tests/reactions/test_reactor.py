@@ -37,6 +37,22 @@ def _secret_router() -> Router:
     return router
 
 
+def _comment(fake: FakeConfluence, body: str) -> None:
+    """Comment 5001 by user-1 on page 1001."""
+    fake.add(
+        Content(
+            id="5001",
+            kind="comment",
+            title="",
+            body=body,
+            version=1,
+            author_id="user-1",
+            parent_id="1001",
+            parent_kind="page",
+        )
+    )
+
+
 def _leak(fake: FakeConfluence) -> None:
     page = fake.contents["1001"]
     fake.add(replace(page, body=page.body + f"<p>key {AWS}</p>", version=3, author_id="user-1"))
@@ -120,18 +136,7 @@ async def test_a_secret_in_a_comment_the_app_may_not_edit_is_still_reported(
 ) -> None:
     """Users edit their own comments only: the redaction is refused (403), which no retry can
     change. The author is told at once to remove it; the event does not dead-letter."""
-    fake.add(
-        Content(
-            id="5001",
-            kind="comment",
-            title="",
-            body=f"<p>my key {AWS}</p>",
-            version=1,
-            author_id="user-1",
-            parent_id="1001",
-            parent_kind="page",
-        )
-    )
+    _comment(fake, f"<p>my key {AWS}</p>")
     fake.fail_next.append(Forbidden("only the author may edit", status=403))
     event = comment_event(comment_id="5001")
     react = reactor(_secret_router())
@@ -349,21 +354,7 @@ async def test_labels_are_fetched_once_and_only_when_needed(
 async def test_secret_in_a_comment_is_redacted_and_the_author_gets_a_reply(
     fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
-    from tests.reactions.events import comment_event
-    from workers.ops import Content
-
-    fake.add(
-        Content(
-            id="5001",
-            kind="comment",
-            title="",
-            body=f"<p>use {AWS} for now</p>",
-            version=1,
-            author_id="user-1",
-            parent_id="1001",
-            parent_kind="page",
-        )
-    )
+    _comment(fake, f"<p>use {AWS} for now</p>")
     event = comment_event()
     react = reactor(_secret_router())
     await react(event, job(event))
