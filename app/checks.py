@@ -40,9 +40,30 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
         problems.append(f"redis: version {version} is older than {'.'.join(map(str, MIN_REDIS))}")
     if int(info.get("aof_enabled", 0)) == 1:
         facts.append("redis persistence: append-only file")
+        fsync = await _appendfsync(settings.redis_url)
+        if fsync == "no":
+            problems.append(
+                "redis persistence: appendfsync is 'no' (the OS decides when to write); "
+                "acknowledged events may be lost on a crash (set appendfsync everysec)"
+            )
+        elif fsync is not None:
+            facts.append(f"redis persistence: appendfsync {fsync}")
     else:
         problems.append(
             "redis persistence: append-only file is off; acknowledged events may be lost on a "
             "crash (set appendonly yes, appendfsync everysec)"
         )
     return problems, facts
+
+
+async def _appendfsync(url: str) -> str | None:
+    """The server's ``appendfsync`` policy; None where CONFIG is not allowed (managed Redis)."""
+    client = redis_conn.connect(url, socket_timeout=2.0)
+    try:
+        reply = await asyncio.wait_for(client.config_get("appendfsync"), timeout=3.0)
+    except (RedisError, OSError, TimeoutError):
+        return None
+    finally:
+        await client.aclose()
+    value = reply.get("appendfsync") if isinstance(reply, dict) else None
+    return value.decode() if isinstance(value, bytes) else value

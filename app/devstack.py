@@ -171,8 +171,10 @@ class DevStack:
         if self.forge:
             self.tls = dev_certificate(state)
             env["SSL_CERT_FILE"] = str(self.tls[0])  # httpx and urllib of the children trust it
-            env.setdefault("REACTOR_FORGE_APP_ID", DEV_FORGE_APP_ID)
-            env.setdefault("REACTOR_FORGE_JWKS_URL", f"{self.sim_url}/_sim/forge/jwks.json")
+            # The simulator signs as the dev app with its own keys: what the shell exported
+            # for a real Forge app would only make every Forge event fail verification here.
+            env["REACTOR_FORGE_APP_ID"] = DEV_FORGE_APP_ID
+            env["REACTOR_FORGE_JWKS_URL"] = f"{self.sim_url}/_sim/forge/jwks.json"
         self.sim_api_token = self.sim_api_token or state_secret(
             state, "sim_api_token", secrets.token_urlsafe(18)
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +16,12 @@ from urllib.parse import parse_qsl
 from app.atlassian.connect_jwt import TokenRejected, parse_token, verify_connect_token
 from app.atlassian.qsh import canonical_request_for_url, hash_canonical_request, split_url
 from app.cli import non_negative_int
+
+
+def _configured_leeway() -> int:
+    """The service's ``REACTOR_JWT_LEEWAY_SECONDS`` when set to a whole number, else 30."""
+    raw = os.environ.get("REACTOR_JWT_LEEWAY_SECONDS", "").strip()
+    return int(raw) if raw.isdigit() else 30
 
 
 def qsh_lines(method: str, url: str, base_url: str | None) -> list[str]:
@@ -138,7 +145,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--now", type=non_negative_int, default=None, help="check at this UNIX time"
     )
     verify.add_argument(
-        "--leeway", type=non_negative_int, default=30, help="clock leeway in seconds"
+        "--leeway",
+        type=non_negative_int,
+        default=_configured_leeway(),
+        help="clock leeway in seconds (default: REACTOR_JWT_LEEWAY_SECONDS, else 30, as the "
+        "service)",
     )
     verify.add_argument("token", nargs="?", default=None, help="default: the URL's jwt param")
     verify.set_defaults(handler=cmd_verify)

@@ -12,7 +12,7 @@ import binascii
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,20 @@ def _check_fernet_key(value: str) -> None:
         raise ValueError("each key must be urlsafe base64 (run `reactor keygen`)") from exc
     if len(raw) != 32:
         raise ValueError("each key must decode to 32 bytes (run `reactor keygen`)")
+
+
+def _check_sentinel(netloc: str, path: str, query: str) -> None:
+    """``redis+sentinel://[:password@]host:port[,host:port]/service[/db]``, checked at start."""
+    for item in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.partition(":")
+        if not host or (port and not port.isdigit()):
+            raise ValueError(f"sentinel address {item!r} is not host:port")
+    names = [p for p in path.split("/") if p]
+    if not names:
+        raise ValueError("a sentinel URL must name the service: .../mymaster")
+    db = names[1] if len(names) > 1 else parse_qs(query).get("db", ["0"])[0]
+    if len(names) > 2 or not db.isdigit():
+        raise ValueError("a sentinel URL is .../service[/db] with a numeric database")
 
 
 class Settings(BaseSettings):
@@ -177,9 +191,13 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        scheme = urlsplit(value).scheme
-        if scheme not in REDIS_SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}, got {scheme!r}")
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"scheme must be one of {', '.join(REDIS_SCHEMES)}, got {parts.scheme!r}"
+            )
+        if parts.scheme == "redis+sentinel":
+            _check_sentinel(parts.netloc, parts.path, parts.query)
         return value
 
     @field_validator("base_url")
@@ -291,7 +309,7 @@ class Settings(BaseSettings):
     @field_validator("forge_ic_jwks_url_template")
     @classmethod
     def _ic_template(cls, value: str) -> str:
-        if value and ("{IC_LABEL}" not in value or urlsplit(value).scheme not in ("http", "https")):
+        if value and ("{IC_LABEL}" not in value or urlsplit(value).scheme != "https"):
             raise ValueError("must be an https URL containing {IC_LABEL}")
         return value
 

@@ -65,3 +65,19 @@ def test_verify_reasons(capsys: pytest.CaptureFixture[str]) -> None:
 def test_verify_without_any_token(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["jwt", "verify", "--secret", "x", "--method", "GET", "--url", "/x"]
     assert main(argv) == 2
+
+
+def test_verify_uses_the_services_leeway(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, the tool judges a token as the service configured here would."""
+    token = encode_connect_token(
+        issuer="ck", secret="s" * 32, method="POST", url="/hook", now=1000, lifetime=180
+    )
+    late = ["jwt", "verify", "--method", "POST", "--url", "/hook", "--now", "1240"]
+    late += ["--secret", "s" * 32, token]  # 60 s past exp
+    code, out = run(capsys, *late)
+    assert code == 1 and "expired" in out[-1]  # the default leeway, 30 s
+    monkeypatch.setenv("REACTOR_JWT_LEEWAY_SECONDS", "120")
+    code, out = run(capsys, *late)
+    assert code == 0 and out[-1] == "verdict: valid"

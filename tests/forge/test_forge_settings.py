@@ -21,6 +21,7 @@ def test_ic_labels_are_parsed() -> None:
         ("forge_allow_ic_labels", "a/b"),
         ("forge_ic_jwks_url_template", "https://keys.example/jwks.json"),
         ("forge_ic_jwks_url_template", "ftp://keys.{IC_LABEL}.example/jwks.json"),
+        ("forge_ic_jwks_url_template", "http://keys.{IC_LABEL}.example/jwks.json"),
     ],
 )
 def test_bad_ic_settings_stop_the_start(field: str, value: str) -> None:

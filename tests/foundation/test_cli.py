@@ -104,6 +104,29 @@ def test_check_passes_against_a_persistent_redis(redis_target) -> None:  # type:
         assert result.returncode == 1
 
 
+def test_check_names_the_fsync_policy_and_refuses_no(tmp_path: Path) -> None:
+    """An append-only file the OS flushes when it likes ("appendfsync no") loses acknowledged
+    events on a crash as surely as none: ``check`` says so."""
+    import redis as sync_redis
+
+    from app.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "aof", appendonly=True)
+    server.start()
+    env = {"REACTOR_REDIS_URL": server.url, "REACTOR_SECRET_KEY": Fernet.generate_key().decode()}
+    try:
+        fine = run("check", env=env)
+        assert "ok: redis persistence: appendfsync everysec" in fine.stdout
+        assert fine.returncode == 0, fine.stdout
+        with sync_redis.Redis.from_url(server.url) as client:
+            client.config_set("appendfsync", "no")
+        lax = run("check", env=env)
+        assert "problem: redis persistence: appendfsync is 'no'" in lax.stdout
+        assert lax.returncode == 1
+    finally:
+        server.stop()
+
+
 def test_invalid_settings_exit_2_with_a_clear_line() -> None:
     result = run("worker", env={"REACTOR_REDIS_URL": "mysql://x"})
     assert result.returncode == 2

@@ -73,3 +73,24 @@ def test_supersede_types_must_name_event_types() -> None:
     assert "page.updated," not in problem.split(";")[0]  # only the unknown one is named
     ok = load_settings(supersede_types="page.updated,*", _env_file=None)
     assert ok.supersede_event_types == {"page.updated", "*"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://127.0.0.1:26379/mymaster/x",
+        "redis+sentinel://127.0.0.1:port/mymaster",
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/mymaster?db=two",
+    ],
+)
+def test_a_malformed_sentinel_url_is_one_line_at_start(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(redis_url=url, _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith("REACTOR_REDIS_URL: ")
+
+
+def test_a_sentinel_url_with_a_database() -> None:
+    url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/mymaster/3"
+    assert load_settings(redis_url=url, _env_file=None).redis_url == url

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 from pathlib import Path
 from typing import Any
 
-from app.devstack import DevStack
+from app.devstack import DEV_FORGE_APP_ID, DevStack
 from app.embedded_redis import free_port
 from app.settings import Settings
 from simulator import edits
@@ -157,6 +158,16 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     (sim,) = [c for c in stack.plan() if c.name == "simulator"]
     assert sim.argv[:4] == [sys.executable, "-m", "app.cli", "sim"]
     assert "--demo" in sim.argv and "--api-token=given" in sim.argv
+    # --forge: the simulator signs as the dev app; an app id exported for a real Forge app
+    # must not leak into the stack, or every Forge event would fail verification
+    forge = DevStack(settings, port=18001, sim_api_token="given", forge=True)
+    os.environ["REACTOR_FORGE_APP_ID"] = "ari:cloud:ecosystem::app/someone-elses"
+    try:
+        forge_env = forge.environment()
+    finally:
+        del os.environ["REACTOR_FORGE_APP_ID"]
+    assert forge_env["REACTOR_FORGE_APP_ID"] == DEV_FORGE_APP_ID
+    assert forge_env["REACTOR_FORGE_JWKS_URL"] == f"{forge.sim_url}/_sim/forge/jwks.json"
     assert sim.argv[sim.argv.index("--demo-activity") + 1] == "30"  # the default
     quiet = DevStack(settings, port=18001, sim_api_token="given", activity=0)
     quiet.environment()
