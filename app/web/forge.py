@@ -103,7 +103,9 @@ async def _stored(request: Request, step: Awaitable[T]) -> T:
         raise QueueUnavailable("the installation store is unavailable; retry later") from exc
 
 
-async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]:
+async def _accept(
+    request: Request, *, event: bool = False
+) -> tuple[Invocation, InstallationStore, str]:
     """Verify the caller, register its installation, keep its system token; return the tenant."""
     forge: ForgeRemote = request.app.state.forge
     invocation, store = await forge.verify(request.headers.get("authorization"))
@@ -111,7 +113,7 @@ async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]
         request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
     )
     if not tenant.startswith("forge:"):
-        tenant = await _linked_tenant(request, tenant, invocation)
+        tenant = await _linked_tenant(request, tenant, invocation, event=event)
     await _stored(request, store.register(invocation, tenant))
     system = request.headers.get("x-forge-oauth-system", "").strip()
     if system:
@@ -122,19 +124,23 @@ async def _accept(request: Request) -> tuple[Invocation, InstallationStore, str]
     return invocation, store, tenant
 
 
-async def _linked_tenant(request: Request, client_key: str, invocation: Invocation) -> str:
+async def _linked_tenant(
+    request: Request, client_key: str, invocation: Invocation, *, event: bool
+) -> str:
     """The tenant of an installation linked to a Connect install, as that install stands now.
 
     Linked and active: the Connect tenant (both routes share it, events dedupe across them).
-    Disabled: refused as the Connect route refuses it, so nothing is acknowledged that the
-    worker would only dead-letter. Uninstalled (or gone): the Connect side no longer serves the
-    site, this installation does on its own, as ``forge:<cloudId>`` with its system token.
+    Disabled: a product ``event`` is refused as the Connect route refuses it, so nothing is
+    acknowledged that the worker would only dead-letter (lifecycle, token refresh and
+    pre-uninstall calls still go through: they manage the installation, they trigger nothing).
+    Uninstalled (or gone): the Connect side no longer serves the site, this installation does
+    on its own, as ``forge:<cloudId>`` with its system token.
     """
     tenants: TenantStore = request.app.state.tenants
     linked = await tenants.get_public(client_key)
     if linked is None or linked.status == "uninstalled":
         return forge_tenant(invocation.cloud_id)
-    if linked.status == "disabled":
+    if linked.status == "disabled" and event:
         raise DisabledTenant("the app is disabled on this site", tenant=client_key)
     return client_key
 
@@ -181,7 +187,7 @@ async def events(request: Request) -> JSONResponse:
 
 
 async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
-    invocation, store, tenant = await _accept(request)
+    invocation, store, tenant = await _accept(request, event=True)
     ingest.check_media_type(request.headers.get("content-type"))
     raw = await ingest.read_body(request, request.app.state.settings.max_body_bytes)
     body = ingest.parse_json(raw)

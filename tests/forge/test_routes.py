@@ -429,6 +429,9 @@ async def test_a_disabled_connect_install_refuses_the_sites_forge_events(
     assert response.status_code == 401
     assert response.json()["error"] == "disabled_tenant"
     assert await redis.zcard(f"{forge_settings.redis_prefix}events") == 0
+    # managing the installation is not reacting: a pre-uninstall still goes through
+    gone = await forge.post("/forge/pre-uninstall", {}, token=mint(keys[0]))
+    assert gone.status_code == 200 and gone.json()["status"] == "uninstalling"
 
 
 async def test_a_late_event_does_not_bring_an_uninstalling_installation_back(
