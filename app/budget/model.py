@@ -77,6 +77,10 @@ class BudgetConfig:
     backlog_grace_seconds: float = 2.0
     near_limit_factor: float = 0.5
     max_wait_seconds: float = 1.0
+    # How long a reservation may stay unsettled before it is taken for a dead worker's and its
+    # estimate leaves "reserved" (0: never). A run settles at its end at the latest, so this
+    # is the job timeout plus a margin.
+    inflight_seconds: float = 0.0
 
 
 def hour_bounds(now: float) -> tuple[float, float]:

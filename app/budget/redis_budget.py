@@ -12,6 +12,9 @@ as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` 
   pruned by every reservation rather than expired, as it spans hours.
 * ``budget:weights``: hash of tenant fair-share weights (default 1).
 * ``budget:burst``: the GCRA theoretical arrival time of the per-second burst limit.
+* ``budget:inflight``: sorted set of unsettled reservations (score: when they are taken for a
+  dead worker's, epoch ms; member ``<hour ms>|<id>|<priority>|<cost>|<tenant>``). Settling
+  removes one; the reserve script gives back the "reserved" points of expired ones.
 
 Tests and the benchmark pass ``clock`` (epoch seconds, possibly accelerated); production
 leaves it unset so every process reads the same Redis clock.
@@ -43,6 +46,8 @@ from app.settings import Settings
 SCRIPTS = Path(__file__).parent / "scripts"
 DEFAULT_429_PAUSE_MS = 5_000
 FORECAST_MINUTES = 5
+# Beyond the job timeout, before an unsettled reservation is taken for a dead worker's.
+INFLIGHT_MARGIN_SECONDS = 60.0
 
 
 def config_from_settings(settings: Settings) -> BudgetConfig:
@@ -57,6 +62,7 @@ def config_from_settings(settings: Settings) -> BudgetConfig:
         burst_per_second=settings.budget_burst_per_second,
         backlog_window_seconds=settings.budget_backlog_window_seconds,
         max_wait_seconds=settings.budget_max_wait_seconds,
+        inflight_seconds=settings.job_timeout_seconds + INFLIGHT_MARGIN_SECONDS,
     )
 
 
@@ -111,6 +117,7 @@ class RedisBudget:
         """
         c = self.config
         waited = 0.0
+        rid = uuid.uuid4().hex
         while True:
             args: list[str | int | float] = [
                 self.prefix,
@@ -128,11 +135,13 @@ class RedisBudget:
                 _ms(c.backlog_window_seconds),
                 c.near_limit_factor,
                 _ms(c.backlog_grace_seconds),
+                rid,
+                _ms(c.inflight_seconds),
             ]
             result = await self._reserve(keys=[], args=args)
             admitted, now_ms, third = int(result[0]), int(result[1]), int(result[2])
             if admitted:
-                token = f"{third}:{uuid.uuid4().hex}"
+                token = f"{third}:{rid}"
                 return Reservation(
                     tenant=tenant, cost=max(1, int(cost)), priority=priority, token=token
                 )
@@ -176,7 +185,7 @@ class RedisBudget:
     def _settle_args(
         self, reservation: Reservation, observation: Observation
     ) -> list[str | int | float] | None:
-        hour_start = reservation.token.partition(":")[0]
+        hour_start, _, rid = reservation.token.partition(":")
         if not hour_start.isdigit():
             return None  # not one of ours (e.g. from Unmetered)
         charge = reconcile(reservation.cost, observation.actual_cost, observation.status)
@@ -200,6 +209,7 @@ class RedisBudget:
             observation.reason or "",
             self.config.points_per_hour,
             DEFAULT_429_PAUSE_MS,
+            rid if self.config.inflight_seconds > 0 else "",  # tracked only then (reserve)
         ]
 
     async def set_weight(self, tenant: str, weight: float) -> None:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from app import redis as redis_conn
 from app.budget.hook import BudgetExhausted, Observation, Priority
-from app.budget.model import HOUR
+from app.budget.model import HOUR, Usage
 from app.embedded_redis import EmbeddedRedis
 from app.errors import Defer
 from app.settings import Settings
@@ -388,3 +388,41 @@ async def test_a_plain_success_may_settle_later_with_the_same_effect(
         Observation(status=500),
     ):
         assert b.settle_later(await b.reserve("acme", 1, P), urgent) is None
+
+
+async def test_a_dead_workers_reservation_leaves_in_flight_after_its_time(
+    redis: Redis, settings: Settings
+) -> None:
+    """A worker killed mid-call never settles: its estimate stays charged (the call may have
+    reached Confluence) but stops counting as in flight once it could no longer be."""
+    clock = FakeClock()
+    b = budget(redis, settings, clock, inflight_seconds=120)
+    await b.reserve("acme", 5, P)  # the worker dies here
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved) == (5, 5)
+    clock.now += 60
+    alive = await b.reserve("beta", 2, P)  # still within its time: kept
+    assert (await b.snapshot()).reserved == 7
+    clock.now += 61
+    late = await b.reserve("beta", 1, P)  # 121 s after the first: it is given back
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved) == (8, 3)
+    assert snap.tenants["acme"] == Usage(charged=5, reserved=0)
+    await b.settle(alive, OK)
+    await b.settle(late, OK)
+    snap = await b.snapshot()
+    assert (snap.charged, snap.reserved, snap.spent) == (8, 0, 8)
+
+
+async def test_a_settlement_after_the_reclaim_does_not_give_back_twice(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock, inflight_seconds=30)
+    slow = await b.reserve("acme", 4, P)
+    clock.now += 31
+    await b.reserve("acme", 1, P)  # reclaims the slow one
+    await b.settle(slow, Observation(status=200, actual_cost=2))  # it was alive after all
+    snap = await b.snapshot()
+    assert snap.reserved == 1 and snap.charged == 3  # 2 (actual) + 1 (in flight)
+    assert snap.tenants["acme"] == Usage(charged=3, reserved=1)

@@ -2,7 +2,8 @@
 -- ARGV: 1 key prefix, 2 now in ms ('' = Redis TIME), 3 tenant, 4 cost, 5 priority,
 -- 6 quota, 7 tenant quota (0 = none), 8 reserve fraction, 9 reserve release ms,
 -- 10 pacing '1'/'0', 11 pacing lead ms, 12 burst requests/s (0 = none),
--- 13 backlog window ms (0 = no fair shares), 14 near-limit burst factor, 15 backlog grace ms.
+-- 13 backlog window ms (0 = no fair shares), 14 near-limit burst factor, 15 backlog grace ms,
+-- 16 reservation id ('' = not tracked), 17 in-flight ms (how long it may stay unsettled).
 -- Returns {1, now_ms, hour_start_ms, spent_after} or {0, now_ms, retry_at_ms, reason}.
 -- Keys are derived from the prefix here because the hour is known only after TIME
 -- (single-node Redis and Sentinel only; not Redis Cluster).
@@ -27,11 +28,29 @@ local burst = tonumber(ARGV[12])
 local window = tonumber(ARGV[13])
 local near_factor = tonumber(ARGV[14])
 local grace = tonumber(ARGV[15])
+local rid = ARGV[16] or ''
+local inflight_ms = tonumber(ARGV[17] or '0')
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local hend = hstart + HOUR
 local H = prefix .. 'budget:h:' .. string.format('%d', hstart)
 local backlog = prefix .. 'budget:backlog'
+local inflight = prefix .. 'budget:inflight'
+
+-- Reservations nobody settled in time belong to a worker that died mid-call: their estimate
+-- stays charged (the call may have reached Confluence) but leaves "reserved" (in flight).
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 100)) do
+  local hs, _, p, c, t = string.match(m, '^(%d+)|([^|]*)|(%d+)|(%d+)|(.*)$')
+  if hs then
+    local HK = prefix .. 'budget:h:' .. hs
+    if redis.call('EXISTS', HK) == 1 then
+      redis.call('HINCRBY', HK, 'reserved', -tonumber(c))
+      redis.call('HINCRBY', HK, 't:' .. t .. ':r', -tonumber(c))
+      redis.call('HINCRBY', HK, 'p:' .. p .. ':r', -tonumber(c))
+    end
+  end
+  redis.call('ZREM', inflight, m)
+end
 
 local function num(v)
   if not v then return 0 end
@@ -126,6 +145,10 @@ for _, field in ipairs({'charged', 'reserved', 't:' .. tenant .. ':c', 't:' .. t
   redis.call('HINCRBY', H, field, cost)
 end
 redis.call('HINCRBY', H, 'calls', 1)
+if rid ~= '' and inflight_ms > 0 then
+  local member = string.format('%d', hstart) .. '|' .. rid .. '|' .. prio .. '|' .. cost .. '|' .. tenant
+  redis.call('ZADD', inflight, now + inflight_ms, member)
+end
 -- served now: still counts as waiting for a moment, in case its next job is right behind
 redis.call('ZADD', backlog, 'XX', 'LT', now + math.min(window, grace), tenant)
 redis.call('PEXPIRE', H, hend - now + HOUR)

@@ -3,7 +3,7 @@
 -- 5 reservation hour start ms, 6 estimate, 7 points to charge, 8 HTTP status,
 -- 9 server remaining (-1 = unknown), 10 server limit (-1 = unknown), 11 near limit '1'/'0',
 -- 12 Retry-After ms (-1 = none), 13 RateLimit-Reason ('' = none), 14 configured quota,
--- 15 pause ms for a 429 without Retry-After.
+-- 15 pause ms for a 429 without Retry-After, 16 reservation id ('' = not tracked).
 -- Returns {charged, external} of the current hour.
 local prefix = ARGV[1]
 local now
@@ -26,6 +26,7 @@ local retry_after = tonumber(ARGV[12])
 local reason = string.lower(ARGV[13])
 local quota = tonumber(ARGV[14])
 local default_pause = tonumber(ARGV[15])
+local rid = ARGV[16] or ''
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local cur = string.format('%d', hstart)
@@ -37,14 +38,25 @@ local function num(v)
   return tonumber(v) or 0
 end
 
+-- A tracked reservation is in flight until settled here, unless the reserve script already
+-- gave its points back (taken for a dead worker's): then "reserved" must not drop twice.
+local in_flight = true
+if rid ~= '' then
+  local member = rstart .. '|' .. rid .. '|' .. prio .. '|' .. string.format('%d', estimate)
+    .. '|' .. tenant
+  in_flight = redis.call('ZREM', prefix .. 'budget:inflight', member) == 1
+end
+
 if redis.call('EXISTS', H) == 1 then
   local delta = charge - estimate
   redis.call('HINCRBY', H, 'charged', delta)
   redis.call('HINCRBY', H, 't:' .. tenant .. ':c', delta)
   redis.call('HINCRBY', H, 'p:' .. prio .. ':c', delta)
-  redis.call('HINCRBY', H, 'reserved', -estimate)
-  redis.call('HINCRBY', H, 't:' .. tenant .. ':r', -estimate)
-  redis.call('HINCRBY', H, 'p:' .. prio .. ':r', -estimate)
+  if in_flight then
+    redis.call('HINCRBY', H, 'reserved', -estimate)
+    redis.call('HINCRBY', H, 't:' .. tenant .. ':r', -estimate)
+    redis.call('HINCRBY', H, 'p:' .. prio .. ':r', -estimate)
+  end
   if rstart == cur then
     redis.call('HINCRBY', H, 'm:' .. string.format('%d', math.floor((now - hstart) / 60000)), delta)
   end
