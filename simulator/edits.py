@@ -162,7 +162,7 @@ def update(ctx: Ctx, kind: str) -> Reply:
     first_publish = item.status == "draft"
     expected = 1 if first_publish else item.current.number + 1
     if number != expected:
-        raise version_conflict(NOUN[kind], item.current.number, number)
+        raise version_conflict(NOUN[kind], item.current.number, number, first_publish=first_publish)
     _duplicate_title(ctx, kind, space.id, title, item.id)
     old_parent = item.parent_id
     if kind == "page":

@@ -54,8 +54,18 @@ def forbidden(title: str = "You do not have permission to perform this action.")
     return ApiError(403, "FORBIDDEN", title)
 
 
-def version_conflict(kind: str, current: int, provided: int | None) -> ApiError:
+def version_conflict(
+    kind: str, current: int, provided: int | None, *, first_publish: bool = False
+) -> ApiError:
     shown = "" if provided is None else str(provided)
+    if first_publish:
+        # A draft never published: its first version is 1 (the exact text is not published).
+        return ApiError(
+            409,
+            "CONFLICT",
+            f"Version number must be 1 when publishing a {kind} for the first time. "
+            f"Provided version: [{shown}]",
+        )
     return ApiError(
         409,
         "CONFLICT",

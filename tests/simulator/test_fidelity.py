@@ -116,15 +116,18 @@ async def test_draft_lifecycle(client: httpx.AsyncClient, space: dict[str, Any])
     other = await client.post("/_sim/users", json={"email": "bob@example.com"})
     as_bob = {"Authorization": basic("bob@example.com", other.json()["apiToken"])}
     assert (await client.get(f"{V2}/pages/{page_id}", headers=as_bob)).status_code == 404
+    publish = {
+        "id": page_id,
+        "status": "current",
+        "title": "Now live",
+        "body": STORAGE,
+        "version": {"number": 2},
+    }
+    early = await client.put(f"{V2}/pages/{page_id}", json=publish)
+    assert early.status_code == 409  # a first publish is version 1, and the error says so
+    assert "must be 1 when publishing" in early.json()["errors"][0]["title"]
     published = await client.put(
-        f"{V2}/pages/{page_id}",
-        json={
-            "id": page_id,
-            "status": "current",
-            "title": "Now live",
-            "body": STORAGE,
-            "version": {"number": 1},
-        },
+        f"{V2}/pages/{page_id}", json={**publish, "version": {"number": 1}}
     )
     assert published.status_code == 200
     assert published.json()["status"] == "current" and published.json()["version"]["number"] == 1
