@@ -11,6 +11,7 @@ BODY_FORMATS_SINGLE = (
     "atlas_doc_format",
     "view",
     "export_view",
+    "anonymous_export_view",
     "styled_view",
     "editor",
 )

@@ -395,3 +395,17 @@ async def test_bodies_that_are_not_json_are_415(
     assert plain.json()["errors"][0]["code"] == "UNSUPPORTED_MEDIA_TYPE"
     ok = await client.put(f"{V2}/pages/{page['id']}", json=body)
     assert ok.status_code == 200
+
+
+async def test_every_single_body_format_of_the_spec_is_accepted(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    """``PrimaryBodyRepresentationSingle``: what a single page read may ask for."""
+    page = await make_page(client, space["id"], "Formats")
+    formats = ("storage", "atlas_doc_format", "view", "export_view", "anonymous_export_view")
+    for wanted in (*formats, "styled_view", "editor"):
+        read = await client.get(f"{V2}/pages/{page['id']}", params={"body-format": wanted})
+        assert read.status_code == 200, (wanted, read.text)
+        assert read.json()["body"][wanted]["representation"] == wanted
+    bogus = await client.get(f"{V2}/pages/{page['id']}", params={"body-format": "wiki"})
+    assert bogus.status_code == 400
