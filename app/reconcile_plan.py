@@ -26,12 +26,15 @@ def minutes_back(now_ms: int, moment_ms: int) -> int:
     return max(1, math.ceil((now_ms - moment_ms) / MINUTE_MS))
 
 
-def window_start(watermark_ms: int | None, first_ms: int, overlap_seconds: float) -> int:
-    """Where a new sweep starts: the watermark minus the overlap, or before any sweep
-    ``first_ms`` itself (the install: what changed before it was never ours to react to)."""
+def window_start(
+    watermark_ms: int | None, first_ms: int, overlap_seconds: float, installed_ms: int = 0
+) -> int:
+    """Where a new sweep starts: the watermark minus the overlap (``first_ms`` itself before
+    any sweep), never before ``installed_ms``: what changed before the install was never ours
+    to react to (an early sweep's overlap would otherwise reach back past it)."""
     if watermark_ms is None:
         return first_ms
-    return watermark_ms - int(overlap_seconds * 1000)
+    return max(installed_ms, watermark_ms - int(overlap_seconds * 1000))
 
 
 def build_cql(

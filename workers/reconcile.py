@@ -63,10 +63,12 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A tenant to sweep; ``first_ms`` starts its first window (no watermark yet)."""
+    """A tenant to sweep; ``first_ms`` starts its first window (no watermark yet), and no
+    window reaches back before ``installed_ms``."""
 
     tenant: str
     first_ms: int
+    installed_ms: int = 0
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Sweeper:
         if since_ms is None:
             watermark = await self.state.watermark(target.tenant)
             overlap = self.settings.reconcile_overlap_seconds
-            since_ms = window_start(watermark, target.first_ms, overlap)
+            since_ms = window_start(watermark, target.first_ms, overlap, target.installed_ms)
         progress = Progress(since=since_ms, started=self._now(), runs=1)
         await self.state.save_progress(slot, target.tenant, progress)
         return progress

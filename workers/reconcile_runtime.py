@@ -54,11 +54,11 @@ class Runtime:
         for row in await self.tenants.list_public():
             if row.get("status") in ACTIVE_STATUSES:
                 installed = int(float(row.get("installed_at") or 0) * 1000)
-                found.append(Target(str(row["client_key"]), max(floor, installed)))
+                found.append(Target(str(row["client_key"]), max(floor, installed), installed))
         for item in await self.installations.list(limit=10_000):
             if item.status == STATUS_ACTIVE and item.tenant.startswith("forge:"):
                 installed = (item.installed_at or item.first_seen) * 1000
-                found.append(Target(item.tenant, max(floor, installed)))
+                found.append(Target(item.tenant, max(floor, installed), installed))
         return found
 
     async def due(self, target: Target) -> bool:

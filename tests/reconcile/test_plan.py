@@ -32,6 +32,10 @@ def test_window_starts_at_the_watermark_minus_the_overlap() -> None:
     assert window_start(NOW - 600_000, NOW - 86_400_000, 120) == NOW - 720_000
     # before any sweep, the first window starts at the given first moment
     assert window_start(None, NOW - 3_600_000, 120) == NOW - 3_600_000  # not before install
+    # a second sweep soon after the install: its overlap stops at the install too
+    assert window_start(NOW - 60_000, NOW - 90_000, 300, NOW - 90_000) == NOW - 90_000
+    # long installed: the overlap reaches back as usual, however old the watermark
+    assert window_start(NOW - 86_400_000 * 3, NOW - 86_400_000, 300, 0) == NOW - 259_500_000
 
 
 def test_minutes_back_rounds_up_and_is_at_least_one() -> None:

@@ -258,9 +258,15 @@ async def test_the_first_sweep_leaves_what_changed_before_the_install(
     await stack.drain()
     async with runtime(redis, stack.settings) as rt:
         (target,) = [t for t in await rt.targets() if t.tenant == stack.tenant]
-        report = await rt.sweeper.run(dataclasses.replace(target, first_ms=installed_ms))
-    assert report.complete
+        target = dataclasses.replace(target, first_ms=installed_ms, installed_ms=installed_ms)
+        report = await rt.sweeper.run(target)
+        assert report.complete
+        # the next sweep soon after: its overlap stops at the install as well
+        state = ReconcileState(redis, stack.settings.redis_prefix)
+        await state.set_watermark(stack.tenant, installed_ms + 10_000)  # overlap: 60 s
+        again = await rt.sweeper.run(target)
+    assert again.complete
     recorder = Recorder()
     await drain_queue(recorder)
-    swept = {e.content_id for e in recorder.events if e.source == "reconcile"}
-    assert swept == {after}, (before, swept)
+    swept = [e.content_id for e in recorder.events if e.source == "reconcile"]
+    assert swept == [after], (before, swept)
