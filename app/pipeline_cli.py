@@ -95,9 +95,28 @@ async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -
     return 0
 
 
-async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+def non_empty(text: str) -> str:
+    """A filter value: an empty one would silently mean "no filter"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _selection_problem(args: argparse.Namespace) -> str | None:
+    """Why a retry/discard selection is refused, or None: ids, or --all (with filters)."""
+    if args.all and args.event_ids:
+        return "name event ids or use --all, not both"
     if not args.all and not args.event_ids:
-        print("reactor: name event ids, or --all", file=sys.stderr)
+        return "name event ids, or --all"
+    if not args.all and (args.tenant or args.type):
+        return "--tenant and --type narrow --all; with ids, name the ids only"
+    return None
+
+
+async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
+    problem = _selection_problem(args)
+    if problem is not None:
+        print(f"reactor: {problem}", file=sys.stderr)
         return 2
     from app.dlq import DeadLetters, Filter
 
@@ -114,8 +133,9 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
 
 
 async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
-    if not args.all and not args.event_ids:
-        print("reactor: name event ids, or --all", file=sys.stderr)
+    problem = _selection_problem(args)
+    if problem is not None:
+        print(f"reactor: {problem}", file=sys.stderr)
         return 2
     from app.dlq import DeadLetters, Filter
 
@@ -238,8 +258,12 @@ def register(sub: Any) -> None:
     actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
 
     def filters(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--tenant", default=None, help="only this tenant's events")
-        parser.add_argument("--type", default=None, help="only this event type (page.updated)")
+        parser.add_argument(
+            "--tenant", type=non_empty, default=None, help="only this tenant's events"
+        )
+        parser.add_argument(
+            "--type", type=non_empty, default=None, help="only this event type (page.updated)"
+        )
 
     listing = actions.add_parser("list", help="dead events, newest first")
     filters(listing)

@@ -163,19 +163,19 @@ def _action_request(body: dict[str, Any]) -> tuple[str, list[str], Filter | None
     everything = body.get("all", False)
     if not isinstance(everything, bool):
         return "all must be true or false"
-    filters = {key: body.get(key) for key in ("tenant", "type")}
+    filters = {key: body.get(key) for key in ("tenant", "type") if key in body}
     for key, value in filters.items():
-        if value is not None and (not isinstance(value, str) or not value):
+        if not isinstance(value, str) or not value:  # null included: never "no filter"
             return f"{key} must be a non-empty string"
-    if everything and ids:
+    if everything and "ids" in body:
         return 'send either ids or {"all": true}, not both'
     if not everything:
-        if any(value is not None for value in filters.values()):
+        if filters:
             return 'tenant and type filter {"all": true}; with ids, name the ids only'
         if not ids:
             return 'name the ids, or send {"all": true}'
         return "selected", list(dict.fromkeys(ids)), None
-    return "all", [], Filter(tenant=filters["tenant"], type=filters["type"])
+    return "all", [], Filter(tenant=filters.get("tenant"), type=filters.get("type"))
 
 
 async def _dead_action(request: Request, action: str) -> Response:

@@ -351,6 +351,8 @@ async def test_source_of_an_event_stored_in_another_key_order(
     "body",
     [
         {"ids": ["x"], "all": True},  # both: never read as "everything"
+        {"ids": [], "all": True},
+        {"all": True, "tenant": None},  # null is no filter to guess at
         {"all": True, "tenant": ""},
         {"all": "yes"},
         {"ids": ["x"], "tenant": "site-a"},  # filters narrow "all" only

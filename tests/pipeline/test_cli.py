@@ -174,6 +174,25 @@ async def test_dlq_discard_names_an_id_that_is_not_dead(
     assert alone.stderr.strip() == "reactor: nope is not in the dead-letter store"
 
 
+async def test_dlq_actions_refuse_selections_they_would_have_to_guess_at(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    """Ids with --all, an empty filter, filters with ids: refused (exit 2), nothing touched."""
+    mine, other = make_event(), make_event(tenant="site-b", content_id="2002")
+    for event in (mine, other):
+        await kill(redis, settings, event, "boom")
+    for argv in (
+        ("dlq", "discard", mine.id, "--all"),
+        ("dlq", "discard", "--all", "--tenant", ""),
+        ("dlq", "retry", mine.id, "--tenant", "site-a"),
+    ):
+        refused = await reactor(*argv)
+        assert refused.returncode == 2, (argv, refused.stdout, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    dead = await redis.zrange(f"{settings.redis_prefix}dlq", 0, -1)
+    assert sorted(d.decode() for d in dead) == sorted([mine.id, other.id])
+
+
 @pytest.mark.parametrize(
     "args",
     [
