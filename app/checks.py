@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import redis as redis_conn
@@ -25,6 +26,7 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return problems + exc.problems, facts
     try:
         info = await asyncio.wait_for(client.info(), timeout=3.0)
+        fsync = await _appendfsync(client) if int(info.get("aof_enabled", 0)) == 1 else None
     except (RedisError, OSError, TimeoutError) as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         problems.append(
@@ -40,7 +42,6 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
         problems.append(f"redis: version {version} is older than {'.'.join(map(str, MIN_REDIS))}")
     if int(info.get("aof_enabled", 0)) == 1:
         facts.append("redis persistence: append-only file")
-        fsync = await _appendfsync(settings.redis_url)
         if fsync == "no":
             problems.append(
                 "redis persistence: appendfsync is 'no' (the OS decides when to write); "
@@ -56,14 +57,11 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
     return problems, facts
 
 
-async def _appendfsync(url: str) -> str | None:
+async def _appendfsync(client: Redis) -> str | None:
     """The server's ``appendfsync`` policy; None where CONFIG is not allowed (managed Redis)."""
-    client = redis_conn.connect(url, socket_timeout=2.0)
     try:
         reply = await asyncio.wait_for(client.config_get("appendfsync"), timeout=3.0)
     except (RedisError, OSError, TimeoutError):
         return None
-    finally:
-        await client.aclose()
     value = reply.get("appendfsync") if isinstance(reply, dict) else None
     return value.decode() if isinstance(value, bytes) else value

@@ -44,12 +44,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number above 0 (timeouts, time scales)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (timeouts, time scales)."""
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
     return value
@@ -57,10 +61,7 @@ def positive_float(text: str) -> float:
 
 def activity_interval(text: str) -> float:
     """Seconds between demo activities: 0 (none) or at least 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not math.isfinite(value) or not (value == 0 or value >= 1):
         raise argparse.ArgumentTypeError(f"must be 0 (none) or at least 1 second, not {text}")
     return value

@@ -42,12 +42,17 @@ log = structlog.get_logger("reactor.ingest")
 REDIS_FAILURES = frozenset({"queue_unavailable", "tenant_store_unavailable"})
 
 
-def check_media_type(content_type: str | bytes | None) -> None:
-    """JSON bodies only: ``application/json`` or any ``+json`` type, parameters ignored."""
+def media_type(content_type: str | bytes | None) -> str:
+    """The media type of a ``Content-Type`` value, parameters dropped, lower case."""
     if isinstance(content_type, bytes):
         content_type = content_type.decode("latin-1")
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_media_type(content_type: str | bytes | None) -> None:
+    """JSON bodies only: ``application/json`` or any ``+json`` type, parameters ignored."""
+    kind = media_type(content_type)
+    if kind != "application/json" and not kind.endswith("+json"):
         raise UnsupportedMediaType("the body must be application/json")
 
 

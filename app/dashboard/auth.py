@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.errors import IngestError, UnsupportedMediaType
-from app.ingest import read_body
+from app.ingest import media_type, read_body
 from app.settings import Settings
 from app.web.responses import error_response, refusal_response
 
@@ -165,9 +165,7 @@ async def read_form(request: Request) -> dict[str, list[str]]:
     when the declared length is over :data:`MAX_FORM_BYTES`, before reading, or as soon as the
     streamed body passes it.
     """
-    declared = request.headers.get("content-type")
-    media_type = (declared or FORM_MEDIA_TYPE).split(";", 1)[0].strip().lower()
-    if media_type != FORM_MEDIA_TYPE:
+    if media_type(request.headers.get("content-type") or FORM_MEDIA_TYPE) != FORM_MEDIA_TYPE:
         raise UnsupportedMediaType(f"the form must be sent as {FORM_MEDIA_TYPE}")
     body = await read_body(request, MAX_FORM_BYTES)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
