@@ -73,6 +73,11 @@ def forge_tenant(cloud_id: str) -> str:
     return f"{FORGE_TENANT_PREFIX}{cloud_id}"
 
 
+def is_forge_tenant(tenant: str) -> bool:
+    """Whether ``tenant`` is a site known only through Forge (else a Connect clientKey)."""
+    return tenant.startswith(FORGE_TENANT_PREFIX)
+
+
 class InstallationStore:
     """Registry of Forge installations and their encrypted app system tokens."""
 
@@ -226,7 +231,7 @@ async def require_system_token(
     Forge installation). The wait ends when an event or the hourly trigger brings a token.
     """
     installation_id = await store.installation_for_tenant(tenant)
-    if installation_id is None and not tenant.startswith(FORGE_TENANT_PREFIX):
+    if installation_id is None and not is_forge_tenant(tenant):
         # Not a Forge tenant and nothing installed under this clientKey: no token will ever
         # come. Dead-lettered (replayable once the site installs the app), never deferred.
         raise PermanentFailure(

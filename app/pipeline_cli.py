@@ -204,10 +204,10 @@ async def tenant_problem(redis: Redis, settings: Settings, tenant: str) -> str |
     """
 
     from app.crypto import SecretBox
-    from app.installations import InstallationStore
+    from app.installations import InstallationStore, is_forge_tenant
     from app.tenants import ACTIVE_STATUSES, TenantStore
 
-    if not tenant.startswith("forge:"):
+    if not is_forge_tenant(tenant):
         found = await TenantStore(redis, settings).get_public(tenant)  # no secret decrypted
         if found is not None:
             status = found.status

@@ -24,7 +24,7 @@ from app.confluence.site import Site
 from app.crypto import SecretBox
 from app.errors import PermanentFailure
 from app.eventlog import Writes
-from app.installations import InstallationStore, require_system_token
+from app.installations import InstallationStore, is_forge_tenant, require_system_token
 from app.settings import Settings
 from app.tenants import TenantStore
 from workers.client_ops import ClientOps
@@ -61,7 +61,7 @@ class TenantClients:
         self.budget = budget
 
     async def site(self, tenant_id: str) -> Site:
-        tenant = None if tenant_id.startswith("forge:") else await self.tenants.get(tenant_id)
+        tenant = None if is_forge_tenant(tenant_id) else await self.tenants.get(tenant_id)
         if tenant is not None:
             if not tenant.active:
                 raise PermanentFailure(f"tenant {tenant_id} is {tenant.status}")

@@ -23,7 +23,7 @@ from app.budget.hook import BudgetHook, Priority
 from app.budget.redis_budget import RedisBudget
 from app.confluence.client import new_http_client
 from app.crypto import SecretBox
-from app.installations import STATUS_ACTIVE, InstallationStore
+from app.installations import STATUS_ACTIVE, InstallationStore, is_forge_tenant
 from app.queue import EventQueue
 from app.reconcile_state import ReconcileState
 from app.settings import Settings
@@ -56,7 +56,7 @@ class Runtime:
                 installed = int(float(row.get("installed_at") or 0) * 1000)
                 found.append(Target(str(row["client_key"]), max(floor, installed), installed))
         for item in await self.installations.list(limit=10_000):
-            if item.status == STATUS_ACTIVE and item.tenant.startswith("forge:"):
+            if item.status == STATUS_ACTIVE and is_forge_tenant(item.tenant):
                 installed = (item.installed_at or item.first_seen) * 1000
                 found.append(Target(item.tenant, max(floor, installed), installed))
         return found

@@ -40,7 +40,7 @@ from app.errors import (
     QueueUnavailable,
     VerificationError,
 )
-from app.installations import InstallationStore, SystemToken, forge_tenant
+from app.installations import InstallationStore, SystemToken, forge_tenant, is_forge_tenant
 from app.jwks import JwksClient
 from app.settings import Settings
 from app.tenants import TenantStore
@@ -112,7 +112,7 @@ async def _accept(
     tenant = await _stored(
         request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
     )
-    if not tenant.startswith("forge:"):
+    if not is_forge_tenant(tenant):
         tenant = await _linked_tenant(request, tenant, invocation, event=event)
     await _stored(request, store.register(invocation, tenant))
     system = request.headers.get("x-forge-oauth-system", "").strip()
