@@ -6,6 +6,7 @@ its reason and the clientKey it claimed, never the token.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from app.atlassian.connect_jwt import (
     read_unverified_issuer,
     verify_connect_token,
 )
+from app.atlassian.verified_tokens import VerifiedTokens
 from app.errors import VerificationError
 from app.ingest import check_media_type, parse_json, read_body
 from app.settings import Settings
@@ -70,12 +72,30 @@ async def verify_request(
     method: str,
     target: str,
     allow_inactive: bool = False,
+    verified: VerifiedTokens | None = None,
 ) -> tuple[Tenant, ConnectClaims]:
     """Verify a tenant-signed (HS256) token for ``method`` on the raw ``target``.
 
     The token is decoded once; the tenant (and its secret) comes from the store's in-memory
     cache. Signature, ``exp``/``iat``, ``qsh`` and then the tenant's status are all checked.
+    With ``verified``, a token already verified for this target is taken from there (its time
+    window and the tenant's current secret checked again), and a newly verified one is added.
     """
+    if verified is not None:
+        issuer = verified.issuer(token, method, target)
+        if issuer is not None:
+            tenant = await tenants.get(issuer)
+            if tenant is not None:
+                claims = verified.claims(
+                    token,
+                    method,
+                    target,
+                    secret=tenant.shared_secret,
+                    now=int(time.time()),
+                    leeway=settings.jwt_leeway_seconds,
+                )
+                if claims is not None:
+                    return _active(tenant, allow_inactive), claims
     parsed = parse_token(token)
     tenant = await tenants.get(read_unverified_issuer(parsed))
     claims = verify_connect_token(
@@ -89,11 +109,18 @@ async def verify_request(
         leeway=settings.jwt_leeway_seconds,
     )
     assert tenant is not None
+    if verified is not None:
+        verified.remember(token, method, target, secret=tenant.shared_secret, claims=claims)
+    return _active(tenant, allow_inactive), claims
+
+
+def _active(tenant: Tenant, allow_inactive: bool) -> Tenant:
+    """``tenant`` if its status lets it in (or ``allow_inactive``), else the refusal."""
     if not allow_inactive and tenant.status == "uninstalled":
         raise UninstalledTenant("the app is uninstalled on this site", tenant=tenant.client_key)
     if not allow_inactive and tenant.status == "disabled":
         raise DisabledTenant("the app is disabled on this site", tenant=tenant.client_key)
-    return tenant, claims
+    return tenant
 
 
 async def authenticate(

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from app import ingest
 from app.atlassian.connect_jwt import extract_token
 from app.atlassian.events import CONNECT_EVENTS, from_connect
+from app.atlassian.verified_tokens import VerifiedTokens
 from app.descriptor import build_descriptor
 from app.errors import IngestError, VerificationError
 from app.queue import EventQueue
@@ -128,13 +129,14 @@ class WebhookContext:
     (:class:`app.main.ReactorApp`) drops its context when its lifespan starts and ends.
     """
 
-    __slots__ = ("counted", "queue", "settings", "tenants")
+    __slots__ = ("counted", "queue", "settings", "tenants", "verified")
 
     def __init__(self, state: Any) -> None:
         self.settings: Settings = state.settings
         self.tenants: TenantStore = state.tenants
         self.queue: EventQueue = state.queue
         self.counted = ingest.counters(state, "connect")
+        self.verified = VerifiedTokens()
 
 
 async def _ingest(
@@ -153,7 +155,12 @@ async def _ingest(
     token = extract_token(authorization, scope["query_string"].decode("latin-1"))
     method = scope["method"]
     tenant, _ = await verify_request(
-        settings, hot.tenants, token=token, method=method, target=raw_target(scope)
+        settings,
+        hot.tenants,
+        token=token,
+        method=method,
+        target=raw_target(scope),
+        verified=hot.verified,
     )
     if method != "POST":
         return 405, "method_not_allowed", "webhooks are POST only"

@@ -1,0 +1,94 @@
+"""Connect tokens already verified for one request target, remembered until they expire. Pure.
+
+Confluence signs each webhook with a fresh token, but the claims of a webhook token are its
+tenant (``iss``), the second it was signed (``iat``, ``exp``), the request it is bound to (``qsh``:
+method, path and query) and the acting user (``sub``). Webhooks of one event type signed for one
+tenant within the same second carry the very same token, and a burst of changes on a busy site is
+made of such webhooks. A token's signature and claims do not change with time: once verified for
+a target, the same string on the same target needs only what does change, checked again on
+every hit:
+
+* the time window (``exp``, ``iat``, ``nbf`` with the leeway), against the current time;
+* the tenant's current shared secret, which must be the one the token was verified with (a
+  reinstall that replaced it makes the entry useless);
+* the tenant's status, which the caller checks after every verification, cached or not.
+
+Anything else (a different target, a secret that changed, a window that closed) is a miss, and
+the token goes through :func:`~app.atlassian.connect_jwt.verify_connect_token` again, which
+raises the precise refusal. Only tokens that passed it are remembered, keyed by their whole
+string: nothing about an unverified token is ever trusted. The memory is bounded (oldest entry
+out first).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from app.atlassian.connect_jwt import ConnectClaims
+
+DEFAULT_CAPACITY = 4096
+
+
+class _Entry(NamedTuple):
+    secret: str
+    claims: ConnectClaims
+    not_before: int | None
+
+
+class VerifiedTokens:
+    """A bounded map of (token, method, target) to the claims it was verified to carry."""
+
+    __slots__ = ("_entries", "capacity")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._entries: dict[tuple[str, str, str], _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def issuer(self, token: str, method: str, target: str) -> str | None:
+        """The tenant a remembered token was verified for, else None (look its secret up)."""
+        entry = self._entries.get((token, method, target))
+        return None if entry is None else entry.claims.issuer
+
+    def claims(
+        self, token: str, method: str, target: str, *, secret: str, now: int, leeway: int
+    ) -> ConnectClaims | None:
+        """The claims of a token verified before for this target, if they still hold now.
+
+        ``secret`` is the tenant's shared secret as it is now. A remembered token that no
+        longer holds (expired, secret replaced) is forgotten and None is returned: the caller
+        verifies it in full, which says why it is refused.
+        """
+        key = (token, method, target)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        claims = entry.claims
+        if (
+            entry.secret != secret
+            or now >= claims.expires_at + leeway
+            or claims.issued_at > now + leeway
+            or (entry.not_before is not None and entry.not_before > now + leeway)
+        ):
+            del self._entries[key]
+            return None
+        return claims
+
+    def remember(
+        self, token: str, method: str, target: str, *, secret: str, claims: ConnectClaims
+    ) -> None:
+        """Record a token that :func:`verify_connect_token` accepted for this target."""
+        entries = self._entries
+        key = (token, method, target)
+        if key not in entries and len(entries) >= self.capacity:
+            del entries[next(iter(entries))]
+        # verify_connect_token checked that ``nbf``, if present, is a number.
+        not_before = claims.raw.get("nbf")
+        entries[key] = _Entry(secret, claims, None if not_before is None else int(not_before))
+
+    def clear(self) -> None:
+        self._entries.clear()
