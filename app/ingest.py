@@ -204,15 +204,25 @@ async def store(
     if counted is not None:
         counted.accepted.inc()
     message = f"{what} stored" if created else f"duplicate {what}"
-    fields = {
-        "event_id": event.id,
-        "tenant": event.tenant,
-        "type": event.type,
-        "source": event.source,
-        "content_id": event.content_id,
-    }
     if logger is None and not context:
-        info_line(log, message, **fields)  # the hot path: this module's logger, no extra fields
+        # The hot path: this module's logger, no extra fields.
+        info_line(
+            log,
+            message,
+            event_id=event.id,
+            tenant=event.tenant,
+            type=event.type,
+            source=event.source,
+            content_id=event.content_id,
+        )
     else:
-        (logger or log).info(message, **fields, **context)
+        (logger or log).info(
+            message,
+            event_id=event.id,
+            tenant=event.tenant,
+            type=event.type,
+            source=event.source,
+            content_id=event.content_id,
+            **context,
+        )
     return created

@@ -24,6 +24,7 @@ from typing import Any, TextIO, cast
 
 import orjson
 import structlog
+from structlog.contextvars import merge_contextvars
 
 from app.masking import is_secret_key
 
@@ -53,21 +54,26 @@ class JsonLine:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        # Keys already found not to name a secret: a set lookup instead of the memoised check.
+        self._plain: set[str] = set()
 
     def _timestamp(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return f"{self._prefix}.{micros:06d}Z"
 
     def __call__(self, _: Any, method: str, event_dict: MutableMapping[str, Any]) -> bytes:
         event_dict["level"] = "warning" if method == "warn" else method
         event_dict["timestamp"] = self._timestamp()
+        plain = self._plain
         for key in event_dict:
-            if is_secret_key(key):
-                event_dict[key] = LOG_MASK
+            if key not in plain:
+                if is_secret_key(key):
+                    event_dict[key] = LOG_MASK
+                elif isinstance(key, str) and len(plain) < 4096:
+                    plain.add(key)
         try:
             return orjson.dumps(event_dict, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
         except TypeError:  # integers beyond 64 bits and the like: the standard codec takes them
@@ -141,36 +147,40 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-# What configure_logging set up for JSON lines at info level: factory, wrapper class, renderer.
-_json_info: tuple[Any, Any, JsonLine, LineWriter] | None = None
+# What configure_logging set up for JSON lines at info level: factory, wrapper class,
+# processors (the list itself), renderer and writer.
+_json_info: tuple[Any, Any, list[Any], JsonLine, LineWriter] | None = None
 
 
 def info_line(logger: Any, event: str, **fields: Any) -> None:
     """``logger.info(event, **fields)`` for a logger that has no bound context.
 
-    While the JSON format configured here is in force, the line goes through the configured
-    processors to the same writer, without structlog's per-call wrapping (the ingest hot path:
-    one line per event). Under any other configuration (console, a test capturing logs) it is
-    ``logger.info``.
+    While the JSON format configured here is in force, the line is rendered as its processors
+    would render it (context variables merged, level, time, secrets masked) and handed to the
+    same writer, without structlog's per-call wrapping or the processors that have nothing to
+    do (the ingest hot path: one line per event). Under any other configuration (console, a
+    test capturing logs) it is ``logger.info``.
     """
     ours = _json_info
     if ours is not None:
         config = structlog.get_config()
         processors = config["processors"]
         if (
-            config["logger_factory"] is ours[0]
+            processors is ours[2]
+            and config["logger_factory"] is ours[0]
             and config["wrapper_class"] is ours[1]
-            and processors
-            and processors[-1] is ours[2]
+            # structlog.testing.capture_logs swaps the list's contents in place
+            and len(processors) == 3
+            and processors[2] is ours[3]
+            and processors[0] is merge_contextvars
+            and processors[1] is structlog.processors.format_exc_info
         ):
-            writer = ours[3]
-            event_dict: Any = {**fields, "event": event}  # structlog's order
-            try:
-                for processor in processors:
-                    event_dict = processor(writer, "info", event_dict)
-            except structlog.DropEvent:
-                return
-            writer.info(event_dict)
+            writer = ours[4]
+            fields["event"] = event  # last, as structlog orders it
+            merge_contextvars(writer, "info", fields)
+            if "exc_info" in fields:
+                structlog.processors.format_exc_info(writer, "info", fields)
+            writer.info(ours[3](writer, "info", fields))
             return
     logger.info(event, **fields)
 
@@ -181,7 +191,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     numeric = logging.getLevelName(level.upper())
     _json_info = None
     wrapper = structlog.make_filtering_bound_logger(numeric)
-    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    processors: list[Any] = [merge_contextvars]
     stream = getattr(sys.stderr, "buffer", None)
     factory: Any
     if fmt == "json" and stream is not None:
@@ -190,7 +200,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         writer = LineWriter()
         factory = lambda *args: writer  # noqa: E731 - one writer: every logger's lines in order
         if numeric <= logging.INFO:
-            _json_info = (factory, wrapper, renderer, writer)
+            _json_info = (factory, wrapper, processors, renderer, writer)
     else:
         processors += [
             structlog.processors.add_log_level,
