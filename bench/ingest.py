@@ -132,13 +132,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def throughput(
-    port: int, token: str, label: str, args: argparse.Namespace, work: Path
+    port: int, tokens: loadgen.Tokens, label: str, args: argparse.Namespace, work: Path
 ) -> loadgen.Throughput:
     if loadgen.have_wrk():
         url = f"http://127.0.0.1:{port}"
-        return loadgen.run_wrk(url, token, label, args.seconds, args.connections, work)
+        return loadgen.run_wrk(url, tokens, label, args.seconds, args.connections, work)
     return asyncio.run(
-        loadgen.closed_loop("127.0.0.1", port, token, label, args.seconds, args.connections)
+        loadgen.closed_loop("127.0.0.1", port, tokens, label, args.seconds, args.connections)
     )
 
 
@@ -167,8 +167,13 @@ def run(
     }
     settings = Settings(**fields)
     asyncio.run(install_tenant(settings, secret))
-    token = encode_connect_token(
-        issuer=CLIENT_KEY, secret=secret, method="POST", url=loadgen.PATH, lifetime=3600
+    # Signed as Confluence signs webhooks: one token per second, valid for 180 s.
+    length = (args.rounds * 2 + 3) * args.seconds + 60  # generous: server starts, slow rounds
+    tokens = loadgen.Tokens(
+        lambda second: encode_connect_token(
+            issuer=CLIENT_KEY, secret=secret, method="POST", url=loadgen.PATH, now=second
+        ),
+        length,
     )
     reactor_rounds: list[loadgen.Throughput] = []
     bare_rounds: list[loadgen.Throughput] = []
@@ -178,27 +183,27 @@ def run(
             uvicorn(TARGETS[args.target], reactor_port, env, factory=True) as reactor_pid,
             uvicorn("bench.bare:app", bare_port, env, factory=False) as bare_pid,
         ):
-            warm = throughput(reactor_port, token, "warm", args, work)
+            warm = throughput(reactor_port, tokens, "warm", args, work)
             acked += warm.requests - warm.non_2xx
             cpu = {"bare": 0.0, "reactor": 0.0, "redis": 0.0}
             for n in range(args.rounds):
                 before = cpu_seconds(bare_pid)
-                bare_rounds.append(throughput(bare_port, token, f"b{n}", args, work))
+                bare_rounds.append(throughput(bare_port, tokens, f"b{n}", args, work))
                 cpu["bare"] += cpu_seconds(bare_pid) - before
                 before = cpu_seconds(reactor_pid)
                 redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
-                result = throughput(reactor_port, token, f"r{n}", args, work)
+                result = throughput(reactor_port, tokens, f"r{n}", args, work)
                 cpu["reactor"] += cpu_seconds(reactor_pid) - before
                 if redis_pid:
                     cpu["redis"] += cpu_seconds(redis_pid) - redis_before
                 reactor_rounds.append(result)
             latencies, ok, other = asyncio.run(
-                loadgen.open_loop("127.0.0.1", reactor_port, token, "lat", 1000, args.seconds)
+                loadgen.open_loop("127.0.0.1", reactor_port, tokens, "lat", 1000, args.seconds)
             )
             # The same open loop against the bare endpoint: the tail the machine and the load
             # generator add on their own, next to the real app's.
             bare_latencies, _, _ = asyncio.run(
-                loadgen.open_loop("127.0.0.1", bare_port, token, "blat", 1000, args.seconds)
+                loadgen.open_loop("127.0.0.1", bare_port, tokens, "blat", 1000, args.seconds)
             )
         stored = asyncio.run(stored_events(settings))
         # wrk counts answered requests only; one cut off at the end may be stored unanswered.

@@ -2,6 +2,10 @@
 
 Every request is a validly signed Connect ``page_updated`` webhook of a distinct page, so no
 two requests are duplicates: the token covers method and path (the qsh), the body varies.
+Tokens are signed as Confluence signs webhooks: ``iat`` is the second of sending and ``exp``
+180 s later, so every webhook of one second carries that second's token (:class:`Tokens`,
+signed ahead for the whole run). The app verifies the first webhook of each second in full
+and finds the rest in its verified-token cache, as it would under a real burst.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +38,45 @@ function setup(thread)
   thread:set("tid", threads)
 end
 function init(args)
-  token, label, counter = args[1], args[2], 0
-  headers = {["Content-Type"] = "application/json", ["Authorization"] = "JWT " .. token}
+  label, counter, first, tokens, headers = args[1], 0, nil, {}, {}
+  for line in io.lines(args[2]) do
+    local second, token = line:match("^(%%d+) (.+)$")
+    first = first or tonumber(second)
+    tokens[#tokens + 1] = token
+  end
 end
 function request()
   counter = counter + 1
+  local i = math.max(1, math.min(#tokens, os.time() - first + 1))
+  if headers[i] == nil then
+    headers[i] = {["Content-Type"] = "application/json", ["Authorization"] = "JWT " .. tokens[i]}
+  end
   local id = label .. "-" .. tid .. "-" .. counter
-  return wrk.format("POST", "%(path)s", headers, string.format('%(body)s', id, id, id))
+  return wrk.format("POST", "%(path)s", headers[i], string.format('%(body)s', id, id, id))
 end
 """
+
+
+Signer = Callable[[int], str]
+"""Signs the webhook token of one second (its ``iat``)."""
+
+
+class Tokens:
+    """Webhook tokens of consecutive seconds, signed ahead: :meth:`now` is this second's."""
+
+    def __init__(self, sign: Signer, seconds: float, *, start: int | None = None) -> None:
+        self.first = int(time.time()) - 1 if start is None else start
+        self.tokens = [sign(self.first + i) for i in range(int(seconds) + 3)]
+
+    def now(self) -> str:
+        index = int(time.time()) - self.first
+        return self.tokens[max(0, min(len(self.tokens) - 1, index))]
+
+    def write(self, path: Path) -> Path:
+        """One ``<second> <token>`` line per second, as the wrk script reads them."""
+        lines = (f"{self.first + i} {token}" for i, token in enumerate(self.tokens))
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
 
 @dataclass
@@ -57,10 +92,11 @@ def have_wrk() -> bool:
 
 
 def run_wrk(
-    url: str, token: str, label: str, seconds: float, connections: int, workdir: Path
+    url: str, tokens: Tokens, label: str, seconds: float, connections: int, workdir: Path
 ) -> Throughput:
     script = workdir / "webhook.lua"
     script.write_text(WRK_SCRIPT % {"path": PATH, "body": BODY})
+    signed = tokens.write(workdir / "tokens.txt")
     out = subprocess.run(
         [
             "wrk",
@@ -73,8 +109,8 @@ def run_wrk(
             str(script),
             url,
             "--",
-            token,
             label,
+            str(signed),
         ],
         capture_output=True,
         text=True,
@@ -110,7 +146,7 @@ async def _exchange(
 
 
 async def closed_loop(
-    host: str, port: int, token: str, label: str, seconds: float, connections: int
+    host: str, port: int, tokens: Tokens, label: str, seconds: float, connections: int
 ) -> Throughput:
     """Fallback throughput driver when wrk is missing (it costs the server CPU; prefer wrk)."""
     stop = time.monotonic() + seconds
@@ -121,7 +157,8 @@ async def closed_loop(
         i = 0
         while time.monotonic() < stop:
             i += 1
-            status = await _exchange(reader, writer, request_bytes(host, token, f"{label}-{n}-{i}"))
+            request = request_bytes(host, tokens.now(), f"{label}-{n}-{i}")
+            status = await _exchange(reader, writer, request)
             counts["ok" if 200 <= status < 300 else "other"] += 1
         writer.close()
 
@@ -132,7 +169,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    host: str, port: int, token: str, label: str, rate: float, seconds: float
+    host: str, port: int, tokens: Tokens, label: str, rate: float, seconds: float
 ) -> tuple[list[float], int, int]:
     """Requests sent on a fixed schedule; latency counts from the scheduled send time."""
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -145,8 +182,8 @@ async def open_loop(
 
     async def one(i: int) -> None:
         due = start + i / rate
-        request = request_bytes(host, token, f"{label}-{i}")
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        request = request_bytes(host, tokens.now(), f"{label}-{i}")
         if pool.empty():
             conn = await asyncio.open_connection(host, port)
         else:

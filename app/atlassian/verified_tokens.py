@@ -22,6 +22,7 @@ out first).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 from app.atlassian.connect_jwt import ConnectClaims
@@ -44,7 +45,9 @@ class VerifiedTokens:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        # Ordered for an O(1) eviction of the oldest: a plain dict's first live entry lies
+        # behind every one deleted before it.
+        self._entries: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,7 +88,7 @@ class VerifiedTokens:
         entries = self._entries
         key = (token, method, target)
         if key not in entries and len(entries) >= self.capacity:
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
         # verify_connect_token checked that ``nbf``, if present, is a number.
         not_before = claims.raw.get("nbf")
         entries[key] = _Entry(secret, claims, None if not_before is None else int(not_before))
