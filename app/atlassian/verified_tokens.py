@@ -92,6 +92,3 @@ class VerifiedTokens:
         # verify_connect_token checked that ``nbf``, if present, is a number.
         not_before = claims.raw.get("nbf")
         entries[key] = _Entry(secret, claims, None if not_before is None else int(not_before))
-
-    def clear(self) -> None:
-        self._entries.clear()
