@@ -62,10 +62,7 @@ async def serve(scope: Scope, receive: Receive, send: Send, name: str) -> None:
     """
     started = False
     try:
-        app = scope["app"]
-        hot = app.webhook_context
-        if hot is None:
-            hot = app.webhook_context = WebhookContext(app.state)
+        hot = context_of(scope["app"])
         counted = hot.counted
         counted.received.inc()
         try:
@@ -101,7 +98,7 @@ class ConnectWebhook:
     """``/connect/webhooks/{event}`` as a raw ASGI app: verify, check, normalise, store, 204."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = WebhookContext(scope["app"].state)
+        hot = context_of(scope["app"])
         counted = hot.counted
         counted.received.inc()
         try:
@@ -137,6 +134,18 @@ class WebhookContext:
         self.queue: EventQueue = state.queue
         self.counted = ingest.counters(state, "connect")
         self.verified = VerifiedTokens()
+
+
+def context_of(app: Any) -> WebhookContext:
+    """The app's :class:`WebhookContext`, made on first use and kept on the app.
+
+    Kept so that the verified-token cache lives as long as the app's lifespan (which drops
+    the context when it starts and ends), on the short-cut path and the routed one alike.
+    """
+    hot: WebhookContext | None = getattr(app, "webhook_context", None)
+    if hot is None:
+        hot = app.webhook_context = WebhookContext(app.state)
+    return hot
 
 
 async def _ingest(

@@ -181,3 +181,18 @@ async def test_a_disabled_tenant_is_refused_though_its_token_was_verified(
     assert resp.status_code == 204, resp.text
     resp = await deliver(connect_app, token, 2)
     assert resp.status_code == 401 and resp.json()["error"] == "disabled_tenant"
+
+
+async def test_the_routed_webhook_remembers_tokens_too(
+    connect_app: ConnectApp, verifications: list[str]
+) -> None:
+    """Under a root path the webhook is served by its route, not the short cut: same cache."""
+    client_key, secret = await connect_app.install()
+    path = "/reactor" + PATH
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    transport = httpx.ASGITransport(app=connect_app.app, root_path="/reactor")
+    async with httpx.AsyncClient(transport=transport, base_url=connect_app.settings.base_url) as c:
+        for page in (1, 2, 3):
+            resp = await c.post(path, json=body(page), headers={"Authorization": f"JWT {token}"})
+            assert resp.status_code == 204, resp.text
+    assert len(verifications) == 1
