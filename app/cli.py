@@ -158,6 +158,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         state=Path(args.state) if args.state else None,
         public_url=args.public_url,
         app_quota=args.app_quota,
+        quota_beta=args.quota_beta,
         time_scale=args.time_scale,
         demo=args.demo,
         install_app=args.install_app,
@@ -249,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--state", default=None, help="JSON file the site is loaded from and saved to")
     sim.add_argument("--public-url", default=None, help="origin used in links and tokens")
     sim.add_argument("--app-quota", type=positive_int, default=65_000, help="hourly points per app")
+    sim.add_argument(
+        "--quota-beta",
+        action="store_true",
+        help="the quota's pre-enforcement phase: beta headers, an exhausted quota refuses nothing",
+    )
     sim.add_argument(
         "--time-scale", type=positive_float, default=1.0, help="simulated seconds per second"
     )

@@ -177,8 +177,13 @@ async def ratelimit(request: Request, sim: Simulator, body: dict[str, Any]) -> A
             sim.limiter.tenant_quotas[sim.store.cloud_id] = int(body["tenantQuota"])
     if "burst" in body:
         sim.limiter.burst_rates.update({k.upper(): float(v) for k, v in body["burst"].items()})
+    if "enforce" in body:
+        if not isinstance(body["enforce"], bool):
+            return JSONResponse({"error": "enforce must be true or false"}, status_code=400)
+        sim.limiter.enforce = body["enforce"]
     return {
         "appQuota": sim.limiter.app_quota,
+        "enforce": sim.limiter.enforce,
         "tenantQuota": sim.limiter.tenant_quotas.get(sim.store.cloud_id),
         "burst": sim.limiter.burst_rates,
         "pointsTotal": sim.limiter.points_total,

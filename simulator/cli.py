@@ -50,6 +50,7 @@ def run(
     state: Path | None = None,
     public_url: str | None = None,
     app_quota: int = 65_000,
+    quota_beta: bool = False,
     time_scale: float = 1.0,
     demo: bool = False,
     install_app: str | None = None,
@@ -78,6 +79,7 @@ def run(
         app_quota=app_quota,
         clock=Clock(scale=time_scale),
     )
+    sim.limiter.enforce = not quota_beta
     if demo:
         seed(sim)
     print(f"simulator  {url}/wiki  (admin API {url}/_sim/)", flush=True)

@@ -12,6 +12,16 @@ A quota 429 carries the quota headers, ``Retry-After`` to the window's reset and
 ``confluence-quota-*`` reason; a burst 429 (and an injected 429 storm, an overload of the same
 kind) a short ``Retry-After``, ``RateLimit-Reason: confluence-burst-based`` and
 ``X-RateLimit-Reset`` = now + ``Retry-After``, without the quota counters.
+
+With ``enforce`` off the quota is in its pre-enforcement ("beta") phase, as Atlassian ran it
+before enforcing it for an app: points are counted but an exhausted quota refuses nothing.
+Responses carry the structured beta headers instead of the enforced ones,
+``Beta-RateLimit-Policy: "global-app-quota";q=65000;w=3600`` and
+``Beta-RateLimit: "global-app-quota";r=<left>;t=<seconds to reset>`` (``tenant-app-quota`` when
+the tenant's quota is the tighter), with ``X-Beta-RateLimit-NearLimit``; once the quota is spent
+the request that would have been refused is served with ``Beta-Retry-After``,
+``X-Beta-RateLimit-Reason`` and ``X-Beta-RateLimit-Reset``, and the policy header is gone (as
+observed on Confluence in 2026-03). Burst limits are enforced in both phases.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ BURST_RATES = {"GET": 100.0, "POST": 100.0, "PUT": 50.0, "DELETE": 50.0}
 REASON_GLOBAL = "confluence-quota-global-based"
 REASON_TENANT = "confluence-quota-tenant-based"
 REASON_BURST = "confluence-burst-based"
+POLICY_GLOBAL = "global-app-quota"
+POLICY_TENANT = "tenant-app-quota"
 
 
 @dataclass
@@ -69,6 +81,7 @@ class RateLimiter:
     spent_tenant: dict[tuple[int, str, str], int] = field(default_factory=lambda: defaultdict(int))
     buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
     points_total: int = 0
+    enforce: bool = True  # False: the quota's pre-enforcement phase (beta headers, no 429)
 
     def window(self) -> int:
         return int(self.clock.time() // HOUR)
@@ -109,7 +122,7 @@ class RateLimiter:
 
     def check_quota(self, app: str, tenant: str) -> Limited | None:
         _, remaining, reason = self._remaining(app, tenant)
-        if remaining > 0:
+        if remaining > 0 or not self.enforce:
             return None
         wait = self._seconds_to_reset()
         headers = self.quota_headers(app, tenant)
@@ -123,6 +136,9 @@ class RateLimiter:
         self.points_total += points
 
     def quota_headers(self, app: str, tenant: str) -> dict[str, str]:
+        """The quota headers of an app response (charged already): enforced or beta ones."""
+        if not self.enforce:
+            return self.beta_headers(app, tenant)
         limit, remaining, _ = self._remaining(app, tenant)
         remaining = max(0, remaining)
         return {
@@ -131,6 +147,29 @@ class RateLimiter:
             "X-RateLimit-Reset": iso_ms(self.reset_at()),
             "X-RateLimit-NearLimit": "true" if remaining < limit * NEAR_LIMIT_FRACTION else "false",
         }
+
+    def beta_headers(self, app: str, tenant: str) -> dict[str, str]:
+        """Pre-enforcement headers: the structured pair while points are left, and what a 429
+        would have said (``Beta-Retry-After``, reason, reset) once they are not."""
+        limit, remaining, reason = self._remaining(app, tenant)
+        policy = POLICY_TENANT if reason == REASON_TENANT else POLICY_GLOBAL
+        wait = self._seconds_to_reset()
+        left = max(0, remaining)
+        headers = {
+            "Beta-RateLimit": f'"{policy}";r={left};t={wait}',
+            "X-Beta-RateLimit-NearLimit": "true" if left < limit * NEAR_LIMIT_FRACTION else "false",
+        }
+        if remaining > 0:
+            headers["Beta-RateLimit-Policy"] = f'"{policy}";q={limit};w={int(HOUR)}'
+        else:
+            headers.update(
+                {
+                    "Beta-Retry-After": str(wait),
+                    "X-Beta-RateLimit-Reason": reason,
+                    "X-Beta-RateLimit-Reset": iso_ms(self.reset_at()),
+                }
+            )
+        return headers
 
     def spent_by_hour(self) -> dict[str, dict[str, int]]:
         """Points charged per app and UTC hour (``YYYY-MM-DDTHH:00Z``), for the counters."""

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.atlassian.connect_jwt import encode_connect_token
+from app.confluence.ratelimit import observe
 from simulator.clock import Clock
 from simulator.main import create_app
 from simulator.site import Simulator, build
@@ -308,3 +309,43 @@ async def test_connect_scopes_bound_what_the_app_may_do(
     assert (await client.get(path, headers=_jwt("GET", path))).status_code == 200
     app.scopes = ["DELETE"]
     assert (await client.delete(path, headers=_jwt("DELETE", path))).status_code == 204
+
+
+async def test_quota_before_enforcement_sends_beta_headers_and_refuses_nothing(
+    timed: Simulator,
+) -> None:
+    """The pre-enforcement phase: points counted, beta headers, the would-be 429 served."""
+    _install(timed)
+    app = create_app(timed)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
+    ) as c:
+        await c.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
+        state = (await c.put("/_sim/ratelimit", json={"appQuota": 10, "enforce": False})).json()
+        assert state["enforce"] is False
+        path = "/wiki/api/v2/spaces"
+        first = await c.get(path, headers=_jwt("GET", path))
+        assert first.status_code == 200
+        assert first.headers["beta-ratelimit-policy"] == '"global-app-quota";q=10;w=3600'
+        assert first.headers["beta-ratelimit"] == '"global-app-quota";r=8;t=3600'
+        assert first.headers["x-beta-ratelimit-nearlimit"] == "false"
+        assert "x-ratelimit-remaining" not in first.headers  # nothing enforced: no such header
+        seen = observe(first.status_code, first.headers.items(), now=timed.clock.time())
+        assert (seen.limit, seen.remaining, seen.retry_after) == (10, 8, None)
+        statuses = [(await c.get(path, headers=_jwt("GET", path))).status_code for _ in range(6)]
+        assert statuses == [200] * 6  # past the quota (14 points spent of 10): still served
+        over = await c.get(path, headers=_jwt("GET", path))
+        assert over.status_code == 200
+        assert over.headers["beta-retry-after"] == "3600"
+        assert over.headers["x-beta-ratelimit-reason"] == "confluence-quota-global-based"
+        assert over.headers["x-beta-ratelimit-reset"] == "2027-01-15T09:00:00.000Z"
+        assert over.headers["beta-ratelimit"] == '"global-app-quota";r=0;t=3600'
+        assert "beta-ratelimit-policy" not in over.headers
+        assert "retry-after" not in over.headers
+        seen = observe(over.status_code, over.headers.items(), now=timed.clock.time())
+        assert seen.remaining == 0 and seen.near_limit
+        assert seen.retry_after is None and seen.reason is None  # a warning on a 200, no stop
+        assert (await c.put("/_sim/ratelimit", json={"enforce": "no"})).status_code == 400
+        await c.put("/_sim/ratelimit", json={"enforce": True})
+        enforced = await c.get(path, headers=_jwt("GET", path))
+        assert enforced.status_code == 429 and enforced.headers["retry-after"] == "3600"
