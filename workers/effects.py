@@ -14,6 +14,12 @@ Keys (all under ``settings.redis_prefix``):
 - ``reactions:counts``                    hash ``<reaction>:<outcome>`` -> count (dashboard)
 - ``app-accounts:<tenant>``               set of account ids Confluence named as author of our
                                           writes (the app's account there; loop prevention)
+- ``app-accounts``                        the same accounts, every tenant's together: an
+                                          Atlassian account id names one account everywhere, so
+                                          one seen writing for this app is the app's on any site
+                                          (one site served under two tenant names, the Connect
+                                          clientKey and ``forge:<cloudId>``, as its Connect
+                                          install comes and goes)
 """
 
 from __future__ import annotations
@@ -172,12 +178,19 @@ class EffectLedger:
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
 
     async def is_app_account(self, tenant: str, account: str) -> bool:
-        key = f"{self.prefix}app-accounts:{tenant}"
-        return bool(await self.redis.sismember(key, account))  # type: ignore[misc]
+        """Whether ``account`` wrote for this app, on this tenant's site or any other."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(f"{self.prefix}app-accounts:{tenant}", account)
+            pipe.sismember(f"{self.prefix}app-accounts", account)
+            found = await pipe.execute()
+        return any(found)
 
     async def learn_app_accounts(self, tenant: str, accounts: set[str]) -> None:
         if accounts:
-            await self.redis.sadd(f"{self.prefix}app-accounts:{tenant}", *accounts)  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(f"{self.prefix}app-accounts:{tenant}", *accounts)
+                pipe.sadd(f"{self.prefix}app-accounts", *accounts)
+                await pipe.execute()
 
     async def count(self, reaction: str, outcome: str) -> None:
         await self.redis.hincrby(self.counts_key, f"{reaction}:{outcome}", 1)  # type: ignore[misc]

@@ -205,6 +205,34 @@ async def test_the_echo_of_a_first_write_is_ignored_by_any_process_however_soon(
     assert [c for c in fake.writes() if c[0] == "reply"] == [("reply", "5001")]
 
 
+async def test_the_echo_of_a_write_under_the_site_s_other_tenant_name_is_ignored(
+    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
+) -> None:
+    """One site, two tenant names: the app replies under its Connect clientKey, then the
+    Connect install goes and the Forge installation serves the site as ``forge:<cloudId>``.
+    The echo of the reply, delivered under the new name, is the app's own write all the same."""
+    router = Router()
+    acted: list[str] = []
+
+    async def client_for(event: Event, job_: JobContext) -> FakeConfluence:
+        return fake
+
+    @router.on("comment.created", name="ack")
+    async def ack(event: Event, ctx: ReactionContext) -> None:
+        acted.append(event.content_id)
+        await ctx.reply(event.content_id, "<p>ack</p>")
+
+    first = comment_event(comment_id="5001")
+    await Reactor(router, client_for, ReactorOptions())(first, job(first))
+    echo = replace(comment_event(comment_id="9000", actor=APP), tenant="forge:cloud-1")
+    later_process = Reactor(router, client_for, ReactorOptions())  # knows nothing yet
+    await later_process(echo, job(echo))
+    assert acted == ["5001"]
+    human = replace(comment_event(comment_id="9001"), tenant="forge:cloud-1")
+    await later_process(human, job(human))
+    assert acted == ["5001", "9001"]  # a person's comment there still gets its reaction
+
+
 async def test_loop_guard_stops_a_reaction_that_retriggers_itself(
     fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
