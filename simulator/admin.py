@@ -168,19 +168,25 @@ async def webhook_log(request: Request, sim: Simulator, body: dict[str, Any]) ->
 
 
 async def ratelimit(request: Request, sim: Simulator, body: dict[str, Any]) -> Any:
-    if "appQuota" in body:
-        sim.limiter.app_quota = int(body["appQuota"])
+    # Every field is read and checked before any is applied: a refused body changes nothing.
+    app_quota = int(body["appQuota"]) if "appQuota" in body else None
+    tenant_quota = body.get("tenantQuota")
+    if tenant_quota is not None:
+        tenant_quota = int(tenant_quota)
+    burst = {k.upper(): float(v) for k, v in body["burst"].items()} if "burst" in body else {}
+    enforce = body.get("enforce")
+    if "enforce" in body and not isinstance(enforce, bool):
+        raise AdminError(400, "bad_request", "enforce must be true or false")
+    if app_quota is not None:
+        sim.limiter.app_quota = app_quota
     if "tenantQuota" in body:
-        if body["tenantQuota"] is None:
+        if tenant_quota is None:
             sim.limiter.tenant_quotas.pop(sim.store.cloud_id, None)
         else:
-            sim.limiter.tenant_quotas[sim.store.cloud_id] = int(body["tenantQuota"])
-    if "burst" in body:
-        sim.limiter.burst_rates.update({k.upper(): float(v) for k, v in body["burst"].items()})
-    if "enforce" in body:
-        if not isinstance(body["enforce"], bool):
-            return JSONResponse({"error": "enforce must be true or false"}, status_code=400)
-        sim.limiter.enforce = body["enforce"]
+            sim.limiter.tenant_quotas[sim.store.cloud_id] = tenant_quota
+    sim.limiter.burst_rates.update(burst)
+    if isinstance(enforce, bool):
+        sim.limiter.enforce = enforce
     return {
         "appQuota": sim.limiter.app_quota,
         "enforce": sim.limiter.enforce,

@@ -159,6 +159,9 @@ async def _serve(sim: Simulator, request: Request, handler: Handler) -> Response
     early = await _faults(sim, principal) or _check_limits(sim, principal, request.method)
     if early is not None:
         return early
+    metered = principal.app if principal.app and principal.mode != "basic" else None
+    # Spent before this request: refused when enforced (above), reported when not.
+    over = metered is not None and sim.limiter.exhausted(metered, sim.store.cloud_id)
     try:
         body = await _read_body(request) if request.method in ("POST", "PUT") else None
         ctx = Ctx(
@@ -180,8 +183,9 @@ async def _serve(sim: Simulator, request: Request, handler: Handler) -> Response
         objects = reply.objects
     except ApiError as exc:
         response, objects = _error(exc), 0
-    if principal.app and principal.mode != "basic":
-        sim.limiter.charge(principal.app, sim.store.cloud_id, cost(request.method, objects))
-        response.headers.update(sim.limiter.quota_headers(principal.app, sim.store.cloud_id))
+    if metered is not None:
+        sim.limiter.charge(metered, sim.store.cloud_id, cost(request.method, objects))
+        headers = sim.limiter.quota_headers(metered, sim.store.cloud_id, refused=over)
+        response.headers.update(headers)
     sim.save_soon()
     return response

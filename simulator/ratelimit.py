@@ -18,9 +18,9 @@ before enforcing it for an app: points are counted but an exhausted quota refuse
 Responses carry the structured beta headers instead of the enforced ones,
 ``Beta-RateLimit-Policy: "global-app-quota";q=65000;w=3600`` and
 ``Beta-RateLimit: "global-app-quota";r=<left>;t=<seconds to reset>`` (``tenant-app-quota`` when
-the tenant's quota is the tighter), with ``X-Beta-RateLimit-NearLimit``; once the quota is spent
-the request that would have been refused is served with ``Beta-Retry-After``,
-``X-Beta-RateLimit-Reason`` and ``X-Beta-RateLimit-Reset``, and the policy header is gone (as
+the tenant's quota is the tighter), with ``X-Beta-RateLimit-NearLimit``; a request that arrives
+once the quota is spent, which enforcement would refuse, is served with ``Beta-Retry-After``,
+``X-Beta-RateLimit-Reason`` and ``X-Beta-RateLimit-Reset``, and without the policy header (as
 observed on Confluence in 2026-03). Burst limits are enforced in both phases.
 """
 
@@ -120,6 +120,10 @@ class RateLimiter:
                 best = (tenant_quota, tenant_left, REASON_TENANT)
         return best
 
+    def exhausted(self, app: str, tenant: str) -> bool:
+        """Whether the quota is spent: what enforcement refuses, and beta only reports."""
+        return self._remaining(app, tenant)[1] <= 0
+
     def check_quota(self, app: str, tenant: str) -> Limited | None:
         _, remaining, reason = self._remaining(app, tenant)
         if remaining > 0 or not self.enforce:
@@ -135,10 +139,13 @@ class RateLimiter:
         self.spent_tenant[(window, app, tenant)] += points
         self.points_total += points
 
-    def quota_headers(self, app: str, tenant: str) -> dict[str, str]:
-        """The quota headers of an app response (charged already): enforced or beta ones."""
+    def quota_headers(self, app: str, tenant: str, *, refused: bool = False) -> dict[str, str]:
+        """The quota headers of an app response (charged already): enforced or beta ones.
+
+        ``refused``: the request arrived with the quota spent (only served before enforcement).
+        """
         if not self.enforce:
-            return self.beta_headers(app, tenant)
+            return self.beta_headers(app, tenant, refused=refused)
         limit, remaining, _ = self._remaining(app, tenant)
         remaining = max(0, remaining)
         return {
@@ -148,9 +155,9 @@ class RateLimiter:
             "X-RateLimit-NearLimit": "true" if remaining < limit * NEAR_LIMIT_FRACTION else "false",
         }
 
-    def beta_headers(self, app: str, tenant: str) -> dict[str, str]:
-        """Pre-enforcement headers: the structured pair while points are left, and what a 429
-        would have said (``Beta-Retry-After``, reason, reset) once they are not."""
+    def beta_headers(self, app: str, tenant: str, *, refused: bool = False) -> dict[str, str]:
+        """Pre-enforcement headers: the structured pair, and for a request enforcement would
+        have refused (``refused``) what its 429 would have said instead of the policy."""
         limit, remaining, reason = self._remaining(app, tenant)
         policy = POLICY_TENANT if reason == REASON_TENANT else POLICY_GLOBAL
         wait = self._seconds_to_reset()
@@ -159,7 +166,7 @@ class RateLimiter:
             "Beta-RateLimit": f'"{policy}";r={left};t={wait}',
             "X-Beta-RateLimit-NearLimit": "true" if left < limit * NEAR_LIMIT_FRACTION else "false",
         }
-        if remaining > 0:
+        if not refused:
             headers["Beta-RateLimit-Policy"] = f'"{policy}";q={limit};w={int(HOUR)}'
         else:
             headers.update(

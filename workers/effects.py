@@ -173,9 +173,23 @@ class EffectLedger:
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def app_accounts(self, tenant: str) -> set[str]:
-        """Accounts seen writing our effects on this tenant's site (the app's own account)."""
-        raw = await self.redis.smembers(f"{self.prefix}app-accounts:{tenant}")  # type: ignore[misc]
-        return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+        """Accounts seen writing our effects: on this tenant's site, and on any site.
+
+        The tenant's own set is also added to the every-site one when it holds accounts that
+        one lacks (learned before that set existed), so that the site, served under its other
+        tenant name, knows them too.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(f"{self.prefix}app-accounts:{tenant}")
+            pipe.smembers(f"{self.prefix}app-accounts")
+            here, everywhere = (
+                {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+                for raw in await pipe.execute()
+            )
+        missing = here - everywhere
+        if missing:
+            await self.redis.sadd(f"{self.prefix}app-accounts", *missing)  # type: ignore[misc]
+        return here | everywhere
 
     async def is_app_account(self, tenant: str, account: str) -> bool:
         """Whether ``account`` wrote for this app, on this tenant's site or any other."""

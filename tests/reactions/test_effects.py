@@ -85,12 +85,19 @@ async def test_dry_run_list_is_bounded_newest_first(redis: Redis, settings: Sett
     assert [r["n"] for r in await ledger.dry_runs(2)] == [DRY_RUN_KEEP + 2, DRY_RUN_KEEP + 1]
 
 
-async def test_app_accounts_are_learned_per_tenant(redis: Redis, settings: Settings) -> None:
+async def test_app_accounts_are_learned_per_tenant_and_known_everywhere(
+    redis: Redis, settings: Settings
+) -> None:
+    """An account id names one Atlassian account on every site: one the app wrote with on one
+    tenant's site is the app's wherever it shows up."""
     ledger = EffectLedger(redis, settings.redis_prefix)
     await ledger.learn_app_accounts("t1", {"app-1"})
     await ledger.learn_app_accounts("t1", set())
     assert await ledger.app_accounts("t1") == {"app-1"}
-    assert await ledger.app_accounts("t2") == set()
+    assert await ledger.app_accounts("t2") == {"app-1"}
+    assert await ledger.is_app_account("t2", "app-1")
+    assert not await ledger.is_app_account("t2", "a-person")
+    assert await redis.smembers(f"{settings.redis_prefix}app-accounts:t2") == set()  # type: ignore[misc]
 
 
 def test_ignore_reasons() -> None:

@@ -453,3 +453,45 @@ async def test_interrupted_non_idempotent_edit_is_recognised_by_its_version_mess
     await react(event, job(event))
     assert fake.contents["1001"].body.count("stamp") == 1
     assert " · ref " in fake.contents["1001"].version_message
+
+
+async def test_accounts_learned_before_the_every_site_set_are_known_under_the_other_name(
+    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
+) -> None:
+    """A site whose app account was learned for its Connect tenant only (before the set of
+    every site's accounts existed): once that tenant's accounts are read again, the echo of a
+    write under ``forge:<cloudId>`` is the app's own all the same."""
+    router = Router()
+    acted: list[str] = []
+
+    async def client_for(event: Event, job_: JobContext) -> FakeConfluence:
+        return fake
+
+    @router.on("comment.created", name="ack")
+    async def ack(event: Event, ctx: ReactionContext) -> None:
+        acted.append(event.content_id)
+        await ctx.reply(event.content_id, "<p>ack</p>")
+
+    await redis.sadd(f"{settings.redis_prefix}app-accounts:tenant-a", APP)  # type: ignore[misc]
+    first = comment_event(comment_id="5001")
+    await Reactor(router, client_for, ReactorOptions())(first, job(first))
+    echo = replace(comment_event(comment_id="9000", actor=APP), tenant="forge:cloud-1")
+    await Reactor(router, client_for, ReactorOptions())(echo, job(echo))
+    assert acted == ["5001"]
+
+
+async def test_every_site_s_accounts_count_as_the_app_s_inside_reactions(
+    redis: Redis, settings: Settings
+) -> None:
+    """Own-edit checks, comment dedupe and guard comments use the accounts the reactor reads:
+    an account the app wrote with under the site's other tenant name is among them."""
+    from workers.reactor import ACCOUNTS_CACHE_SECONDS
+
+    ledger = EffectLedger(redis, settings.redis_prefix)
+    await ledger.learn_app_accounts("tenant-a", {"connect-account"})
+    now = [0.0]
+    reactor = Reactor(Router(), client_for=None, options=ReactorOptions(), clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await reactor.app_accounts(ledger, "forge:cloud-1") == {"connect-account"}
+    await ledger.learn_app_accounts("forge:cloud-1", {"forge-account"})
+    now[0] += ACCOUNTS_CACHE_SECONDS + 0.1
+    assert await reactor.app_accounts(ledger, "tenant-a") == {"connect-account", "forge-account"}

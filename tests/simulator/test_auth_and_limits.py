@@ -332,8 +332,14 @@ async def test_quota_before_enforcement_sends_beta_headers_and_refuses_nothing(
         assert "x-ratelimit-remaining" not in first.headers  # nothing enforced: no such header
         seen = observe(first.status_code, first.headers.items(), now=timed.clock.time())
         assert (seen.limit, seen.remaining, seen.retry_after) == (10, 8, None)
-        statuses = [(await c.get(path, headers=_jwt("GET", path))).status_code for _ in range(6)]
-        assert statuses == [200] * 6  # past the quota (14 points spent of 10): still served
+        statuses = [(await c.get(path, headers=_jwt("GET", path))).status_code for _ in range(3)]
+        last = await c.get(path, headers=_jwt("GET", path))  # spends the last 2 points
+        assert statuses == [200] * 3 and last.status_code == 200
+        assert last.headers["beta-ratelimit"] == '"global-app-quota";r=0;t=3600'
+        assert "beta-retry-after" not in last.headers  # enforced, this one is a 200 too
+        assert "beta-ratelimit-policy" in last.headers
+        past = await c.get(path, headers=_jwt("GET", path))  # enforced, this would be the 429
+        assert past.status_code == 200 and past.headers["beta-retry-after"] == "3600"
         over = await c.get(path, headers=_jwt("GET", path))
         assert over.status_code == 200
         assert over.headers["beta-retry-after"] == "3600"
@@ -345,7 +351,10 @@ async def test_quota_before_enforcement_sends_beta_headers_and_refuses_nothing(
         seen = observe(over.status_code, over.headers.items(), now=timed.clock.time())
         assert seen.remaining == 0 and seen.near_limit
         assert seen.retry_after is None and seen.reason is None  # a warning on a 200, no stop
-        assert (await c.put("/_sim/ratelimit", json={"enforce": "no"})).status_code == 400
+        refused = await c.put("/_sim/ratelimit", json={"appQuota": 5, "enforce": "no"})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "bad_request", "detail": "enforce must be true or false"}
+        assert (await c.get("/_sim/ratelimit")).json()["appQuota"] == 10  # nothing applied
         await c.put("/_sim/ratelimit", json={"enforce": True})
         enforced = await c.get(path, headers=_jwt("GET", path))
         assert enforced.status_code == 429 and enforced.headers["retry-after"] == "3600"
