@@ -34,7 +34,13 @@ from app.errors import IngestError, VerificationError
 from app.queue import EventQueue
 from app.settings import Settings
 from app.tenants import TenantStore
-from app.web.connect_auth import ANY_METHOD, log_rejection, raw_target, verify_request
+from app.web.connect_auth import (
+    ANY_METHOD,
+    log_rejection,
+    raw_target,
+    verify_request,
+    verify_webhook,
+)
 from app.web.responses import error_response, refusal_response, server_error_response
 from app.web.security import PLAIN_HEADERS, PLAIN_HEADERS_HTTPS, SecurityHeaders
 
@@ -163,14 +169,15 @@ async def _ingest(
             length = value
     token = extract_token(authorization, scope["query_string"].decode("latin-1"))
     method = scope["method"]
-    tenant, _ = await verify_request(
-        settings,
-        hot.tenants,
-        token=token,
-        method=method,
-        target=raw_target(scope),
-        verified=hot.verified,
-    )
+    target = raw_target(scope)
+    if method == "POST" and name in CONNECT_EVENTS:
+        tenant = await verify_webhook(
+            settings, hot.tenants, hot.verified, token=token, method=method, target=target
+        )
+    else:  # refused below once authenticated: nothing of it is remembered
+        tenant, _ = await verify_request(
+            settings, hot.tenants, token=token, method=method, target=target
+        )
     if method != "POST":
         return 405, "method_not_allowed", "webhooks are POST only"
     if name not in CONNECT_EVENTS:
@@ -190,6 +197,8 @@ async def descriptor(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/connect/webhooks/{event}", ConnectWebhook(), methods=ANY_METHOD),
+    # ``path``: a trailing slash or more segments reach the webhook too (401 first, then 404),
+    # never Starlette's redirect, which would answer before authentication.
+    Route("/connect/webhooks/{event:path}", ConnectWebhook(), methods=ANY_METHOD),
     Route("/atlassian-connect.json", descriptor, methods=["GET", "HEAD"]),
 ]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.atlassian.connect_jwt import ConnectClaims, encode_connect_token, parse_token
-from app.atlassian.verified_tokens import VerifiedTokens
+from app.atlassian.verified_tokens import MAX_KEY_CHARS, VerifiedTokens
 from app.web import connect_auth
 
 from .conftest import FIXTURES_DIR, ConnectApp, install_body, install_claims
@@ -35,18 +35,27 @@ def test_a_remembered_token_is_found_for_its_target_only() -> None:
     cache = VerifiedTokens()
     cache.remember("tok", "POST", PATH, secret="s", claims=claims())
     assert cache.issuer("tok", "POST", PATH) == "ck-1"
-    assert cache.claims("tok", "POST", PATH, secret="s", now=NOW, leeway=0) == claims()
+    assert cache.holds("tok", "POST", PATH, secret="s", now=NOW, leeway=0)
     assert cache.issuer("tok", "GET", PATH) is None
     assert cache.issuer("tok", "POST", PATH + "?lic=none") is None
     assert cache.issuer("tok2", "POST", PATH) is None
+    assert not cache.holds("tok2", "POST", PATH, secret="s", now=NOW, leeway=0)
 
 
 def test_a_replaced_secret_forgets_the_token() -> None:
     cache = VerifiedTokens()
     cache.remember("tok", "POST", PATH, secret="old", claims=claims())
-    assert cache.claims("tok", "POST", PATH, secret="new", now=NOW, leeway=0) is None
+    assert not cache.holds("tok", "POST", PATH, secret="new", now=NOW, leeway=0)
     assert len(cache) == 0  # gone: even the old secret no longer finds it
-    assert cache.claims("tok", "POST", PATH, secret="old", now=NOW, leeway=0) is None
+    assert not cache.holds("tok", "POST", PATH, secret="old", now=NOW, leeway=0)
+
+
+def test_no_secret_material_is_kept() -> None:
+    cache = VerifiedTokens()
+    secret = "a-shared-secret-of-the-tenant-0123456789"
+    cache.remember("tok", "POST", PATH, secret=secret, claims=claims())
+    kept = repr(list(cache._entries.values()))
+    assert secret not in kept and "shared" not in kept
 
 
 @pytest.mark.parametrize(
@@ -63,17 +72,16 @@ def test_a_replaced_secret_forgets_the_token() -> None:
 def test_the_time_window_is_checked_on_every_hit(now: int, leeway: int, holds: bool) -> None:
     cache = VerifiedTokens()
     cache.remember("tok", "POST", PATH, secret="s", claims=claims())
-    found = cache.claims("tok", "POST", PATH, secret="s", now=now, leeway=leeway)
-    assert (found is not None) is holds
+    assert cache.holds("tok", "POST", PATH, secret="s", now=now, leeway=leeway) is holds
     assert len(cache) == int(holds)
 
 
 def test_not_before_is_checked_on_every_hit() -> None:
     cache = VerifiedTokens()
     cache.remember("tok", "POST", PATH, secret="s", claims=claims(nbf=NOW + 60))
-    assert cache.claims("tok", "POST", PATH, secret="s", now=NOW + 59, leeway=0) is None
+    assert not cache.holds("tok", "POST", PATH, secret="s", now=NOW + 59, leeway=0)
     cache.remember("tok", "POST", PATH, secret="s", claims=claims(nbf=NOW + 60))
-    assert cache.claims("tok", "POST", PATH, secret="s", now=NOW + 60, leeway=0) is not None
+    assert cache.holds("tok", "POST", PATH, secret="s", now=NOW + 60, leeway=0)
 
 
 def test_the_oldest_entry_leaves_when_full() -> None:
@@ -87,6 +95,14 @@ def test_the_oldest_entry_leaves_when_full() -> None:
     assert cache.issuer("c", "POST", PATH) == "ck-1"
     with pytest.raises(ValueError):
         VerifiedTokens(capacity=0)
+
+
+def test_long_tokens_and_targets_are_not_remembered() -> None:
+    cache = VerifiedTokens()
+    long_target = PATH + "?pad=" + "a" * MAX_KEY_CHARS
+    cache.remember("tok", "POST", long_target, secret="s", claims=claims())
+    cache.remember("t" * MAX_KEY_CHARS, "POST", PATH, secret="s", claims=claims())
+    assert len(cache) == 0
 
 
 # The endpoint: one token, several deliveries.
@@ -196,3 +212,46 @@ async def test_the_routed_webhook_remembers_tokens_too(
             resp = await c.post(path, json=body(page), headers={"Authorization": f"JWT {token}"})
             assert resp.status_code == 204, resp.text
     assert len(verifications) == 1
+
+
+async def test_refused_requests_are_not_remembered(connect_app: ConnectApp) -> None:
+    """Only a POST to a subscribed event of an active tenant takes a place in the cache."""
+    client_key, secret = await connect_app.install()
+    odd = "/connect/webhooks/nope?pad=" + "a" * 100
+    token = encode_connect_token(issuer=client_key, secret=secret, method="GET", url=odd)
+    assert (
+        await connect_app.client.get(odd, headers={"Authorization": f"JWT {token}"})
+    ).status_code == 405
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=odd)
+    resp = await connect_app.client.post(odd, json={}, headers={"Authorization": f"JWT {token}"})
+    assert resp.status_code == 404
+    verified = connect_app.app.webhook_context.verified  # type: ignore[attr-defined]
+    assert len(verified) == 0
+    disable = install_claims(
+        client_key=client_key,
+        method="POST",
+        path="/connect/disabled",
+        aud=connect_app.settings.base_url,
+    )
+    await connect_app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, secret, event="disabled"),
+        headers={"Authorization": f"JWT {connect_app.install_key.sign(disable)}"},
+    )
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=PATH)
+    assert (await deliver(connect_app, token, 1)).status_code == 401
+    assert len(connect_app.app.webhook_context.verified) == 0  # type: ignore[attr-defined]
+
+
+async def test_a_trailing_slash_under_a_root_path_is_authenticated_not_redirected(
+    connect_app: ConnectApp,
+) -> None:
+    client_key, secret = await connect_app.install()
+    path = "/reactor" + PATH + "/"
+    transport = httpx.ASGITransport(app=connect_app.app, root_path="/reactor")
+    async with httpx.AsyncClient(transport=transport, base_url=connect_app.settings.base_url) as c:
+        anonymous = await c.post(path, json=body(1))
+        token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+        signed = await c.post(path, json=body(1), headers={"Authorization": f"JWT {token}"})
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "missing_token")
+    assert (signed.status_code, signed.json()["error"]) == (404, "unknown_event")
