@@ -36,6 +36,9 @@ class Observation:
     retry_after: float | None = None
     actual_cost: int | None = None
     raw: dict[str, str] = field(default_factory=dict)
+    # The figures are one tenant's own quota (a ``tenant-app-quota`` policy, a tenant-based
+    # reason), not the app's hourly quota that every tenant shares.
+    tenant_scoped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,8 +190,13 @@ class RedisBudget:
             return None  # not one of ours (e.g. from Unmetered)
         charge = reconcile(reservation.cost, observation.actual_cost, observation.status)
         retry_after = observation.retry_after
+        # One tenant's own quota says nothing of the app's hour that every tenant shares: its
+        # figures are not learned (a 429 of it pauses that tenant alone, in the script).
+        shared = not observation.tenant_scoped
         limit, remaining = quota_headers(
-            observation.limit, observation.remaining, self.config.points_per_hour
+            observation.limit if shared else None,
+            observation.remaining if shared else None,
+            self.config.points_per_hour,
         )
         return [
             self.prefix,
@@ -204,7 +209,7 @@ class RedisBudget:
             observation.status,
             remaining,
             limit,
-            "1" if observation.near_limit else "0",
+            "1" if observation.near_limit and shared else "0",
             -1 if retry_after is None else _ms(max(0.0, retry_after)),
             observation.reason or "",
             self.config.points_per_hour,

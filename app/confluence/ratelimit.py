@@ -20,7 +20,9 @@ hundred requests): next to a points policy, an ``X-RateLimit-*`` pair with anoth
 different counter and is ignored, never mixed with the points figures. Beta values feed the
 pacing fields (limit, remaining, reset, near_limit) but not ``retry_after`` or ``reason``
 unless the response is itself a 429: a beta header on a 200 is a warning, not a stop. Every
-rate-limit header seen is kept in ``raw`` (lower-cased names).
+rate-limit header seen is kept in ``raw`` (lower-cased names). ``tenant_scoped`` says the
+figures are one tenant's own quota (``tenant-app-quota``, a tenant-based reason), which the
+budget does not take for the app's shared one.
 Pure code: a function of (status, headers, now).
 """
 
@@ -106,10 +108,10 @@ def parse_structured(value: str | None) -> dict[str, dict[str, str]]:
     return entries
 
 
-def _structured(
-    headers: dict[str, str], prefix: str, now: float
-) -> tuple[int | None, int | None, float | None]:
-    """(limit, remaining, reset) from ``<prefix>RateLimit`` and ``<prefix>RateLimit-Policy``."""
+def _chosen_policy(
+    headers: dict[str, str], prefix: str
+) -> tuple[str | None, dict[str, dict[str, str]], dict[str, dict[str, str]], int | None]:
+    """The structured policy the figures come from (the one with the least remaining)."""
     state = parse_structured(headers.get(f"{prefix}ratelimit"))
     policy = parse_structured(headers.get(f"{prefix}ratelimit-policy"))
     best: tuple[int, str] | None = None
@@ -118,12 +120,37 @@ def _structured(
         if remaining is not None and (best is None or remaining < best[0]):
             best = (remaining, name)
     chosen = best[1] if best else next(iter(state), None) or next(iter(policy), None)
+    return chosen, state, policy, (best[0] if best else None)
+
+
+def _structured(
+    headers: dict[str, str], prefix: str, now: float
+) -> tuple[int | None, int | None, float | None]:
+    """(limit, remaining, reset) from ``<prefix>RateLimit`` and ``<prefix>RateLimit-Policy``."""
+    chosen, state, policy, remaining = _chosen_policy(headers, prefix)
     if chosen is None:
         return None, None, None
     limit = _int(policy.get(chosen, {}).get("q"))
     seconds = _int(state.get(chosen, {}).get("t"))
     reset = now + seconds if seconds is not None else None
-    return limit, (best[0] if best else None), reset
+    return limit, remaining, reset
+
+
+def tenant_scoped(raw: dict[str, str]) -> bool:
+    """Whether the quota figures are one tenant's own quota, not the app's shared one.
+
+    Said by the structured policy the figures come from (``tenant-app-quota``) or, without
+    one, by a reason header naming the tenant (``confluence-quota-tenant-based``).
+    """
+    for prefix in _PREFIXES:
+        chosen, _, _, _ = _chosen_policy(raw, prefix)
+        if chosen is not None:
+            return "tenant" in chosen.lower()
+    return any(
+        "tenant" in raw.get(f"{p}{name}", "").lower()
+        for p in _PREFIXES
+        for name in ("ratelimit-reason", "x-ratelimit-reason")
+    )
 
 
 Fields = tuple[int | None, int | None, float | None]
@@ -203,4 +230,5 @@ def observe(
         retry_after=retry_after,
         actual_cost=actual_cost,
         raw=raw,
+        tenant_scoped=tenant_scoped(raw),
     )

@@ -64,3 +64,47 @@ async def test_beta_would_be_429_exhausts_the_hour_without_a_pause(
     assert info.value.retry_at == T0 + HOUR  # the next hour, not a pause for Retry-After
     snap = await b.snapshot()
     assert snap.paused_until is None and snap.n429 == 0
+
+
+async def test_one_tenant_s_own_quota_running_out_defers_no_other_tenant(
+    redis: Redis, settings: Settings
+) -> None:
+    """A site with a quota of its own (``tenant-app-quota``) reports its remainder: that is
+    not the app's shared hour, and the other sites go on."""
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    reset = int(T0 + HOUR - clock())
+    headers = [
+        ("Beta-RateLimit", f'"tenant-app-quota";r=0;t={reset}'),
+        ("Beta-Retry-After", str(reset)),
+        ("X-Beta-RateLimit-Reason", "confluence-quota-tenant-based"),
+    ]
+    seen = observe(200, headers, now=clock(), actual_cost=2)
+    assert seen.remaining == 0 and seen.tenant_scoped
+    reservation = await b.reserve("big-site", 2, Priority.INTERACTIVE)
+    await b.settle(reservation, seen)
+    await b.reserve("small-site", 1, Priority.INTERACTIVE)  # not deferred
+    snap = await b.snapshot()
+    assert snap.remaining >= 1000 * 0.95 - 3 and snap.paused_until is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "scoped"),
+    [
+        ([("RateLimit", '"tenant-app-quota";r=5;t=60')], True),
+        ([("RateLimit", '"global-app-quota";r=5;t=60')], False),
+        ([("RateLimit", '"global-app-quota";r=50;t=60, "tenant-app-quota";r=5;t=60')], True),
+        ([("RateLimit", '"global-app-quota";r=5;t=60, "tenant-app-quota";r=50;t=60')], False),
+        (
+            [("X-RateLimit-Remaining", "0"), ("RateLimit-Reason", "confluence-quota-tenant-based")],
+            True,
+        ),
+        (
+            [("X-RateLimit-Remaining", "0"), ("RateLimit-Reason", "confluence-quota-global-based")],
+            False,
+        ),
+        ([("X-RateLimit-Remaining", "7")], False),
+    ],
+)
+def test_which_quota_the_figures_describe(headers: list[tuple[str, str]], scoped: bool) -> None:
+    assert observe(200, headers, now=T0).tenant_scoped is scoped
