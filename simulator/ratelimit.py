@@ -2,8 +2,9 @@
 
 Pure arithmetic over an injected :class:`~simulator.clock.Clock`:
 
-* an hourly points quota per app shared by every tenant (default 65,000), plus optional
-  per-tenant quotas; windows reset at the top of each (simulated) UTC hour;
+* an hourly points quota per app shared by every tenant (default 65,000); a site given a
+  quota of its own (Atlassian's per-tenant tier, which may be above the shared one) is held to
+  that one instead; windows reset at the top of each (simulated) UTC hour;
 * a request costs 1 point plus one per object returned; writes cost 1;
 * burst token buckets per caller: GET and POST 100/s, PUT and DELETE 50/s;
 * API-token (Basic) traffic sees burst limits only.
@@ -17,8 +18,8 @@ With ``enforce`` off the quota is in its pre-enforcement ("beta") phase, as Atla
 before enforcing it for an app: points are counted but an exhausted quota refuses nothing.
 Responses carry the structured beta headers instead of the enforced ones,
 ``Beta-RateLimit-Policy: "global-app-quota";q=65000;w=3600`` and
-``Beta-RateLimit: "global-app-quota";r=<left>;t=<seconds to reset>`` (``tenant-app-quota`` when
-the tenant's quota is the tighter), with ``X-Beta-RateLimit-NearLimit``; a request that arrives
+``Beta-RateLimit: "global-app-quota";r=<left>;t=<seconds to reset>`` (``tenant-app-quota`` for
+a site with a quota of its own), with ``X-Beta-RateLimit-NearLimit``; a request that arrives
 once the quota is spent, which enforcement would refuse, is served with ``Beta-Retry-After``,
 ``X-Beta-RateLimit-Reason`` and ``X-Beta-RateLimit-Reset``, and without the policy header (as
 observed on Confluence in 2026-03). Burst limits are enforced in both phases.
@@ -109,16 +110,14 @@ class RateLimiter:
 
     # -- points --------------------------------------------------------------------------
     def _remaining(self, app: str, tenant: str) -> tuple[int, int, str]:
-        """(limit, remaining, reason-if-exhausted) of the tighter of the two quotas."""
+        """(limit, remaining, reason-if-exhausted) of the quota the tenant is held to: its own
+        when it has one, else the app's shared one."""
         window = self.window()
-        app_left = self.app_quota - self.spent_app[(window, app)]
-        best = (self.app_quota, app_left, REASON_GLOBAL)
         tenant_quota = self.tenant_quotas.get(tenant)
         if tenant_quota is not None:
-            tenant_left = tenant_quota - self.spent_tenant[(window, app, tenant)]
-            if tenant_left < app_left:
-                best = (tenant_quota, tenant_left, REASON_TENANT)
-        return best
+            left = tenant_quota - self.spent_tenant[(window, app, tenant)]
+            return tenant_quota, left, REASON_TENANT
+        return self.app_quota, self.app_quota - self.spent_app[(window, app)], REASON_GLOBAL
 
     def exhausted(self, app: str, tenant: str) -> bool:
         """Whether the quota is spent: what enforcement refuses, and beta only reports."""

@@ -358,3 +358,28 @@ async def test_quota_before_enforcement_sends_beta_headers_and_refuses_nothing(
         await c.put("/_sim/ratelimit", json={"enforce": True})
         enforced = await c.get(path, headers=_jwt("GET", path))
         assert enforced.status_code == 429 and enforced.headers["retry-after"] == "3600"
+
+
+async def test_a_site_with_its_own_quota_is_held_to_it_even_above_the_shared_one(
+    timed: Simulator,
+) -> None:
+    """Atlassian's per-tenant tier: the site's quota replaces the app's shared one (it was
+    seen at 100,100 points against the shared 65,000)."""
+    _install(timed)
+    app = create_app(timed)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
+    ) as c:
+        await c.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
+        await c.put("/_sim/ratelimit", json={"appQuota": 4, "tenantQuota": 10})
+        path = "/wiki/api/v2/spaces"
+        answers = [await c.get(path, headers=_jwt("GET", path)) for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]  # 2 points each, 10 in all
+        assert answers[0].headers["x-ratelimit-limit"] == "10"
+        assert answers[5].headers["ratelimit-reason"] == "confluence-quota-tenant-based"
+        await c.put("/_sim/clock", json={"advance": 3600})
+        await c.put("/_sim/ratelimit", json={"enforce": False})
+        beta = await c.get(path, headers=_jwt("GET", path))
+        assert beta.headers["beta-ratelimit-policy"] == '"tenant-app-quota";q=10;w=3600'
+        seen = observe(beta.status_code, beta.headers.items(), now=timed.clock.time())
+        assert seen.tenant_scoped and seen.limit == 10
