@@ -204,25 +204,15 @@ async def store(
     if counted is not None:
         counted.accepted.inc()
     message = f"{what} stored" if created else f"duplicate {what}"
+    fields = {
+        "event_id": event.id,
+        "tenant": event.tenant,
+        "type": event.type,
+        "source": event.source,
+        "content_id": event.content_id,
+    }
     if logger is None and not context:
-        # The hot path: this module's logger, no extra fields.
-        info_line(
-            log,
-            message,
-            event_id=event.id,
-            tenant=event.tenant,
-            type=event.type,
-            source=event.source,
-            content_id=event.content_id,
-        )
+        info_line(log, message, **fields)  # the hot path: this module's logger, no extra fields
     else:
-        (logger or log).info(
-            message,
-            event_id=event.id,
-            tenant=event.tenant,
-            type=event.type,
-            source=event.source,
-            content_id=event.content_id,
-            **context,
-        )
+        (logger or log).info(message, **fields, **context)
     return created
