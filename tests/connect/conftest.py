@@ -130,6 +130,15 @@ class ConnectApp:
         return client_key, secret
 
 
+def signed(app: ConnectApp, client_key: str, path: str, **overrides: Any) -> dict[str, str]:
+    """Headers of a lifecycle callback to ``path`` signed with the install key (RS256)."""
+    claims = install_claims(
+        client_key=client_key, method="POST", path=path, aud=app.settings.base_url
+    )
+    claims.update(overrides)
+    return {"Authorization": f"JWT {app.install_key.sign(claims)}"}
+
+
 @pytest.fixture
 async def connect_app(
     settings: Settings, redis: Redis, install_key: InstallKey

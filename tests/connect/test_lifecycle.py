@@ -15,15 +15,7 @@ from app.atlassian.connect_jwt import encode_connect_token
 from app.install_keys import InstallKeys
 from app.tenants import TenantStore
 
-from .conftest import ConnectApp, InstallKey, install_body, install_claims
-
-
-def signed(app: ConnectApp, client_key: str, path: str, **overrides: Any) -> dict[str, str]:
-    claims = install_claims(
-        client_key=client_key, method="POST", path=path, aud=app.settings.base_url
-    )
-    claims.update(overrides)
-    return {"Authorization": f"JWT {app.install_key.sign(claims)}"}
+from .conftest import ConnectApp, InstallKey, install_body, install_claims, signed
 
 
 async def webhook(app: ConnectApp, client_key: str, secret: str) -> httpx.Response:

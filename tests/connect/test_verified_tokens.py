@@ -20,7 +20,7 @@ from app.atlassian.connect_jwt import ConnectClaims, encode_connect_token, parse
 from app.atlassian.verified_tokens import MAX_KEY_CHARS, VerifiedTokens
 from app.web import connect_auth
 
-from .conftest import FIXTURES_DIR, ConnectApp, install_body, install_claims
+from .conftest import FIXTURES_DIR, ConnectApp, install_body, signed
 
 NOW = 1_800_000_000
 PATH = "/connect/webhooks/page_updated"
@@ -119,6 +119,16 @@ async def deliver(app: ConnectApp, token: str, page: int) -> httpx.Response:
     return await app.client.post(PATH, json=body(page), headers={"Authorization": f"JWT {token}"})
 
 
+async def disable(app: ConnectApp, client_key: str, secret: str) -> None:
+    """Confluence disables the app on the tenant's site (a signed ``disabled`` callback)."""
+    resp = await app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, secret, event="disabled"),
+        headers=signed(app, client_key, "/connect/disabled"),
+    )
+    assert resp.status_code == 204, resp.text
+
+
 @pytest.fixture
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The tokens that went through the full verification (signature included)."""
@@ -183,18 +193,7 @@ async def test_a_disabled_tenant_is_refused_though_its_token_was_verified(
     client_key, secret = await connect_app.install()
     token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=PATH)
     assert (await deliver(connect_app, token, 1)).status_code == 204
-    disable = install_claims(
-        client_key=client_key,
-        method="POST",
-        path="/connect/disabled",
-        aud=connect_app.settings.base_url,
-    )
-    resp = await connect_app.client.post(
-        "/connect/disabled",
-        json=install_body(client_key, secret, event="disabled"),
-        headers={"Authorization": f"JWT {connect_app.install_key.sign(disable)}"},
-    )
-    assert resp.status_code == 204, resp.text
+    await disable(connect_app, client_key, secret)
     resp = await deliver(connect_app, token, 2)
     assert resp.status_code == 401 and resp.json()["error"] == "disabled_tenant"
 
@@ -227,17 +226,7 @@ async def test_refused_requests_are_not_remembered(connect_app: ConnectApp) -> N
     assert resp.status_code == 404
     verified = connect_app.app.webhook_context.verified  # type: ignore[attr-defined]
     assert len(verified) == 0
-    disable = install_claims(
-        client_key=client_key,
-        method="POST",
-        path="/connect/disabled",
-        aud=connect_app.settings.base_url,
-    )
-    await connect_app.client.post(
-        "/connect/disabled",
-        json=install_body(client_key, secret, event="disabled"),
-        headers={"Authorization": f"JWT {connect_app.install_key.sign(disable)}"},
-    )
+    await disable(connect_app, client_key, secret)
     token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=PATH)
     assert (await deliver(connect_app, token, 1)).status_code == 401
     assert len(connect_app.app.webhook_context.verified) == 0  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from workers.dispatch import JobContext
 from workers.effects import EffectLedger, LoopGuardPolicy
 from workers.ops import Content, Kind
 from workers.reactions import secrets
-from workers.reactor import Reactor, ReactorOptions
+from workers.reactor import ClientFactory, Reactor, ReactorOptions
 from workers.routing import Router
 
 Job = Callable[[Event], JobContext]
@@ -205,12 +205,9 @@ async def test_the_echo_of_a_first_write_is_ignored_by_any_process_however_soon(
     assert [c for c in fake.writes() if c[0] == "reply"] == [("reply", "5001")]
 
 
-async def test_the_echo_of_a_write_under_the_site_s_other_tenant_name_is_ignored(
-    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
-) -> None:
-    """One site, two tenant names: the app replies under its Connect clientKey, then the
-    Connect install goes and the Forge installation serves the site as ``forge:<cloudId>``.
-    The echo of the reply, delivered under the new name, is the app's own write all the same."""
+def acking(fake: FakeConfluence) -> tuple[Router, ClientFactory, list[str]]:
+    """A router whose one reaction replies "ack" to every new comment, the client factory
+    serving ``fake``, and the list of the comments it acted on."""
     router = Router()
     acted: list[str] = []
 
@@ -222,6 +219,16 @@ async def test_the_echo_of_a_write_under_the_site_s_other_tenant_name_is_ignored
         acted.append(event.content_id)
         await ctx.reply(event.content_id, "<p>ack</p>")
 
+    return router, client_for, acted
+
+
+async def test_the_echo_of_a_write_under_the_site_s_other_tenant_name_is_ignored(
+    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
+) -> None:
+    """One site, two tenant names: the app replies under its Connect clientKey, then the
+    Connect install goes and the Forge installation serves the site as ``forge:<cloudId>``.
+    The echo of the reply, delivered under the new name, is the app's own write all the same."""
+    router, client_for, acted = acking(fake)
     first = comment_event(comment_id="5001")
     await Reactor(router, client_for, ReactorOptions())(first, job(first))
     echo = replace(comment_event(comment_id="9000", actor=APP), tenant="forge:cloud-1")
@@ -461,17 +468,7 @@ async def test_accounts_learned_before_the_every_site_set_are_known_under_the_ot
     """A site whose app account was learned for its Connect tenant only (before the set of
     every site's accounts existed): once that tenant's accounts are read again, the echo of a
     write under ``forge:<cloudId>`` is the app's own all the same."""
-    router = Router()
-    acted: list[str] = []
-
-    async def client_for(event: Event, job_: JobContext) -> FakeConfluence:
-        return fake
-
-    @router.on("comment.created", name="ack")
-    async def ack(event: Event, ctx: ReactionContext) -> None:
-        acted.append(event.content_id)
-        await ctx.reply(event.content_id, "<p>ack</p>")
-
+    router, client_for, acted = acking(fake)
     await redis.sadd(f"{settings.redis_prefix}app-accounts:tenant-a", APP)  # type: ignore[misc]
     first = comment_event(comment_id="5001")
     await Reactor(router, client_for, ReactorOptions())(first, job(first))

@@ -150,6 +150,15 @@ def fake() -> FakeTime:
     return FakeTime()
 
 
+def admin_client(sim: Simulator) -> httpx.AsyncClient:
+    """The simulator in-process, called as its admin (Basic); app calls add their own JWT."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(sim)),
+        base_url=SITE,
+        headers={"Authorization": basic()},
+    )
+
+
 @pytest.fixture
 def timed(fake: FakeTime, keys: Any) -> Simulator:
     start = 1_800_000_000.0  # 2027-01-15T08:00:00Z, on the hour
@@ -158,10 +167,7 @@ def timed(fake: FakeTime, keys: Any) -> Simulator:
 
 async def test_points_quota_headers_and_429(timed: Simulator) -> None:
     _install(timed)
-    app = create_app(timed)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
-    ) as c:
+    async with admin_client(timed) as c:
         await c.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
         await c.put("/_sim/ratelimit", json={"appQuota": 20})
         path = "/wiki/api/v2/spaces"
@@ -194,10 +200,7 @@ async def test_points_quota_headers_and_429(timed: Simulator) -> None:
 
 
 async def test_burst_limits_and_time_scale(timed: Simulator, fake: FakeTime) -> None:
-    app = create_app(timed)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
-    ) as c:
+    async with admin_client(timed) as c:
         await c.put("/_sim/ratelimit", json={"burst": {"GET": 3, "PUT": 1}})
         statuses = [(await c.get("/wiki/api/v2/spaces")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -216,11 +219,8 @@ async def test_faults_storm_and_errors(timed: Simulator, fake: FakeTime) -> None
     """A storm is an overload, answered as a burst limit is: until the storm ends, not the
     hour's reset, and without the quota counters (the quota is not what ran out)."""
     _install(timed)
-    app = create_app(timed)
     path = "/wiki/api/v2/spaces"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
-    ) as c:
+    async with admin_client(timed) as c:
         await c.put("/_sim/faults", json={"storm429Seconds": 60})
         fake.now += 15.0
         stormed = await c.get(path, headers=_jwt("GET", path))
@@ -316,10 +316,7 @@ async def test_quota_before_enforcement_sends_beta_headers_and_refuses_nothing(
 ) -> None:
     """The pre-enforcement phase: points counted, beta headers, the would-be 429 served."""
     _install(timed)
-    app = create_app(timed)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
-    ) as c:
+    async with admin_client(timed) as c:
         await c.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
         state = (await c.put("/_sim/ratelimit", json={"appQuota": 10, "enforce": False})).json()
         assert state["enforce"] is False
@@ -366,10 +363,7 @@ async def test_a_site_with_its_own_quota_is_held_to_it_even_above_the_shared_one
     """Atlassian's per-tenant tier: the site's quota replaces the app's shared one (it was
     seen at 100,100 points against the shared 65,000)."""
     _install(timed)
-    app = create_app(timed)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=SITE, headers={"Authorization": basic()}
-    ) as c:
+    async with admin_client(timed) as c:
         await c.post("/_sim/spaces", json={"key": "DEV", "name": "Dev"})
         await c.put("/_sim/ratelimit", json={"appQuota": 4, "tenantQuota": 10})
         path = "/wiki/api/v2/spaces"
