@@ -4,12 +4,14 @@
                                          [--fresh-tokens]
 
 Calls the ASGI app directly with validly signed Connect ``page_updated`` webhooks of distinct
-pages, 50 at a time (so queue batching behaves as under load), against an embedded Redis,
-and prints the process CPU time per request. The webhooks share one token, as those Confluence
-signs within one second do; ``--fresh-tokens`` gives each its own (another acting user), so
-every one is verified in full: the verified-token cache never hits. ``--profile FILE``
-writes a cProfile dump of the same run (read it with ``python -m pstats FILE``). A quick way
-to see what a change to the hot path buys without the noise of a shared machine's scheduler.
+pages, 50 at a time (so queue batching behaves as under load), against an embedded Redis with
+an append-only file, and prints the process CPU time per request, then the Redis server's (with
+the rewrites of its file) and the bytes its file grew by per request. The webhooks share one
+token, as those Confluence signs within one second do; ``--fresh-tokens`` gives each its own
+(another acting user), so every one is verified in full: the verified-token cache never hits.
+``--profile FILE`` writes a cProfile dump of the same run (read it with ``python -m pstats
+FILE``). A quick way to see what a change to the hot path buys without the noise of a shared
+machine's scheduler.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from app.logs import configure_logging  # noqa: E402
 from app.main import create_app, freeze_heap  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench import bare, loadgen  # noqa: E402
-from bench.ingest import CLIENT_KEY, install_tenant  # noqa: E402
+from bench.ingest import CLIENT_KEY, cpu_seconds, install_tenant  # noqa: E402
 
 BATCH = 50
 
@@ -97,7 +99,14 @@ async def drive(app: ASGIApp, tokens: list[str], count: int, label: str) -> tupl
     return (time.process_time() - start) / count * 1e6, ok
 
 
-async def measure(args: argparse.Namespace, settings: Settings, secret: str) -> None:
+def aof_bytes(data_dir: Path) -> int:
+    """Bytes of the embedded server's append-only files so far."""
+    return sum(f.stat().st_size for f in data_dir.glob("appendonlydir/*") if f.is_file())
+
+
+async def measure(
+    args: argparse.Namespace, settings: Settings, secret: str, server: EmbeddedRedis
+) -> None:
     app: ASGIApp = bare.app if args.target == "bare" else create_app(settings)
     freeze_heap()  # as app.main.factory does in the server
     users = range(args.requests) if args.fresh_tokens else range(1)
@@ -119,7 +128,13 @@ async def measure(args: argparse.Namespace, settings: Settings, secret: str) -> 
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
+        assert server.process is not None
+        pid = server.process.pid
+        redis_cpu, aof = cpu_seconds(pid, children=True), aof_bytes(server.data_dir)
         cpu, ok = await drive(app, tokens, args.requests, uuid.uuid4().hex[:6])
+        await asyncio.sleep(1.2)  # the server writes its append-only file once per loop turn
+        redis_cpu = cpu_seconds(pid, children=True) - redis_cpu
+        aof = aof_bytes(server.data_dir) - aof
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -127,6 +142,10 @@ async def measure(args: argparse.Namespace, settings: Settings, secret: str) -> 
     print(
         f"{args.target}: {cpu:.1f} us CPU/request, {ok}/{args.requests} answered 2xx"
         f" ({tokens_used})"
+    )
+    print(
+        f"redis: {redis_cpu / args.requests * 1e6:.1f} us CPU/request (file rewrites included),"
+        f" {aof / args.requests:.0f} bytes of append-only file/request"
     )
 
 
@@ -157,7 +176,7 @@ def main() -> int:
             asyncio.run(install_tenant(settings, secret))
             import uvloop
 
-            uvloop.run(measure(args, settings, secret))
+            uvloop.run(measure(args, settings, secret, server))
         finally:
             server.stop()
     return 0
