@@ -93,6 +93,22 @@ class EventLog:
         )
         return started(event_id, reply)
 
+    async def waiting_types(self, event_id: str, content_key: str) -> list[str]:
+        """The types of the events waiting behind ``event_id`` in its content's line, oldest
+        first (at most ``MAX_LATER``; none when it is not in the line)."""
+        line = await self.redis.lrange(  # type: ignore[misc]
+            self.keys.content(content_key), 0, MAX_LATER
+        )
+        ids = [_text(i) for i in line]
+        if event_id not in ids:
+            return []
+        behind = ids[ids.index(event_id) + 1 :]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for other in behind:
+                pipe.hget(self.keys.event(other), "type")
+            types = await pipe.execute()
+        return [_text(t) for t in types if t]
+
     async def records(self, event_ids: Sequence[str]) -> list[EventRecord]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for event_id in event_ids:

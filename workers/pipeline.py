@@ -21,7 +21,8 @@ import structlog
 from arq.worker import Retry
 from redis.exceptions import RedisError
 
-from app.atlassian.events import Event
+from app.atlassian.events import REMOVALS, Event
+from app.confluence.errors import NotFound
 from app.dashboard.calls import CallRecorder
 from app.eventlog import EventLog, Writes, now_ms
 from app.jobstate import TERMINAL_STATES, Attempt, EventRecord
@@ -127,6 +128,17 @@ async def _run(
         except Exception as exc:
             rand: Any = ctx.get("random", random.random)
             decision = decide(exc, attempts, settings.retry_schedule, settings.retry_jitter, rand)
+            if isinstance(exc, NotFound) and decision.action == "dead":
+                removal = await _removal_behind(log_store, event)
+                if removal is not None:
+                    # The content was trashed or deleted after this change: nothing to react
+                    # to, and nothing an operator could replay. The removal event runs next.
+                    reason = f"{decision.reason} (a {removal} event of the content waits)"
+                    seconds = time.monotonic() - started
+                    ended = observer.ended_writes("done", seconds)
+                    await _finish(log_store, event, "superseded", reason, log, [ended])
+                    log.info("event superseded: its content was removed", removal=removal)
+                    return "superseded"
             attempt = Attempt(
                 n=attempts + 1,
                 started=started_ms,
@@ -227,6 +239,14 @@ async def _keep_alive(log_store: EventLog, event: Event) -> None:
         pipe.expire(keys.attempts(event.id), ttl)
         pipe.expire(keys.content(event.content_key), ttl)
         await pipe.execute()
+
+
+async def _removal_behind(log_store: EventLog, event: Event) -> str | None:
+    """The type of a removal (trash, delete) waiting behind ``event`` in its content's line."""
+    for type_ in await log_store.waiting_types(event.id, event.content_key):
+        if type_ in REMOVALS:
+            return type_
+    return None
 
 
 def _log_missing(event_id: str) -> None:

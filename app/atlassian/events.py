@@ -36,6 +36,8 @@ EVENT_TYPES = (
     "label.removed",
     "attachment.created",
 )
+# Types that say the content is gone: an earlier event of it that finds no content ends there.
+REMOVALS = frozenset({"page.trashed", "page.deleted", "comment.deleted"})
 
 CONNECT_EVENTS = {
     "page_created": "page.created",

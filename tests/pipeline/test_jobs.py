@@ -11,7 +11,8 @@ from typing import Any
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from app.atlassian.events import Event
+from app.atlassian.events import Event, from_connect
+from app.confluence.errors import NotFound
 from app.dlq import DeadLetters, Filter
 from app.errors import Defer, PermanentFailure, TransientFailure
 from app.eventlog import EventLog
@@ -121,6 +122,45 @@ async def test_permanent_failures_skip_retries_and_can_be_discarded(
         e.id for e in events[1:]
     )
     assert await dlq.count() == 0
+
+
+def trashed_event(content: int, tenant: str = "site-a") -> Event:
+    """The Connect page_trashed that follows ``page_event(content, ...)``."""
+    body = page_event(content, 1, tenant).raw
+    return from_connect(tenant, "page_trashed", {**body, "timestamp": body["timestamp"] + 1000})
+
+
+async def test_a_change_whose_content_was_removed_since_ends_superseded_not_dead(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    """page_updated then page_trashed: the update finds no page (404). With the removal
+    waiting behind it in the content's line, that is no failure to replay; without one it is.
+    """
+    queue, log, dlq = (
+        EventQueue(redis, settings),
+        EventLog(redis, settings),
+        DeadLetters(redis, settings),
+    )
+    edited, trashed = page_event(1, 3), trashed_event(1)
+    lone = page_event(2, 3)  # its page is gone too, but nothing says it was removed
+    edited_again = page_event(2, 4)
+
+    def gone(e: Event, job: JobContext) -> BaseException | None:
+        if e.type == "page.updated":
+            return NotFound("Not Found", status=404, url=f"https://x/pages/{e.content_id}")
+        return None
+
+    handler = Recorder(gone)
+    for event in (edited, trashed, lone, edited_again):
+        assert await queue.put(event) is True
+    await burst_worker(dispatch=handler).main()
+    record = await log.record(edited.id)
+    assert record is not None and record.state == "superseded"
+    assert "NotFound" in record.reason and "page.trashed" in record.reason
+    assert await state(log, trashed) == "done", "the removal runs after it"
+    assert [e.id for e, _ in handler.calls].count(trashed.id) == 1
+    assert await log.attempts(edited.id) == []
+    assert {r.id for r in await dlq.find()} == {lone.id, edited_again.id}
 
 
 async def test_deferral_waits_without_counting_an_attempt(
