@@ -89,7 +89,8 @@ async def drive(app: ASGIApp, tokens: list[str], count: int, label: str) -> tupl
     start = time.process_time()
     for first in range(0, count, BATCH):
         batch = range(first, min(count, first + BATCH))
-        bodies = [(loadgen.BODY % ((f"{label}-{i}",) * 3)).encode() for i in batch]
+        ids = [loadgen.content_id(label, 0, i) for i in batch]
+        bodies = [(loadgen.BODY % ((page,) * 3)).encode() for page in ids]
         calls = (
             call(app, loadgen.PATH, tokens[i % len(tokens)], body)
             for i, body in zip(batch, bodies, strict=True)

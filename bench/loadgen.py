@@ -1,11 +1,12 @@
 """Load generators for ``bench/ingest.py``: wrk for throughput, an open-loop driver for latency.
 
-Every request is a validly signed Connect ``page_updated`` webhook of a distinct page, so no
-two requests are duplicates: the token covers method and path (the qsh), the body varies.
-Tokens are signed as Confluence signs webhooks: ``iat`` is the second of sending and ``exp``
-180 s later, so every webhook of one second carries that second's token (:class:`Tokens`,
-signed ahead for the whole run). The app verifies the first webhook of each second in full
-and finds the rest in its verified-token cache, as it would under a real burst.
+Every request is a validly signed Connect ``page_updated`` webhook of a distinct page (a
+numeric content id, as Confluence's: :func:`content_id`), so no two requests are duplicates:
+the token covers method and path (the qsh), the body varies. Tokens are signed as Confluence
+signs webhooks: ``iat`` is the second of sending and ``exp`` 180 s later, so every webhook of
+one second carries that second's token (:class:`Tokens`, signed ahead for the whole run). The
+app verifies the first webhook of each second in full and finds the rest in its verified-token
+cache, as it would under a real burst.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +53,20 @@ function request()
   if headers[i] == nil then
     headers[i] = {["Content-Type"] = "application/json", ["Authorization"] = "JWT " .. tokens[i]}
   end
-  local id = label .. "-" .. tid .. "-" .. counter
+  local id = string.format("%%s%%02d%%08d", label, tid, counter)
   return wrk.format("POST", "%(path)s", headers[i], string.format('%(body)s', id, id, id))
 end
 """
+
+
+def label_digits(label: str) -> str:
+    """A run's label (``r0``, ``lat``) as the 10 digits that open its content ids."""
+    return f"{zlib.crc32(label.encode()):010d}"
+
+
+def content_id(label: str, stream: int, n: int) -> str:
+    """The numeric id of the ``n``-th page one sender (``stream``) of a run sends: 20 digits."""
+    return f"{label_digits(label)}{stream:02d}{n:08d}"
 
 
 Signer = Callable[[int], str]
@@ -109,7 +121,7 @@ def run_wrk(
             str(script),
             url,
             "--",
-            label,
+            label_digits(label),
             str(signed),
         ],
         capture_output=True,
@@ -157,7 +169,7 @@ async def closed_loop(
         i = 0
         while time.monotonic() < stop:
             i += 1
-            request = request_bytes(host, tokens.now(), f"{label}-{n}-{i}")
+            request = request_bytes(host, tokens.now(), content_id(label, n, i))
             status = await _exchange(reader, writer, request)
             counts["ok" if 200 <= status < 300 else "other"] += 1
         writer.close()
@@ -183,7 +195,7 @@ async def open_loop(
     async def one(i: int) -> None:
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        request = request_bytes(host, tokens.now(), f"{label}-{i}")
+        request = request_bytes(host, tokens.now(), content_id(label, 0, i))
         if pool.empty():
             conn = await asyncio.open_connection(host, port)
         else:

@@ -200,6 +200,15 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _checked_id(name: str, content_id: str) -> str:
+    """``content_id`` if it has the shape of a Confluence content id: digits (a long), or
+    ``att`` and digits for an attachment. Anything else could never be fetched: refused."""
+    digits = content_id[3:] if content_id.startswith("att") else content_id
+    if 0 < len(digits) <= 20 and digits.isascii() and digits.isdigit():
+        return content_id
+    raise InvalidPayload(f"{name}: {content_id[:40]!r} is not a Confluence content id")
+
+
 def _epoch_ms(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -243,6 +252,7 @@ def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = Non
     content_id = _str_id(content.get("idAsString")) or _str_id(content.get("id"))
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
+    content_id = _checked_id(name, content_id)
     timestamp = _epoch_ms(body.get("timestamp")) or _epoch_ms(content.get("modificationDate")) or 0
     labelled = type_.startswith("label.")
     version = None if labelled else _int(content.get("version"))
@@ -319,6 +329,7 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
     content_id = _str_id(content.get("id"))
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
+    content_id = _checked_id(name, content_id)
     label = _obj(event, "label").get("name")
     version = _int(content.get("version"))
     return _build(

@@ -114,12 +114,14 @@ async def test_bad_bodies(connect_app: ConnectApp) -> None:
         (b"{nope", "application/json", 400, "invalid_payload"),
         (b"[1]", "application/json", 400, "invalid_payload"),
         (b'{"page": {}}', "application/json", 400, "invalid_payload"),
+        (b'{"page": {"id": "12; DROP"}}', "application/json", 400, "invalid_payload"),
     ]
     for content, media, status, code in cases:
         resp = await connect_app.client.post(
             path, content=content, headers={**headers, "content-type": media}
         )
         assert (resp.status_code, resp.json()["error"]) == (status, code)
+    assert "'12; DROP' is not a Confluence content id" in resp.json()["detail"]
 
 
 async def test_queue_unavailable_is_503_and_nothing_acknowledged(

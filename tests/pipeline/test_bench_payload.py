@@ -11,13 +11,14 @@ from bench import loadgen
 
 
 def test_benchmark_bodies_are_distinct_valid_webhooks() -> None:
+    ids = [loadgen.content_id(label, 1, n) for label in ("r0", "r1") for n in range(3)]
     events = [
-        from_connect("t", "page_updated", json.loads(loadgen.BODY % ((f"r1-1-{n}",) * 3)))
-        for n in range(3)
+        from_connect("t", "page_updated", json.loads(loadgen.BODY % ((page,) * 3))) for page in ids
     ]
-    assert [e.content_id for e in events] == ["r1-1-0", "r1-1-1", "r1-1-2"]
-    assert len({e.id for e in events}) == 3
-    raw = loadgen.request_bytes("h", "tok", "x1")
+    assert [e.content_id for e in events] == ids  # accepted: numeric, as Confluence's
+    assert len({e.id for e in events}) == 6
+    assert all(len(page) == 20 and page.isdigit() for page in ids)
+    raw = loadgen.request_bytes("h", "tok", ids[0])
     head, body = raw.split(b"\r\n\r\n", 1)
     assert b"Authorization: JWT tok" in head
     assert f"Content-Length: {len(body)}".encode() in head

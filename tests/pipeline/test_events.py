@@ -267,3 +267,29 @@ def test_a_newer_version_is_a_new_event() -> None:
 def test_unknown_or_incomplete_shapes_are_invalid(make: Any, body: Any) -> None:
     with pytest.raises(InvalidPayload):
         make(body)
+
+
+@pytest.mark.parametrize("content_id", ["abc", "12-3", "١٢٣", "1" * 21, "att", " 12 x", "-5"])
+def test_content_ids_that_confluence_could_not_have_sent_are_invalid(content_id: str) -> None:
+    connect = load("connect", "page_updated")
+    connect["page"]["id"] = content_id
+    connect["page"].pop("idAsString", None)
+    forge = load("forge", "updated_page")
+    forge["payload"]["content"]["id"] = content_id
+    for make in (
+        lambda: from_connect(TENANT, "page_updated", connect),
+        lambda: from_forge(TENANT, forge),
+    ):
+        with pytest.raises(InvalidPayload, match="is not a Confluence content id"):
+            make()
+
+
+def test_numeric_and_attachment_content_ids_are_taken() -> None:
+    body = load("connect", "page_updated")
+    body["page"]["id"] = "1" * 20
+    body["page"].pop("idAsString", None)
+    assert from_connect(TENANT, "page_updated", body).content_id == "1" * 20
+    attached = load("connect", "attachment_created")
+    attached["attachments"][0]["id"] = "att30000007"
+    attached["attachments"][0].pop("idAsString", None)
+    assert from_connect(TENANT, "attachment_created", attached).content_id == "att30000007"
