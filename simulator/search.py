@@ -107,8 +107,67 @@ def _envelope(
     }
 
 
+# What ``expand`` can name on a hit's content (v1 names, ``content.`` prefixed). Other names
+# are ignored; what was not expanded is listed under ``_expandable``.
+EXPANDABLE = ("space", "version", "history", "body.storage", "metadata.labels")
+
+
+def _expand(ctx: Ctx) -> set[str]:
+    names = (n.strip() for n in (ctx.query.get("expand") or "").split(","))
+    return {n.removeprefix("content.") for n in names if n.startswith("content.")} & set(EXPANDABLE)
+
+
+def _v1_user(store: Store, account_id: str) -> dict[str, Any]:
+    user = store.users.get(account_id)
+    return user_view(user) if user else {"type": "unknown", "accountId": account_id}
+
+
+def _expanded(ctx: Ctx, item: Content, asked: set[str]) -> dict[str, Any]:
+    """The ``content.*`` parts of one hit that ``expand`` asked for, and ``_expandable``."""
+    store = ctx.sim.store
+    space = store.spaces[item.space_id]
+    rev = item.current
+    parts: dict[str, Any] = {
+        "space": {
+            "id": int(space.id) if space.id.isdigit() else space.id,
+            "key": space.key,
+            "name": space.name,
+            "type": space.type,
+            "status": space.status,
+        },
+        "version": {
+            "by": _v1_user(store, rev.author_id),
+            "when": rev.created_at,
+            "number": rev.number,
+            "message": rev.message,
+            "minorEdit": rev.minor_edit,
+        },
+        "history": {
+            "latest": True,
+            "createdBy": _v1_user(store, item.author_id),
+            "createdDate": item.created_at,
+        },
+    }
+    out: dict[str, Any] = {k: v for k, v in parts.items() if k in asked}
+    if "body.storage" in asked:
+        out["body"] = {"storage": {"value": rev.value, "representation": "storage"}}
+    if "metadata.labels" in asked:
+        labels = [store.labels[i] for i in item.label_ids]
+        results = [{"prefix": lb.prefix, "name": lb.name, "id": lb.id} for lb in labels]
+        out["metadata"] = {
+            "labels": {"results": results, "start": 0, "limit": 200, "size": len(results)}
+        }
+    expandable = {"space", "version", "history", "body", "metadata", "container", "ancestors"}
+    expandable -= set(out)
+    out["_expandable"] = {
+        name: f"/rest/api/content/{item.id}?expand={name}" for name in sorted(expandable)
+    }
+    return out
+
+
 def search(ctx: Ctx) -> Reply:
     cql = ctx.query.get("cql") or ""
+    asked = _expand(ctx)
     store = ctx.sim.store
     try:
         query = parse(cql, now=ctx.sim.clock.now(), current_user=ctx.me)
@@ -141,6 +200,7 @@ def search(ctx: Ctx) -> Reply:
                         "webui": links["webui"],
                         "self": f"{ctx.base}/rest/api/content/{item.id}",
                     },
+                    **_expanded(ctx, item, asked),
                 },
                 "title": item.title,
                 "excerpt": doc["text"][len(item.title) + 1 :][:200],

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.cli import build_parser
+from app.confluence.models import SearchResult
 from simulator.cql import CqlError, parse
 from simulator.site import build
 from simulator.store import Store
@@ -105,6 +106,30 @@ async def test_search_over_the_site(client: httpx.AsyncClient, space: dict[str, 
     assert [u["user"]["displayName"] for u in users["results"]] == ["Site Admin"]
     no_type = await client.get("/wiki/rest/api/search/user", params={"cql": 'user.fullname~"a"'})
     assert no_type.status_code == 400
+
+
+async def test_search_expands_what_is_asked_and_lists_the_rest(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Expand me", "<p>first</p>")
+    await client.post(
+        "/_sim/act/labels",
+        json={"as": "admin@example.com", "contentId": page["id"], "name": "ops"},
+    )
+    cql = {"cql": 'title ~ "Expand me"'}
+    plain = (await client.get("/wiki/rest/api/search", params=cql)).json()["results"][0]
+    assert "version" not in plain["content"] and "space" not in plain["content"]
+    assert {"version", "space", "body"} <= set(plain["content"]["_expandable"])
+    expand = "content.version,content.space,content.body.storage,content.metadata.labels,nope"
+    hit = (await client.get("/wiki/rest/api/search", params={**cql, "expand": expand})).json()[
+        "results"
+    ][0]["content"]
+    assert hit["version"]["number"] == 1 and hit["version"]["by"]["accountId"]
+    assert hit["space"]["key"] == space["key"]
+    assert hit["body"]["storage"] == {"value": "<p>first</p>", "representation": "storage"}
+    assert [lb["name"] for lb in hit["metadata"]["labels"]["results"]] == ["ops"]
+    assert "version" not in hit["_expandable"] and "history" in hit["_expandable"]
+    assert SearchResult.from_json({"content": hit}).space_key == space["key"]
 
 
 async def test_state_round_trips_through_json(
