@@ -127,12 +127,17 @@ class ClientOps:
         ]
 
     async def inline_comments(self, kind: Kind, content_id: str) -> list[Comment]:
-        if kind != "page":
-            return []
-        return [_comment(c) async for c in self.client.iter_inline_comments(content_id)]
+        container: Literal["pages", "blogposts"] = "blogposts" if kind == "blogpost" else "pages"
+        return [
+            _comment(c)
+            async for c in self.client.iter_inline_comments(content_id, container=container)
+        ]
 
     async def replies(self, comment_id: str) -> list[Comment]:
-        return [_comment(c) async for c in self.client.iter_comment_replies(comment_id)]
+        # Events do not say a comment's kind, and each kind lists its replies at its own URL.
+        parent = await self.client.find_comment(comment_id)
+        replies = self.client.iter_comment_replies(comment_id, kind=parent.kind)
+        return [_comment(c) async for c in replies]
 
     async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:
         if kind == "blogpost":
@@ -170,6 +175,10 @@ class ClientOps:
             await self._wrote(written.version)
 
     async def labels(self, kind: Kind, content_id: str) -> list[str]:
-        if kind != "page":
+        if kind == "blogpost":
+            found = self.client.iter_labels(blog_post_id=content_id)
+        elif kind == "page":
+            found = self.client.iter_labels(page_id=content_id)
+        else:
             return []
-        return [label.name async for label in self.client.iter_labels(page_id=content_id)]
+        return [label.name async for label in found]

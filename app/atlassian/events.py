@@ -329,7 +329,7 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
     content_id = _str_id(content.get("id"))
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
-    content_id = _checked_id(name, content_id)
+    content_id = _checked_id(str(name), content_id)
     label = _obj(event, "label").get("name")
     version = _int(content.get("version"))
     return _build(

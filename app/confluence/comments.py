@@ -44,16 +44,17 @@ class CommentsAPI:
 
     def iter_inline_comments(
         self,
-        page_id: str,
+        content_id: str,
         *,
+        container: Container = "pages",
         body_format: str | None = "storage",
         status: Sequence[str] | None = None,
         resolution_status: Sequence[str] | None = None,
         sort: str | None = None,
         limit: int = 25,
     ) -> AsyncIterator[Comment]:
-        """Top-level inline comments of a page, optionally by resolution status."""
-        url = self._t.site.v2(f"/pages/{page_id}/inline-comments")
+        """Top-level inline comments of a page (or blog post), optionally by resolution."""
+        url = self._t.site.v2(f"/{container}/{content_id}/inline-comments")
         params = {
             "body-format": body_format,
             "status": status,
@@ -67,14 +68,17 @@ class CommentsAPI:
         self,
         comment_id: str,
         *,
+        kind: CommentKind = "footer",
         body_format: str | None = "storage",
         sort: str | None = None,
         limit: int = 25,
     ) -> AsyncIterator[Comment]:
-        """Replies to a footer comment (GET /footer-comments/{id}/children)."""
-        url = self._t.site.v2(f"/footer-comments/{comment_id}/children")
+        """Replies to a footer (or inline) comment (GET /{kind}-comments/{id}/children)."""
+        url = self._t.site.v2(f"/{kind}-comments/{comment_id}/children")
         params = {"body-format": body_format, "sort": sort, "limit": limit}
-        return self._t.iterate_as(_footer, url, params, check_limit(limit))
+        return self._t.iterate_as(
+            _inline if kind == "inline" else _footer, url, params, check_limit(limit)
+        )
 
     async def get_comment(
         self,

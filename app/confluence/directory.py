@@ -111,16 +111,19 @@ class DirectoryAPI:
         self,
         *,
         page_id: str | None = None,
+        blog_post_id: str | None = None,
         space_id: str | None = None,
         prefix: str | None = None,
         sort: str | None = None,
         limit: int = 25,
     ) -> AsyncIterator[Label]:
-        """All labels, or those of one page or one space."""
-        if page_id and space_id:
-            raise ValueError("labels of a page or of a space, not both")
+        """All labels, or those of one page, blog post or space."""
+        if sum(1 for given in (page_id, blog_post_id, space_id) if given) > 1:
+            raise ValueError("labels of a page, a blog post or a space, not several")
         if page_id:
             path = f"/pages/{page_id}/labels"
+        elif blog_post_id:
+            path = f"/blogposts/{blog_post_id}/labels"
         elif space_id:
             path = f"/spaces/{space_id}/labels"
         else:
