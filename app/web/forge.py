@@ -203,7 +203,7 @@ async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
         # acknowledged (Forge would retry a refusal) but not stored; counted as received only
         bound.warning("forge event ignored: not a handled type")
         return JSONResponse({"ignored": "unhandled event type"})
-    if name.endswith(":label") and not isinstance(unwrap(body).get("content"), dict):
+    if name.endswith(":label") and not _labels_content(unwrap(body)):
         # labels on spaces and templates: nothing for content reactions (no retries wanted)
         bound.info("forge label event ignored: not on content")
         return JSONResponse({"ignored": "label is not on content"})
@@ -213,6 +213,16 @@ async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
     )
     await _stored(request, store.record_event(invocation.installation_id, event.type, retries))
     return JSONResponse({"id": event.id, "duplicate": not created})
+
+
+def _labels_content(event: dict[str, Any]) -> bool:
+    """Whether a label event names the content it labels (``content``, or ``labeledContent``
+    as :func:`app.atlassian.events.from_forge` also reads it) rather than a space."""
+    for key in ("content", "labeledContent"):
+        labelled = event.get(key)
+        if isinstance(labelled, dict) and labelled:
+            return labelled.get("type") != "space"
+    return False
 
 
 async def lifecycle(request: Request) -> JSONResponse:

@@ -23,6 +23,7 @@ from app.atlassian.install_token import (
     read_install_key_id,
     verify_install_token,
 )
+from app.atlassian.token_errors import MissingToken
 from app.errors import IngestError, InvalidPayload, VerificationError
 from app.install_keys import InstallKeys
 from app.settings import Settings
@@ -155,6 +156,17 @@ async def enabled(request: Request) -> Response:
 
 
 async def disabled(request: Request) -> Response:
+    try:
+        request_token(request)
+    except MissingToken:
+        # Atlassian sends `disabled` after `uninstalled` without a JWT (AC-2561): acknowledged,
+        # and since nothing proves who sent it, nothing is changed.
+        if request.method != "POST":
+            return _method_not_allowed()
+        log.info("connect.disabled.unsigned_ignored")
+        return Response(status_code=204)
+    except VerificationError:
+        pass  # refused with its reason by the signed path below
     return await _toggle(request, "disabled")
 
 

@@ -250,3 +250,27 @@ async def test_disabled_after_uninstall_is_acknowledged(connect_app: ConnectApp)
     )
     assert resp.status_code == 204
     assert (await connect_app.app.state.tenants.get(client_key)).status == "uninstalled"
+
+
+async def test_unsigned_disabled_is_acknowledged_and_changes_nothing(
+    connect_app: ConnectApp,
+) -> None:
+    """Atlassian sends `disabled` after `uninstalled` without a JWT (AC-2561): 204, and as
+    nothing proves its origin, an active tenant stays active."""
+    client_key, _ = await connect_app.install()
+    resp = await connect_app.client.post(
+        "/connect/disabled", json=install_body(client_key, "", event="disabled")
+    )
+    assert resp.status_code == 204
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "installed"
+    enabled = await connect_app.client.post(
+        "/connect/enabled", json=install_body(client_key, "", event="enabled")
+    )
+    assert enabled.status_code == 401, "only `disabled` comes unsigned"
+    forged = await connect_app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, "", event="disabled"),
+        headers={"Authorization": "JWT not.a.token"},
+    )
+    assert forged.status_code == 401
+    assert (await connect_app.app.state.tenants.get(client_key)).status == "installed"

@@ -168,6 +168,18 @@ async def test_label_on_a_space_and_unhandled_events_are_acknowledged_not_queued
     assert await redis.zcard(f"{forge_settings.redis_prefix}queue") == 0
 
 
+async def test_a_label_event_naming_its_content_as_labeled_content_is_stored(
+    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+) -> None:
+    body = event_fixture("label-created")
+    event = body.get("payload", body)
+    event["labeledContent"] = event.pop("content")
+    response = await forge.post("/forge/events", body, token=mint(keys[0]))
+    assert response.status_code == 200 and "ignored" not in response.json(), response.text
+    stored = await EventQueue(redis, forge_settings).get(response.json()["id"])
+    assert stored is not None and stored.type == "label.added"
+
+
 async def test_malformed_bodies_are_400_not_500(forge: Forge, keys: list[SigningKey]) -> None:
     no_id = event_fixture("page-created")
     del no_id["content"]["id"]
