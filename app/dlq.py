@@ -9,14 +9,19 @@ line like a new arrival.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
-from app.eventlog import EventLog
+from app.eventlog import EventLog, now_ms
 from app.jobstate import Attempt, EventRecord
 from app.settings import Settings
+
+# How long a replay waits for arq to close the run that dead-lettered the event.
+CLOSING_TRIES = 40
+CLOSING_WAIT_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,10 @@ class DeadLetters:
         self.log = EventLog(redis, settings)
 
     async def count(self) -> int:
-        return int(await self.redis.zcard(self.log.keys.dlq))
+        """Dead letters held: deaths within the dead-letter retention (older ones have expired;
+        the index forgets them at the next death)."""
+        oldest = now_ms() - self.log.dead_retention * 1000
+        return int(await self.redis.zcount(self.log.keys.dlq, oldest, "+inf"))
 
     async def find(self, where: Filter | None = None, limit: int = 100) -> list[EventRecord]:
         """Newest deaths first."""
@@ -69,28 +77,43 @@ class DeadLetters:
         return DeadLetter(record, await self.log.attempts(event_id))
 
     async def retry(self, event_id: str) -> bool:
-        """Replay one dead event; False when it is not in the store."""
+        """Replay one dead event; False when it is not in the store (any more)."""
         record = await self.log.record(event_id)
         if record is None or record.state != "dead":
             return False
-        return await self.log.requeue(Event.from_json(record.event_json))
+        return await self._requeue(record)
+
+    async def _requeue(self, record: EventRecord) -> bool:
+        # The state is checked again in the script that moves it: a replay or discard made
+        # meanwhile wins. An event dead-lettered a moment ago may still have its run being
+        # closed by arq; that takes milliseconds, so it is waited for (within a bound).
+        event = Event.from_json(record.event_json)
+        for _ in range(CLOSING_TRIES):
+            outcome = await self.log.requeue(event)
+            if outcome >= 0:
+                return outcome == 1
+            await asyncio.sleep(CLOSING_WAIT_SECONDS)
+        return False
 
     async def retry_all(self, where: Filter | None = None) -> list[str]:
         """Replay every dead event matching ``where``, oldest death first (arrival order)."""
         records = await self.find(where, limit=1_000_000)
         replayed = []
         for record in reversed(records):
-            if await self.log.requeue(Event.from_json(record.event_json)):
+            if await self._requeue(record):
                 replayed.append(record.id)
         return replayed
 
     async def discard(self, event_id: str) -> bool:
-        """Drop a dead event for good (its record says ``discarded`` until it expires)."""
+        """Drop a dead event for good (its record says ``discarded`` until it expires);
+        False when it is not in the store (any more: a replay made meanwhile wins)."""
         record = await self.log.record(event_id)
         if record is None or record.state != "dead":
             return False
-        await self.log.finish(event_id, record.content, "discarded", "discarded by an operator")
-        return True
+        finished = await self.log.finish(
+            event_id, record.content, "discarded", "discarded by an operator", only_if="dead"
+        )
+        return finished.ended
 
     async def discard_all(self, where: Filter | None = None) -> list[str]:
         discarded = []

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
@@ -43,10 +44,12 @@ class Started(NamedTuple):
 
 
 class Finished(NamedTuple):
-    """What :meth:`EventLog.finish` did: the event scheduled next, and expired ones it skipped."""
+    """What :meth:`EventLog.finish` did: the event scheduled next, and expired ones it skipped
+    (``ended`` False: the record was not in the state asked for, and nothing changed)."""
 
     next_id: str | None
     skipped: list[str]
+    ended: bool = True
 
 
 def started(event_id: str, reply: list[Any]) -> Started:
@@ -151,11 +154,14 @@ class EventLog:
         state: str,
         reason: str,
         also: Sequence[Writes] = (),
+        *,
+        only_if: str = "",
     ) -> Finished:
         """End the event in ``state`` and schedule the next event of its content, if any.
 
         Next events whose records expired while they waited are ended (``discarded``) on the
         way. ``also`` adds best-effort writes to the same round trip: their errors are ignored.
+        ``only_if``: end it only if its record is in that state now (checked in the same step).
         """
         keys = self.keys
         script_keys = [
@@ -176,9 +182,10 @@ class EventLog:
             self.retention,
             EXPIRED,
             MAX_SKIPPED,
+            only_if,
         ]
         if not also:
-            nxt, skipped = await self._finish(keys=script_keys, args=args)
+            reply = await self._finish(keys=script_keys, args=args)
         else:
             # EVALSHA by hand: a pipeline running a registered script first asks Redis whether
             # the script exists (one more round trip); a missing script is loaded below instead.
@@ -187,20 +194,30 @@ class EventLog:
                 for writes in also:
                     writes(pipe)
                 results = await pipe.execute(raise_on_error=False)
-            first = results[0]
-            if isinstance(first, NoScriptError):
-                first = await self._finish(keys=script_keys, args=args)
-            elif isinstance(first, Exception):
-                raise first
-            nxt, skipped = first
-        return Finished(None if not nxt else _text(nxt), [_text(i) for i in skipped])
+            reply = results[0]
+            if isinstance(reply, NoScriptError):
+                reply = await self._finish(keys=script_keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+        nxt, skipped, *refused = reply
+        return Finished(None if not nxt else _text(nxt), [_text(i) for i in skipped], not refused)
 
-    async def requeue(self, event: Event) -> bool:
-        """Put an ended event back in line behind its content's unfinished events."""
+    async def requeue(self, event: Event) -> int:
+        """Put a dead event back in line behind its content's unfinished events.
+
+        1: replayed; 0: its record is gone or no longer dead; -1: the run that killed it is
+        still being closed (try again in a moment).
+        """
         keys = self.keys
         replayed = dataclasses.replace(event, source="replay")
         done = await self._requeue(
-            keys=[keys.event(event.id), keys.content(event.content_key), keys.queue, keys.dlq],
+            keys=[
+                keys.event(event.id),
+                keys.content(event.content_key),
+                keys.queue,
+                keys.dlq,
+                in_progress_key_prefix + event.id,
+            ],
             args=[
                 event.id,
                 replayed.to_json(),
@@ -210,7 +227,7 @@ class EventLog:
                 self.retention,
             ],
         )
-        return bool(done)
+        return int(done)
 
     async def recent(
         self,

@@ -225,11 +225,15 @@ BEGIN = BEGIN_FUNCTION + "return begin_run(ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n
 # one behind it is tried, up to ARGV[10] of them.
 # KEYS: event, content list, queue, dlq, events index.
 # ARGV: id, state, reason, prefix, function, job expiry ms, record ttl s, index age s,
-# reason for an expired record, most records to skip.
-# Returns {id of the event scheduled next or false, {ids skipped}}.
+# reason for an expired record, most records to skip, state the record must be in ('' = any).
+# Returns {id of the event scheduled next or false, {ids skipped}}, or {false, {}, 0} when the
+# record is not in the required state (nothing changed).
 FINISH = (
     _SCHEDULE
     + """
+if ARGV[11] and ARGV[11] ~= '' and redis.call('HGET', KEYS[1], 'state') ~= ARGV[11] then
+  return {false, {}, 0}
+end
 local now = now_ms()
 local prefix = ARGV[4]
 local function close(record, id, state, reason, ttl)
@@ -270,14 +274,21 @@ return {nxt, skipped}
 """
 )
 
-# Puts an ended event back in line (replay from the dead-letter store).
-# KEYS: event, content list, queue, dlq. ARGV: id, event json, prefix, function,
-# job expiry ms, record ttl s. Returns 1, or 0 when the record is gone.
+# Puts a dead event back in line (replay from the dead-letter store), checking its state in the
+# same step as the move, so a concurrent replay or discard of it finds it no longer dead.
+# KEYS: event, content list, queue, dlq, arq's in-progress key of the event's job.
+# ARGV: id, event json, prefix, function, job expiry ms, record ttl s.
+# Returns 1; 0 when the record is gone or not dead; -1 while the run that killed it is still
+# being closed by arq (its in-progress key is held until arq has removed the old job, which
+# would otherwise take the new one's queue entry with it).
 REQUEUE = (
     _SCHEDULE
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('HGET', KEYS[1], 'state') ~= 'dead' then
   return 0
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return -1
 end
 local now = now_ms()
 redis.call('ZREM', KEYS[4], ARGV[1])

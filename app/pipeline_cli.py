@@ -102,6 +102,17 @@ def non_empty(text: str) -> str:
     return text
 
 
+def type_filter(text: str) -> str:
+    """A ``--type`` value: an event type (``page.updated``; the Connect and Forge names of one
+    are taken too). An unknown one would match nothing and look like an empty store."""
+    from app.atlassian.events import EVENT_TYPES, event_type
+
+    found = event_type(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"not an event type; one of {', '.join(EVENT_TYPES)}")
+    return found
+
+
 def _selection_problem(args: argparse.Namespace) -> str | None:
     """Why a retry/discard selection is refused, or None: ids, or --all (with filters)."""
     if args.all and args.event_ids:
@@ -128,6 +139,8 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
         _not_dead(args.event_ids, ids)
     for event_id in ids:
         print(f"replayed {event_id}")
+    if args.all and not ids:
+        print("reactor: no dead letter matched", file=sys.stderr)
     await _audit(redis, settings, "retry", args, ids)
     return 0 if ids or args.all else 1
 
@@ -147,6 +160,8 @@ async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace
         _not_dead(args.event_ids, ids)
     for event_id in ids:
         print(f"discarded {event_id}")
+    if args.all and not ids:
+        print("reactor: no dead letter matched", file=sys.stderr)
     await _audit(redis, settings, "discard", args, ids)
     return 0 if ids or args.all else 1
 
@@ -262,7 +277,7 @@ def register(sub: Any) -> None:
             "--tenant", type=non_empty, default=None, help="only this tenant's events"
         )
         parser.add_argument(
-            "--type", type=non_empty, default=None, help="only this event type (page.updated)"
+            "--type", type=type_filter, default=None, help="only this event type (page.updated)"
         )
 
     listing = actions.add_parser("list", help="dead events, newest first")

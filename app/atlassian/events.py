@@ -73,6 +73,15 @@ FORGE_EVENTS = {
     "avi:confluence:created:attachment": "attachment.created",
 }
 
+
+def event_type(name: str) -> str | None:
+    """An event type of our vocabulary from its own name, a Connect webhook name
+    (``page_updated``) or a Forge event name; None when it names none of them."""
+    if name in EVENT_TYPES:
+        return name
+    return CONNECT_EVENTS.get(name) or FORGE_EVENTS.get(name)
+
+
 # Connect payload key holding the content object, per event family.
 _CONNECT_CONTENT_KEYS = ("page", "blog", "blogpost", "comment", "attachment", "content", "labeled")
 

@@ -51,6 +51,9 @@ async def _act(request: Request, action: str) -> Response:
         detail=result,
     )
     message = f"{action}: {result.get('count', 0)} dead letter(s)"
+    skipped = result.get("not_dead") or []
+    if skipped:
+        message += f"; {len(skipped)} id(s) skipped: not dead letters (any more)"
     if not result.get("ok"):
         message = f"{action} failed: {result.get('detail', 'unknown error')}"
     return RedirectResponse(f"/dashboard/dead?done={message}", status_code=303)

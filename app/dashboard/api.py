@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from app.atlassian.events import EVENT_TYPES, event_type
 from app.dashboard import auth, views
 from app.dashboard.audit import MAX_ENTRIES, AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor
@@ -167,6 +168,11 @@ def _action_request(body: dict[str, Any]) -> tuple[str, list[str], Filter | None
     for key, value in filters.items():
         if not isinstance(value, str) or not value:  # null included: never "no filter"
             return f"{key} must be a non-empty string"
+    if "type" in filters:
+        known = event_type(str(filters["type"]))
+        if known is None:
+            return f"type must be an event type ({', '.join(EVENT_TYPES)})"
+        filters["type"] = known
     if everything and "ids" in body:
         return 'send either ids or {"all": true}, not both'
     if not everything:

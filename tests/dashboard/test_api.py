@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,10 @@ async def test_retry_all_and_discard_are_done_and_audited(
     events = [make_event(content_id=str(700 + n)) for n in range(3)]
     for event in events:
         await kill(redis, settings, event, "500 server error")
+    unknown = await api.post("/api/dead/retry", json={"all": True, "type": "page_edited"})
+    assert unknown.status_code == 400 and "type must be an event type" in unknown.text
+    none_of_them = await api.post("/api/dead/retry", json={"all": True, "type": "label_added"})
+    assert none_of_them.json()["count"] == 0, "a Connect name is the same type (none dead)"
     discarded = await api.post("/api/dead/discard", json={"ids": [events[0].id]})
     assert discarded.json() == {"ok": True, "count": 1, "ids": [events[0].id]}
     retried = await api.post("/api/dead/retry", json={"all": True})
@@ -128,6 +133,7 @@ async def test_retry_all_and_discard_are_done_and_audited(
         ("dead_letter_retry", "failed"),
         ("dead_letter_retry", "ok"),
         ("dead_letter_discard", "ok"),
+        ("dead_letter_retry", "ok"),  # the one that matched none
     ]
     assert all(e["operator"].startswith("op-") for e in audit)
     assert await AuditLog(redis, settings.redis_prefix).recent(1)
@@ -537,8 +543,9 @@ async def dead_letters(
     for event in events:
         await kill(redis, settings, event, "gone")
     dlq = f"{settings.redis_prefix}dlq"
+    first_death = int(time.time() * 1000) - 60_000
     for n, event in enumerate(events):
-        await redis.zadd(dlq, {event.id: 1_700_000_000_000 + n})
+        await redis.zadd(dlq, {event.id: first_death + n})
     return [e.id for e in reversed(events)]
 
 
@@ -661,10 +668,16 @@ async def test_dead_html_page_pages_through_and_its_actions_still_work(
     )
     assert done.status_code == 303
     assert "retry: 2 dead letter(s)" in unquote(done.headers["location"])
+    assert "skipped" not in unquote(done.headers["location"])
+    partly = {"csrf": csrf, "scope": "selected", "id": [boxes[0], boxes[2]], "confirm": "yes"}
+    mixed = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=partly)
+    notice = unquote(mixed.headers["location"])
+    assert "retry: 1 dead letter(s); 1 id(s) skipped: not dead letters" in notice
+    retried = [*boxes[:2], boxes[2]]
     for event_id in boxes[:2]:
         assert await redis.zscore(f"{settings.redis_prefix}dlq", event_id) is None
     pages = await _html_pages(get, "/dashboard/dead?limit=90")
-    assert [i for _, ids in pages for i in ids] == [i for i in expected if i not in boxes[:2]]
+    assert [i for _, ids in pages for i in ids] == [i for i in expected if i not in retried]
 
 
 @pytest.mark.parametrize(

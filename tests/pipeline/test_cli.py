@@ -185,12 +185,22 @@ async def test_dlq_actions_refuse_selections_they_would_have_to_guess_at(
         ("dlq", "discard", mine.id, "--all"),
         ("dlq", "discard", "--all", "--tenant", ""),
         ("dlq", "retry", mine.id, "--tenant", "site-a"),
+        ("dlq", "retry", "--all", "--type", "page.edited"),
     ):
         refused = await reactor(*argv)
         assert refused.returncode == 2, (argv, refused.stdout, refused.stderr)
         assert "Traceback" not in refused.stderr
     dead = await redis.zrange(f"{settings.redis_prefix}dlq", 0, -1)
     assert sorted(d.decode() for d in dead) == sorted([mine.id, other.id])
+    nothing = await reactor("dlq", "retry", "--all", "--tenant", "site-x")
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert "no dead letter matched" in nothing.stderr
+    # The Connect name of a type selects the same dead letters as its own name.
+    by_connect_name = await reactor("dlq", "discard", "--all", "--type", "page_updated")
+    assert by_connect_name.returncode == 0
+    assert sorted(by_connect_name.stdout.split()) == sorted(
+        ["discarded", mine.id, "discarded", other.id]
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -315,3 +316,71 @@ async def test_duplicated_redelivered_and_cross_source_deliveries_run_once(
     assert await queue.put(deliveries[0]) is False, "still a duplicate after the job ran"
     await burst_worker(dispatch=handler).main()
     assert [e.content_id for e, _ in handler.calls] == ["838205441"]
+
+
+async def test_replay_and_discard_check_the_state_in_the_step_that_moves_the_event(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    """A replay or discard that read "dead" a moment ago must not act on an event another
+    operator replayed (or discarded) since: the scripts check the state themselves."""
+    queue, log, dlq = (
+        EventQueue(redis, settings),
+        EventLog(redis, settings),
+        DeadLetters(redis, settings),
+    )
+    first, second = page_event(1, 1), page_event(2, 1)
+    for event in (first, second):
+        await queue.put(event)
+    await burst_worker(dispatch=Recorder(lambda e, job: PermanentFailure("gone"))).main()
+    assert await dlq.count() == 2
+    assert await dlq.retry(first.id) is True
+    # What a second operator's stale view would do next: both are refused, nothing moves.
+    assert await log.requeue(first) == 0
+    refused = await log.finish(first.id, first.content_key, "discarded", "x", only_if="dead")
+    assert refused.ended is False
+    record = await log.record(first.id)
+    assert record is not None and (record.state, record.replays) == ("queued", 1)
+    assert await redis.zscore(log.keys.queue, first.id) is not None
+    # Discarded, then a stale replay: refused too.
+    assert await dlq.discard(second.id) is True
+    assert await log.requeue(second) == 0
+    assert await state(log, second) == "discarded"
+
+
+async def test_a_replay_waits_for_arq_to_close_the_run_that_dead_lettered_it(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    """While arq still holds the run's in-progress key it has yet to delete the old job and
+    its queue entry; a replay moved in before that would be wiped out with them."""
+    queue, log, dlq = (
+        EventQueue(redis, settings),
+        EventLog(redis, settings),
+        DeadLetters(redis, settings),
+    )
+    event = page_event(1, 1)
+    await queue.put(event)
+    await burst_worker(dispatch=Recorder(lambda e, job: PermanentFailure("gone"))).main()
+    closing = f"arq:in-progress:{event.id}"
+    await redis.set(closing, b"1", px=300)
+    assert await log.requeue(event) == -1
+    assert await dlq.retry(event.id) is True, "waited for the key to go"
+    assert await redis.zscore(log.keys.queue, event.id) is not None
+    await burst_worker(dispatch=Recorder(lambda e, job: PermanentFailure("gone"))).main()
+    await redis.set(closing, b"1", px=10_000)
+    assert await dlq.retry(event.id) is False, "gives up within its bound"
+    assert await state(log, event) == "dead"
+    await redis.delete(closing)
+
+
+async def test_dead_letters_past_their_retention_are_not_counted(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    queue, dlq = EventQueue(redis, settings), DeadLetters(redis, settings)
+    old, recent = page_event(1, 1), page_event(2, 1)
+    for event in (old, recent):
+        await queue.put(event)
+    await burst_worker(dispatch=Recorder(lambda e, job: PermanentFailure("gone"))).main()
+    retention_ms = dlq.log.dead_retention * 1000
+    index = dlq.log.keys.dlq
+    await redis.zadd(index, {old.id: int(time.time() * 1000) - retention_ms - 1000})
+    assert await dlq.count() == 1
