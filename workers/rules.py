@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from app.atlassian.events import Event
+from app.atlassian.events import REMOVALS, Event
 from app.errors import ConfigError
 from workers import rule_actions
 from workers.context import ReactionContext
@@ -140,6 +140,15 @@ class _Compiler(NodeReader):
         builtin = BUILTINS.get(str(getattr(fields.get("reaction"), "value", "")))
         builtin_latest = builtin.latest_only if builtin is not None else False
         events = self.events(fields.get("on"), default_events, node, where, "reaction" in fields)
+        removals = [e for e in events if e in REMOVALS]
+        if removals:
+            self.problems.add(
+                fields.get("on", node),
+                f"{where}.on",
+                f"{', '.join(removals)}: the content is gone by then, and a rule's actions "
+                "read or write it; react to removals in code (a wildcard such as page.* "
+                "leaves them out)",
+            )
         replies = "reply" in self.action_kinds(fields)
         others = [e for e in events if e not in REPLY_EVENTS]
         if replies and others:
@@ -153,7 +162,8 @@ class _Compiler(NodeReader):
             return None
         if latest is None:
             latest = builtin_latest
-        return Registration(f"rule:{name}", events, filters, handler, dry_run, options, latest)
+        guarded = _not_on_removals(handler)
+        return Registration(f"rule:{name}", events, filters, guarded, dry_run, options, latest)
 
     def events(
         self,
@@ -328,6 +338,19 @@ def _action_keys_problem(keys: list[str]) -> str | None:
     return "; ".join(parts) + f"; an action is {expected}"
 
 
+def _not_on_removals(handler: Handler) -> Handler:
+    """A rules-file reaction reads its content first: on an event that removed it (a wildcard
+    matched ``page.trashed``, ``page.deleted`` or ``comment.deleted``) it has nothing to do."""
+
+    async def unless_removed(event: Event, ctx: ReactionContext) -> None:
+        if event.type in REMOVALS:
+            ctx.log.debug("rule skipped: the event removed its content")
+            return
+        await handler(event, ctx)
+
+    return unless_removed
+
+
 def _rule_handler(actions: list[rule_actions.Action]) -> Handler:
     async def run_rule(event: Event, ctx: ReactionContext) -> None:
         content = await ctx.content()
@@ -351,10 +374,14 @@ def compile_rules(text: str, source: str = "rules") -> Router:
         root = loader.get_single_node()
         if root is not None:
             loader.construct_document(root)  # tags and values YAML cannot construct, up front
+        compiler = _Compiler(source, loader)
+        router = compiler.compile(root)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}:{_yaml_problem(exc, text)}") from None
-    compiler = _Compiler(source, loader)
-    router = compiler.compile(root)
+    except RecursionError:
+        raise ConfigError(
+            f"{source}: nested too deeply (lists or mappings within each other)"
+        ) from None
     loader.dispose()
     if compiler.problems.lines:
         raise ConfigError(sorted(compiler.problems.lines, key=_line_number))

@@ -129,7 +129,8 @@ def report(findings: list[Finding], author: str | None, noun: str, *, redacted: 
 def _options(options: Mapping[str, Any]) -> tuple[float, list[re.Pattern[str]]]:
     check_options(options, {"min_entropy", "allow"})
     min_entropy = options.get("min_entropy", 3.0)
-    if not isinstance(min_entropy, int | float) or not 0 < min_entropy < 8:
+    number = isinstance(min_entropy, int | float) and not isinstance(min_entropy, bool)
+    if not number or not 0 < min_entropy < 8:
         raise OptionError("min_entropy", "must be a number of bits per character in (0, 8)")
     allow_raw = options.get("allow", [])
     if not isinstance(allow_raw, list) or not all(isinstance(a, str) for a in allow_raw):
