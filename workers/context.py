@@ -277,8 +277,10 @@ class ReactionContext:
             detail["would_change"] = (title, body) != (current.title, current.body)
 
         key = self._key("edit", once)
-        # the version message names the effect, so a re-run can see the edit already made
-        note = f"{what} · ref {key[:EDIT_REF_LENGTH]}"
+        # the version message names the effect, so a re-run can see the edit already made;
+        # whitespace collapsed as the message is written (pages.edit_message), or it never
+        # matches again
+        note = " ".join(f"{what} · ref {key[:EDIT_REF_LENGTH]}".split())
 
         async def perform() -> int | None:
             updated = await self.client.update_content(kind, cid, transform, note)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -29,8 +30,38 @@ def _mention(account_id: object) -> Markup:
     return Markup(storage.mention(str(account_id)))  # noqa: S704 - mention() escapes its input
 
 
+# The longest string or list one ``*`` may build in a template, and the largest ``**`` exponent
+# and result (bits): a rule's text is a comment or a page fragment, never megabytes (``range``
+# has its own bound in the sandbox).
+MAX_REPEAT = 100_000
+MAX_EXPONENT = 64
+MAX_POWER_BITS = 4096
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` bounded so one expression cannot take the memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | bytes | list | tuple)
+                if sized and isinstance(times, int) and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"'*' would build more than {MAX_REPEAT} items")
+        elif isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"'**' takes exponents up to {MAX_EXPONENT}")
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and (left.bit_length() * right > MAX_POWER_BITS)
+        ):
+            raise SecurityError(f"'**' makes numbers up to {MAX_POWER_BITS} bits")
+        return super().call_binop(context, operator, left, right)
+
+
 def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+    env = BoundedSandbox(autoescape=True, undefined=StrictUndefined)
     env.globals["mention"] = _mention
     return env
 

@@ -443,14 +443,21 @@ async def test_report_survives_a_failure_between_redaction_and_comment(
     assert len(fake.comments["1001"]) == 1
 
 
+@pytest.mark.parametrize("what", ["stamp", "stamp  the\n page"])
 async def test_interrupted_non_idempotent_edit_is_recognised_by_its_version_message(
-    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+    what: str,
+    fake: FakeConfluence,
+    job: Job,
+    reactor: MakeReactor,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
+    """Also when its description has runs of whitespace, which the version message collapses."""
     router = Router()
 
     @router.on("page.updated", name="stamper")
     async def stamp(event: Event, ctx: ReactionContext) -> None:
-        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what="stamp")
+        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what=what)
 
     event = page_event()
     react = reactor(router)

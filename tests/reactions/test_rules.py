@@ -116,12 +116,35 @@ def test_problems(text: str, fragment: str) -> None:
             "    options: " + "[" * 3000 + "]" * 3000,
             "r.yml: nested too deeply",
         ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            "    actions: [{comment: \"{{ 'x' * 10**9 }}\"}]",
+            "template: '*' would build more than 100000 items",
+        ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            '    actions: [{comment: "{{ 2 ** 1000 }}"}]',
+            "template: '**' takes exponents up to 64",
+        ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            '    actions: [{comment: "{{ 10 ** 60 ** 60 ** 60 }}"}]',
+            "template: '**' makes numbers up to 4096 bits",
+        ),
     ],
 )
 def test_what_could_only_fail_at_run_time_is_refused_at_load(text: str, fragment: str) -> None:
     """Rules on removals would read content that is gone; a boolean is no entropy; a file
     nested beyond the parser's depth is a clear problem, not a traceback."""
     assert any(fragment in p for p in _errors(text)), _errors(text)
+
+
+def test_templates_still_multiply_and_raise_to_small_powers() -> None:
+    compile_rules(
+        "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+        "    actions: [{comment: \"{{ '-' * 20 }} {{ 2 ** 10 * 3 }} {{ [1] * 3 }}\"}]",
+        "r.yml",
+    )
 
 
 async def test_a_wildcard_rule_leaves_removal_events_alone(
