@@ -13,6 +13,7 @@ good key set keeps serving the keys it knows; anything that needs the host raise
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +26,8 @@ from app.errors import UpstreamUnavailable
 DEFAULT_TTL_SECONDS = 3600.0
 DEFAULT_MIN_REFRESH_SECONDS = 30.0
 DEFAULT_TIMEOUT_SECONDS = 2.0
+# A key set is a few kilobytes; more is not one.
+MAX_JWKS_BYTES = 256 * 1024
 
 
 def parse_jwks(document: Any, algorithm: str = "RS256") -> dict[str, jwt.PyJWK]:
@@ -109,15 +112,13 @@ class JwksClient:
         self._attempted_at = self.clock()
         self.fetches += 1
         try:
-            response = await self.http.get(
-                self.url, timeout=self.timeout, headers={"Accept": "application/json"}
-            )
-            if response.status_code != 200:
-                raise _BadJwks(f"HTTP {response.status_code}")
-            keys = parse_jwks(response.json())
+            # One bound for the whole fetch: httpx's timeout is per step, so a host trickling
+            # its answer could hold every Forge request waiting on this lock for much longer.
+            body = await asyncio.wait_for(self._download(), self.timeout)
+            keys = parse_jwks(json.loads(body))
             if not keys:
                 raise _BadJwks("no usable signing keys")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             self._last_failure = "timed out"
         except httpx.HTTPError as exc:
             self._last_failure = type(exc).__name__
@@ -127,6 +128,18 @@ class JwksClient:
             self._keys = keys
             self._fetched_at = self._attempted_at
             self._last_failure = None
+
+    async def _download(self) -> bytes:
+        headers = {"Accept": "application/json"}
+        async with self.http.stream("GET", self.url, timeout=self.timeout, headers=headers) as resp:
+            if resp.status_code != 200:
+                raise _BadJwks(f"HTTP {resp.status_code}")
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > MAX_JWKS_BYTES:
+                    raise _BadJwks(f"larger than {MAX_JWKS_BYTES} bytes")
+            return bytes(body)
 
 
 class _BadJwks(Exception):

@@ -9,7 +9,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.settings import Settings
@@ -115,6 +115,8 @@ class JwksHost:
         self.hits = 0
         self.status = 200
         self.delay = 0.0
+        self.trickle = 0.0  # seconds between 64-byte pieces of the answer (0: all at once)
+        self.padding = 0  # bytes of whitespace after the JSON
 
         async def jwks(request: Request) -> Response:
             self.hits += 1
@@ -122,7 +124,17 @@ class JwksHost:
                 await asyncio.sleep(self.delay)
             if self.status != 200:
                 return Response("unavailable", status_code=self.status)
-            return JSONResponse({"keys": [k.jwk() for k in self.keys]})
+            body = json.dumps({"keys": [k.jwk() for k in self.keys]}).encode()
+            body += b" " * self.padding
+            if not self.trickle:
+                return Response(body, media_type="application/json")
+
+            async def pieces() -> AsyncIterator[bytes]:
+                for start in range(0, len(body), 64):
+                    await asyncio.sleep(self.trickle)
+                    yield body[start : start + 64]
+
+            return StreamingResponse(pieces(), media_type="application/json")
 
         self.server = LiveServer(Starlette(routes=[Route("/.well-known/jwks.json", jwks)]))
         self.url = f"{self.server.url}/.well-known/jwks.json"

@@ -113,6 +113,29 @@ async def test_slow_host_times_out_as_upstream_unavailable(
     assert loop.time() - started < 0.9
 
 
+async def test_a_host_trickling_its_answer_is_bounded_by_the_whole_timeout(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    """httpx's timeout bounds each read; a piece every 0.15 s never trips a 0.2 s read timeout,
+    but the whole answer takes seconds: the fetch as a whole is bounded."""
+    jwks_host.trickle = 0.15
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamUnavailable) as info:
+        await client(http, jwks_host.url, Clock(), timeout=0.2).keys_for(keys[0].kid)
+    assert "timed out" in info.value.detail
+    assert loop.time() - started < 0.9
+
+
+async def test_an_oversized_key_set_is_refused(
+    http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    jwks_host.padding = 300 * 1024
+    with pytest.raises(UpstreamUnavailable) as info:
+        await client(http, jwks_host.url, Clock()).keys_for(keys[0].kid)
+    assert "larger than" in info.value.detail
+
+
 async def test_known_keys_keep_working_while_the_host_is_down(
     http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
 ) -> None:
