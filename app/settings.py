@@ -198,6 +198,11 @@ class Settings(BaseSettings):
             )
         if parts.scheme == "redis+sentinel":
             _check_sentinel(parts.netloc, parts.path, parts.query)
+        else:
+            try:
+                parts.port  # noqa: B018 - urllib checks the port when it is read
+            except ValueError:
+                raise ValueError("the port must be a number from 0 to 65535") from None
         return value
 
     @field_validator("base_url")

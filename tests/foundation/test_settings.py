@@ -82,13 +82,16 @@ def test_supersede_types_must_name_event_types() -> None:
         "redis+sentinel://127.0.0.1:port/mymaster",
         "redis+sentinel://127.0.0.1:26379",
         "redis+sentinel://127.0.0.1:26379/mymaster?db=two",
+        "redis://:s3cret-pw@127.0.0.1:notaport/0",
+        "rediss://:s3cret-pw@127.0.0.1:99999/0",
     ],
 )
-def test_a_malformed_sentinel_url_is_one_line_at_start(url: str) -> None:
+def test_a_malformed_redis_url_is_one_line_at_start(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(redis_url=url, _env_file=None)
     (problem,) = info.value.problems
     assert problem.startswith("REACTOR_REDIS_URL: ")
+    assert "s3cret-pw" not in problem
 
 
 def test_a_sentinel_url_with_a_database() -> None:
