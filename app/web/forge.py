@@ -48,6 +48,25 @@ from app.tenants import TenantStore
 LIFECYCLE_EVENTS = ("avi:forge:installed:app", "avi:forge:upgraded:app")
 NOT_CONFIGURED = "forge_not_configured"
 
+# The modules of manifest.yml that call each route: its endpoint and the trigger using it. A
+# token naming one of these modules is only good for that module's route, so a token captured
+# from an event delivery cannot mark the installation uninstalling. A module key not listed
+# here (a manifest with keys of its own) is not checked.
+ROUTE_MODULES = {
+    "events": frozenset({"ep-events", "confluence-events"}),
+    "lifecycle": frozenset({"ep-lifecycle", "app-lifecycle"}),
+    "token-refresh": frozenset({"ep-token-refresh", "system-token-refresh"}),
+    "pre-uninstall": frozenset({"ep-pre-uninstall", "pre-uninstall"}),
+}
+_KNOWN_MODULES = frozenset().union(*ROUTE_MODULES.values())
+
+
+class WrongModule(VerificationError):
+    def __init__(self, module: str, route: str) -> None:
+        super().__init__(
+            "wrong_module", f"the token was issued to module {module!r}, not to the {route} route"
+        )
+
 log = structlog.get_logger("app.web.forge")
 T = TypeVar("T")
 
@@ -104,11 +123,14 @@ async def _stored(request: Request, step: Awaitable[T]) -> T:
 
 
 async def _accept(
-    request: Request, *, event: bool = False
+    request: Request, route: str, *, event: bool = False
 ) -> tuple[Invocation, InstallationStore, str]:
     """Verify the caller, register its installation, keep its system token; return the tenant."""
     forge: ForgeRemote = request.app.state.forge
     invocation, store = await forge.verify(request.headers.get("authorization"))
+    module = invocation.module_key
+    if module in _KNOWN_MODULES and module not in ROUTE_MODULES[route]:
+        raise WrongModule(module, route)
     tenant = await _stored(
         request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
     )
@@ -187,7 +209,7 @@ async def events(request: Request) -> JSONResponse:
 
 
 async def _event(request: Request, counted: ingest.Counters) -> JSONResponse:
-    invocation, store, tenant = await _accept(request, event=True)
+    invocation, store, tenant = await _accept(request, "events", event=True)
     ingest.check_media_type(request.headers.get("content-type"))
     raw = await ingest.read_body(request, request.app.state.settings.max_body_bytes)
     body = ingest.parse_json(raw)
@@ -226,7 +248,7 @@ def _labels_content(event: dict[str, Any]) -> bool:
 
 
 async def lifecycle(request: Request) -> JSONResponse:
-    invocation, store, tenant = await _accept(request)
+    invocation, store, tenant = await _accept(request, "lifecycle")
     body = await _json_body(request)
     name = unwrap(body).get("eventType")
     if not isinstance(name, str) or name not in LIFECYCLE_EVENTS:
@@ -244,7 +266,7 @@ async def lifecycle(request: Request) -> JSONResponse:
 
 
 async def token_refresh(request: Request) -> JSONResponse:
-    invocation, _, _ = await _accept(request)
+    invocation, _, _ = await _accept(request, "token-refresh")
     has_token = bool(request.headers.get("x-forge-oauth-system", "").strip())
     if not has_token:
         log.warning(
@@ -255,7 +277,7 @@ async def token_refresh(request: Request) -> JSONResponse:
 
 
 async def pre_uninstall(request: Request) -> JSONResponse:
-    invocation, store, tenant = await _accept(request)
+    invocation, store, tenant = await _accept(request, "pre-uninstall")
     await _stored(request, store.mark_uninstalling(invocation.installation_id))
     log.info("forge app uninstalling", installation_id=invocation.installation_id, tenant=tenant)
     return JSONResponse({"installation": invocation.installation_id, "status": "uninstalling"})

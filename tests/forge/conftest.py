@@ -83,10 +83,27 @@ def fit_claims(now: float | None = None, **overrides: Any) -> dict[str, Any]:
     return claims
 
 
-def mint(key: SigningKey, claims: dict[str, Any] | None = None, *, kid: str | None = None) -> str:
-    return jwt.encode(
-        claims or fit_claims(), key.private, algorithm="RS256", headers={"kid": kid or key.kid}
-    )
+# The endpoint module (manifest.yml) Forge names in the token of a call to each route.
+ENDPOINTS = {
+    "/forge/events": "ep-events",
+    "/forge/lifecycle": "ep-lifecycle",
+    "/forge/token-refresh": "ep-token-refresh",
+    "/forge/pre-uninstall": "ep-pre-uninstall",
+}
+
+
+def mint(
+    key: SigningKey,
+    claims: dict[str, Any] | None = None,
+    *,
+    kid: str | None = None,
+    route: str | None = None,
+) -> str:
+    """A signed FIT; ``route``: as Forge signs it for that route's endpoint module."""
+    claims = claims or fit_claims()
+    if route is not None:
+        claims["app"]["module"]["key"] = ENDPOINTS[route]
+    return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": kid or key.kid})
 
 
 def _b64(data: bytes) -> str:

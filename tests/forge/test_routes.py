@@ -309,7 +309,9 @@ async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
 ) -> None:
     exp = int(time.time()) + 3 * 3600
     token = system_token(exp)
-    response = await forge.post("/forge/token-refresh", {}, token=mint(keys[0]), system=token)
+    response = await forge.post(
+        "/forge/token-refresh", {}, token=mint(keys[0], route="/forge/token-refresh"), system=token
+    )
     assert response.status_code == 200 and response.json()["system_token"] is True
     raw = await redis.get(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}")
     assert raw is not None and token.encode() not in raw
@@ -349,7 +351,10 @@ async def test_lifecycle_and_pre_uninstall(
     for name in ("installed", "upgraded"):
         body = json.loads((lifecycle / f"{name}.json").read_text())
         response = await forge.post(
-            "/forge/lifecycle", body, token=mint(keys[0]), system=system_token(exp)
+            "/forge/lifecycle",
+            body,
+            token=mint(keys[0], route="/forge/lifecycle"),
+            system=system_token(exp),
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"installation": INSTALLATION_ID, "tenant": TENANT}
@@ -359,7 +364,9 @@ async def test_lifecycle_and_pre_uninstall(
     assert installation.token_expires_at == exp
     assert await store.system_token(INSTALLATION_ID) is not None
     body = json.loads((lifecycle / "pre-uninstall.json").read_text())
-    response = await forge.post("/forge/pre-uninstall", body, token=mint(keys[0]))
+    response = await forge.post(
+        "/forge/pre-uninstall", body, token=mint(keys[0], route="/forge/pre-uninstall")
+    )
     assert response.status_code == 200
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.status == "uninstalling"
@@ -442,20 +449,55 @@ async def test_a_disabled_connect_install_refuses_the_sites_forge_events(
     assert response.json()["error"] == "disabled_tenant"
     assert await redis.zcard(f"{forge_settings.redis_prefix}events") == 0
     # managing the installation is not reacting: a pre-uninstall still goes through
-    gone = await forge.post("/forge/pre-uninstall", {}, token=mint(keys[0]))
+    gone = await forge.post(
+        "/forge/pre-uninstall", {}, token=mint(keys[0], route="/forge/pre-uninstall")
+    )
     assert gone.status_code == 200 and gone.json()["status"] == "uninstalling"
+
+
+async def test_a_token_issued_to_one_of_our_modules_is_good_for_its_route_only(
+    forge: Forge, keys: list[SigningKey], store: InstallationStore
+) -> None:
+    """A token captured from an event delivery (module ep-events) cannot mark the installation
+    uninstalling; the pre-uninstall module's own token can, and a module key the manifest of
+    this project does not use (one's own manifest) is not checked."""
+    captured = mint(keys[0], route="/forge/events")
+    refused = await forge.post("/forge/pre-uninstall", {}, token=captured)
+    assert refused.status_code == 401 and refused.json()["error"] == "wrong_module"
+    assert "ep-events" in refused.json()["detail"]
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is None or installation.status != "uninstalling"
+    trigger = fit_claims()
+    trigger["app"]["module"]["key"] = "confluence-events"  # the trigger module's key
+    event = await forge.post(
+        "/forge/events", event_fixture("page-created"), token=mint(keys[0], trigger)
+    )
+    assert event.status_code == 200
+    own = fit_claims()
+    own["app"]["module"]["key"] = "my-uninstall-hook"
+    assert (
+        await forge.post("/forge/pre-uninstall", {}, token=mint(keys[0], own))
+    ).status_code == 200
+    installation = await store.get(INSTALLATION_ID)
+    assert installation is not None and installation.status == "uninstalling"
 
 
 async def test_a_late_event_does_not_bring_an_uninstalling_installation_back(
     forge: Forge, keys: list[SigningKey], store: InstallationStore
 ) -> None:
-    assert (await forge.post("/forge/pre-uninstall", {}, token=mint(keys[0]))).status_code == 200
+    assert (
+        await forge.post(
+            "/forge/pre-uninstall", {}, token=mint(keys[0], route="/forge/pre-uninstall")
+        )
+    ).status_code == 200
     late = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
     assert late.status_code == 200
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.status == "uninstalling"
     again = {"eventType": "avi:forge:installed:app"}
-    assert (await forge.post("/forge/lifecycle", again, token=mint(keys[0]))).status_code == 200
+    assert (
+        await forge.post("/forge/lifecycle", again, token=mint(keys[0], route="/forge/lifecycle"))
+    ).status_code == 200
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.status == "active"
 
@@ -531,7 +573,7 @@ async def test_logs_carry_the_retry_count_and_no_secrets(
 async def test_lifecycle_bodies_are_checked_as_event_bodies_are(
     forge: Forge, keys: list[SigningKey], content_type: str | None, body: bytes, status: int
 ) -> None:
-    headers = {"authorization": f"Bearer {mint(keys[0])}"}
+    headers = {"authorization": f"Bearer {mint(keys[0], route='/forge/lifecycle')}"}
     if content_type is not None:
         headers["content-type"] = content_type
     response = await forge.http.post(
