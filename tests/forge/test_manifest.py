@@ -125,3 +125,16 @@ def test_scopes(manifest: dict[str, Any]) -> None:
         "read:confluence-space.summary",
     }
     assert not any(":summary" in s and ".summary" not in s for s in scopes)
+
+
+def test_each_route_accepts_the_modules_the_manifest_sends_it(manifest: dict[str, Any]) -> None:
+    """ROUTE_MODULES (the module check on tokens) is the manifest's wiring, route by route."""
+    from app.web.forge import ROUTE_MODULES
+
+    modules = manifest["modules"]
+    path_of = {e["key"]: e["route"]["path"] for e in modules["endpoint"]}
+    senders: dict[str, set[str]] = {path: {key} for key, path in path_of.items()}
+    for kind in ("trigger", "scheduledTrigger", "preUninstall"):
+        for module in modules.get(kind, []):
+            senders[path_of[module["endpoint"]]].add(module["key"])
+    assert {f"/forge/{route}": set(keys) for route, keys in ROUTE_MODULES.items()} == senders
