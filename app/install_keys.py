@@ -10,7 +10,9 @@ a key server that says the key does not exist gives a 401, since the token canno
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -20,6 +22,10 @@ from app.errors import UpstreamUnavailable
 
 MAX_KEY_BYTES = 16 * 1024
 DEFAULT_CACHE_SIZE = 64
+# Atlassian signs installs with a handful of keys, rotated rarely: a few fetches an hour.
+DEFAULT_FETCHES_PER_MINUTE = 30
+UNKNOWN_KID_SECONDS = 300.0
+UNKNOWN_KIDS_KEPT = 1024
 
 
 class UnknownKeyId(BadKeyId):
@@ -36,23 +42,67 @@ class InstallKeys:
         *,
         timeout: float = 3.0,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        max_fetches: int = DEFAULT_FETCHES_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cache_size = cache_size
+        self.max_fetches = max_fetches
+        self.clock = clock
         self.fetches = 0
         self._cache: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when it was asked
+        self._fetching: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
+        self._recent: deque[float] = deque()
 
     async def get(self, kid: str) -> rsa.RSAPublicKey:
-        """The RSA public key named ``kid``, from the cache or the key server."""
+        """The RSA public key named ``kid``, from the cache or the key server.
+
+        Anyone can send an install callback naming any ``kid``: one naming a kid the server
+        denied within ``UNKNOWN_KID_SECONDS`` is refused without asking again, callbacks naming
+        the same kid share one fetch, and at most ``max_fetches`` fetches start per minute
+        (503 beyond: Atlassian retries an install), so the service cannot be used to flood
+        the key server.
+        """
         if not is_safe_key_id(kid):
             raise BadKeyId("kid contains characters that are not allowed")
         key = self._cache.get(kid)
         if key is not None:
             self._cache.move_to_end(kid)
             return key
-        key = await self._fetch(kid)
+        denied = self._unknown.get(kid)
+        if denied is not None and self.clock() - denied < UNKNOWN_KID_SECONDS:
+            raise UnknownKeyId("the install key server does not know this kid")
+        shared = self._fetching.get(kid)
+        if shared is None:
+            self._admit()
+            shared = self._fetching[kid] = asyncio.ensure_future(self._fetch_once(kid))
+            shared.add_done_callback(_seen)  # its error is seen even if every caller left
+        return await asyncio.shield(shared)
+
+    def _admit(self) -> None:
+        now = self.clock()
+        while self._recent and now - self._recent[0] >= 60:
+            self._recent.popleft()
+        if len(self._recent) >= self.max_fetches:
+            raise UpstreamUnavailable(
+                "install_keys_busy", "too many install key lookups this minute; retry later"
+            )
+        self._recent.append(now)
+
+    async def _fetch_once(self, kid: str) -> rsa.RSAPublicKey:
+        try:
+            key = await self._fetch(kid)
+        except UnknownKeyId:
+            self._unknown[kid] = self.clock()
+            self._unknown.move_to_end(kid)
+            while len(self._unknown) > UNKNOWN_KIDS_KEPT:
+                self._unknown.popitem(last=False)
+            raise
+        finally:
+            del self._fetching[kid]
         self._cache[kid] = key
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -96,3 +146,8 @@ class InstallKeys:
                 if len(chunks) > MAX_KEY_BYTES:
                     return b"", 502
             return bytes(chunks), 200
+
+
+def _seen(done: asyncio.Future[rsa.RSAPublicKey]) -> None:
+    if not done.cancelled():
+        done.exception()

@@ -67,6 +67,7 @@ class WrongModule(VerificationError):
             "wrong_module", f"the token was issued to module {module!r}, not to the {route} route"
         )
 
+
 log = structlog.get_logger("app.web.forge")
 T = TypeVar("T")
 

@@ -20,10 +20,10 @@ from app.atlassian.install_token import (
     IssuerMismatch,
     LifecyclePayload,
     parse_lifecycle_payload,
+    precheck_install_token,
     read_install_key_id,
     verify_install_token,
 )
-from app.atlassian.token_errors import MissingToken
 from app.errors import IngestError, InvalidPayload, VerificationError
 from app.install_keys import InstallKeys
 from app.settings import Settings
@@ -55,16 +55,16 @@ async def _signed_install(
     except IngestError as exc:
         body_error = exc
     claimed = body.get("clientKey") if isinstance(body, dict) else None
+    checks: dict[str, Any] = {
+        "method": request.method,
+        "url": request_target(request),
+        "app_base_url": settings.base_url,
+        "client_key": claimed if isinstance(claimed, str) else "",
+        "leeway": settings.jwt_leeway_seconds,
+    }
+    precheck_install_token(token, **checks)  # no key fetched for a token refused anyway
     public_key = await keys.get(kid)
-    claims = verify_install_token(
-        token,
-        public_key=public_key,
-        method=request.method,
-        url=request_target(request),
-        app_base_url=settings.base_url,
-        client_key=claimed if isinstance(claimed, str) else "",
-        leeway=settings.jwt_leeway_seconds,
-    )
+    claims = verify_install_token(token, public_key=public_key, **checks)
     if body_error is not None:
         raise body_error
     return parse_lifecycle_payload(body, require_secret=require_secret), claims
@@ -156,17 +156,12 @@ async def enabled(request: Request) -> Response:
 
 
 async def disabled(request: Request) -> Response:
-    try:
-        request_token(request)
-    except MissingToken:
+    unsigned = "authorization" not in request.headers and "jwt" not in request.query_params
+    if unsigned and request.method == "POST":
         # Atlassian sends `disabled` after `uninstalled` without a JWT (AC-2561): acknowledged,
         # and since nothing proves who sent it, nothing is changed.
-        if request.method != "POST":
-            return _method_not_allowed()
         log.info("connect.disabled.unsigned_ignored")
         return Response(status_code=204)
-    except VerificationError:
-        pass  # refused with its reason by the signed path below
     return await _toggle(request, "disabled")
 
 

@@ -99,3 +99,60 @@ async def test_slow_key_server_is_503_within_the_timeout() -> None:
         await keys.get("kid")
     assert time.monotonic() - started < 1.0
     assert "timed out" in info.value.detail
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_kid_the_server_denied_is_not_asked_for_again_for_a_while() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(404)
+
+    clock = Clock()
+    keys = keys_over(httpx.MockTransport(handler), clock=clock)  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(VerificationError):
+            await keys.get("made-up")
+    assert seen == ["/made-up"]
+    clock.now += 301
+    with pytest.raises(VerificationError):
+        await keys.get("made-up")
+    assert seen == ["/made-up", "/made-up"]
+
+
+async def test_callbacks_naming_one_kid_share_one_fetch(install_key: InstallKey) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, content=install_key.public_pem)
+
+    keys = keys_over(httpx.MockTransport(handler))
+    found = await asyncio.gather(*(keys.get("kid-1") for _ in range(20)))
+    assert keys.fetches == 1 and all(k is found[0] for k in found)
+
+
+async def test_fetches_of_new_kids_are_capped_per_minute(install_key: InstallKey) -> None:
+    clock = Clock()
+    keys = keys_over(
+        httpx.MockTransport(lambda r: httpx.Response(404)),
+        max_fetches=5,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    for n in range(5):
+        with pytest.raises(VerificationError):
+            await keys.get(f"kid-{n}")
+    with pytest.raises(UpstreamUnavailable) as info:
+        await keys.get("kid-5")
+    assert info.value.status == 503 and info.value.code == "install_keys_busy"
+    assert keys.fetches == 5
+    clock.now += 61
+    with pytest.raises(VerificationError):
+        await keys.get("kid-5")
+    assert keys.fetches == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -274,3 +275,35 @@ async def test_unsigned_disabled_is_acknowledged_and_changes_nothing(
     )
     assert forged.status_code == 401
     assert (await connect_app.app.state.tenants.get(client_key)).status == "installed"
+
+
+async def test_install_callbacks_refused_on_their_claims_cost_no_key_fetch(
+    connect_app: ConnectApp,
+) -> None:
+    """Anyone can name a kid: a callback whose claims fail anyway (another audience, another
+    request, the body's clientKey not the issuer) is refused before the key server is asked."""
+    keys: InstallKeys = connect_app.app.state.install_keys
+    before = keys.fetches
+    client_key = "ck-probe"
+    for overrides in (
+        {"aud": "https://elsewhere.example.com"},
+        {"qsh": "0" * 64},
+        {"iss": "ck-someone-else"},
+        {"exp": int(time.time()) - 3600},
+    ):
+        claims = install_claims(
+            client_key=client_key,
+            method="POST",
+            path="/connect/installed",
+            aud=connect_app.settings.base_url,
+        )
+        claims.update(overrides)
+        made_up = {"kid": f"made-up-{next(iter(overrides))}"}
+        token = connect_app.install_key.sign(claims, headers=made_up)
+        resp = await connect_app.client.post(
+            "/connect/installed",
+            json=install_body(client_key, "s" * 32),
+            headers={"Authorization": f"JWT {token}"},
+        )
+        assert resp.status_code == 401, (overrides, resp.text)
+    assert keys.fetches == before
