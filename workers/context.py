@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app.atlassian.events import Event
 from app.budget.hook import BudgetExhausted
 from app.confluence.errors import RateLimited
@@ -284,9 +286,14 @@ class ReactionContext:
 
         async def perform() -> int | None:
             updated = await self.client.update_content(kind, cid, transform, note)
-            if updated is not None:
-                self.cache.content[(kind, cid)] = updated
-            return None if updated is None else updated.version
+            if updated is None:
+                return None
+            self.cache.content[(kind, cid)] = updated
+            try:
+                await self.ledger.wrote_version(self.tenant, kind, cid, updated.version)
+            except (RedisError, OSError) as exc:  # the edit stands; a sweep may revisit it
+                self.log.warning("own version not marked as seen", error=type(exc).__name__)
+            return updated.version
 
         async def already() -> int | None:
             current = await self.client.get_content(kind, cid)

@@ -33,7 +33,9 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from app.atlassian.events import event_id
 from app.eventlog import Writes
+from app.jobstate import Keys
 
 EFFECT_TTL = 30 * 24 * 3600
 DRY_RUN_KEEP = 500
@@ -77,17 +79,29 @@ class EffectLedger:
         prefix: str,
         guard: LoopGuardPolicy | None = None,
         after: list[Writes] | None = None,
+        seen_seconds: int = 24 * 3600,
     ) -> None:
         self.redis = redis
         self.after = after
         self.prefix = prefix
         self.guard = guard or LoopGuardPolicy()
+        self.seen_seconds = seen_seconds
         self.dry_run_key = f"{prefix}reactions:dryrun"
         self.counts_key = f"{prefix}reactions:counts"
         self._claim = redis.register_script(CLAIM)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}effect:{key}"
+
+    async def wrote_version(self, tenant: str, kind: str, content_id: str, version: int) -> None:
+        """Mark a page or blog post version the app wrote as seen, as its delivered event would
+        be (the dedupe marker, for the dedupe window): Forge does not deliver the app's own
+        edits, and reconciliation would otherwise take the version for a missed change."""
+        if kind not in ("page", "blogpost"):
+            return  # reconciliation sweeps pages and blog posts only
+        type_ = f"{kind}.created" if version == 1 else f"{kind}.updated"
+        seen = Keys(self.prefix).dedupe(event_id(tenant, type_, content_id, version, 0))
+        await self.redis.set(seen, "1", ex=self.seen_seconds)
 
     async def claim(
         self, key: str, tenant: str, content_id: str, reaction: str

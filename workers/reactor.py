@@ -101,7 +101,11 @@ class Reactor:
             job.log.debug("no reaction matches")
             return
         ledger = EffectLedger(
-            job.redis, job.settings.redis_prefix, self.options.loop_guard, after=job.after
+            job.redis,
+            job.settings.redis_prefix,
+            self.options.loop_guard,
+            after=job.after,
+            seen_seconds=job.settings.dedupe_window_seconds,
         )
         accounts = await self.app_accounts(ledger, event.tenant)
         # Never trust a cached "not ours": another run may have just learned the account from

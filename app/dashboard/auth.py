@@ -5,6 +5,8 @@ the session is a cookie ``<payload>.<hmac>`` signed with a key derived from the 
 ``REACTOR_SECRET_KEY`` (or, without one, from the operator tokens themselves). It holds a
 random session id, a short fingerprint of the token used (so removing a token ends its
 sessions, and the audit log can name who acted without storing the token) and an expiry.
+Signing out revokes the session id in Redis for the rest of its lifetime, so a copy of the
+cookie taken before stops working too.
 After :data:`MAX_FAILURES` wrong tokens from one address within the window, every further
 wrong token from it (sign-in form or ``Authorization: Bearer``) answers 429 until the window
 ends. A correct token is always accepted, throttled or not: an attacker sharing an address with
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import structlog
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -41,6 +44,8 @@ from app.errors import IngestError, UnsupportedMediaType
 from app.ingest import media_type, read_body
 from app.settings import Settings
 from app.web.responses import error_response, refusal_response
+
+log = structlog.get_logger("app.dashboard.auth")
 
 SESSION_COOKIE = "reactor_session"
 SIGNIN_COOKIE = "reactor_signin"
@@ -141,6 +146,32 @@ def current_operator(request: Request) -> Operator | None:
     if payload is None or payload.get("op") not in {token_id(t) for t in tokens}:
         return None
     return Operator(str(payload["op"]), "session", str(payload.get("sid", "")))
+
+
+def _revoked_key(request: Request, session: str) -> str:
+    return f"{_settings(request).redis_prefix}dashboard:signed-out:{session}"
+
+
+async def signed_in(request: Request) -> Operator | None:
+    """:func:`current_operator`, unless its session was signed out (kept in Redis for the
+    session's lifetime). With Redis unreachable the check is skipped: the dashboard stays
+    usable for the outage it is needed in, and its actions fail on Redis anyway."""
+    operator = current_operator(request)
+    if operator is None or operator.via != "session" or not operator.session:
+        return operator
+    try:
+        if await request.app.state.redis.exists(_revoked_key(request, operator.session)):
+            return None
+    except (RedisError, OSError):
+        log.warning("dashboard session revocation not checked: redis unavailable")
+    return operator
+
+
+async def revoke(request: Request, operator: Operator) -> None:
+    """Sign a session out for good: its cookie, wherever a copy of it is, no longer works."""
+    if operator.via == "session" and operator.session:
+        key = _revoked_key(request, operator.session)
+        await request.app.state.redis.set(key, "1", ex=SESSION_SECONDS)
 
 
 def csrf_ok(request: Request, operator: Operator, supplied: str | None) -> bool:
@@ -256,7 +287,7 @@ def page(endpoint: Endpoint) -> Endpoint:
     """Guard for HTML pages: sign-in first, then the page; POSTs need the form's CSRF token."""
 
     async def guarded(request: Request) -> Response:
-        operator = current_operator(request)
+        operator = await signed_in(request)
         if operator is None:
             target = quote(
                 request.url.path + ("?" + request.url.query if request.url.query else "")
@@ -282,7 +313,7 @@ def api(endpoint: Endpoint) -> Endpoint:
     """Guard for the JSON API: 401 without sign-in, 403 on a cookie POST without CSRF header."""
 
     async def guarded(request: Request) -> Response:
-        operator = current_operator(request)
+        operator = await signed_in(request)
         if operator is None:
             return await unauthorized(request)
         request.state.operator = operator

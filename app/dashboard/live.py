@@ -34,7 +34,7 @@ async def _events(request: Request, interval: float) -> AsyncIterator[ServerSent
 
 
 async def stream(request: Request) -> Response:
-    operator = auth.current_operator(request)
+    operator = await auth.signed_in(request)
     if operator is None:
         # The same JSON 401 (or 429) as the ops API; EventSource only sees the status.
         return await auth.unauthorized(request)

@@ -123,6 +123,7 @@ async def signin(request: Request) -> Response:
 
 @auth.page
 async def signout(request: Request) -> Response:
+    await auth.revoke(request, request.state.operator)
     await audit_log(request).record(request.state.operator.id, "sign_out")
     response = RedirectResponse(auth.SIGNIN_PATH, status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")

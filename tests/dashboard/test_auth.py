@@ -241,10 +241,21 @@ async def test_bearer_token_works_for_the_api_only_when_it_is_an_operator_token(
 
 async def test_sign_out_ends_the_session(server: str, settings: Settings, redis: Redis) -> None:
     client, csrf = await asyncio.to_thread(signed_in, server)
+    kept = dict(client.cookies)  # a copy of the cookie taken before signing out
     answer = await asyncio.to_thread(client.post, "/dashboard/signout", data={"csrf": csrf})
     assert answer.status_code == 303
     after = await asyncio.to_thread(client.get, "/api/status")
     assert after.status_code == 401
+    with httpx.Client(base_url=server, cookies=kept, follow_redirects=False) as copy:
+        assert (await asyncio.to_thread(copy.get, "/api/status")).status_code == 401
+        page = await asyncio.to_thread(copy.get, "/dashboard/")
+        assert page.status_code == 303 and "/dashboard/signin" in page.headers["location"]
+        headers = {"X-CSRF-Token": csrf}
+        retry = await asyncio.to_thread(
+            copy.post, "/api/dead/retry", json={"all": True}, headers=headers
+        )
+        assert retry.status_code == 401
+        assert (await asyncio.to_thread(copy.get, "/dashboard/live")).status_code == 401
     actions = [e.action for e in await AuditLog(redis, settings.redis_prefix).recent()]
     assert actions == ["sign_out", "sign_in"]
 

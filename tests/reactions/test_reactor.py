@@ -499,3 +499,25 @@ async def test_every_site_s_accounts_count_as_the_app_s_inside_reactions(
     await ledger.learn_app_accounts("forge:cloud-1", {"forge-account"})
     now[0] += ACCOUNTS_CACHE_SECONDS + 0.1
     assert await reactor.app_accounts(ledger, "tenant-a") == {"connect-account", "forge-account"}
+
+
+async def test_a_version_the_app_wrote_counts_as_seen_for_reconciliation(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    """Forge never delivers the app's own edits (ignoreSelf): without a mark, a sweep would
+    take the version the app wrote for a missed change and react to it."""
+    from app.reconcile_state import ReconcileState
+
+    router = Router()
+
+    @router.on("page.updated", name="stamper")
+    async def stamp(event: Event, ctx: ReactionContext) -> None:
+        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what="stamp")
+
+    event = page_event(version=2)
+    await reactor(router)(event, job(event))
+    assert fake.contents["1001"].version == 3
+    state = ReconcileState(redis, settings.redis_prefix)
+    types = ("page.created", "page.updated")
+    [seen] = await state.seen(event.tenant, [(types, "1001", [2, 3, 4])])
+    assert 3 in seen and 4 not in seen
