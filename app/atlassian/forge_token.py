@@ -15,6 +15,7 @@ message ever contains the token.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ IC_LABEL_PATTERN = re.compile(r"^[a-z0-9_-]{1,50}$")
 INSTALLATION_ARI_PREFIX = "ari:cloud:ecosystem::installation/"
 # Atlassian's own fallback when the app system token cannot be read: the older docs' minimum TTL.
 SYSTEM_TOKEN_FALLBACK_TTL = 55 * 60
+# System tokens live about an hour; a claimed expiry further out than this is not believed.
+SYSTEM_TOKEN_MAX_TTL = 24 * 3600
 
 # Stable refusal codes (the ``error`` field of the 401 body).
 MISSING_TOKEN = "missing_token"  # noqa: S105 (an error code)
@@ -240,8 +243,9 @@ def system_token_expiry(token: str, now: float) -> int:
         exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
     except jwt.PyJWTError:
         exp = None
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        return int(exp)
+    if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+        # never later than a day from now: it sets how long the token is kept in Redis
+        return min(int(exp), int(now) + SYSTEM_TOKEN_MAX_TTL)
     return int(now) + SYSTEM_TOKEN_FALLBACK_TTL
 
 

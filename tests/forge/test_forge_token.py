@@ -169,3 +169,8 @@ def test_system_token_expiry_reads_exp_or_falls_back() -> None:
     assert ft.system_token_expiry(system_token(now + 7200), now) == int(now + 7200)
     fallback = ft.system_token_expiry("opaque-token", now)
     assert fallback == int(now) + ft.SYSTEM_TOKEN_FALLBACK_TTL
+    # An absurd expiry would make Redis refuse to keep the token (every Forge call a 503).
+    far = jwt.encode({"exp": 10**300, "sub": "app"}, "not-atlassians-key-" + "x" * 16)
+    assert ft.system_token_expiry(far, now) == int(now) + ft.SYSTEM_TOKEN_MAX_TTL
+    endless = jwt.encode({"exp": 1e300, "sub": "app"}, "not-atlassians-key-" + "x" * 16)
+    assert ft.system_token_expiry(endless, now) == int(now) + ft.SYSTEM_TOKEN_MAX_TTL
