@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.atlassian.events import Event
@@ -32,6 +33,10 @@ class Problems:
         self.lines.append(f"{self.source}:{line}: {where}: {message}")
 
 
+# The most a rule's template may render: comments and page fragments are far smaller.
+MAX_RENDERED = 1_000_000
+
+
 class RuleTemplate(Template):
     """A rule's template: any error while rendering fails the action permanently.
 
@@ -48,7 +53,16 @@ class RuleTemplate(Template):
             raise PermanentFailure(f"{self.where}: template: {describe(exc)}") from exc
 
     def render_unguarded(self, *args: Any, **kwargs: Any) -> str:
-        return super().render(*args, **kwargs)
+        """The rendered text, refused once it passes ``MAX_RENDERED`` characters (a loop can
+        build far more than any comment or page fragment needs)."""
+        parts: list[str] = []
+        size = 0
+        for chunk in self.generate(*args, **kwargs):
+            size += len(chunk)
+            if size > MAX_RENDERED:
+                raise SecurityError(f"the template renders more than {MAX_RENDERED} characters")
+            parts.append(chunk)
+        return "".join(parts)
 
 
 def describe(exc: BaseException) -> str:

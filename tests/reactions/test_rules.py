@@ -131,6 +131,12 @@ def test_problems(text: str, fragment: str) -> None:
             '    actions: [{comment: "{{ 10 ** 60 ** 60 ** 60 }}"}]',
             "template: '**' makes numbers up to 4096 bits",
         ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            "    actions: [{comment: \"{% for i in range(90000) %}{{ 'x' * 90000 }}"
+            "{% endfor %}\"}]",
+            "template: the template renders more than 1000000 characters",
+        ),
     ],
 )
 def test_what_could_only_fail_at_run_time_is_refused_at_load(text: str, fragment: str) -> None:
