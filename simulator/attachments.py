@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from simulator import content
 from simulator.api import Ctx, Reply, operation
-from simulator.errors import bad_param, forbidden, not_found
+from simulator.errors import bad_param, not_found, not_permitted
 from simulator.pagination import SortValue, paginate
 from simulator.params import path_id, sort_key
 from simulator.store import Attachment
@@ -76,7 +76,7 @@ def delete_attachment(ctx: Ctx) -> Reply:
     store = ctx.sim.store
     space = store.spaces[store.contents[att.container_id].space_id]
     if not store.can(ctx.me, space, "write"):
-        raise forbidden()
+        raise not_permitted()
     if ctx.query.boolean("purge"):
         if att.status != "trashed":
             raise bad_param("purge", "Only a trashed attachment can be purged.")

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from simulator import content
 from simulator.api import Ctx, Reply, operation
 from simulator.bodies import parse_write_body, plain_text
-from simulator.errors import bad_body, forbidden, not_found, version_conflict
+from simulator.errors import bad_body, not_found, not_permitted, version_conflict
 from simulator.pagination import SortValue, paginate
 from simulator.params import BODY_FORMATS_BULK, BODY_FORMATS_SINGLE, path_id, sort_key
 from simulator.storage import anchor_text, insert_marker
@@ -136,7 +136,7 @@ def create(ctx: Ctx, kind: str) -> Reply:
     container, parent = _target(ctx, body)
     store = ctx.sim.store
     if not store.can(ctx.me, store.spaces[container.space_id], "write"):
-        raise forbidden("You do not have permission to comment in this space.")
+        raise not_permitted("You do not have permission to comment in this space.")
     parsed = parse_write_body(body.get("body"), required=True)
     assert parsed is not None
     now = ctx.sim.clock.iso()
@@ -200,7 +200,7 @@ def update(ctx: Ctx, kind: str) -> Reply:
     if item.author_id != ctx.me and not store.can(
         ctx.me, store.spaces[store.contents[item.container_id].space_id], "admin"
     ):
-        raise forbidden("Only the author or a space admin can edit a comment.")
+        raise not_permitted("Only the author or a space admin can edit a comment.")
     parsed = parse_write_body(body.get("body"), required=True)
     assert parsed is not None
     number = body["version"].get("number")
@@ -234,7 +234,7 @@ def delete(ctx: Ctx, kind: str) -> Reply:
     store = ctx.sim.store
     space = store.spaces[store.contents[item.container_id].space_id]
     if item.author_id != ctx.me and not store.can(ctx.me, space, "admin"):
-        raise forbidden("Only the author or a space admin can delete a comment.")
+        raise not_permitted("Only the author or a space admin can delete a comment.")
     ctx.sim.emit("comment_removed", "comment", item.id, ctx.me)
     for reply in [c for c in store.comments.values() if c.parent_comment_id == item.id]:
         del store.comments[reply.id]

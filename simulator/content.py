@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simulator.api import Ctx, Reply
-from simulator.errors import forbidden, not_found
+from simulator.errors import not_found, not_permitted
 from simulator.pagination import SortValue, paginate
 from simulator.params import BODY_FORMATS_BULK, BODY_FORMATS_SINGLE, path_id, sort_key
 from simulator.store import Content, Space
@@ -35,7 +35,7 @@ def space_for(ctx: Ctx, space_id: str, needed: str = "read") -> Space:
     if space is None or not ctx.sim.store.can(ctx.me, space, "read"):
         raise not_found("space")
     if needed != "read" and not ctx.sim.store.can(ctx.me, space, needed):  # type: ignore[arg-type]
-        raise forbidden(f"You do not have permission to {needed} content in this space.")
+        raise not_permitted(f"You do not have permission to {needed} content in this space.")
     return space
 
 

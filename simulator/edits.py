@@ -13,7 +13,14 @@ from typing import Any
 from simulator.api import Ctx, Reply
 from simulator.bodies import parse_write_body
 from simulator.content import EVENT_PREFIX, NOUN, find, space_for
-from simulator.errors import ApiError, bad_body, bad_param, forbidden, not_found, version_conflict
+from simulator.errors import (
+    ApiError,
+    bad_body,
+    bad_param,
+    not_found,
+    not_permitted,
+    version_conflict,
+)
 from simulator.storage import has_marker
 from simulator.store import Content, Revision, Space
 from simulator.views import content as content_view
@@ -223,7 +230,7 @@ def delete(ctx: Ctx, kind: str) -> Reply:
         if item.status != "trashed":
             raise bad_param("purge", f"Only a trashed {NOUN[kind]} can be purged.")
         if not store.can(ctx.me, space, "admin"):
-            raise forbidden("Purging needs permission to administer the space.")
+            raise not_permitted("Purging needs permission to administer the space.")
         item.status = "deleted"
         item.revisions = [item.current]
         ctx.sim.emit(f"{prefix}_removed", kind, item.id, ctx.me)

@@ -54,6 +54,12 @@ def forbidden(title: str = "You do not have permission to perform this action.")
     return ApiError(403, "FORBIDDEN", title)
 
 
+def not_permitted(title: str = "You do not have permission to perform this action.") -> ApiError:
+    """A write to something the caller may view but not change: the v2 spec answers 404 for
+    it (its 404 descriptions name "the needed permissions to update/delete/create"), not 403."""
+    return ApiError(404, "NOT_FOUND", title)
+
+
 def version_conflict(
     kind: str, current: int, provided: int | None, *, first_publish: bool = False
 ) -> ApiError:

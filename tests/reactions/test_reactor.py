@@ -131,13 +131,21 @@ async def test_current_version_written_by_the_app_is_ignored(
     assert fake.writes() == []
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        NotFound("may view, may not update", status=404),  # what v2 answers
+        Forbidden("only the author may edit", status=403),  # a missing scope
+    ],
+)
 async def test_a_secret_in_a_comment_the_app_may_not_edit_is_still_reported(
-    fake: FakeConfluence, job: Job, reactor: MakeReactor
+    refusal: Exception, fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
-    """Users edit their own comments only: the redaction is refused (403), which no retry can
-    change. The author is told at once to remove it; the event does not dead-letter."""
+    """Users edit their own comments only: the redaction is refused (v2 answers 404 to a write
+    one may not make on what one may view), which no retry can change. The author is told at
+    once to remove it; the event does not dead-letter."""
     _comment(fake, f"<p>my key {AWS}</p>")
-    fake.fail_next.append(Forbidden("only the author may edit", status=403))
+    fake.fail_next.append(refusal)
     event = comment_event(comment_id="5001")
     react = reactor(_secret_router())
     await react(event, job(event))  # no exception: nothing to retry, nothing dead

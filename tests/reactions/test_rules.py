@@ -134,7 +134,7 @@ def test_problems(text: str, fragment: str) -> None:
         (
             "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
             "    actions: [{comment: \"{% for i in range(90000) %}{{ 'x' * 90000 }}"
-            "{% endfor %}\"}]",
+            '{% endfor %}"}]',
             "template: the template renders more than 1000000 characters",
         ),
     ],

@@ -216,7 +216,7 @@ async def test_bad_parameters_get_the_errors_envelope(
         assert error["status"] == 400 and error["code"] == "INVALID_REQUEST_PARAMETER"
 
 
-async def test_permissions_give_404_and_403(
+async def test_permissions_give_404_for_hidden_and_for_not_permitted(
     client: httpx.AsyncClient, space: dict[str, Any]
 ) -> None:
     page = await make_page(client, space["id"], "Secret")
@@ -238,8 +238,13 @@ async def test_permissions_give_404_and_403(
         "body": STORAGE,
         "version": {"number": 2},
     }
-    forbidden = await client.put(f"{V2}/pages/{page['id']}", json=edit, headers=as_reader)
-    assert forbidden.status_code == 403 and forbidden.json()["errors"][0]["code"] == "FORBIDDEN"
+    # v2 answers 404 to a write the caller may not make on what it may view (the spec's 404:
+    # "does not have the needed permissions to update a page in the space"), not 403
+    refused = await client.put(f"{V2}/pages/{page['id']}", json=edit, headers=as_reader)
+    assert refused.status_code == 404 and refused.json()["errors"][0]["code"] == "NOT_FOUND"
+    comment = {"pageId": page["id"], "body": STORAGE}
+    no_comment = await client.post(f"{V2}/footer-comments", json=comment, headers=as_reader)
+    assert no_comment.status_code == 404
     hidden = await client.get(f"{V2}/pages/{page['id']}", headers=as_outsider)
     assert hidden.status_code == 404
     assert (

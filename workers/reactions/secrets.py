@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.atlassian.events import Event
-from app.confluence.errors import Forbidden
+from app.confluence.errors import Forbidden, NotFound
 from workers import storage
 from workers.context import ReactionContext
 from workers.reactions import Builtin, OptionError, check_options
@@ -162,9 +162,11 @@ def make(options: Mapping[str, Any]) -> Handler:
             what = f"redacted {len(findings)} credential(s)"
             try:
                 await ctx.edit(transform, what=what, kind=content.kind, content_id=content.id)
-            except Forbidden:
-                # Not the app's to edit (users edit their own comments only): no retry can
-                # change that, but the author must still hear about it, now.
+            except (Forbidden, NotFound):
+                # Not the app's to edit (users edit their own comments only; v2 answers that
+                # with 404, as it does for content one may view but not change; 403 where a
+                # scope is missing): no retry can change that, but the author must still hear
+                # about it, now.
                 ctx.log.warning("credentials left in place: the app may not edit this content")
                 message = report(findings, author, noun, redacted=False)
                 await ctx.remember("report", message)
