@@ -172,7 +172,9 @@ class Settings(BaseSettings):
     budget_burst_per_second: float = Field(
         default=50.0, ge=0, description="requests per second across all workers; 0 = no limit"
     )
-    budget_backlog_window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    budget_backlog_window_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="fair shares between tenants; 0 = off"
+    )
     budget_max_wait_seconds: float = Field(
         default=1.0, ge=0, le=30, description="wait in-process for budget up to this, then defer"
     )

@@ -426,3 +426,47 @@ async def test_a_settlement_after_the_reclaim_does_not_give_back_twice(
     snap = await b.snapshot()
     assert snap.reserved == 1 and snap.charged == 3  # 2 (actual) + 1 (in flight)
     assert snap.tenants["acme"] == Usage(charged=3, reserved=1)
+
+
+async def test_a_tenant_waiting_for_later_does_not_hold_back_those_that_can_go_now(
+    redis: Redis, settings: Settings
+) -> None:
+    """Light's sweep is refused by the reserve for 45 minutes, its list by what is left:
+    neither could use points now, so heavy's reactions that fit still go."""
+    clock = FakeClock(T0 + 600)
+    b = budget(redis, settings, clock, backlog_window_seconds=30)
+    await b.settle(await b.reserve("heavy", 880, P), OK)
+    await b.settle(await b.reserve("light", 20, P), OK)
+    with pytest.raises(BudgetExhausted) as sweep:
+        await b.reserve("light", 5, Priority.RECONCILE)  # only the top priorities may pass 900
+    assert sweep.value.reason == "reserve" and sweep.value.delay > 600
+    with pytest.raises(BudgetExhausted) as listing:
+        await b.reserve("light", 251, P)
+    assert listing.value.reason == "quota"
+    for minute in (0, 10, 20):
+        clock.now = T0 + 600 + minute * 60
+        with pytest.raises(BudgetExhausted):
+            await b.reserve("light", 5, Priority.RECONCILE)  # comes back, refused again
+        await b.settle(await b.reserve("heavy", 2, P), OK)
+    assert (await b.snapshot()).tenants["heavy"].spent == 886
+
+
+async def test_a_burst_rate_below_one_call_a_second_still_admits_calls(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + 60)
+    b = budget(redis, settings, clock, burst_per_second=0.5, max_wait_seconds=0)
+    admitted = 0
+    for _ in range(20):
+        try:
+            await b.settle(await b.reserve("acme", 1, P), OK)
+            admitted += 1
+        except BudgetExhausted as exc:
+            assert exc.reason == "burst" and exc.delay <= 2.0
+        clock.now += 0.5
+    assert admitted == 5  # one every 2 s over 10 s
+
+
+def test_fair_shares_can_be_switched_off_in_settings(settings: Settings) -> None:
+    off = settings.model_validate({**settings.model_dump(), "budget_backlog_window_seconds": 0})
+    assert off.budget_backlog_window_seconds == 0

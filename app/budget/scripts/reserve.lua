@@ -117,9 +117,12 @@ if #waiting > 0 then
   local first = nil
   for _, u in ipairs(waiting) do
     if u ~= tenant and num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u) < mine then
-      -- u is behind us and waiting; it retries at (its mark - window): look again after that
+      -- u is behind us and waiting; it retries at (its mark - window). Only a tenant that can
+      -- go now (within the grace) holds us back: one refused for its own reasons until later
+      -- (the reserve, its pacing line, a list larger than what is left) could not use the
+      -- points we would leave. Look again once u is due.
       local due = tonumber(redis.call('ZSCORE', backlog, u)) - window
-      if first == nil or due < first then first = due end
+      if due <= now + grace and (first == nil or due < first) then first = due end
     end
   end
   if first ~= nil then
@@ -133,7 +136,8 @@ if burst > 0 then
   local interval = 1000 / rate
   local bkey = prefix .. 'budget:burst'
   local tat = math.max(num(redis.call('GET', bkey)), now)
-  local allow_at = tat - (1000 - interval)
+  -- a burst of one second's worth of calls; below one call a second, one call at a time
+  local allow_at = tat - math.max(0, 1000 - interval)
   if now < allow_at then return deny(allow_at, 'burst', true) end
   local next_tat = tat + interval
   redis.call('SET', bkey, string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now) + 1000)
