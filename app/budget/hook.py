@@ -23,6 +23,11 @@ class Priority(IntEnum):
     RECONCILE = 2
 
 
+# The longest wait a server's header is believed for: the quota is hourly, so nothing should
+# take longer than the rest of this hour and the next; more would stop every worker for days.
+MAX_WAIT_SECONDS = 2 * 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What one Confluence response said about rate limits (all fields optional)."""

@@ -23,6 +23,7 @@ leaves it unset so every process reads the same Redis clock.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +32,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app.budget.hook import BudgetExhausted, Observation, Priority, Reservation
+from app.budget.hook import (
+    MAX_WAIT_SECONDS,
+    BudgetExhausted,
+    Observation,
+    Priority,
+    Reservation,
+)
 from app.budget.model import (
     HOUR,
     BudgetConfig,
@@ -190,6 +197,10 @@ class RedisBudget:
             return None  # not one of ours (e.g. from Unmetered)
         charge = reconcile(reservation.cost, observation.actual_cost, observation.status)
         retry_after = observation.retry_after
+        if retry_after is not None and not math.isfinite(retry_after):
+            retry_after = None  # not a time to wait: the default pause for a 429
+        elif retry_after is not None:
+            retry_after = min(max(0.0, retry_after), MAX_WAIT_SECONDS)
         # One tenant's own quota says nothing of the app's hour that every tenant shares: its
         # figures are not learned (a 429 of it pauses that tenant alone, in the script).
         shared = not observation.tenant_scoped
@@ -210,11 +221,12 @@ class RedisBudget:
             remaining,
             limit,
             "1" if observation.near_limit and shared else "0",
-            -1 if retry_after is None else _ms(max(0.0, retry_after)),
+            -1 if retry_after is None else _ms(retry_after),
             observation.reason or "",
             self.config.points_per_hour,
             DEFAULT_429_PAUSE_MS,
             rid if self.config.inflight_seconds > 0 else "",  # tracked only then (reserve)
+            "1" if observation.tenant_scoped else "0",
         ]
 
     async def set_weight(self, tenant: str, weight: float) -> None:

@@ -161,13 +161,14 @@ class DirectoryAPI:
         For callers that keep their place between runs (a sweep's cursor): ``next_url`` is
         what the previous page returned, ``None`` for the first page.
         """
+        planned = cost.estimate("GET", objects=limit)  # the request's point and each hit's
         if next_url is None:
             params: Params = {"cql": cql, "limit": check_limit(limit, 1000)}
             reply = await self._t.call(
-                "GET", self._t.site.v1("/search"), params=params, estimate=limit
+                "GET", self._t.site.v1("/search"), params=params, estimate=planned
             )
         else:
-            reply = await self._t.call("GET", next_url, estimate=limit)
+            reply = await self._t.call("GET", next_url, estimate=planned)
         link = next_link(reply.headers.get("link"), reply.data)
         site = self._t.site
         following = resolve_next(site.api_root, site.wiki_path, link) if link else None

@@ -28,12 +28,13 @@ Pure code: a function of (status, headers, now).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from app.budget.hook import Observation
+from app.budget.hook import MAX_WAIT_SECONDS, Observation
 
 T = TypeVar("T")
 _PREFIXES = ("", "beta-", "x-beta-")
@@ -62,32 +63,42 @@ def parse_reset(value: str | None, now: float) -> float | None:
     except ValueError:
         pass
     else:
-        return number if number > 1e9 else now + number
+        if not math.isfinite(number) or number < 0:
+            return None
+        return min(number if number > 1e9 else now + number, now + MAX_WAIT_SECONDS)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return min(moment.timestamp(), now + MAX_WAIT_SECONDS)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from ``Retry-After``: delta-seconds or an HTTP date."""
+    """Seconds to wait from ``Retry-After``: delta-seconds or an HTTP date.
+
+    None for what is not one (a negative or endless number included); at most
+    ``MAX_WAIT_SECONDS``: the quota is hourly, and a wait of days would stop every worker.
+    """
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number) or number < 0:
+            return None
+        return min(number, MAX_WAIT_SECONDS)
     try:
         moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return min(max(0.0, moment.timestamp() - now), MAX_WAIT_SECONDS)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
 
 
 def parse_structured(value: str | None) -> dict[str, dict[str, str]]:

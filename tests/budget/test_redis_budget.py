@@ -470,3 +470,30 @@ async def test_a_burst_rate_below_one_call_a_second_still_admits_calls(
 def test_fair_shares_can_be_switched_off_in_settings(settings: Settings) -> None:
     off = settings.model_validate({**settings.model_dump(), "budget_backlog_window_seconds": 0})
     assert off.budget_backlog_window_seconds == 0
+
+
+async def test_a_429_of_one_site_s_own_quota_pauses_that_site_alone(
+    redis: Redis, settings: Settings
+) -> None:
+    """Its figures name the tenant's policy (``tenant-app-quota``) though no reason header
+    says so: the other sites keep going."""
+    clock = FakeClock(T0 + 60)
+    b = budget(redis, settings, clock)
+    r = await b.reserve("acme", 2, P)
+    await b.settle(r, Observation(status=429, retry_after=1200, tenant_scoped=True))
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("acme", 2, P)
+    assert info.value.reason == "tenant-paused"
+    await b.settle(await b.reserve("beta", 2, P), OK)
+
+
+async def test_a_server_s_wait_is_believed_up_to_two_hours(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + 60)
+    b = budget(redis, settings, clock)
+    r = await b.reserve("acme", 2, P)
+    await b.settle(r, Observation(status=429, retry_after=1e9, reason="confluence-quota-global"))
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("acme", 2, P)
+    assert info.value.delay <= 2 * 3600

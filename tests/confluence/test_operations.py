@@ -259,6 +259,16 @@ async def test_cql_search(
     assert fake.requests[-1].url.path == "/wiki/rest/api/search"
 
 
+async def test_a_search_page_reserves_the_request_and_every_hit(
+    client: ConfluenceClient, budget: RecordingBudget, site_data: dict[str, str]
+) -> None:
+    """A page of hits costs 1 + one per hit, as any list: reserving only the hits let
+    concurrent sweeps spend past the hour's quota."""
+    hits, _ = await client.search_page("type=page", limit=7)
+    assert hits
+    assert [cost for _, cost, _ in budget.reserved] == [8]
+
+
 async def test_user_search_costs_two_points_per_user(
     client: ConfluenceClient, fake: FakeConfluence, budget: RecordingBudget
 ) -> None:

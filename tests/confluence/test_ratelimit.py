@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.budget.hook import MAX_WAIT_SECONDS
 from app.confluence import ConfluenceClient
 from app.confluence.errors import ServerError
 from app.confluence.ratelimit import observe, parse_reset, parse_retry_after, parse_structured
@@ -45,17 +46,26 @@ def test_unrelated_headers_are_not_kept() -> None:
 
 
 def test_reset_formats() -> None:
-    assert parse_reset("2026-03-26T16:00Z", 0) == epoch("2026-03-26T16:00:00+00:00")
-    assert parse_reset("2026-03-26T16:00:00.000Z", 0) == epoch("2026-03-26T16:00:00+00:00")
-    assert parse_reset("2026-03-26T16:00:00", 0) == epoch("2026-03-26T16:00:00+00:00")
-    assert parse_reset("1774540800", 0) == 1774540800.0
+    now = epoch("2026-03-26T15:30:00+00:00")
+    assert parse_reset("2026-03-26T16:00Z", now) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("2026-03-26T16:00:00.000Z", now) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("2026-03-26T16:00:00", now) == epoch("2026-03-26T16:00:00+00:00")
+    assert parse_reset("1774540800", now) == 1774540800.0
     assert parse_reset("30", 1000.0) == 1030.0
     assert parse_reset("soon", 0) is None and parse_reset(None, 0) is None
+    # what no server means: nothing to wait for, never an overflow or a wait of centuries
+    assert parse_reset("inf", 0) is None and parse_reset("-30", 0) is None
+    assert parse_reset("9999-12-31T23:59:59Z", 1000.0) == 1000.0 + MAX_WAIT_SECONDS
 
 
 def test_retry_after_formats() -> None:
     assert parse_retry_after("5", 0) == 5.0
-    assert parse_retry_after("-3", 0) == 0.0
+    # not a wait: a 429 saying so gets the default pause rather than an immediate retry
+    assert parse_retry_after("-3", 0) is None
+    assert parse_retry_after("inf", 0) is None and parse_retry_after("nan", 0) is None
+    assert parse_retry_after("1e300", 0) == MAX_WAIT_SECONDS
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0) == MAX_WAIT_SECONDS
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 -1400", 0) in (None, MAX_WAIT_SECONDS)
     assert (
         parse_retry_after("Thu, 26 Mar 2026 15:00:30 GMT", epoch("2026-03-26T15:00:00+00:00")) == 30
     )

@@ -3,7 +3,8 @@
 -- 5 reservation hour start ms, 6 estimate, 7 points to charge, 8 HTTP status,
 -- 9 server remaining (-1 = unknown), 10 server limit (-1 = unknown), 11 near limit '1'/'0',
 -- 12 Retry-After ms (-1 = none), 13 RateLimit-Reason ('' = none), 14 configured quota,
--- 15 pause ms for a 429 without Retry-After, 16 reservation id ('' = not tracked).
+-- 15 pause ms for a 429 without Retry-After, 16 reservation id ('' = not tracked),
+-- 17 '1' when the figures and the refusal are the tenant's own quota (else the app's).
 -- Returns {charged, external} of the current hour.
 local prefix = ARGV[1]
 local now
@@ -27,6 +28,7 @@ local reason = string.lower(ARGV[13])
 local quota = tonumber(ARGV[14])
 local default_pause = tonumber(ARGV[15])
 local rid = ARGV[16] or ''
+local tenant_scoped = ARGV[17] == '1'
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local cur = string.format('%d', hstart)
@@ -74,7 +76,7 @@ if status == 429 then
   if wait < 0 then wait = default_pause end
   local until_ms = now + wait
   local key = prefix .. 'budget:pause'
-  if string.find(reason, 'tenant', 1, true) then
+  if tenant_scoped or string.find(reason, 'tenant', 1, true) then
     key = prefix .. 'budget:pause:t:' .. tenant
   elseif reason ~= '' and not string.find(reason, 'burst', 1, true) then
     -- The app's quota: spent for the rest of the hour when the server says to wait until
