@@ -13,12 +13,18 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.atlassian.install_token import BadKeyId, is_safe_key_id, load_public_key
-from app.errors import UpstreamUnavailable
+from app.crypto import DecryptionError, SecretBox
+from app.errors import ConfigError, UpstreamUnavailable
+from app.settings import Settings
 
 MAX_KEY_BYTES = 16 * 1024
 DEFAULT_CACHE_SIZE = 64
@@ -26,14 +32,59 @@ DEFAULT_CACHE_SIZE = 64
 DEFAULT_FETCHES_PER_MINUTE = 30
 UNKNOWN_KID_SECONDS = 300.0
 UNKNOWN_KIDS_KEPT = 1024
+KEPT_SECONDS = 90 * 24 * 3600  # a key never changes under its kid; kept while it may be used
 
 
 class UnknownKeyId(BadKeyId):
     code_name = "unknown_key_id"
 
 
+class KeyStore(Protocol):
+    """Where fetched keys are kept for every process and past restarts (PEM bytes)."""
+
+    async def load(self, kid: str) -> bytes | None: ...
+
+    async def save(self, kid: str, pem: bytes) -> None: ...
+
+
+class RedisKeyStore:
+    """Fetched install keys in Redis (``P install-key:<kid>``), sealed with the app's secret key
+    (Fernet): a key planted by someone who can write to Redis would not open. A failing Redis
+    is no key found (the key server is asked), and a failing write is skipped."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.prefix = f"{settings.redis_prefix}install-key:"
+        self._secret_keys = settings.secret_keys
+        self._box: SecretBox | None = None
+
+    @property
+    def box(self) -> SecretBox:
+        if self._box is None:
+            self._box = SecretBox(self._secret_keys)
+        return self._box
+
+    async def load(self, kid: str) -> bytes | None:
+        try:
+            sealed = await self.redis.get(self.prefix + kid)
+            return None if sealed is None else self.box.decrypt(sealed).encode()
+        except (RedisError, OSError, DecryptionError, ConfigError):
+            return None
+
+    async def save(self, kid: str, pem: bytes) -> None:
+        try:
+            sealed = self.box.encrypt(pem.decode())
+            await self.redis.set(self.prefix + kid, sealed, ex=KEPT_SECONDS)
+        except (RedisError, OSError, ConfigError, UnicodeDecodeError):
+            return
+
+
 class InstallKeys:
-    """Signed-install public keys by ``kid`` over an injected ``httpx.AsyncClient``."""
+    """Signed-install public keys by ``kid`` over an injected ``httpx.AsyncClient``.
+
+    With a ``store``, a key fetched once is found there by every process and after a restart,
+    so only a kid this deployment never saw costs a fetch (and counts against the cap).
+    """
 
     def __init__(
         self,
@@ -44,8 +95,10 @@ class InstallKeys:
         cache_size: int = DEFAULT_CACHE_SIZE,
         max_fetches: int = DEFAULT_FETCHES_PER_MINUTE,
         clock: Callable[[], float] = time.monotonic,
+        store: KeyStore | None = None,
     ) -> None:
         self.http = http
+        self.store = store
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cache_size = cache_size
@@ -77,7 +130,6 @@ class InstallKeys:
             raise UnknownKeyId("the install key server does not know this kid")
         shared = self._fetching.get(kid)
         if shared is None:
-            self._admit()
             shared = self._fetching[kid] = asyncio.ensure_future(self._fetch_once(kid))
             shared.add_done_callback(_seen)  # its error is seen even if every caller left
         return await asyncio.shield(shared)
@@ -94,7 +146,12 @@ class InstallKeys:
 
     async def _fetch_once(self, kid: str) -> rsa.RSAPublicKey:
         try:
-            key = await self._fetch(kid)
+            key = await self._stored(kid)
+            if key is None:
+                self._admit()
+                key = await self._fetch(kid)
+                if self.store is not None:
+                    await self.store.save(kid, serialize(key))
         except UnknownKeyId:
             self._unknown[kid] = self.clock()
             self._unknown.move_to_end(kid)
@@ -107,6 +164,15 @@ class InstallKeys:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return key
+
+    async def _stored(self, kid: str) -> rsa.RSAPublicKey | None:
+        pem = None if self.store is None else await self.store.load(kid)
+        if pem is None:
+            return None
+        try:
+            return load_public_key(pem)
+        except ValueError:
+            return None
 
     async def _fetch(self, kid: str) -> rsa.RSAPublicKey:
         self.fetches += 1
@@ -151,3 +217,9 @@ class InstallKeys:
 def _seen(done: asyncio.Future[rsa.RSAPublicKey]) -> None:
     if not done.cancelled():
         done.exception()
+
+
+def serialize(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -18,7 +18,7 @@ from app import redis as redis_conn
 from app.dashboard import api as ops_api
 from app.dashboard import routes as dashboard
 from app.errors import ConfigError
-from app.install_keys import InstallKeys
+from app.install_keys import InstallKeys, RedisKeyStore
 from app.metrics import Metrics
 from app.queue import EventQueue
 from app.settings import Settings, load_settings
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
             install_keys_http,
             settings.connect_install_keys_url,
             timeout=settings.connect_install_keys_timeout_seconds,
+            store=RedisKeyStore(client, settings),
         )
         app.state.forge = forge.ForgeRemote(settings, client)
         if isinstance(app, ReactorApp):

@@ -7,10 +7,12 @@ import time
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from app.atlassian.install_token import BadKeyId
 from app.errors import UpstreamUnavailable, VerificationError
-from app.install_keys import InstallKeys
+from app.install_keys import InstallKeys, RedisKeyStore
+from app.settings import Settings
 
 from .conftest import InstallKey
 
@@ -156,3 +158,33 @@ async def test_fetches_of_new_kids_are_capped_per_minute(install_key: InstallKey
     with pytest.raises(VerificationError):
         await keys.get("kid-5")
     assert keys.fetches == 6
+
+
+async def test_a_key_fetched_once_is_found_by_every_process_and_after_a_restart(
+    install_key: InstallKey, redis: Redis, settings: Settings
+) -> None:
+    """So a flood of made-up kids (which uses up the fetch cap) cannot lock out the installs
+    whose kid this deployment has seen: only a kid never seen costs a fetch."""
+    served = httpx.MockTransport(lambda r: httpx.Response(200, content=install_key.public_pem))
+    first = keys_over(served, store=RedisKeyStore(redis, settings))  # type: ignore[arg-type]
+    key = await first.get("kid-1")
+    assert first.fetches == 1
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no fetch expected")
+
+    later = keys_over(
+        httpx.MockTransport(refuse),
+        store=RedisKeyStore(redis, settings),  # type: ignore[arg-type]
+        max_fetches=0,  # the cap is used up
+    )
+    found = await later.get("kid-1")
+    assert found.public_numbers() == key.public_numbers() and later.fetches == 0
+    with pytest.raises(UpstreamUnavailable) as info:
+        await later.get("kid-never-seen")
+    assert info.value.code == "install_keys_busy"
+    # A key written to Redis by someone else (not sealed with the app's key) does not open.
+    planted = f"{settings.redis_prefix}install-key:kid-planted"
+    await redis.set(planted, install_key.public_pem)
+    with pytest.raises(UpstreamUnavailable):
+        await later.get("kid-planted")
