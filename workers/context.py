@@ -260,6 +260,13 @@ class ReactionContext:
 
         await self._effect("update_comment", once, detail, perform)
 
+    async def _wrote(self, kind: Kind, content_id: str, version: int) -> None:
+        """Mark a version the app wrote as seen (for reconciliation); the edit stands anyway."""
+        try:
+            await self.ledger.wrote_version(self.tenant, kind, content_id, version)
+        except (RedisError, OSError) as exc:
+            self.log.warning("own version not marked as seen", error=type(exc).__name__)
+
     async def edit(
         self,
         transform: Transform,
@@ -289,15 +296,15 @@ class ReactionContext:
             if updated is None:
                 return None
             self.cache.content[(kind, cid)] = updated
-            try:
-                await self.ledger.wrote_version(self.tenant, kind, cid, updated.version)
-            except (RedisError, OSError) as exc:  # the edit stands; a sweep may revisit it
-                self.log.warning("own version not marked as seen", error=type(exc).__name__)
+            await self._wrote(kind, cid, updated.version)
             return updated.version
 
         async def already() -> int | None:
             current = await self.client.get_content(kind, cid)
-            return current.version if note in current.version_message else None
+            if note not in current.version_message:
+                return None
+            await self._wrote(kind, cid, current.version)  # the run that made it may not have
+            return current.version
 
         result = await self._effect("edit", once, detail, perform, already, key)
         return None if result is None else int(result)

@@ -36,6 +36,8 @@ from redis.asyncio.client import Pipeline
 from app.atlassian.events import event_id
 from app.eventlog import Writes
 from app.jobstate import Keys
+from app.reconcile_plan import CONTENT_TYPES
+from app.reconcile_plan import event_type as version_event_type
 
 EFFECT_TTL = 30 * 24 * 3600
 DRY_RUN_KEEP = 500
@@ -97,9 +99,9 @@ class EffectLedger:
         """Mark a page or blog post version the app wrote as seen, as its delivered event would
         be (the dedupe marker, for the dedupe window): Forge does not deliver the app's own
         edits, and reconciliation would otherwise take the version for a missed change."""
-        if kind not in ("page", "blogpost"):
+        if kind not in CONTENT_TYPES:
             return  # reconciliation sweeps pages and blog posts only
-        type_ = f"{kind}.created" if version == 1 else f"{kind}.updated"
+        type_ = version_event_type(kind, version)  # the type a sweep would give it
         seen = Keys(self.prefix).dedupe(event_id(tenant, type_, content_id, version, 0))
         await self.redis.set(seen, "1", ex=self.seen_seconds)
 

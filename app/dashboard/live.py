@@ -3,6 +3,8 @@
 The stream sends ``event: overview`` with the same JSON as ``GET /api/overview``. Each push
 also samples the queue depth into the per-minute activity counters, so the depth chart fills
 while someone watches. ``app.state.dashboard_live_interval`` (seconds) overrides the period.
+The session is checked before every push: a stream opened before its session was signed out
+ends at its next push.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ DEFAULT_INTERVAL = 2.0
 
 async def _events(request: Request, interval: float) -> AsyncIterator[ServerSentEvent]:
     while True:
+        if await auth.signed_in(request) is None:  # signed out (or its token removed) since
+            yield ServerSentEvent(data=json.dumps({"error": "signed out"}), event="error")
+            return
         try:
             data = await views.overview(request, sample=True)
             yield ServerSentEvent(data=json.dumps(data, default=str), event="overview")

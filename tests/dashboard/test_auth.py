@@ -341,3 +341,32 @@ async def test_sign_in_with_redis_down_answers_503_not_500(settings: Settings) -
     for answer in [*answers, live]:
         assert answer.status_code == 503
         assert answer.json()["error"] == "redis_unavailable"
+
+
+async def test_a_live_stream_open_at_sign_out_ends_at_its_next_push(
+    live_server: Callable[..., Any], settings: Settings
+) -> None:
+    from app.main import create_app
+
+    app = create_app(settings)
+    app.state.dashboard_live_interval = 0.2
+    url = live_server(app).url
+    client, csrf = await asyncio.to_thread(signed_in, url)
+
+    def watch() -> list[str]:
+        events: list[str] = []
+        with client.stream("GET", "/dashboard/live", timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.removeprefix("event:").strip())
+                    if events == ["overview"]:  # signed in: now sign out elsewhere
+                        with httpx.Client(base_url=url, cookies=dict(client.cookies)) as other:
+                            other.post("/dashboard/signout", data={"csrf": csrf})
+                if line.startswith("data:") and "signed out" in line:
+                    break
+                if len(events) > 20:
+                    break
+        return events
+
+    events = await asyncio.to_thread(watch)
+    assert events[0] == "overview" and events[-1] == "error", events

@@ -529,3 +529,11 @@ async def test_a_version_the_app_wrote_counts_as_seen_for_reconciliation(
     types = ("page.created", "page.updated")
     [seen] = await state.seen(event.tenant, [(types, "1001", [2, 3, 4])])
     assert 3 in seen and 4 not in seen
+    # A run that died between the edit and the mark: its rerun finds the edit and marks it.
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"{settings.redis_prefix}seen:*")])
+    (key,) = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}effect:*")]
+    await redis.set(key, json.dumps({"state": "pending"}))
+    await reactor(router)(event, job(event))
+    assert fake.contents["1001"].version == 3, "not edited again"
+    [seen] = await state.seen(event.tenant, [(types, "1001", [3])])
+    assert seen == {3}
