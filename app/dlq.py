@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
 from redis.asyncio import Redis
 
@@ -19,6 +20,7 @@ from app.eventlog import EventLog, now_ms
 from app.jobstate import Attempt, EventRecord
 from app.settings import Settings
 
+Replay = Literal["replayed", "not_dead", "closing"]
 # How long a replay waits for arq to close the run that dead-lettered the event.
 CLOSING_TRIES = 40
 CLOSING_WAIT_SECONDS = 0.05
@@ -77,13 +79,19 @@ class DeadLetters:
         return DeadLetter(record, await self.log.attempts(event_id))
 
     async def retry(self, event_id: str) -> bool:
-        """Replay one dead event; False when it is not in the store (any more)."""
+        """Replay one dead event; False when it is not in the store (any more) or its last
+        run is still being closed (:meth:`replay` tells which)."""
+        return await self.replay(event_id) == "replayed"
+
+    async def replay(self, event_id: str) -> Replay:
+        """Replay one dead event: ``replayed``, ``not_dead`` (not in the store, any more), or
+        ``closing`` (the worker that ran it last has not closed that run yet: try again)."""
         record = await self.log.record(event_id)
         if record is None or record.state != "dead":
-            return False
+            return "not_dead"
         return await self._requeue(record)
 
-    async def _requeue(self, record: EventRecord) -> bool:
+    async def _requeue(self, record: EventRecord) -> Replay:
         # The state is checked again in the script that moves it: a replay or discard made
         # meanwhile wins. An event dead-lettered a moment ago may still have its run being
         # closed by arq; that takes milliseconds, so it is waited for (within a bound).
@@ -91,16 +99,16 @@ class DeadLetters:
         for _ in range(CLOSING_TRIES):
             outcome = await self.log.requeue(event)
             if outcome >= 0:
-                return outcome == 1
+                return "replayed" if outcome == 1 else "not_dead"
             await asyncio.sleep(CLOSING_WAIT_SECONDS)
-        return False
+        return "closing"
 
     async def retry_all(self, where: Filter | None = None) -> list[str]:
         """Replay every dead event matching ``where``, oldest death first (arrival order)."""
         records = await self.find(where, limit=1_000_000)
         replayed = []
         for record in reversed(records):
-            if await self._requeue(record):
+            if await self._requeue(record) == "replayed":
                 replayed.append(record.id)
         return replayed
 

@@ -135,8 +135,16 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
     if args.all:
         ids = await dlq.retry_all(Filter(args.tenant, args.type))
     else:
-        ids = [i for i in args.event_ids if await dlq.retry(i)]
-        _not_dead(args.event_ids, ids)
+        outcomes = {i: await dlq.replay(i) for i in args.event_ids}
+        ids = [i for i, outcome in outcomes.items() if outcome == "replayed"]
+        closing = [i for i, outcome in outcomes.items() if outcome == "closing"]
+        for event_id in closing:
+            print(
+                f"reactor: {event_id}: the worker that ran it last is still closing that run;"
+                " try again in a moment",
+                file=sys.stderr,
+            )
+        _not_dead([i for i in args.event_ids if i not in closing], ids)
     for event_id in ids:
         print(f"replayed {event_id}")
     if args.all and not ids:

@@ -54,6 +54,9 @@ async def _act(request: Request, action: str) -> Response:
     skipped = result.get("not_dead") or []
     if skipped:
         message += f"; {len(skipped)} id(s) skipped: not dead letters (any more)"
+    closing = result.get("closing") or []
+    if closing:
+        message += f"; {len(closing)} id(s) still being closed by a worker: try again"
     if not result.get("ok"):
         message = f"{action} failed: {result.get('detail', 'unknown error')}"
     return RedirectResponse(f"/dashboard/dead?done={message}", status_code=303)

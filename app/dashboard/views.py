@@ -184,15 +184,29 @@ async def dead_letter_action(
             store.retry_all(where) if action == "retry" else store.discard_all(where)
         )
         return {"ok": True, "count": len(everything), "ids": everything[:100]}
-    one = store.retry if action == "retry" else store.discard
     done: list[str] = []
     missing: list[str] = []
+    closing: list[str] = []
     for event_id in ids:
-        (done if await one(event_id) else missing).append(event_id)
-    result: dict[str, Any] = {"ok": bool(done) or not missing, "count": len(done), "ids": done}
+        if action == "discard":
+            (done if await store.discard(event_id) else missing).append(event_id)
+            continue
+        outcome = await store.replay(event_id)
+        {"replayed": done, "not_dead": missing, "closing": closing}[outcome].append(event_id)
+    refused = missing + closing
+    result: dict[str, Any] = {"ok": bool(done) or not refused, "count": len(done), "ids": done}
+    details = []
     if missing:
         result["not_dead"] = missing
-        result["detail"] = f"{len(missing)} id(s) are not dead letters (already retried?)"
+        details.append(f"{len(missing)} id(s) are not dead letters (already retried?)")
+    if closing:
+        result["closing"] = closing
+        details.append(
+            f"{len(closing)} id(s) still have their last run being closed by a worker;"
+            " try again in a moment"
+        )
+    if details:
+        result["detail"] = "; ".join(details)
     return result
 
 

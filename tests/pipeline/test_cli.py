@@ -238,3 +238,19 @@ async def test_dlq_list_refuses_a_limit_below_one(reactor: Reactor, limit: str) 
     result = await reactor("dlq", "list", "--limit", limit)
     assert result.returncode == 2 and result.stdout == ""
     assert f"argument --limit: must be at least 1, not {limit}" in result.stderr
+
+
+async def test_a_replay_of_a_run_a_worker_is_still_closing_says_to_try_again(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    event = make_event(content_id="3003")
+    await kill(redis, settings, event, "boom")
+    await redis.set(f"arq:in-progress:{event.id}", b"1", px=20_000)
+    try:
+        busy = await reactor("dlq", "retry", event.id)
+    finally:
+        await redis.delete(f"arq:in-progress:{event.id}")
+    assert busy.returncode == 1 and "still closing that run; try again" in busy.stderr
+    assert "not in the dead-letter store" not in busy.stderr
+    again = await reactor("dlq", "retry", event.id)
+    assert again.returncode == 0 and again.stdout.strip() == f"replayed {event.id}"

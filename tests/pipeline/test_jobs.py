@@ -367,7 +367,7 @@ async def test_a_replay_waits_for_arq_to_close_the_run_that_dead_lettered_it(
     assert await redis.zscore(log.keys.queue, event.id) is not None
     await burst_worker(dispatch=Recorder(lambda e, job: PermanentFailure("gone"))).main()
     await redis.set(closing, b"1", px=10_000)
-    assert await dlq.retry(event.id) is False, "gives up within its bound"
+    assert await dlq.replay(event.id) == "closing", "gives up within its bound, and says why"
     assert await state(log, event) == "dead"
     await redis.delete(closing)
 
