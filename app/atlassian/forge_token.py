@@ -50,10 +50,25 @@ EXPIRED = "token_expired"
 NOT_YET_VALID = "token_not_yet_valid"
 ISOLATED_CLOUD = "isolated_cloud_refused"
 INVALID_CLAIMS = "invalid_claims"
+WRONG_MODULE = "wrong_module"
 
 
 class ForgeTokenError(VerificationError):
     """A Forge Invocation Token was refused; ``code`` says why."""
+
+
+def check_module(
+    invocation: Invocation, route: str, route_modules: Mapping[str, frozenset[str]]
+) -> None:
+    """Refuse a token issued to one of ``route_modules``' modules when another ``route`` is
+    called (a token captured from one delivery is good for its own endpoint only). A module
+    key that none of them names is not checked."""
+    module = invocation.module_key
+    known = frozenset().union(*route_modules.values())
+    if module in known and module not in route_modules[route]:
+        raise ForgeTokenError(
+            WRONG_MODULE, f"the token was issued to module {module!r}, not to the {route} route"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from app.atlassian.forge_token import (
     ForgeTokenError,
     Invocation,
     bearer_token,
+    check_module,
     inspect_token,
     system_token_expiry,
     verify_token,
@@ -58,14 +59,6 @@ ROUTE_MODULES = {
     "token-refresh": frozenset({"ep-token-refresh", "system-token-refresh"}),
     "pre-uninstall": frozenset({"ep-pre-uninstall", "pre-uninstall"}),
 }
-_KNOWN_MODULES = frozenset().union(*ROUTE_MODULES.values())
-
-
-class WrongModule(VerificationError):
-    def __init__(self, module: str, route: str) -> None:
-        super().__init__(
-            "wrong_module", f"the token was issued to module {module!r}, not to the {route} route"
-        )
 
 
 log = structlog.get_logger("app.web.forge")
@@ -129,9 +122,7 @@ async def _accept(
     """Verify the caller, register its installation, keep its system token; return the tenant."""
     forge: ForgeRemote = request.app.state.forge
     invocation, store = await forge.verify(request.headers.get("authorization"))
-    module = invocation.module_key
-    if module in _KNOWN_MODULES and module not in ROUTE_MODULES[route]:
-        raise WrongModule(module, route)
+    check_module(invocation, route, ROUTE_MODULES)
     tenant = await _stored(
         request, store.resolve_tenant(invocation.installation_id, invocation.cloud_id)
     )
