@@ -201,6 +201,9 @@ def update(ctx: Ctx, kind: str) -> Reply:
         ctx.me, store.spaces[store.contents[item.container_id].space_id], "admin"
     ):
         raise not_permitted("Only the author or a space admin can edit a comment.")
+    if kind == "inline" and item.resolution_status == "dangling":
+        # the spec: "A dangling comment cannot be updated" (its only other error is a 400)
+        raise bad_body("A dangling comment cannot be updated.")
     parsed = parse_write_body(body.get("body"), required=True)
     assert parsed is not None
     number = body["version"].get("number")
@@ -223,8 +226,11 @@ def update(ctx: Ctx, kind: str) -> Reply:
     )
     resolved = body.get("resolved")
     if kind == "inline" and isinstance(resolved, bool):
-        item.resolution_status = "resolved" if resolved else "reopened"
-        item.resolution_modifier_id, item.resolution_modified_at = ctx.me, now
+        # matching the current state (true -> resolved, false -> open/reopened): no change
+        already = (item.resolution_status == "resolved") == resolved
+        if not already:
+            item.resolution_status = "resolved" if resolved else "reopened"
+            item.resolution_modifier_id, item.resolution_modified_at = ctx.me, now
     ctx.sim.emit("comment_updated", "comment", item.id, ctx.me)
     return Reply(comment_view(store, item, formats=[parsed[0]], base=ctx.base))
 

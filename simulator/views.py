@@ -100,10 +100,13 @@ def comment(
         data["parentCommentId"] = item.parent_comment_id
     if item.kind == "inline":
         data["resolutionStatus"] = item.resolution_status or "open"
-        data["properties"] = {
+        # A reply has no marker of its own: the thread's root holds it. The spec's properties
+        # are strings, never null, so a reply's are left out rather than sent as null.
+        properties = {
             "inlineMarkerRef": item.marker_ref,
             "inlineOriginalSelection": item.text_selection,
         }
+        data["properties"] = {k: v for k, v in properties.items() if v is not None}
         if item.resolution_modifier_id:
             data["resolutionLastModifierId"] = item.resolution_modifier_id
             data["resolutionLastModifiedAt"] = item.resolution_modified_at

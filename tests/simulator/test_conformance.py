@@ -41,6 +41,16 @@ async def _seed(client: httpx.AsyncClient, space: dict[str, Any]) -> dict[str, s
             },
         },
     )
+    for parent in (footer, inline):  # replies, so the children listings have items
+        kind = "inline" if parent is inline else "footer"
+        reply = await client.post(
+            f"{V2}/{kind}-comments",
+            json={
+                "parentCommentId": parent.json()["id"],
+                "body": {"representation": "storage", "value": "<p>r</p>"},
+            },
+        )
+        assert reply.status_code in (200, 201), reply.text
     await client.post(
         "/_sim/act/labels",
         json={"as": "admin@example.com", "contentId": page["id"], "name": "howto"},

@@ -258,3 +258,12 @@ async def test_an_inline_comment_dangles_when_its_text_is_edited_away(
         f"{V2}/pages/{page['id']}/inline-comments", params={"resolution-status": "dangling"}
     )
     assert [c["id"] for c in dangling.json()["results"]] == [ids["drop"]]
+    # "A dangling comment cannot be updated"; resolving to the state it has changes nothing
+    update = {"version": {"number": 2}, "body": STORAGE, "resolved": True}
+    refused = await client.put(f"{V2}/inline-comments/{ids['drop']}", json=update)
+    assert refused.status_code == 400
+    same = {"version": {"number": 2}, "body": STORAGE, "resolved": False}
+    kept_open = await client.put(f"{V2}/inline-comments/{ids['keep']}", json=same)
+    assert kept_open.status_code == 200
+    assert kept_open.json()["resolutionStatus"] == "open"
+    assert "resolutionLastModifierId" not in kept_open.json()
