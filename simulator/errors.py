@@ -78,3 +78,27 @@ def version_conflict(
         f"Version must be incremented when updating a {kind}. "
         f"Current Version: [{current}]. Provided version: [{shown}]",
     )
+
+
+# The v1 API's exception names, by status, as its error messages start with them.
+_V1_EXCEPTIONS = {
+    400: "BadRequestException",
+    401: "AuthenticationRequiredException",
+    403: "PermissionException",
+    404: "NotFoundException",
+    409: "ConflictException",
+}
+
+
+class V1ApiError(ApiError):
+    """An error of a v1 route (``/wiki/rest/api``): ``{"statusCode", "data", "message"}``."""
+
+    def envelope(self) -> dict[str, Any]:
+        name = _V1_EXCEPTIONS.get(self.status, "ServiceException")
+        text = f"{self.title} {self.detail}" if self.detail else self.title
+        return {
+            "statusCode": self.status,
+            "data": {"authorized": self.status not in (401, 403), "valid": False,
+                     "errors": [], "successful": False},
+            "message": f"com.atlassian.confluence.api.service.exceptions.{name}: {text}",
+        }  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -18,7 +19,7 @@ from simulator import content as content_rules
 from simulator.api import Ctx, Reply, operation
 from simulator.bodies import plain_text
 from simulator.cql import CqlError, parse
-from simulator.errors import ApiError
+from simulator.errors import ApiError, V1ApiError
 from simulator.store import Content, Store, User
 from simulator.views import content_links
 
@@ -273,7 +274,21 @@ def search_user(ctx: Ctx) -> Reply:
     )
 
 
+def _v1_errors(handler: Callable[[Ctx], Reply]) -> Callable[[Ctx], Reply]:
+    """A v1 route answers its errors in v1's shape (``statusCode``, ``message``)."""
+
+    def answer(ctx: Ctx) -> Reply:
+        try:
+            return handler(ctx)
+        except V1ApiError:
+            raise
+        except ApiError as exc:
+            raise V1ApiError(exc.status, exc.code, exc.title, exc.detail) from None
+
+    return answer
+
+
 routes = [
-    operation("/search", search),
-    operation("/search/user", search_user),
+    operation("/search", _v1_errors(search)),
+    operation("/search/user", _v1_errors(search_user)),
 ]

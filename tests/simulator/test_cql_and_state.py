@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.cli import build_parser
+from app.confluence.errors import parse_error_body
 from app.confluence.models import SearchResult
 from simulator.cql import CqlError, parse
 from simulator.site import build
@@ -106,6 +107,14 @@ async def test_search_over_the_site(client: httpx.AsyncClient, space: dict[str, 
     assert [u["user"]["displayName"] for u in users["results"]] == ["Site Admin"]
     no_type = await client.get("/wiki/rest/api/search/user", params={"cql": 'user.fullname~"a"'})
     assert no_type.status_code == 400
+    # v1 routes answer in v1's error shape, which the app's client reads too
+    error = no_type.json()
+    assert error["statusCode"] == 400 and "errors" not in error
+    assert error["message"].startswith(
+        "com.atlassian.confluence.api.service.exceptions.BadRequestException: User search"
+    )
+    (item,) = parse_error_body(no_type.text)
+    assert item.status == 400 and "User search needs type=user" in (item.title or "")
 
 
 async def test_search_expands_what_is_asked_and_lists_the_rest(
