@@ -8,6 +8,7 @@ paragraphs. Page edits go through the client's safe update with pure, idempotent
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable, Mapping
@@ -38,13 +39,76 @@ MAX_EXPONENT = 64
 MAX_POWER_BITS = 4096
 
 
-class BoundedSandbox(SandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` bounded so one expression cannot take the memory."""
+_WIDTH_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_PERCENT_WIDTHS = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?")
+_BRACE_SPECS = re.compile(r"\{[^{}]*?:([^{}]*)\}")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _format_too_wide(text: str) -> bool:
+    """Whether a %- or {}-format string asks for a field wider (or more precise) than the
+    bound: the padding would be built before any length check could see it."""
+    numbers = [n for m in _PERCENT_WIDTHS.finditer(text) for n in m.groups() if n]
+    numbers += [n for spec in _BRACE_SPECS.findall(text) for n in re.findall(r"\d+", spec)]
+    return any(len(n) > 6 or int(n) > MAX_REPEAT for n in numbers)
+
+
+def _bounded_filter(name: str, width_at: int, original: Callable[..., Any]) -> Callable[..., Any]:
+    # wraps() keeps the filter's pass_environment / pass_eval_context marks (wordwrap has one)
+    @functools.wraps(original)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        width = args[width_at] if len(args) > width_at else kwargs.get("width")
+        if isinstance(width, int) and width > MAX_REPEAT:
+            raise SecurityError(f"'{name}' takes widths up to {MAX_REPEAT}")
+        if name == "format" and args and isinstance(args[0], str) and _format_too_wide(args[0]):
+            raise SecurityError(f"'format' takes widths up to {MAX_REPEAT}")
+        return original(*args, **kwargs)
+
+    return bounded
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, with what can build a huge value in one step bounded: ``*``, ``**``,
+    ``%`` widths, the padding filters and string methods, and ``replace``'s result."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        for name, width_at in (("center", 1), ("indent", 1), ("wordwrap", 2), ("format", 0)):
+            self.filters[name] = _bounded_filter(name, width_at, self.filters[name])
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            if name in _WIDTH_METHODS and any(
+                isinstance(a, int) and a > MAX_REPEAT for a in (*args, *kwargs.values())
+            ):
+                raise SecurityError(f"'{name}' takes widths up to {MAX_REPEAT}")
+            if name == "replace" and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]):
+                old, new = args[0], args[1]
+                grows = (owner.count(old) if old else len(owner) + 1) * (len(new) - len(old))
+                if len(owner) + grows > MAX_REPEAT * 10:
+                    raise SecurityError(f"'replace' would build more than {MAX_REPEAT * 10}")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # str.format / format_map reach templates through this wrapper, not through call()
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and _format_too_wide(owner):
+            name = getattr(value, "__name__", "format")
+
+            def refused(*args: Any, **kwargs: Any) -> str:
+                raise SecurityError(f"'{name}' takes widths up to {MAX_REPEAT}")
+
+            return refused
+        return super().wrap_str_format(value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "%":
+            if isinstance(left, str) and _format_too_wide(left):
+                raise SecurityError(f"'%' takes widths up to {MAX_REPEAT}")
+        elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 sized = isinstance(seq, str | bytes | list | tuple)
                 if sized and isinstance(times, int) and len(seq) * times > MAX_REPEAT:

@@ -151,6 +151,33 @@ def test_templates_still_multiply_and_raise_to_small_powers() -> None:
         "    actions: [{comment: \"{{ '-' * 20 }} {{ 2 ** 10 * 3 }} {{ [1] * 3 }}\"}]",
         "r.yml",
     )
+    widths = (
+        "{{ 'a'|center(10) }} {{ '%5d' % 3 }} {{ 'x'.ljust(5) }} {{ '{:>4}'.format(1) }}"
+        " {{ 'ab'.replace('a', 'c') }} {{ '%3s'|format('x') }} {{ 'a b'|wordwrap(20) }}"
+    )
+    rule = "version: 1\nrules:\n  - name: a\n    on: [page.created]\n    actions: [{comment: "
+    compile_rules(rule + f'"{widths}"' + "}]", "r.yml")
+
+
+@pytest.mark.parametrize(
+    ("template", "refusal"),
+    [
+        ("{{ 'x'|center(50000000) }}", "'center' takes widths up to 100000"),
+        ("{{ '%050000000d' % 1 }}", "'%' takes widths up to 100000"),
+        ("{{ '%050000000d'|format(1) }}", "'format' takes widths up to 100000"),
+        ("{{ 'x'.ljust(50000000) }}", "'ljust' takes widths up to 100000"),
+        ("{{ '{:>50000000}'.format(1) }}", "'format' takes widths up to 100000"),
+        (
+            "{% set s = 'x' * 1000 %}{{ s.replace('x', s).replace('x', s) }}",
+            "'replace' would build more than 1000000",
+        ),
+    ],
+)
+def test_a_template_cannot_build_a_huge_string_in_one_step(template: str, refusal: str) -> None:
+    """Each of these would allocate its whole result before the render limit could see it."""
+    rule = "version: 1\nrules:\n  - name: a\n    on: [page.created]\n    actions: [{comment: "
+    (problem,) = _errors(rule + f'"{template}"' + "}]")
+    assert refusal in problem, problem
 
 
 async def test_a_wildcard_rule_leaves_removal_events_alone(
