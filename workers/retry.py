@@ -9,7 +9,8 @@ Pure functions of the exception, the attempt count and the settings' schedule::
     app.errors.PermanentFailure, and Confluence errors that retrying cannot fix
     (``permanent``: 400, 401, 403, 404, other 4xx, not editable)
                                               -> dead-letter now
-    TransientFailure, TimeoutError, any other -> retry after schedule[n-1] +/- jitter,
+    TransientFailure, TimeoutError, any other -> retry after schedule[n-1] +/- jitter (or
+                                                 after a 5xx's Retry-After, if later),
                                                  dead-letter once the schedule is used up
 """
 
@@ -86,4 +87,7 @@ def decide(
     delay = backoff(previous_attempts + 1, schedule, jitter, rand)
     if delay is None:
         return Decision("dead", 0.0, reason, counts=True)
+    asked = exc.retry_after if isinstance(exc, ConfluenceError) else None
+    if asked is not None and asked > delay:
+        delay = spread(asked, jitter, rand)  # a 503 saying when to come back: not sooner
     return Decision("retry", delay, reason, counts=True)

@@ -65,3 +65,13 @@ def test_confluence_errors_follow_their_nature() -> None:
         assert decide(gone, 0, SCHEDULE, 0.0).action == "dead"
     for passing in (Conflict("stale", status=409), ServerError("oops", status=502)):
         assert decide(passing, 0, SCHEDULE, 0.0).action == "retry"
+
+
+def test_a_server_error_saying_when_to_come_back_is_not_retried_sooner() -> None:
+    unavailable = ServerError(
+        "maintenance", status=503, observation=Observation(status=503, retry_after=120)
+    )
+    decision = decide(unavailable, 0, SCHEDULE, 0.0)
+    assert (decision.action, decision.delay, decision.counts) == ("retry", 120.0, True)
+    soon = ServerError("blip", status=503, observation=Observation(status=503, retry_after=1))
+    assert decide(soon, 0, SCHEDULE, 0.0).delay == 10.0, "the schedule's own delay is later"
