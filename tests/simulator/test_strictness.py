@@ -267,3 +267,19 @@ async def test_an_inline_comment_dangles_when_its_text_is_edited_away(
     assert kept_open.status_code == 200
     assert kept_open.json()["resolutionStatus"] == "open"
     assert "resolutionLastModifierId" not in kept_open.json()
+
+
+async def test_label_prefixes_follow_each_endpoint_s_enum(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    """A space's labels filter by my/team only; content endpoints take one prefix."""
+    page = await make_page(client, space["id"], "Labelled")
+    space_labels = f"{V2}/spaces/{space['id']}/labels"
+    assert (await client.get(space_labels, params={"prefix": "team"})).status_code == 200
+    assert (await client.get(space_labels, params={"prefix": "global"})).status_code == 400
+    page_labels = f"{V2}/pages/{page['id']}/labels"
+    assert (await client.get(page_labels, params={"prefix": "global"})).status_code == 200
+    two = await client.get(page_labels, params=[("prefix", "global"), ("prefix", "my")])
+    assert two.status_code == 400
+    every = await client.get(f"{V2}/labels", params=[("prefix", "global"), ("prefix", "my")])
+    assert every.status_code == 200
