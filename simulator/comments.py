@@ -123,6 +123,18 @@ def _target(ctx: Ctx, body: dict[str, Any]) -> tuple[Content, Comment | None]:
         if parent is None or container is None or not content.visible(ctx, container):
             raise not_found("parent comment")
         return container, parent
+    attachment_id = body.get("attachmentId") or body.get("customContentId")
+    if attachment_id and not container_ids:
+        # The spec allows footer comments on attachments and custom content; the simulator
+        # keeps comments on pages and blog posts only, and says so (an unknown one is 404).
+        found = store.attachments.get(str(attachment_id))
+        holder = store.contents.get(found.container_id) if found else None
+        if found is None or holder is None or not content.visible(ctx, holder):
+            raise not_found("attachment")
+        raise bad_body(
+            "Comments on attachments or custom content are not supported by the simulator "
+            "(Confluence supports them): comment on a page or blog post."
+        )
     if len(container_ids) != 1:
         raise bad_body("Exactly one of pageId, blogPostId or parentCommentId is required.")
     kind = "page" if body.get("pageId") else "blogpost"

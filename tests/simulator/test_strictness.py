@@ -283,3 +283,23 @@ async def test_label_prefixes_follow_each_endpoint_s_enum(
     assert two.status_code == 400
     every = await client.get(f"{V2}/labels", params=[("prefix", "global"), ("prefix", "my")])
     assert every.status_code == 200
+
+
+async def test_a_comment_on_an_attachment_says_the_simulator_does_not_keep_them(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "With a file")
+    att = await client.post(
+        "/_sim/act/attachments",
+        json={"as": "admin@example.com", "contentId": page["id"], "fileName": "a.txt",
+              "mediaType": "text/plain", "size": 3},
+    )  # fmt: skip
+    body = {"representation": "storage", "value": "<p>c</p>"}
+    known = await client.post(
+        f"{V2}/footer-comments", json={"attachmentId": att.json()["id"], "body": body}
+    )
+    assert known.status_code == 400 and "not supported by the simulator" in known.text
+    unknown = await client.post(
+        f"{V2}/footer-comments", json={"attachmentId": "att999999", "body": body}
+    )
+    assert unknown.status_code == 404
