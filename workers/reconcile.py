@@ -49,6 +49,10 @@ VERSION_PROBE = 25
 PROGRESS_MARGIN_MS = 3 * MINUTE_MS
 # One sweep per tenant at a time; the lock is renewed after every page of hits.
 LOCK_SECONDS = 120.0
+# A query older than this is built again from the window still to read (its bounds are relative
+# to Confluence's clock and creep forward while its pages are read); the bounds' rounding to
+# whole minutes covers less than that.
+REQUERY_AFTER_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,14 @@ class Sweeper:
         max_items: int | None,
     ) -> None:
         tenant = report.tenant
-        cql = build_cql(self._now(), progress.since, progress.upper)
+        # The query's bounds are relative to Confluence's clock (``now("-Nm")``), and its
+        # cursor carries the query: while pages are read, the lower bound creeps forward with
+        # the clock and would drop the oldest hits (the last pages). So once a query is older
+        # than REQUERY_AFTER_MS it is built again, from the absolute window still to read
+        # (since .. the oldest hit read so far), before the sweep may count as complete.
+        built = self._now()
+        cql = build_cql(built, progress.since, progress.upper)
+        rebuilt_at: int | None = None  # progress.upper when the query was last built again
         next_url: str | None = None
         read = 0
         top: int | None = None
@@ -203,7 +214,14 @@ class Sweeper:
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1
-            report.complete = next_url is None
+            stale = self._now() - built > REQUERY_AFTER_MS
+            if stale and progress.upper is not None and progress.upper != rebuilt_at:
+                built, rebuilt_at = self._now(), progress.upper
+                cql = build_cql(built, progress.since, progress.upper)
+                next_url = None  # the rest of the window, from its first page
+                report.complete = False
+            else:
+                report.complete = next_url is None
             if self.on_page is not None:
                 self.on_page(report)
             if report.complete:

@@ -270,3 +270,34 @@ async def test_the_first_sweep_leaves_what_changed_before_the_install(
     await drain_queue(recorder)
     swept = [e.content_id for e in recorder.events if e.source == "reconcile"]
     assert swept == [after], (before, swept)
+
+
+@pytest.mark.parametrize("stall_seconds", [0, 15 * 60])
+async def test_time_passing_between_pages_does_not_drop_the_window_s_oldest_changes(
+    stall_seconds: int, stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    """The query's lower bound is relative to Confluence's clock (``now("-Nm")``): if a
+    budget wait or slow calls let time pass between two pages of hits, the cursor's query
+    would have crept past the oldest changes. The sweep builds it again from the window left."""
+    from workers.reconcile import Target
+
+    await stack.faults(webhook_drop=1.0)  # an outage: nothing delivered
+    start = stack.sim.clock.millis()
+    for batch in range(3):
+        for n in range(5):
+            await stack.create(f"B{batch} P{n}")
+        stack.sim.clock.advance(600)
+    await stack.drain()
+
+    def stall(report: Any) -> None:
+        if report.pages == 1:
+            stack.sim.clock.advance(stall_seconds)
+
+    since = start - 30_000
+    async with runtime(redis, stack.settings, clock=stack.sim.clock.time, on_page=stall) as rt:
+        rt.sweeper.page_size = 5
+        report = await rt.sweeper.run(Target(stack.tenant, since), slot="manual", since_ms=since)
+    assert report.complete
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert recorder.versions() == stack.expected_versions()
