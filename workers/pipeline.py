@@ -25,7 +25,7 @@ from app.atlassian.events import REMOVALS, Event
 from app.confluence.errors import NotFound
 from app.dashboard.calls import CallRecorder
 from app.eventlog import EventLog, Writes, now_ms
-from app.jobstate import TERMINAL_STATES, Attempt, EventRecord
+from app.jobstate import JOB_EXPIRY_MS, TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
 from workers.claims import ClaimingWorker
 from workers.dispatch import Dispatch, JobContext, LatestOnly, bound_logger, log_only
@@ -45,6 +45,16 @@ async def process_event(ctx: dict[str, Any], event_id: str) -> str:
         # mid-run, so the record may be half-moved: run again (the record says what is done).
         structlog.get_logger("reactor.job").warning(
             "Redis failed during the run; it runs again", event_id=event_id, error=str(exc)
+        )
+        raise Retry(defer=REDIS_RETRY_SECONDS) from exc
+    except asyncio.CancelledError as exc:
+        # Cancelled from outside the job layer: arq's timeout backstop (a run whose own Redis
+        # calls stalled, or an event loop held up past every bound) or a worker shutting down.
+        # arq ends a job that its timeout cancelled for good, deleting it, while the record
+        # still heads its content's line: every later event of the page would wait forever.
+        # As a Retry the job stays queued and runs again (the record says what is done).
+        structlog.get_logger("reactor.job").warning(
+            "run cancelled before it ended; it runs again", event_id=event_id
         )
         raise Retry(defer=REDIS_RETRY_SECONDS) from exc
 
@@ -238,6 +248,9 @@ async def _keep_alive(log_store: EventLog, event: Event) -> None:
         pipe.expire(keys.event(event.id), ttl)
         pipe.expire(keys.attempts(event.id), ttl)
         pipe.expire(keys.content(event.content_key), ttl)
+        # and its arq job, whose own expiry (set when it was scheduled) would otherwise end a
+        # head deferred for longer: arq would drop it, and the line would wait forever
+        pipe.pexpire(keys.arq_job(event.id), JOB_EXPIRY_MS)
         await pipe.execute()
 
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -189,6 +190,7 @@ async def test_a_deferred_event_records_its_reason(
     queue, log = EventQueue(redis, settings), EventLog(redis, settings)
     event = page_event(1, 1)
     await queue.put(event)
+    await redis.pexpire(f"arq:job:{event.id}", 60_000)  # its week nearly over
     worker = burst_worker(dispatch=Recorder(lambda e, job: Defer(60, "waiting for a token")))
     task = asyncio.create_task(worker.main())
     for _ in range(100):
@@ -204,6 +206,9 @@ async def test_a_deferred_event_records_its_reason(
         "waiting for a token",
     )
     assert record.next_run is not None and record.attempts == 0
+    # each deferral renews the arq job's expiry along with the record's: a head deferred
+    # longer than the job's week would otherwise be dropped by arq and block its line
+    assert await redis.pttl(f"arq:job:{event.id}") > 6 * 24 * 3600 * 1000
 
 
 async def test_per_content_order_holds_across_several_workers(
@@ -384,3 +389,34 @@ async def test_dead_letters_past_their_retention_are_not_counted(
     index = dlq.log.keys.dlq
     await redis.zadd(index, {old.id: int(time.time() * 1000) - retention_ms - 1000})
     assert await dlq.count() == 1
+
+
+async def test_a_run_cancelled_by_arq_s_timeout_backstop_runs_again_and_frees_its_line(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaction ends in time, but the run's last Redis round trip stalls past arq's own
+    timeout: arq cancels the job. Its record still heads the page's line, so the job must not
+    end with it (arq deletes a job its timeout ended): it runs again and the next edit runs."""
+    short = settings.model_copy(update={"job_timeout_seconds": 1.0})
+    queue, log = EventQueue(redis, short), EventLog(redis, short)
+    first, second = page_event(9, 1), page_event(9, 2)
+    for event in (first, second):
+        await queue.put(event)
+    finish = EventLog.finish
+    stalled: list[str] = []
+
+    async def stalling(self: EventLog, event_id: str, *args: Any, **kwargs: Any) -> Any:
+        if event_id == first.id and not stalled:
+            stalled.append(event_id)
+            await asyncio.sleep(3)  # a Redis failover, a slow fsync
+        return await finish(self, event_id, *args, **kwargs)
+
+    monkeypatch.setattr(EventLog, "finish", stalling)
+    handler = Recorder()
+    from workers.main import build_worker
+
+    worker = build_worker(short, burst=True, handle_signals=False, dispatch=handler)
+    await asyncio.wait_for(worker.main(), 60)
+    assert stalled == [first.id]
+    assert [await state(log, e) for e in (first, second)] == ["done", "done"]
+    assert await redis.llen(log.keys.content(first.content_key)) == 0
