@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from redis.exceptions import RedisError
+
 from app.atlassian.events import Event, event_id
 from app.budget.hook import BudgetExhausted
 from app.confluence.models import Content, SearchResult
@@ -47,7 +49,7 @@ Slot = Literal["auto", "manual"]
 VERSION_PROBE = 25
 # A bounded run stops only once the next run's query excludes something this run read.
 PROGRESS_MARGIN_MS = 3 * MINUTE_MS
-# One sweep per tenant at a time; the lock is renewed after every page of hits.
+# One sweep per tenant at a time; the lock is renewed every quarter of it while a run lasts.
 LOCK_SECONDS = 120.0
 # A query older than this is built again from the window still to read (its bounds are relative
 # to Confluence's clock and creep forward while its pages are read); the bounds' rounding to
@@ -136,12 +138,17 @@ class Sweeper:
         token = await self.state.lock(target.tenant, LOCK_SECONDS)
         if token is None:
             return SweepReport(target.tenant, slot, since_ms or 0, busy=True)
+        # Renewed while the run lasts (one call can wait long for budget), not only between
+        # pages; a renewal that finds the lock gone ends the run at its next page.
+        held = asyncio.Event()
+        held.set()
+        keeper = asyncio.create_task(self._hold(target.tenant, token, held))
         try:
             progress = await self._progress(target, slot, since_ms)
             report = SweepReport(target.tenant, slot, progress.since, upper=progress.upper)
             try:
                 client = await self.client_for(target.tenant)
-                await self._sweep(client, token, slot, progress, report, max_items)
+                await self._sweep(client, held, slot, progress, report, max_items)
                 if report.complete:
                     if slot == "auto":
                         report.trash = await trash_changes(
@@ -158,7 +165,19 @@ class Sweeper:
                 await self.state.save_progress(slot, target.tenant, progress)
             return report
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             await self.state.unlock(target.tenant, token)
+
+    async def _hold(self, tenant: str, token: str, held: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(LOCK_SECONDS / 4)
+            try:
+                if not await self.state.extend(tenant, token, LOCK_SECONDS):
+                    held.clear()
+                    return
+            except (RedisError, OSError):
+                continue  # the lock is still good for a while: try again at the next beat
 
     async def _progress(self, target: Target, slot: Slot, since_ms: int | None) -> Progress:
         progress = await self.state.progress(slot, target.tenant)
@@ -176,7 +195,7 @@ class Sweeper:
     async def _sweep(
         self,
         client: SweepClient,
-        token: str,
+        held: asyncio.Event,
         slot: Slot,
         progress: Progress,
         report: SweepReport,
@@ -210,7 +229,10 @@ class Sweeper:
             progress.found += found
             progress.enqueued += enqueued
             await self.state.save_progress(slot, tenant, progress)
-            await self.state.extend(tenant, token, LOCK_SECONDS)
+            if not held.is_set():  # another sweep of the tenant may hold it now: stop here
+                report.complete = False
+                report.yielded = "lock lost"
+                return
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1

@@ -207,3 +207,50 @@ async def test_the_tick_goes_most_urgent_first_and_survives_a_failing_tenant(
         done = await reconcile_runtime.sweep_due(rt)
     assert done["stale"] == {"error": "Unauthorized"}
     assert done[stack.tenant]["complete"]
+
+
+class _SlowSearch:
+    """A sweep client whose one search call outlasts the sweep lock (a long budget wait)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active = self.most = 0
+
+    async def search_page(self, cql: str, next_url: str | None, limit: int = 50) -> Any:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.active -= 1
+        return [], None
+
+
+async def test_the_sweep_lock_is_held_while_one_call_outlasts_it(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewed only between pages, the lock expired during a long call and a second sweep of
+    the tenant ran alongside (doubling Confluence calls when budget is scarce)."""
+    import time
+
+    from app.queue import EventQueue
+    from workers import reconcile
+    from workers.reconcile import Sweeper
+
+    monkeypatch.setattr(reconcile, "LOCK_SECONDS", 0.4)
+    client = _SlowSearch(1.0)
+
+    async def client_for(tenant: str) -> Any:
+        return client
+
+    sweeper = Sweeper(
+        ReconcileState(redis, settings.redis_prefix), EventQueue(redis, settings), client_for,
+        settings,
+    )  # fmt: skip
+    since = int(time.time() * 1000) - 3_600_000
+    target = Target("site-a", since)
+    manual = asyncio.create_task(sweeper.run(target, slot="manual", since_ms=since))
+    await asyncio.sleep(0.6)  # past the lock's first term
+    periodic = await sweeper.run(target, slot="auto")
+    assert periodic.busy, "the tenant's sweep still holds the lock"
+    assert (await manual).complete and client.most == 1
