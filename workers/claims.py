@@ -16,6 +16,7 @@ run counts an interrupted attempt, and the job runs again once the claim's lock 
 
 from __future__ import annotations
 
+from signal import Signals
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
@@ -66,6 +67,18 @@ class ClaimingWorker(Worker):
     """
 
     _claim_script: AsyncScript | None = None
+
+    #: Set once SIGTERM or SIGINT arrived: whatever happens to this run (Redis lost while
+    #: starting or running), the process stops instead of starting a worker again.
+    stop_requested = False
+
+    def handle_sig(self, signum: Signals) -> None:
+        self.stop_requested = True
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        self.stop_requested = True
+        super().handle_sig_wait_for_completion(signum)
 
     def __init__(self, *args: Any, event_prefix: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
 import structlog
 from arq.cron import CronJob, cron
-from arq.worker import Worker, func
+from arq.worker import func
 from redis.exceptions import RedisError
 
 from app import redis as redis_conn
@@ -62,7 +63,7 @@ def build_worker(
     burst: bool = False,
     handle_signals: bool = True,
     dispatch: Dispatch | None = None,
-) -> Worker:
+) -> ClaimingWorker:
     """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
@@ -131,15 +132,39 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
     while True:
         loop = new_event_loop()
         asyncio.set_event_loop(loop)
+        worker: ClaimingWorker | None = None
         try:
-            build_worker(settings, concurrency=concurrency).run()
+            worker = build_worker(settings, concurrency=concurrency)
+            worker.run()
             return
         except (RedisError, OSError) as exc:
+            if worker is not None and worker.stop_requested:
+                return  # asked to stop while Redis was away: stop, do not start again
             log.warning("lost Redis; starting the worker again", error=str(exc), delay_s=delay)
         finally:
             _close_loop(loop)
-        time.sleep(delay)
+        if _stopped_while_waiting(delay):
+            log.info("stopped while waiting for Redis")
+            return
         delay = min(delay * 2, 10.0)
+
+
+def _stopped_while_waiting(seconds: float) -> bool:
+    """Wait ``seconds`` between two runs; True when SIGTERM or SIGINT came meanwhile (no event
+    loop, so no arq handler, is there to hear them)."""
+    stopped: list[int] = []
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: stopped.append(signum)) for sig in signals
+    }
+    try:
+        deadline = time.monotonic() + seconds
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return bool(stopped)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
