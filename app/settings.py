@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from app.errors import ConfigError
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 MIN_OPERATOR_TOKEN_LENGTH = 16
+MAX_RETRY_DELAY = 7 * 24 * 3600.0
 DEFAULT_INSTALL_KEYS_URL = "https://connect-install-keys.atlassian.com"
 DEFAULT_CONNECT_OAUTH_URL = "https://oauth-2-authorization-server.services.atlassian.com"
 DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,  # an endless timeout or rate is a typo, and Redis refuses them
     )
 
     redis_url: str | None = Field(
@@ -121,7 +124,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=0, ge=0, le=65535, description="serve a worker's /metrics on this port (0: off)"
     )
-    job_timeout_seconds: float = Field(default=300.0, gt=0, description="longest run of one job")
+    job_timeout_seconds: float = Field(
+        default=300.0, gt=0, le=24 * 3600, description="longest run of one job"
+    )
     shutdown_grace_seconds: int = Field(
         default=30, ge=0, description="on SIGTERM, how long in-flight jobs may finish"
     )
@@ -170,7 +175,10 @@ class Settings(BaseSettings):
     budget_pacing: bool = Field(default=True, description="spread the hour's points evenly")
     budget_pacing_lead_seconds: float = Field(default=60.0, ge=0, le=3600)
     budget_burst_per_second: float = Field(
-        default=50.0, ge=0, description="requests per second across all workers; 0 = no limit"
+        default=50.0,
+        ge=0,
+        le=10_000,
+        description="requests per second across all workers; 0 = no limit",
     )
     budget_backlog_window_seconds: float = Field(
         default=30.0, ge=0, le=3600, description="fair shares between tenants; 0 = off"
@@ -205,6 +213,11 @@ class Settings(BaseSettings):
                 parts.port  # noqa: B018 - urllib checks the port when it is read
             except ValueError:
                 raise ValueError("the port must be a number from 0 to 65535") from None
+            database = parts.path.strip("/") if parts.scheme != "unix" else ""
+            databases = [database] if database else []
+            databases += parse_qs(parts.query).get("db", [])
+            if any(not d.isascii() or not d.isdigit() for d in databases):
+                raise ValueError("the database must be a number (redis://host:6379/0)")
         return value
 
     @field_validator("base_url")
@@ -249,8 +262,8 @@ class Settings(BaseSettings):
             delays = [float(d) for d in value.split(",") if d.strip()]
         except ValueError as exc:
             raise ValueError("must be comma-separated numbers of seconds, e.g. 10,60,300") from exc
-        if any(d < 0 for d in delays):
-            raise ValueError("delays must not be negative")
+        if any(not math.isfinite(d) or d < 0 or d > MAX_RETRY_DELAY for d in delays):
+            raise ValueError(f"each delay must be from 0 to {MAX_RETRY_DELAY:.0f} seconds")
         return value
 
     @property

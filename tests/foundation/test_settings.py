@@ -84,6 +84,8 @@ def test_supersede_types_must_name_event_types() -> None:
         "redis+sentinel://127.0.0.1:26379/mymaster?db=two",
         "redis://:s3cret-pw@127.0.0.1:notaport/0",
         "rediss://:s3cret-pw@127.0.0.1:99999/0",
+        "redis://:s3cret-pw@127.0.0.1:6379/abc",  # redis-py took db 0, arq failed later
+        "redis://:s3cret-pw@127.0.0.1:6379/?db=x",
     ],
 )
 def test_a_malformed_redis_url_is_one_line_at_start(url: str) -> None:
@@ -97,3 +99,20 @@ def test_a_malformed_redis_url_is_one_line_at_start(url: str) -> None:
 def test_a_sentinel_url_with_a_database() -> None:
     url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/mymaster/3"
     assert load_settings(redis_url=url, _env_file=None).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("job_timeout_seconds", "inf"),
+        ("job_timeout_seconds", "1e300"),  # Redis refused the lock time: a false "lost Redis"
+        ("budget_burst_per_second", "inf"),
+        ("retry_delays", "10,nan"),
+        ("retry_delays", "10,1e400"),
+    ],
+)
+def test_endless_or_absurd_durations_and_rates_are_refused(field: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**{field: value}, _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"REACTOR_{field.upper()}: ")
