@@ -114,6 +114,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from arq.worker import async_check_health
+    from redis.exceptions import RedisError
 
     from app import redis as redis_conn
     from workers.main import queue_name, run_worker
@@ -122,13 +123,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     if args.check:
-        return int(
-            asyncio.run(
-                async_check_health(
-                    redis_conn.arq_settings(settings.redis_url), queue_name=queue_name(settings)
-                )
+        # A probe: one try, one line. arq's own retries and traceback are for a worker.
+        redis_settings = redis_conn.arq_settings(settings.redis_url)
+        redis_settings.conn_retries = 0
+        try:
+            return int(
+                asyncio.run(async_check_health(redis_settings, queue_name=queue_name(settings)))
             )
-        )
+        except (RedisError, OSError) as exc:
+            where = redis_conn.display_url(settings.redis_url)
+            print(f"reactor: redis: cannot reach {where} ({type(exc).__name__})", file=sys.stderr)
+            return 1
     run_worker(settings, args.concurrency)
     return 0
 

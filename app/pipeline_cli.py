@@ -253,8 +253,8 @@ async def receive(redis: Redis, settings: Settings, args: argparse.Namespace) ->
         problem = await tenant_problem(redis, settings, args.tenant)
         if problem is not None and not args.allow_unknown_tenant:
             print(
-                f"reactor: {problem}, so no worker would run the event "
-                "(install the app there first, or pass --allow-unknown-tenant)",
+                f"reactor: {problem}, so a reaction that needs Confluence would dead-letter the "
+                "event at once (install the app there first, or pass --allow-unknown-tenant)",
                 file=sys.stderr,
             )
             return 1
@@ -322,8 +322,8 @@ def register(sub: Any) -> None:
     recv.add_argument(
         "--allow-unknown-tenant",
         action="store_true",
-        help="store the event even when the tenant is not installed (no worker runs it until "
-        "the tenant is installed)",
+        help="store the event even when the tenant is not installed (a reaction that needs "
+        "Confluence dead-letters it at once; replay it with `reactor dlq retry` once installed)",
     )
     recv.add_argument(
         "--event",

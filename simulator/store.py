@@ -299,7 +299,11 @@ class Store:
     def save(self, path: Path) -> None:
         """Write atomically (a temporary file renamed over the target)."""
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
+        # it holds the site's API tokens and the installed apps' shared secrets: owner only
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(self.to_json(), indent=1))
+        os.chmod(tmp, 0o600)  # an older file of that name kept its mode
         os.replace(tmp, path)
 
     @classmethod

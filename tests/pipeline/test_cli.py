@@ -254,3 +254,17 @@ async def test_a_replay_of_a_run_a_worker_is_still_closing_says_to_try_again(
     assert "not in the dead-letter store" not in busy.stderr
     again = await reactor("dlq", "retry", event.id)
     assert again.returncode == 0 and again.stdout.strip() == f"replayed {event.id}"
+
+
+def test_the_worker_health_probe_is_one_line_when_redis_cannot_be_reached(
+    tmp_path: Path,
+) -> None:
+    """``reactor worker --check`` is a container health check: no retries, no traceback, and
+    the password never printed."""
+    url = "redis://:probe-secret-pw@127.0.0.1:1/0"
+    result = cli(tmp_path, ("worker", "--check"), REACTOR_REDIS_URL=url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "reactor: redis: cannot reach redis://:***@127.0.0.1:1/0 (ConnectionError)"
+    )
+    assert "probe-secret-pw" not in result.stdout + result.stderr

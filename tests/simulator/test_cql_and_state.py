@@ -158,6 +158,7 @@ async def test_state_round_trips_through_json(
     sim = client._transport.app.state.sim  # type: ignore[attr-defined]
     path = tmp_path / "site.json"
     sim.store.save(path)
+    assert path.stat().st_mode & 0o777 == 0o600, "it holds API tokens and shared secrets"
     loaded = Store.load(path)
     assert loaded.to_json() == sim.store.to_json()
     again = build(state_path=path, keys=keys, api_token=TOKEN)
