@@ -13,6 +13,8 @@ Names and labels (keep them stable: dashboards and alerts depend on them)::
     reactor_events_rejected_total{source,reason}     refused (reason = error code, e.g. bad_jwt)
     reactor_queue_depth{state}                       queued | deferred | running (set at scrape)
     reactor_dead_letters{}                           dead letters currently held (set at scrape)
+    reactor_redis_up{}                               1 when the scrape read Redis, else 0 (the
+                                                     gauges set at scrape keep their last values)
     reactor_job_duration_seconds{outcome}            histogram: done | retry | deferred | dead
     reactor_job_attempts_total{outcome}              one per attempt, same outcomes
     reactor_dead_lettered_total{reason}              events moved to the dead-letter store
@@ -82,6 +84,12 @@ class Metrics:
         self.dead_letters = Gauge(
             "reactor_dead_letters",
             "Dead letters currently held, read at scrape time.",
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "reactor_redis_up",
+            "1 when this scrape read the gauges kept in Redis, 0 when Redis did not answer "
+            "within REACTOR_REDIS_TIMEOUT_SECONDS (those gauges then hold their last values).",
             registry=r,
         )
         self.job_duration = Histogram(

@@ -26,7 +26,6 @@ for neither, or for any other field).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import asdict
 from typing import Any
@@ -248,9 +247,13 @@ async def metrics(request: Request) -> Response:
         registry = request.app.state.metrics = Metrics()
     # Redis down or stalled: the counters of this process are still worth serving, within the
     # bound on one Redis reply however many reads the gauges take.
+    # ``reactor_redis_up`` says whether the gauges kept in Redis are this scrape's or stale.
     bound = request.app.state.settings.redis_timeout_seconds
-    with contextlib.suppress(RedisError, OSError, TimeoutError):
+    try:
         await asyncio.wait_for(views.refresh_gauges(request, registry), bound)
+        registry.redis_up.set(1)
+    except (RedisError, OSError, TimeoutError):
+        registry.redis_up.set(0)
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
 

@@ -150,6 +150,7 @@ async def test_metrics_are_served_in_prometheus_format(
     text = answer.text
     assert 'reactor_queue_depth{state="queued"} 1.0' in text
     assert "reactor_dead_letters 1.0" in text
+    assert "reactor_redis_up 1.0" in text
     assert "reactor_budget_remaining_points" in text
     for name in (
         "reactor_events_received_total",

@@ -64,4 +64,5 @@ async def test_metrics_serve_the_process_counters_within_the_bound(
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert "reactor_events_received_total" in response.text
+    assert "reactor_redis_up 0.0" in response.text, "the Redis-kept gauges are not this scrape's"
     assert elapsed < 4 * BOUND
