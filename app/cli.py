@@ -184,8 +184,18 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from app.checks import run_checks
+    from workers.loading import load_reactions
 
-    problems, facts = asyncio.run(run_checks(_settings()))
+    settings = _settings()
+    problems, facts = asyncio.run(run_checks(settings))
+    # The reactions a worker would load (modules, rules file): refused there, so here too.
+    if settings.reaction_modules or settings.rules_file is not None:
+        try:
+            reactions = load_reactions(settings)
+        except ConfigError as exc:
+            problems += exc.problems
+        else:
+            facts.append(f"reactions: {len(reactions)} load")
     for fact in facts:
         print(f"ok: {fact}")
     for problem in problems:

@@ -89,6 +89,24 @@ def test_check_reports_unreachable_redis_in_one_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_check_loads_the_reactions_a_worker_would(tmp_path: Path) -> None:
+    """A missing rules file or reaction module stops the worker at start: check says so."""
+    env = {
+        "REACTOR_REDIS_URL": "redis://127.0.0.1:1",
+        "REACTOR_SECRET_KEY": Fernet.generate_key().decode(),
+        "REACTOR_RULES_FILE": str(tmp_path / "missing.yml"),
+        "REACTOR_REACTIONS": "no.such.module",
+    }
+    lines = run("check", env=env).stdout.strip().splitlines()
+    assert "problem: REACTOR_REACTIONS: no module named 'no.such.module'" in lines
+    assert any(line.startswith("problem: REACTOR_RULES_FILE: cannot read") for line in lines)
+    rules = tmp_path / "rules.yml"
+    rules.write_text("version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+                     "    actions: [{comment: hi}]\n")  # fmt: skip
+    good = run("check", env={**env, "REACTOR_RULES_FILE": str(rules), "REACTOR_REACTIONS": ""})
+    assert "ok: reactions: 1 load" in good.stdout.splitlines()
+
+
 def test_check_passes_against_a_persistent_redis(redis_target) -> None:  # type: ignore[no-untyped-def]
     result = run(
         "check",
