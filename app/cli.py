@@ -102,6 +102,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        # JSON: uvicorn's loggers go to the root handler configure_logging set (one format)
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,

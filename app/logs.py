@@ -80,6 +80,23 @@ class JsonLine:
             return json.dumps(event_dict, default=_fallback, separators=(",", ":")).encode()
 
 
+class JsonRecord(logging.Formatter):
+    """Standard-library records (arq, uvicorn, redis) as JSON lines like structlog's own:
+    ``event`` (the message), ``logger``, ``level``, ``timestamp``, secrets masked by key,
+    and ``exception`` when there is one, so a JSON log pipeline gets one format."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._line = JsonLine()
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {"logger": record.name, "event": record.getMessage()}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        method = record.levelname.lower()
+        return self._line(None, method, fields).decode("utf-8", "replace")
+
+
 class LineWriter:
     """structlog logger writing rendered lines (bytes) to a binary stream, in order.
 
@@ -218,9 +235,14 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
-    )
+    if fmt == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonRecord())
+        logging.basicConfig(level=numeric, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        )
     # httpx logs every request URL at INFO; URLs may carry a jwt query parameter.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -95,6 +95,29 @@ def test_configured_json_logging_writes_one_line_per_call() -> None:
     assert (line["event"], line["event_id"], line["token"]) == ("event stored", "ev_2", "***")
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_standard_library_records_are_json_lines_too() -> None:
+    """arq, uvicorn and redis log through the standard library: with the JSON format their
+    lines are JSON as well (a log pipeline gets one format), exceptions included."""
+    logging.getLogger().handlers.clear()  # as in a process nobody configured before
+    stream = io.StringIO()
+    saved, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("arq.worker").warning("redis connection error %s", "reset")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    finally:
+        sys.stderr = saved
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["logger"] == "arq.worker" and first["level"] == "warning"
+    assert first["event"] == "redis connection error reset"
+    assert ISO_UTC.match(first["timestamp"])
+    assert second["level"] == "error" and "ValueError: boom" in second["exception"]
+
+
 class CountingStream(io.BytesIO):
     def __init__(self) -> None:
         super().__init__()
