@@ -104,15 +104,16 @@ def test_standard_library_records_are_json_lines_too() -> None:
     saved, sys.stderr = sys.stderr, stream
     try:
         configure_logging("info", "json")
-        logging.getLogger("arq.worker").warning("redis connection error %s", "reset")
+        # names of their own: other tests' servers leave uvicorn's loggers configured
+        logging.getLogger("probe.arq.worker").warning("redis connection error %s", "reset")
         try:
             raise ValueError("boom")
         except ValueError:
-            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+            logging.getLogger("probe.uvicorn").exception("Exception in ASGI application")
     finally:
         sys.stderr = saved
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert first["logger"] == "arq.worker" and first["level"] == "warning"
+    assert first["logger"] == "probe.arq.worker" and first["level"] == "warning"
     assert first["event"] == "redis connection error reset"
     assert ISO_UTC.match(first["timestamp"])
     assert second["level"] == "error" and "ValueError: boom" in second["exception"]
