@@ -28,6 +28,7 @@ from app.devcert import dev_certificate
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.errors import ConfigError
 from app.settings import Settings
+from simulator.cli import SIM_TOKEN_ENV
 
 GRACE_SECONDS = 7.0
 READY_TIMEOUT = 30.0
@@ -178,6 +179,7 @@ class DevStack:
         self.sim_api_token = self.sim_api_token or state_secret(
             state, "sim_api_token", secrets.token_urlsafe(18)
         )
+        env[SIM_TOKEN_ENV] = self.sim_api_token  # not on the command line, where ps shows it
         env.setdefault("REACTOR_CONNECT_INSTALL_KEYS_URL", f"{self.sim_url}/_sim/install-keys")
         env.setdefault("REACTOR_CONNECT_OAUTH_URL", self.sim_url)  # act-as-user grants
         env.setdefault("REACTOR_LOG_FORMAT", "console")
@@ -209,9 +211,7 @@ class DevStack:
         state = self.settings.state_dir / "simulator.json"
         descriptor = f"{self.web_url}/atlassian-connect.json"
         argv = [python, "-m", "app.cli", "sim", "--port", str(self.sim_port), "--state", str(state)]
-        token = self.sim_api_token or ""
-        # "=" form: a generated token may start with "-", which argparse would take for an option
-        argv += [f"--api-token={token}", "--demo", "--install-app", descriptor]
+        argv += ["--demo", "--install-app", descriptor]  # its API token: in SIM_TOKEN_ENV
         argv += ["--demo-activity", f"{self.activity:g}"]
         if self.forge and self.tls is not None:
             events = f"{self.web_url}/forge/events"

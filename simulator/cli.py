@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ def load_state(path: Path | None) -> Store | None:
         raise StateFileError(f"{path} is not a simulator state file ({problem})") from None
 
 
+# The API token of admin@example.com when --api-token is not given (``reactor dev`` passes it
+# this way: a command line is visible to every user of the machine).
+SIM_TOKEN_ENV = "REACTOR_SIM_API_TOKEN"  # noqa: S105 - a variable's name
+
+
+def api_token_of(given: str | None) -> str:
+    """The simulator user's API token: ``--api-token``, else ``SIM_TOKEN_ENV``, else new."""
+    return given or os.environ.get(SIM_TOKEN_ENV) or secrets.token_urlsafe(18)
+
+
 def run(
     *,
     port: int = 8090,
@@ -68,7 +79,7 @@ def run(
     except StateFileError as exc:
         print(f"reactor sim: --state: {exc}", file=sys.stderr)
         return 2
-    token = api_token or secrets.token_urlsafe(18)
+    token = api_token_of(api_token)
     scheme = "https" if ssl_certfile else "http"
     url = (public_url or f"{scheme}://{host}:{port}").rstrip("/")
     sim = build(

@@ -247,17 +247,32 @@ def test_dev_with_forge_delivers_both_routes_to_one_tenant(tmp_path: Path) -> No
     assert (tmp_path / "state" / CERT).exists()
 
 
-def test_dev_passes_a_dash_leading_simulator_token_intact(tmp_path: Path) -> None:
-    """A generated token may start with "-"; the simulator must still receive it as a value."""
+def test_dev_hands_the_simulator_its_token_intact_and_out_of_sight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not on the command line (every user of the machine sees those in ps) but in the
+    child's environment; a generated token may start with "-" and still arrives whole."""
     from app.cli import build_parser
     from app.devstack import DevStack
     from app.settings import Settings
+    from simulator.cli import SIM_TOKEN_ENV, api_token_of
 
-    settings = Settings(state_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(  # type: ignore[call-arg]
+        state_dir=tmp_path,
+        redis_url="redis://127.0.0.1:1/0",
+        secret_key=Fernet.generate_key().decode(),
+        dashboard_token="t" * 32,
+        _env_file=None,
+    )
     stack = DevStack(settings, port=8000, sim_port=8001, sim_api_token="-starts-with-dash")
+    env = stack.environment()
     argv = stack.simulator_argv("python")
+    assert "-starts-with-dash" not in " ".join(argv)
     args = build_parser().parse_args(argv[argv.index("sim") :])
-    assert args.api_token == "-starts-with-dash"
+    assert args.api_token is None
+    monkeypatch.setenv(SIM_TOKEN_ENV, env[SIM_TOKEN_ENV])
+    assert api_token_of(args.api_token) == "-starts-with-dash"
+    assert api_token_of("given") == "given"
 
 
 @pytest.mark.slow
