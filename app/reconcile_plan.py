@@ -45,9 +45,13 @@ def build_cql(
     The upper bound is padded by a minute so that items sharing the bound's minute are read
     again (and found already seen) rather than skipped.
     """
+    # One minute more than the window at the lower bound: rounding up alone may leave no slack
+    # at all, and the bound creeps with Confluence's clock while the cursor's pages are read
+    # (the sweep builds the query again before 30 s have passed; hits before ``since`` that
+    # the extra minute brings in are read but not enqueued).
     clauses = [
         f"type in ({','.join(types)})",
-        f'lastmodified >= now("-{minutes_back(now_ms, since_ms)}m")',
+        f'lastmodified >= now("-{minutes_back(now_ms, since_ms) + 1}m")',
     ]
     if upper_ms is not None:
         below = (now_ms - upper_ms) // MINUTE_MS - 1

@@ -213,7 +213,7 @@ class Settings(BaseSettings):
                 parts.port  # noqa: B018 - urllib checks the port when it is read
             except ValueError:
                 raise ValueError("the port must be a number from 0 to 65535") from None
-            database = parts.path.strip("/") if parts.scheme != "unix" else ""
+            database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
             databases = [database] if database else []
             databases += parse_qs(parts.query).get("db", [])
             if any(not d.isascii() or not d.isdigit() for d in databases):

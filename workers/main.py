@@ -138,11 +138,11 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
             worker.run()
             return
         except (RedisError, OSError) as exc:
-            if worker is not None and worker.stop_requested:
-                return  # asked to stop while Redis was away: stop, do not start again
             log.warning("lost Redis; starting the worker again", error=str(exc), delay_s=delay)
         finally:
             _close_loop(loop)
+        if worker is not None and worker.stop_requested:
+            return  # asked to stop while Redis was away (or while its loop closed): stop
         if _stopped_while_waiting(delay):
             log.info("stopped while waiting for Redis")
             return

@@ -33,6 +33,9 @@ from workers.observe import JobObserver
 from workers.retry import Decision, decide
 
 REDIS_RETRY_SECONDS = 1.0
+# After arq's backstop cut a run off: what was cancelled gets a job timeout and this long to
+# unwind before the event runs again (two runs of one event must not overlap).
+UNWIND_SECONDS = 5.0
 LOST_WORKER = "WorkerLost: the worker running this event stopped before it finished"
 
 
@@ -49,14 +52,27 @@ async def process_event(ctx: dict[str, Any], event_id: str) -> str:
         raise Retry(defer=REDIS_RETRY_SECONDS) from exc
     except asyncio.CancelledError as exc:
         # Cancelled from outside the job layer: arq's timeout backstop (a run whose own Redis
-        # calls stalled, or an event loop held up past every bound) or a worker shutting down.
-        # arq ends a job that its timeout cancelled for good, deleting it, while the record
-        # still heads its content's line: every later event of the page would wait forever.
-        # As a Retry the job stays queued and runs again (the record says what is done).
+        # calls stalled, a reaction slow to unwind, an event loop held up past every bound) or
+        # a worker shutting down. arq ends a job that its timeout cancelled for good, deleting
+        # it, while the record still heads its content's line: every later event of the page
+        # would wait forever. As a Retry the job stays queued and runs again (the record says
+        # what is done). After the backstop, not before a job timeout has passed: what was
+        # cancelled may still be unwinding, and two runs of one event must not overlap.
+        stopping = _stopping(ctx)
         structlog.get_logger("reactor.job").warning(
-            "run cancelled before it ended; it runs again", event_id=event_id
+            "run cancelled before it ended; it runs again", event_id=event_id, shutdown=stopping
         )
-        raise Retry(defer=REDIS_RETRY_SECONDS) from exc
+        settings: Settings = ctx["settings"]
+        delay = REDIS_RETRY_SECONDS if stopping else settings.job_timeout_seconds + UNWIND_SECONDS
+        raise Retry(defer=delay) from exc
+
+
+def _stopping(ctx: dict[str, Any]) -> bool:
+    """Whether the worker running this job is shutting down (SIGTERM, SIGINT)."""
+    worker = ctx.get("worker")
+    if not isinstance(worker, ClaimingWorker):
+        return True  # no way to tell: as before, a cancelled run is a shutdown's
+    return worker.stop_requested or not worker.allow_pick_jobs
 
 
 async def _process(ctx: dict[str, Any], event_id: str) -> str:
@@ -133,7 +149,11 @@ async def _run(
         try:
             await asyncio.wait_for(dispatch(event, job), settings.job_timeout_seconds)
         except asyncio.CancelledError:
-            await asyncio.shield(log_store.mark(event.id, "queued", "worker shut down; runs again"))
+            if _stopping(ctx):  # a shutdown: the run runs again, and is not an attempt
+                mark = log_store.mark(event.id, "queued", "worker shut down; runs again")
+                await asyncio.shield(mark)
+            # else arq's timeout backstop: the record stays ``running``, so the next run counts
+            # this one as an interrupted attempt (retries and dead letters still apply)
             raise
         except Exception as exc:
             rand: Any = ctx.get("random", random.random)

@@ -161,7 +161,7 @@ class Sweeper:
                 report.complete = False
                 report.yielded, report.retry_in = exc.reason, exc.delay
                 report.budget = isinstance(exc, BudgetExhausted)
-            if not report.complete:
+            if not report.complete and held.is_set():  # a run that lost the lock writes none
                 await self.state.save_progress(slot, target.tenant, progress)
             return report
         finally:
@@ -178,6 +178,9 @@ class Sweeper:
                     return
             except (RedisError, OSError):
                 continue  # the lock is still good for a while: try again at the next beat
+            except Exception:
+                held.clear()  # cannot renew it any more: stop at the next page rather than
+                raise  # run on unlocked
 
     async def _progress(self, target: Target, slot: Slot, since_ms: int | None) -> Progress:
         progress = await self.state.progress(slot, target.tenant)
@@ -228,11 +231,11 @@ class Sweeper:
             progress.items += len(results)
             progress.found += found
             progress.enqueued += enqueued
-            await self.state.save_progress(slot, tenant, progress)
             if not held.is_set():  # another sweep of the tenant may hold it now: stop here
                 report.complete = False
                 report.yielded = "lock lost"
                 return
+            await self.state.save_progress(slot, tenant, progress)
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1

@@ -86,6 +86,7 @@ def test_supersede_types_must_name_event_types() -> None:
         "rediss://:s3cret-pw@127.0.0.1:99999/0",
         "redis://:s3cret-pw@127.0.0.1:6379/abc",  # redis-py took db 0, arq failed later
         "redis://:s3cret-pw@127.0.0.1:6379/?db=x",
+        "redis://:s3cret-pw@127.0.0.1:6379/0/",  # arq read "0/" as the database
     ],
 )
 def test_a_malformed_redis_url_is_one_line_at_start(url: str) -> None:

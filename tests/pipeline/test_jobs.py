@@ -420,3 +420,33 @@ async def test_a_run_cancelled_by_arq_s_timeout_backstop_runs_again_and_frees_it
     assert stalled == [first.id]
     assert [await state(log, e) for e in (first, second)] == ["done", "done"]
     assert await redis.llen(log.keys.content(first.content_key)) == 0
+
+
+async def test_a_reaction_slow_to_unwind_past_arq_s_backstop_still_ends_dead(
+    redis: Redis, settings: Settings
+) -> None:
+    """The job timeout cancels the reaction, which takes longer than arq's 2 s margin to
+    unwind: arq's backstop cuts the run off. That is an interrupted attempt (the record stays
+    ``running``), so retries and the dead-letter store still apply: no endless re-runs."""
+    short = settings.model_copy(update={"job_timeout_seconds": 0.3, "retry_delays": ""})
+    queue, log = EventQueue(redis, short), EventLog(redis, short)
+    event = page_event(7, 1)
+    await queue.put(event)
+    runs: list[float] = []
+
+    async def dispatch(event: Event, job: JobContext) -> None:
+        runs.append(asyncio.get_running_loop().time())
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(2.5))  # cleanup slower than arq's 2 s margin
+            raise
+
+    from workers.main import build_worker
+
+    worker = build_worker(short, burst=True, handle_signals=False, dispatch=dispatch)
+    await asyncio.wait_for(worker.main(), 30)
+    record = await log.record(event.id)
+    assert record is not None and record.state == "dead", record
+    assert record.reason.startswith("WorkerLost")
+    assert len(runs) == 1, "the next run found it interrupted once too often: dead, not rerun"

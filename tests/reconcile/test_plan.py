@@ -48,14 +48,18 @@ def test_minutes_back_rounds_up_and_is_at_least_one() -> None:
 
 def test_cql_is_relative_to_the_server_clock_and_newest_first() -> None:
     cql = build_cql(NOW, NOW - 17 * MINUTE_MS - 5)
+    # 17 min 5 ms back, rounded up to 18, and a minute more of slack: the bound creeps with
+    # the server's clock while the cursor's pages are read
     assert cql == (
-        'type in (page,blogpost) and lastmodified >= now("-18m") order by lastmodified desc'
+        'type in (page,blogpost) and lastmodified >= now("-19m") order by lastmodified desc'
     )
+    exact = build_cql(NOW, NOW - 60 * MINUTE_MS)  # on a whole minute: still a minute of slack
+    assert 'lastmodified >= now("-61m")' in exact
 
 
 def test_cql_upper_bound_is_padded_by_a_minute() -> None:
     cql = build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 10 * MINUTE_MS - 30_000)
-    assert 'lastmodified >= now("-60m")' in cql
+    assert 'lastmodified >= now("-61m")' in cql
     assert 'lastmodified <= now("-9m")' in cql
     # an upper bound within two minutes of now adds no clause (it would exclude nothing)
     assert "<=" not in build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 90_000)
