@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.atlassian.events import EVENT_TYPES
@@ -264,6 +264,21 @@ class Settings(BaseSettings):
             raise ValueError("must be comma-separated numbers of seconds, e.g. 10,60,300") from exc
         if any(not math.isfinite(d) or d < 0 or d > MAX_RETRY_DELAY for d in delays):
             raise ValueError(f"each delay must be from 0 to {MAX_RETRY_DELAY:.0f} seconds")
+        return value
+
+    @field_validator("event_retention_seconds")
+    @classmethod
+    def _retention_outlasts_retries(cls, value: int, info: ValidationInfo) -> int:
+        """A retry due after its record expired would find nothing to run."""
+        delays = info.data.get("retry_delays")
+        jitter = info.data.get("retry_jitter")
+        if isinstance(delays, str) and isinstance(jitter, float):
+            longest = max((float(d) for d in delays.split(",") if d.strip()), default=0.0)
+            if longest * (1 + jitter) >= value:
+                raise ValueError(
+                    f"must outlast the longest retry delay with its jitter "
+                    f"({longest * (1 + jitter):.0f} s of REACTOR_RETRY_DELAYS)"
+                )
         return value
 
     @property

@@ -117,3 +117,13 @@ def test_endless_or_absurd_durations_and_rates_are_refused(field: str, value: st
         load_settings(**{field: value}, _env_file=None)
     (problem,) = info.value.problems
     assert problem.startswith(f"REACTOR_{field.upper()}: ")
+
+
+def test_records_must_outlast_the_longest_retry() -> None:
+    """A retry due after its record expired would find nothing to run (and its content's line
+    would have lost its head)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(event_retention_seconds=3600, _env_file=None)  # 7200 s delay + 20 %
+    (problem,) = info.value.problems
+    assert problem.startswith("REACTOR_EVENT_RETENTION_SECONDS: must outlast the longest retry")
+    assert load_settings(event_retention_seconds=3600, retry_delays="10,60,300", _env_file=None)
