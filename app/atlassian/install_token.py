@@ -113,33 +113,6 @@ def verify_install_token(
     )
 
 
-def precheck_install_token(
-    token: str,
-    *,
-    method: str,
-    url: str,
-    app_base_url: str,
-    client_key: str,
-    now: int | None = None,
-    leeway: int = 30,
-) -> None:
-    """The claim checks of :func:`verify_install_token`, before its key is fetched.
-
-    Proves nothing (the claims are not verified yet), but a token that would fail them anyway
-    costs no request to the key server.
-    """
-    read_install_key_id(token)
-    check_install_claims(
-        parse_token(token).claims,
-        method=method,
-        url=url,
-        app_base_url=app_base_url,
-        client_key=client_key,
-        now=now,
-        leeway=leeway,
-    )
-
-
 def check_install_claims(
     claims: dict[str, Any],
     *,
@@ -150,7 +123,11 @@ def check_install_claims(
     now: int | None = None,
     leeway: int = 30,
 ) -> ConnectClaims:
-    """Time window, ``iss`` (the body's clientKey), ``aud`` (our base URL) and ``qsh``."""
+    """Time window, ``iss`` (the body's clientKey), ``aud`` (our base URL) and ``qsh``.
+
+    Also run before the install key is fetched: that proves nothing (the claims are not
+    verified yet), but a token that would fail them anyway costs no request to the key server.
+    """
     try:
         issued_at, expires_at = check_times(
             claims, now=int(time.time()) if now is None else now, leeway=leeway

@@ -19,8 +19,8 @@ from app.atlassian.connect_jwt import ConnectClaims, parse_token
 from app.atlassian.install_token import (
     IssuerMismatch,
     LifecyclePayload,
+    check_install_claims,
     parse_lifecycle_payload,
-    precheck_install_token,
     read_install_key_id,
     verify_install_token,
 )
@@ -62,7 +62,7 @@ async def _signed_install(
         "client_key": claimed if isinstance(claimed, str) else "",
         "leeway": settings.jwt_leeway_seconds,
     }
-    precheck_install_token(token, **checks)  # no key fetched for a token refused anyway
+    check_install_claims(parse_token(token).claims, **checks)  # before any key is fetched
     public_key = await keys.get(kid)
     claims = verify_install_token(token, public_key=public_key, **checks)
     if body_error is not None:

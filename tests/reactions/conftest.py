@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 import structlog
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.confluence.site import Site
 from app.settings import Settings
+from simulator.keys import KeyPair
+from simulator.main import create_app
+from simulator.site import build
 from tests.reactions.fake import APP, FakeConfluence
 from workers.dispatch import JobContext
 from workers.ops import Content
@@ -56,3 +63,22 @@ def reactor(fake: FakeConfluence) -> Callable[..., Reactor]:
         return Reactor(router, client_for, opts)
 
     return make
+
+
+@asynccontextmanager
+async def in_process_simulator(
+    token: str, keys: tuple[KeyPair, KeyPair], base: str = "https://site.test"
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Site]]:
+    """The simulator behind httpx in this process: a client signed in as its admin, a bare
+    client for the app's Confluence client, and the site as the app reaches it."""
+    sim = build(api_token=token, keys=keys, public_url=base, seed=1)
+    auth = "Basic " + base64.b64encode(f"admin@example.com:{token}".encode()).decode()
+    transport = httpx.ASGITransport(app=create_app(sim))
+    async with (
+        httpx.AsyncClient(
+            transport=transport, base_url=base, headers={"Authorization": auth}
+        ) as admin,
+        httpx.AsyncClient(transport=transport) as http,
+    ):
+        site = Site.basic(site_url=f"{base}/wiki", email="admin@example.com", api_token=token)
+        yield admin, http, site

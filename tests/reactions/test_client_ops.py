@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,10 +10,8 @@ import pytest
 from app.budget.hook import Unmetered
 from app.confluence.client import ConfluenceClient
 from app.confluence.pages import edit_message
-from app.confluence.site import Site
 from simulator.keys import KeyPair
-from simulator.main import create_app
-from simulator.site import build
+from tests.reactions.conftest import in_process_simulator
 from workers.client_ops import ClientOps
 
 TOKEN = "ops-token"
@@ -28,16 +25,7 @@ def keys() -> tuple[KeyPair, KeyPair]:
 
 @pytest.fixture
 async def env(keys: tuple[KeyPair, KeyPair]) -> AsyncIterator[tuple[ClientOps, httpx.AsyncClient]]:
-    sim = build(api_token=TOKEN, keys=keys, public_url=BASE, seed=1)
-    auth = "Basic " + base64.b64encode(f"admin@example.com:{TOKEN}".encode()).decode()
-    transport = httpx.ASGITransport(app=create_app(sim))
-    async with (
-        httpx.AsyncClient(
-            transport=transport, base_url=BASE, headers={"Authorization": auth}
-        ) as admin,
-        httpx.AsyncClient(transport=transport) as http,
-    ):
-        site = Site.basic(site_url=f"{BASE}/wiki", email="admin@example.com", api_token=TOKEN)
+    async with in_process_simulator(TOKEN, keys, BASE) as (admin, http, site):
         yield ClientOps(ConfluenceClient(http, site, Unmetered(), event_id="ev_test")), admin
 
 

@@ -8,7 +8,6 @@ for replies to footer *and* inline comments, and for inline comments on pages *a
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,7 @@ from app.confluence.client import ConfluenceClient
 from app.confluence.site import Site
 from app.settings import Settings
 from simulator.keys import KeyPair
-from simulator.main import create_app
-from simulator.site import build
+from tests.reactions.conftest import in_process_simulator
 from tests.reactions.events import comment_event, page_event
 from workers import effects
 from workers.client_ops import ClientOps
@@ -43,13 +41,12 @@ ANN = "ann@example.com"
 class Sim:
     admin: httpx.AsyncClient
     http: httpx.AsyncClient
+    site: Site
     space_id: str
 
     def reactor(self, router: Router) -> Reactor:
-        site = Site.basic(site_url=f"{BASE}/wiki", email="admin@example.com", api_token=TOKEN)
-
         async def client_for(event: Event, job: JobContext) -> ClientOps:
-            return ClientOps(ConfluenceClient(self.http, site, Unmetered(), event_id=event.id))
+            return ClientOps(ConfluenceClient(self.http, self.site, Unmetered(), event_id=event.id))
 
         return Reactor(router, client_for, ReactorOptions())
 
@@ -69,18 +66,11 @@ class Sim:
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
     keys = (KeyPair.generate("install"), KeyPair.generate("forge"))
-    site = build(api_token=TOKEN, keys=keys, public_url=BASE, seed=1)
-    auth = "Basic " + base64.b64encode(f"admin@example.com:{TOKEN}".encode()).decode()
-    transport = httpx.ASGITransport(app=create_app(site))
-    async with (
-        httpx.AsyncClient(
-            transport=transport, base_url=BASE, headers={"Authorization": auth}
-        ) as admin,
-        httpx.AsyncClient(transport=transport) as http,
-    ):
-        space = await Sim(admin, http, "").post("/_sim/spaces", {"key": "DEV", "name": "Dev"})
-        await Sim(admin, http, "").post("/_sim/users", {"email": ANN, "displayName": "Ann"})
-        yield Sim(admin, http, space["id"])
+    async with in_process_simulator(TOKEN, keys, BASE) as (admin, http, site):
+        bare = Sim(admin, http, site, "")
+        space = await bare.post("/_sim/spaces", {"key": "DEV", "name": "Dev"})
+        await bare.post("/_sim/users", {"email": ANN, "displayName": "Ann"})
+        yield Sim(admin, http, site, space["id"])
 
 
 def job(event: Event, attempt: int, settings: Settings, redis: Redis) -> JobContext:
