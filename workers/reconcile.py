@@ -121,7 +121,9 @@ class Sweeper:
         self.clock = clock
         self.on_page = on_page
         self.page_size = SEARCH_PAGE_SIZE
-        self._space_keys: dict[str, str] = {}  # space ids are stable; keys rarely change
+        # (tenant, space id) -> space key. Space ids are stable, keys rarely change; each site
+        # numbers its spaces on its own, so the same id names different spaces on two sites.
+        self._space_keys: dict[tuple[str, str], str] = {}
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -218,7 +220,7 @@ class Sweeper:
         top: int | None = None
         while True:
             results, next_url = await client.search_page(cql, next_url, limit=self.page_size)
-            hits = await self._hits(client, results)
+            hits = await self._hits(tenant, client, results)
             for hit in hits:
                 if hit.last_modified is not None:
                     top = hit.last_modified if top is None else max(top, hit.last_modified)
@@ -255,7 +257,9 @@ class Sweeper:
             if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS:
                 return
 
-    async def _hits(self, client: SweepClient, results: list[SearchResult]) -> list[Hit]:
+    async def _hits(
+        self, tenant: str, client: SweepClient, results: list[SearchResult]
+    ) -> list[Hit]:
         wanted: dict[str, list[tuple[str, int | None]]] = {}
         for result in results:
             kind = content_kind(result.content_type)
@@ -266,11 +270,15 @@ class Sweeper:
         for kind, pairs in wanted.items():
             current = await client.current(kind, [cid for cid, _ in pairs])
             found += [(kind, current[cid], when) for cid, when in pairs if cid in current]
-        space_ids = {c.space_id for _, c, _ in found if c.space_id} - self._space_keys.keys()
+        known = self._space_keys
+        space_ids = {
+            c.space_id for _, c, _ in found if c.space_id and (tenant, c.space_id) not in known
+        }
         if space_ids:
-            self._space_keys |= await client.space_keys(sorted(space_ids))
+            for space_id, key in (await client.space_keys(sorted(space_ids))).items():
+                known[tenant, space_id] = key
         return [
-            Hit(kind, content, when, self._space_keys.get(content.space_id or ""))
+            Hit(kind, content, when, known.get((tenant, content.space_id or "")))
             for kind, content, when in found
         ]
 
