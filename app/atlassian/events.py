@@ -148,6 +148,8 @@ def _dump(data: dict[str, Any]) -> bytes:
 # window apart always share an id or an alias, whichever route came first. The price: the
 # same label added (or removed) twice on one content within that time is taken as one change.
 LABEL_WINDOW_MS = 60_000
+# Confluence versions are small whole numbers; the bound keeps int() and event ids sane.
+MAX_VERSION_DIGITS = 18
 
 
 def _id(tenant: str, type_: str, content_id: str, marker: str) -> str:
@@ -197,16 +199,25 @@ def _str_id(value: Any) -> str | None:
     return None
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+def _version(name: str, value: Any) -> int | None:
+    """A content version (a number, a digit string, or either as ``{"number": ...}``), else
+    None when none is given. A number or digit string that cannot be a Confluence version
+    (non-ASCII digits such as ``"²"``, more than :data:`MAX_VERSION_DIGITS` digits) is refused:
+    never a 500 from ``int()``, never a version no page has."""
     if isinstance(value, dict):
-        return _int(value.get("number"))
-    return None
+        value = value.get("number")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    if isinstance(value, str):
+        if not value.isdigit():
+            return None  # not a number at all: the version is unknown, as when none is given
+        if value.isascii() and len(value) <= MAX_VERSION_DIGITS:
+            return int(value)
+    elif 0 <= value < 10**MAX_VERSION_DIGITS:
+        return value
+    raise InvalidPayload(
+        f"{name}: the version must be a whole number of at most {MAX_VERSION_DIGITS} ASCII digits"
+    )
 
 
 def _checked_id(name: str, content_id: str) -> str:
@@ -264,7 +275,7 @@ def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = Non
     content_id = _checked_id(name, content_id)
     timestamp = _epoch_ms(body.get("timestamp")) or _epoch_ms(content.get("modificationDate")) or 0
     labelled = type_.startswith("label.")
-    version = None if labelled else _int(content.get("version"))
+    version = None if labelled else _version(name, content.get("version"))
     label = _obj(body, "label").get("name")
     label = label if isinstance(label, str) else None
     title = content.get("title")
@@ -340,7 +351,8 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
         raise InvalidPayload(f"{name}: the payload names no content id")
     content_id = _checked_id(str(name), content_id)
     label = _obj(event, "label").get("name")
-    version = _int(content.get("version"))
+    labelled = type_.startswith("label.")
+    version = None if labelled else _version(str(name), content.get("version"))
     return _build(
         source="forge",
         tenant=tenant,
@@ -348,7 +360,7 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
         content_id=content_id,
         content_type=str(content.get("type") or type_.split(".")[0]),
         timestamp=_epoch_ms(event.get("eventCreatedDate")) or 0,
-        version=None if type_.startswith("label.") else version,
+        version=version,
         container_id=_str_id(container.get("id")),
         space_key=_str_id(space.get("key")),
         space_id=_str_id(space.get("id")),

@@ -102,6 +102,10 @@ async def test_paths_below_a_webhook_authenticate_first_and_never_redirect(
     assert signed.status_code == 404 and signed.json()["error"] == "unknown_event"
 
 
+def versioned(version: object) -> bytes:
+    return json.dumps({"page": {"id": 1, "version": version}}).encode()
+
+
 async def test_bad_bodies(connect_app: ConnectApp) -> None:
     client_key, secret = await connect_app.install()
     path = "/connect/webhooks/page_created"
@@ -115,13 +119,17 @@ async def test_bad_bodies(connect_app: ConnectApp) -> None:
         (b"[1]", "application/json", 400, "invalid_payload"),
         (b'{"page": {}}', "application/json", 400, "invalid_payload"),
         (b'{"page": {"id": "12; DROP"}}', "application/json", 400, "invalid_payload"),
+        # versions int() refuses ("²") or would take long to read: refused, never a 500
+        (versioned("\u00b2"), "application/json", 400, "invalid_payload"),
+        (versioned({"number": "9" * 5000}), "application/json", 400, "invalid_payload"),
     ]
     for content, media, status, code in cases:
         resp = await connect_app.client.post(
             path, content=content, headers={**headers, "content-type": media}
         )
-        assert (resp.status_code, resp.json()["error"]) == (status, code)
-    assert "'12; DROP' is not a Confluence content id" in resp.json()["detail"]
+        assert (resp.status_code, resp.json()["error"]) == (status, code), content[:60]
+        if content.startswith(b'{"page": {"id": "12'):
+            assert "'12; DROP' is not a Confluence content id" in resp.json()["detail"]
 
 
 async def test_queue_unavailable_is_503_and_nothing_acknowledged(

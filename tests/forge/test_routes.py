@@ -191,6 +191,12 @@ async def test_malformed_bodies_are_400_not_500(forge: Forge, keys: list[Signing
         headers={"authorization": f"Bearer {mint(keys[0])}", "content-type": "application/json"},
     )
     assert response.status_code == 400
+    for version in ("\u00b2", "9" * 5000):  # digits int() refuses or takes long to read
+        odd_version = event_fixture("page-updated")
+        odd_version["content"]["version"] = {"number": version}
+        response = await forge.post("/forge/events", odd_version, token=mint(keys[0]))
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_payload"
     for event_type in (["avi:confluence:created:page"], {"a": 1}, None, 7):
         odd = {**event_fixture("page-created"), "eventType": event_type}
         response = await forge.post("/forge/events", odd, token=mint(keys[0]))

@@ -293,3 +293,31 @@ def test_numeric_and_attachment_content_ids_are_taken() -> None:
     attached["attachments"][0]["id"] = "att30000007"
     attached["attachments"][0].pop("idAsString", None)
     assert from_connect(TENANT, "attachment_created", attached).content_id == "att30000007"
+
+
+@pytest.mark.parametrize("version", ["²", "٣", "1" * 19, "9" * 5000, {"number": "³"}, 10**18, -1])
+def test_a_version_no_confluence_page_can_have_is_invalid_not_a_crash(version: Any) -> None:
+    connect = load("connect", "page_updated")
+    connect["page"]["version"] = version
+    with pytest.raises(InvalidPayload, match="version must be a whole number"):
+        from_connect(TENANT, "page_updated", connect)
+    forge = load("forge", "updated_page")
+    forge["payload"]["content"]["version"] = version
+    with pytest.raises(InvalidPayload, match="version must be a whole number"):
+        from_forge(TENANT, forge)
+
+
+def test_versions_up_to_eighteen_digits_are_read() -> None:
+    connect = load("connect", "page_updated")
+    for given, read in [("7", 7), ({"number": "9" * 18}, 10**18 - 1), ("", None), ("v2", None)]:
+        connect["page"]["version"] = given
+        assert from_connect(TENANT, "page_updated", connect).version == read
+
+
+def test_a_label_event_does_not_read_its_contents_version() -> None:
+    for source, name in [("forge", "added_label"), ("connect", "label_added")]:
+        body = load(source, name)
+        content = body.get("content") or body.get("labeled") or {}
+        content["version"] = "²"  # named by its label: the version plays no part
+        event = from_forge(TENANT, body) if source == "forge" else from_connect(TENANT, name, body)
+        assert event.type == "label.added" and event.version is None
