@@ -3,8 +3,14 @@
 Keys (all under ``settings.redis_prefix``)::
 
     tenant:client:<clientKey>          hash: the tenant record, ``secret`` Fernet-encrypted
+                                       (dropped at uninstall: a reinstall brings a new one)
     tenant:index                       set of every clientKey ever installed
     tenant:installation:<installationId>  string: the clientKey (Forge events find their tenant)
+
+Lifecycle callbacks are applied in the order Atlassian signed them: each write carries the
+callback token's ``iat`` and is skipped when the record already holds a later one
+(``lifecycle_iat``), so a late retry or a replay of an older callback cannot roll back a secret
+or a status. An ``installed`` callback (an upgrade re-sends it) leaves a disabled site disabled.
 
 Decrypted tenants are cached in memory for a few seconds (bounded, least recently used out
 first), so the webhook hot path neither decrypts nor reads Redis on every request. Writes made
@@ -75,6 +81,41 @@ class TenantKeys:
         return f"{self.prefix}tenant:installation:{installation_id}"
 
 
+# Applies one lifecycle callback to a tenant record unless the record holds a later one.
+# KEYS: record. ARGV: iat ('' = unordered), status, clientKey, index key, installation key
+# ('' = none), then field/value pairs. 'installed' keeps a 'disabled' status; 'uninstalled'
+# drops the secret. Returns the status written, or false when a later callback was applied.
+_LIFECYCLE = """
+local record, iat, status = KEYS[1], ARGV[1], ARGV[2]
+if iat ~= '' then
+  local last = tonumber(redis.call('HGET', record, 'lifecycle_iat') or '')
+  if last and tonumber(iat) < last then
+    return false
+  end
+end
+if status == 'installed' and redis.call('HGET', record, 'status') == 'disabled' then
+  status = 'disabled'
+end
+if #ARGV > 5 then
+  redis.call('HSET', record, unpack(ARGV, 6))
+end
+redis.call('HSET', record, 'status', status)
+if iat ~= '' then
+  redis.call('HSET', record, 'lifecycle_iat', iat)
+end
+if status == 'uninstalled' then
+  redis.call('HDEL', record, 'secret')
+end
+if ARGV[4] ~= '' then
+  redis.call('SADD', ARGV[4], ARGV[3])
+end
+if ARGV[5] ~= '' then
+  redis.call('SET', ARGV[5], ARGV[3])
+end
+return status
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -133,6 +174,22 @@ class TenantStore:
         self._loading.pop(tenant.client_key, None)
         return self._remember(tenant)
 
+    async def reread(self, client_key: str, *, min_age: float = 0.2) -> Tenant | None:
+        """The tenant read again from Redis if the copy this process holds is at least
+        ``min_age`` seconds old; else None (it was read just now: nothing fresher to find).
+
+        For a signature that failed against the held copy: a reinstall taken in by another
+        process rotates the secret, and this process would not see it for the cache lifetime.
+        """
+        cached = self._cache.get(client_key)
+        if cached is None:
+            return None  # not held: it was read from Redis for this very request
+        read_at = cached[0] - self.cache_seconds
+        if self.clock() - read_at < min_age:
+            return None
+        self.forget(client_key)
+        return await self.get(client_key)
+
     def forget(self, client_key: str | None = None) -> None:
         """Drop one cached tenant, or all of them."""
         self._generation += 1
@@ -145,7 +202,11 @@ class TenantStore:
 
     def _decode(self, raw: Mapping[Any, Any]) -> Tenant:
         data = {_text(k): _text(v) for k, v in raw.items()}
-        return replace(self._decode_public(data), shared_secret=self.box.decrypt(data["secret"]))
+        sealed = data.get("secret")
+        tenant = self._decode_public(data)
+        if sealed is None:  # uninstalled: the secret went with it
+            return tenant
+        return replace(tenant, shared_secret=self.box.decrypt(sealed))
 
     @staticmethod
     def _decode_public(data: Mapping[str, str]) -> Tenant:
@@ -218,8 +279,15 @@ class TenantStore:
         client_key = await self._call(self.redis.get(self.keys.installation(installation_id)))
         return None if client_key is None else await self.get(_text(client_key))
 
-    async def upsert(self, tenant: Tenant, *, now: float | None = None) -> Tenant:
-        """Store an ``installed`` payload: a new tenant, or a reinstall rotating the secret."""
+    async def upsert(
+        self, tenant: Tenant, *, issued_at: int | None = None, now: float | None = None
+    ) -> Tenant | None:
+        """Store an ``installed`` payload: a new tenant, or a reinstall rotating the secret.
+
+        ``issued_at``: the callback token's ``iat``. None (nothing stored) when the record
+        already holds a later callback: this one is late or replayed. A disabled tenant stays
+        disabled (``enabled`` re-enables it).
+        """
         wall = time.time() if now is None else now
         previous = await self.get_public(tenant.client_key)
         first_install = previous is None or previous.status == "uninstalled"
@@ -229,34 +297,78 @@ class TenantStore:
             installed_at=wall if first_install or previous is None else previous.installed_at,
             updated_at=wall,
         )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.tenant(stored.client_key), mapping=self._encode(stored))
-        pipe.sadd(self.keys.index, stored.client_key)
-        if stored.installation_id:
-            pipe.set(self.keys.installation(stored.installation_id), stored.client_key)
-        await self._call(pipe.execute())
-        return self._remember_written(stored)
+        fields = self._encode(stored)
+        installation = self.keys.installation(stored.installation_id or "")
+        written = await self._lifecycle(
+            stored.client_key,
+            issued_at,
+            "installed",
+            index=self.keys.index,
+            installation=installation if stored.installation_id else "",
+            fields=fields,
+        )
+        if written is None:
+            return None
+        return self._remember_written(replace(stored, status=written))
 
     async def mark_status(
-        self, client_key: str, status: Status, *, now: float | None = None
+        self,
+        client_key: str,
+        status: Status,
+        *,
+        issued_at: int | None = None,
+        now: float | None = None,
     ) -> Tenant | None:
-        """Record a lifecycle change; None when the tenant is unknown. History is kept.
+        """Record a lifecycle change; None when the tenant is unknown, or when the record
+        already holds a later callback (``issued_at``, the callback token's ``iat``).
 
         Works without decrypting the secret (so a tenant whose secret was encrypted with a
-        retired key can still be uninstalled); the returned tenant carries no secret.
+        retired key can still be uninstalled); the returned tenant carries no secret. An
+        uninstalled tenant's record is kept without its secret.
         """
         tenant = await self.get_public(client_key)
         if tenant is None:
             return None
         wall = time.time() if now is None else now
-        fields = {"status": status, "updated_at": repr(wall)}
-        await self._call(self.redis.hset(self.keys.tenant(client_key), mapping=fields))  # type: ignore[arg-type]
+        written = await self._lifecycle(
+            client_key, issued_at, status, fields={"updated_at": repr(wall)}
+        )
+        if written is None:
+            return None
         cached = self._cache.get(client_key)
-        if cached is not None:
-            self._remember_written(replace(cached[1], status=status, updated_at=wall))
+        if cached is not None and written != "uninstalled":
+            self._remember_written(replace(cached[1], status=written, updated_at=wall))
         else:
-            self.forget(client_key)  # a read in flight may hold the old status
-        return replace(tenant, status=status, updated_at=wall)
+            self.forget(client_key)  # a read in flight may hold the old status (or secret)
+        return replace(tenant, status=written, updated_at=wall)
+
+    async def _lifecycle(
+        self,
+        client_key: str,
+        issued_at: int | None,
+        status: Status,
+        *,
+        fields: Mapping[str, str],
+        index: str = "",
+        installation: str = "",
+    ) -> Status | None:
+        args: list[str] = [
+            "" if issued_at is None else str(int(issued_at)),
+            status,
+            client_key,
+            index,
+            installation,
+        ]
+        for name, value in fields.items():
+            if name != "status":
+                args += [name, value]
+        written = await self._call(
+            self.redis.eval(_LIFECYCLE, 1, self.keys.tenant(client_key), *args)  # type: ignore[arg-type]
+        )
+        if written is None:
+            return None
+        value = _text(written)
+        return value if value in STATUSES else status
 
     async def get_public(self, client_key: str) -> Tenant | None:
         """One tenant read without decrypting its secret (``shared_secret`` left empty)."""

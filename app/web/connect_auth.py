@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from app.atlassian.connect_jwt import (
+    BadSignature,
     ConnectClaims,
     DisabledTenant,
     UninstalledTenant,
@@ -79,19 +80,40 @@ async def verify_request(
     cache. Signature, ``exp``/``iat``, ``qsh`` and then the tenant's status are all checked.
     """
     parsed = parse_token(token)
-    tenant = await tenants.get(read_unverified_issuer(parsed))
-    claims = verify_connect_token(
-        parsed,
-        secret_for=lambda iss: (
-            tenant.shared_secret if tenant and iss == tenant.client_key else None
-        ),
-        method=method,
-        url=target,
-        base_url=settings.base_url,
-        leeway=settings.jwt_leeway_seconds,
-    )
+    issuer = read_unverified_issuer(parsed)
+    tenant = await tenants.get(issuer)
+
+    def verify(tenant: Tenant | None) -> ConnectClaims:
+        return verify_connect_token(
+            parsed,
+            secret_for=lambda iss: _secret(tenant, iss),
+            method=method,
+            url=target,
+            base_url=settings.base_url,
+            leeway=settings.jwt_leeway_seconds,
+        )
+
+    try:
+        claims = verify(tenant)
+    except BadSignature:
+        # The secret may have been rotated by a reinstall another process took in: read the
+        # tenant again (at most five times a second per tenant) before refusing.
+        fresher = await tenants.reread(issuer)
+        if fresher is None or tenant is None or fresher.shared_secret == tenant.shared_secret:
+            raise
+        tenant = fresher
+        claims = verify(tenant)
     assert tenant is not None
     return _active(tenant, allow_inactive), claims
+
+
+def _secret(tenant: Tenant | None, issuer: str) -> str | None:
+    """The shared secret for ``issuer``; an uninstalled tenant keeps none (refused as such)."""
+    if tenant is None or issuer != tenant.client_key:
+        return None
+    if not tenant.shared_secret:
+        raise UninstalledTenant("the app is uninstalled on this site", tenant=tenant.client_key)
+    return tenant.shared_secret
 
 
 async def verify_webhook(

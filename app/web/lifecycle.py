@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.atlassian.connect_jwt import ConnectClaims, parse_token
+from app.atlassian.connect_jwt import ConnectClaims, UninstalledTenant, parse_token
 from app.atlassian.install_token import (
     IssuerMismatch,
     LifecyclePayload,
@@ -83,7 +83,9 @@ async def installed(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     tenants: TenantStore = request.app.state.tenants
     try:
-        payload, _ = await _signed_install(request, request_token(request), require_secret=True)
+        payload, claims = await _signed_install(
+            request, request_token(request), require_secret=True
+        )
     except VerificationError as exc:
         log_rejection(request, exc)
         raise
@@ -100,24 +102,48 @@ async def installed(request: Request) -> Response:
             product_type=payload.product_type,
             oauth_client_id=payload.oauth_client_id,
             installation_id=payload.installation_id,
-        )
+        ),
+        issued_at=claims.issued_at,
     )
-    log.info("connect.installed", client_key=tenant.client_key, base_url=tenant.base_url)
+    if tenant is None:
+        return _stale("installed", payload.client_key, claims)
+    log.info(
+        "connect.installed",
+        client_key=tenant.client_key,
+        base_url=tenant.base_url,
+        status=tenant.status,
+    )
+    return Response(status_code=204)
+
+
+def _stale(callback: str, client_key: str, claims: ConnectClaims) -> Response:
+    """A callback signed before the last one applied (a late retry or a replay): changes
+    nothing, and is acknowledged so that it is not sent again."""
+    log.warning(
+        f"connect.{callback}.stale_ignored", client_key=client_key, issued_at=claims.issued_at
+    )
     return Response(status_code=204)
 
 
 async def uninstalled(request: Request) -> Response:
     tenants: TenantStore = request.app.state.tenants
     try:
-        payload, _ = await _signed_install(request, request_token(request), require_secret=False)
+        payload, claims = await _signed_install(
+            request, request_token(request), require_secret=False
+        )
     except VerificationError as exc:
         log_rejection(request, exc)
         raise
     if request.method != "POST":
         return _method_not_allowed()
     _check_app_key(payload, request.app.state.settings)
-    tenant = await tenants.mark_status(payload.client_key, "uninstalled")
-    log.info("connect.uninstalled", client_key=payload.client_key, known=tenant is not None)
+    known = await tenants.get_public(payload.client_key)
+    tenant = await tenants.mark_status(
+        payload.client_key, "uninstalled", issued_at=claims.issued_at
+    )
+    if known is not None and tenant is None:
+        return _stale("uninstalled", payload.client_key, claims)
+    log.info("connect.uninstalled", client_key=payload.client_key, known=known is not None)
     return Response(status_code=204)
 
 
@@ -127,15 +153,24 @@ async def _toggle(request: Request, status: Status) -> Response:
     try:
         token = request_token(request)
         if parse_token(token).header.get("alg") == "RS256":
-            payload, _ = await _signed_install(request, token, require_secret=False)
-            tenant = await tenants.get(payload.client_key)
+            payload, claims = await _signed_install(request, token, require_secret=False)
+            tenant = await tenants.get_public(payload.client_key)
         else:
-            tenant, _ = await authenticate(request, allow_inactive=True)
+            tenant, claims = await authenticate(request, allow_inactive=True)
             payload = parse_lifecycle_payload(
                 await read_json(request, settings.max_body_bytes), require_secret=False
             )
             if payload.client_key != tenant.client_key:
                 raise IssuerMismatch("the body names another clientKey", tenant=tenant.client_key)
+    except UninstalledTenant as exc:
+        # Signed with the secret of a tenant since uninstalled (its secret went with it), as
+        # Atlassian may send `disabled` after `uninstalled`: nothing to verify it with, and
+        # nothing to change.
+        log_rejection(request, exc)
+        if request.method != "POST":
+            raise
+        log.info(f"connect.{status}.ignored", client_key=exc.tenant)
+        return Response(status_code=204)
     except VerificationError as exc:
         log_rejection(request, exc)
         raise
@@ -146,7 +181,8 @@ async def _toggle(request: Request, status: Status) -> Response:
         # Atlassian may send `disabled` after `uninstalled`: acknowledge, keep the record as is.
         log.info(f"connect.{status}.ignored", client_key=payload.client_key)
         return Response(status_code=204)
-    await tenants.mark_status(tenant.client_key, status)
+    if await tenants.mark_status(tenant.client_key, status, issued_at=claims.issued_at) is None:
+        return _stale(status, tenant.client_key, claims)
     log.info(f"connect.{status}", client_key=tenant.client_key)
     return Response(status_code=204)
 

@@ -164,7 +164,48 @@ async def test_status_changes_and_listing(redis: Redis, settings: Settings) -> N
     ]
     await store.mark_status("ck-b", "uninstalled")
     got = await TenantStore(redis, settings).get("ck-b")
-    assert got is not None and got.status == "uninstalled" and got.shared_secret == SECRET
+    # The record is kept for the operators; the secret goes (a reinstall brings a new one).
+    assert got is not None and got.status == "uninstalled" and got.shared_secret == ""
+    assert not await redis.hexists(f"{settings.redis_prefix}tenant:client:ck-b", "secret")
+
+
+async def test_lifecycle_callbacks_apply_in_the_order_they_were_signed(
+    redis: Redis, settings: Settings
+) -> None:
+    """A late retry or a replay of an older callback changes nothing: it cannot bring back an
+    old secret, uninstall a reinstalled site or re-enable a disabled one."""
+    store = TenantStore(redis, settings)
+    await store.upsert(tenant(secret="first-" + "a" * 30), issued_at=1000)
+    assert await store.upsert(tenant(secret="second-" + "b" * 30), issued_at=1030) is not None
+    assert await store.upsert(tenant(secret="first-" + "a" * 30), issued_at=1000) is None
+    assert await store.mark_status("ck-1", "uninstalled", issued_at=1010) is None
+    fresh = TenantStore(redis, settings)
+    got = await fresh.get("ck-1")
+    assert got is not None and (got.status, got.shared_secret) == (
+        "installed",
+        "second-" + "b" * 30,
+    )
+    assert await store.mark_status("ck-1", "disabled", issued_at=1040) is not None
+    assert await store.mark_status("ck-1", "enabled", issued_at=1035) is None
+    assert await store.upsert(tenant(secret="first-" + "a" * 30), issued_at=1000) is None
+    got = await TenantStore(redis, settings).get("ck-1")
+    assert got is not None and (got.status, got.shared_secret) == ("disabled", "second-" + "b" * 30)
+
+
+async def test_an_installed_callback_leaves_a_disabled_site_disabled(
+    redis: Redis, settings: Settings
+) -> None:
+    """Atlassian sends ``installed`` again on upgrades: the site stays as the admin left it."""
+    store = TenantStore(redis, settings)
+    await store.upsert(tenant(), issued_at=1000)
+    await store.mark_status("ck-1", "disabled", issued_at=1010)
+    upgraded = await store.upsert(tenant(secret="upgraded-" + "c" * 30), issued_at=1020)
+    assert upgraded is not None and upgraded.status == "disabled"
+    assert upgraded.shared_secret == "upgraded-" + "c" * 30
+    await store.mark_status("ck-1", "enabled", issued_at=1030)
+    await store.mark_status("ck-1", "uninstalled", issued_at=1040)
+    back = await store.upsert(tenant(), issued_at=1050)
+    assert back is not None and back.status == "installed"
 
 
 async def test_by_installation_id(redis: Redis, settings: Settings) -> None:

@@ -1,0 +1,136 @@
+"""Lifecycle callbacks over HTTP: applied in the order they were signed, seen by every process.
+
+Atlassian may retry a callback, and a callback may be replayed while its token is still
+valid. A callback signed before the last one applied changes nothing (204: it must not be sent
+again). A reinstall taken in by one web process is seen by another at the first webhook signed
+with the new secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+from redis.asyncio import Redis
+
+from app.atlassian.connect_jwt import encode_connect_token
+from app.main import create_app
+from app.settings import Settings
+from app.tenants import TenantStore
+from tests.connect.conftest import ConnectApp, install_body, signed
+
+
+def at(app: ConnectApp, client_key: str, path: str, iat: int) -> dict[str, str]:
+    """Headers of a callback to ``path`` signed at ``iat``."""
+    return signed(app, client_key, path, iat=iat, exp=iat + 180)
+
+
+async def webhook(client: httpx.AsyncClient, client_key: str, secret: str) -> httpx.Response:
+    path = "/connect/webhooks/page_updated"
+    token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+    body = {"page": {"id": 4242, "version": 2, "contentType": "page"}, "timestamp": 1}
+    return await client.post(path, json=body, headers={"Authorization": f"JWT {token}"})
+
+
+async def stored(app: ConnectApp, client_key: str) -> tuple[str, str]:
+    tenant = await TenantStore(app.app.state.redis, app.settings).get(client_key)
+    assert tenant is not None
+    return tenant.status, tenant.shared_secret
+
+
+async def test_an_older_install_arriving_late_does_not_roll_the_secret_back(
+    connect_app: ConnectApp,
+) -> None:
+    client_key, now = f"ck-{uuid.uuid4()}", int(time.time())
+    old, new = "o" * 40, "n" * 40
+    first = at(connect_app, client_key, "/connect/installed", now - 60)
+    post = connect_app.client.post
+    assert (
+        await post("/connect/installed", json=install_body(client_key, old), headers=first)
+    ).status_code == 204
+    again = at(connect_app, client_key, "/connect/installed", now - 30)
+    assert (
+        await post("/connect/installed", json=install_body(client_key, new), headers=again)
+    ).status_code == 204
+    late = await post("/connect/installed", json=install_body(client_key, old), headers=first)
+    assert late.status_code == 204
+    assert await stored(connect_app, client_key) == ("installed", new)
+    assert (await webhook(connect_app.client, client_key, new)).status_code == 204
+    assert (await webhook(connect_app.client, client_key, old)).status_code == 401
+
+
+async def test_an_uninstall_retried_after_a_reinstall_is_ignored(connect_app: ConnectApp) -> None:
+    client_key, now = f"ck-{uuid.uuid4()}", int(time.time())
+    post = connect_app.client.post
+    headers = at(connect_app, client_key, "/connect/installed", now - 90)
+    await post("/connect/installed", json=install_body(client_key, "a" * 40), headers=headers)
+    gone = at(connect_app, client_key, "/connect/uninstalled", now - 80)
+    body = install_body(client_key, "", event="uninstalled")
+    assert (await post("/connect/uninstalled", json=body, headers=gone)).status_code == 204
+    assert await stored(connect_app, client_key) == ("uninstalled", "")  # the secret went
+    back = at(connect_app, client_key, "/connect/installed", now - 20)
+    await post("/connect/installed", json=install_body(client_key, "b" * 40), headers=back)
+    assert (await post("/connect/uninstalled", json=body, headers=gone)).status_code == 204
+    assert await stored(connect_app, client_key) == ("installed", "b" * 40)
+    assert (await webhook(connect_app.client, client_key, "b" * 40)).status_code == 204
+
+
+async def test_an_install_sent_again_leaves_a_disabled_site_disabled(
+    connect_app: ConnectApp,
+) -> None:
+    client_key, secret = await connect_app.install()
+    token = encode_connect_token(
+        issuer=client_key, secret=secret, method="POST", url="/connect/disabled"
+    )
+    body = install_body(client_key, "", event="disabled")
+    off = await connect_app.client.post(
+        "/connect/disabled", json=body, headers={"Authorization": f"JWT {token}"}
+    )
+    assert off.status_code == 204
+    await connect_app.install(client_key, secret)  # an upgrade sends `installed` again
+    assert await stored(connect_app, client_key) == ("disabled", secret)
+    refused = await webhook(connect_app.client, client_key, secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "disabled_tenant")
+
+
+async def test_a_disabled_signed_with_the_secret_of_an_uninstalled_site_changes_nothing(
+    connect_app: ConnectApp,
+) -> None:
+    client_key, secret = await connect_app.install()
+    gone = signed(connect_app, client_key, "/connect/uninstalled")
+    body = install_body(client_key, "", event="uninstalled")
+    assert (
+        await connect_app.client.post("/connect/uninstalled", json=body, headers=gone)
+    ).status_code == 204
+    token = encode_connect_token(
+        issuer=client_key, secret=secret, method="POST", url="/connect/disabled"
+    )
+    late = await connect_app.client.post(
+        "/connect/disabled",
+        json=install_body(client_key, "", event="disabled"),
+        headers={"Authorization": f"JWT {token}"},
+    )
+    assert late.status_code == 204
+    assert await stored(connect_app, client_key) == ("uninstalled", "")
+    refused = await webhook(connect_app.client, client_key, secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "uninstalled_tenant")
+
+
+async def test_another_web_process_takes_a_reinstall_in_at_the_first_webhook_signed_for_it(
+    connect_app: ConnectApp, settings: Settings, redis: Redis
+) -> None:
+    """Process B holds the tenant (cached for REACTOR_TENANT_CACHE_SECONDS) when process A
+    takes a reinstall in. A webhook signed with the new secret does not fail on B (a 401 is
+    never retried by Atlassian): B reads the tenant again before refusing."""
+    other = create_app(settings, redis=redis)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as b:
+            client_key, old = await connect_app.install()
+            assert (await webhook(b, client_key, old)).status_code == 204  # B holds it now
+            await asyncio.sleep(0.3)  # past the least age of a copy B reads again
+            _, new = await connect_app.install(client_key, "r" * 40)
+            assert (await webhook(b, client_key, new)).status_code == 204
+            assert (await webhook(b, client_key, old)).status_code == 401
