@@ -10,9 +10,8 @@ import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import redis as redis_conn
 from app.dashboard import api as ops_api
@@ -42,7 +41,8 @@ def all_routes() -> list[BaseRoute]:
 class ReactorApp(Starlette):
     """The app. Connect webhooks, the hot path, go straight to :func:`webhooks.serve`.
 
-    Every other request goes through the middleware and the router. A webhook answers
+    Every other request goes through the middleware and the router, all inside
+    :class:`~app.web.security.SecurityHeaders` (error pages included). A webhook answers
     exactly as it would through them (security headers, JSON error bodies, 500 on an
     unexpected error), without their per-request cost.
     """
@@ -50,6 +50,11 @@ class ReactorApp(Starlette):
     # The webhook's collaborators, read from ``state`` on first use; dropped when the
     # lifespan starts and ends (it replaces them).
     webhook_context: webhooks.WebhookContext | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack inside :class:`SecurityHeaders`: the 500 that its outermost
+        ``ServerErrorMiddleware`` answers for an unexpected error carries the headers too."""
+        return SecurityHeaders(super().build_middleware_stack())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -106,7 +111,6 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
 
     app = ReactorApp(
         routes=all_routes(),
-        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             **responses.exception_handlers,
             HTTPException: responses.http_error,

@@ -1,0 +1,51 @@
+"""Security headers on every answer of the routed app: errors, static files, every media type."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.dashboard import views
+from app.main import create_app
+from app.settings import Settings
+from tests.dashboard.helpers import TOKEN
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over https, in process; an unexpected error is answered, not raised here."""
+    app = create_app(settings, redis=redis)
+    app.state.redis = redis
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="https://reactor.test") as c:
+        yield c
+
+
+def assert_guarded(resp: httpx.Response) -> None:
+    assert resp.headers.get("x-frame-options") == "DENY", resp.headers
+    assert resp.headers.get("x-content-type-options") == "nosniff"
+    assert resp.headers.get("referrer-policy") == "strict-origin-when-cross-origin"
+    assert resp.headers.get("cache-control") == "no-cache, no-store, must-revalidate"
+    assert resp.headers.get("strict-transport-security", "").startswith("max-age=31536000")
+
+
+async def test_an_unexpected_error_on_a_routed_path_is_a_500_with_the_headers(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(views, "overview", broken)
+    for path in ("/api/status", "/dashboard/"):
+        resp = await client.get(path, headers=BEARER)
+        assert resp.status_code == 500, path
+        assert resp.json() == {
+            "error": "internal_error",
+            "detail": "unexpected error; it has been logged",
+        }
+        assert_guarded(resp)
