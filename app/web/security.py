@@ -21,10 +21,35 @@ PLAIN_HEADERS = [*BASE_HEADERS, NO_STORE]
 PLAIN_HEADERS_HTTPS = [*PLAIN_HEADERS, HSTS]
 
 
+def cacheable(status: int) -> bool:
+    """Whether a static file's answer may be kept by caches: a file (2xx) or "unchanged" (304),
+    never an error (a 404 cached during a deploy would hide the new file for an hour)."""
+    return 200 <= status < 300 or status == 304
+
+
+def with_headers(
+    headers: list[tuple[bytes, bytes]], *, static: bool, https: bool
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` and the security headers; a cacheable static answer keeps its own
+    Cache-Control (else :data:`STATIC_CACHE`), every other answer is ``no-store``."""
+    if static:
+        out = [*headers, *BASE_HEADERS]
+        if not any(h[0].lower() == b"cache-control" for h in headers):
+            out.append(STATIC_CACHE)
+    else:
+        out = [h for h in headers if h[0].lower() != b"cache-control"]
+        out.extend(BASE_HEADERS)
+        out.append(NO_STORE)
+    if https:
+        out.append(HSTS)
+    return out
+
+
 class SecurityHeaders:
     """Adds nosniff, Referrer-Policy, Cache-Control and (over https) HSTS to every response.
 
-    Paths under ``static_prefix`` may be cached; everything else is ``no-cache, no-store``.
+    Successful answers of paths under ``static_prefix`` may be cached; everything else
+    (static errors included) is ``no-cache, no-store``.
     """
 
     def __init__(self, app: ASGIApp, static_prefix: str = "/dashboard/static/") -> None:
@@ -40,19 +65,11 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = (
-                    [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
-                    if not static
-                    else list(message.get("headers", []))
+                message["headers"] = with_headers(
+                    list(message.get("headers", [])),
+                    static=static and cacheable(message["status"]),
+                    https=https,
                 )
-                headers.extend(BASE_HEADERS)
-                if not static:
-                    headers.append(NO_STORE)
-                elif not any(h[0].lower() == b"cache-control" for h in headers):
-                    headers.append(STATIC_CACHE)
-                if https:
-                    headers.append(HSTS)
-                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

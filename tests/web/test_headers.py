@@ -49,3 +49,22 @@ async def test_an_unexpected_error_on_a_routed_path_is_a_500_with_the_headers(
             "detail": "unexpected error; it has been logged",
         }
         assert_guarded(resp)
+
+
+async def test_static_files_are_cached_and_static_errors_are_not(
+    client: httpx.AsyncClient,
+) -> None:
+    found = await client.get("/dashboard/static/app.js")
+    assert found.status_code == 200
+    assert found.headers["cache-control"] == "public, max-age=3600"
+    etag = found.headers["etag"]
+    unchanged = await client.get("/dashboard/static/app.js", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.headers["cache-control"] == "public, max-age=3600"
+    for path in ("/dashboard/static/nope.js", "/dashboard/static/css/missing.css"):
+        missing = await client.get(path)
+        assert missing.status_code == 404, path
+        assert_guarded(missing)
+    refused = await client.post("/dashboard/static/app.js")
+    assert refused.status_code == 405
+    assert_guarded(refused)
