@@ -14,10 +14,21 @@ BASE_HEADERS = [
     (b"referrer-policy", b"strict-origin-when-cross-origin"),
     (b"x-frame-options", b"DENY"),
 ]
+# Content-Security-Policy. Pages: their own scripts, styles and live stream only (the
+# dashboard has no inline script, event handler or style attribute; its charts are SVG built
+# in script), forms posted to this origin only, never framed. Anything else (JSON, server-sent
+# events, static files, redirects) loads nothing and is never framed.
+CSP = b"content-security-policy"
+PAGE_POLICY = (
+    CSP,
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+)
+STRICT_POLICY = (CSP, b"default-src 'none'; frame-ancestors 'none'")
 NO_STORE = (b"cache-control", b"no-cache, no-store, must-revalidate")
 STATIC_CACHE = (b"cache-control", b"public, max-age=3600")
 # What SecurityHeaders adds to a response of a non-static path that sets no headers itself.
-PLAIN_HEADERS = [*BASE_HEADERS, NO_STORE]
+PLAIN_HEADERS = [*BASE_HEADERS, NO_STORE, STRICT_POLICY]
 PLAIN_HEADERS_HTTPS = [*PLAIN_HEADERS, HSTS]
 
 
@@ -31,7 +42,9 @@ def with_headers(
     headers: list[tuple[bytes, bytes]], *, static: bool, https: bool
 ) -> list[tuple[bytes, bytes]]:
     """``headers`` and the security headers; a cacheable static answer keeps its own
-    Cache-Control (else :data:`STATIC_CACHE`), every other answer is ``no-store``."""
+    Cache-Control (else :data:`STATIC_CACHE`), every other answer is ``no-store``. An answer
+    that sets no Content-Security-Policy gets :data:`PAGE_POLICY` if it is HTML, else
+    :data:`STRICT_POLICY`."""
     if static:
         out = [*headers, *BASE_HEADERS]
         if not any(h[0].lower() == b"cache-control" for h in headers):
@@ -40,13 +53,29 @@ def with_headers(
         out = [h for h in headers if h[0].lower() != b"cache-control"]
         out.extend(BASE_HEADERS)
         out.append(NO_STORE)
+    policy = _policy(headers)
+    if policy is not None:
+        out.append(policy)
     if https:
         out.append(HSTS)
     return out
 
 
+def _policy(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """The Content-Security-Policy to add: none when the answer sets its own."""
+    html = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == CSP:
+            return None
+        if lowered == b"content-type":
+            html = value.lower().startswith(b"text/html")
+    return PAGE_POLICY if html else STRICT_POLICY
+
+
 class SecurityHeaders:
-    """Adds nosniff, Referrer-Policy, Cache-Control and (over https) HSTS to every response.
+    """Adds nosniff, X-Frame-Options, Referrer-Policy, Content-Security-Policy, Cache-Control
+    and (over https) HSTS to every response.
 
     Successful answers of paths under ``static_prefix`` may be cached; everything else
     (static errors included) is ``no-cache, no-store``.

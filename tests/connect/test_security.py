@@ -56,6 +56,8 @@ def assert_security_headers(resp: httpx.Response, *, https: bool) -> None:
     else:
         assert hsts is None
     assert "set-cookie" not in resp.headers
+    policy = resp.headers.get("content-security-policy", "")
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, resp.headers
 
 
 async def test_every_descriptor_url_refuses_missing_and_forged_tokens(
