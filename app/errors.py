@@ -107,11 +107,17 @@ class JobError(ReactorError):
 
 
 class Defer(JobError):
-    """Wait ``delay`` seconds and try again; does not count as an attempt."""
+    """Wait ``delay`` seconds and try again; does not count as an attempt.
 
-    def __init__(self, delay: float, reason: str) -> None:
+    ``give_up_after``: once the event was received longer ago than this (seconds), waiting
+    ends and the event is dead-lettered with ``reason`` (a wait for something that may never
+    come: a disabled site, a Forge token).
+    """
+
+    def __init__(self, delay: float, reason: str, *, give_up_after: float | None = None) -> None:
         self.delay = max(0.0, delay)
         self.reason = reason
+        self.give_up_after = give_up_after
         super().__init__(f"deferred {self.delay:.1f}s: {reason}")
 
 

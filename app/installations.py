@@ -31,6 +31,9 @@ from app.errors import Defer, PermanentFailure
 TOKEN_MARGIN_SECONDS = 60
 # How long a job waits for a fresh token (an event or the hourly trigger brings one).
 TOKEN_DEFER_SECONDS = 300.0
+# A job waits this long at most (since its event came) for a token, then it is dead-lettered:
+# an installation that brought none for a day (no event, no hourly trigger) is gone.
+TOKEN_WAIT_SECONDS = 24 * 3600.0
 STATUS_ACTIVE = "active"
 STATUS_UNINSTALLING = "uninstalling"
 
@@ -174,10 +177,24 @@ class InstallationStore:
             pipe.delete(self._token(installation_id))
             await pipe.execute()
 
+    async def status(self, installation_id: str) -> str | None:
+        """The installation's status (``active``, ``uninstalling``), None when unknown."""
+        key = self._installation(installation_ari(installation_id))
+        value = await self.redis.hget(key, "status")  # type: ignore[misc]
+        return (
+            None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
+        )
+
     async def save_system_token(self, installation_id: str, token: SystemToken) -> bool:
-        """Store ``token`` encrypted, expiring at its own ``exp``; keep a longer-lived one."""
+        """Store ``token`` encrypted, expiring at its own ``exp``; keep a longer-lived one.
+
+        Not for an installation being uninstalled: a late event or a retry must not bring its
+        token back (only its ``installed`` lifecycle event makes it active again).
+        """
         now = self.clock()
         if token.expires_at <= now:
+            return False
+        if await self.status(installation_id) == STATUS_UNINSTALLING:
             return False
         current = await self._load_token(installation_id)
         if current is not None and current.expires_at > token.expires_at:
@@ -237,16 +254,16 @@ async def require_system_token(
         raise PermanentFailure(
             f"tenant {tenant!r} is not installed (no Connect tenant or Forge installation)"
         )
-    token = None if installation_id is None else await store.system_token(installation_id)
-    if token is not None:
-        return token
     if installation_id is not None:
-        installation = await store.get(installation_id)
-        if installation is not None and installation.status == STATUS_UNINSTALLING:
-            # No token will come: waiting would defer the event forever. A re-install makes
-            # the installation active again, and its dead letters can then be replayed.
+        if await store.status(installation_id) == STATUS_UNINSTALLING:
+            # No token will come (one a late call brought is not used): waiting would defer
+            # the event forever. A re-install makes the installation active again, and its
+            # dead letters can then be replayed.
             raise PermanentFailure("the app is being uninstalled from this site (Forge)")
-    raise Defer(delay, "no valid Forge system token")
+        token = await store.system_token(installation_id)
+        if token is not None:
+            return token
+    raise Defer(delay, "no valid Forge system token", give_up_after=TOKEN_WAIT_SECONDS)
 
 
 def _flag(value: bool | None) -> str:

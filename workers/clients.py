@@ -22,7 +22,7 @@ from app.budget.redis_budget import RedisBudget
 from app.confluence.client import ConfluenceClient, new_http_client
 from app.confluence.site import Site
 from app.crypto import SecretBox
-from app.errors import PermanentFailure
+from app.errors import Defer, PermanentFailure
 from app.eventlog import Writes
 from app.installations import InstallationStore, is_forge_tenant, require_system_token
 from app.settings import Settings
@@ -34,6 +34,10 @@ from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
 
 JOBS_PER_POOL = 5
+# A disabled site's jobs are looked at again this often, and given up (dead-lettered, so an
+# operator can replay them) once their event is this old.
+DISABLED_DEFER_SECONDS = 600.0
+DISABLED_WAIT_SECONDS = 7 * 24 * 3600.0
 
 
 class TenantClients:
@@ -61,16 +65,28 @@ class TenantClients:
         self.budget = budget
 
     async def site(self, tenant_id: str) -> Site:
+        """How to call the tenant's site, read when the job starts.
+
+        A disabled site's jobs wait (they run once it is enabled again, or end as dead letters
+        after :data:`DISABLED_WAIT_SECONDS`). An uninstalled Connect tenant whose site still
+        has the linked Forge installation is served with that installation's system token.
+        """
         tenant = None if is_forge_tenant(tenant_id) else await self.tenants.get(tenant_id)
-        if tenant is not None:
-            if not tenant.active:
-                raise PermanentFailure(f"tenant {tenant_id} is {tenant.status}")
+        if tenant is not None and tenant.status == "disabled":
+            raise Defer(
+                DISABLED_DEFER_SECONDS,
+                f"the app is disabled on this site (tenant {tenant_id})",
+                give_up_after=DISABLED_WAIT_SECONDS,
+            )
+        if tenant is not None and tenant.active:
             return Site.connect(
                 tenant=tenant_id,
                 base_url=tenant.base_url,
                 app_key=self.settings.app_key,
                 shared_secret=tenant.shared_secret,
             )
+        if tenant is not None and not await self.installations.installation_for_tenant(tenant_id):
+            raise PermanentFailure(f"tenant {tenant_id} is {tenant.status}")
         token = await require_system_token(self.installations, tenant_id)
         installations = self.installations
 
@@ -109,6 +125,13 @@ class SettleAtEnd:
             self.after.append(later)
 
 
+def job_tenants(redis: Any, settings: Settings) -> TenantStore:
+    """The tenant store of the worker's jobs: every job reads its tenant afresh, so a
+    reinstall's new secret is used at once (a cached old one gets a 401, and a 401 ends a job
+    as a dead letter)."""
+    return TenantStore(redis, settings, cache_seconds=0)
+
+
 def reactor_options(settings: Settings) -> ReactorOptions:
     return ReactorOptions(
         dry_run=settings.dry_run,
@@ -130,7 +153,7 @@ async def start(ctx: dict[str, Any]) -> None:
     ctx["reactions_http"] = http
     budget: BudgetHook = ctx.get("budget") or RedisBudget(redis, settings)
     installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
-    clients = TenantClients(http, settings, TenantStore(redis, settings), installations, budget)
+    clients = TenantClients(http, settings, job_tenants(redis, settings), installations, budget)
     ctx["dispatch"] = Reactor(router, clients, reactor_options(settings))
     configured: LatestOnly | None = ctx.get("latest_only")
 

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from app.atlassian.events import REMOVALS, Event
 from app.confluence.errors import NotFound
 from app.dashboard.calls import CallRecorder
+from app.errors import Defer
 from app.eventlog import EventLog, Writes, now_ms
 from app.jobstate import JOB_EXPIRY_MS, TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
@@ -158,6 +159,8 @@ async def _run(
         except Exception as exc:
             rand: Any = ctx.get("random", random.random)
             decision = decide(exc, attempts, settings.retry_schedule, settings.retry_jitter, rand)
+            if _waited_too_long(exc, record, started_ms):
+                decision = Decision("dead", 0.0, decision.reason + " (waited too long)", True)
             if isinstance(exc, NotFound) and decision.action == "dead":
                 removal = await _removal_behind(log_store, event)
                 if removal is not None:
@@ -193,6 +196,13 @@ async def _run(
     finally:
         pending = [*(job.after or []), recorder.writes(settings.redis_prefix, event.id)]
         await _flush(ctx["redis"], pending, log)
+
+
+def _waited_too_long(exc: BaseException, record: EventRecord, now: int) -> bool:
+    """A :class:`~app.errors.Defer` whose event has waited past its ``give_up_after``."""
+    if not isinstance(exc, Defer) or exc.give_up_after is None or not record.received:
+        return False
+    return now - record.received > exc.give_up_after * 1000
 
 
 async def _flush(redis: Any, writes: list[Writes], log: Any) -> None:

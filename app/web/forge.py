@@ -117,9 +117,10 @@ async def _stored(request: Request, step: Awaitable[T]) -> T:
 
 
 async def _accept(
-    request: Request, route: str, *, event: bool = False
+    request: Request, route: str, *, event: bool = False, keep_token: bool = True
 ) -> tuple[Invocation, InstallationStore, str]:
-    """Verify the caller, register its installation, keep its system token; return the tenant."""
+    """Verify the caller, register its installation, keep its system token (unless told not
+    to: the lifecycle route keeps it once it has recorded the event); return the tenant."""
     forge: ForgeRemote = request.app.state.forge
     invocation, store = await forge.verify(request.headers.get("authorization"))
     check_module(invocation, route, ROUTE_MODULES)
@@ -129,13 +130,19 @@ async def _accept(
     if not is_forge_tenant(tenant):
         tenant = await _linked_tenant(request, tenant, invocation, event=event)
     await _stored(request, store.register(invocation, tenant))
+    if keep_token:
+        await _keep_token(request, invocation, store)
+    return invocation, store, tenant
+
+
+async def _keep_token(request: Request, invocation: Invocation, store: InstallationStore) -> None:
+    """Store the call's app system token (none is kept for an installation being uninstalled)."""
     system = request.headers.get("x-forge-oauth-system", "").strip()
     if system:
         token = SystemToken(
             system, invocation.api_base_url, system_token_expiry(system, time.time())
         )
         await _stored(request, store.save_system_token(invocation.installation_id, token))
-    return invocation, store, tenant
 
 
 async def _linked_tenant(
@@ -240,13 +247,15 @@ def _labels_content(event: dict[str, Any]) -> bool:
 
 
 async def lifecycle(request: Request) -> JSONResponse:
-    invocation, store, tenant = await _accept(request, "lifecycle")
+    invocation, store, tenant = await _accept(request, "lifecycle", keep_token=False)
     body = await _json_body(request)
     name = unwrap(body).get("eventType")
     if not isinstance(name, str) or name not in LIFECYCLE_EVENTS:
         log.warning("forge lifecycle event ignored", forge_event=str(name)[:80])
+        await _keep_token(request, invocation, store)
         return JSONResponse({"ignored": "unhandled lifecycle event"})
     await _stored(request, store.record_lifecycle(invocation.installation_id, str(name)))
+    await _keep_token(request, invocation, store)  # an installation made active again keeps it
     log.info(
         "forge app lifecycle",
         forge_event=name,

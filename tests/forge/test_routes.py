@@ -17,6 +17,7 @@ from app.atlassian import forge_token as ft
 from app.atlassian.events import from_connect
 from app.crypto import SecretBox
 from app.embedded_redis import free_port
+from app.errors import PermanentFailure
 from app.installations import InstallationStore, require_system_token
 from app.main import create_app
 from app.queue import EventQueue
@@ -491,21 +492,37 @@ async def test_a_token_issued_to_one_of_our_modules_is_good_for_its_route_only(
 async def test_a_late_event_does_not_bring_an_uninstalling_installation_back(
     forge: Forge, keys: list[SigningKey], store: InstallationStore
 ) -> None:
+    """Neither the installation nor its token: a late event or a retry carrying a system token
+    leaves the jobs of an installation being uninstalled failing; ``installed`` revives both."""
+    tenant = TENANT
     assert (
         await forge.post(
             "/forge/pre-uninstall", {}, token=mint(keys[0], route="/forge/pre-uninstall")
         )
     ).status_code == 200
-    late = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    late = await forge.post(
+        "/forge/events",
+        event_fixture("page-created"),
+        token=mint(keys[0]),
+        system=system_token(int(time.time()) + 3600),
+    )
     assert late.status_code == 200
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.status == "uninstalling"
+    assert installation.token_expires_at is None
+    with pytest.raises(PermanentFailure, match="uninstalled"):
+        await require_system_token(store, tenant)
     again = {"eventType": "avi:forge:installed:app"}
-    assert (
-        await forge.post("/forge/lifecycle", again, token=mint(keys[0], route="/forge/lifecycle"))
-    ).status_code == 200
+    installed = await forge.post(
+        "/forge/lifecycle",
+        again,
+        token=mint(keys[0], route="/forge/lifecycle"),
+        system=system_token(int(time.time()) + 3600),
+    )
+    assert installed.status_code == 200
     installation = await store.get(INSTALLATION_ID)
     assert installation is not None and installation.status == "active"
+    assert (await require_system_token(store, tenant)).api_base_url == API_BASE_URL
 
 
 async def test_without_an_app_id_forge_calls_are_refused(

@@ -211,6 +211,30 @@ async def test_a_deferred_event_records_its_reason(
     assert await redis.pttl(f"arq:job:{event.id}") > 6 * 24 * 3600 * 1000
 
 
+async def test_a_wait_that_outlasts_its_bound_ends_as_a_dead_letter(
+    redis: Redis, settings: Settings, burst_worker: MakeWorker
+) -> None:
+    """A deferral for something that may never come (a disabled site, a Forge token) gives up
+    once its event is older than the bound: the line of its content moves on."""
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    waiting, next_one = page_event(1, 1), page_event(1, 2)
+    await queue.put(waiting)
+    await queue.put(next_one)
+    record = f"{settings.redis_prefix}event:{waiting.id}"
+    await redis.hset(record, "received", int(time.time() * 1000) - 3_601_000)  # type: ignore[misc]
+
+    def fail(e: Event, job: JobContext) -> BaseException | None:
+        return Defer(60, "the app is disabled", give_up_after=3600) if e == waiting else None
+
+    handler = Recorder(fail)
+    await burst_worker(dispatch=handler).main()
+    assert await state(log, waiting) == "dead"
+    dead = await log.record(waiting.id)
+    assert dead is not None and dead.reason == "the app is disabled (waited too long)"
+    assert await state(log, next_one) == "done"
+    assert [e.id for e, _ in handler.calls] == [waiting.id, next_one.id]
+
+
 async def test_per_content_order_holds_across_several_workers(
     redis: Redis, settings: Settings, burst_worker: MakeWorker
 ) -> None:
