@@ -235,6 +235,11 @@ class RedisBudget:
             raise ValueError("weight must be positive")
         await self.redis.hset(self.key("weights"), tenant, str(weight))  # type: ignore[misc]
 
+    async def forget_waiting(self, tenant: str) -> None:
+        """The tenant is gone (uninstalled): it no longer waits for budget, so it holds no
+        other tenant back for the rest of its backlog window."""
+        await self.redis.zrem(self.key("backlog"), tenant)
+
     async def snapshot(self) -> Snapshot:
         """This hour's figures per tenant and priority, pauses, backlog and forecast."""
         now = await self.now()

@@ -34,6 +34,7 @@ from app.atlassian.forge_token import (
     verify_token,
 )
 from app.atlassian.token_errors import DisabledTenant
+from app.budget.redis_budget import RedisBudget
 from app.crypto import SecretBox
 from app.errors import (
     IngestError,
@@ -280,6 +281,8 @@ async def token_refresh(request: Request) -> JSONResponse:
 async def pre_uninstall(request: Request) -> JSONResponse:
     invocation, store, tenant = await _accept(request, "pre-uninstall")
     await _stored(request, store.mark_uninstalling(invocation.installation_id))
+    budget = RedisBudget(request.app.state.redis, request.app.state.settings)
+    await _stored(request, budget.forget_waiting(tenant))
     log.info("forge app uninstalling", installation_id=invocation.installation_id, tenant=tenant)
     return JSONResponse({"installation": invocation.installation_id, "status": "uninstalling"})
 

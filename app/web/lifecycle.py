@@ -24,6 +24,7 @@ from app.atlassian.install_token import (
     read_install_key_id,
     verify_install_token,
 )
+from app.budget.redis_budget import RedisBudget
 from app.errors import IngestError, InvalidPayload, VerificationError
 from app.install_keys import InstallKeys
 from app.settings import Settings
@@ -143,6 +144,10 @@ async def uninstalled(request: Request) -> Response:
     )
     if known is not None and tenant is None:
         return _stale("uninstalled", payload.client_key, claims)
+    if tenant is not None:
+        await RedisBudget(request.app.state.redis, request.app.state.settings).forget_waiting(
+            payload.client_key
+        )
     log.info("connect.uninstalled", client_key=payload.client_key, known=known is not None)
     return Response(status_code=204)
 

@@ -316,6 +316,27 @@ async def test_backlogged_light_tenant_holds_back_the_heavy_one(
     await b.reserve("heavy", 1, P)
 
 
+async def test_a_tenant_gone_while_it_waited_holds_nobody_back(
+    redis: Redis, settings: Settings
+) -> None:
+    """Uninstalled while its jobs waited for budget: they end without reserving again, so its
+    mark would hold the others back for the whole backlog window."""
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0)
+    clock.now = T0 + 360
+    for _ in range(100):
+        await b.reserve("heavy", 1, P)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("light", 1, P)  # light now waits
+    clock.now += 18
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("heavy", 1, P)
+    assert info.value.reason == "fair-share"
+    await b.forget_waiting("light")
+    await b.reserve("heavy", 1, P)
+    assert "light" not in (await b.snapshot()).backlogged
+
+
 async def test_forecast_from_the_recent_rate(redis: Redis, settings: Settings) -> None:
     clock = FakeClock(T0 + 600)
     b = budget(redis, settings, clock)

@@ -134,3 +134,18 @@ async def test_another_web_process_takes_a_reinstall_in_at_the_first_webhook_sig
             _, new = await connect_app.install(client_key, "r" * 40)
             assert (await webhook(b, client_key, new)).status_code == 204
             assert (await webhook(b, client_key, old)).status_code == 401
+
+
+async def test_an_uninstalled_site_stops_waiting_for_budget(connect_app: ConnectApp) -> None:
+    """Its jobs end as dead letters without reserving again: its place among the tenants
+    waiting for budget goes at once, or it would hold the others back."""
+    client_key, _ = await connect_app.install()
+    redis = connect_app.app.state.redis
+    backlog = f"{connect_app.settings.redis_prefix}budget:backlog"
+    await redis.zadd(backlog, {client_key: (time.time() + 600) * 1000, "other-site": 1})
+    gone = signed(connect_app, client_key, "/connect/uninstalled")
+    body = install_body(client_key, "", event="uninstalled")
+    assert (
+        await connect_app.client.post("/connect/uninstalled", json=body, headers=gone)
+    ).status_code == 204
+    assert await redis.zrange(backlog, 0, -1) == [b"other-site"]
