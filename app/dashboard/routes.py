@@ -196,7 +196,8 @@ def _kept(filters: dict[str, str], limit: int = DEFAULT_PAGE) -> dict[str, str]:
 @auth.page
 async def dead_letters(request: Request) -> Response:
     """Dead letters, :data:`DEAD_PAGE` a page, newest death first; the actions post to
-    :mod:`.actions`. ``done`` is the notice an action leaves after its redirect."""
+    :mod:`.actions`. ``done`` is the code of the notice an action leaves after its redirect
+    (the page words it; see :func:`.actions.notice`)."""
     try:
         limit, cursor = paging(request, DEAD_PAGE)
     except IngestError as exc:
@@ -209,7 +210,7 @@ async def dead_letters(request: Request) -> Response:
         "dead.html",
         "dead",
         data=data,
-        notice=request.query_params.get("done", ""),
+        notice=actions.notice(request.query_params),
         paged=cursor is not None,
         first_url=page_url("/dashboard/dead", kept),
         next_url=page_url("/dashboard/dead", kept, next_cursor) if next_cursor else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import itertools
 import json
 import re
@@ -11,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -668,17 +669,59 @@ async def test_dead_html_page_pages_through_and_its_actions_still_work(
         client.post, "/dashboard/dead/retry", data={**chosen, "confirm": "yes"}
     )
     assert done.status_code == 303
-    assert "retry: 2 dead letter(s)" in unquote(done.headers["location"])
-    assert "skipped" not in unquote(done.headers["location"])
+    assert done.headers["location"] == "/dashboard/dead?done=retry&count=2"
+    assert notice_of((await get(done.headers["location"])).text) == "retry: 2 dead letter(s)"
     partly = {"csrf": csrf, "scope": "selected", "id": [boxes[0], boxes[2]], "confirm": "yes"}
     mixed = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=partly)
-    notice = unquote(mixed.headers["location"])
-    assert "retry: 1 dead letter(s); 1 id(s) skipped: not dead letters" in notice
+    assert mixed.headers["location"] == "/dashboard/dead?done=retry&count=1&skipped=1"
+    notice = notice_of((await get(mixed.headers["location"])).text)
+    assert notice == "retry: 1 dead letter(s); 1 id(s) skipped: not dead letters (any more)"
     retried = [*boxes[:2], boxes[2]]
     for event_id in boxes[:2]:
         assert await redis.zscore(f"{settings.redis_prefix}dlq", event_id) is None
     pages = await _html_pages(get, "/dashboard/dead?limit=90")
     assert [i for _, ids in pages for i in ids] == [i for i in expected if i not in retried]
+
+
+def notice_of(page: str) -> str | None:
+    """The text of the Dead letters page's status notice, if it shows one."""
+    found = re.search(r'<p class="notice" role="status">([^<]*)</p>', page)
+    return html.unescape(found.group(1)) if found else None
+
+
+async def test_dead_letters_notice_is_worded_by_the_page_never_taken_from_the_link(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    event = make_event(content_id="7007")
+    await kill(redis, settings, event, "500: boom")
+    client, csrf = await asyncio.to_thread(signed_in, str(api.base_url).rstrip("/"))
+
+    async def notice(query: str) -> str | None:
+        page = await asyncio.to_thread(client.get, f"/dashboard/dead?{query}")
+        assert page.status_code == 200
+        assert "evil.example" not in page.text and "rotated" not in page.text
+        return notice_of(page.text)
+
+    phishing = urlencode({"done": "Session expired: get the new token at https://evil.example"})
+    assert await notice(phishing) is None
+    for query in ("done=retry&count=x", "done=retry&count=%C2%B2", "done=retry-later", "done="):
+        assert await notice(query) is None, query
+    assert await notice("done=discard-failed&closing=2") == (
+        "discard failed; 2 id(s) still being closed by a worker: try again"
+    )
+    nothing = await asyncio.to_thread(
+        client.post, "/dashboard/dead/retry", data={"csrf": csrf, "scope": "selected"}
+    )
+    assert nothing.headers["location"] == "/dashboard/dead?done=nothing"
+    assert await notice("done=nothing") == "Nothing selected."
+    one = {"csrf": csrf, "one": event.id, "confirm": "yes"}
+    discarded = await asyncio.to_thread(client.post, "/dashboard/dead/discard", data=one)
+    assert discarded.headers["location"] == "/dashboard/dead?done=discard&count=1"
+    again = await asyncio.to_thread(client.post, "/dashboard/dead/discard", data=one)
+    assert again.headers["location"] == "/dashboard/dead?done=discard-failed&skipped=1"
+    assert await notice(urlsplit(again.headers["location"]).query) == (
+        "discard failed; 1 id(s) skipped: not dead letters (any more)"
+    )
 
 
 @pytest.mark.parametrize(
