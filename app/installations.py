@@ -6,6 +6,8 @@ Redis keys (all under ``settings.redis_prefix``)::
                                           first/last seen, installed/upgraded, event stats
     forge:installations                  zset of installation ids by last seen (for listings)
     forge:tenant:<tenant>                installation id serving a tenant (jobs find tokens by it)
+    forge:cloud:<cloudId>                the Connect clientKey a site's installation was linked
+                                          to (a later installation on the site keeps it)
     forge:token:<installationId>         SecretBox-encrypted JSON {token, api_base_url, exp};
                                           the key expires at the token's own ``exp``
     tenant:installation:<installationId> (read only; written by the Connect tenant store)
@@ -110,16 +112,23 @@ class InstallationStore:
     def _index(self) -> str:
         return f"{self.prefix}forge:installations"
 
+    def _cloud(self, cloud_id: str) -> str:
+        return f"{self.prefix}forge:cloud:{cloud_id}"
+
     async def resolve_tenant(self, installation_id: str, cloud_id: str) -> str:
         """The tenant id for events of this installation.
 
         A site also installed through Connect (whose install payload carried this Forge
         installationId) maps to the Connect clientKey, so both routes share one tenant and
-        the pipeline dedupes their events; any other site is ``forge:<cloudId>``.
+        the pipeline dedupes their events. The site keeps that id: a later installation on
+        the same site (a Forge reinstall, which the Connect install never named) maps to it
+        too, so event ids, "once" effects and sweep watermarks carry on. Any other site is
+        ``forge:<cloudId>``.
         """
         ari = installation_ari(installation_id)
         bare = ari.removeprefix(INSTALLATION_ARI_PREFIX)
         keys = [f"{self.prefix}tenant:installation:{value}" for value in (ari, bare)]
+        keys.append(self._cloud(cloud_id))
         for value in await self.redis.mget(keys):
             if value:
                 return value.decode() if isinstance(value, bytes) else str(value)
@@ -148,6 +157,8 @@ class InstallationStore:
             pipe.hset(key, mapping=fields)
             pipe.zadd(self._index, {invocation.installation_id: now})
             pipe.set(self._tenant(tenant), invocation.installation_id)
+            if not is_forge_tenant(tenant):  # linked to a Connect install: the site's id
+                pipe.set(self._cloud(invocation.cloud_id), tenant)
             await pipe.execute()
 
     async def record_event(self, installation_id: str, event_type: str, retry_count: int) -> None:

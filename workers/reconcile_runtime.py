@@ -50,16 +50,28 @@ class Runtime:
         """Every tenant and Forge-only installation that may be swept now."""
         now_ms = int(self.clock() * 1000)
         floor = now_ms - self.settings.dedupe_window_seconds * 1000
-        found: list[Target] = []
+        found: dict[str, Target] = {}
+        connect: dict[str, int] = {}  # every Connect tenant: installed at (ms), or 0 if active
         for row in await self.tenants.list_public():
+            installed = int(float(row.get("installed_at") or 0) * 1000)
+            key = str(row["client_key"])
             if row.get("status") in ACTIVE_STATUSES:
-                installed = int(float(row.get("installed_at") or 0) * 1000)
-                found.append(Target(str(row["client_key"]), max(floor, installed), installed))
+                found[key] = Target(key, max(floor, installed), installed)
+            else:
+                connect[key] = installed
         for item in await self.installations.list(limit=10_000):
-            if item.status == STATUS_ACTIVE and is_forge_tenant(item.tenant):
+            # Forge-only sites, and sites whose Connect install is gone but whose linked
+            # installation serves them still (under the clientKey); not a disabled one.
+            if item.status != STATUS_ACTIVE or item.tenant in found:
+                continue
+            if is_forge_tenant(item.tenant) or await self._uninstalled(item.tenant):
                 installed = (item.installed_at or item.first_seen) * 1000
-                found.append(Target(item.tenant, max(floor, installed), installed))
-        return found
+                found[item.tenant] = Target(item.tenant, max(floor, installed), installed)
+        return list(found.values())
+
+    async def _uninstalled(self, client_key: str) -> bool:
+        tenant = await self.tenants.get_public(client_key)
+        return tenant is not None and tenant.status == "uninstalled"
 
     async def due(self, target: Target) -> bool:
         return await self.urgency(target) is not None

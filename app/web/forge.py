@@ -151,16 +151,17 @@ async def _linked_tenant(
 ) -> str:
     """The tenant of an installation linked to a Connect install, as that install stands now.
 
-    Linked and active: the Connect tenant (both routes share it, events dedupe across them).
-    Disabled: a product ``event`` is refused as the Connect route refuses it, so nothing is
-    acknowledged that the worker would only dead-letter (lifecycle, token refresh and
-    pre-uninstall calls still go through: they manage the installation, they trigger nothing).
-    Uninstalled (or gone): the Connect side no longer serves the site, this installation does
-    on its own, as ``forge:<cloudId>`` with its system token.
+    Linked: the Connect tenant (both routes share it, events dedupe across them). Disabled: a
+    product ``event`` is refused as the Connect route refuses it, so nothing is acknowledged
+    that the worker would only defer (lifecycle, token refresh and pre-uninstall calls still
+    go through: they manage the installation, they trigger nothing). Uninstalled: the Connect
+    side no longer serves the site, this installation does on its own, with its system token,
+    under the same tenant id (a new id would run every reaction again). Gone (no record):
+    ``forge:<cloudId>``.
     """
     tenants: TenantStore = request.app.state.tenants
     linked = await tenants.get_public(client_key)
-    if linked is None or linked.status == "uninstalled":
+    if linked is None:
         return forge_tenant(invocation.cloud_id)
     if linked.status == "disabled" and event:
         raise DisabledTenant("the app is disabled on this site", tenant=client_key)

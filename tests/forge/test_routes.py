@@ -434,16 +434,33 @@ async def test_a_site_registered_both_ways_is_one_tenant_and_dedupes(
     assert installation is not None and installation.tenant == client_key
 
 
-async def test_after_the_connect_uninstall_the_installation_serves_the_site_alone(
-    forge: Forge, keys: list[SigningKey], redis: Redis, forge_settings: Settings
+async def test_the_site_keeps_its_tenant_id_when_its_connect_install_goes(
+    forge: Forge,
+    keys: list[SigningKey],
+    redis: Redis,
+    forge_settings: Settings,
+    store: InstallationStore,
 ) -> None:
-    """An uninstalled Connect tenant no longer takes the site's Forge events (the worker could
-    only dead-letter them): they belong to ``forge:<cloudId>`` and its system token."""
-    client_key = await _connect_install(redis, forge_settings, status="uninstalled")
-    response = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    """Once linked, the site is the clientKey's for good: after the Connect uninstall its Forge
+    installation serves it alone (with its system token) under the same tenant id, and so
+    does a new installation on the site that the Connect install never named. A new id would
+    start the site afresh: every event id, "once" effect and sweep watermark is per tenant,
+    so reactions would run again."""
+    client_key = await _connect_install(redis, forge_settings)
+    linked = await forge.post("/forge/events", event_fixture("page-created"), token=mint(keys[0]))
+    assert linked.status_code == 200
+    await TenantStore(redis, forge_settings).mark_status(client_key, "uninstalled")
+    system = system_token(int(time.time()) + 3600)
+    response = await forge.post(
+        "/forge/events", event_fixture("page-updated"), token=mint(keys[0]), system=system
+    )
     assert response.status_code == 200
     stored = await EventQueue(redis, forge_settings).get(response.json()["id"])
-    assert stored is not None and stored.tenant == f"forge:{CLOUD_ID}" != client_key
+    assert stored is not None and stored.tenant == client_key
+    assert (await require_system_token(store, client_key)).token == system
+    reinstalled = "ari:cloud:ecosystem::installation/0d1e2f30-4a5b-4c6d-8e9f-a0b1c2d3e4f5"
+    assert await store.resolve_tenant(reinstalled, CLOUD_ID) == client_key
+    assert await store.resolve_tenant(reinstalled, "another-cloud") == "forge:another-cloud"
 
 
 async def test_a_disabled_connect_install_refuses_the_sites_forge_events(

@@ -8,11 +8,16 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from app.crypto import SecretBox
 from app.embedded_redis import free_port
+from app.installations import InstallationStore
+from app.settings import Settings
+from app.tenants import Tenant, TenantStore
 from simulator.keys import KeyPair
 from simulator.main import create_app as create_sim
 from simulator.site import build
 from tests.conftest import LiveServer
+from tests.forge.test_installations import invocation
 from tests.reconcile.conftest import SIM_TOKEN, USER, Recorder, Stack
 from workers.reconcile_runtime import runtime, sweep_due
 
@@ -59,3 +64,21 @@ async def test_sites_numbering_spaces_alike_keep_their_own_space_keys(
         assert keys == {(stack.tenant, "DEV"), (other_tenant, "OPS")}
     finally:
         server.stop()
+
+
+async def test_a_site_whose_connect_install_went_is_swept_under_its_clientkey(
+    redis: Redis, settings: Settings
+) -> None:
+    """The linked Forge installation serves it alone, under the same tenant id (its watermark
+    and seen versions carry on); a disabled site is not swept, and no site is listed twice."""
+    tenants = TenantStore(redis, settings)
+    installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+    linked = Tenant("ck-linked", "s" * 40, "https://acme.atlassian.net/wiki")
+    await tenants.upsert(linked, issued_at=1000)
+    await installations.register(invocation(), "ck-linked")
+    async with runtime(redis, settings) as rt:
+        assert [t.tenant for t in await rt.targets()] == ["ck-linked"]
+        await tenants.mark_status("ck-linked", "disabled", issued_at=1010)
+        assert await rt.targets() == []
+        await tenants.mark_status("ck-linked", "uninstalled", issued_at=1020)
+        assert [t.tenant for t in await rt.targets()] == ["ck-linked"]
