@@ -12,7 +12,8 @@ session cookie, an ``X-CSRF-Token`` header. The CLI sends ``Authorization: Beare
     POST /api/dead/retry   {"ids": [...]} or {"all": true[, "tenant": T][, "type": X]}
     POST /api/dead/discard {"ids": [...]} or {"all": true[, "tenant": T][, "type": X]}
     GET  /api/budget  /api/tenants  /api/workers  /api/reactions
-    GET  /api/audit?limit=              newest first, up to 5000
+    GET  /api/audit?limit=              operator actions newest first, up to 5000; apart,
+                                        refused sign-ins: last 24 h count, newest (up to 1000)
     GET  /metrics                       Prometheus text format (no sign-in, like /healthz)
 
 Lists page: ``limit`` rows (1 to 500, default 100), newest first; the answer's ``next_cursor``
@@ -37,7 +38,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.atlassian.events import EVENT_TYPES, event_type
 from app.dashboard import auth, views
-from app.dashboard.audit import MAX_ENTRIES, AuditLog
+from app.dashboard.audit import MAX_ENTRIES, MAX_REFUSED, REFUSED_HOURS, AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor
 from app.dlq import Filter
 from app.errors import IngestError, InvalidPayload
@@ -235,9 +236,22 @@ async def reactions(request: Request) -> Response:
 
 @auth.api
 async def audit(request: Request) -> Response:
+    """Operator actions (``entries``) and, apart, the refused sign-ins: the count of the last
+    hours and the newest ones, ``limit`` of each."""
     limit = int_param(request, "limit", DEFAULT_AUDIT, 1, MAX_ENTRIES)
-    entries = await _audit(request).recent(limit)
-    return _json({"entries": [asdict(e) for e in entries]})
+    log = _audit(request)
+    entries = await log.recent(limit)
+    refused = await log.recent_refused(min(limit, MAX_REFUSED))
+    return _json(
+        {
+            "entries": [asdict(e) for e in entries],
+            "refused_sign_ins": {
+                "hours": REFUSED_HOURS,
+                "count": await log.refused_count(),
+                "entries": [asdict(e) for e in refused],
+            },
+        }
+    )
 
 
 async def metrics(request: Request) -> Response:

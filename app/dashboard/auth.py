@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from app.dashboard.audit import AuditLog
 from app.errors import IngestError, UnsupportedMediaType
 from app.ingest import media_type, read_body
 from app.settings import Settings
@@ -227,6 +228,19 @@ async def note_failure(request: Request) -> None:
         pipe.incr(key)
         pipe.expire(key, FAILURE_WINDOW_SECONDS, nx=True)
         await pipe.execute()
+
+
+async def wrong_token(request: Request, via: str) -> Response | None:
+    """A wrong operator token (``via``: ``form`` or ``bearer``): 429 once this address is
+    throttled, else None after counting it and recording it among the refused sign-ins (never
+    among the operators' actions, see :mod:`.audit`)."""
+    if await throttled(request):
+        return too_many()
+    await note_failure(request)
+    await AuditLog(request.app.state.redis, _settings(request).redis_prefix).record_refused(
+        via, _client(request)
+    )
+    return None
 
 
 def too_many() -> Response:

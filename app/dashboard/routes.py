@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from app.dashboard import actions, auth, live, views
 from app.dashboard.api import check_status, cursor_param, int_param
-from app.dashboard.audit import AuditLog
+from app.dashboard.audit import REFUSED_HOURS, AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor, ReadModel
 from app.errors import IngestError
 from app.jobstate import STATES
@@ -28,6 +28,8 @@ from app.settings import Settings
 
 HERE = Path(__file__).parent
 DEAD_PAGE = 200  # dead letters a page of /dashboard/dead shows unless ``limit`` says otherwise
+AUDIT_PAGE = 300  # operator actions the Audit log page shows
+REFUSED_PAGE = 100  # refused sign-ins it shows below them
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["ago"] = views.ago
 templates.env.filters["clock"] = views.clock
@@ -104,10 +106,9 @@ async def signin(request: Request) -> Response:
     token = auth.match_token(auth.first(form, "token").strip(), settings.dashboard_tokens)
     if token is None:
         # Only wrong tokens are throttled: a right one signs in even from a throttled address.
-        if await auth.throttled(request):
-            return auth.too_many()
-        await auth.note_failure(request)
-        await audit_log(request).record("anonymous", "sign_in", outcome="refused")
+        throttled = await auth.wrong_token(request, "form")
+        if throttled is not None:
+            return throttled
         response = render(
             request, "signin.html", "", 401, nonce=nonce, next=target, configured=True,
             error="That token is not an operator token.",
@@ -247,8 +248,17 @@ async def reactions(request: Request) -> Response:
 
 @auth.page
 async def audit(request: Request) -> Response:
-    entries = await audit_log(request).recent(300)
-    return render(request, "audit.html", "audit", entries=entries)
+    """Operator actions, then the refused sign-ins (kept apart: see :mod:`.audit`)."""
+    log = audit_log(request)
+    return render(
+        request,
+        "audit.html",
+        "audit",
+        entries=await log.recent(AUDIT_PAGE),
+        refused=await log.recent_refused(REFUSED_PAGE),
+        refused_count=await log.refused_count(),
+        refused_hours=REFUSED_HOURS,
+    )
 
 
 async def to_index(request: Request) -> Response:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.dashboard import auth
+from app.dashboard import audit, auth
 from app.dashboard.audit import AuditLog
 from app.settings import Settings
 from tests.dashboard.helpers import TOKEN, kill, make_event, send_partly, signed_in
@@ -139,8 +139,62 @@ async def test_wrong_token_and_stale_form_are_refused(
             "/dashboard/signin", data={"csrf": nonce.group(1), "token": TOKEN, "next": ""}
         )
         assert stale.status_code == 403
-    entries = await AuditLog(redis, settings.redis_prefix).recent()
-    assert [(e.action, e.outcome) for e in entries] == [("sign_in", "refused")]
+    log = AuditLog(redis, settings.redis_prefix)
+    assert await log.recent() == []  # no operator acted
+    refused = await log.recent_refused()
+    assert [(e.operator, e.action, e.outcome) for e in refused] == [
+        ("anonymous", "sign_in", "refused")
+    ]
+    assert refused[0].detail == {"via": "form", "address": "127.0.0.1"}
+    assert await log.refused_count() == 1
+
+
+async def test_refused_sign_ins_never_push_operator_actions_out_of_the_audit_log(
+    server: str, settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "MAX_ENTRIES", 3)  # small caps: a flood is a few requests here
+    monkeypatch.setattr(audit, "MAX_REFUSED", 5)
+    event = make_event(content_id="88")
+    await kill(redis, settings, event, "boom")
+    operator, csrf = await asyncio.to_thread(signed_in, server)  # sign_in
+    discarded = await asyncio.to_thread(
+        operator.post, "/api/dead/discard", json={"ids": [event.id]}, headers={"X-CSRF-Token": csrf}
+    )
+    assert discarded.status_code == 200
+    flood = auth.MAX_FAILURES - 1
+    async with httpx.AsyncClient(base_url=server) as anyone:
+        page = await anyone.get("/dashboard/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        for n in range(flood):
+            wrong = {"csrf": nonce.group(1), "token": f"guess-{n}", "next": ""}
+            assert (await anyone.post("/dashboard/signin", data=wrong)).status_code == 401
+
+    log = (await asyncio.to_thread(operator.get, "/api/audit", params={"limit": "5000"})).json()
+    assert [e["action"] for e in log["entries"]] == ["dead_letter_discard", "sign_in"]
+    refused = log["refused_sign_ins"]
+    assert (refused["count"], refused["hours"]) == (flood, audit.REFUSED_HOURS)
+    assert len(refused["entries"]) == 5  # the newest, within their own cap
+    assert {e["outcome"] for e in refused["entries"]} == {"refused"}
+    assert {e["detail"]["via"] for e in refused["entries"]} == {"form"}
+    shown = (await asyncio.to_thread(operator.get, "/dashboard/audit")).text
+    actions, _, refusals = shown.partition('id="refused-sign-ins"')
+    assert "dead_letter_discard" in actions and "anonymous" not in actions
+    assert f"<strong data-refused-count>{flood}</strong> wrong operator tokens" in refusals
+    assert refusals.count("<td>form</td>") == 5
+
+
+async def test_refused_sign_ins_are_counted_per_hour_for_a_day(
+    settings: Settings, redis: Redis
+) -> None:
+    log = AuditLog(redis, settings.redis_prefix)
+    entry = await log.record_refused("bearer", "203.0.113.9" + "x" * 500)
+    assert entry.detail["address"] == ("203.0.113.9" + "x" * 500)[: audit.MAX_ADDRESS_CHARS]
+    assert await log.refused_count(entry.at) == 1
+    assert await log.refused_count(entry.at + (audit.REFUSED_HOURS - 1) * 3600) == 1
+    assert await log.refused_count(entry.at + audit.REFUSED_HOURS * 3600) == 0
+    hour = f"{settings.redis_prefix}audit:refused:hour:{int(entry.at) // 3600}"
+    assert 0 < await redis.ttl(hour) <= (audit.REFUSED_HOURS + 1) * 3600
 
 
 FORM_HEAD = (

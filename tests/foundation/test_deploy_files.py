@@ -28,6 +28,18 @@ def test_compose_env_names_are_settings() -> None:
     assert "--appendonly" in compose["services"]["redis"]["command"]
 
 
+def test_compose_trusts_forwarded_addresses_only_on_a_port_published_on_loopback() -> None:
+    """With "--forwarded-allow-ips *" anyone reaching the port could name any address in
+    X-Forwarded-For (and slip past the sign-in throttle): only the host's proxy may reach it."""
+    web = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]
+    command = web["command"]
+    trusted = command[command.index("--forwarded-allow-ips") + 1]
+    published = [str(port) for port in web["ports"]]
+    assert published, "compose publishes no web port"
+    if trusted == "*":
+        assert all(port.startswith("127.0.0.1:") for port in published), published
+
+
 def test_compose_and_dockerfile_commands_exist_in_the_cli() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
