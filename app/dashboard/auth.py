@@ -8,8 +8,9 @@ sessions, and the audit log can name who acted without storing the token) and an
 Signing out revokes the session id in Redis for the rest of its lifetime, so a copy of the
 cookie taken before stops working too.
 After :data:`MAX_FAILURES` wrong tokens from one address within the window, every further
-wrong token from it (sign-in form or ``Authorization: Bearer``) answers 429 until the window
-ends. A correct token is always accepted, throttled or not: an attacker sharing an address with
+wrong token from it (sign-in form, or ``Authorization: Bearer`` on a page or the API) answers
+429 until the window ends; each wrong one counted is recorded among the refused sign-ins of the
+audit log. A correct token is always accepted, throttled or not: an attacker sharing an address with
 the operators (behind a load balancer they all share one) cannot lock them out. That leaves the
 token's length as the defence against guessing, so operator tokens must be long and random
 (``reactor dev`` makes 32 characters from 24 random bytes).
@@ -254,9 +255,9 @@ def too_many() -> Response:
 
 async def _refuse(request: Request) -> Response:
     if request.headers.get("authorization"):
-        if await throttled(request):
-            return too_many()
-        await note_failure(request)
+        refused = await wrong_token(request, "bearer")
+        if refused is not None:
+            return refused
     return error_response(
         401,
         "unauthorized",
@@ -280,8 +281,8 @@ async def _unless_redis_down(endpoint: Endpoint, request: Request) -> Response:
 
 async def unauthorized(request: Request) -> Response:
     """The answer to a request with no valid sign-in: 401, or 429 for a wrong bearer token from
-    an address that sent :data:`MAX_FAILURES` wrong ones lately (each wrong one is counted);
-    503 when Redis, which counts them, is down."""
+    an address that sent :data:`MAX_FAILURES` wrong ones lately (each wrong one is counted and
+    audited); 503 when Redis, which counts them, is down."""
     return await _unless_redis_down(_refuse, request)
 
 
@@ -297,16 +298,26 @@ def public(endpoint: Endpoint) -> Endpoint:
     return guarded
 
 
+async def _to_sign_in(request: Request) -> Response:
+    """A page asked without a valid sign-in: off to the sign-in form, back here after. A wrong
+    token in an ``Authorization`` header is counted and audited first, as the API does (429
+    once the address is throttled): pages are no way round the throttle."""
+    if request.headers.get("authorization"):
+        refused = await wrong_token(request, "bearer")
+        if refused is not None:
+            return refused
+    target = quote(request.url.path + ("?" + request.url.query if request.url.query else ""))
+    return RedirectResponse(f"{SIGNIN_PATH}?next={target}", status_code=303)
+
+
 def page(endpoint: Endpoint) -> Endpoint:
-    """Guard for HTML pages: sign-in first, then the page; POSTs need the form's CSRF token."""
+    """Guard for HTML pages: sign-in first (see :func:`_to_sign_in`), then the page; POSTs
+    need the form's CSRF token."""
 
     async def guarded(request: Request) -> Response:
         operator = await signed_in(request)
         if operator is None:
-            target = quote(
-                request.url.path + ("?" + request.url.query if request.url.query else "")
-            )
-            return RedirectResponse(f"{SIGNIN_PATH}?next={target}", status_code=303)
+            return await _unless_redis_down(_to_sign_in, request)
         request.state.operator = operator
         if request.method == "POST":
             try:

@@ -355,6 +355,36 @@ async def test_repeated_wrong_tokens_are_throttled_but_never_lock_operators_out(
     assert [(e.action, e.outcome) for e in entries] == [("sign_in", "ok")]
 
 
+async def test_wrong_bearer_tokens_on_pages_are_throttled_and_audited_as_on_the_api(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    wrong = {"Authorization": "Bearer guess"}
+    async with httpx.AsyncClient(base_url=server) as client:
+        for n in range(auth.MAX_FAILURES):
+            if n % 2:  # pages and the API count against the same address
+                answer = await client.get("/api/status", headers=wrong)
+                assert answer.status_code == 401
+            else:
+                answer = await client.get("/dashboard/", headers=wrong)
+                assert answer.status_code == 303
+                assert answer.headers["location"].startswith("/dashboard/signin?next=")
+        for path in ("/dashboard/", "/dashboard/audit", "/dashboard/jobs/ev_x"):
+            page = await client.get(path, headers=wrong)
+            assert page.status_code == 429, path
+            assert page.json()["error"] == "too_many_attempts"
+            assert page.headers["retry-after"] == str(auth.FAILURE_WINDOW_SECONDS)
+        action = await client.post("/dashboard/dead/retry", headers=wrong, data={"scope": "all"})
+        assert action.status_code == 429
+        right = await client.get("/dashboard/", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert right.status_code == 200  # never locked out
+    log = AuditLog(redis, settings.redis_prefix)
+    refused = await log.recent_refused()
+    assert len(refused) == auth.MAX_FAILURES  # each counted one; the throttled ones are not
+    assert {e.detail["via"] for e in refused} == {"bearer"}
+    assert await log.refused_count() == auth.MAX_FAILURES
+    assert await log.recent() == []
+
+
 async def test_redis_down_answers_503_not_500(settings: Settings, redis: Redis) -> None:
     from app import redis as redis_conn
     from app.embedded_redis import free_port
@@ -391,8 +421,9 @@ async def test_sign_in_with_redis_down_answers_503_not_500(settings: Settings) -
             for token in (TOKEN, "guess")
         ]
         live = await client.get("/dashboard/live", headers={"Authorization": "Bearer guess"})
+        page = await client.get("/dashboard/", headers={"Authorization": "Bearer guess"})
     await dead.aclose()
-    for answer in [*answers, live]:
+    for answer in [*answers, live, page]:
         assert answer.status_code == 503
         assert answer.json()["error"] == "redis_unavailable"
 
