@@ -116,6 +116,11 @@ return status
 """
 
 
+def _site(base_url: str) -> str:
+    """A base URL compared as a site: case and trailing slashes aside."""
+    return base_url.strip().rstrip("/").lower()
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -369,6 +374,27 @@ class TenantStore:
             return None
         value = _text(written)
         return value if value in STATUSES else status
+
+    async def retire_others(self, tenant: Tenant) -> list[str]:
+        """Mark uninstalled every other active tenant of ``tenant``'s site (same base URL).
+
+        A site has one clientKey for this app at a time: one installed under a new clientKey
+        (a site migration) leaves the old key with dead credentials, which no ``uninstalled``
+        may ever come for; kept active, it would be swept and listed forever. Returns their
+        clientKeys.
+        """
+        site = _site(tenant.base_url)
+        retired = []
+        for row in await self.list_public():
+            key = str(row["client_key"])
+            if (
+                key != tenant.client_key
+                and row.get("status") in ACTIVE_STATUSES
+                and _site(str(row.get("base_url") or "")) == site
+                and await self.mark_status(key, "uninstalled") is not None
+            ):
+                retired.append(key)
+        return retired
 
     async def get_public(self, client_key: str) -> Tenant | None:
         """One tenant read without decrypting its secret (``shared_secret`` left empty)."""

@@ -108,6 +108,10 @@ async def installed(request: Request) -> Response:
     )
     if tenant is None:
         return _stale("installed", payload.client_key, claims)
+    for retired in await tenants.retire_others(tenant):
+        log.warning(
+            "connect.replaced", client_key=retired, by=tenant.client_key, base_url=tenant.base_url
+        )
     log.info(
         "connect.installed",
         client_key=tenant.client_key,

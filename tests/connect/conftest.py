@@ -113,6 +113,8 @@ class ConnectApp:
     ) -> tuple[str, str]:
         client_key = client_key or f"ck-{uuid.uuid4()}"
         secret = secret or uuid.uuid4().hex + uuid.uuid4().hex
+        # Each site its own base URL: a second clientKey on one site retires the first.
+        body.setdefault("base_url", f"https://{client_key.lower()}.atlassian.net/wiki")
         token = self.install_key.sign(
             install_claims(
                 client_key=client_key,

@@ -34,7 +34,7 @@ async def test_install_stores_the_tenant(connect_app: ConnectApp) -> None:
     tenant = await store.get(client_key)
     assert tenant is not None
     assert (tenant.shared_secret, tenant.status) == (secret, "installed")
-    assert tenant.base_url == "https://example.atlassian.net/wiki"
+    assert tenant.base_url == f"https://{client_key}.atlassian.net/wiki"
     assert tenant.oauth_client_id == "oauth-client-1"
     found = await store.by_installation_id(install)
     assert found is not None and found.client_key == client_key

@@ -149,3 +149,20 @@ async def test_an_uninstalled_site_stops_waiting_for_budget(connect_app: Connect
         await connect_app.client.post("/connect/uninstalled", json=body, headers=gone)
     ).status_code == 204
     assert await redis.zrange(backlog, 0, -1) == [b"other-site"]
+
+
+async def test_a_site_installed_under_a_new_clientkey_retires_the_old_one(
+    connect_app: ConnectApp,
+) -> None:
+    """A site migration installs the app under a new clientKey, and the old one may never get
+    its ``uninstalled``: it is retired then, or it would be swept with dead credentials and
+    listed as a second live site forever. Other sites are left alone."""
+    site = "https://acme.atlassian.net/wiki"
+    old, old_secret = await connect_app.install(base_url=site)
+    other, _ = await connect_app.install(base_url="https://other.atlassian.net/wiki")
+    new, _ = await connect_app.install(base_url=site + "/")
+    assert (await stored(connect_app, old))[0] == "uninstalled"
+    assert (await stored(connect_app, other))[0] == "installed"
+    assert (await stored(connect_app, new))[0] == "installed"
+    refused = await webhook(connect_app.client, old, old_secret)
+    assert (refused.status_code, refused.json()["error"]) == (401, "uninstalled_tenant")
