@@ -124,6 +124,7 @@ def format_tenants(data: dict[str, Any], now: float | None = None) -> str:
         lines.append(
             f"  {t['base_url']:<40} {t['status']:<12} last event {_ago(t.get('last_event'), now)}"
             f"  events {t['events']}  failed {t['failed']}  error rate {t['error_rate']}"
+            f"  clientKey {t.get('client_key', '?')}"
         )
     if not data.get("connect"):
         lines.append("  none")

@@ -268,9 +268,11 @@ async def tenants(request: Request) -> dict[str, Any]:
     redis = request.app.state.redis
     stats = await read_model(request).by_tenant()
     empty = {"events": 0, "failed": 0, "last_event": None, "error_rate": "—"}
+    # Read without decrypting any secret: a secret sealed with a retired key (an uninstalled
+    # site's, say) must not take the listing down.
     connect = [
-        t.public_dict() | empty | stats.get(t.client_key, {})
-        for t in await TenantStore(redis, settings).list()
+        row | empty | stats.get(str(row["client_key"]), {})
+        for row in await TenantStore(redis, settings).list_public()
     ]
     forge = []
     # Listing reads no sealed token: shown with or without REACTOR_SECRET_KEY.

@@ -827,3 +827,29 @@ async def test_job_detail_and_page_mask_credential_style_keys(
     assert page.status_code == 200
     assert "secret-" not in page.text
     assert "Quarterly plan" in page.text and "5b10ac8d82e05b22cc7d4ef5" in page.text
+
+
+async def test_tenants_are_listed_after_the_secret_key_is_rotated(
+    live_server: Callable[..., Any], settings: Settings, redis: Redis
+) -> None:
+    """The listing decrypts no secret: a tenant sealed with a key since retired from
+    REACTOR_SECRET_KEY is still listed (with its clientKey), not a 503."""
+    from cryptography.fernet import Fernet
+    from pydantic import SecretStr
+
+    from app.dashboard.cli import format_tenants
+    from app.main import create_app
+    from app.tenants import Tenant, TenantStore
+
+    site = Tenant("ck-sealed-long-ago", "s" * 40, "https://old.atlassian.net/wiki")
+    await TenantStore(redis, settings).upsert(site, issued_at=1000)
+    new_key = SecretStr(Fernet.generate_key().decode())
+    rotated = settings.model_copy(update={"secret_key": new_key})
+    server = live_server(create_app(rotated))
+    async with httpx.AsyncClient(base_url=server.url, headers=BEARER, timeout=10) as client:
+        listed = await client.get("/api/tenants")
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()["connect"]
+    assert [(r["client_key"], r["status"]) for r in rows] == [("ck-sealed-long-ago", "installed")]
+    assert "shared_secret" not in rows[0]
+    assert "clientKey ck-sealed-long-ago" in format_tenants(listed.json())
