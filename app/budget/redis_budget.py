@@ -8,6 +8,8 @@ as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` 
   ``external``, ``limit``, ``near``, ``n429``, ``calls``, ``t:<tenant>:c|r``, ``p:<priority>:c|r``,
   ``m:<minute>``); it expires an hour after its hour ends.
 * ``budget:pause`` and ``budget:pause:t:<tenant>``: "no calls before" (epoch ms) from a 429.
+* ``budget:pauses``: sorted set of paused tenants (score: until when, epoch ms), pruned by the
+  settle script, so that listing them never scans the keyspace.
 * ``budget:backlog``: sorted set of tenants waiting for budget (score: until when, epoch ms);
   pruned by every reservation rather than expired, as it spans hours.
 * ``budget:weights``: hash of tenant fair-share weights (default 1).
@@ -297,10 +299,9 @@ class RedisBudget:
         return until if until is not None and until > now else None
 
     async def _tenant_pauses(self, now: float) -> dict[str, float]:
-        pauses = {}
-        prefix = self.key("pause:t:")
-        async for key in self.redis.scan_iter(match=f"{prefix}*", count=200):
-            until = await self._pause_until(key, now)
-            if until is not None:
-                pauses[_text(key).removeprefix(prefix)] = until
-        return pauses
+        """Paused tenants and until when: read from ``budget:pauses``, whatever the size of
+        the keyspace (a SCAN for their keys walked every key of the database)."""
+        rows = await self.redis.zrangebyscore(
+            self.key("pauses"), f"({now * 1000}", "+inf", withscores=True
+        )
+        return {_text(tenant): until / 1000 for tenant, until in rows}

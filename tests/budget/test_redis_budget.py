@@ -273,7 +273,18 @@ async def test_tenant_429_pauses_only_that_tenant(redis: Redis, settings: Settin
         await b.reserve("acme", 1, P)
     assert info.value.reason == "tenant-paused"
     await b.reserve("beta", 1, P)
+    scans = await scan_calls(redis)
     assert set((await b.snapshot()).tenant_pauses) == {"acme"}
+    # Listed without a SCAN: one walks every key of the database, and the snapshot is taken
+    # on every metrics scrape and every live dashboard push.
+    assert await scan_calls(redis) == scans
+    clock.now += 61
+    assert (await b.snapshot()).tenant_pauses == {}
+
+
+async def scan_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_scan", {}).get("calls", 0))
 
 
 async def test_tenant_quota(redis: Redis, settings: Settings) -> None:

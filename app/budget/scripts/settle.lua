@@ -86,6 +86,12 @@ if status == 429 then
   end
   if until_ms > num(redis.call('GET', key)) then
     redis.call('SET', key, string.format('%d', until_ms), 'PX', math.max(1, math.ceil(wait)))
+    if key ~= prefix .. 'budget:pause' then
+      -- Paused tenants are listed here too, so that nobody has to scan for their keys.
+      local pauses = prefix .. 'budget:pauses'
+      redis.call('ZREMRANGEBYSCORE', pauses, '-inf', now)
+      redis.call('ZADD', pauses, until_ms, tenant)
+    end
   end
 end
 
