@@ -200,17 +200,16 @@ local function begin_run(prefix, id, want_later, max_later)
   redis.call('HSET', key, 'state', 'running', 'reason', '', 'updated', now)
   redis.call('HDEL', key, 'next_run')
   if want_later == '1' then
-    local ids = redis.call('LRANGE', prefix .. 'content:' .. content, 0, -1)
-    local behind = false
-    for _, other in ipairs(ids) do
-      if behind then
-        later[#later + 1] = redis.call('HGET', prefix .. 'event:' .. other, 'type') or ''
-        if #later >= tonumber(max_later) then
-          break
-        end
-      elseif other == id then
-        behind = true
-      end
+    -- The running event heads its line (only heads have jobs): read just what follows it,
+    -- never the whole line (a page edited all day while its head waits has a long one).
+    local line, most = prefix .. 'content:' .. content, tonumber(max_later)
+    local ids = redis.call('LRANGE', line, 0, most)
+    if ids[1] ~= id then
+      local at = redis.call('LPOS', line, id)
+      ids = at and redis.call('LRANGE', line, at, at + most) or {}
+    end
+    for i = 2, #ids do
+      later[#later + 1] = redis.call('HGET', prefix .. 'event:' .. ids[i], 'type') or ''
     end
   end
   return {record, later}

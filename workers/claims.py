@@ -27,7 +27,8 @@ from redis.commands.core import AsyncScript
 from app.eventlog import MAX_LATER, Started, started
 from app.jobstate import BEGIN_FUNCTION
 
-# ARGV: queue, now (ms), lock (ms), event prefix ('' = start no runs), most later types, then
+# ARGV: queue, now (ms), lock (ms), event prefix ('' = start no runs), most later types ('0' =
+# none read: nothing supersedes), then
 # job ids. Returns per id 0 (not claimed), or {score} or, for a job that is an event with a
 # record under the prefix, {score, begin_run's reply}: the event's run is started too.
 CLAIM = (
@@ -44,7 +45,7 @@ for i = 6, #ARGV do
   if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', key) == 0 then
     redis.call('PSETEX', key, ARGV[3], '1')
     if prefix ~= '' and redis.call('EXISTS', prefix .. 'event:' .. id) == 1 then
-      out[#out + 1] = {score, begin_run(prefix, id, '1', ARGV[5])}
+      out[#out + 1] = {score, begin_run(prefix, id, ARGV[5] == '0' and '0' or '1', ARGV[5])}
     else
       out[#out + 1] = {score}
     end
@@ -129,7 +130,8 @@ class ClaimingWorker(Worker):
                     timestamp_ms(),
                     lock_ms,
                     self.event_prefix,
-                    MAX_LATER,
+                    # Who waits behind is read only for superseding (none configured: 0).
+                    MAX_LATER if self.ctx.get("latest_only") is not None else 0,
                     *job_ids,
                 ]
             )

@@ -156,6 +156,8 @@ async def start(ctx: dict[str, Any]) -> None:
     clients = TenantClients(http, settings, job_tenants(redis, settings), installations, budget)
     ctx["dispatch"] = Reactor(router, clients, reactor_options(settings))
     configured: LatestOnly | None = ctx.get("latest_only")
+    if not any(reg.latest_only for reg in router):
+        return  # no reaction supersedes: only the settings' types may (or none)
 
     def latest_only(older: Event, newer_type: str) -> bool:
         by_settings = configured is not None and configured(older, newer_type)

@@ -62,13 +62,14 @@ async def log_only(event: Event, job: JobContext) -> None:
     job.log.info("event has no reactions", type=event.type, content_id=event.content_id)
 
 
-def latest_only_from(settings: Settings) -> LatestOnly:
-    """Superseding from ``REACTOR_SUPERSEDE_TYPES``: both events' types must be listed."""
+def latest_only_from(settings: Settings) -> LatestOnly | None:
+    """Superseding from ``REACTOR_SUPERSEDE_TYPES``: both events' types must be listed. None
+    when no type is (then nobody reads who waits behind a run)."""
     types = settings.supersede_event_types
+    if not types:
+        return None
 
     def latest_only(older: Event, newer_type: str) -> bool:
-        if not types:
-            return False
         return "*" in types or (older.type in types and newer_type in types)
 
     return latest_only

@@ -41,7 +41,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     configure_logging(settings.log_level, settings.log_format)
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
-    ctx.setdefault("latest_only", latest_only_from(settings))
+    if "latest_only" not in ctx:
+        ctx["latest_only"] = latest_only_from(settings)
     ctx["metrics"] = Metrics()
     if settings.worker_metrics_port:
         ctx["metrics_stop"] = serve_metrics(ctx["metrics"], settings.worker_metrics_port)

@@ -11,7 +11,7 @@ from arq.worker import func
 from redis.asyncio import Redis
 
 from app import redis as redis_conn
-from app.eventlog import EventLog, started
+from app.eventlog import MAX_LATER, EventLog, started
 from app.queue import EventQueue
 from app.settings import Settings
 from tests.pipeline.conftest import page_event
@@ -63,6 +63,7 @@ async def test_claiming_an_event_starts_its_run_in_the_same_call(
             burst=True,
             event_prefix=settings.redis_prefix,
         )
+        worker.ctx["latest_only"] = lambda older, newer_type: True  # something supersedes
         [claim] = await worker._claim([head.id])
         assert claim and len(claim) == 2
         record = await EventLog(redis, settings).record(head.id)
@@ -74,6 +75,38 @@ async def test_claiming_an_event_starts_its_run_in_the_same_call(
         assert worker.take_begun(head.id) is None, "taken once"
     finally:
         await redis.delete(in_progress_key_prefix + head.id)
+        await pool.aclose()
+
+
+async def test_who_waits_behind_is_read_only_for_superseding_and_never_the_whole_line(
+    redis: Redis, settings: Settings
+) -> None:
+    """A page edited all day while its head waits has a long line: a run reads at most
+    MAX_LATER types behind it, and none when nothing supersedes."""
+    events = [page_event(5, version) for version in range(1, MAX_LATER + 50)]
+    queue = EventQueue(redis, settings)
+    for event in events:
+        assert await queue.put(event)
+    pool = await _pool(settings, queue.keys.queue)
+    try:
+        worker = ClaimingWorker(
+            functions=[func(_noop, name="noop")],
+            queue_name=queue.keys.queue,
+            redis_pool=pool,
+            burst=True,
+            event_prefix=settings.redis_prefix,
+        )
+        worker.ctx["latest_only"] = None
+        [claim] = await worker._claim([events[0].id])
+        assert started(events[0].id, claim[1]).later_types == []
+        log = EventLog(redis, settings)
+        head = await log.begin(events[0].id, later=True)
+        assert head.later_types == [e.type for e in events[1 : MAX_LATER + 1]]
+        # not at the head (a state no job of the pipeline starts from, but read right)
+        middle = await log.begin(events[10].id, later=True)
+        assert len(middle.later_types) == MAX_LATER
+    finally:
+        await redis.delete(in_progress_key_prefix + events[0].id)
         await pool.aclose()
 
 
