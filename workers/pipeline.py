@@ -186,7 +186,7 @@ async def _run(
         assert job.after is not None
         also = [
             *job.after,
-            recorder.writes(settings.redis_prefix, event.id),
+            recorder.writes(settings.redis_prefix, event.id, settings.event_retention_seconds),
             observer.ended_writes("done", time.monotonic() - started),
         ]
         job.after.clear()
@@ -194,7 +194,8 @@ async def _run(
         log.info("event done", attempt=attempts + 1)
         return "done"
     finally:
-        pending = [*(job.after or []), recorder.writes(settings.redis_prefix, event.id)]
+        keep = max(settings.event_retention_seconds, settings.dead_letter_retention_seconds)
+        pending = [*(job.after or []), recorder.writes(settings.redis_prefix, event.id, keep)]
         await _flush(ctx["redis"], pending, log)
 
 

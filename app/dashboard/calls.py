@@ -8,10 +8,12 @@ and also notes those calls. The job layer makes one per job::
     recorder = CallRecorder(log, metrics)
     client = ConfluenceClient(http, site, budget, event_id=event.id, logger=recorder)
     ...
-    also = [recorder.writes(settings.redis_prefix, event.id), ...]  # sent with the run's end
+    also = [recorder.writes(settings.redis_prefix, event.id, keep), ...]  # with the run's end
 
 Key: ``{prefix}calls:<event id>``, a list of JSON objects (at, operation, status, points,
-duration_ms), capped at :data:`MAX_CALLS`, kept as long as the event record.
+duration_ms), capped at :data:`MAX_CALLS`, kept as long as the event record: the event
+retention after a run that ended it done, the dead-letter retention (or the event retention,
+whichever is longer) after any other run, which may end as a dead letter.
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ class CallRecorder:
         self._note(event, kw)
         return self._logger.warning(event, **kw)
 
-    def writes(self, prefix: str, event_id: str) -> Callable[[Pipeline], None]:
+    def writes(
+        self, prefix: str, event_id: str, keep_seconds: int = KEEP_SECONDS
+    ) -> Callable[[Pipeline], None]:
         """Commands for a pipeline the caller sends: append the calls noted so far to the
-        event's call list (capped, kept as long as the record), and forget them."""
+        event's call list (capped, kept ``keep_seconds``: as long as the record), and forget
+        them."""
 
         def add(pipe: Pipeline) -> None:
             if not self.calls:
@@ -107,7 +112,7 @@ class CallRecorder:
             key = calls_key(prefix, event_id)
             pipe.rpush(key, *(json.dumps(c, separators=(",", ":")) for c in self.calls))
             pipe.ltrim(key, -MAX_CALLS, -1)
-            pipe.expire(key, KEEP_SECONDS)
+            pipe.expire(key, keep_seconds)
             self.calls.clear()
 
         return add

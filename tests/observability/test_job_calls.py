@@ -100,6 +100,12 @@ async def test_a_processed_job_lists_its_calls_and_the_worker_counts_them(
             await worker.close()
     assert titles == ["Runbook"]
     assert all(r.headers["Authorization"].startswith("JWT ") for r in seen), "signed calls"
+    # A call log lives as long as its record: the event retention once done, the dead
+    # letter's retention when it may have ended as one.
+    done_ttl = await redis.ttl(f"{settings.redis_prefix}calls:{found.id}")
+    dead_ttl = await redis.ttl(f"{settings.redis_prefix}calls:{gone.id}")
+    assert settings.event_retention_seconds - 60 < done_ttl <= settings.event_retention_seconds
+    assert dead_ttl > settings.dead_letter_retention_seconds - 60
     # a deleted page's 404 cannot be fixed by retrying: dead at once, one attempt, one call
     assert [r.url.path for r in seen].count("/wiki/api/v2/pages/2002") == 1
 
