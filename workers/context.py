@@ -21,7 +21,7 @@ from app.budget.hook import BudgetExhausted
 from app.confluence.errors import RateLimited
 from app.confluence.pages import is_app_edit
 from workers import storage
-from workers.effects import EffectLedger, effect_key
+from workers.effects import EFFECT_TTL, EffectLedger, effect_key
 from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
 
 EDIT_REF_LENGTH = 12
@@ -156,6 +156,9 @@ class ReactionContext:
         key: str | None = None,
     ) -> Any:
         key = key or self._key(action, once)
+        # an effect of this event alone matters while the event may run again; a ``once``
+        # effect, shared by every event of the content, for longer
+        ttl = EFFECT_TTL if once is not None else self.ledger.event_seconds
         if self.dry_run:
             entry = {"event_id": self.event.id, "tenant": self.tenant, "reaction": self.reaction}
             await self.ledger.record_dry_run({**entry, "action": action, **detail})
@@ -164,7 +167,9 @@ class ReactionContext:
             return None
         content_id = str(detail.get("content_id", self.event.content_id))
         # the usual way: one round trip before the write (claim), one after (applied)
-        state, result = await self.ledger.claim(key, self.tenant, content_id, self.reaction)
+        state, result = await self.ledger.claim(
+            key, self.tenant, content_id, self.reaction, ttl=ttl
+        )
         if state == "done":
             self.log.info("effect already applied", action=action, result=result)
             await self.ledger.count(self.reaction, "duplicate")
@@ -173,13 +178,13 @@ class ReactionContext:
             if already is not None:
                 found = await already()
                 if found is not None:
-                    await self.ledger.done(key, found)
+                    await self.ledger.done(key, found, ttl=ttl)
                     self.log.info("effect found in place after an interrupted run", action=action)
                     return found
             allowed = await self.ledger.allow_write(self.tenant, content_id, self.reaction)
             state = "new" if allowed else "guard"
             if allowed:
-                await self.ledger.begin(key)
+                await self.ledger.begin(key, ttl=ttl)
         if state == "guard":
             self.log.warning("loop guard: too many writes to this content", action=action)
             await self.ledger.count(self.reaction, "loop_guard")
@@ -195,7 +200,7 @@ class ReactionContext:
         # an effect of this event alone may be recorded with the end of the run (its content's
         # events run one at a time); a ``once`` effect is shared by events: recorded at once
         await self.ledger.applied(
-            key, result, self.tenant, content_id, self.reaction, action, defer=once is None
+            key, result, self.tenant, content_id, self.reaction, action, defer=once is None, ttl=ttl
         )
         if result is None:
             self.log.info("nothing to change", action=action)

@@ -7,9 +7,12 @@ the caller to check the current page state before writing again.
 
 Keys (all under ``settings.redis_prefix``):
 
-- ``effect:<sha256>``                     JSON ``{"state", "result", "at"}``, kept ``EFFECT_TTL``
+- ``effect:<sha256>``                     JSON ``{"state", "result", "at"}``: one of one event
+                                          kept while the event may run again (``event_seconds``),
+                                          a ``once`` effect shared by events ``EFFECT_TTL``
 - ``loopguard:<tenant>:<content>:<name>`` writes of one reaction on one content in the window
 - ``memo:<sha256>``                       a value a reaction keeps for re-runs of one event
+                                          (``event_seconds``)
 - ``reactions:dryrun``                    newest-first JSON list of what dry runs would do
 - ``reactions:counts``                    hash ``<reaction>:<outcome>`` -> count (dashboard)
 - ``app-accounts:<tenant>``               set of account ids Confluence named as author of our
@@ -38,6 +41,7 @@ from app.eventlog import Writes
 from app.jobstate import Keys
 from app.reconcile_plan import CONTENT_TYPES
 from app.reconcile_plan import event_type as version_event_type
+from app.settings import Settings
 
 EFFECT_TTL = 30 * 24 * 3600
 DRY_RUN_KEEP = 500
@@ -58,6 +62,17 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return {'new'}
 """
+
+
+# Beyond the longest an event may run again, for a replay started just before its end.
+EFFECT_MARGIN_SECONDS = 24 * 3600
+
+
+def effect_seconds(settings: Settings) -> int:
+    """How long an effect of one event is kept: as long as its record or its dead letter
+    (which an operator may replay), and a day more."""
+    longest = max(settings.event_retention_seconds, settings.dead_letter_retention_seconds)
+    return longest + EFFECT_MARGIN_SECONDS
 
 
 def effect_key(tenant: str, *parts: str) -> str:
@@ -82,12 +97,16 @@ class EffectLedger:
         guard: LoopGuardPolicy | None = None,
         after: list[Writes] | None = None,
         seen_seconds: int = 24 * 3600,
+        event_seconds: int = EFFECT_TTL,
     ) -> None:
         self.redis = redis
         self.after = after
         self.prefix = prefix
         self.guard = guard or LoopGuardPolicy()
         self.seen_seconds = seen_seconds
+        # How long an effect or memo of one event is kept: as long as that event may run
+        # again (its record, or its dead letter, which can be replayed).
+        self.event_seconds = event_seconds
         self.dry_run_key = f"{prefix}reactions:dryrun"
         self.counts_key = f"{prefix}reactions:counts"
         self._claim = redis.register_script(CLAIM)
@@ -106,14 +125,14 @@ class EffectLedger:
         await self.redis.set(seen, "1", ex=self.seen_seconds)
 
     async def claim(
-        self, key: str, tenant: str, content_id: str, reaction: str
+        self, key: str, tenant: str, content_id: str, reaction: str, *, ttl: int = EFFECT_TTL
     ) -> tuple[Claim, Any]:
         """Before a write: ``done`` (and its result), ``pending`` (an earlier run stopped
         mid-write), ``guard`` (the loop guard refuses), or ``new``: now marked pending."""
         pending = json.dumps({"state": "pending", "at": time.time()})
         guard = self._guard_key(tenant, content_id, reaction)
         reply = await self._claim(
-            keys=[self._key(key), guard], args=[self.guard.limit, pending, EFFECT_TTL]
+            keys=[self._key(key), guard], args=[self.guard.limit, pending, ttl]
         )
         verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if verdict != "found":
@@ -131,6 +150,7 @@ class EffectLedger:
         action: str,
         *,
         defer: bool = False,
+        ttl: int = EFFECT_TTL,
     ) -> None:
         """After a write: the effect is done; one that changed something (``result`` not None)
         counts towards the loop guard and the reaction's ``action`` count. One round trip, or
@@ -141,7 +161,7 @@ class EffectLedger:
         guard = self._guard_key(tenant, content_id, reaction)
 
         def add(pipe: Pipeline) -> None:
-            pipe.set(self._key(key), value, ex=EFFECT_TTL)
+            pipe.set(self._key(key), value, ex=ttl)
             if result is not None:
                 pipe.incr(guard)
                 pipe.expire(guard, self.guard.window_seconds, nx=True)
@@ -161,17 +181,17 @@ class EffectLedger:
         data = json.loads(raw)
         return data["state"], data.get("result")
 
-    async def begin(self, key: str) -> None:
+    async def begin(self, key: str, *, ttl: int = EFFECT_TTL) -> None:
         value = json.dumps({"state": "pending", "at": time.time()})
-        await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
+        await self.redis.set(self._key(key), value, ex=ttl)
 
     async def release(self, key: str) -> None:
         """Forget a claim whose write was refused before it was sent (nothing to look for)."""
         await self.redis.delete(self._key(key))
 
-    async def done(self, key: str, result: Any) -> None:
+    async def done(self, key: str, result: Any, *, ttl: int = EFFECT_TTL) -> None:
         value = json.dumps({"state": "done", "result": result, "at": time.time()})
-        await self.redis.set(self._key(key), value, ex=EFFECT_TTL)
+        await self.redis.set(self._key(key), value, ex=ttl)
 
     def _guard_key(self, tenant: str, content_id: str, reaction: str) -> str:
         return f"{self.prefix}loopguard:{tenant}:{content_id}:{reaction}"
@@ -182,7 +202,7 @@ class EffectLedger:
         return count is None or int(count) < self.guard.limit
 
     async def remember(self, key: str, value: str) -> None:
-        await self.redis.set(f"{self.prefix}memo:{key}", value, ex=EFFECT_TTL)
+        await self.redis.set(f"{self.prefix}memo:{key}", value, ex=self.event_seconds)
 
     async def recall(self, key: str) -> str | None:
         raw = await self.redis.get(f"{self.prefix}memo:{key}")

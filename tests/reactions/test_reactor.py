@@ -537,3 +537,31 @@ async def test_a_version_the_app_wrote_counts_as_seen_for_reconciliation(
     assert fake.contents["1001"].version == 3, "not edited again"
     [seen] = await state.seen(event.tenant, [(types, "1001", [3])])
     assert seen == {3}
+
+
+async def test_an_effect_of_one_event_is_kept_while_the_event_may_run_again(
+    fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
+) -> None:
+    """Its record or its dead letter (which may be replayed), a day more, not a month; an
+    effect shared by every event of the content (``once``) is kept longer."""
+    router = Router()
+
+    async def client_for(event: Event, job_: JobContext) -> FakeConfluence:
+        return fake
+
+    @router.on("comment.created", name="ack")
+    async def ack(event: Event, ctx: ReactionContext) -> None:
+        await ctx.reply(event.content_id, "<p>ack</p>")
+        await ctx.comment("<p>seen a comment here</p>", once="first-comment")
+
+    _comment(fake, "<p>hello</p>")
+    event = comment_event(comment_id="5001")
+    await Reactor(router, client_for, ReactorOptions())(event, job(event))
+    ttls = [
+        await redis.ttl(key)
+        async for key in redis.scan_iter(match=f"{settings.redis_prefix}effect:*")
+    ]
+    longest = max(settings.event_retention_seconds, settings.dead_letter_retention_seconds)
+    assert len(ttls) == 2
+    assert longest < min(ttls) <= longest + 24 * 3600
+    assert max(ttls) > 29 * 24 * 3600
