@@ -144,6 +144,16 @@ class DevStack:
     # Seconds between the demo users' edits, comments and labels (0: none); the first comes
     # as soon as the app is installed, so a fresh stack shows events at once.
     activity: float = 30.0
+    # The operator token this stack generated (kept in the state directory); None when the
+    # settings (environment or .env) gave one.
+    dashboard_token: str | None = None
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis the children use: the settings' (environment or .env), else embedded."""
+        if self.redis is not None:
+            return self.redis.url
+        return self.settings.redis_url or ""
 
     @property
     def web_url(self) -> str:
@@ -153,7 +163,14 @@ class DevStack:
         return f"http://{host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
+        """The children's environment: this process's, plus what the settings leave to the stack.
+
+        What is given is read from the settings, which read ``.env`` as well as the environment
+        (and so do the children, from the same working directory): a value in ``.env`` counts
+        exactly like an exported one.
+        """
         state = self.settings.state_dir
+        given = self.settings.model_fields_set
         env = dict(os.environ)
         if self.settings.redis_url is None:
             self.redis = EmbeddedRedis(state / "redis")
@@ -164,10 +181,10 @@ class DevStack:
                 state, "secret_key", Fernet.generate_key().decode()
             )
         if not self.settings.dashboard_tokens:
-            env["REACTOR_DASHBOARD_TOKEN"] = state_secret(
-                state, "dashboard_token", secrets.token_urlsafe(24)
-            )
-        env.setdefault("REACTOR_BASE_URL", self.web_url)
+            self.dashboard_token = state_secret(state, "dashboard_token", secrets.token_urlsafe(24))
+            env["REACTOR_DASHBOARD_TOKEN"] = self.dashboard_token
+        if "base_url" not in given:
+            env["REACTOR_BASE_URL"] = self.web_url
         self.sim_port = self.sim_port or simulator_port(state)
         if self.forge:
             self.tls = dev_certificate(state)
@@ -180,12 +197,17 @@ class DevStack:
             state, "sim_api_token", secrets.token_urlsafe(18)
         )
         env[SIM_TOKEN_ENV] = self.sim_api_token  # not on the command line, where ps shows it
-        env.setdefault("REACTOR_CONNECT_INSTALL_KEYS_URL", f"{self.sim_url}/_sim/install-keys")
-        env.setdefault("REACTOR_CONNECT_OAUTH_URL", self.sim_url)  # act-as-user grants
-        env.setdefault("REACTOR_LOG_FORMAT", "console")
+        defaults = {
+            "connect_install_keys_url": f"{self.sim_url}/_sim/install-keys",
+            "connect_oauth_url": self.sim_url,  # act-as-user grants
+            "log_format": "console",
+        }
         if not self.settings.reaction_modules and self.settings.rules_file is None:
             # the demo site's rules: secret scanner, welcome, template guard (docs/reactions.md)
-            env.setdefault("REACTOR_RULES_FILE", str(DEV_RULES))
+            defaults["rules_file"] = str(DEV_RULES)
+        for name, value in defaults.items():
+            if name not in given:
+                env[f"REACTOR_{name.upper()}"] = value
         return env
 
     def plan(self) -> list[Child]:
@@ -231,18 +253,22 @@ class DevStack:
             )
         return env
 
-    def wait_ready(self, env: dict[str, str]) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         url = f"{self.web_url}/readyz"
         while time.monotonic() < deadline and not self.stopping:
             self.check_alive()
             cafile = str(self.tls[0]) if self.tls else None
             sim_ok = self.sim_port is None or _http_ok(f"{self.sim_url}/_sim/", cafile)
-            if _http_ok(url) and sim_ok and _worker_healthy(env):
+            if _http_ok(url) and sim_ok and self.worker_healthy():
                 return
             time.sleep(0.2)
         if not self.stopping:
             raise ConfigError(f"the stack did not become ready within {READY_TIMEOUT:.0f}s")
+
+    def worker_healthy(self) -> bool:
+        """A worker refreshed its health key, under the prefix the children use."""
+        return _worker_healthy(self.redis_url, self.settings.redis_prefix)
 
     def check_alive(self) -> None:
         for child in self.children:
@@ -283,31 +309,32 @@ def _http_ok(url: str, cafile: str | None = None) -> bool:
         return False
 
 
-def _worker_healthy(env: dict[str, str]) -> bool:
+def _worker_healthy(url: str, prefix: str) -> bool:
     import asyncio
+
+    from redis.exceptions import RedisError
 
     from app import redis as redis_conn
 
     async def probe() -> bool:
-        client = redis_conn.connect(env["REACTOR_REDIS_URL"])
+        client = redis_conn.connect(url)
         try:
-            prefix = env.get("REACTOR_REDIS_PREFIX", "reactor:")
             return bool(await client.exists(f"{prefix}queue:health-check"))
         finally:
             await client.aclose()
 
     try:
         return asyncio.run(probe())
-    except Exception:  # any failure means "not ready yet"
+    except (RedisError, OSError, TimeoutError):  # not up yet
         return False
 
 
-def _banner(stack: DevStack, env: dict[str, str]) -> list[str]:
+def _banner(stack: DevStack) -> list[str]:
     lines = [
         f"web        {stack.web_url}/",
         f"dashboard  {stack.web_url}/dashboard",
-        f"dashboard token  {env['REACTOR_DASHBOARD_TOKEN']}",
-        f"redis      {env['REACTOR_REDIS_URL']}",
+        f"dashboard token  {stack.dashboard_token or ','.join(stack.settings.dashboard_tokens)}",
+        f"redis      {stack.redis_url}",
         f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)",
         f"sim user   admin@example.com  api token {stack.sim_api_token}",
     ]
@@ -385,10 +412,10 @@ def _run_locked(
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     code = 0
     try:
-        env = stack.start()
-        stack.wait_ready(env)
+        stack.start()
+        stack.wait_ready()
         if not stack.stopping:
-            print("\n".join(_banner(stack, env)), flush=True)
+            print("\n".join(_banner(stack)), flush=True)
             _announce_ready(stack)
         while not stack.stopping:
             stack.check_alive()

@@ -404,7 +404,7 @@ def test_dev_never_says_ready_when_interrupted_while_starting(
         "REACTOR_REDIS_URL": "redis://127.0.0.1:1/0",
     }
     monkeypatch.setattr(devstack.DevStack, "start", lambda self: env)
-    monkeypatch.setattr(devstack.DevStack, "wait_ready", lambda self, env: None)
+    monkeypatch.setattr(devstack.DevStack, "wait_ready", lambda self: None)
 
     def print_then_interrupt(*args: object, **kwargs: Any) -> None:
         print(*args, **kwargs)

@@ -1,0 +1,59 @@
+"""``reactor dev``'s supervisor: what it hands its children, probes and prints."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from cryptography.fernet import Fernet
+
+from app.devstack import DevStack, _banner
+from app.settings import Settings
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No REACTOR_ variable exported; the working directory (where ``.env`` is read) is tmp."""
+    for name in list(os.environ):
+        if name.upper().startswith("REACTOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_dev_takes_dotenv_values_like_exported_ones(bare_env: Path, redis_url: str) -> None:
+    """The settings read ``.env``; the banner, the readiness probe and the children's defaults
+    follow them, not ``os.environ`` alone (a token there crashed the banner, a prefix or a
+    Redis URL there made the stack never ready)."""
+    prefix = f"acme{uuid.uuid4().hex[:8]}:"
+    token = "d" * 32
+    (bare_env / ".env").write_text(
+        f"REACTOR_DASHBOARD_TOKEN={token}\n"
+        f"REACTOR_REDIS_URL={redis_url}\n"
+        f"REACTOR_REDIS_PREFIX={prefix}\n"
+        f"REACTOR_SECRET_KEY={Fernet.generate_key().decode()}\n"
+        "REACTOR_CONNECT_INSTALL_KEYS_URL=https://keys.example.test\n",
+        encoding="utf-8",
+    )
+    settings = Settings(state_dir=bare_env / "state")
+    stack = DevStack(settings, port=18001, sim_port=18002, sim_api_token="given")
+    env = stack.environment()
+    assert stack.redis is None  # the .env's Redis, no embedded one
+    assert not (bare_env / "state" / "dashboard_token").exists()
+    # given in .env, as if exported: the children read it there, the stack adds no default
+    assert "REACTOR_CONNECT_INSTALL_KEYS_URL" not in env
+    assert "REACTOR_DASHBOARD_TOKEN" not in env
+    banner = "\n".join(_banner(stack))
+    assert "dashboard token" in banner and "redis" in banner
+
+    health = f"{prefix}queue:health-check"
+    with sync_redis.Redis.from_url(redis_url) as client:
+        assert not stack.worker_healthy()
+        client.set(health, b"1", ex=60)
+        try:
+            assert stack.worker_healthy()  # the .env's Redis, under the .env's prefix
+        finally:
+            client.delete(health)
