@@ -27,6 +27,8 @@ from cryptography.fernet import Fernet
 from app.devcert import dev_certificate
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.errors import ConfigError
+from app.masking import MASK
+from app.redis import display_url
 from app.settings import Settings
 from simulator.cli import SIM_TOKEN_ENV
 
@@ -329,12 +331,18 @@ def _worker_healthy(url: str, prefix: str) -> bool:
         return False
 
 
+def _given_token(name: str = "REACTOR_DASHBOARD_TOKEN") -> str:
+    """Where a token this stack did not generate came from, never the token itself."""
+    source = "the environment" if any(k.upper() == name for k in os.environ) else ".env"
+    return f"{MASK} (your {name}, from {source})"
+
+
 def _banner(stack: DevStack) -> list[str]:
     lines = [
         f"web        {stack.web_url}/",
         f"dashboard  {stack.web_url}/dashboard",
-        f"dashboard token  {stack.dashboard_token or ','.join(stack.settings.dashboard_tokens)}",
-        f"redis      {stack.redis_url}",
+        f"dashboard token  {stack.dashboard_token or _given_token()}",
+        f"redis      {display_url(stack.redis_url)}",
         f"simulator  {stack.sim_url}/wiki  (admin API {stack.sim_url}/_sim/)",
         f"sim user   admin@example.com  api token {stack.sim_api_token}",
     ]

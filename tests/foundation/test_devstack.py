@@ -57,3 +57,26 @@ def test_dev_takes_dotenv_values_like_exported_ones(bare_env: Path, redis_url: s
             assert stack.worker_healthy()  # the .env's Redis, under the .env's prefix
         finally:
             client.delete(health)
+
+
+def test_dev_banner_masks_the_redis_password_and_a_token_it_did_not_make(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exported production token or Redis password is never printed; a token the stack
+    generated (and keeps in its state directory) is, since the operator needs it to sign in."""
+    exported = "production-operator-token-0123456789"
+    monkeypatch.setenv("REACTOR_DASHBOARD_TOKEN", exported)
+    monkeypatch.setenv("REACTOR_REDIS_URL", "redis://:Sup3rS3cretRedisPw@127.0.0.1:1/0")
+    monkeypatch.setenv("REACTOR_SECRET_KEY", Fernet.generate_key().decode())
+    stack = DevStack(Settings(state_dir=bare_env / "state"), port=18001, sim_port=18002)
+    stack.environment()
+    banner = "\n".join(_banner(stack))
+    assert exported not in banner and "Sup3rS3cretRedisPw" not in banner
+    assert "redis      redis://:***@127.0.0.1:1/0" in banner
+    assert "REACTOR_DASHBOARD_TOKEN, from the environment" in banner
+
+    monkeypatch.delenv("REACTOR_DASHBOARD_TOKEN")
+    made = DevStack(Settings(state_dir=bare_env / "state"), port=18001, sim_port=18002)
+    made.environment()
+    generated = (bare_env / "state" / "dashboard_token").read_text().strip()
+    assert f"dashboard token  {generated}" in _banner(made)
