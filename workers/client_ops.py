@@ -18,6 +18,9 @@ from app.confluence.models import Version
 from workers.ops import Comment, Content, Kind, Transform
 
 COMMENT_UPDATE_ATTEMPTS = 5
+# Comments listed per call: a page with hundreds of comments takes a few calls, not dozens
+# (points are per comment returned either way).
+LIST_PAGE_SIZE = 100
 
 
 def _content(kind: Kind, item: ApiContent) -> Content:
@@ -123,20 +126,26 @@ class ClientOps:
         container: Literal["pages", "blogposts"] = "blogposts" if kind == "blogpost" else "pages"
         return [
             _comment(c)
-            async for c in self.client.iter_footer_comments(content_id, container=container)
+            async for c in self.client.iter_footer_comments(
+                content_id, container=container, limit=LIST_PAGE_SIZE
+            )
         ]
 
     async def inline_comments(self, kind: Kind, content_id: str) -> list[Comment]:
         container: Literal["pages", "blogposts"] = "blogposts" if kind == "blogpost" else "pages"
         return [
             _comment(c)
-            async for c in self.client.iter_inline_comments(content_id, container=container)
+            async for c in self.client.iter_inline_comments(
+                content_id, container=container, limit=LIST_PAGE_SIZE
+            )
         ]
 
     async def replies(self, comment_id: str) -> list[Comment]:
         # Events do not say a comment's kind, and each kind lists its replies at its own URL.
         parent = await self.client.find_comment(comment_id)
-        replies = self.client.iter_comment_replies(comment_id, kind=parent.kind)
+        replies = self.client.iter_comment_replies(
+            comment_id, kind=parent.kind, limit=LIST_PAGE_SIZE
+        )
         return [_comment(c) async for c in replies]
 
     async def create_footer_comment(self, kind: Kind, content_id: str, body: str) -> str:

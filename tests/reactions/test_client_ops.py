@@ -95,3 +95,34 @@ async def test_blog_posts(env: tuple[ClientOps, httpx.AsyncClient]) -> None:
     comment_id = await ops.create_footer_comment("blogpost", blog_id, "<p>nice</p>")
     assert [c.id for c in await ops.footer_comments("blogpost", blog_id)] == [comment_id]
     assert (await ops.get_content("comment", comment_id)).parent_kind == "blogpost"
+
+
+async def test_a_page_with_many_comments_is_listed_in_few_calls(
+    env: tuple[ClientOps, httpx.AsyncClient],
+) -> None:
+    """``template_guard`` lists a page's footer comments on every update of the page: 120 of
+    them take two calls (100 per page), not five (the API's default of 25)."""
+    ops, admin = env
+    space_id = await _space(admin)
+    body = {"representation": "storage", "value": "<p>busy</p>"}
+    made = await admin.post(
+        "/wiki/api/v2/pages", json={"spaceId": space_id, "title": "Busy", "body": body}
+    )
+    page_id = made.json()["id"]
+    limits = {"burst": {"POST": 1000, "GET": 1000}}
+    assert (await admin.put("/_sim/ratelimit", json=limits)).status_code == 200
+    for n in range(120):
+        comment = {"pageId": page_id, "body": {"representation": "storage", "value": f"<p>{n}</p>"}}
+        assert (await admin.post("/wiki/api/v2/footer-comments", json=comment)).status_code == 201
+    seen: list[httpx.Request] = []
+    ops.client._t.http.event_hooks["request"].append(_record(seen))
+    listed = await ops.footer_comments("page", page_id)
+    assert len(listed) == 120
+    assert len([r for r in seen if r.url.path.endswith("/footer-comments")]) == 2
+
+
+def _record(seen: list[httpx.Request]):  # type: ignore[no-untyped-def]
+    async def hook(request: httpx.Request) -> None:
+        seen.append(request)
+
+    return hook
