@@ -149,6 +149,8 @@ class DevStack:
     # The operator token this stack generated (kept in the state directory); None when the
     # settings (environment or .env) gave one.
     dashboard_token: str | None = None
+    # Lines for the operator about settings the stack overrode (printed once, at start).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def redis_url(self) -> str:
@@ -185,8 +187,14 @@ class DevStack:
         if not self.settings.dashboard_tokens:
             self.dashboard_token = state_secret(state, "dashboard_token", secrets.token_urlsafe(24))
             env["REACTOR_DASHBOARD_TOKEN"] = self.dashboard_token
-        if "base_url" not in given:
-            env["REACTOR_BASE_URL"] = self.web_url
+        # The stack owns its base URL: the descriptor's baseUrl and the audience of the
+        # simulator's install must be this web server, or the install fails.
+        env["REACTOR_BASE_URL"] = self.web_url
+        if "base_url" in given and self.settings.base_url != self.web_url:
+            self.notes.append(
+                f"REACTOR_BASE_URL={self.settings.base_url} is not this stack's web URL; "
+                f"using {self.web_url}"
+            )
         self.sim_port = self.sim_port or simulator_port(state)
         if self.forge:
             self.tls = dev_certificate(state)
@@ -421,6 +429,8 @@ def _run_locked(
     code = 0
     try:
         stack.start()
+        for note in stack.notes:
+            print(f"reactor dev: {note}", file=sys.stderr, flush=True)
         stack.wait_ready()
         if not stack.stopping:
             print("\n".join(_banner(stack)), flush=True)

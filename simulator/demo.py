@@ -97,16 +97,21 @@ async def install_when_ready(
     every attempt failed.
     """
     site = (sim.public_url or "http://127.0.0.1") + "/wiki"
+    reason = "no attempt made"
     for _ in range(attempts):
         try:
             app = await install(sim, http, descriptor_url, site, installation_id=installation_id)
         except InstallError as exc:
+            reason = str(exc)
             log.debug("install not ready: %s", exc)
             await asyncio.sleep(0.5)
             continue
         print(f"installed  {app.key} (clientKey {app.client_key})", flush=True)
         return True
-    print(f"install of {descriptor_url} failed; retry with POST /_sim/apps/connect", flush=True)
+    print(
+        f"install of {descriptor_url} failed: {reason}; retry with POST /_sim/apps/connect",
+        flush=True,
+    )
     return False
 
 

@@ -80,3 +80,21 @@ def test_dev_banner_masks_the_redis_password_and_a_token_it_did_not_make(
     made.environment()
     generated = (bare_env / "state" / "dashboard_token").read_text().strip()
     assert f"dashboard token  {generated}" in _banner(made)
+
+
+def test_dev_owns_its_base_url_and_says_so(bare_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exported production base URL would make the descriptor point away from this stack,
+    and the demo install fail a minute later: the stack uses its own, with one line saying so."""
+    monkeypatch.setenv("REACTOR_BASE_URL", "https://reactor.example.com")
+    monkeypatch.setenv("REACTOR_REDIS_URL", "redis://127.0.0.1:1/0")
+    stack = DevStack(Settings(state_dir=bare_env / "state"), port=18001, sim_port=18002)
+    env = stack.environment()
+    assert env["REACTOR_BASE_URL"] == "http://127.0.0.1:18001"
+    assert stack.notes == [
+        "REACTOR_BASE_URL=https://reactor.example.com is not this stack's web URL; "
+        "using http://127.0.0.1:18001"
+    ]
+    monkeypatch.setenv("REACTOR_BASE_URL", "http://127.0.0.1:18001")
+    same = DevStack(Settings(state_dir=bare_env / "state"), port=18001, sim_port=18002)
+    assert same.environment()["REACTOR_BASE_URL"] == "http://127.0.0.1:18001"
+    assert same.notes == []

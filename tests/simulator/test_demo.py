@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.devstack import DEV_FORGE_APP_ID, DevStack
 from app.embedded_redis import free_port
 from app.settings import Settings
@@ -185,3 +187,19 @@ def test_dev_stack_plans_the_simulator(tmp_path: Path) -> None:
     again.environment()
     kept = (tmp_path / "sim_api_token").read_text().strip()
     assert again.sim_api_token == kept and len(kept) > 16
+
+
+async def test_a_failed_demo_install_prints_its_reason(
+    keys: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only at debug level: the operator sees why the app was never installed."""
+    import httpx
+
+    from simulator.demo import install_when_ready
+
+    sim = build(api_token=TOKEN, keys=keys, public_url="http://127.0.0.1:1")
+    descriptor = f"http://127.0.0.1:{free_port()}/atlassian-connect.json"  # nothing listens
+    async with httpx.AsyncClient() as http:
+        assert not await install_when_ready(sim, http, descriptor, attempts=1)
+    out = capsys.readouterr().out
+    assert f"install of {descriptor} failed: could not read the descriptor: ConnectError" in out
