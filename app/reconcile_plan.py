@@ -14,6 +14,7 @@ A run that stops early (bounded per run, budget, crash) keeps an ``upper`` bound
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -108,7 +109,7 @@ def content_kind(search_type: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TrashChange:
-    """A page that entered or left the trash between two sweeps."""
+    """A page that entered or left the trash between two listings."""
 
     content_id: str
     version: int
@@ -124,16 +125,26 @@ def split_member(member: str) -> tuple[str, int]:
     return content_id, int(version)
 
 
-def trash_entered(before: set[str], now: set[str]) -> list[tuple[str, int]]:
-    """Pages in the trash now that were not in it at the last sweep."""
-    return sorted(split_member(m) for m in now - before)
-
-
-def trash_left(before: set[str], now: set[str]) -> list[tuple[str, int]]:
-    """Pages that were in the trash at the last sweep and are not now."""
-    return sorted(split_member(m) for m in before - now)
+def split_members(members: Iterable[str]) -> list[tuple[str, int]]:
+    """``(content id, version)`` of trash list members, in order."""
+    return sorted(split_member(m) for m in members)
 
 
 def left_trash_type(status: str | None) -> str:
     """Where a page that left the trash went: back (``current``/``archived``) or purged."""
     return "page.restored" if status in ("current", "archived") else "page.deleted"
+
+
+def trash_rank(
+    interval_seconds: int, now_ms: int, at_ms: int | None, under_way: bool
+) -> int | None:
+    """When a tenant's trash is listed: None when not due; else a sort key, lowest first (a
+    listing under way, never listed, listed longest ago). ``at_ms`` is the start of the last
+    completed listing (or when one failed); an interval of 0 turns listings off."""
+    if interval_seconds <= 0:
+        return None
+    if under_way:
+        return -1
+    if at_ms is None:
+        return 0
+    return at_ms if now_ms - at_ms >= interval_seconds * 1000 else None

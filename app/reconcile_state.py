@@ -8,7 +8,14 @@ Keys (``P`` is ``settings.redis_prefix``; ``<slot>`` is ``auto`` for the periodi
                                                   items, found, enqueued, runs
     P reconcile:lock:<tenant>             STRING  one sweep of a tenant at a time (expires)
     P reconcile:trash:<tenant>            SET     ``<page id>:<version>`` in the trash at the
-                                                  last completed sweep (``-`` marks a baseline)
+                                                  last completed trash listing (``-`` marks a
+                                                  baseline)
+    P reconcile:trash-listing:<tenant>    SET     the same, of the listing under way
+    P reconcile:trash-progress:<tenant>   HASH    the listing under way: started, cursor (the
+                                                  next page's URL), done, listed, calls
+    P reconcile:trash-at:<tenant>         STRING  epoch ms: start of the last completed trash
+                                                  listing, or when the last one failed (the next
+                                                  is due an interval later)
     P reconcile:last:<tenant>             HASH    summary of the last completed sweep
 
 Seen versions are read from the pipeline's own keys (:mod:`app.jobstate`): a version counts as
@@ -72,6 +79,37 @@ class Progress:
             found=int(raw.get("found") or 0),
             enqueued=int(raw.get("enqueued") or 0),
             runs=int(raw.get("runs") or 0),
+        )
+
+
+@dataclass
+class TrashProgress:
+    """A trash listing under way: resumed at ``cursor`` (None: at its first page) until
+    ``done`` (every page listed; the comparison with the last listing is what is left)."""
+
+    started: int
+    cursor: str | None = None
+    done: bool = False
+    listed: int = 0
+    calls: int = 0
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "started": str(self.started),
+            "cursor": self.cursor or "",
+            "done": "1" if self.done else "0",
+            "listed": str(self.listed),
+            "calls": str(self.calls),
+        }
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> TrashProgress:
+        return cls(
+            started=int(raw["started"]),
+            cursor=raw.get("cursor") or None,
+            done=raw.get("done") == "1",
+            listed=int(raw.get("listed") or 0),
+            calls=int(raw.get("calls") or 0),
         )
 
 
@@ -139,20 +177,75 @@ class ReconcileState:
     async def unlock(self, tenant: str, token: str) -> None:
         await self._unlock(keys=[self._key("lock", tenant)], args=[token])
 
-    # -- trash snapshot -------------------------------------------------------------------
+    # -- trash listings -------------------------------------------------------------------
     async def trash(self, tenant: str) -> set[str] | None:
-        """Members at the last completed sweep; None before the first snapshot."""
+        """Members at the last completed listing; None before the first one."""
         members = {_text(m) for m in await self.redis.smembers(self._key("trash", tenant))}  # type: ignore[misc]
         if not members:
             return None
         members.discard(BASELINE)
         return members
 
-    async def set_trash(self, tenant: str, members: Iterable[str]) -> None:
-        key = self._key("trash", tenant)
+    async def trash_progress(self, tenant: str) -> TrashProgress | None:
+        raw = await self.redis.hgetall(self._key("trash-progress", tenant))  # type: ignore[misc]
+        if not raw:
+            return None
+        return TrashProgress.from_hash({_text(k): _text(v) for k, v in raw.items()})
+
+    async def trash_at(self, tenant: str) -> int | None:
+        """Start of the last completed listing, or when one last failed; None before any."""
+        raw = await self.redis.get(self._key("trash-at", tenant))
+        return None if raw is None else int(raw)
+
+    async def begin_trash(self, tenant: str, progress: TrashProgress) -> None:
+        """A new listing: nothing listed yet (an empty trash is a baseline too)."""
+        listing = self._key("trash-listing", tenant)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.sadd(key, BASELINE, *members)
+            pipe.delete(listing)
+            pipe.sadd(listing, BASELINE)
+            pipe.hset(self._key("trash-progress", tenant), mapping=progress.to_hash())
+            await pipe.execute()
+
+    async def add_trash_page(
+        self, tenant: str, members: Iterable[str], progress: TrashProgress
+    ) -> None:
+        """One page of the listing, with where the next one starts."""
+        listed = list(members)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if listed:
+                pipe.sadd(self._key("trash-listing", tenant), *listed)
+            pipe.hset(self._key("trash-progress", tenant), mapping=progress.to_hash())
+            await pipe.execute()
+
+    async def trash_diff(self, tenant: str) -> tuple[set[str], set[str]] | None:
+        """(entered, left): members of the listing not in the last one, and the reverse;
+        None when there is no last listing (this one is the baseline)."""
+        before, now = self._key("trash", tenant), self._key("trash-listing", tenant)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(before)
+            pipe.sdiff([now, before])
+            pipe.sdiff([before, now])
+            had, entered, left = await pipe.execute()
+        if not had:
+            return None
+        return {_text(m) for m in entered}, {_text(m) for m in left}
+
+    async def finish_trash(self, tenant: str, progress: TrashProgress) -> None:
+        """The listing becomes the one the next compares with; the next is due an interval
+        after this one's start."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rename(self._key("trash-listing", tenant), self._key("trash", tenant))
+            pipe.delete(self._key("trash-progress", tenant))
+            pipe.set(self._key("trash-at", tenant), str(progress.started))
+            await pipe.execute()
+
+    async def abandon_trash(self, tenant: str, failed_ms: int) -> None:
+        """Drop a listing that failed; the last completed one stays, and the next listing is
+        due an interval after the failure."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("trash-listing", tenant))
+            pipe.delete(self._key("trash-progress", tenant))
+            pipe.set(self._key("trash-at", tenant), str(failed_ms))
             await pipe.execute()
 
     # -- what the pipeline saw ------------------------------------------------------------

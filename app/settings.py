@@ -195,6 +195,12 @@ class Settings(BaseSettings):
     reconcile_max_items: int = Field(
         default=2000, ge=1, description="search hits one periodic sweep run reads before it pauses"
     )
+    reconcile_trash_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="seconds between listings of a tenant's trash (costs 1 point per trashed "
+        "page); 0 = off",
+    )
 
     @field_validator("redis_url")
     @classmethod

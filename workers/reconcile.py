@@ -9,16 +9,18 @@ the ones real deliveries get, so a late webhook and a sweep never both run.
 
 Progress is saved after every page of hits: a sweep stopped by its per-run bound, by the
 budget (sweeps call Confluence at :attr:`Priority.RECONCILE`, the first to yield) or by a crash
-resumes where it stopped. A completed periodic sweep moves the watermark to its own start and
-compares the trash with the previous sweep's (pages trashed, restored or purged meanwhile).
+resumes where it stopped. A completed periodic sweep moves the watermark to its own start.
+The trash (pages trashed, restored or purged) is compared on its own cadence
+(:meth:`Sweeper.trash`, :mod:`workers.reconcile_trash`) and never holds the watermark back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from redis.exceptions import RedisError
@@ -41,9 +43,9 @@ from app.reconcile_plan import (
 from app.reconcile_state import Progress, ReconcileState
 from app.settings import Settings
 from workers.reconcile_client import SEARCH_PAGE_SIZE, SweepClient
-from workers.reconcile_trash import trash_changes
+from workers.reconcile_trash import TRASH_CALLS_PER_RUN, TrashReport, list_trash
 
-__all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target"]
+__all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target", "TrashReport"]
 
 Slot = Literal["auto", "manual"]
 VERSION_PROBE = 25
@@ -94,7 +96,6 @@ class SweepReport:
     retry_in: float = 0.0
     budget: bool = False  # it stopped because the budget had no points for sweeps
     busy: bool = False
-    trash: dict[str, int] = field(default_factory=dict)
 
 
 ClientFor = Callable[[str], Awaitable[SweepClient]]
@@ -121,6 +122,7 @@ class Sweeper:
         self.clock = clock
         self.on_page = on_page
         self.page_size = SEARCH_PAGE_SIZE
+        self.trash_calls = TRASH_CALLS_PER_RUN  # trash listing calls per run
         # (tenant, space id) -> space key. Space ids are stable, keys rarely change; each site
         # numbers its spaces on its own, so the same id names different spaces on two sites.
         self._space_keys: dict[tuple[str, str], str] = {}
@@ -137,25 +139,15 @@ class Sweeper:
         max_items: int | None = None,
     ) -> SweepReport:
         """One run of the tenant's sweep: a new one, or the unfinished one resumed."""
-        token = await self.state.lock(target.tenant, LOCK_SECONDS)
-        if token is None:
-            return SweepReport(target.tenant, slot, since_ms or 0, busy=True)
-        # Renewed while the run lasts (one call can wait long for budget), not only between
-        # pages; a renewal that finds the lock gone ends the run at its next page.
-        held = asyncio.Event()
-        held.set()
-        keeper = asyncio.create_task(self._hold(target.tenant, token, held))
-        try:
+        async with self._locked(target.tenant) as held:
+            if held is None:
+                return SweepReport(target.tenant, slot, since_ms or 0, busy=True)
             progress = await self._progress(target, slot, since_ms)
             report = SweepReport(target.tenant, slot, progress.since, upper=progress.upper)
             try:
                 client = await self.client_for(target.tenant)
                 await self._sweep(client, held, slot, progress, report, max_items)
                 if report.complete:
-                    if slot == "auto":
-                        report.trash = await trash_changes(
-                            client, self.state, self.queue, target.tenant, self._now()
-                        )
                     await self.state.complete(
                         slot, target.tenant, progress, self._now(), advance=slot == "auto"
                     )
@@ -166,10 +158,45 @@ class Sweeper:
             if not report.complete and held.is_set():  # a run that lost the lock writes none
                 await self.state.save_progress(slot, target.tenant, progress)
             return report
+
+    async def trash(self, target: Target) -> TrashReport:
+        """One run of the tenant's trash listing (:mod:`workers.reconcile_trash`), under the
+        tenant's sweep lock; at most :attr:`trash_calls` listing calls."""
+        async with self._locked(target.tenant) as held:
+            if held is None:
+                return TrashReport(target.tenant, busy=True)
+            try:
+                client = await self.client_for(target.tenant)
+            except Defer as exc:  # no Forge token yet: try again at the next turn
+                return TrashReport(target.tenant, yielded=exc.reason)
+            return await list_trash(
+                client,
+                self.state,
+                self.queue,
+                target.tenant,
+                self._now(),
+                held,
+                max_calls=self.trash_calls,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, tenant: str) -> AsyncIterator[asyncio.Event | None]:
+        """The tenant's sweep lock, renewed while held (one call can wait long for budget),
+        not only between pages; yields None when another run holds it, else an event that
+        is cleared when a renewal finds the lock gone (the run ends at its next page)."""
+        token = await self.state.lock(tenant, LOCK_SECONDS)
+        if token is None:
+            yield None
+            return
+        held = asyncio.Event()
+        held.set()
+        keeper = asyncio.create_task(self._hold(tenant, token, held))
+        try:
+            yield held
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-            await self.state.unlock(target.tenant, token)
+            await self.state.unlock(tenant, token)
 
     async def _hold(self, tenant: str, token: str, held: asyncio.Event) -> None:
         while True:

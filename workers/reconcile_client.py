@@ -1,4 +1,5 @@
-"""The sweep's Confluence client: bulk reads by id (one page of CQL search is the client's).
+"""The sweep's Confluence client: bulk reads by id, one page of the trash at a time (one page
+of CQL search is the client's).
 
 A subclass of :class:`~app.confluence.ConfluenceClient`, so every call is budgeted (the
 sweep builds it at :attr:`~app.budget.hook.Priority.RECONCILE`) and authenticated per tenant.
@@ -8,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from app.confluence import cost
 from app.confluence.client import ConfluenceClient
-from app.confluence.models import Content
+from app.confluence.errors import InvalidResponse
+from app.confluence.models import Content, Page
+from app.confluence.pagination import next_link, resolve_next
+from app.confluence.transport import Params
 
 SEARCH_PAGE_SIZE = 50
 BULK_PAGE_SIZE = 250
@@ -40,3 +45,24 @@ class SweepClient(ConfluenceClient):
             async for space in self.iter_spaces(ids=chunk, limit=250):
                 keys[space.id] = space.key
         return keys
+
+    async def trash_page(
+        self, next_url: str | None, *, limit: int = BULK_PAGE_SIZE
+    ) -> tuple[list[Page], str | None]:
+        """One page of the trashed pages (v2 ``GET /pages?status=trashed``) and the URL of the
+        next (None at the end): ``next_url`` is what the previous page returned, None for the
+        first. Costs 1 point plus 1 per page listed."""
+        planned = cost.estimate("GET", objects=limit)
+        if next_url is None:
+            params: Params = {"status": "trashed", "limit": limit}
+            reply = await self._t.call(
+                "GET", self._t.site.v2("/pages"), params=params, estimate=planned
+            )
+        else:
+            reply = await self._t.call("GET", next_url, estimate=planned)
+        link = next_link(reply.headers.get("link"), reply.data)
+        site = self._t.site
+        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
+        if following is not None and following == next_url:
+            raise InvalidResponse("pagination loops back to the page just read", url=following)
+        return [Page.from_json(item) for item in reply.results()], following

@@ -4,7 +4,9 @@ Connect tenants that are installed or enabled and Forge installations known only
 (``forge:<cloudId>``; a Forge installation linked to a Connect install is swept as that tenant)
 are swept. A tenant is due when its previous sweep is unfinished or ended
 ``REACTOR_RECONCILE_INTERVAL_SECONDS`` ago; the first sweep of a tenant starts at its install,
-at most one dedupe window back. The worker runs :func:`tick` every minute (not in burst mode).
+at most one dedupe window back. Its trash is listed on its own cadence
+(``REACTOR_RECONCILE_TRASH_INTERVAL_SECONDS``) after a completed sweep or when only the
+listing is due. The worker runs :func:`tick` every minute (not in burst mode).
 """
 
 from __future__ import annotations
@@ -25,15 +27,26 @@ from app.confluence.client import new_http_client
 from app.crypto import SecretBox
 from app.installations import STATUS_ACTIVE, InstallationStore, is_forge_tenant
 from app.queue import EventQueue
+from app.reconcile_plan import trash_rank
 from app.reconcile_state import ReconcileState
 from app.settings import Settings
 from app.tenants import ACTIVE_STATUSES, TenantStore
 from workers.clients import TenantClients
-from workers.reconcile import Progressed, SweepClient, Sweeper, SweepReport, Target
+from workers.reconcile import Progressed, SweepClient, Sweeper, SweepReport, Target, TrashReport
 
 log = structlog.get_logger("reactor.reconcile")
 # The tick runs every minute; it starts no sweep after this long, so ticks rarely overlap.
 TICK_SECONDS = 45.0
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A due tenant: its CQL sweep, its trash listing, or both (the sweep first)."""
+
+    target: Target
+    sweep: bool
+    trash: bool
+    rank: tuple[int, int]  # lowest first: due sweeps by urgency, then listings only
 
 
 @dataclass
@@ -87,10 +100,31 @@ class Runtime:
         interval_ms = self.settings.reconcile_interval_seconds * 1000
         return watermark if self.clock() * 1000 - watermark >= interval_ms else None
 
+    async def trash_urgency(self, target: Target) -> int | None:
+        """None when its trash listing is not due; else a sort key, lowest first."""
+        state = self.sweeper.state
+        under_way = await state.trash_progress(target.tenant) is not None
+        at = None if under_way else await state.trash_at(target.tenant)
+        interval = self.settings.reconcile_trash_interval_seconds
+        return trash_rank(interval, int(self.clock() * 1000), at, under_way)
+
+    async def turn(self, target: Target) -> Turn | None:
+        """What is due for the target now; None when nothing is."""
+        sweep, trash = await self.urgency(target), await self.trash_urgency(target)
+        if sweep is not None:
+            return Turn(target, True, trash is not None, (0, sweep))
+        if trash is not None:
+            return Turn(target, False, True, (1, trash))
+        return None
+
+    async def turns(self) -> list[Turn]:
+        """Every due tenant, most urgent first: sweeps before trash listings alone."""
+        found = [await self.turn(t) for t in await self.targets()]
+        return sorted((t for t in found if t is not None), key=lambda t: t.rank)
+
     async def due_targets(self) -> list[Target]:
-        """The targets due now, most urgent first."""
-        ranked = [(await self.urgency(t), t) for t in await self.targets()]
-        return [t for key, t in sorted(ranked, key=lambda r: r[0] or 0) if key is not None]
+        """The targets due now (a sweep or a trash listing), most urgent first."""
+        return [turn.target for turn in await self.turns()]
 
 
 @contextlib.asynccontextmanager
@@ -140,6 +174,37 @@ def _summary(report: SweepReport) -> dict[str, Any]:
     }
 
 
+def _trash_summary(report: TrashReport) -> dict[str, Any]:
+    return {
+        "calls": report.calls,
+        "listed": report.listed,
+        "complete": report.complete,
+        "baseline": report.baseline,
+        "trashed": report.trashed,
+        "restored": report.restored,
+        "deleted": report.deleted,
+        "enqueued": report.enqueued,
+        "yielded": report.yielded,
+        "failed": report.failed,
+        "busy": report.busy,
+    }
+
+
+async def sweep_turn(rt: Runtime, turn: Turn) -> dict[str, Any]:
+    """One tenant's turn: a run of its sweep if due, then of its trash listing if due. The
+    listing waits while the sweep is unfinished (the sweep comes first for points) and never
+    holds the sweep's watermark back."""
+    done: dict[str, Any] = {}
+    if turn.sweep:
+        report = await rt.sweeper.run(turn.target, max_items=rt.settings.reconcile_max_items)
+        done = _summary(report)
+        if not report.complete:
+            return done
+    if turn.trash:
+        done["trash"] = _trash_summary(await rt.sweeper.trash(turn.target))
+    return done
+
+
 async def sweep_due(rt: Runtime, *, seconds: float = TICK_SECONDS) -> dict[str, dict[str, Any]]:
     """One run of each due tenant's sweep, most urgent first, starting none after ``seconds``.
 
@@ -147,23 +212,27 @@ async def sweep_due(rt: Runtime, *, seconds: float = TICK_SECONDS) -> dict[str, 
     """
     done: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + seconds
-    for target in await rt.due_targets():
+    for turn in await rt.turns():
         if time.monotonic() >= deadline:
-            log.info("sweeps left for the next tick", tenant=target.tenant)
+            log.info("sweeps left for the next tick", tenant=turn.target.tenant)
             break
-        try:
-            report = await rt.sweeper.run(target, max_items=rt.settings.reconcile_max_items)
-        except Exception as exc:  # one tenant's failure (uninstalled, 5xx) must not stop others
-            log.warning("sweep failed", tenant=target.tenant, error=f"{type(exc).__name__}: {exc}")
-            done[target.tenant] = {"error": type(exc).__name__}
-            continue
-        done[target.tenant] = _summary(report)
-        log.info("sweep run", tenant=target.tenant, **done[target.tenant])
+        done[turn.target.tenant] = await _guarded(rt, turn)
+    return done
+
+
+async def _guarded(rt: Runtime, turn: Turn) -> dict[str, Any]:
+    tenant = turn.target.tenant
+    try:
+        done = await sweep_turn(rt, turn)
+    except Exception as exc:  # one tenant's failure (uninstalled, 5xx) must not stop others
+        log.warning("sweep failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
+        return {"error": type(exc).__name__}
+    log.info("sweep run", tenant=tenant, **done)
     return done
 
 
 async def tick(ctx: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The worker's cron job: one run of each due sweep."""
+    """The worker's cron job: one run of each due sweep and trash listing."""
     settings: Settings = ctx["settings"]
     if settings.reconcile_interval_seconds == 0:
         return {}

@@ -19,9 +19,9 @@ from app.reconcile_plan import (
     parse_time_ms,
     probe_versions,
     split_member,
-    trash_entered,
-    trash_left,
+    split_members,
     trash_member,
+    trash_rank,
     window_start,
 )
 
@@ -142,12 +142,18 @@ def test_event_types_and_kinds() -> None:
 
 
 def test_trash_differences() -> None:
-    before = {trash_member("1", 3), trash_member("2", 1)}
-    now = {trash_member("2", 1), trash_member("3", 7)}
-    assert trash_entered(before, now) == [("3", 7)]
-    assert trash_left(before, now) == [("1", 3)]
+    assert split_members({trash_member("3", 7), trash_member("10", 1)}) == [("10", 1), ("3", 7)]
     assert split_member("a:b:12") == ("a:b", 12)
     assert left_trash_type("current") == "page.restored"
     assert left_trash_type("archived") == "page.restored"
     assert left_trash_type("deleted") == "page.deleted"
     assert left_trash_type(None) == "page.deleted"
+
+
+def test_the_trash_is_listed_once_per_its_own_interval() -> None:
+    hour = 3600
+    assert trash_rank(hour, NOW, None, under_way=False) == 0  # never listed
+    assert trash_rank(hour, NOW, NOW - 1000, under_way=True) == -1  # resumed first
+    assert trash_rank(hour, NOW, NOW - 3_599_000, under_way=False) is None
+    assert trash_rank(hour, NOW, NOW - 3_600_000, under_way=False) == NOW - 3_600_000
+    assert trash_rank(0, NOW, None, under_way=True) is None  # off

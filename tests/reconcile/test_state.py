@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from app.atlassian.events import Event, event_id
 from app.jobstate import Keys
 from app.queue import EventQueue
-from app.reconcile_state import Progress, ReconcileState
+from app.reconcile_state import Progress, ReconcileState, TrashProgress
 from app.settings import Settings
 
 TYPES = ("page.created", "page.updated")
@@ -75,12 +75,33 @@ async def test_lock_is_held_by_one_sweep(redis: Redis, settings: Settings) -> No
     assert await state.lock("t1", 5) is not None
 
 
-async def test_trash_snapshot_knows_a_baseline_from_nothing(
+async def test_trash_listings_are_resumable_and_compared_in_redis(
     redis: Redis, settings: Settings
 ) -> None:
     state = ReconcileState(redis, settings.redis_prefix)
-    assert await state.trash("t1") is None
-    await state.set_trash("t1", [])
+    assert await state.trash("t1") is None and await state.trash_progress("t1") is None
+    first = TrashProgress(started=1000)
+    await state.begin_trash("t1", first)
+    first.done = True
+    await state.add_trash_page("t1", [], first)
+    assert await state.trash_diff("t1") is None  # nothing to compare with: a baseline
+    await state.finish_trash("t1", first)
     assert await state.trash("t1") == set()  # an empty trash, recorded
-    await state.set_trash("t1", ["1:2", "3:1"])
+    assert await state.trash_at("t1") == 1000 and await state.trash_progress("t1") is None
+
+    second = TrashProgress(started=5000)
+    await state.begin_trash("t1", second)
+    second.cursor, second.listed, second.calls = "https://x/wiki/api/v2/pages?cursor=a", 2, 1
+    await state.add_trash_page("t1", ["1:2", "3:1"], second)
+    assert await state.trash_progress("t1") == second  # resumed from here
+    assert await state.trash_diff("t1") == ({"1:2", "3:1"}, set())
+    await state.finish_trash("t1", second)
     assert await state.trash("t1") == {"1:2", "3:1"}
+
+    third = TrashProgress(started=9000)
+    await state.begin_trash("t1", third)
+    await state.add_trash_page("t1", ["3:1", "4:5"], third)
+    assert await state.trash_diff("t1") == ({"4:5"}, {"1:2"})
+    await state.abandon_trash("t1", 9500)  # failed: the last completed listing stays
+    assert await state.trash("t1") == {"1:2", "3:1"}
+    assert await state.trash_at("t1") == 9500 and await state.trash_progress("t1") is None

@@ -197,8 +197,9 @@ async def test_trashed_restored_and_purged_pages_between_sweeps(
     await stack.drain()
     async with runtime(redis, stack.settings) as rt:
         (target,) = await rt.targets()
-        first = await rt.sweeper.run(target)
-    assert first.trash == {"trashed": 0, "restored": 0, "deleted": 0, "enqueued": 0}
+        assert (await rt.sweeper.run(target)).complete
+        first = await rt.sweeper.trash(target)
+    assert first.complete and first.baseline and first.enqueued == 0
     await drain_queue(Recorder())
 
     await stack.faults(webhook_drop=1.0)
@@ -207,11 +208,10 @@ async def test_trashed_restored_and_purged_pages_between_sweeps(
         for page in pages:
             assert (await api.delete(f"/wiki/api/v2/pages/{page}")).status_code == 204
     await stack.drain()
-    state = ReconcileState(redis, stack.settings.redis_prefix)
-    await state.set_watermark(stack.tenant, 0)  # due again
     async with runtime(redis, stack.settings) as rt:
-        second = await rt.sweeper.run(target)
-    assert second.trash["trashed"] == 3 and second.trash["enqueued"] == 3
+        second = await rt.sweeper.trash(target)
+    assert second.complete and not second.baseline
+    assert (second.trashed, second.restored, second.deleted, second.enqueued) == (3, 0, 0, 3)
 
     async with httpx.AsyncClient(base_url=stack.sim_url, auth=auth, timeout=5) as api:
         restored = await api.put(
@@ -228,10 +228,9 @@ async def test_trashed_restored_and_purged_pages_between_sweeps(
         purged = await api.delete(f"/wiki/api/v2/pages/{pages[1]}", params={"purge": "true"})
         assert purged.status_code == 204
     await stack.drain()
-    await state.set_watermark(stack.tenant, 0)
     async with runtime(redis, stack.settings) as rt:
-        third = await rt.sweeper.run(target)
-    assert third.trash == {"trashed": 0, "restored": 1, "deleted": 1, "enqueued": 2}
+        third = await rt.sweeper.trash(target)
+    assert (third.trashed, third.restored, third.deleted, third.enqueued) == (0, 1, 1, 2)
 
     recorder = Recorder()
     await drain_queue(recorder)
