@@ -86,12 +86,15 @@ def port_or_zero(text: str) -> int:
 def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import redis as redis_conn
     from app.logs import configure_logging
 
     settings = _settings()
     problems = settings.require_production()
     if problems:
         raise ConfigError(problems)
+    if settings.redis_url is not None:
+        redis_conn.check_url(settings.redis_url)
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "app.main:factory",

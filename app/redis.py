@@ -1,4 +1,11 @@
-"""Redis connections built from the settings; the entry files own their lifetimes."""
+"""Redis connections built from the settings; the entry files own their lifetimes.
+
+Every process builds its connection from the one ``REACTOR_REDIS_URL``: the web process and
+the CLI through redis-py (:func:`connect`), the worker through arq (:func:`arq_settings`).
+Both take the same query options of a ``redis://``/``rediss://``/``unix://`` URL
+(:data:`URL_OPTIONS`, such as ``?ssl_ca_certs=/etc/ssl/redis-ca.pem``); one arq cannot pass
+on is refused by both, so a URL never works in one process and not in another.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,25 @@ from urllib.parse import parse_qs, urlsplit
 
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel
 
 from app.errors import ConfigError
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+# Query options every process honours: redis-py's name -> arq's RedisSettings field.
+URL_OPTIONS = {
+    "ssl_ca_certs": "ssl_ca_certs",
+    "ssl_ca_data": "ssl_ca_data",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_cert_reqs": "ssl_cert_reqs",
+    "ssl_check_hostname": "ssl_check_hostname",
+    "socket_connect_timeout": "conn_timeout",
+    "max_connections": "max_connections",
+    "retry_on_timeout": "retry_on_timeout",
+}
+CERT_REQS = ("none", "optional", "required")
 
 
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
@@ -29,22 +52,64 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | No
     return hosts, service, db, password
 
 
+def _check_sentinel_query(url: str) -> None:
+    unknown = sorted(set(parse_qs(urlsplit(url).query)) - {"db"})
+    if unknown:
+        raise ConfigError(
+            f"REACTOR_REDIS_URL: a sentinel URL takes no option but db, not {', '.join(unknown)}"
+        )
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The connection ``url`` names, as redis-py's keyword arguments (``host``, ``db``,
+    ``ssl_ca_certs``, ...); a :class:`ConfigError` for an option not every process can honour."""
+    try:
+        options: dict[str, Any] = dict(parse_url(url))
+    except ValueError as exc:
+        raise ConfigError(f"REACTOR_REDIS_URL: {exc}") from None
+    query = set(parse_qs(urlsplit(url).query))
+    unknown = sorted(query - set(URL_OPTIONS) - {"db"})
+    if unknown:
+        raise ConfigError(
+            f"REACTOR_REDIS_URL: option {', '.join(unknown)} is not supported "
+            f"(supported: db, {', '.join(URL_OPTIONS)})"
+        )
+    tls = sorted(name for name in query if name.startswith("ssl_"))
+    if tls and not url.startswith("rediss://"):
+        raise ConfigError(f"REACTOR_REDIS_URL: {', '.join(tls)} needs a rediss:// URL")
+    reqs = options.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in CERT_REQS:
+        raise ConfigError(f"REACTOR_REDIS_URL: ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
+    return options
+
+
+def check_url(url: str) -> None:
+    """A :class:`ConfigError` unless every process can connect as ``url`` says (at start)."""
+    arq_settings(url)
+
+
 def connect(url: str, **kwargs: Any) -> Redis:
     """A pooled asyncio Redis client for ``url`` (plain, TLS, unix socket or Sentinel)."""
-    kwargs.setdefault("socket_connect_timeout", 2.0)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
     kwargs.setdefault("health_check_interval", 15)
     if url.startswith("redis+sentinel://"):
+        _check_sentinel_query(url)
         hosts, service, db, password = _sentinel_parts(url)
         sentinel = Sentinel(hosts, password=password, socket_connect_timeout=2.0)  # type: ignore[no-untyped-call]
         client: Redis = sentinel.master_for(service, db=db, password=password, **kwargs)
         return client
+    url_options(url)
+    if url.startswith("rediss://"):
+        kwargs.setdefault("ssl_check_hostname", False)  # arq's default, whatever redis-py's is
     plain: Redis = Redis.from_url(url, **kwargs)
     return plain
 
 
 def arq_settings(url: str) -> RedisSettings:
-    """arq's connection settings for ``url`` (Sentinel included)."""
+    """arq's connection settings for ``url`` (Sentinel included): the same connection as
+    :func:`connect`'s, TLS options and connect timeout included."""
     if url.startswith("redis+sentinel://"):
+        _check_sentinel_query(url)
         hosts, service, db, password = _sentinel_parts(url)
         return RedisSettings(
             host=hosts,
@@ -53,7 +118,21 @@ def arq_settings(url: str) -> RedisSettings:
             database=db,
             password=password,
         )
-    return RedisSettings.from_dsn(url)
+    options = url_options(url)
+    fields: dict[str, Any] = {
+        "host": options.get("host", "localhost"),
+        "port": options.get("port", 6379),
+        "unix_socket_path": options.get("path"),
+        "database": options.get("db", 0),
+        "username": options.get("username"),
+        "password": options.get("password"),
+        "ssl": url.startswith("rediss://"),
+        "conn_timeout": CONNECT_TIMEOUT_SECONDS,
+    }
+    for name, field in URL_OPTIONS.items():
+        if name in options:
+            fields[field] = options[name]
+    return RedisSettings(**fields)
 
 
 def display_url(url: str) -> str:
