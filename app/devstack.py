@@ -36,7 +36,8 @@ GRACE_SECONDS = 7.0
 READY_TIMEOUT = 30.0
 # The Forge app id the dev stack installs in the simulator (and the app expects) with --forge.
 DEV_FORGE_APP_ID = "ari:cloud:ecosystem::app/confluence-reactor-dev"
-DEV_RULES = Path(__file__).resolve().parents[1] / "examples" / "dev-rules.yml"
+# Shipped inside the package (package data), so a wheel or the Docker image has it too.
+DEV_RULES = Path(__file__).resolve().parent / "dev-rules.yml"
 # Held (flock) by the running ``reactor dev`` for its whole life: one stack per state directory.
 LOCK_FILE = "dev.lock"
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})

@@ -98,3 +98,21 @@ def test_dev_owns_its_base_url_and_says_so(bare_env: Path, monkeypatch: pytest.M
     same = DevStack(Settings(state_dir=bare_env / "state"), port=18001, sim_port=18002)
     assert same.environment()["REACTOR_BASE_URL"] == "http://127.0.0.1:18001"
     assert same.notes == []
+
+
+def test_dev_rules_ship_as_package_data() -> None:
+    """``reactor dev`` from a wheel or the Docker image reads its rules file from the installed
+    package: it must sit in a package and match a package-data pattern of pyproject.toml."""
+    import fnmatch
+    import tomllib
+
+    from app.devstack import DEV_RULES
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    where = DEV_RULES.relative_to(root)
+    package = ".".join(where.parent.parts)
+    assert DEV_RULES.is_file() and (DEV_RULES.parent / "__init__.py").is_file()
+    assert any(fnmatch.fnmatch(package, p) for p in config["packages"]["find"]["include"])
+    patterns = [*config["package-data"].get(package, []), *config["package-data"].get("*", [])]
+    assert any(fnmatch.fnmatch(where.name, p) for p in patterns)

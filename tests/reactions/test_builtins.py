@@ -149,8 +149,7 @@ async def test_template_guard_parent_by_title(
 
 
 def test_dev_rules_file_is_valid() -> None:
-    from pathlib import Path
-
+    from app.devstack import DEV_RULES
     from workers.rules import load_rules
 
-    assert len(load_rules(Path(__file__).parents[2] / "examples" / "dev-rules.yml")) == 3
+    assert len(load_rules(DEV_RULES)) == 3
