@@ -6,11 +6,13 @@ are swept. A tenant is due when its previous sweep is unfinished or ended
 ``REACTOR_RECONCILE_INTERVAL_SECONDS`` ago; the first sweep of a tenant starts at its install,
 at most one dedupe window back. Its trash is listed on its own cadence
 (``REACTOR_RECONCILE_TRASH_INTERVAL_SECONDS``) after a completed sweep or when only the
-listing is due. The worker runs :func:`tick` every minute (not in burst mode).
+listing is due. The worker runs :func:`tick` every minute (not in burst mode); it sweeps a few
+tenants at a time, most urgent first, each under its own lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +39,8 @@ from workers.reconcile import Progressed, SweepClient, Sweeper, SweepReport, Tar
 log = structlog.get_logger("reactor.reconcile")
 # The tick runs every minute; it starts no sweep after this long, so ticks rarely overlap.
 TICK_SECONDS = 45.0
+# Tenants a tick sweeps at the same time (each a different site; all share the points budget).
+SWEEPS_AT_ONCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,18 +209,34 @@ async def sweep_turn(rt: Runtime, turn: Turn) -> dict[str, Any]:
     return done
 
 
-async def sweep_due(rt: Runtime, *, seconds: float = TICK_SECONDS) -> dict[str, dict[str, Any]]:
-    """One run of each due tenant's sweep, most urgent first, starting none after ``seconds``.
+async def sweep_due(
+    rt: Runtime,
+    *,
+    seconds: float = TICK_SECONDS,
+    at_once: int = SWEEPS_AT_ONCE,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, dict[str, Any]]:
+    """One run of each due tenant's turn (:func:`sweep_turn`), ``at_once`` tenants at a time
+    (each under its own lock), most urgent first, starting none after ``seconds`` (by
+    ``clock``): a free slot takes the most urgent tenant not yet started.
 
     A failing tenant does not stop the others; tenants left over wait for the next tick.
     """
     done: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + seconds
-    for turn in await rt.turns():
-        if time.monotonic() >= deadline:
-            log.info("sweeps left for the next tick", tenant=turn.target.tenant)
-            break
-        done[turn.target.tenant] = await _guarded(rt, turn)
+    deadline = clock() + seconds
+    turns = await rt.turns()
+    waiting = iter(turns)  # shared: each free slot takes the most urgent turn left
+
+    async def slot() -> None:
+        for turn in waiting:
+            if clock() >= deadline:
+                return
+            done[turn.target.tenant] = await _guarded(rt, turn)
+
+    await asyncio.gather(*(slot() for _ in range(min(max(1, at_once), len(turns)))))
+    left = [t.target.tenant for t in turns if t.target.tenant not in done]
+    if left:
+        log.info("sweeps left for the next tick", left=len(left), tenants=left[:10])
     return done
 
 

@@ -1,0 +1,74 @@
+"""The cron tick sweeps a few tenants at a time, most urgent first, within its deadline (QA 11,
+M5: tenants were swept one after another, so slow Confluence calls left most due tenants for
+later ticks, and more workers did not help)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from app.settings import Settings
+from tests.reconcile.fakes import START, Clock, world
+from workers.reconcile_runtime import Runtime, sweep_due
+
+TENANTS = ["t1", "t2", "t3", "t4", "t5", "t6"]  # most urgent first (oldest watermarks)
+GATE_SECONDS = 3.0  # only ever waited out if sweeps run one after another (the bug)
+
+
+async def _swept_long_ago(rt: Runtime, tenants: list[str]) -> None:
+    """Due, in this order (oldest watermarks first); their trash listings are not due."""
+    state = rt.sweeper.state
+    for n, tenant in enumerate(tenants):
+        await state.set_watermark(tenant, n + 1)
+        await state.abandon_trash(tenant, int(START * 1000))
+
+
+async def test_a_tick_sweeps_tenants_at_once_most_urgent_first_and_survives_a_failing_one(
+    redis: Redis, settings: Settings
+) -> None:
+    async with world(redis, settings, ["bad", *TENANTS]) as (rt, confluence, _, _):
+        await _swept_long_ago(rt, ["bad", *TENANTS])
+        confluence.sites["bad"].refuse = True  # the most urgent tenant fails at once
+        started: list[str] = []
+        active = most = 0
+        gate = asyncio.Event()
+
+        async def hold(tenant: str) -> None:
+            """Each search waits until three are in flight: slow calls, overlapping."""
+            nonlocal active, most
+            if tenant == "bad":
+                return  # answered 401 at once
+            started.append(tenant)
+            active += 1
+            most = max(most, active)
+            if active >= 3:
+                gate.set()
+            try:
+                await asyncio.wait_for(gate.wait(), GATE_SECONDS)
+            except TimeoutError:
+                pass
+            finally:
+                active -= 1
+
+        confluence.hook = hold
+        done = await sweep_due(rt, at_once=3)
+    assert done["bad"] == {"error": "Unauthorized"}
+    assert all(done[t]["complete"] for t in TENANTS)
+    assert gate.is_set() and most == 3  # three sweeps at a time, never more
+    assert set(started[:3]) == {"t1", "t2", "t3"}  # the most urgent first
+    assert set(started[3:]) == {"t4", "t5", "t6"}
+
+
+async def test_a_tick_starts_no_sweep_after_its_deadline(redis: Redis, settings: Settings) -> None:
+    monotonic = Clock(0.0)
+    async with world(redis, settings, TENANTS) as (rt, confluence, _, _):
+        await _swept_long_ago(rt, TENANTS)
+
+        async def slow(tenant: str) -> None:
+            monotonic.now += 30  # each sweep takes 30 s
+
+        confluence.hook = slow
+        assert await sweep_due(rt, seconds=0, clock=monotonic) == {}
+        done = await sweep_due(rt, seconds=45, at_once=3, clock=monotonic)
+    assert set(done) == {"t1", "t2", "t3"}  # started together; 90 s later none starts
