@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -12,6 +14,8 @@ from app.errors import ConfigError
 from app.settings import Settings
 
 MIN_REDIS = (6, 2)
+# scheme://user:password@ in a message: the password is masked before it is printed
+URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]+@", re.IGNORECASE)
 
 
 async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
@@ -25,18 +29,37 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
     except ConfigError as exc:
         return problems + exc.problems, facts
     try:
+        found, facts = await _redis_checks(client, settings.redis_url)
+    finally:
+        await client.aclose()
+    return problems + found, facts
+
+
+def redis_reason(exc: BaseException, url: str) -> str:
+    """Why Redis failed, from redis-py's message (host and port), with any password masked."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    message = URL_CREDENTIALS.sub(r"\1***@", str(exc).strip())
+    password = urlsplit(url).password if "://" in url else None
+    if password:
+        message = message.replace(password, "***")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+async def _redis_checks(client: Redis, url: str) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    facts: list[str] = []
+    where = redis_conn.display_url(url)
+    try:
         info = await asyncio.wait_for(client.info(), timeout=3.0)
         fsync = await _appendfsync(client) if int(info.get("aof_enabled", 0)) == 1 else None
     except (RedisError, OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         problems.append(
-            f"redis: cannot reach {redis_conn.display_url(settings.redis_url)} ({reason})"
+            f"redis: cannot reach {where} (REACTOR_REDIS_URL): {redis_reason(exc, url)}"
         )
         return problems, facts
-    finally:
-        await client.aclose()
     version = str(info.get("redis_version", "0"))
-    facts.append(f"redis {redis_conn.display_url(settings.redis_url)} answers, version {version}")
+    facts.append(f"redis {where} answers, version {version}")
     major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if major_minor < MIN_REDIS:
         problems.append(f"redis: version {version} is older than {'.'.join(map(str, MIN_REDIS))}")

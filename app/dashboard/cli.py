@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from app.cli import positive_float
+from app.dashboard.auth import FAILURE_WINDOW_SECONDS
 from app.errors import ConfigError
 from app.settings import load_settings
 
@@ -140,6 +141,17 @@ def format_tenants(data: dict[str, Any], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def throttled(url: str, retry_after: str | None) -> str:
+    """The line for a 429: the sign-in throttle of wrong operator tokens (pure)."""
+    seconds = int(retry_after) if retry_after and retry_after.isdigit() else FAILURE_WINDOW_SECONDS
+    minutes = max(1, -(-seconds // 60))
+    return (
+        f"{url}: too many wrong operator tokens from this address (the sign-in throttle); "
+        f"wait up to {minutes} minute{'s' if minutes > 1 else ''}, and check the token "
+        "(--token or REACTOR_DASHBOARD_TOKEN)"
+    )
+
+
 def _fetch(args: argparse.Namespace, path: str) -> tuple[dict[str, Any], str]:
     settings = load_settings()
     url = (args.url or settings.base_url).rstrip("/")
@@ -156,6 +168,8 @@ def _fetch(args: argparse.Namespace, path: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{url}: cannot reach the ops API ({type(exc).__name__})") from None
     if answer.status_code == 401:
         raise ConfigError(f"{url}: the operator token was refused")
+    if answer.status_code == 429:
+        raise ConfigError(throttled(url, answer.headers.get("retry-after")))
     if answer.status_code != 200:
         raise ConfigError(f"{url}{path}: HTTP {answer.status_code}")
     try:

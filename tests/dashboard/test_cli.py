@@ -145,3 +145,24 @@ def test_tenants_screen_without_tenants() -> None:
     assert format_tenants({"connect": [], "forge": []}) == (
         "Connect tenants\n  none\nForge installations\n  none"
     )
+
+
+def test_a_throttled_token_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 429 is the sign-in throttle of wrong operator tokens, not a bare HTTP status."""
+    import httpx
+
+    def throttled(url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "300"}, json={"error": "x"})
+
+    monkeypatch.setattr("app.dashboard.cli.httpx.get", throttled)
+    for command in ("status", "tenants"):
+        code = main([command, "--url", "http://127.0.0.1:1", "--token", "wrong-token"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert (
+            "http://127.0.0.1:1: too many wrong operator tokens from this address (the sign-in "
+            "throttle); wait up to 5 minutes, and check the token (--token or "
+            "REACTOR_DASHBOARD_TOKEN)"
+        ) in err

@@ -75,17 +75,28 @@ def test_keygen_prints_a_usable_key_last() -> None:
     Fernet(last.encode())
 
 
+# What reactor check wants of a deployment Atlassian can install (tests/foundation/test_checks.py)
+PUBLIC_ENV = {
+    "REACTOR_BASE_URL": "https://reactor.example.com",
+    "REACTOR_DASHBOARD_TOKEN": "o" * 32,
+}
+
+
 def test_check_reports_unreachable_redis_in_one_line() -> None:
     result = run(
         "check",
         env={
             "REACTOR_REDIS_URL": "redis://127.0.0.1:1",
             "REACTOR_SECRET_KEY": Fernet.generate_key().decode(),
+            **PUBLIC_ENV,
         },
     )
     assert result.returncode != 0
-    lines = result.stdout.strip().splitlines()
-    assert lines == ["problem: redis: cannot reach redis://127.0.0.1:1 (ConnectionError)"]
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith(
+        "problem: redis: cannot reach redis://127.0.0.1:1 (REACTOR_REDIS_URL): ConnectionError: "
+    )
+    assert "127.0.0.1:1" in line.partition("ConnectionError: ")[2]  # redis-py's own message
     assert "Traceback" not in result.stderr
 
 
@@ -131,7 +142,11 @@ def test_check_names_the_fsync_policy_and_refuses_no(tmp_path: Path) -> None:
 
     server = EmbeddedRedis(tmp_path / "aof", appendonly=True)
     server.start()
-    env = {"REACTOR_REDIS_URL": server.url, "REACTOR_SECRET_KEY": Fernet.generate_key().decode()}
+    env = {
+        "REACTOR_REDIS_URL": server.url,
+        "REACTOR_SECRET_KEY": Fernet.generate_key().decode(),
+        **PUBLIC_ENV,
+    }
     try:
         fine = run("check", env=env)
         assert "ok: redis persistence: appendfsync everysec" in fine.stdout

@@ -1,0 +1,68 @@
+"""``reactor check``: what a deployment needs before it takes traffic, one line per problem."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.checks import redis_reason, run_checks
+from app.settings import Settings
+
+PUBLIC = {"base_url": "https://reactor.example.com", "dashboard_token": "o" * 32}
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No REACTOR_ variable exported; the working directory (where ``.env`` is read) is tmp."""
+    for name in list(os.environ):
+        if name.upper().startswith("REACTOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def offline(**values: Any) -> Settings:
+    """Settings without Redis (the checks that need none), a key and ``values``."""
+    values.setdefault("secret_key", Fernet.generate_key().decode())
+    return Settings(_env_file=None, **values)
+
+
+async def problems_of(settings: Settings) -> list[str]:
+    problems, _ = await run_checks(settings)
+    return [p for p in problems if not p.startswith("REACTOR_REDIS_URL")]
+
+
+def test_redis_reasons_keep_the_message_and_mask_credentials() -> None:
+    url = "redis://:Sup3rS3cret@cache.internal:6380/0"
+    refused = RedisConnectionError("Error 111 connecting to cache.internal:6380. Refused.")
+    assert redis_reason(refused, url) == (
+        "ConnectionError: Error 111 connecting to cache.internal:6380. Refused."
+    )
+    leaky = RedisConnectionError(f"cannot use {url} or rediss://bob:hunter2@other:6379/1")
+    reason = redis_reason(leaky, url)
+    assert "Sup3rS3cret" not in reason and "hunter2" not in reason
+    assert "rediss://bob:***@other:6379/1" in reason
+    assert redis_reason(TimeoutError(), url) == "timed out"
+
+
+async def test_redis_failures_name_the_setting_and_the_cause(
+    bare_env: Path, redis_target: Any
+) -> None:
+    """Not a bare class name: the message redis-py gives (host, port, cause), no password."""
+    if redis_target.owned is None:
+        pytest.skip("needs the embedded server (its database count and no password)")
+    port = redis_target.owned.port
+    (line,) = await problems_of(offline(**PUBLIC, redis_url=f"redis://127.0.0.1:{port}/99"))
+    assert line.startswith(
+        f"redis: cannot reach redis://127.0.0.1:{port}/99 (REACTOR_REDIS_URL): ResponseError: "
+    )
+    assert "DB index is out of range" in line
+    url = f"redis://:Sup3rS3cret@127.0.0.1:{port}/1"
+    (auth,) = await problems_of(offline(**PUBLIC, redis_url=url))
+    assert "Sup3rS3cret" not in auth and "AuthenticationError" in auth
+    assert auth.startswith(f"redis: cannot reach redis://:***@127.0.0.1:{port}/1")
