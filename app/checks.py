@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]+@", re.IG
 async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
     """Return ``(problems, facts)``; never raises for expected failures."""
     problems = settings.require_production()
+    problems += public_problems(settings)
     facts: list[str] = []
     if settings.redis_url is None:
         return problems, facts
@@ -33,6 +35,50 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
     finally:
         await client.aclose()
     return problems + found, facts
+
+
+def public_problems(settings: Settings) -> list[str]:
+    """What stops Atlassian installing or an operator signing in (``reactor dev`` never asks).
+
+    The base URL is the descriptor's ``baseUrl`` and the JWT audience: Atlassian needs a public
+    https URL it can reach.
+    """
+    problems = []
+    url = redis_conn.display_url(settings.base_url)
+    parts = urlsplit(settings.base_url)
+    if "base_url" not in settings.model_fields_set:
+        problems.append(
+            f"REACTOR_BASE_URL: unset (default {url}); set the public https URL Atlassian "
+            "calls (the descriptor's baseUrl and the JWT audience)"
+        )
+    else:
+        if parts.scheme != "https":
+            problems.append(
+                f"REACTOR_BASE_URL: {url} is not https; Atlassian installs and calls only "
+                "a public https URL"
+            )
+        if _is_this_machine(parts.hostname or ""):
+            problems.append(
+                f"REACTOR_BASE_URL: {url} names this machine ({parts.hostname}); "
+                "Atlassian cannot reach it"
+            )
+    if not settings.dashboard_tokens:
+        problems.append(
+            "REACTOR_DASHBOARD_TOKEN: unset; the dashboard, the ops API, reactor status and "
+            "reactor tenants need an operator token"
+        )
+    return problems
+
+
+def _is_this_machine(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def redis_reason(exc: BaseException, url: str) -> str:

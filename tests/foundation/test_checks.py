@@ -37,6 +37,33 @@ async def problems_of(settings: Settings) -> list[str]:
     return [p for p in problems if not p.startswith("REACTOR_REDIS_URL")]
 
 
+async def test_a_base_url_atlassian_cannot_reach_is_a_problem(bare_env: Path) -> None:
+    """Left at its default, plain http, or naming this machine: the descriptor's baseUrl and
+    the JWT audience would be wrong, and no site could install the app."""
+    unset = await problems_of(offline(dashboard_token="o" * 32))
+    assert unset == [
+        "REACTOR_BASE_URL: unset (default http://localhost:8000); set the public https URL "
+        "Atlassian calls (the descriptor's baseUrl and the JWT audience)"
+    ]
+    plain = await problems_of(offline(**{**PUBLIC, "base_url": "http://reactor.example.com"}))
+    assert plain == [
+        "REACTOR_BASE_URL: http://reactor.example.com is not https; Atlassian installs and "
+        "calls only a public https URL"
+    ]
+    for local in ("https://127.0.0.1:8443", "https://localhost", "https://[::1]:8000"):
+        (line,) = await problems_of(offline(**{**PUBLIC, "base_url": local}))
+        assert line.startswith(f"REACTOR_BASE_URL: {local} names this machine")
+    assert await problems_of(offline(**PUBLIC)) == []
+
+
+async def test_a_missing_operator_token_is_a_problem(bare_env: Path) -> None:
+    settings = offline(base_url=PUBLIC["base_url"])
+    assert await problems_of(settings) == [
+        "REACTOR_DASHBOARD_TOKEN: unset; the dashboard, the ops API, reactor status and "
+        "reactor tenants need an operator token"
+    ]
+
+
 def test_redis_reasons_keep_the_message_and_mask_credentials() -> None:
     url = "redis://:Sup3rS3cret@cache.internal:6380/0"
     refused = RedisConnectionError("Error 111 connecting to cache.internal:6380. Refused.")
