@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import re
+from collections.abc import Iterable, Mapping
+from difflib import get_close_matches
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -15,6 +19,15 @@ from app.errors import ConfigError
 from app.settings import Settings
 
 MIN_REDIS = (6, 2)
+# REACTOR_ variables the project reads outside the settings (tests, the simulator's token).
+OTHER_VARIABLES = frozenset(
+    {"REACTOR_TEST_REDIS_URL", "REACTOR_SIM_API_TOKEN", "REACTOR_FUZZ_EXAMPLES"}
+)
+# What Kubernetes defines for a Service named "reactor" (service links), not settings.
+SERVICE_LINK = re.compile(
+    r"REACTOR_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)"
+)
+ENV_FILE_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 # scheme://user:password@ in a message: the password is masked before it is printed
 URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]+@", re.IGNORECASE)
 
@@ -23,6 +36,7 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
     """Return ``(problems, facts)``; never raises for expected failures."""
     problems = settings.require_production()
     problems += public_problems(settings)
+    problems += unknown_variables(os.environ, env_file_names(settings))
     facts: list[str] = []
     if settings.redis_url is None:
         return problems, facts
@@ -79,6 +93,32 @@ def _is_this_machine(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def env_file_names(settings: Settings) -> list[str]:
+    """The variable names of the ``.env`` file the settings read (none when it is absent)."""
+    name = settings.model_config.get("env_file")
+    if not isinstance(name, str | Path):
+        return []
+    try:
+        text = Path(name).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [m.group(1) for m in map(ENV_FILE_LINE.match, text.splitlines()) if m]
+
+
+def unknown_variables(environ: Mapping[str, str], env_file: Iterable[str] = ()) -> list[str]:
+    """A problem for each ``REACTOR_`` variable no setting reads (a misspelling is ignored)."""
+    known = {f"REACTOR_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    problems = []
+    for where, names in (("environment", list(environ)), (".env", list(env_file))):
+        for name in sorted({n.upper() for n in names if n.upper().startswith("REACTOR_")}):
+            if name in known or SERVICE_LINK.fullmatch(name):
+                continue
+            near = get_close_matches(name, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            problems.append(f"{name} (in the {where}): not a setting, ignored{hint}")
+    return problems
 
 
 def redis_reason(exc: BaseException, url: str) -> str:

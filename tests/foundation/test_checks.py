@@ -64,6 +64,30 @@ async def test_a_missing_operator_token_is_a_problem(bare_env: Path) -> None:
     ]
 
 
+async def test_unknown_reactor_variables_are_listed(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelled setting is silently ignored by the settings (REACTOR_DRYRUN left dry run
+    off): check names it, from the environment and from .env, but not the variables the
+    project reads elsewhere, nor Kubernetes' service links of a Service named "reactor"."""
+    monkeypatch.setenv("REACTOR_DRYRUN", "true")
+    for name in ("REACTOR_TEST_REDIS_URL", "REACTOR_SIM_API_TOKEN", "REACTOR_FUZZ_EXAMPLES"):
+        monkeypatch.setenv(name, "1")
+    for name in ("REACTOR_SERVICE_HOST", "REACTOR_SERVICE_PORT", "REACTOR_PORT_8000_TCP_ADDR"):
+        monkeypatch.setenv(name, "10.0.0.1")
+    monkeypatch.setenv("REACTOR_LOG_LEVEL", "info")
+    (bare_env / ".env").write_text(
+        "# comment\nexport REACTOR_WORKER_CONCURENCY=5\nreactor_base_url=https://x.test\n",
+        encoding="utf-8",
+    )
+    assert await problems_of(offline(**PUBLIC)) == [
+        "REACTOR_DRYRUN (in the environment): not a setting, ignored; "
+        "did you mean REACTOR_DRY_RUN?",
+        "REACTOR_WORKER_CONCURENCY (in the .env): not a setting, ignored; "
+        "did you mean REACTOR_WORKER_CONCURRENCY?",
+    ]
+
+
 def test_redis_reasons_keep_the_message_and_mask_credentials() -> None:
     url = "redis://:Sup3rS3cret@cache.internal:6380/0"
     refused = RedisConnectionError("Error 111 connecting to cache.internal:6380. Refused.")
