@@ -15,10 +15,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import redis as redis_conn
-from app.errors import ConfigError
+from app.errors import ConfigError, UpstreamUnavailable
 from app.settings import Settings
+from app.tenants import TenantStore
 
 MIN_REDIS = (6, 2)
+# Tenants whose stored secret ``reactor check`` tries to decrypt, at most.
+MAX_SECRETS_TRIED = 20
 # REACTOR_ variables the project reads outside the settings (tests, the simulator's token).
 OTHER_VARIABLES = frozenset(
     {"REACTOR_TEST_REDIS_URL", "REACTOR_SIM_API_TOKEN", "REACTOR_FUZZ_EXAMPLES"}
@@ -46,6 +49,8 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return problems + exc.problems, facts
     try:
         found, facts = await _redis_checks(client, settings.redis_url)
+        if facts and settings.secret_keys:  # Redis answered
+            found += await _secret_key_problems(client, settings)
     finally:
         await client.aclose()
     return problems + found, facts
@@ -164,6 +169,49 @@ async def _redis_checks(client: Redis, url: str) -> tuple[list[str], list[str]]:
             "crash (set appendonly yes, appendfsync everysec)"
         )
     return problems, facts
+
+
+async def _secret_key_problems(client: Redis, settings: Settings) -> list[str]:
+    """A problem when REACTOR_SECRET_KEY decrypts none of the stored tenant secrets tried.
+
+    Every job of such a tenant fails (``tenant_secret_unreadable``) until it is dead-lettered.
+    No tenant stored, or none with a secret (all uninstalled): nothing to say.
+    """
+    store = TenantStore(client, settings, cache_seconds=0)
+    try:
+        readable, unreadable = await _try_secrets(store)
+    except (RedisError, OSError, TimeoutError, UpstreamUnavailable) as exc:
+        reason = redis_reason(exc, settings.redis_url or "")
+        return [f"redis: cannot read the tenants (REACTOR_REDIS_URL): {reason}"]
+    if readable or not unreadable:
+        return []
+    return [
+        f"REACTOR_SECRET_KEY: matches none of the {unreadable} stored tenant secrets tried; "
+        "their jobs would fail (tenant_secret_unreadable): keep the key they were sealed with "
+        "in the list (comma separated, after the new one)"
+    ]
+
+
+async def _try_secrets(store: TenantStore) -> tuple[bool, int]:
+    """Whether a stored tenant secret decrypts (stopping at the first), and how many did not."""
+    members = await asyncio.wait_for(_members(store), timeout=3.0)
+    unreadable = 0
+    for client_key in sorted(members)[:MAX_SECRETS_TRIED]:
+        try:
+            tenant = await store.get(client_key)
+        except UpstreamUnavailable as exc:
+            if exc.code != "tenant_secret_unreadable":
+                raise
+            unreadable += 1
+            continue
+        if tenant is not None and tenant.shared_secret:
+            return True, unreadable
+    return False, unreadable
+
+
+async def _members(store: TenantStore) -> list[str]:
+    raw = await store.redis.smembers(store.keys.index)  # type: ignore[misc]
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
 
 
 async def _appendfsync(client: Redis) -> str | None:

@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.checks import redis_reason, run_checks
 from app.settings import Settings
+from app.tenants import Tenant, TenantStore
 
 PUBLIC = {"base_url": "https://reactor.example.com", "dashboard_token": "o" * 32}
 
@@ -117,3 +120,36 @@ async def test_redis_failures_name_the_setting_and_the_cause(
     (auth,) = await problems_of(offline(**PUBLIC, redis_url=url))
     assert "Sup3rS3cret" not in auth and "AuthenticationError" in auth
     assert auth.startswith(f"redis: cannot reach redis://:***@127.0.0.1:{port}/1")
+
+
+async def test_a_secret_key_that_opens_no_stored_tenant_is_a_problem(
+    bare_env: Path, settings: Settings, redis: Redis
+) -> None:
+    """A mistyped, per-host or rotated-away key passed check, then every job of every tenant
+    failed with tenant_secret_unreadable until it was dead-lettered."""
+
+    def with_keys(*keys: str) -> Settings:
+        public = {
+            "base_url": PUBLIC["base_url"],
+            "dashboard_token": SecretStr(PUBLIC["dashboard_token"]),
+        }
+        return settings.model_copy(update={"secret_key": SecretStr(",".join(keys)), **public})
+
+    def key_problems(problems: list[str]) -> list[str]:
+        return [p for p in problems if p.startswith("REACTOR_SECRET_KEY")]
+
+    foreign = Fernet.generate_key().decode()
+    assert key_problems(await problems_of(with_keys(foreign))) == []  # nothing stored: fine
+    store = TenantStore(redis, settings)
+    for n in (1, 2):
+        await store.upsert(
+            Tenant(client_key=f"ck-{n}", shared_secret="s" * 32, base_url=f"https://{n}.test")
+        )
+    assert key_problems(await problems_of(with_keys(foreign))) == [
+        "REACTOR_SECRET_KEY: matches none of the 2 stored tenant secrets tried; their jobs "
+        "would fail (tenant_secret_unreadable): keep the key they were sealed with in the "
+        "list (comma separated, after the new one)"
+    ]
+    own = settings.secret_keys[0]
+    assert key_problems(await problems_of(with_keys(foreign, own))) == []
+    assert key_problems(await problems_of(with_keys(own))) == []
