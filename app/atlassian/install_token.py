@@ -33,6 +33,7 @@ from app.atlassian.connect_jwt import (
 from app.errors import MalformedRequest
 
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MAX_AUDIENCE_SHOWN = 200  # characters of each received ``aud`` kept for the log
 
 
 class BadKeyId(TokenRejected):
@@ -40,7 +41,16 @@ class BadKeyId(TokenRejected):
 
 
 class WrongAudience(TokenRejected):
+    """``aud`` is not our base URL. ``received`` holds what the token named (not secret: a URL,
+    shortened), so a log line can show it next to ``REACTOR_BASE_URL``."""
+
     code_name = "wrong_audience"
+
+    def __init__(
+        self, detail: str, *, tenant: str | None = None, received: list[str] | None = None
+    ) -> None:
+        super().__init__(detail, tenant=tenant)
+        self.received = [a[:MAX_AUDIENCE_SHOWN] for a in (received or [])[:3]]
 
 
 class IssuerMismatch(TokenRejected):
@@ -139,7 +149,7 @@ def check_install_claims(
             raise IssuerMismatch("claim iss is not the clientKey of the request body")
         aud = audiences(claims)
         if not aud or not any(_same_url(a, app_base_url) for a in aud):
-            raise WrongAudience("claim aud is not this app's base URL")
+            raise WrongAudience("claim aud is not this app's base URL", received=aud)
         qsh = claims.get("qsh")
         if not isinstance(qsh, str) or not qsh:
             raise InvalidClaims("claim qsh is missing or not a string")

@@ -23,6 +23,7 @@ from app.atlassian.connect_jwt import (
     read_unverified_issuer,
     verify_connect_token,
 )
+from app.atlassian.install_token import WrongAudience
 from app.atlassian.verified_tokens import VerifiedTokens
 from app.errors import VerificationError
 from app.ingest import check_media_type, parse_json, read_body
@@ -31,6 +32,9 @@ from app.tenants import Tenant, TenantStore
 
 log = structlog.get_logger("app.connect")
 
+LIFECYCLE_PATHS = frozenset(
+    f"/connect/{event}" for event in ("installed", "uninstalled", "enabled", "disabled")
+)
 # Authenticate whatever the method, so that no method answers anything but 401 without a token.
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -55,14 +59,33 @@ def request_token(request: Request) -> str:
 
 
 def log_rejection(request: Request | Scope, exc: VerificationError) -> None:
+    """One line per refusal. A refused lifecycle callback (a site that cannot install) is a
+    warning; a wrong audience names the ``aud`` received and ``REACTOR_BASE_URL`` (the usual
+    cause: a base URL that differs between replicas, or changed since the descriptor was read).
+    """
     scope = request.scope if isinstance(request, Request) else request
-    log.info(
-        "connect.rejected",
-        reason=exc.code,
-        client_key=exc.tenant,
-        path=scope["path"],
-        status=exc.status,
-    )
+    path = scope["path"]
+    fields: dict[str, Any] = {
+        "reason": exc.code,
+        "client_key": exc.tenant,
+        "path": path,
+        "status": exc.status,
+    }
+    if isinstance(exc, WrongAudience):
+        fields["aud"] = exc.received
+        settings = _app_settings(scope)
+        if settings is not None:
+            fields["base_url"] = settings.base_url
+    if path.removeprefix(scope.get("root_path", "")) in LIFECYCLE_PATHS:
+        log.warning("connect.rejected", **fields)
+    else:
+        log.info("connect.rejected", **fields)
+
+
+def _app_settings(scope: Scope) -> Settings | None:
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return settings if isinstance(settings, Settings) else None
 
 
 async def verify_request(

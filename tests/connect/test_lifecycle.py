@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 import uuid
 from typing import Any
@@ -10,11 +12,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.atlassian.connect_jwt import encode_connect_token
 from app.install_keys import InstallKeys
 from app.tenants import TenantStore
+from app.web import connect_auth
 
 from .conftest import ConnectApp, InstallKey, install_body, install_claims, signed
 
@@ -307,3 +311,34 @@ async def test_install_callbacks_refused_on_their_claims_cost_no_key_fetch(
         )
         assert resp.status_code == 401, (overrides, resp.text)
     assert keys.fetches == before
+
+
+async def test_a_refused_install_is_a_warning_naming_the_audience_and_the_base_url(
+    connect_app: ConnectApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REACTOR_BASE_URL differing between replicas (or changed since Atlassian read the
+    descriptor) refuses every install: the operator sees the aud received next to it."""
+    out = io.StringIO()
+    processors = [structlog.processors.add_log_level, structlog.processors.JSONRenderer()]
+    line = structlog.wrap_logger(structlog.PrintLogger(out), processors=processors)
+    monkeypatch.setattr(connect_auth, "log", line)
+    resp = await connect_app.client.post(
+        "/connect/installed",
+        json=install_body("ck-x", "s" * 32),
+        headers=signed(connect_app, "ck-x", "/connect/installed", aud="https://other.test"),
+    )
+    assert resp.json()["error"] == "wrong_audience"
+    (entry,) = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert entry["event"] == "connect.rejected" and entry["level"] == "warning"
+    assert entry["reason"] == "wrong_audience" and entry["client_key"] == "ck-x"
+    assert entry["aud"] == ["https://other.test"]
+    assert entry["base_url"] == connect_app.settings.base_url
+    # a refused webhook stays at info: it is no install, and carries no audience
+    out.truncate(0)
+    out.seek(0)
+    client_key, secret = await connect_app.install()
+    path = "/connect/webhooks/page_updated"
+    token = encode_connect_token(issuer=client_key, secret=secret + "x", method="POST", url=path)
+    await connect_app.client.post(path, json={}, headers={"Authorization": f"JWT {token}"})
+    (refused,) = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert refused["level"] == "info" and "aud" not in refused
