@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import func
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from app import redis as redis_conn
 from app.dashboard import heartbeat
@@ -39,15 +49,25 @@ def queue_name(settings: Settings) -> str:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    configure_logging(settings.log_level, settings.log_format)
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     if "latest_only" not in ctx:
         ctx["latest_only"] = latest_only_from(settings)
     ctx["metrics"] = Metrics()
     if settings.worker_metrics_port:
-        ctx["metrics_stop"] = serve_metrics(ctx["metrics"], settings.worker_metrics_port)
+        ctx["metrics_stop"] = _serve_metrics(ctx["metrics"], settings.worker_metrics_port)
     await reaction_clients.start(ctx)  # before the first heartbeat, which lists the reactions
     await heartbeat.start(ctx)
+
+
+def _serve_metrics(metrics: Metrics, port: int) -> Callable[[], None]:
+    """Serve ``metrics`` on ``port``; a port that cannot be had ends the worker (exit 2)."""
+    try:
+        return serve_metrics(metrics, port)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ConfigError(
+            f"REACTOR_WORKER_METRICS_PORT: cannot serve metrics on port {port}: {reason}"
+        ) from None
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -84,7 +104,7 @@ def build_worker(
             ),
         ],
         queue_name=queue_name(settings),
-        redis_settings=redis_conn.arq_settings(settings.redis_url),
+        redis_settings=_redis_settings(settings.redis_url),
         max_jobs=concurrency or settings.worker_concurrency,
         job_timeout=settings.job_timeout_seconds + 2,
         poll_delay=settings.worker_poll_seconds,
@@ -107,6 +127,14 @@ def build_worker(
     return worker
 
 
+def _redis_settings(url: str) -> RedisSettings:
+    """arq's connection, without arq's own retries at start: :func:`run_worker` retries,
+    with backoff, and knows which errors no retry mends."""
+    redis_settings = redis_conn.arq_settings(url)
+    redis_settings.conn_retries = 0
+    return redis_settings
+
+
 def cron_jobs(settings: Settings, burst: bool = False) -> list[CronJob] | None:
     """Sweeps for undelivered webhooks, checked every minute; none in burst runs (tests) or
     with sweeps off. The cron's name carries the Redis prefix: arq keys a cron run's job by
@@ -127,45 +155,119 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
     arq's worker exits when its Redis connection breaks (a restart, a failover). Each run gets
     a new event loop, so nothing of the broken run lingers; the broken run's claimed jobs run
     again once their claims expire.
+
+    Errors a fresh start cannot mend end the process with a :class:`ConfigError` (one line,
+    exit 2): a metrics port in use, credentials or permissions Redis refuses, a database
+    number the server lacks, a TLS certificate it cannot trust.
     """
+    configure_logging(settings.log_level, settings.log_format)  # before the first connection
     log = structlog.get_logger("reactor.worker")
+    stop = StopSignals()
     delay = 1.0
-    while True:
-        loop = new_event_loop()
-        asyncio.set_event_loop(loop)
-        worker: ClaimingWorker | None = None
-        try:
-            worker = build_worker(settings, concurrency=concurrency)
-            worker.run()
-            return
-        except (RedisError, OSError) as exc:
-            log.warning("lost Redis; starting the worker again", error=str(exc), delay_s=delay)
-        finally:
-            _close_loop(loop)
-        if worker is not None and worker.stop_requested:
-            return  # asked to stop while Redis was away (or while its loop closed): stop
-        if _stopped_while_waiting(delay):
-            log.info("stopped while waiting for Redis")
-            return
-        delay = min(delay * 2, 10.0)
-
-
-def _stopped_while_waiting(seconds: float) -> bool:
-    """Wait ``seconds`` between two runs; True when SIGTERM or SIGINT came meanwhile (no event
-    loop, so no arq handler, is there to hear them)."""
-    stopped: list[int] = []
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: stopped.append(signum)) for sig in signals
-    }
     try:
-        deadline = time.monotonic() + seconds
-        while not stopped and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while True:
+            error = _run_once(settings, concurrency, stop)
+            if error is None or stop.requested:
+                return
+            log.warning("lost Redis; starting the worker again", error=error, delay_s=delay)
+            if stop.wait(delay):
+                log.info("stopped while waiting for Redis")
+                return
+            delay = min(delay * 2, 10.0)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return bool(stopped)
+        stop.restore()
+
+
+def _run_once(settings: Settings, concurrency: int | None, stop: StopSignals) -> str | None:
+    """One arq worker on a fresh loop: None once it stopped, else why Redis ended it."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker: ClaimingWorker | None = None
+    try:
+        worker = build_worker(settings, concurrency=concurrency)  # arq's handlers from here
+        if not stop.requested:
+            worker.run()
+        return None
+    except (RedisError, OSError) as exc:
+        final = final_redis_error(exc, settings.redis_url or "")
+        if final is not None:
+            raise ConfigError(final) from None
+        if worker is not None and worker.stop_requested:
+            stop.received.append(signal.SIGTERM)  # asked to stop while Redis was away
+        return str(exc)
+    finally:
+        _close_loop(loop)
+        stop.listen()  # the closed loop's handler would swallow SIGTERM and SIGINT
+
+
+class StopSignals:
+    """SIGTERM and SIGINT while no arq worker runs: recorded, never lost.
+
+    A closed uvloop loop leaves its signal handler installed, queueing signals for a loop that
+    never runs again; from each loop's close until the next worker installs arq's handlers,
+    these take over.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._original = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self.listen()
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.received)
+
+    def _record(self, signum: int, _: Any) -> None:
+        self.received.append(signum)
+
+    def listen(self) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._record)
+
+    def restore(self) -> None:
+        for sig, handler in self._original.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` between two runs; True when a stop signal came meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.requested
+
+
+def final_redis_error(exc: BaseException, url: str) -> str | None:
+    """The one line for a Redis error no retry can mend; None for a lost connection.
+
+    redis-py's messages name the host and port, never the password."""
+    where = f"REACTOR_REDIS_URL: {redis_conn.display_url(url)}"
+    name = type(exc).__name__
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return f"{where}: Redis refused the credentials ({name}: {exc})"
+    if isinstance(exc, AuthenticationWrongNumberOfArgsError | NoPermissionError):
+        return f"{where}: Redis refused the user ({name}: {exc})"
+    if isinstance(exc, ResponseError) and "DB index" in str(exc):
+        return f"{where}: no such database on this server ({name}: {exc})"
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        return (
+            f"{where}: the server's TLS certificate is not trusted ({name}: {exc}); "
+            "name its CA with ?ssl_ca_certs=/path/ca.pem"
+        )
+    return None
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain, never a cycle worth following further
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

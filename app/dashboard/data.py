@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from app.atlassian.events import Event
 from app.dashboard.calls import read_calls
-from app.eventlog import EventLog
+from app.eventlog import BATCH, Entry, EventLog
 from app.jobstate import EventRecord
 from app.masking import mask_secrets
 from app.queue import EventQueue
@@ -35,6 +35,8 @@ MAX_PAGE = 500
 SCAN_PER_ROW = 20
 SCAN_PER_ROW_SPARSE = 200
 MAX_SCAN = 20_000
+# Dead letters, and failing events, the Overview's failing panels look through (newest first).
+FAILING_SAMPLE = 500
 
 # KEYS: event record hashes. Returns state, reason (first 60 bytes), updated, source for each,
 # flat, without shipping the stored events. Fast path: Event.to_json writes ``id`` then
@@ -261,102 +263,106 @@ class ReadModel:
         A page reads at most ``limit`` x :data:`SCAN_PER_ROW` entries of the ``events`` index
         (x :data:`SCAN_PER_ROW_SPARSE` with a tenant or content filter; at most
         :data:`MAX_SCAN`), so a filtered page may hold fewer than ``limit`` rows, or none, while
-        ``next_cursor`` says there is more to look through.
+        ``next_cursor`` says there is more to look through. The filters are applied to the
+        records' small fields; only the rows shown are read whole.
         """
         tenant, content_id = tenant.strip().lower(), content_id.strip()
 
-        def keep(record: EventRecord) -> dict[str, Any] | None:
+        def wanted(record: EventRecord) -> bool:
             if status and record.state != status:
-                return None
+                return False
             if type_ and record.type != type_:
-                return None
+                return False
             if tenant and tenant not in record.tenant.lower():
+                return False
+            # The content key ends with the content id; a record without one is decided whole.
+            return not (content_id and record.content and not _same_content(record, content_id))
+
+        def row(record: EventRecord) -> dict[str, Any] | None:
+            if not wanted(record):
                 return None
-            row = _row(record, _event_from(record))
-            if content_id and row["content_id"] != content_id:
-                return None
-            return row
+            shown = _row(record, _event_from(record))
+            return None if content_id and shown["content_id"] != content_id else shown
 
         if event_id:
             record = await self.log.record(event_id.strip())
-            row = keep(record) if record is not None else None
-            return Page([row] if row is not None else [], None)
+            found = row(record) if record is not None else None
+            return Page([found] if found is not None else [], None)
         per_row = SCAN_PER_ROW_SPARSE if (content_id or tenant) else SCAN_PER_ROW
+        keep = Keep(wanted, row, payload=True)
         return await self._scan(self.log.keys.events, cursor, limit, per_row, keep)
 
     async def dead_page(self, limit: int = DEFAULT_PAGE, cursor: Cursor | None = None) -> Page:
         """One page of dead letters, newest death first (the ``dlq`` index)."""
 
-        def keep(record: EventRecord) -> dict[str, Any] | None:
-            return record.summary() if record.state == "dead" else None
+        def dead(record: EventRecord) -> bool:
+            return record.state == "dead"
 
+        def row(record: EventRecord) -> dict[str, Any] | None:
+            return record.summary() if dead(record) else None
+
+        keep = Keep(dead, row, payload=False)
         return await self._scan(self.log.keys.dlq, cursor, limit, SCAN_PER_ROW, keep)
 
     async def _scan(
-        self,
-        index: str,
-        after: Cursor | None,
-        limit: int,
-        per_row: int,
-        keep: Callable[[EventRecord], dict[str, Any] | None],
+        self, index: str, after: Cursor | None, limit: int, per_row: int, keep: Keep
     ) -> Page:
         """Rows ``keep`` makes of the records of ``index`` after ``after``, newest first."""
         limit = max(1, min(limit, MAX_PAGE))
         budget = min(MAX_SCAN, limit * per_row)
         rows: list[dict[str, Any]] = []
         position = after
+        size = max(2 * limit, 100)
         while budget > 0:
-            want = min(budget, max(2 * limit, 100))
-            batch = await self._entries_after(index, position, want + 1)
+            want = min(budget, size, BATCH)
+            size *= 2
+            start = None if position is None else Entry(position.member, position.score)
+            batch = await self.log.entries(index, want + 1, start)
             more = len(batch) > want  # one more was asked for: is there anything after?
             batch = batch[:want]
-            found = {r.id: r for r in await self.log.records([m for m, _ in batch])}
-            for n, (member, score) in enumerate(batch):
-                position = Cursor(score, member)
-                budget -= 1
-                record = found.get(member)
-                row = keep(record) if record is not None else None
-                if row is None:
-                    continue
-                rows.append(row)
-                if len(rows) >= limit:
-                    last = not more and n == len(batch) - 1
-                    return Page(rows, None if last else str(position))
+            budget -= len(batch)
+            found = await self._rows(batch, keep, limit - len(rows))
+            rows += [shown for _, shown in found]
+            if len(rows) >= limit:
+                n = found[-1][0]
+                last = not more and n == len(batch) - 1
+                return Page(rows, None if last else str(Cursor(batch[n].score, batch[n].member)))
+            if batch:
+                position = Cursor(batch[-1].score, batch[-1].member)
             if not more:
                 return Page(rows, None)
         return Page(rows, str(position) if position is not None else None)
 
-    async def _entries_after(
-        self, index: str, after: Cursor | None, count: int
-    ) -> list[tuple[str, int]]:
-        """Up to ``count`` (id, score) of ``index`` in ZREVRANGE order, after ``after``."""
-        if after is None:
-            raw = await self.redis.zrevrange(index, 0, count - 1, withscores=True)
-            return [(_text(m), int(s)) for m, s in raw]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            # Same score: ZREVRANGE orders by id, descending; those below the cursor's id follow.
-            pipe.zrevrangebyscore(index, after.score, after.score, withscores=True)
-            pipe.zrevrangebyscore(
-                index, f"({after.score}", "-inf", start=0, num=count, withscores=True
-            )
-            ties, older = await pipe.execute()
-        entries = [(_text(m), int(s)) for m, s in ties if _text(m) < after.member]
-        entries += [(_text(m), int(s)) for m, s in older]
-        return entries[:count]
+    async def _rows(
+        self, batch: list[Entry], keep: Keep, need: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Up to ``need`` rows of ``batch``'s records, in order, each with its position in
+        ``batch``: filtered on small fields, then (``keep.payload``) read whole as needed."""
+        at = {e.member: n for n, e in enumerate(batch)}
+        candidates = [r for r in await self.log.summaries(list(at)) if keep.wanted(r)]
+        found: list[tuple[int, dict[str, Any]]] = []
+        while candidates and len(found) < need:
+            chunk = candidates[: need - len(found)]
+            candidates = candidates[len(chunk) :]
+            records = await self.log.records([r.id for r in chunk]) if keep.payload else chunk
+            for record in records:
+                shown = keep.row(record)
+                if shown is not None:
+                    found.append((at[record.id], shown))
+        return found
 
     async def failing(self, limit: int = 15) -> list[dict[str, Any]]:
-        """The most recent dead and failing (retry scheduled) events, newest change first."""
-        dead = await self.log.recent(state="dead", limit=limit)
-        failed = await self.log.recent(state="failed", limit=limit)
-        records = sorted([*dead, *failed], key=lambda r: r.updated, reverse=True)[:limit]
-        return [_row(r, None) for r in records]
+        """The latest dead letters and failing events (retry scheduled), newest change first:
+        from the ``dlq`` and ``failing`` indexes, whatever the arrivals since."""
+        records = await self._failing_records(limit)
+        newest = sorted(records, key=lambda r: r.updated, reverse=True)[:limit]
+        return [_row(r, None) for r in newest]
 
-    async def failing_tenants(self, limit: int = 500) -> list[dict[str, Any]]:
-        """Tenants with dead or failing events: counts and the latest reason, worst first."""
-        dead = await self.log.recent(state="dead", dead_only=True, limit=limit)
-        failed = await self.log.recent(state="failed", limit=limit)
+    async def failing_tenants(self, limit: int = FAILING_SAMPLE) -> list[dict[str, Any]]:
+        """Tenants with dead or failing events, worst first: counts among the latest ``limit``
+        dead letters and the latest ``limit`` failing events, and the latest reason."""
         tenants: dict[str, dict[str, Any]] = {}
-        for record in sorted([*dead, *failed], key=lambda r: r.updated):
+        for record in sorted(await self._failing_records(limit), key=lambda r: r.updated):
             row = tenants.setdefault(
                 record.tenant, {"tenant": record.tenant, "dead": 0, "failing": 0}
             )
@@ -364,10 +370,19 @@ class ReadModel:
             row["reason"], row["updated"] = record.reason, record.updated
         return sorted(tenants.values(), key=lambda r: (-r["dead"] - r["failing"], r["tenant"]))
 
+    async def _failing_records(self, limit: int) -> list[EventRecord]:
+        """The latest ``limit`` dead letters and ``limit`` failing events (small fields only),
+        reading at most twice as many index entries of each."""
+        log = self.log
+        dead = await log.recent(index=log.keys.dlq, state="dead", limit=limit, scan=2 * limit)
+        failed = await log.recent(index=log.failing, state="failed", limit=limit, scan=2 * limit)
+        return [*dead, *failed]
+
     async def by_tenant(self, sample: int = 1000) -> dict[str, dict[str, Any]]:
-        """Per tenant over the newest ``sample`` records: events, failures, last event."""
+        """Per tenant over the newest ``sample`` arrivals (their small fields): events,
+        failures, last event."""
         stats: dict[str, dict[str, Any]] = {}
-        for record in await self.log.recent(limit=sample):
+        for record in await self.log.recent(limit=sample, scan=sample):
             row = stats.setdefault(record.tenant, {"events": 0, "failed": 0, "last_event": 0})
             row["events"] += 1
             if record.state in ("failed", "dead") or record.attempts > 0:
@@ -376,6 +391,19 @@ class ReadModel:
         for row in stats.values():
             row["error_rate"] = f"{row['failed'] / row['events']:.0%}" if row["events"] else "—"
         return stats
+
+
+class Keep(NamedTuple):
+    """What a listing keeps: ``wanted`` decides on a record's small fields, ``row`` makes the
+    row (None: left out after all) of the record, read whole first if ``payload``."""
+
+    wanted: Callable[[EventRecord], bool]
+    row: Callable[[EventRecord], dict[str, Any] | None]
+    payload: bool
+
+
+def _same_content(record: EventRecord, content_id: str) -> bool:
+    return record.content.endswith(f":{content_id}")
 
 
 def _event_from(record: EventRecord) -> Event | None:

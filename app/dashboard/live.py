@@ -1,8 +1,10 @@
 """Server-sent events: the overview numbers and charts, pushed every few seconds.
 
-The stream sends ``event: overview`` with the same JSON as ``GET /api/overview``. Each push
-also samples the queue depth into the per-minute activity counters, so the depth chart fills
-while someone watches. ``app.state.dashboard_live_interval`` (seconds) overrides the period.
+The stream sends ``event: overview`` with the same JSON as ``GET /api/overview``. All open
+streams share one overview computed per period (:func:`app.dashboard.views.overview`), so
+their number does not multiply the reads; each such computation also samples the queue depth
+into the per-minute activity counters, so the depth chart fills while someone watches.
+``app.state.dashboard_live_interval`` (seconds) overrides the period.
 The session is checked before every push: a stream opened before its session was signed out
 ends at its next push.
 """
@@ -29,7 +31,8 @@ async def _events(request: Request, interval: float) -> AsyncIterator[ServerSent
             yield ServerSentEvent(data=json.dumps({"error": "signed out"}), event="error")
             return
         try:
-            data = await views.overview(request, sample=True)
+            # Every open stream pushes the one overview computed per period.
+            data = await views.overview(request, sample=True, fresh_for=interval)
             yield ServerSentEvent(data=json.dumps(data, default=str), event="overview")
         except (RedisError, OSError):
             yield ServerSentEvent(data=json.dumps({"error": "redis unavailable"}), event="error")

@@ -7,6 +7,7 @@ and a ``gap`` sentence) instead of showing made-up values.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -86,7 +87,46 @@ def summarize_minutes(minutes: list[tuple[int, dict[str, int]]]) -> dict[str, An
     }
 
 
-async def overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
+@dataclasses.dataclass
+class _Shared:
+    """The latest overview computation of one kind (with or without a depth sample)."""
+
+    task: asyncio.Task[dict[str, Any]] | None = None
+    started: float = 0.0
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+async def overview(
+    request: Request, *, sample: bool = False, fresh_for: float = 0.0
+) -> dict[str, Any]:
+    """The overview (:func:`compute_overview`), one computation shared by concurrent callers:
+    one in progress is joined, and one begun less than ``fresh_for`` seconds ago is reused (the
+    live streams pass their period, so any number of open tabs costs one per period). Treat the
+    answer as read-only: callers share it."""
+    shared = _shared(request, sample)
+    loop, now = asyncio.get_running_loop(), time.monotonic()
+    task = shared.task if shared.loop is loop else None
+    if task is None or (task.done() and not _fresh(task, now - shared.started, fresh_for)):
+        task = loop.create_task(compute_overview(request, sample=sample))
+        shared.task, shared.started, shared.loop = task, now, loop
+    # A caller that goes away (a closed tab) does not cancel what the others wait for.
+    return await asyncio.shield(task)
+
+
+def _fresh(task: asyncio.Task[dict[str, Any]], age: float, fresh_for: float) -> bool:
+    """Whether a finished computation may be reused: it succeeded, under ``fresh_for`` ago."""
+    return not task.cancelled() and task.exception() is None and age < fresh_for
+
+
+def _shared(request: Request, sample: bool) -> _Shared:
+    state = request.app.state
+    slots: dict[bool, _Shared] | None = getattr(state, "overview_shared", None)
+    if slots is None:
+        slots = state.overview_shared = {}
+    return slots.setdefault(sample, _Shared())
+
+
+async def compute_overview(request: Request, *, sample: bool = False) -> dict[str, Any]:
     """Counts now, totals and charts of the last hour, worker health, DLQ and budget summary."""
     model = read_model(request)
     now = time.time()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import socket
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 
 from app.atlassian.events import Event, event_id
 from app.eventlog import EventLog
-from app.jobstate import Attempt
+from app.jobstate import Attempt, EventRecord
 from app.queue import EventQueue
 from app.settings import Settings
 
@@ -102,3 +107,59 @@ def send_partly(base_url: str, head: str, body: bytes, timeout: float = 5.0) -> 
                 break
             rest += chunk
     return int(header.split(b" ", 2)[1]), rest
+
+
+class Reads:
+    """What the code under test asked of Redis: whole event records read (each with its stored
+    event, the raw payload) and round trips (a command, or a pipeline of them)."""
+
+    def __init__(self) -> None:
+        self.whole = 0
+        self.round_trips = 0
+
+    def reset(self) -> None:
+        self.whole = self.round_trips = 0
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    """Count, from now on, the whole records read through ``EventLog`` and every round trip of
+    any client of this process."""
+    reads = Reads()
+    records, record = EventLog.records, EventLog.record
+    send = AbstractConnection.send_packed_command
+
+    async def counted_records(self: EventLog, event_ids: Sequence[str]) -> list[EventRecord]:
+        reads.whole += len(event_ids)
+        return await records(self, event_ids)
+
+    async def counted_record(self: EventLog, event_id: str) -> EventRecord | None:
+        reads.whole += 1
+        return await record(self, event_id)
+
+    async def counted_send(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        reads.round_trips += 1
+        await send(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventLog, "records", counted_records)
+    monkeypatch.setattr(EventLog, "record", counted_record)
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted_send)
+    return reads
+
+
+async def hold(
+    redis: Redis, settings: Settings, events: Sequence[Event], state: str = "done"
+) -> None:
+    """Store ``events`` and leave each in ``state`` (done, dead or failed) as the job layer
+    does, many at a time."""
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    await asyncio.gather(*(queue.put(e) for e in events))
+    await redis.zrem(f"{settings.redis_prefix}queue", *(e.id for e in events))
+
+    async def end(event: Event) -> None:
+        if state == "failed":
+            await log.mark(event.id, "failed", "TransientFailure: 503", next_run=1)
+        else:
+            await log.finish(event.id, event.content_key, state, f"{state} here")
+
+    for first in range(0, len(events), 200):
+        await asyncio.gather(*(end(e) for e in events[first : first + 200]))

@@ -176,3 +176,24 @@ def test_web_and_worker_refuse_such_a_url_in_one_line(command: str) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("reactor: REACTOR_REDIS_URL: option socket_timeout")
     assert len(result.stderr.splitlines()) == 1 and "hidden-pw" not in result.stderr
+
+
+def test_a_worker_that_cannot_trust_the_certificate_ends_in_one_line(
+    tls_redis: tuple[str, Path],
+) -> None:
+    """No retry mends an untrusted certificate: one line naming the fix, exit 2."""
+    url, _ = tls_redis
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {"REACTOR_REDIS_URL": url, "REACTOR_RECONCILE_INTERVAL_SECONDS": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"reactor: REACTOR_REDIS_URL: {url}: the server's TLS certificate")
+    assert "CERTIFICATE_VERIFY_FAILED" in line and line.endswith("?ssl_ca_certs=/path/ca.pem")

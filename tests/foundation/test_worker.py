@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 from arq.connections import create_pool
 
 from app import redis as redis_conn
+from app.embedded_redis import free_port
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers.main import cron_jobs, queue_name
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_burst_worker_runs_a_queued_job(settings: Settings, burst_worker) -> None:  # type: ignore[no-untyped-def]
@@ -38,3 +51,89 @@ def test_each_deployment_on_one_redis_has_its_own_reconcile_tick(settings: Setti
     assert mine.name.startswith(settings.redis_prefix) and theirs.name.startswith("other-")
     assert cron_jobs(settings, burst=True) is None
     assert cron_jobs(settings.model_copy(update={"reconcile_interval_seconds": 0})) is None
+
+
+def _worker_env(settings: Settings, **env: str) -> dict[str, str]:
+    assert settings.redis_url is not None
+    full = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    return full | {
+        "REACTOR_REDIS_URL": settings.redis_url,
+        "REACTOR_REDIS_PREFIX": settings.redis_prefix,
+        "REACTOR_RECONCILE_INTERVAL_SECONDS": "0",
+        "REACTOR_LOG_FORMAT": "json",
+        **env,
+    }
+
+
+def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``reactor worker`` that must end by itself (before the fix it retried for ever)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
+
+
+def test_a_busy_metrics_port_ends_the_worker_in_one_line(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # the metrics server binds all interfaces
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run_worker(_worker_env(settings, REACTOR_WORKER_METRICS_PORT=str(port)))
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"reactor: REACTOR_WORKER_METRICS_PORT: cannot serve metrics on port {port}: "
+        "address already in use"
+    )
+    assert "lost Redis" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "database", "expected"),
+    [
+        (":wrong-redis-pw@", "1", "Redis refused the credentials (AuthenticationError: "),
+        ("", "99", "no such database on this server (ResponseError: DB index is out of range)"),
+    ],
+)
+def test_redis_errors_no_retry_mends_end_the_worker_in_one_line(
+    settings: Settings, userinfo: str, database: str, expected: str
+) -> None:
+    assert settings.redis_url is not None
+    port = urlsplit(settings.redis_url).port
+    url = f"redis://{userinfo}127.0.0.1:{port}/{database}"
+    result = _run_worker(_worker_env(settings, REACTOR_REDIS_URL=url))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    shown = url.replace("wrong-redis-pw", "***")
+    assert line.startswith(f"reactor: REACTOR_REDIS_URL: {shown}: {expected}"), line
+    assert "wrong-redis-pw" not in result.stderr and "lost Redis" not in result.stderr
+
+
+def test_a_worker_that_cannot_reach_redis_logs_json_from_its_first_line(
+    settings: Settings,
+) -> None:
+    """REACTOR_LOG_FORMAT=json holds before the first connection, not only after it."""
+    env = _worker_env(settings, REACTOR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert worker.stderr is not None
+        first = json.loads(worker.stderr.readline())
+        assert first["event"] == "lost Redis; starting the worker again"
+        assert first["level"] == "warning" and "Connection refused" in first["error"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
