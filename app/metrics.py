@@ -6,6 +6,14 @@ and serves it on ``REACTOR_WORKER_METRICS_PORT`` when set) and passes it down. E
 owns its own :class:`~prometheus_client.CollectorRegistry` unless one is injected, so tests
 can build as many as they like without "duplicated timeseries" errors.
 
+A process exports only what it measures (``role``). The web process (``"web"``) exports every
+name below: it counts deliveries and fills the gauges kept in Redis at each scrape. A worker
+(``"worker"``) exports its own counts: the ``reactor_job_*``, ``reactor_dead_lettered_total``
+and ``reactor_confluence_*`` series. The ingest counters and the scrape-time gauges (queue,
+dead letters, ``reactor_redis_up``, ``reactor_budget_*``) exist on a worker's instance too, so
+code may touch them, but are never exported there: nothing in a worker sets them, and a
+worker exporting ``reactor_redis_up 0`` or a budget quota of 0 would fire every alert.
+
 Names and labels (keep them stable: dashboards and alerts depend on them)::
 
     reactor_events_received_total{source}            every delivery that reached ingest
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -47,50 +56,54 @@ from app.budget.metrics import BudgetMetrics
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+Role = Literal["web", "worker"]
 
 
 class Metrics:
-    """The metric objects of one process, registered in ``registry``."""
+    """The metric objects of one process; those its ``role`` measures are in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, role: Role = "web") -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.role = role
         # Called before each render: counts kept outside the registry are folded into it.
         self.before_render: list[Callable[[], None]] = []
         r = self.registry
+        # The web process's series: on a worker, registered where no scrape reads them.
+        w = r if role == "web" else CollectorRegistry()
         self.events_received = Counter(
             "reactor_events_received",
             "Deliveries that reached ingest, by source (connect, forge, ...).",
             ["source"],
-            registry=r,
+            registry=w,
         )
         self.events_accepted = Counter(
             "reactor_events_accepted",
             "Deliveries stored and enqueued (duplicates included), by source.",
             ["source"],
-            registry=r,
+            registry=w,
         )
         self.events_rejected = Counter(
             "reactor_events_rejected",
             "Deliveries refused, by source and reason (the error code).",
             ["source", "reason"],
-            registry=r,
+            registry=w,
         )
         self.queue_depth = Gauge(
             "reactor_queue_depth",
             "Jobs in the queue by state (queued, deferred, running), read at scrape time.",
             ["state"],
-            registry=r,
+            registry=w,
         )
         self.dead_letters = Gauge(
             "reactor_dead_letters",
             "Dead letters currently held, read at scrape time.",
-            registry=r,
+            registry=w,
         )
         self.redis_up = Gauge(
             "reactor_redis_up",
             "1 when this scrape read the gauges kept in Redis, 0 when Redis did not answer "
             "within REACTOR_REDIS_TIMEOUT_SECONDS (those gauges then hold their last values).",
-            registry=r,
+            registry=w,
         )
         self.job_duration = Histogram(
             "reactor_job_duration_seconds",
@@ -111,7 +124,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.budget = BudgetMetrics(r)
+        self.budget = BudgetMetrics(w)
         self.confluence_calls = Counter(
             "reactor_confluence_calls",
             "Calls to the Confluence REST API by operation and HTTP status.",

@@ -52,7 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     if "latest_only" not in ctx:
         ctx["latest_only"] = latest_only_from(settings)
-    ctx["metrics"] = Metrics()
+    ctx["metrics"] = Metrics(role="worker")  # exports only what a worker measures
     if settings.worker_metrics_port:
         ctx["metrics_stop"] = _serve_metrics(ctx["metrics"], settings.worker_metrics_port)
     await reaction_clients.start(ctx)  # before the first heartbeat, which lists the reactions

@@ -14,6 +14,7 @@ from arq.connections import create_pool
 
 from app import redis as redis_conn
 from app.embedded_redis import free_port
+from app.metrics import Metrics
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers.main import cron_jobs, queue_name
@@ -137,3 +138,28 @@ def test_a_worker_that_cannot_reach_redis_logs_json_from_its_first_line(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+async def test_a_worker_exports_only_the_metrics_it_measures(
+    settings: Settings,
+    burst_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    """No reactor_redis_up 0 or budget quota 0 from a worker: the web process sets those."""
+    worker = burst_worker()
+    await worker.main()
+    metrics = worker.ctx["metrics"]
+    metrics.job_attempts.labels(outcome="done").inc()
+    text = metrics.render().decode()
+    assert "reactor_job_attempts_total" in text
+    assert "# TYPE reactor_dead_lettered_total counter" in text
+    assert "# TYPE reactor_confluence_calls_total counter" in text
+    for web_only in (
+        "reactor_redis_up",
+        "reactor_budget_",
+        "reactor_queue_depth",
+        "reactor_dead_letters ",
+        "reactor_events_received",
+    ):
+        assert web_only not in text, web_only
+    web = Metrics().render().decode()
+    assert "reactor_redis_up" in web and "reactor_budget_quota_points" in web
