@@ -118,29 +118,60 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from arq.worker import async_check_health
-    from redis.exceptions import RedisError
-
-    from app import redis as redis_conn
-    from workers.main import queue_name, run_worker
+    from workers.main import run_worker
 
     settings = _settings()
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     if args.check:
-        # A probe: one try, one line. arq's own retries and traceback are for a worker.
-        redis_settings = redis_conn.arq_settings(settings.redis_url)
-        redis_settings.conn_retries = 0
-        try:
-            return int(
-                asyncio.run(async_check_health(redis_settings, queue_name=queue_name(settings)))
-            )
-        except (RedisError, OSError) as exc:
-            where = redis_conn.display_url(settings.redis_url)
-            print(f"reactor: redis: cannot reach {where} ({type(exc).__name__})", file=sys.stderr)
-            return 1
+        return check_worker(settings.redis_url, settings.redis_prefix)
     run_worker(settings, args.concurrency)
     return 0
+
+
+def check_worker(url: str, prefix: str) -> int:
+    """``reactor worker --check``: 0 when a worker on this host (this container) beats.
+
+    A probe: one try over the worker's own connection, one line. arq's queue-wide health key
+    would answer for any replica, so a hung one would pass while another runs.
+    """
+    import socket
+
+    from redis.exceptions import RedisError
+
+    from app import redis as redis_conn
+    from app.dashboard.heartbeat import TTL_SECONDS
+
+    host = socket.gethostname()
+    try:
+        alive = asyncio.run(_workers_on(url, prefix, host))
+    except (RedisError, OSError) as exc:
+        where = redis_conn.display_url(url)
+        print(f"reactor: redis: cannot reach {where} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    if not alive:
+        print(
+            f"reactor: worker: none on this host ({host}) has beaten in the last {TTL_SECONDS} s",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"ok: worker {', '.join(str(info['id']) for info in alive)} beating")
+    return 0
+
+
+async def _workers_on(url: str, prefix: str, host: str) -> list[dict[str, object]]:
+    from arq.connections import create_pool
+
+    from app import redis as redis_conn
+    from app.dashboard.heartbeat import Heartbeats
+
+    redis_settings = redis_conn.arq_settings(url)
+    redis_settings.conn_retries = 0
+    pool = await create_pool(redis_settings)
+    try:
+        return await Heartbeats(pool, prefix).on_host(host)
+    finally:
+        await pool.aclose()
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -230,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run an arq worker that reacts to queued events")
     worker.add_argument("--concurrency", type=positive_int, default=None)
     worker.add_argument(
-        "--check", action="store_true", help="exit non-zero unless a worker is healthy"
+        "--check",
+        action="store_true",
+        help="exit non-zero unless a worker on this host (container) sent its heartbeat lately",
     )
     worker.set_defaults(handler=cmd_worker)
 

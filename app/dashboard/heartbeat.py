@@ -5,6 +5,10 @@ cannot tell how many workers are alive. Each worker therefore also writes
 ``{prefix}worker:<worker id>`` (a hash: host, pid, concurrency, running, started, seen) with a
 TTL of three intervals, and adds its id to the set ``{prefix}workers``. The dashboard lists
 the ids whose hash still exists and prunes the others.
+
+``reactor worker --check`` (a container's health check) asks the same question for one host:
+is a worker whose ``host`` is this machine's (a container's) name still beating? A hung or
+frozen worker stops beating and its hash expires, whatever other replicas do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 INTERVAL_SECONDS = 5.0
+TTL_SECONDS = int(INTERVAL_SECONDS * 3)
 
 
 def _s(value: bytes | str) -> str:
@@ -38,10 +43,9 @@ class Heartbeats:
         return f"{self.prefix}worker:{worker_id}"
 
     async def beat(self, worker_id: str, fields: dict[str, Any]) -> None:
-        ttl = int(INTERVAL_SECONDS * 3)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.key(worker_id), mapping={**fields, "seen": time.time()})
-            pipe.expire(self.key(worker_id), ttl)
+            pipe.expire(self.key(worker_id), TTL_SECONDS)
             pipe.sadd(self.index, worker_id)
             await pipe.execute()
 
@@ -83,6 +87,10 @@ class Heartbeats:
             await self.redis.srem(self.index, *gone)  # type: ignore[misc]
         out.sort(key=lambda w: float(w.get("seen", 0)), reverse=True)
         return out
+
+    async def on_host(self, host: str) -> list[dict[str, Any]]:
+        """Live workers running on ``host`` (by hostname: the workers of one container)."""
+        return [info for info in await self.alive() if info.get("host") == host]
 
 
 def describe_reactions(router: Any) -> list[dict[str, Any]]:

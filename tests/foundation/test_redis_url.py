@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,11 +23,14 @@ from urllib.parse import urlsplit
 import pytest
 from arq.connections import create_pool
 from cryptography.fernet import Fernet
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import redis as redis_conn
+from app.dashboard.heartbeat import Heartbeats
 from app.devcert import dev_certificate
 from app.errors import ConfigError
+from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS_URL = (
@@ -197,3 +201,28 @@ def test_a_worker_that_cannot_trust_the_certificate_ends_in_one_line(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"reactor: REACTOR_REDIS_URL: {url}: the server's TLS certificate")
     assert "CERTIFICATE_VERIFY_FAILED" in line and line.endswith("?ssl_ca_certs=/path/ca.pem")
+
+
+async def test_the_worker_health_check_connects_as_the_worker_does(
+    tls_redis: tuple[str, Path], settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    url, ca = tls_redis
+    await Heartbeats(redis, settings.redis_prefix).beat(
+        "this-host-1-abc", {"host": socket.gethostname(), "pid": 1}
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "REACTOR_REDIS_URL": f"{url}?ssl_ca_certs={ca}",
+        "REACTOR_REDIS_PREFIX": settings.redis_prefix,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok: worker this-host-1-abc beating"
