@@ -266,32 +266,58 @@ class EventLog:
 
         return write
 
+    async def end_dead(self, dead: Sequence[EventRecord], state: str, reason: str) -> list[bool]:
+        """End each of ``dead`` in ``state`` if its record is still ``dead`` (checked in the
+        same step, as :meth:`finish` with ``only_if="dead"``), in one round trip for all of them
+        (plus one when the script is not loaded yet). True for each one ended."""
+        if not dead:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in dead:
+                keys, args = self._finish_call(record.id, record.content, state, reason, "dead")
+                await self._finish(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [len(reply) < 3 for reply in replies]
+
     async def requeue(self, event: Event) -> int:
         """Put a dead event back in line behind its content's unfinished events.
 
         1: replayed; 0: its record is gone or no longer dead; -1: the run that killed it is
         still being closed (try again in a moment).
         """
+        keys, args = self._requeue_call(event)
+        return int(await self._requeue(keys=keys, args=args))
+
+    async def requeue_all(self, events: Sequence[Event]) -> list[int]:
+        """:meth:`requeue` each of ``events``, in order, in one round trip (plus one when the
+        script is not loaded yet); each is checked on its own as in :meth:`requeue`."""
+        if not events:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                keys, args = self._requeue_call(event)
+                await self._requeue(keys=keys, args=args, client=pipe)
+            return [int(done) for done in await pipe.execute()]
+
+    def _requeue_call(self, event: Event) -> tuple[list[str], list[Any]]:
         keys = self.keys
         replayed = dataclasses.replace(event, source="replay")
-        done = await self._requeue(
-            keys=[
-                keys.event(event.id),
-                keys.content(event.content_key),
-                keys.queue,
-                keys.dlq,
-                in_progress_key_prefix + event.id,
-            ],
-            args=[
-                event.id,
-                replayed.to_json(),
-                keys.prefix,
-                PROCESS_EVENT,
-                JOB_EXPIRY_MS,
-                self.retention,
-            ],
-        )
-        return int(done)
+        script_keys = [
+            keys.event(event.id),
+            keys.content(event.content_key),
+            keys.queue,
+            keys.dlq,
+            in_progress_key_prefix + event.id,
+        ]
+        args = [
+            event.id,
+            replayed.to_json(),
+            keys.prefix,
+            PROCESS_EVENT,
+            JOB_EXPIRY_MS,
+            self.retention,
+        ]
+        return script_keys, args
 
     async def summaries(self, event_ids: Sequence[str]) -> list[EventRecord]:
         """The records of ``event_ids`` without their stored event (``event_json`` is ``{}``),

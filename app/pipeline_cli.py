@@ -135,7 +135,7 @@ async def dlq_retry(redis: Redis, settings: Settings, args: argparse.Namespace) 
     if args.all:
         ids = await dlq.retry_all(Filter(args.tenant, args.type))
     else:
-        outcomes = {i: await dlq.replay(i) for i in args.event_ids}
+        outcomes = await dlq.replay_ids(args.event_ids)
         ids = [i for i, outcome in outcomes.items() if outcome == "replayed"]
         closing = [i for i, outcome in outcomes.items() if outcome == "closing"]
         for event_id in closing:
@@ -164,7 +164,7 @@ async def dlq_discard(redis: Redis, settings: Settings, args: argparse.Namespace
     if args.all:
         ids = await dlq.discard_all(Filter(args.tenant, args.type))
     else:
-        ids = [i for i in args.event_ids if await dlq.discard(i)]
+        ids = await dlq.discard_ids(args.event_ids)
         _not_dead(args.event_ids, ids)
     for event_id in ids:
         print(f"discarded {event_id}")

@@ -27,6 +27,7 @@ from app.settings import Settings
 from app.tenants import TenantStore
 
 HOUR_MINUTES = 60
+REPLAY_OUTCOMES = ("replayed", "not_dead", "closing")
 
 
 def _settings(request: Request) -> Settings:
@@ -224,15 +225,13 @@ async def dead_letter_action(
             store.retry_all(where) if action == "retry" else store.discard_all(where)
         )
         return {"ok": True, "count": len(everything), "ids": everything[:100]}
-    done: list[str] = []
-    missing: list[str] = []
-    closing: list[str] = []
-    for event_id in ids:
-        if action == "discard":
-            (done if await store.discard(event_id) else missing).append(event_id)
-            continue
-        outcome = await store.replay(event_id)
-        {"replayed": done, "not_dead": missing, "closing": closing}[outcome].append(event_id)
+    if action == "discard":
+        done = await store.discard_ids(ids)
+        discarded = set(done)
+        missing, closing = [i for i in ids if i not in discarded], []
+    else:
+        outcomes = await store.replay_ids(ids)
+        done, missing, closing = ([i for i in ids if outcomes[i] == o] for o in REPLAY_OUTCOMES)
     refused = missing + closing
     result: dict[str, Any] = {"ok": bool(done) or not refused, "count": len(done), "ids": done}
     details = []
