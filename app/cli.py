@@ -213,7 +213,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
-    print("# a fresh REACTOR_SECRET_KEY; keep it secret (old keys may follow, comma separated)")
+    # Only the key on stdout, so that REACTOR_SECRET_KEY=$(reactor keygen) works.
+    print(
+        "# a fresh REACTOR_SECRET_KEY; keep it secret (old keys may follow, comma separated)",
+        file=sys.stderr,
+    )
     print(Fernet.generate_key().decode())
     return 0
 
