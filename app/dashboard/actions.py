@@ -53,7 +53,7 @@ async def _act(request: Request, action: str) -> Response:
         f"dead_letter_{action}",
         target="all" if scope == "all" else ",".join(ids[:20]),
         outcome="ok" if result.get("ok") else "failed",
-        detail=result,
+        detail=views.audit_detail(result),
     )
     return RedirectResponse(f"/dashboard/dead?{outcome_query(action, result)}", status_code=303)
 

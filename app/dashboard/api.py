@@ -199,7 +199,7 @@ async def _dead_action(request: Request, action: str) -> Response:
         f"dead_letter_{action}",
         target=target,
         outcome="ok" if result.get("ok") else "failed",
-        detail={**result, "via": "api"},
+        detail={**views.audit_detail(result), "via": "api"},
     )
     return _json(result, 200 if result.get("ok") else 409)
 

@@ -28,6 +28,8 @@ from app.tenants import TenantStore
 
 HOUR_MINUTES = 60
 REPLAY_OUTCOMES = ("replayed", "not_dead", "closing")
+# Ids an audit entry keeps per list (their count is kept too): one action may name thousands.
+AUDIT_IDS = 100
 
 
 def _settings(request: Request) -> Settings:
@@ -247,6 +249,19 @@ async def dead_letter_action(
     if details:
         result["detail"] = "; ".join(details)
     return result
+
+
+def audit_detail(result: dict[str, Any]) -> dict[str, Any]:
+    """A dead-letter action's result for its audit entry: each id list cut to
+    :data:`AUDIT_IDS`, with its full length beside it (``ids`` has ``count``)."""
+    detail = dict(result)
+    for name in ("ids", "not_dead", "closing"):
+        listed = detail.get(name)
+        if isinstance(listed, list):
+            detail[name] = listed[:AUDIT_IDS]
+            if name != "ids":
+                detail[f"{name}_count"] = len(listed)
+    return detail
 
 
 async def budget(request: Request) -> dict[str, Any]:

@@ -140,6 +140,21 @@ async def test_retry_all_and_discard_are_done_and_audited(
     assert await AuditLog(redis, settings.redis_prefix).recent(1)
 
 
+async def test_an_action_naming_thousands_of_ids_keeps_a_bounded_audit_entry(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    dead = make_event(content_id="990")
+    await kill(redis, settings, dead, "500 server error")
+    gone = [f"ev_{n:032x}" for n in range(2500)]
+    answer = await api.post("/api/dead/discard", json={"ids": [*gone, dead.id]})
+    assert answer.status_code == 200
+    assert (answer.json()["count"], len(answer.json()["not_dead"])) == (1, 2500)
+    [entry] = await AuditLog(redis, settings.redis_prefix).recent(1)
+    assert entry.detail["ids"] == [dead.id] and entry.detail["count"] == 1
+    assert entry.detail["not_dead"] == gone[:100] and entry.detail["not_dead_count"] == 2500
+    assert len(json.dumps(entry.detail)) < 10_000
+
+
 async def test_metrics_are_served_in_prometheus_format(
     api: httpx.AsyncClient, settings: Settings, redis: Redis
 ) -> None:
