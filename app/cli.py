@@ -84,11 +84,16 @@ def port_or_zero(text: str) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app import redis as redis_conn
+    from app import web_server
     from app.logs import configure_logging
 
+    if args.workers > 1:
+        raise ConfigError(
+            "--workers: one web process per container or host (each process would count its "
+            "own /metrics, and scrapes would jump between them); scale with replicas instead"
+        )
+    web_server.check_tls_files(args.ssl_certfile, args.ssl_keyfile)
     settings = _settings()
     problems = settings.require_production()
     if problems:
@@ -96,25 +101,14 @@ def cmd_web(args: argparse.Namespace) -> int:
     if settings.redis_url is not None:
         redis_conn.check_url(settings.redis_url)
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        "app.main:factory",
-        factory=True,
+    return web_server.serve(
+        settings,
         host=args.host,
         port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        # JSON: uvicorn's loggers go to the root handler configure_logging set (one format)
-        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-        access_log=False,
-        proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        server_header=False,
+        certfile=args.ssl_certfile,
+        keyfile=args.ssl_keyfile,
     )
-    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -252,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="serve the web app (ingest, dashboard, health) under uvicorn")
     web.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server binds all interfaces
     web.add_argument("--port", type=port_number, default=8000)
-    web.add_argument("--workers", type=positive_int, default=1)
+    web.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes: 1 only (each would keep its own /metrics); scale with replicas",
+    )
     web.add_argument("--ssl-certfile", default=None, help="serve TLS with this certificate")
     web.add_argument("--ssl-keyfile", default=None, help="private key of --ssl-certfile")
     web.add_argument(

@@ -168,18 +168,26 @@ async def test_tls_server_speaks_tls12_and_up_only(
 
 
 def test_reactor_web_serves_tls_and_trusts_forwarded_proto_from_its_proxies(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, tls_files: tuple[Path, Path]
 ) -> None:
     import app.logs
     from app.cli import main
+    from app.web_server import AnnouncingServer
 
-    seen: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    seen: list[uvicorn.Config] = []
+
+    def run(self: AnnouncingServer, sockets: object = None) -> None:
+        seen.append(self.config)
+        self.started = True
+
+    monkeypatch.setattr(AnnouncingServer, "run", run)
     monkeypatch.setattr(app.logs, "configure_logging", lambda *a, **kw: None)
     monkeypatch.setenv("REACTOR_REDIS_URL", str(settings.redis_url))
     monkeypatch.setenv("REACTOR_SECRET_KEY", settings.secret_keys[0])
-    argv = ["web", "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"]
+    cert, key = (str(path) for path in tls_files)
+    argv = ["web", "--ssl-certfile", cert, "--ssl-keyfile", key]
     assert main([*argv, "--forwarded-allow-ips", "10.0.0.7"]) == 0
-    assert (seen["ssl_certfile"], seen["ssl_keyfile"]) == ("c.pem", "k.pem")
-    assert seen["proxy_headers"] is True
-    assert seen["forwarded_allow_ips"] == "10.0.0.7"
+    (config,) = seen
+    assert (config.ssl_certfile, config.ssl_keyfile) == (cert, key)
+    assert config.proxy_headers is True
+    assert config.forwarded_allow_ips == "10.0.0.7"
