@@ -19,7 +19,9 @@ COPY atlassian-connect.json manifest.yml /app/
 WORKDIR /app
 USER reactor
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
+# No HEALTHCHECK here: the image runs web and worker processes, the web on any port and with or
+# without TLS, so one baked-in probe would mark some of them unhealthy for ever. Each service
+# declares its own: docker-compose.yml (web: GET /healthz on its port; worker:
+# `reactor worker --check`), or a Kubernetes Deployment's probes (/healthz, /readyz).
 ENTRYPOINT ["reactor"]
 CMD ["web", "--host", "0.0.0.0", "--port", "8000"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from app.cli import build_parser
 from app.settings import Settings
+from workers.loading import load_reactions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,52 @@ def test_compose_and_dockerfile_commands_exist_in_the_cli() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
     assert cmd[0] in commands
-    assert "USER reactor" in dockerfile and "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    assert "USER reactor" in dockerfile
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
+
+
+def test_the_image_bakes_in_no_health_check_that_fails_workers_or_other_ports() -> None:
+    """One image runs `reactor web` (any port, TLS or not) and `reactor worker` (no port):
+    a fixed probe of http://127.0.0.1:8000 would mark some of them unhealthy for ever."""
+    instructions = [
+        line.split()[0]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith((" ", "#"))
+    ]
+    assert "HEALTHCHECK" not in instructions
+
+
+def test_each_compose_service_has_a_health_check_of_its_own_kind() -> None:
+    services = _compose()["services"]
+    web = services["web"]
+    command = web["command"]
+    port = command[command.index("--port") + 1]
+    scheme = "https" if "--ssl-certfile" in command else "http"
+    probe = " ".join(web["healthcheck"]["test"])
+    assert f"{scheme}://127.0.0.1:{port}/healthz" in probe
+    worker = services["worker"]["healthcheck"]["test"]
+    assert worker == ["CMD", "reactor", "worker", "--check"]  # per container: its heartbeat
+
+
+def test_every_compose_service_comes_back_after_a_crash_or_a_reboot() -> None:
+    for name, service in _compose()["services"].items():
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_compose_workers_load_the_rules_file_they_mount() -> None:
+    """Without reactions every event ends "no reactions": the workers get a rules file."""
+    worker = _compose()["services"]["worker"]
+    inside = worker["environment"]["REACTOR_RULES_FILE"]
+    (mount,) = [v for v in worker["volumes"] if str(v).split(":")[-2] == inside]
+    default = re.fullmatch(r"\$\{RULES_FILE:-(.+)\}:" + re.escape(inside) + ":ro", mount)
+    assert default is not None, mount
+    rules = ROOT / default.group(1)
+    settings = Settings(rules_file=rules, _env_file=None)  # type: ignore[call-arg]
+    assert len(load_reactions(settings)) > 0
 
 
 def test_readme_documents_every_setting() -> None:
