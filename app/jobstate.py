@@ -12,6 +12,8 @@ Keys (``P`` is ``settings.redis_prefix``; arq's ``arq:job:<id>`` is the one key 
                                     order; only the head has an arq job (per-content order)
     P events                ZSET    every recorded event id, score = received (epoch ms)
     P dlq                   ZSET    dead-lettered ids, score = time of death (epoch ms)
+    P failing               ZSET    ids of events waiting to be retried (state failed),
+                                    score = when marked (epoch ms); app.eventlog keeps it
     P queue                 ZSET    arq's queue: job id (= event id) -> run at (epoch ms)
     arq:job:<id>            STRING  arq job, JSON {"f": "process_event", "a": [<id>], ...}
 

@@ -102,3 +102,11 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in _setting_env_names() if f"`{n}`" not in readme)
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def test_compose_starts_in_dry_run_until_the_operator_says_otherwise() -> None:
+    """Its workers load a rules file that edits pages: a first `docker compose up` must show
+    what they would write before they write it."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["worker"]["environment"]
+    assert env["REACTOR_DRY_RUN"] == "${REACTOR_DRY_RUN:-true}"
