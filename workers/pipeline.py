@@ -273,8 +273,7 @@ async def _finish(
 
 
 async def _keep_alive(log_store: EventLog, event: Event) -> None:
-    """A head handed back to arq keeps its record, its content's line and its place in the
-    index for the retention."""
+    """A head handed back to arq keeps its record and its content's line for the retention."""
     keys, ttl = log_store.keys, log_store.retention
     async with log_store.redis.pipeline(transaction=False) as pipe:
         pipe.expire(keys.event(event.id), ttl)
@@ -283,9 +282,6 @@ async def _keep_alive(log_store: EventLog, event: Event) -> None:
         # and its arq job, whose own expiry (set when it was scheduled) would otherwise end a
         # head deferred for longer: arq would drop it, and the line would wait forever
         pipe.pexpire(keys.arq_job(event.id), JOB_EXPIRY_MS)
-        # and its place in the index of records (trimmed by arrival time): a head waiting
-        # longer than the retention stays listed (Jobs page, API) for as long as it waits
-        pipe.zadd(keys.events, {event.id: now_ms()}, gt=True)
         await pipe.execute()
 
 
