@@ -294,7 +294,7 @@ end
 local now = now_ms()
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[1], 'event', ARGV[2], 'state', 'received', 'attempts', 0,
-  'reason', 'replayed', 'updated', now)
+  'reason', 'replayed', 'updated', now, 'replayed_at', now)
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
@@ -353,6 +353,7 @@ class EventRecord:
     next_run: int | None
     replays: int
     event_json: str
+    replayed_at: int = 0  # when an operator last replayed it (epoch ms), 0 if never
 
     @classmethod
     def from_hash(cls, event_id: str, data: dict[str, str]) -> EventRecord:
@@ -370,6 +371,7 @@ class EventRecord:
             next_run=int(next_run) if next_run else None,
             replays=int(data.get("replays", 0)),
             event_json=data.get("event", "{}"),
+            replayed_at=int(data.get("replayed_at") or 0),
         )
 
     def summary(self) -> dict[str, Any]:

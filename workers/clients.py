@@ -35,9 +35,18 @@ from workers.routing import Router
 
 JOBS_PER_POOL = 5
 # A disabled site's jobs are looked at again this often, and given up (dead-lettered, so an
-# operator can replay them) once their event is this old.
+# operator can replay them) once their event is this old, or sooner: see wait_bound.
 DISABLED_DEFER_SECONDS = 600.0
 DISABLED_WAIT_SECONDS = 7 * 24 * 3600.0
+# Before the records of the events queued behind a waiting head expire (they keep the event
+# retention from their arrival; only the head's is renewed while it waits).
+RETENTION_MARGIN_SECONDS = 3600.0
+
+
+def wait_bound(limit: float, settings: Settings) -> float:
+    """How long a head may wait for its site: ``limit``, ended early enough that the events
+    behind it are still kept when it gives up (each then waits, or runs, in its turn)."""
+    return max(60.0, min(limit, settings.event_retention_seconds - RETENTION_MARGIN_SECONDS))
 
 
 class TenantClients:
@@ -76,7 +85,7 @@ class TenantClients:
             raise Defer(
                 DISABLED_DEFER_SECONDS,
                 f"the app is disabled on this site (tenant {tenant_id})",
-                give_up_after=DISABLED_WAIT_SECONDS,
+                give_up_after=wait_bound(DISABLED_WAIT_SECONDS, self.settings),
             )
         if tenant is not None and tenant.active:
             return Site.connect(
@@ -87,7 +96,12 @@ class TenantClients:
             )
         if tenant is not None and not await self.installations.installation_for_tenant(tenant_id):
             raise PermanentFailure(f"tenant {tenant_id} is {tenant.status}")
-        token = await require_system_token(self.installations, tenant_id)
+        try:
+            token = await require_system_token(self.installations, tenant_id)
+        except Defer as wait:
+            if wait.give_up_after is not None:
+                wait.give_up_after = wait_bound(wait.give_up_after, self.settings)
+            raise
         installations = self.installations
 
         async def provider() -> str:

@@ -200,10 +200,12 @@ async def _run(
 
 
 def _waited_too_long(exc: BaseException, record: EventRecord, now: int) -> bool:
-    """A :class:`~app.errors.Defer` whose event has waited past its ``give_up_after``."""
-    if not isinstance(exc, Defer) or exc.give_up_after is None or not record.received:
+    """A :class:`~app.errors.Defer` whose event has waited past its ``give_up_after``, since
+    it came or since an operator last replayed it."""
+    since = max(record.received, record.replayed_at)
+    if not isinstance(exc, Defer) or exc.give_up_after is None or not since:
         return False
-    return now - record.received > exc.give_up_after * 1000
+    return now - since > exc.give_up_after * 1000
 
 
 async def _flush(redis: Any, writes: list[Writes], log: Any) -> None:

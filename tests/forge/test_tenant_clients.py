@@ -17,7 +17,7 @@ from app.settings import Settings
 from app.tenants import Tenant, TenantStore
 from tests.forge.conftest import API_BASE_URL, INSTALLATION_ID, system_token
 from tests.forge.test_installations import invocation
-from workers.clients import DISABLED_WAIT_SECONDS, TenantClients, job_tenants
+from workers.clients import TenantClients, job_tenants
 
 CLIENT_KEY = "ck-both-ways"
 
@@ -48,7 +48,10 @@ async def test_a_disabled_site_s_jobs_wait_and_run_once_it_is_enabled(
     await tenants.mark_status(CLIENT_KEY, "disabled", issued_at=1010)
     with pytest.raises(Defer) as waited:
         await clients.site(CLIENT_KEY)
-    assert waited.value.give_up_after == DISABLED_WAIT_SECONDS
+    # given up before the events queued behind it expire (their records keep the event
+    # retention from their arrival), so that none of them is dropped unseen
+    bound = waited.value.give_up_after
+    assert bound is not None and bound < settings.event_retention_seconds
     await tenants.mark_status(CLIENT_KEY, "enabled", issued_at=1020)
     site = await clients.site(CLIENT_KEY)
     assert (site.mode, site.api_root) == ("connect", "https://acme.atlassian.net")
@@ -98,3 +101,23 @@ async def test_an_uninstalled_connect_site_still_served_by_forge_uses_the_forge_
     )
     site = await clients.site(CLIENT_KEY)
     assert (site.mode, site.api_root) == ("forge", API_BASE_URL)
+
+
+async def test_waits_end_before_the_events_behind_them_expire(
+    redis: Redis, settings: Settings, parts: tuple[TenantStore, InstallationStore]
+) -> None:
+    """With a short event retention, neither a disabled site's wait nor a Forge token's wait
+    outlasts it: the head is dead-lettered while the events queued behind it still exist."""
+    short = settings.model_copy(update={"event_retention_seconds": 6 * 3600})
+    tenants, installations = parts
+    clients = TenantClients(
+        httpx.AsyncClient(), short, tenants, installations, RedisBudget(redis, short)
+    )
+    await tenants.mark_status(CLIENT_KEY, "disabled", issued_at=1010)
+    with pytest.raises(Defer) as disabled:
+        await clients.site(CLIENT_KEY)
+    await installations.register(invocation(cloud_id="cloud-short"), "forge:cloud-short")
+    with pytest.raises(Defer) as tokenless:
+        await clients.site("forge:cloud-short")
+    for wait in (disabled.value, tokenless.value):
+        assert wait.give_up_after is not None and wait.give_up_after <= 5 * 3600

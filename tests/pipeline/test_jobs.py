@@ -224,7 +224,7 @@ async def test_a_wait_that_outlasts_its_bound_ends_as_a_dead_letter(
     await redis.hset(record, "received", int(time.time() * 1000) - 3_601_000)  # type: ignore[misc]
 
     def fail(e: Event, job: JobContext) -> BaseException | None:
-        return Defer(60, "the app is disabled", give_up_after=3600) if e == waiting else None
+        return Defer(60, "the app is disabled", give_up_after=3600) if e.id == waiting.id else None
 
     handler = Recorder(fail)
     await burst_worker(dispatch=handler).main()
@@ -233,6 +233,18 @@ async def test_a_wait_that_outlasts_its_bound_ends_as_a_dead_letter(
     assert dead is not None and dead.reason == "the app is disabled (waited too long)"
     assert await state(log, next_one) == "done"
     assert [e.id for e, _ in handler.calls] == [waiting.id, next_one.id]
+    # replayed by an operator, it waits its full bound again (from the replay)
+    assert await DeadLetters(redis, settings).retry(waiting.id)
+    worker = burst_worker(dispatch=handler)
+    task = asyncio.create_task(worker.main())
+    for _ in range(100):
+        if await state(log, waiting) in ("deferred", "dead"):
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.close()
+    assert await state(log, waiting) == "deferred"
 
 
 async def test_per_content_order_holds_across_several_workers(
