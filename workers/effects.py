@@ -69,10 +69,14 @@ EFFECT_MARGIN_SECONDS = 24 * 3600
 
 
 def effect_seconds(settings: Settings) -> int:
-    """How long an effect of one event is kept: as long as its record or its dead letter
-    (which an operator may replay), and a day more."""
-    longest = max(settings.event_retention_seconds, settings.dead_letter_retention_seconds)
-    return longest + EFFECT_MARGIN_SECONDS
+    """How long an effect of one event is kept: as long as the event may run again. Its runs
+    (retries, waits) end within the event retention, its dead letter (which an operator may
+    replay) is kept the dead-letter retention after that; and a day more."""
+    return (
+        settings.event_retention_seconds
+        + settings.dead_letter_retention_seconds
+        + EFFECT_MARGIN_SECONDS
+    )
 
 
 def effect_key(tenant: str, *parts: str) -> str:
