@@ -253,8 +253,14 @@ def too_many() -> Response:
     )
 
 
+def _bearer_given(request: Request) -> bool:
+    """Whether the request offers an operator token (``Authorization: Bearer``); another
+    scheme (a proxy's ``Basic``, say) is not a guess at the token and is not counted."""
+    return request.headers.get("authorization", "").lower().startswith("bearer ")
+
+
 async def _refuse(request: Request) -> Response:
-    if request.headers.get("authorization"):
+    if _bearer_given(request):
         refused = await wrong_token(request, "bearer")
         if refused is not None:
             return refused
@@ -302,7 +308,7 @@ async def _to_sign_in(request: Request) -> Response:
     """A page asked without a valid sign-in: off to the sign-in form, back here after. A wrong
     token in an ``Authorization`` header is counted and audited first, as the API does (429
     once the address is throttled): pages are no way round the throttle."""
-    if request.headers.get("authorization"):
+    if _bearer_given(request):
         refused = await wrong_token(request, "bearer")
         if refused is not None:
             return refused

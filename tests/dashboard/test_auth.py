@@ -385,6 +385,21 @@ async def test_wrong_bearer_tokens_on_pages_are_throttled_and_audited_as_on_the_
     assert await log.recent() == []
 
 
+async def test_another_authorization_scheme_is_not_taken_for_a_wrong_token(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    """A proxy in front may add its own ``Authorization: Basic``: that is no guess at the
+    operator token, so it never locks the address out nor fills the refused sign-ins."""
+    basic = {"Authorization": "Basic cHJveHk6cGFzcw=="}
+    async with httpx.AsyncClient(base_url=server) as client:
+        for _ in range(auth.MAX_FAILURES + 2):
+            page = await client.get("/dashboard/", headers=basic)
+            assert page.status_code == 303
+            api = await client.get("/api/status", headers=basic)
+            assert api.status_code == 401
+    assert await AuditLog(redis, settings.redis_prefix).recent_refused() == []
+
+
 async def test_redis_down_answers_503_not_500(settings: Settings, redis: Redis) -> None:
     from app import redis as redis_conn
     from app.embedded_redis import free_port
