@@ -26,10 +26,14 @@ MAX_SECRETS_TRIED = 20
 OTHER_VARIABLES = frozenset(
     {"REACTOR_TEST_REDIS_URL", "REACTOR_SIM_API_TOKEN", "REACTOR_FUZZ_EXAMPLES"}
 )
-# What Kubernetes defines for a Service named "reactor" (service links), not settings.
+# What Kubernetes defines for a Service named "reactor" or "reactor-<anything>" (service
+# links: REACTOR_WEB_SERVICE_HOST, REACTOR_WEB_PORT_8000_TCP_ADDR...), not settings. A bare
+# ``..._PORT`` is one only when its value is an address (tcp://10.0.0.7:8000).
 SERVICE_LINK = re.compile(
-    r"REACTOR_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)"
+    r"REACTOR_(\w+_)?(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)\w*)"
 )
+SERVICE_LINK_PORT = re.compile(r"REACTOR_(\w+_)?PORT")
+SERVICE_ADDRESS = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
 ENV_FILE_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 # scheme://user:password@ in a message: the password is masked before it is printed
 URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]+@", re.IGNORECASE)
@@ -118,12 +122,18 @@ def unknown_variables(environ: Mapping[str, str], env_file: Iterable[str] = ()) 
     problems = []
     for where, names in (("environment", list(environ)), (".env", list(env_file))):
         for name in sorted({n.upper() for n in names if n.upper().startswith("REACTOR_")}):
-            if name in known or SERVICE_LINK.fullmatch(name):
+            if name in known or _service_link(name, environ.get(name, "")):
                 continue
             near = get_close_matches(name, known, n=1)
             hint = f"; did you mean {near[0]}?" if near else ""
             problems.append(f"{name} (in the {where}): not a setting, ignored{hint}")
     return problems
+
+
+def _service_link(name: str, value: str) -> bool:
+    if SERVICE_LINK.fullmatch(name):
+        return True
+    return bool(SERVICE_LINK_PORT.fullmatch(name) and SERVICE_ADDRESS.match(value))
 
 
 def redis_reason(exc: BaseException, url: str) -> str:
@@ -196,7 +206,11 @@ async def _try_secrets(store: TenantStore) -> tuple[bool, int]:
     """Whether a stored tenant secret decrypts (stopping at the first), and how many did not."""
     members = await asyncio.wait_for(_members(store), timeout=3.0)
     unreadable = 0
-    for client_key in sorted(members)[:MAX_SECRETS_TRIED]:
+    for client_key in sorted(members):
+        if unreadable >= MAX_SECRETS_TRIED:
+            break
+        if not await store.redis.hexists(store.keys.tenant(client_key), "secret"):  # type: ignore[misc]
+            continue  # uninstalled: its secret went with it, nothing to try
         try:
             tenant = await store.get(client_key)
         except UpstreamUnavailable as exc:

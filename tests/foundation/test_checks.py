@@ -78,12 +78,19 @@ async def test_unknown_reactor_variables_are_listed(
         monkeypatch.setenv(name, "1")
     for name in ("REACTOR_SERVICE_HOST", "REACTOR_SERVICE_PORT", "REACTOR_PORT_8000_TCP_ADDR"):
         monkeypatch.setenv(name, "10.0.0.1")
+    # and those of a Service named "reactor-web" (a bare ..._PORT only with an address)
+    for name in ("REACTOR_WEB_SERVICE_HOST", "REACTOR_WEB_SERVICE_PORT_HTTP"):
+        monkeypatch.setenv(name, "10.0.0.2")
+    monkeypatch.setenv("REACTOR_WEB_PORT", "tcp://10.0.0.2:8000")
+    monkeypatch.setenv("REACTOR_METRICS_PORT", "9100")  # not an address: a misspelling
     monkeypatch.setenv("REACTOR_LOG_LEVEL", "info")
     (bare_env / ".env").write_text(
         "# comment\nexport REACTOR_WORKER_CONCURENCY=5\nreactor_base_url=https://x.test\n",
         encoding="utf-8",
     )
-    assert await problems_of(offline(**PUBLIC)) == [
+    found = await problems_of(offline(**PUBLIC))
+    assert found[1].startswith("REACTOR_METRICS_PORT (in the environment): not a setting")
+    assert found[:1] + found[2:] == [
         "REACTOR_DRYRUN (in the environment): not a setting, ignored; "
         "did you mean REACTOR_DRY_RUN?",
         "REACTOR_WORKER_CONCURENCY (in the .env): not a setting, ignored; "
@@ -153,3 +160,9 @@ async def test_a_secret_key_that_opens_no_stored_tenant_is_a_problem(
     own = settings.secret_keys[0]
     assert key_problems(await problems_of(with_keys(foreign, own))) == []
     assert key_problems(await problems_of(with_keys(own))) == []
+    # uninstalled tenants keep no secret: however many sort first, the ones that do are tried
+    for n in range(30):
+        site = Tenant(client_key=f"ck-0{n:02d}", shared_secret="s" * 32, base_url=f"https://g{n}.t")
+        await store.upsert(site)
+        await store.mark_status(site.client_key, "uninstalled")
+    assert len(key_problems(await problems_of(with_keys(foreign)))) == 1
