@@ -134,6 +134,15 @@ class ReconcileState:
     async def set_watermark(self, tenant: str, epoch_ms: int) -> None:
         await self.redis.set(self._key("watermark", tenant), str(epoch_ms))
 
+    async def start_over(self, tenant: str, epoch_ms: int) -> None:
+        """Sweep ``tenant`` from ``epoch_ms`` on: its watermark moves there and an unfinished
+        periodic sweep is dropped (a site enabled again: what changed while the app was off
+        is not the app's to react to, as after a reinstall)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("watermark", tenant), str(epoch_ms))
+            pipe.delete(self._key("progress", "auto", tenant))
+            await pipe.execute()
+
     async def progress(self, slot: str, tenant: str) -> Progress | None:
         raw = await self.redis.hgetall(self._key("progress", slot, tenant))  # type: ignore[misc]
         if not raw:

@@ -118,9 +118,10 @@ async def verify_request(
 
     try:
         claims = verify(tenant)
-    except BadSignature:
-        # The secret may have been rotated by a reinstall another process took in: read the
-        # tenant again (at most five times a second per tenant) before refusing.
+    except (BadSignature, UninstalledTenant):
+        # The secret may have been rotated (or brought back) by a reinstall another process
+        # took in: read the tenant again (at most five times a second per tenant) before
+        # refusing.
         fresher = await tenants.reread(issuer)
         if fresher is None or tenant is None or fresher.shared_secret == tenant.shared_secret:
             raise

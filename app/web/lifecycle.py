@@ -8,6 +8,7 @@ method, so an unauthenticated request always gets 401.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -27,6 +28,7 @@ from app.atlassian.install_token import (
 from app.budget.redis_budget import RedisBudget
 from app.errors import IngestError, InvalidPayload, VerificationError
 from app.install_keys import InstallKeys
+from app.reconcile_state import ReconcileState
 from app.settings import Settings
 from app.tenants import Status, Tenant, TenantStore
 from app.web.connect_auth import (
@@ -108,7 +110,9 @@ async def installed(request: Request) -> Response:
     )
     if tenant is None:
         return _stale("installed", payload.client_key, claims)
+    budget = RedisBudget(request.app.state.redis, settings)
     for retired in await tenants.retire_others(tenant):
+        await budget.forget_waiting(retired)
         log.warning(
             "connect.replaced", client_key=retired, by=tenant.client_key, base_url=tenant.base_url
         )
@@ -192,6 +196,10 @@ async def _toggle(request: Request, status: Status) -> Response:
         return Response(status_code=204)
     if await tenants.mark_status(tenant.client_key, status, issued_at=claims.issued_at) is None:
         return _stale(status, tenant.client_key, claims)
+    if status == "enabled" and tenant.status == "disabled":
+        # Webhooks were refused while it was off: sweeps start from now, not from then.
+        state = ReconcileState(request.app.state.redis, settings.redis_prefix)
+        await state.start_over(tenant.client_key, int(time.time() * 1000))
     log.info(f"connect.{status}", client_key=tenant.client_key)
     return Response(status_code=204)
 

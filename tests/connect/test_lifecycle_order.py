@@ -136,6 +136,26 @@ async def test_another_web_process_takes_a_reinstall_in_at_the_first_webhook_sig
             assert (await webhook(b, client_key, old)).status_code == 401
 
 
+async def test_another_web_process_takes_in_a_reinstall_after_an_uninstall_it_held(
+    connect_app: ConnectApp, settings: Settings, redis: Redis
+) -> None:
+    """B holds the uninstalled record (no secret) when A takes the reinstall in: the first
+    webhook signed with the new secret is read through to the store, not refused."""
+    other = create_app(settings, redis=redis)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as b:
+            client_key, old = await connect_app.install()
+            gone = signed(connect_app, client_key, "/connect/uninstalled")
+            body = install_body(client_key, "", event="uninstalled")
+            await connect_app.client.post("/connect/uninstalled", json=body, headers=gone)
+            refused = await webhook(b, client_key, old)  # B holds it uninstalled now
+            assert refused.json()["error"] == "uninstalled_tenant"
+            await asyncio.sleep(0.3)
+            _, new = await connect_app.install(client_key, "q" * 40)
+            assert (await webhook(b, client_key, new)).status_code == 204
+
+
 async def test_an_uninstalled_site_stops_waiting_for_budget(connect_app: ConnectApp) -> None:
     """Its jobs end as dead letters without reserving again: its place among the tenants
     waiting for budget goes at once, or it would hold the others back."""
@@ -166,3 +186,43 @@ async def test_a_site_installed_under_a_new_clientkey_retires_the_old_one(
     assert (await stored(connect_app, new))[0] == "installed"
     refused = await webhook(connect_app.client, old, old_secret)
     assert (refused.status_code, refused.json()["error"]) == (401, "uninstalled_tenant")
+
+
+async def test_a_site_enabled_again_is_swept_from_then_not_from_when_it_went_off(
+    connect_app: ConnectApp,
+) -> None:
+    """Webhooks were refused while the app was off: a sweep from the old watermark would
+    react to everything changed meanwhile, which an admin who disabled it did not ask for."""
+    from app.reconcile_state import Progress, ReconcileState
+
+    client_key, secret = await connect_app.install()
+    state = ReconcileState(connect_app.app.state.redis, connect_app.settings.redis_prefix)
+    await state.set_watermark(client_key, 1_000)
+    await state.save_progress("auto", client_key, Progress(since=1_000, started=2_000))
+
+    async def toggle(event: str) -> None:
+        path = f"/connect/{event}"
+        token = encode_connect_token(issuer=client_key, secret=secret, method="POST", url=path)
+        body = install_body(client_key, "", event=event)
+        answer = await connect_app.client.post(
+            path, json=body, headers={"Authorization": f"JWT {token}"}
+        )
+        assert answer.status_code == 204
+
+    await toggle("disabled")
+    assert await state.watermark(client_key) == 1_000
+    before = int(time.time() * 1000)
+    await toggle("enabled")
+    watermark = await state.watermark(client_key)
+    assert watermark is not None and watermark >= before
+    assert await state.progress("auto", client_key) is None
+
+
+async def test_a_retired_clientkey_stops_waiting_for_budget(connect_app: ConnectApp) -> None:
+    site = "https://moved.atlassian.net/wiki"
+    old, _ = await connect_app.install(base_url=site)
+    redis = connect_app.app.state.redis
+    backlog = f"{connect_app.settings.redis_prefix}budget:backlog"
+    await redis.zadd(backlog, {old: (time.time() + 600) * 1000})
+    await connect_app.install(base_url=site)
+    assert await redis.zrange(backlog, 0, -1) == []
