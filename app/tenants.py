@@ -414,11 +414,16 @@ class TenantStore:
         return tenants
 
     async def list_public(self) -> PublicRows:
-        """Every tenant's :meth:`Tenant.public_dict`, read without decrypting any secret."""
+        """Every tenant's :meth:`Tenant.public_dict`, read without decrypting any secret (two
+        round trips, however many tenants)."""
         members = await self._call(self.redis.smembers(self.keys.index))  # type: ignore[arg-type]
-        rows = []
-        for client_key in sorted(_text(m) for m in members):
-            tenant = await self.get_public(client_key)
-            if tenant is not None:
-                rows.append(tenant.public_dict())
-        return rows
+        keys = sorted(_text(m) for m in members)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for client_key in keys:
+                pipe.hgetall(self.keys.tenant(client_key))
+            found = await self._call(pipe.execute()) if keys else []
+        return [
+            self._decode_public({_text(k): _text(v) for k, v in raw.items()}).public_dict()
+            for raw in found
+            if raw
+        ]
