@@ -117,11 +117,21 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     try:
         budget = WaitingBudget(RedisBudget(redis, settings))
         async with runtime.runtime(redis, settings, budget=budget, on_page=progress) as rt:
-            known = {t.tenant for t in await rt.targets()}
+            known = {t.tenant: t for t in await rt.targets()}
             if args.tenant not in known:
                 print(f"reactor: no installed tenant {args.tenant!r}", file=sys.stderr)
                 return 2
-            target = sweep.Target(args.tenant, since)
+            installed = known[args.tenant].installed_ms
+            if since < installed:
+                # What changed before the install is not the app's to react to (the periodic
+                # sweep never reaches back that far either).
+                print(
+                    f"reactor: --since is before the install; sweeping from {_when(installed)}",
+                    file=sys.stderr,
+                )
+                since = installed
+                progress = ProgressLine(since, now)
+            target = sweep.Target(args.tenant, since, installed)
             report = await rt.sweeper.run(
                 target, slot="manual", since_ms=since, max_items=args.max_items
             )

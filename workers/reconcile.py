@@ -212,6 +212,8 @@ class Sweeper:
                 raise  # run on unlocked
 
     async def _progress(self, target: Target, slot: Slot, since_ms: int | None) -> Progress:
+        if since_ms is not None:  # an asked window too reaches back no further than the install
+            since_ms = max(since_ms, target.installed_ms)
         progress = await self.state.progress(slot, target.tenant)
         if progress is not None and (since_ms is None or progress.since == since_ms):
             progress.runs += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,35 @@ async def test_reactor_reconcile_recovers_an_outage_window(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["complete"] and summary["hits"] == 5 and summary["enqueued"] == 0
     assert await ReconcileState(redis, stack.settings.redis_prefix).watermark(stack.tenant) is None
+
+
+async def test_reactor_reconcile_reaches_back_no_further_than_the_install(
+    stack: Stack,
+    redis: Redis,
+    drain_queue: Drain,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What changed before the app was installed is not the app's to react to: a --since
+    from before the install sweeps from the install (as the periodic sweep does), and says so;
+    pages that existed then are not taken for new ones."""
+    _env(monkeypatch, stack.settings)
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await stack.faults(webhook_drop=1.0)
+    for n in range(3):
+        await stack.create(f"Before {n}")
+    await stack.drain()
+    await asyncio.sleep(1.1)
+    installed = time.time()  # the app came after those pages
+    key = f"{stack.settings.redis_prefix}tenant:client:{stack.tenant}"
+    await redis.hset(key, "installed_at", repr(installed))  # type: ignore[misc]
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", since) == 0
+    out, err = capsys.readouterr()
+    assert "--since is before the install; sweeping from" in err
+    assert "reconcile events enqueued      0" in out
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert [e for e in recorder.events if e.source == "reconcile"] == []
 
 
 async def test_reactor_reconcile_refuses_bad_input(
