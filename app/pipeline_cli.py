@@ -46,6 +46,10 @@ def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
 
         try:
             return asyncio.run(main())
+        except BrokenPipeError:
+            # the reader went away (`reactor dlq list | head`): not the event store's fault
+            _quiet_stdout()
+            return 0
         except UpstreamUnavailable as exc:  # the tenant store's own words
             print(f"reactor: {exc.detail}", file=sys.stderr)
             return 1
@@ -57,6 +61,15 @@ def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
             return 1
 
     return handler
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the interpreter's own flush at exit
+    does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 async def dlq_list(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
@@ -83,7 +96,14 @@ async def dlq_show(redis: Redis, settings: Settings, args: argparse.Namespace) -
         print(f"reactor: {args.event_id} is not in the dead-letter store", file=sys.stderr)
         return 1
     attempts = [
-        {"n": a.n, "at": _when(a.started), "duration_ms": a.duration_ms, "error": a.error}
+        {
+            "n": a.n,
+            "replay": a.replay,
+            "at": _when(a.started),
+            "duration_ms": a.duration_ms,
+            "outcome": a.outcome,
+            "error": a.error,
+        }
         for a in dead.attempts
     ]
     shown = {

@@ -92,6 +92,8 @@ async def test_receive_then_dead_letter_show_retry_discard(
     assert (
         detail["attempts"][0]["error"] == "PermanentFailure: permission denied on page 1188560897"
     )
+    # each attempt says how it ended and which replay it belonged to
+    assert (detail["attempts"][0]["outcome"], detail["attempts"][0]["replay"]) == ("dead", 0)
     assert detail["event"]["content_id"] == "1188560897"
 
     replayed = await run("dlq", "retry", first["id"])
@@ -268,3 +270,43 @@ def test_the_worker_health_probe_is_one_line_when_redis_cannot_be_reached(
         "reactor: redis: cannot reach redis://:***@127.0.0.1:1/0 (ConnectionError)"
     )
     assert "probe-secret-pw" not in result.stdout + result.stderr
+
+
+async def test_dlq_list_read_by_a_pipe_that_closes_early_is_no_store_failure(
+    redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """`reactor dlq list | head -1`: the reader leaves, and that is not the event store's
+    fault (it used to say "the event store is unavailable (BrokenPipeError)")."""
+    from app.atlassian.events import from_connect
+    from app.dlq import DeadLetters
+    from app.queue import EventQueue
+
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    raw = json.loads((FIXTURES / "connect" / "page_updated.json").read_text())
+    for n in range(1500):
+        raw["page"]["id"] = 10_000 + n
+        event = from_connect("site-a", "page_updated", raw)
+        await queue.put(event)
+        await log.finish(event.id, event.content_key, "dead", "x" * 80)
+    assert len(await DeadLetters(redis, settings).find(limit=2000)) == 1500
+    assert settings.redis_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "REACTOR_REDIS_URL": settings.redis_url,
+        "REACTOR_REDIS_PREFIX": settings.redis_prefix,
+    }
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "dlq", "list"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    assert listing.stdout.readline().startswith("ev_")
+    listing.stdout.close()  # the reader leaves after one line, as `head -n 1` does
+    errors = listing.stderr.read()
+    assert listing.wait(timeout=60) == 0
+    assert "unavailable" not in errors and "Traceback" not in errors
