@@ -92,6 +92,18 @@ def check_status(value: str) -> None:
         raise IngestError(f"status must be one of {', '.join(STATES)}")
 
 
+def check_type(value: str) -> str:
+    """A type filter as stored: empty (any type), or an event type in either vocabulary
+    (``page.updated``, Connect's ``page_updated``, Forge's ``avi:confluence:updated:page``);
+    IngestError (400) for one that is neither, which would silently match nothing."""
+    if not value:
+        return ""
+    known = event_type(value)
+    if known is None:
+        raise IngestError(f"type must be an event type ({', '.join(EVENT_TYPES)})")
+    return known
+
+
 def duration(seconds: int) -> str:
     """``3 days``, ``36 hours``, ``90 minutes``: the largest unit that divides ``seconds``."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
@@ -106,6 +118,7 @@ async def jobs(request: Request) -> Response:
     q = request.query_params
     filters = {k: q.get(k, "") for k in ("event_id", "content_id", "tenant", "type", "status")}
     check_status(filters["status"])
+    filters["type"] = check_type(filters["type"])
     limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     page = await views.search_jobs(request, filters, limit, cursor_param(request))
     return _json({"jobs": page.rows, "next_cursor": page.next_cursor})

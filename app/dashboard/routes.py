@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from app.dashboard import actions, auth, live, views
-from app.dashboard.api import check_status, cursor_param, int_param
+from app.dashboard.api import check_status, check_type, cursor_param, int_param
 from app.dashboard.audit import REFUSED_HOURS, AuditLog
 from app.dashboard.data import DEFAULT_PAGE, MAX_PAGE, Cursor, ReadModel
 from app.errors import IngestError
@@ -165,6 +165,7 @@ async def jobs(request: Request) -> Response:
     searched = any(filters.values()) or "all" in q or "cursor" in q
     try:
         check_status(status)
+        filters["type"] = check_type(filters["type"])
         limit, cursor = paging(request, DEFAULT_PAGE)
     except IngestError as exc:
         return invalid(request, "jobs", exc.detail, page_url("/dashboard/jobs", _kept(filters)))

@@ -467,6 +467,7 @@ async def test_action_bodies_must_be_json_and_bounded(
         ("/api/jobs?cursor=abc", "cursor must be the next_cursor of a previous page, as given"),
         ("/api/dead?cursor=12:", "cursor must be the next_cursor of a previous page, as given"),
         ("/api/jobs?status=dead%27", "status must be one of"),
+        ("/api/jobs?type=page_edited", "type must be an event type"),
     ],
 )
 async def test_bad_query_parameters_answer_400(
@@ -868,3 +869,17 @@ async def test_tenants_are_listed_after_the_secret_key_is_rotated(
     assert [(r["client_key"], r["status"]) for r in rows] == [("ck-sealed-long-ago", "installed")]
     assert "shared_secret" not in rows[0]
     assert "clientKey ck-sealed-long-ago" in format_tenants(listed.json())
+
+
+async def test_jobs_are_filtered_by_type_in_either_vocabulary(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    """Connect's ``page_updated`` and Forge's ``avi:confluence:updated:page`` name the same
+    type as ``page.updated`` (the dead-letter actions took them; the job search matched
+    nothing)."""
+    event = make_event(content_id="4242")
+    await EventQueue(redis, settings).put(event)
+    for name in ("page.updated", "page_updated", "avi:confluence:updated:page"):
+        found = await api.get("/api/jobs", params={"type": name})
+        assert found.status_code == 200, found.text
+        assert [row["id"] for row in found.json()["jobs"]] == [event.id], name
