@@ -41,9 +41,10 @@ Fairness (:func:`fair_gate`)
     backlogged from a denial until ``backlog_window`` seconds after its retry time, or until
     ``backlog_grace`` seconds after it is next admitted (time for its next queued call to
     show up and be denied again if it still has work); the mark is a sorted set in Redis, so
-    every process sees it. Only a backlogged tenant that may try again now (within the grace)
-    holds others back: one refused until later for its own reasons (the reserve, its pacing
-    line, a list larger than what is left) could not use the points. A tenant is admitted when no
+    every process sees it. Only a denial whose points another tenant's call would take marks
+    a tenant (the pacing line, the burst limit, its fair share): one refused for its own
+    reasons (the reserve of its priority, a list larger than what is left, the hour's quota)
+    is not marked, since it could not use the points. A tenant is admitted when no
     other tenant is backlogged, or when its spend per unit of weight is not above that of
     the least-served backlogged tenant. A tenant at 100x the demand of the others therefore
     gets everything nobody else asks for, and no more than its share while others wait.

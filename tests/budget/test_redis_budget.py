@@ -327,6 +327,26 @@ async def test_backlogged_light_tenant_holds_back_the_heavy_one(
     await b.reserve("heavy", 1, P)
 
 
+async def test_a_light_tenant_paced_a_while_yet_still_holds_the_heavy_one_back(
+    redis: Redis, settings: Settings
+) -> None:
+    """Light's reaction is refused by the pacing line until some seconds from now; heavy's
+    interactive calls pass their own, higher line before that. Were light not to hold heavy
+    back, heavy would take every point the lines release and light would never get its
+    share (the budget benchmark's fairness fell from 1.0 to 0.3 that way)."""
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0.2)
+    clock.now = T0 + 360  # an interactive line of 100 points, a reaction line of 80
+    for _ in range(80):
+        await b.reserve("heavy", 1, P)
+    with pytest.raises(BudgetExhausted) as light:
+        await b.reserve("light", 1, P)
+    assert light.value.reason == "pacing" and light.value.delay > 2  # beyond the grace
+    with pytest.raises(BudgetExhausted) as heavy:
+        await b.reserve("heavy", 1, Priority.INTERACTIVE)
+    assert heavy.value.reason == "fair-share"
+
+
 async def test_a_tenant_gone_while_it_waited_holds_nobody_back(
     redis: Redis, settings: Settings
 ) -> None:

@@ -79,7 +79,7 @@ if need > q then
   if num(h[1]) + num(h[2]) >= q then
     redis.call('HSETNX', H, 'exhausted', string.format('%d', now))  -- when it ran out
   end
-  return deny(hend, 'quota', true)
+  return deny(hend, 'quota', false)
 end
 
 local reserve = 0
@@ -92,7 +92,7 @@ local cap = q - reserve
 if need > cap then
   local retry = hend
   if release > 0 then retry = hend - (q - need) * release / (rfrac * q * prio) end
-  return deny(retry, 'reserve', true)
+  return deny(retry, 'reserve', false)
 end
 if pacing or near then
   local paced = cap * math.min(1, math.max(0, now - hstart + lead) / HOUR)
@@ -117,12 +117,12 @@ if #waiting > 0 then
   local first = nil
   for _, u in ipairs(waiting) do
     if u ~= tenant and num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u) < mine then
-      -- u is behind us and waiting; it retries at (its mark - window). Only a tenant that can
-      -- go now (within the grace) holds us back: one refused for its own reasons until later
-      -- (the reserve, its pacing line, a list larger than what is left) could not use the
-      -- points we would leave. Look again once u is due.
+      -- u is behind us and waiting (refused by the pacing line, the burst limit or its fair
+      -- share: points we leave are points it gets); it retries at (its mark - window): look
+      -- again after that. A tenant refused for its own reasons (the reserve of its priority,
+      -- a list larger than what is left) is not marked waiting, so it holds no one back.
       local due = tonumber(redis.call('ZSCORE', backlog, u)) - window
-      if due <= now + grace and (first == nil or due < first) then first = due end
+      if first == nil or due < first then first = due end
     end
   end
   if first ~= nil then
