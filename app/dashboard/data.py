@@ -185,7 +185,8 @@ class ReadModel:
         }
 
     async def budget_minutes(self, hour_start: float) -> dict[int, int]:
-        """Points charged per minute of the hour starting at ``hour_start``.
+        """Points spent per minute of the hour starting at ``hour_start`` (charged, and spend
+        by others learned from Confluence's headers in the minute it was learned).
 
         read-only view of the budget's ``{prefix}budget:h:<hour ms>`` hash (fields ``m:<n>``);
         :meth:`RedisBudget.snapshot` sums them but does not return the series.

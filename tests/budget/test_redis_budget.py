@@ -131,6 +131,10 @@ async def test_lower_server_remaining_is_adopted(redis: Redis, settings: Setting
     await b.settle(r, Observation(status=200, remaining=600, limit=1000))
     snap = await b.snapshot()
     assert (snap.charged, snap.external, snap.remaining) == (2, 398, 600)
+    # the minute series (the Budget page's burn chart) adds up to what the hour spent
+    hour = await redis.hgetall(f"{settings.redis_prefix}budget:h:{int(snap.hour_start * 1000)}")
+    minutes = sum(int(v) for k, v in hour.items() if k.decode().startswith("m:"))
+    assert minutes == snap.charged + snap.external == 400
     # a higher figure (the server has not seen our in-flight calls yet) changes nothing
     r = await b.reserve("a", 2, P)
     await b.settle(r, Observation(status=200, remaining=900))

@@ -106,7 +106,11 @@ if rstart == cur and (remaining >= 0 or limit > 0 or near or global_quota) then
   if global_quota then remaining = 0 end
   if remaining >= 0 then
     local extra = (q - num(h[1]) - num(h[2])) - remaining
-    if extra > 0 then redis.call('HINCRBY', C, 'external', extra) end
+    if extra > 0 then
+      redis.call('HINCRBY', C, 'external', extra)
+      -- and in the minute it was learned: the burn series adds up to what the hour spent
+      redis.call('HINCRBY', C, 'm:' .. string.format('%d', math.floor((now - hstart) / 60000)), extra)
+    end
     -- the moment the hour's quota ran out, kept for the operators (first time only)
     if remaining == 0 then redis.call('HSETNX', C, 'exhausted', string.format('%d', now)) end
   end
