@@ -76,7 +76,7 @@ class Heartbeats:
                     info[name] = json.loads(info.get(name, "[]"))
                 except ValueError:
                     info[name] = []
-            for name in ("concurrency", "running", "done", "failed", "pid"):
+            for name in ("concurrency", "running", "done", "failed", "run_again", "pid"):
                 if name in info:
                     info[name] = int(float(info[name]))
             for name in ("seen", "started"):
@@ -128,6 +128,10 @@ def worker_stats(worker: Any, ctx: dict[str, Any], started: float) -> dict[str, 
         "jobs": json.dumps(running[:20]),
         "done": int(getattr(worker, "jobs_complete", 0)),
         "failed": int(getattr(worker, "jobs_failed", 0)),
+        # runs handed back to arq to run again later: a retry after a failed attempt, or a
+        # wait (budget, a disabled site, a token); the pipeline's failures show here, since
+        # arq's own "failed" counts only runs that raised past the job layer
+        "run_again": int(getattr(worker, "jobs_retried", 0)),
         "started": started,
         "reactions": json.dumps(describe_reactions(router)),
     }

@@ -294,6 +294,7 @@ async def test_heartbeat_names_the_jobs_a_worker_runs(settings: Settings, redis:
         max_jobs = 5
         jobs_complete = 7
         jobs_failed = 1
+        jobs_retried = 12  # the pipeline's retries and waits, which arq does not call failed
 
         def __init__(self, tasks: dict[str, asyncio.Task[None]]) -> None:
             self.tasks = tasks
@@ -314,6 +315,7 @@ async def test_heartbeat_names_the_jobs_a_worker_runs(settings: Settings, redis:
     assert (info["running"], info["jobs"], info["done"], info["concurrency"]) == (
         1, ["ev_running"], 7, 5,
     )  # fmt: skip
+    assert (info["run_again"], info["failed"]) == (12, 1)
     assert await Heartbeats(redis, settings.redis_prefix).alive() == []
 
 
