@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from app.confluence import cost
 from app.confluence.client import ConfluenceClient
 from app.confluence.errors import InvalidResponse
 from app.confluence.models import Content, Page
-from app.confluence.pagination import next_link, resolve_next
 from app.confluence.transport import Params
 
 SEARCH_PAGE_SIZE = 50
@@ -52,17 +50,10 @@ class SweepClient(ConfluenceClient):
         """One page of the trashed pages (v2 ``GET /pages?status=trashed``) and the URL of the
         next (None at the end): ``next_url`` is what the previous page returned, None for the
         first. Costs 1 point plus 1 per page listed."""
-        planned = cost.estimate("GET", objects=limit)
-        if next_url is None:
-            params: Params = {"status": "trashed", "limit": limit}
-            reply = await self._t.call(
-                "GET", self._t.site.v2("/pages"), params=params, estimate=planned
-            )
-        else:
-            reply = await self._t.call("GET", next_url, estimate=planned)
-        link = next_link(reply.headers.get("link"), reply.data)
-        site = self._t.site
-        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
+        params: Params = {"status": "trashed", "limit": limit}
+        items, following = await self._t.page(
+            self._t.site.v2("/pages"), params, next_url, limit=limit
+        )
         if following is not None and following == next_url:
             raise InvalidResponse("pagination loops back to the page just read", url=following)
-        return [Page.from_json(item) for item in reply.results()], following
+        return [Page.from_json(item) for item in items], following

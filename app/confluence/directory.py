@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from app.confluence import cost, pages
 from app.confluence.errors import NotFound
 from app.confluence.models import Attachment, Label, SearchResult, Space, User
-from app.confluence.pagination import check_limit, next_link, resolve_next
+from app.confluence.pagination import check_limit
 from app.confluence.transport import Params, Transport
 
 ATTACHMENT_PAGE_SIZE = 50
@@ -161,18 +161,11 @@ class DirectoryAPI:
         For callers that keep their place between runs (a sweep's cursor): ``next_url`` is
         what the previous page returned, ``None`` for the first page.
         """
-        planned = cost.estimate("GET", objects=limit)  # the request's point and each hit's
-        if next_url is None:
-            params: Params = {"cql": cql, "limit": check_limit(limit, 1000)}
-            reply = await self._t.call(
-                "GET", self._t.site.v1("/search"), params=params, estimate=planned
-            )
-        else:
-            reply = await self._t.call("GET", next_url, estimate=planned)
-        link = next_link(reply.headers.get("link"), reply.data)
-        site = self._t.site
-        following = resolve_next(site.api_root, site.wiki_path, link) if link else None
-        return [SearchResult.from_json(r) for r in reply.results()], following
+        params: Params = {"cql": cql, "limit": check_limit(limit, 1000)}
+        results, following = await self._t.page(
+            self._t.site.v1("/search"), params, next_url, limit=limit
+        )
+        return [SearchResult.from_json(r) for r in results], following
 
     def search_users(self, cql: str, *, limit: int = 25) -> AsyncIterator[User]:
         """User search by CQL (``user.fullname~"ada"``); users cost two points each."""

@@ -230,6 +230,22 @@ class Transport:
             followed.add(url)
             query = None
 
+    async def page(
+        self, url: str, params: Params, next_url: str | None, *, limit: int
+    ) -> tuple[list[Any], str | None]:
+        """One page of a paginated list, for callers that keep their place between runs:
+        ``url`` with ``params`` when ``next_url`` is None (the first page), else ``next_url`` as
+        the previous page returned it. Returns the page's items and the next page's URL (None
+        at the end)."""
+        planned = cost.estimate("GET", objects=limit)  # the request's point and each item's
+        if next_url is None:
+            reply = await self.call("GET", url, params=params, estimate=planned)
+        else:
+            reply = await self.call("GET", next_url, estimate=planned)
+        link = next_link(reply.headers.get("link"), reply.data)
+        following = resolve_next(self.site.api_root, self.site.wiki_path, link) if link else None
+        return reply.results(), following
+
     async def iterate_as(
         self,
         read: Callable[[Any], R],
