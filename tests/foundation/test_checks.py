@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from app.settings import Settings
 from app.tenants import Tenant, TenantStore
 
 PUBLIC = {"base_url": "https://reactor.example.com", "dashboard_token": "o" * 32}
-
-
-@pytest.fixture
-def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No REACTOR_ variable exported; the working directory (where ``.env`` is read) is tmp."""
-    for name in list(os.environ):
-        if name.upper().startswith("REACTOR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def offline(**values: Any) -> Settings:

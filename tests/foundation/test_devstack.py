@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -12,16 +11,6 @@ from cryptography.fernet import Fernet
 
 from app.devstack import DevStack, _banner
 from app.settings import Settings
-
-
-@pytest.fixture
-def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No REACTOR_ variable exported; the working directory (where ``.env`` is read) is tmp."""
-    for name in list(os.environ):
-        if name.upper().startswith("REACTOR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_dev_takes_dotenv_values_like_exported_ones(bare_env: Path, redis_url: str) -> None:
