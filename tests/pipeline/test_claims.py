@@ -48,6 +48,17 @@ async def test_a_claim_takes_only_due_jobs_that_no_one_runs(
         await pool.aclose()
 
 
+def _event_worker(pool: ArqRedis, queue: EventQueue, settings: Settings) -> ClaimingWorker:
+    """A worker that starts the runs of the events it claims (as the reactor's workers do)."""
+    return ClaimingWorker(
+        functions=[func(_noop, name="noop")],
+        queue_name=queue.keys.queue,
+        redis_pool=pool,
+        burst=True,
+        event_prefix=settings.redis_prefix,
+    )
+
+
 async def test_claiming_an_event_starts_its_run_in_the_same_call(
     redis: Redis, settings: Settings
 ) -> None:
@@ -56,13 +67,7 @@ async def test_claiming_an_event_starts_its_run_in_the_same_call(
     assert await queue.put(head) and await queue.put(behind)
     pool = await _pool(settings, queue.keys.queue)
     try:
-        worker = ClaimingWorker(
-            functions=[func(_noop, name="noop")],
-            queue_name=queue.keys.queue,
-            redis_pool=pool,
-            burst=True,
-            event_prefix=settings.redis_prefix,
-        )
+        worker = _event_worker(pool, queue, settings)
         worker.ctx["latest_only"] = lambda older, newer_type: True  # something supersedes
         [claim] = await worker._claim([head.id])
         assert claim and len(claim) == 2
@@ -89,13 +94,7 @@ async def test_who_waits_behind_is_read_only_for_superseding_and_never_the_whole
         assert await queue.put(event)
     pool = await _pool(settings, queue.keys.queue)
     try:
-        worker = ClaimingWorker(
-            functions=[func(_noop, name="noop")],
-            queue_name=queue.keys.queue,
-            redis_pool=pool,
-            burst=True,
-            event_prefix=settings.redis_prefix,
-        )
+        worker = _event_worker(pool, queue, settings)
         worker.ctx["latest_only"] = None
         [claim] = await worker._claim([events[0].id])
         assert started(events[0].id, claim[1]).later_types == []
