@@ -209,8 +209,6 @@ async def _try_secrets(store: TenantStore) -> tuple[bool, int]:
     for client_key in sorted(members):
         if unreadable >= MAX_SECRETS_TRIED:
             break
-        if not await store.redis.hexists(store.keys.tenant(client_key), "secret"):  # type: ignore[misc]
-            continue  # uninstalled: its secret went with it, nothing to try
         try:
             tenant = await store.get(client_key)
         except UpstreamUnavailable as exc:
@@ -220,6 +218,7 @@ async def _try_secrets(store: TenantStore) -> tuple[bool, int]:
             continue
         if tenant is not None and tenant.shared_secret:
             return True, unreadable
+        # else uninstalled: its secret went with it, nothing to try
     return False, unreadable
 
 
