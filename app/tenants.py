@@ -80,6 +80,19 @@ class TenantKeys:
     def installation(self, installation_id: str) -> str:
         return f"{self.prefix}tenant:installation:{installation_id}"
 
+    def lifecycle_token(self, token_digest: str) -> str:
+        return f"{self.prefix}tenant:lifecycle-token:{token_digest}"
+
+
+# Binds a signed lifecycle token to the body it first came with, until the token expires.
+# KEYS: binding. ARGV: body digest, expiry (epoch seconds). 1 when the token is new or came
+# with this body before, 0 when it came with another body.
+_BIND_LIFECYCLE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2]) then
+  return 1
+end
+return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+"""
 
 # Applies one lifecycle callback to a tenant record unless the record holds a later one.
 # KEYS: record. ARGV: iat ('' = unordered), status, clientKey, index key, installation key
@@ -374,6 +387,27 @@ class TenantStore:
             return None
         value = _text(written)
         return value if value in STATUSES else status
+
+    async def bind_lifecycle_token(
+        self, token_digest: str, body_digest: str, *, expires_at: int
+    ) -> bool:
+        """Bind a lifecycle token (by digest) to the body it came with, until ``expires_at``.
+
+        False when the token came before with another body. Atlassian's signed-install
+        token names the request (method, path, query) but not its body, so a token captured
+        in flight could otherwise carry another shared secret or base URL while it is valid.
+        A retry of the same callback (same token, same body) is bound already and passes.
+        """
+        bound = await self._call(
+            self.redis.eval(  # type: ignore[misc]
+                _BIND_LIFECYCLE,
+                1,
+                self.keys.lifecycle_token(token_digest),
+                body_digest,
+                str(int(expires_at)),
+            )
+        )
+        return int(bound) == 1
 
     async def retire_others(self, tenant: Tenant) -> list[str]:
         """Mark uninstalled every other active tenant of ``tenant``'s site (same base URL).

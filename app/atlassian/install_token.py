@@ -57,6 +57,12 @@ class IssuerMismatch(TokenRejected):
     code_name = "issuer_mismatch"
 
 
+class TokenReused(TokenRejected):
+    """A signed lifecycle token seen before with another body (a captured token replayed)."""
+
+    code_name = "token_reused"
+
+
 def is_safe_key_id(kid: object) -> bool:
     """True for ids made only of letters, digits, ``-`` and ``_`` (at most 128 of them)."""
     return isinstance(kid, str) and KEY_ID_PATTERN.fullmatch(kid) is not None

@@ -8,6 +8,8 @@ method, so an unauthenticated request always gets 401.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.atlassian.connect_jwt import ConnectClaims, UninstalledTenant, parse_to
 from app.atlassian.install_token import (
     IssuerMismatch,
     LifecyclePayload,
+    TokenReused,
     check_install_claims,
     parse_lifecycle_payload,
     read_install_key_id,
@@ -70,7 +73,25 @@ async def _signed_install(
     claims = verify_install_token(token, public_key=public_key, **checks)
     if body_error is not None:
         raise body_error
-    return parse_lifecycle_payload(body, require_secret=require_secret), claims
+    payload = parse_lifecycle_payload(body, require_secret=require_secret)
+    tenants: TenantStore = request.app.state.tenants
+    bound = await tenants.bind_lifecycle_token(
+        _digest(token.encode()),
+        _digest(_canonical(body)),
+        expires_at=claims.expires_at + settings.jwt_leeway_seconds,
+    )
+    if not bound:
+        raise TokenReused("this token was used before with another body", tenant=payload.client_key)
+    return payload, claims
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(body: Any) -> bytes:
+    """The body's JSON with sorted keys: the same callback retried gives the same bytes."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _check_app_key(payload: LifecyclePayload, settings: Settings) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,9 @@ class ConnectApp:
     client: httpx.AsyncClient
     settings: Settings
     install_key: InstallKey
+    # When each site's last install was signed: a reinstall is signed a second later at
+    # least, as Atlassian's would be (a token seen with one body is refused with another).
+    signed_at: dict[str, int] = field(default_factory=dict)
 
     async def install(
         self, client_key: str | None = None, secret: str | None = None, **body: Any
@@ -115,12 +118,15 @@ class ConnectApp:
         secret = secret or uuid.uuid4().hex + uuid.uuid4().hex
         # Each site its own base URL: a second clientKey on one site retires the first.
         body.setdefault("base_url", f"https://{client_key.lower()}.atlassian.net/wiki")
+        now = max(int(time.time()), self.signed_at.get(client_key, 0) + 1)
+        self.signed_at[client_key] = now
         token = self.install_key.sign(
             install_claims(
                 client_key=client_key,
                 method="POST",
                 path="/connect/installed",
                 aud=self.settings.base_url,
+                now=now,
             )
         )
         resp = await self.client.post(

@@ -226,3 +226,41 @@ async def test_a_retired_clientkey_stops_waiting_for_budget(connect_app: Connect
     await redis.zadd(backlog, {old: (time.time() + 600) * 1000})
     await connect_app.install(base_url=site)
     assert await redis.zrange(backlog, 0, -1) == []
+
+
+async def test_a_captured_install_token_cannot_carry_another_secret(
+    connect_app: ConnectApp,
+) -> None:
+    """The signed-install token names the request but not its body: once seen with one body,
+    the same token with another (another secret, another base URL) is refused while it is
+    valid; the same callback retried with its own body is still acknowledged."""
+    client_key, now = f"ck-{uuid.uuid4()}", int(time.time())
+    headers = at(connect_app, client_key, "/connect/installed", now)
+    post = connect_app.client.post
+    genuine = install_body(client_key, "g" * 40)
+    assert (await post("/connect/installed", json=genuine, headers=headers)).status_code == 204
+    forged = install_body(client_key, "f" * 40)
+    replay = await post("/connect/installed", json=forged, headers=headers)
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "token_reused"
+    assert "f" * 40 not in replay.text
+    retry = await post("/connect/installed", json=dict(reversed(genuine.items())), headers=headers)
+    assert retry.status_code == 204  # the same body (key order aside): a retry
+    assert await stored(connect_app, client_key) == ("installed", "g" * 40)
+    assert (await webhook(connect_app.client, client_key, "f" * 40)).status_code == 401
+    assert (await webhook(connect_app.client, client_key, "g" * 40)).status_code == 204
+
+
+async def test_a_token_binding_lasts_as_long_as_the_token(connect_app: ConnectApp) -> None:
+    client_key, now = f"ck-{uuid.uuid4()}", int(time.time())
+    headers = at(connect_app, client_key, "/connect/installed", now)
+    body = install_body(client_key, "s" * 40)
+    assert (
+        await connect_app.client.post("/connect/installed", json=body, headers=headers)
+    ).status_code == 204
+    redis: Redis = connect_app.app.state.redis
+    pattern = f"{connect_app.settings.redis_prefix}tenant:lifecycle-token:*"
+    keys = [k async for k in redis.scan_iter(pattern)]
+    ttls = [await redis.ttl(k) for k in keys]
+    leeway = connect_app.settings.jwt_leeway_seconds
+    assert ttls and all(0 < ttl <= 180 + leeway for ttl in ttls)
