@@ -399,7 +399,7 @@ class TenantStore:
         A retry of the same callback (same token, same body) is bound already and passes.
         """
         bound = await self._call(
-            self.redis.eval(  # type: ignore[misc]
+            self.redis.eval(  # type: ignore[arg-type]
                 _BIND_LIFECYCLE,
                 1,
                 self.keys.lifecycle_token(token_digest),
