@@ -18,6 +18,7 @@ from starlette.routing import Route
 from simulator import content
 from simulator.api import Ctx, Reply, operation
 from simulator.bodies import parse_write_body, plain_text
+from simulator.edits import version_number
 from simulator.errors import bad_body, not_found, not_permitted, version_conflict
 from simulator.pagination import SortValue, paginate
 from simulator.params import BODY_FORMATS_BULK, BODY_FORMATS_SINGLE, path_id, sort_key
@@ -218,11 +219,9 @@ def update(ctx: Ctx, kind: str) -> Reply:
         raise bad_body("A dangling comment cannot be updated.")
     parsed = parse_write_body(body.get("body"), required=True)
     assert parsed is not None
-    number = body["version"].get("number")
+    number = version_number(body)
     if number != item.current.number + 1:
-        raise version_conflict(
-            "comment", item.current.number, number if isinstance(number, int) else None
-        )
+        raise version_conflict("comment", item.current.number, number)
     now = ctx.sim.clock.iso()
     item.revisions.append(
         Revision(

@@ -109,7 +109,8 @@ def create(ctx: Ctx, kind: str) -> Reply:
     return Reply(content_view(store, item, formats=[parsed[0]], base=ctx.base))
 
 
-def _version_number(body: dict[str, Any]) -> int | None:
+def version_number(body: dict[str, Any]) -> int | None:
+    """``version.number`` of a page, blog post or comment update: an integer (400 otherwise)."""
     version = body.get("version")
     if not isinstance(version, dict):
         raise bad_body("version must be an object with a number.")
@@ -152,7 +153,7 @@ def _save_draft(ctx: Ctx, kind: str, item: Content, number: int | None, rev: Rev
 def update(ctx: Ctx, kind: str) -> Reply:
     """A malformed request is a 400 whatever its version: the body is checked first."""
     item, space, body = _update_request(ctx, kind)
-    number = _version_number(body)
+    number = version_number(body)
     parsed = parse_write_body(body["body"], required=True)
     assert parsed is not None
     store = ctx.sim.store

@@ -1,0 +1,44 @@
+"""Requests checked as the spec types them: version numbers, reply parents, numeric
+parameters and ids, list sizes, v1 search limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.simulator.conftest import make_page
+
+V2 = "/wiki/api/v2"
+STORAGE = {"representation": "storage", "value": "<p>edited</p>"}
+SELECTION = {
+    "textSelection": "hello",
+    "textSelectionMatchCount": 1,
+    "textSelectionMatchIndex": 0,
+}
+
+
+async def _comments(client: httpx.AsyncClient, page_id: str) -> dict[str, dict[str, Any]]:
+    footer = await client.post(f"{V2}/footer-comments", json={"pageId": page_id, "body": STORAGE})
+    inline = await client.post(
+        f"{V2}/inline-comments",
+        json={"pageId": page_id, "body": STORAGE, "inlineCommentProperties": SELECTION},
+    )
+    assert footer.status_code == inline.status_code == 201, (footer.text, inline.text)
+    return {"footer": footer.json(), "inline": inline.json()}
+
+
+async def test_a_comment_version_number_must_be_an_integer(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Versions")
+    for kind, made in (await _comments(client, page["id"])).items():
+        url = f"{V2}/{kind}-comments/{made['id']}"
+        for number in (2.0, "2", True):
+            edit = await client.put(url, json={"version": {"number": number}, "body": STORAGE})
+            assert edit.status_code == 400, (kind, number, edit.text)
+            assert edit.json()["errors"][0]["title"] == "version.number must be an integer."
+        kept = (await client.get(url)).json()["version"]["number"]
+        assert kept == 1 and isinstance(kept, int)
+        ok = await client.put(url, json={"version": {"number": 2}, "body": STORAGE})
+        assert ok.status_code == 200 and ok.json()["version"]["number"] == 2
