@@ -57,6 +57,9 @@ DEFAULT_429_PAUSE_MS = 5_000
 FORECAST_MINUTES = 5
 # Beyond the job timeout, before an unsettled reservation is taken for a dead worker's.
 INFLIGHT_MARGIN_SECONDS = 60.0
+# How far Confluence's clock may be from Redis's at the top of the hour: a response whose
+# window resets no later than this after the hour began reports the hour that has ended.
+CLOCK_SKEW_SECONDS = 10.0
 
 
 def config_from_settings(settings: Settings) -> BudgetConfig:
@@ -211,6 +214,7 @@ class RedisBudget:
             observation.remaining if shared else None,
             self.config.points_per_hour,
         )
+        reset = observation.reset_epoch
         return [
             self.prefix,
             self._now_arg(),
@@ -229,6 +233,8 @@ class RedisBudget:
             DEFAULT_429_PAUSE_MS,
             rid if self.config.inflight_seconds > 0 else "",  # tracked only then (reserve)
             "1" if observation.tenant_scoped else "0",
+            -1 if reset is None or not math.isfinite(reset) or reset < 0 else _ms(reset),
+            _ms(CLOCK_SKEW_SECONDS),
         ]
 
     async def set_weight(self, tenant: str, weight: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from app import redis as redis_conn
 from app.budget.hook import BudgetExhausted, Observation, Priority
 from app.budget.model import HOUR, Usage
+from app.confluence.ratelimit import observe
 from app.embedded_redis import EmbeddedRedis
 from app.errors import Defer
 from app.settings import Settings
@@ -553,3 +555,50 @@ async def test_a_server_s_wait_is_believed_up_to_two_hours(
     with pytest.raises(BudgetExhausted) as info:
         await b.reserve("acme", 2, P)
     assert info.value.delay <= 2 * 3600
+
+
+async def test_the_last_hour_s_figures_at_the_top_of_the_hour_are_not_learned(
+    redis: Redis, settings: Settings
+) -> None:
+    """Confluence counts a call by its own clock: served a moment before its hour ends, the
+    response still reports the old window (nearly spent, resetting now). Those figures say
+    nothing of the hour Redis has already started."""
+    new_hour = T0 + HOUR
+    clock = FakeClock(new_hour + 0.2)  # Redis's clock a little ahead of Confluence's
+    b = budget(redis, settings, clock, points_per_hour=65000)
+    r = await b.reserve("acme", 2, Priority.INTERACTIVE)
+    reset = datetime.fromtimestamp(new_hour, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    headers = [
+        ("X-RateLimit-Limit", "65000"),
+        ("X-RateLimit-Remaining", "40"),
+        ("X-RateLimit-Reset", reset),
+        ("X-RateLimit-NearLimit", "true"),
+    ]
+    await b.settle(r, observe(200, headers, now=new_hour - 0.1, actual_cost=2))
+    snap = await b.snapshot()
+    assert (snap.charged, snap.external, snap.near_limit) == (2, 0, False)
+    clock.now = new_hour + 60
+    await b.reserve("acme", 2, P)
+    # The same figures with no reset time at all, still in the hour's first seconds: not
+    # learned either; later in the hour, figures that reset at its end are.
+    r = await b.reserve("acme", 2, P)
+    clock.now = new_hour + 1
+    await b.settle(r, Observation(status=200, limit=65000, remaining=40, near_limit=True))
+    assert (await b.snapshot()).external == 0
+    clock.now = new_hour + 600
+    r = await b.reserve("acme", 2, P)
+    await b.settle(r, Observation(status=200, remaining=60000, reset_epoch=new_hour + HOUR))
+    assert (await b.snapshot()).remaining == 60000
+
+
+async def test_a_quota_429_from_the_last_hour_does_not_write_the_new_one_off(
+    redis: Redis, settings: Settings
+) -> None:
+    new_hour = T0 + HOUR
+    clock = FakeClock(new_hour + 0.5)
+    b = budget(redis, settings, clock)
+    r = await b.reserve("acme", 2, P)
+    reason = "confluence-quota-global-based"
+    await b.settle(r, Observation(status=429, reason=reason, reset_epoch=new_hour))
+    snap = await b.snapshot()
+    assert snap.remaining > 990 and snap.paused_until is not None  # a pause, not the hour

@@ -4,7 +4,8 @@
 -- 9 server remaining (-1 = unknown), 10 server limit (-1 = unknown), 11 near limit '1'/'0',
 -- 12 Retry-After ms (-1 = none), 13 RateLimit-Reason ('' = none), 14 configured quota,
 -- 15 pause ms for a 429 without Retry-After, 16 reservation id ('' = not tracked),
--- 17 '1' when the figures and the refusal are the tenant's own quota (else the app's).
+-- 17 '1' when the figures and the refusal are the tenant's own quota (else the app's),
+-- 18 when the server's window resets, epoch ms (-1 = not said), 19 clock skew tolerated ms.
 -- Returns {charged, external} of the current hour.
 local prefix = ARGV[1]
 local now
@@ -29,8 +30,20 @@ local quota = tonumber(ARGV[14])
 local default_pause = tonumber(ARGV[15])
 local rid = ARGV[16] or ''
 local tenant_scoped = ARGV[17] == '1'
+local reset_ms = tonumber(ARGV[18] or '-1') or -1
+local skew = tonumber(ARGV[19] or '0') or 0
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
+-- Confluence counts each call in its hour by its own clock, the budget by Redis's. At the top
+-- of the hour a response may still report the window that has just ended (nearly spent,
+-- resetting now): those figures are not this hour's. Without a reset time to tell, figures
+-- read within the skew of the hour's start are not trusted either.
+local stale
+if reset_ms >= 0 then
+  stale = reset_ms <= hstart + skew
+else
+  stale = now < hstart + skew
+end
 local cur = string.format('%d', hstart)
 local H = prefix .. 'budget:h:' .. rstart
 local C = prefix .. 'budget:h:' .. cur
@@ -82,7 +95,7 @@ if status == 429 then
     -- The app's quota: spent for the rest of the hour when the server says to wait until
     -- about then (or says no time at all). A Retry-After that ends well before the hour
     -- is taken at its word: a pause, not an hour written off.
-    global_quota = retry_after < 0 or now + retry_after >= hstart + HOUR - 60000
+    global_quota = not stale and (retry_after < 0 or now + retry_after >= hstart + HOUR - 60000)
   end
   if until_ms > num(redis.call('GET', key)) then
     redis.call('SET', key, string.format('%d', until_ms), 'PX', math.max(1, math.ceil(wait)))
@@ -95,7 +108,7 @@ if status == 429 then
   end
 end
 
-if rstart == cur and (remaining >= 0 or limit > 0 or near or global_quota) then
+if rstart == cur and not stale and (remaining >= 0 or limit > 0 or near or global_quota) then
   local h = redis.call('HMGET', C, 'charged', 'external', 'limit')
   local q = quota
   if h[3] then q = math.min(q, tonumber(h[3])) end
