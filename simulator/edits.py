@@ -109,14 +109,15 @@ def create(ctx: Ctx, kind: str) -> Reply:
     return Reply(content_view(store, item, formats=[parsed[0]], base=ctx.base))
 
 
-def version_number(body: dict[str, Any]) -> int | None:
-    """``version.number`` of a page, blog post or comment update: an integer (400 otherwise)."""
+def version_number(body: dict[str, Any]) -> int:
+    """``version.number`` of a page, blog post or comment update: a missing or non-integer
+    number is a malformed request (400), not a conflict; only an integer is compared."""
     version = body.get("version")
     if not isinstance(version, dict):
         raise bad_body("version must be an object with a number.")
     number = version.get("number")
     if number is None:
-        return None
+        raise bad_body("Missing required field(s): version.number.")
     if isinstance(number, bool) or not isinstance(number, int):
         raise bad_body("version.number must be an integer.")
     return number
@@ -138,7 +139,7 @@ def _update_request(ctx: Ctx, kind: str) -> tuple[Content, Space, dict[str, Any]
     return item, space, body
 
 
-def _save_draft(ctx: Ctx, kind: str, item: Content, number: int | None, rev: Revision) -> Reply:
+def _save_draft(ctx: Ctx, kind: str, item: Content, number: int, rev: Revision) -> Reply:
     """Drafts take version 1; a draft of published content is kept beside it."""
     if number != 1:
         raise version_conflict(NOUN[kind], item.current.number, number)

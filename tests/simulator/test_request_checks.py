@@ -42,3 +42,34 @@ async def test_a_comment_version_number_must_be_an_integer(
         assert kept == 1 and isinstance(kept, int)
         ok = await client.put(url, json={"version": {"number": 2}, "body": STORAGE})
         assert ok.status_code == 200 and ok.json()["version"]["number"] == 2
+
+
+async def test_a_version_without_a_number_is_400_not_a_conflict(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Numberless")
+    for status in ("current", "draft"):
+        put = await client.put(
+            f"{V2}/pages/{page['id']}",
+            json={
+                "id": page["id"],
+                "status": status,
+                "title": "Numberless",
+                "body": STORAGE,
+                "version": {"message": "no number"},
+            },
+        )
+        assert put.status_code == 400, (status, put.text)
+        assert put.json()["errors"][0] == {
+            "status": 400,
+            "code": "INVALID_MESSAGE",
+            "title": "Missing required field(s): version.number.",
+            "detail": None,
+        }
+    for kind, made in (await _comments(client, page["id"])).items():
+        edit = await client.put(
+            f"{V2}/{kind}-comments/{made['id']}", json={"version": {}, "body": STORAGE}
+        )
+        assert edit.status_code == 400, (kind, edit.text)
+    got = (await client.get(f"{V2}/pages/{page['id']}")).json()
+    assert got["version"]["number"] == 1
