@@ -8,6 +8,11 @@ by that interval is answered "retry later" (503), since the signer may have just
 missing from a key set fetched for it is refused (401). When the host is down or slow the last
 good key set keeps serving the keys it knows; anything that needs the host raises
 :class:`~app.errors.UpstreamUnavailable` (503, so the caller retries), never a 401.
+
+A document that cannot be used (not JSON, nested past what the parser takes, no usable signing
+key) is a failure of the host like any other: it is recorded, the last good key set keeps
+serving, and a request it leaves without a key is answered 503. An entry that cannot be made a
+key (a field of the wrong type, bad key material) is skipped; the set's other keys are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import httpx
 import jwt
+import structlog
 
 from app.errors import UpstreamUnavailable
 
@@ -29,20 +35,47 @@ DEFAULT_TIMEOUT_SECONDS = 2.0
 # A key set is a few kilobytes; more is not one.
 MAX_JWKS_BYTES = 256 * 1024
 
+log = structlog.get_logger("app.jwks")
+
 
 def parse_jwks(document: Any, algorithm: str = "RS256") -> dict[str, jwt.PyJWK]:
     """The usable signing keys of a JWKS document by ``kid``; other entries are skipped."""
     entries = document.get("keys") if isinstance(document, dict) else None
     keys: dict[str, jwt.PyJWK] = {}
     for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
-            continue
-        if entry.get("use", "sig") != "sig":
-            continue
-        try:
-            keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=entry.get("alg", algorithm))
-        except jwt.PyJWTError:
-            continue
+        found = _signing_key(entry, algorithm)
+        if found is not None:
+            keys[found[0]] = found[1]
+    return keys
+
+
+def _signing_key(entry: Any, algorithm: str) -> tuple[str, jwt.PyJWK] | None:
+    """``(kid, key)`` of one JWKS entry, or None when it is not a signing key this can use.
+
+    ``kid``, ``kty``, ``alg`` and ``use`` must be strings where present (a list or an object in
+    their place is not a key, and PyJWT would fail on it with a TypeError).
+    """
+    if not isinstance(entry, dict):
+        return None
+    kid, kty = entry.get("kid"), entry.get("kty")
+    alg, use = entry.get("alg", algorithm), entry.get("use", "sig")
+    if not all(isinstance(value, str) for value in (kid, kty, alg, use)) or use != "sig":
+        return None
+    try:
+        return str(kid), jwt.PyJWK(entry, algorithm=str(alg))
+    except Exception:  # bad key material, an unknown algorithm: this entry is no key
+        return None
+
+
+def _read_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
+    """The keys of a downloaded document; :class:`_BadJwks` when it gives none."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json takes
+        raise _BadJwks("not JSON") from None
+    keys = parse_jwks(document)
+    if not keys:
+        raise _BadJwks("no usable signing keys")
     return keys
 
 
@@ -114,20 +147,26 @@ class JwksClient:
         try:
             # One bound for the whole fetch: httpx's timeout is per step, so a host trickling
             # its answer could hold every Forge request waiting on this lock for much longer.
-            body = await asyncio.wait_for(self._download(), self.timeout)
-            keys = parse_jwks(json.loads(body))
-            if not keys:
-                raise _BadJwks("no usable signing keys")
+            keys = _read_jwks(await asyncio.wait_for(self._download(), self.timeout))
         except (httpx.TimeoutException, TimeoutError):
-            self._last_failure = "timed out"
+            self._failed("timed out")
         except httpx.HTTPError as exc:
-            self._last_failure = type(exc).__name__
-        except (_BadJwks, ValueError) as exc:
-            self._last_failure = str(exc) if isinstance(exc, _BadJwks) else "not JSON"
+            self._failed(type(exc).__name__)
+        except _BadJwks as exc:
+            self._failed(str(exc))
+        except Exception as exc:  # whatever else the host's answer raised: unavailable too
+            self._failed(f"unusable answer ({type(exc).__name__})")
         else:
             self._keys = keys
             self._fetched_at = self._attempted_at
             self._last_failure = None
+
+    def _failed(self, reason: str) -> None:
+        """Record a failed refresh; the last good key set (if any) keeps serving."""
+        self._last_failure = reason
+        log.warning(
+            "forge key set refresh failed", url=self.url, reason=reason, keys=len(self._keys)
+        )
 
     async def _download(self) -> bytes:
         headers = {"Accept": "application/json"}

@@ -134,6 +134,7 @@ class JwksHost:
         self.delay = 0.0
         self.trickle = 0.0  # seconds between 64-byte pieces of the answer (0: all at once)
         self.padding = 0  # bytes of whitespace after the JSON
+        self.document: bytes | None = None  # served as it is instead of the keys, when set
 
         async def jwks(request: Request) -> Response:
             self.hits += 1
@@ -141,7 +142,9 @@ class JwksHost:
                 await asyncio.sleep(self.delay)
             if self.status != 200:
                 return Response("unavailable", status_code=self.status)
-            body = json.dumps({"keys": [k.jwk() for k in self.keys]}).encode()
+            body = self.document
+            if body is None:
+                body = json.dumps({"keys": [k.jwk() for k in self.keys]}).encode()
             body += b" " * self.padding
             if not self.trickle:
                 return Response(body, media_type="application/json")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -153,3 +155,59 @@ def test_parse_jwks_keeps_only_usable_signing_keys(keys: list[SigningKey]) -> No
     parsed = parse_jwks({"keys": [good, no_kid, encryption, broken, "junk"]})
     assert list(parsed) == [keys[0].kid]
     assert parse_jwks({"nokeys": 1}) == {} and parse_jwks([]) == {}
+
+
+def _malformed(good: dict[str, Any], case: str) -> bytes:
+    """A key set whose only entry cannot be used, or a document json cannot read at all."""
+    if case == "nested":
+        depth = 100_000  # well under MAX_JWKS_BYTES, far deeper than json.loads recurses
+        return b'{"keys":' + b"[" * depth + b"]" * depth + b"}"
+    field, value = {
+        "alg-list": ("alg", ["RS256"]),
+        "alg-object": ("alg", {"name": "RS256"}),
+        "kty-list": ("kty", ["RSA"]),
+        "use-object": ("use", {"sig": True}),
+        "kid-number": ("kid", 7),
+    }[case]
+    return json.dumps({"keys": [{**good, field: value}]}).encode()
+
+
+MALFORMED = ["alg-list", "alg-object", "kty-list", "use-object", "kid-number", "nested"]
+
+
+def test_parse_jwks_skips_entries_whose_fields_are_not_strings(keys: list[SigningKey]) -> None:
+    good = keys[0].jwk()
+    odd = [{**keys[1].jwk(), "alg": ["RS256"]}, {**keys[2].jwk(), "kty": {"RSA": 1}}]
+    assert list(parse_jwks({"keys": [*odd, good]})) == [keys[0].kid]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_an_unusable_key_set_is_the_host_being_unavailable(
+    case: str, http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    jwks_host.document = _malformed(keys[0].jwk(), case)
+    with pytest.raises(UpstreamUnavailable) as info:
+        await client(http, jwks_host.url, Clock()).keys_for(keys[0].kid)
+    assert info.value.status == 503 and info.value.code == "jwks_unavailable"
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_a_refresh_that_gets_an_unusable_key_set_keeps_the_good_keys(
+    case: str, http: httpx.AsyncClient, jwks_host: JwksHost, keys: list[SigningKey]
+) -> None:
+    clock = Clock()
+    jwks = client(http, jwks_host.url, clock)
+    await jwks.keys_for(keys[0].kid)
+    jwks_host.document = _malformed(keys[1].jwk(), case)
+    clock.now += 601  # stale: the refresh gets the malformed document
+    assert keys[0].kid in await jwks.keys_for(keys[0].kid)
+    assert jwks_host.hits == 2
+    clock.now += 31
+    with pytest.raises(UpstreamUnavailable) as info:  # a key only the junk could hold
+        await jwks.keys_for(keys[1].kid)
+    assert info.value.code == "jwks_unavailable"
+    # the good entries of a set with one malformed entry are taken
+    good_and_odd = {"keys": [keys[0].jwk(), keys[1].jwk(), {**keys[2].jwk(), "alg": ["RS256"]}]}
+    jwks_host.document = json.dumps(good_and_odd).encode()
+    clock.now += 31
+    assert set(await jwks.keys_for(keys[1].kid)) == {keys[0].kid, keys[1].kid}

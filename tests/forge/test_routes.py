@@ -307,6 +307,35 @@ async def test_jwks_host_down_is_503_never_401(
         assert response.headers["retry-after"]
 
 
+async def test_a_malformed_key_set_is_503_and_a_cached_good_key_keeps_serving(
+    forge: Forge, keys: list[SigningKey], jwks_host: JwksHost
+) -> None:
+    """A key whose ``alg`` is a list, or a document nested too deep to parse: the key server
+    is unavailable (503, retried), never a 500; a refresh that gets one leaves the cached keys
+    serving the requests they verify."""
+    good = keys[0].jwk()
+    jwks_host.document = json.dumps({"keys": [{**good, "alg": ["RS256"]}]}).encode()
+    body = event_fixture("page-created")
+    cold = await forge.post("/forge/events", body, token=mint(keys[0]))
+    assert cold.status_code == 503, cold.text
+    assert cold.json()["error"] == "jwks_unavailable" and cold.headers["retry-after"]
+    jwks = forge.app.state.forge.jwks(None)
+    real_clock, later = jwks.clock, jwks.min_refresh_interval + 1
+    jwks.clock = lambda: real_clock() + later
+    jwks_host.document = None  # the good set: fetched and cached
+    assert (await forge.post("/forge/events", body, token=mint(keys[0]))).status_code == 200
+    for document in (
+        json.dumps({"keys": [good, {**keys[1].jwk(), "alg": {"name": "RS256"}}]}).encode(),
+        b'{"keys":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
+        jwks_host.document = document
+        later += jwks.ttl + 1  # stale: this request's refresh gets the document
+        hits = jwks_host.hits
+        response = await forge.post("/forge/events", body, token=mint(keys[0]))
+        assert response.status_code == 200, response.text
+        assert jwks_host.hits == hits + 1
+
+
 async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
     forge: Forge,
     keys: list[SigningKey],
