@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from app.atlassian.events import Event
 from app.budget.hook import BudgetExhausted
 from app.confluence.errors import RateLimited
-from app.confluence.pages import is_app_edit
+from app.confluence.pages import is_own_version
 from workers import storage
 from workers.effects import EFFECT_TTL, EffectLedger, effect_key
 from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
@@ -97,9 +97,8 @@ class ReactionContext:
         key = await self._own_key()
         current = await self.get(*key)
         found = self.cache.first[key]
-        ours = is_app_edit(found.version_message) or (
-            found.author_id is not None and found.author_id in self.app_accounts
-        )
+        # the author decides: the marker in the message is text anyone can type
+        ours = is_own_version(found.author_id, self.app_accounts)
         # only a change of the content itself can be an echo of our edit (not a label event)
         change = (
             self.event.type.endswith((".created", ".updated")) and key[1] == self.event.content_id

@@ -1,13 +1,15 @@
 """Request bodies for Confluence writes, and the app's edit marker. Pure code.
 
-Every edit the app makes carries :data:`APP_EDIT_MARKER` at the start of its version message;
-:func:`is_app_edit` is how loop prevention recognises an update event caused by ourselves.
+Every edit the app makes carries :data:`APP_EDIT_MARKER` at the start of its version message,
+for people reading the history. The message is free text that any editor can type, so it never
+decides alone whether a version is the app's: :func:`is_own_version` decides from the version's
+author (one of the app's accounts), and counts the marker only together with that author.
 Updates send the whole body (Confluence has no patch) with version ``current + 1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from html.parser import HTMLParser
 from typing import Any, Literal
 
@@ -30,8 +32,19 @@ def edit_message(note: str = "") -> str:
 
 
 def is_app_edit(message: str | None) -> bool:
-    """True when a version message says the app made this version."""
+    """True when a version message starts with the app's marker. Anyone can type it: this
+    says nothing about who made the version (see :func:`is_own_version`)."""
     return message is not None and message.lstrip().startswith(APP_EDIT_MARKER)
+
+
+def is_own_version(author_id: str | None, app_accounts: Collection[str]) -> bool:
+    """True when a version (or comment) is the app's own: its author is one of the app's
+    accounts (configured, or learned from the author Confluence names on the app's writes).
+
+    The edit marker in a version message does not count without that author: a person who
+    starts their version message with it is still a person, and their edit is reacted to.
+    """
+    return author_id is not None and author_id in app_accounts
 
 
 def body_write(value: str, representation: Representation = "storage") -> Json:

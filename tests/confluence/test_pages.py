@@ -87,6 +87,13 @@ def test_edit_marker() -> None:
     assert not pages.is_app_edit(None) and not pages.is_app_edit("")
 
 
+def test_own_versions_are_decided_by_their_author_not_the_marker() -> None:
+    assert pages.is_own_version("app-1", {"app-1"})
+    assert not pages.is_own_version("person", {"app-1"})
+    assert not pages.is_own_version(None, {"app-1"})
+    assert not pages.is_own_version("person", set())  # nothing known yet: nothing is ours
+
+
 def test_visible_text_and_matches() -> None:
     storage = (
         '<p>Deploy &amp; deploy</p><ac:structured-macro ac:name="info">'

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -12,12 +14,15 @@ import structlog
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
+from app.budget.hook import Unmetered
+from app.confluence.client import ConfluenceClient
 from app.confluence.site import Site
 from app.settings import Settings
 from simulator.keys import KeyPair
 from simulator.main import create_app
 from simulator.site import build
 from tests.reactions.fake import APP, FakeConfluence
+from workers.client_ops import ClientOps
 from workers.dispatch import JobContext
 from workers.ops import Content
 from workers.reactor import Reactor, ReactorOptions
@@ -82,3 +87,45 @@ async def in_process_simulator(
     ):
         site = Site.basic(site_url=f"{base}/wiki", email="admin@example.com", api_token=token)
         yield admin, http, site
+
+
+# The simulator in this process, reached through the real Confluence client (`sim.reactor`)
+SIM_TOKEN = "rerun-token"
+BASE = "https://site.test"
+ANN = "ann@example.com"
+
+
+@dataclass
+class Sim:
+    admin: httpx.AsyncClient
+    http: httpx.AsyncClient
+    site: Site
+    space_id: str
+
+    def reactor(self, router: Router) -> Reactor:
+        async def client_for(event: Event, job: JobContext) -> ClientOps:
+            return ClientOps(ConfluenceClient(self.http, self.site, Unmetered(), event_id=event.id))
+
+        return Reactor(router, client_for, ReactorOptions())
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        made = await self.admin.post(path, json=body)
+        assert made.status_code in (200, 201), made.text
+        data: dict[str, Any] = made.json()
+        return data
+
+    async def results(self, path: str) -> list[dict[str, Any]]:
+        found = await self.admin.get(path, params={"body-format": "storage"})
+        assert found.status_code == 200, found.text
+        results: list[dict[str, Any]] = found.json()["results"]
+        return results
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    keys = (KeyPair.generate("install"), KeyPair.generate("forge"))
+    async with in_process_simulator(SIM_TOKEN, keys, BASE) as (admin, http, site):
+        bare = Sim(admin, http, site, "")
+        space = await bare.post("/_sim/spaces", {"key": "DEV", "name": "Dev"})
+        await bare.post("/_sim/users", {"email": ANN, "displayName": "Ann"})
+        yield Sim(admin, http, site, space["id"])

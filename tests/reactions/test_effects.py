@@ -105,12 +105,24 @@ def test_ignore_reasons() -> None:
     assert ignore_reason(event, {"app"}) is None
     assert ignore_reason(replace(event, actor="app"), {"app"}) == "the actor is the app's account"
     assert ignore_reason(replace(event, self_generated=True), set()) is not None
-    marked = page_event(message=edit_message("x"))
-    assert ignore_reason(marked, set()) == "the version message carries the app's edit marker"
     assert ignore_reason(page_event(message="fixed typo"), set()) is None
 
 
-def test_forge_payload_with_the_app_marker_is_ignored() -> None:
+def test_the_edit_marker_counts_only_with_the_apps_account_as_the_versions_author() -> None:
+    # anyone can type the marker: a person's version that starts with it is still theirs
+    marked = page_event(message=edit_message("x"))
+    assert ignore_reason(marked, set()) is None
+    assert ignore_reason(marked, {"app"}) is None
+    # the version's author named in the payload (Connect's last modifier) is the app's account
+    by_app = page_event(actor="", message=edit_message("x"))
+    by_app.raw["page"]["lastModifierAccountId"] = "app"
+    assert ignore_reason(by_app, {"app"}) == (
+        "the version message carries the app's edit marker and its author is the app"
+    )
+    assert ignore_reason(by_app, {"other"}) is None
+
+
+def test_forge_payload_with_the_app_marker_is_ignored_only_when_the_app_wrote_it() -> None:
     body = {
         "eventType": "avi:confluence:updated:page",
         "atlassianId": "user-1",
@@ -124,7 +136,12 @@ def test_forge_payload_with_the_app_marker_is_ignored() -> None:
         },
     }
     event = from_forge("forge:cloud-1", body)
-    assert ignore_reason(event, set()) == "the version message carries the app's edit marker"
+    assert ignore_reason(event, {"app"}) is None  # a person typed the marker
+    body["content"]["version"]["authorId"] = "app"  # type: ignore[index]
+    event = from_forge("forge:cloud-1", body)
+    assert ignore_reason(event, {"app"}) == (
+        "the version message carries the app's edit marker and its author is the app"
+    )
 
 
 _chunk = st.text(alphabet=st.sampled_from(list("ab<>&x ")), max_size=6)

@@ -106,17 +106,11 @@ async def test_failed_write_is_retried_and_then_applied_once(
     assert [c[0] for c in fake.writes()] == ["update", "comment"]
 
 
-@pytest.mark.parametrize(
-    "event",
-    [
-        page_event(actor=APP, version=3),
-        page_event(version=3, message=edit_message("redacted 1 credential(s)")),
-    ],
-)
 async def test_events_caused_by_the_app_are_ignored(
-    event: Event, fake: FakeConfluence, job: Job, reactor: MakeReactor
+    fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
     _leak(fake)
+    event = page_event(actor=APP, version=3)
     await reactor(_secret_router())(event, job(event))
     assert fake.calls == []
 
@@ -125,10 +119,36 @@ async def test_current_version_written_by_the_app_is_ignored(
     fake: FakeConfluence, job: Job, reactor: MakeReactor
 ) -> None:
     page = fake.contents["1001"]
-    fake.add(replace(page, body=f"<p>{AWS}</p>", version=3, version_message=edit_message("x")))
+    fake.add(
+        replace(
+            page,
+            body=f"<p>{AWS}</p>",
+            version=3,
+            version_message=edit_message("x"),
+            author_id=APP,
+        )
+    )
     event = page_event(version=3, actor="")  # payload without an actor
     await reactor(_secret_router())(event, job(event))
     assert fake.writes() == []
+
+
+@pytest.mark.parametrize("actor", ["user-1", ""])
+async def test_the_edit_marker_typed_by_a_person_does_not_make_their_edit_the_apps(
+    actor: str, fake: FakeConfluence, job: Job, reactor: MakeReactor
+) -> None:
+    # the person's version, whose message starts with the marker (the payload may carry it)
+    page = fake.contents["1001"]
+    marked = edit_message("typo")
+    fake.add(
+        replace(
+            page, body=f"<p>key {AWS}</p>", version=3, version_message=marked, author_id="user-1"
+        )
+    )
+    event = page_event(version=3, actor=actor, message=marked)
+    await reactor(_secret_router())(event, job(event))
+    assert [c[0] for c in fake.writes()] == ["update", "comment"]
+    assert AWS not in fake.contents["1001"].body
 
 
 @pytest.mark.parametrize(

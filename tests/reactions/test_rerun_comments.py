@@ -8,69 +8,20 @@ for replies to footer *and* inline comments, and for inline comments on pages *a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import structlog
 from redis.asyncio import Redis
 
 from app.atlassian.events import Event
-from app.budget.hook import Unmetered
-from app.confluence.client import ConfluenceClient
-from app.confluence.site import Site
 from app.settings import Settings
-from simulator.keys import KeyPair
-from tests.reactions.conftest import in_process_simulator
+from tests.reactions.conftest import ANN, Sim
 from tests.reactions.events import comment_event, page_event
 from workers import effects
-from workers.client_ops import ClientOps
 from workers.dispatch import JobContext
-from workers.reactor import Reactor, ReactorOptions
 from workers.routing import Router
 from workers.rules import compile_rules
-
-TOKEN = "rerun-token"
-BASE = "https://site.test"
-ANN = "ann@example.com"
-
-
-@dataclass
-class Sim:
-    admin: httpx.AsyncClient
-    http: httpx.AsyncClient
-    site: Site
-    space_id: str
-
-    def reactor(self, router: Router) -> Reactor:
-        async def client_for(event: Event, job: JobContext) -> ClientOps:
-            return ClientOps(ConfluenceClient(self.http, self.site, Unmetered(), event_id=event.id))
-
-        return Reactor(router, client_for, ReactorOptions())
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        made = await self.admin.post(path, json=body)
-        assert made.status_code in (200, 201), made.text
-        data: dict[str, Any] = made.json()
-        return data
-
-    async def results(self, path: str) -> list[dict[str, Any]]:
-        found = await self.admin.get(path, params={"body-format": "storage"})
-        assert found.status_code == 200, found.text
-        results: list[dict[str, Any]] = found.json()["results"]
-        return results
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    keys = (KeyPair.generate("install"), KeyPair.generate("forge"))
-    async with in_process_simulator(TOKEN, keys, BASE) as (admin, http, site):
-        bare = Sim(admin, http, site, "")
-        space = await bare.post("/_sim/spaces", {"key": "DEV", "name": "Dev"})
-        await bare.post("/_sim/users", {"email": ANN, "displayName": "Ann"})
-        yield Sim(admin, http, site, space["id"])
 
 
 def job(event: Event, attempt: int, settings: Settings, redis: Redis) -> JobContext:
