@@ -72,7 +72,11 @@ async def act_comment(request: Request, sim: Simulator, body: dict[str, Any]) ->
     for name in ("pageId", "blogPostId", "parentCommentId", "inlineCommentProperties"):
         if body.get(name) is not None:
             payload[name] = body[name]
-    kind = "inline" if body.get("inlineCommentProperties") else "footer"
+    parent = sim.store.comments.get(str(body.get("parentCommentId")))
+    if parent is not None:
+        kind = parent.kind  # a reply is of its parent's kind
+    else:
+        kind = "inline" if body.get("inlineCommentProperties") else "footer"
     return comments.create(request_ctx(request, sim, user, payload), kind).data
 
 

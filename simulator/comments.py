@@ -112,7 +112,7 @@ def get_comment(ctx: Ctx, kind: str) -> Reply:
     return Reply(comment_view(ctx.sim.store, item, formats=fmts, base=ctx.base, rev=rev))
 
 
-def _target(ctx: Ctx, body: dict[str, Any]) -> tuple[Content, Comment | None]:
+def _target(ctx: Ctx, body: dict[str, Any], kind: str) -> tuple[Content, Comment | None]:
     store = ctx.sim.store
     parent_id = body.get("parentCommentId")
     container_ids = [body.get(k) for k in ("pageId", "blogPostId") if body.get(k)]
@@ -121,7 +121,14 @@ def _target(ctx: Ctx, body: dict[str, Any]) -> tuple[Content, Comment | None]:
             raise bad_body("Give either parentCommentId or the container id, not both.")
         parent = store.comments.get(str(parent_id))
         container = store.contents.get(parent.container_id) if parent else None
-        if parent is None or container is None or not content.visible(ctx, container):
+        # A reply's parent is a comment of the same kind: replies are listed per kind
+        # (/{kind}-comments/{id}/children), and the spec's 404 names a parent comment not found.
+        if (
+            parent is None
+            or parent.kind != kind
+            or container is None
+            or not content.visible(ctx, container)
+        ):
             raise not_found("parent comment")
         return container, parent
     attachment_id = body.get("attachmentId") or body.get("customContentId")
@@ -146,7 +153,7 @@ def create(ctx: Ctx, kind: str) -> Reply:
     body = ctx.body
     if not isinstance(body, dict):
         raise bad_body("The request body must be a JSON object.")
-    container, parent = _target(ctx, body)
+    container, parent = _target(ctx, body, kind)
     store = ctx.sim.store
     if not store.can(ctx.me, store.spaces[container.space_id], "write"):
         raise not_permitted("You do not have permission to comment in this space.")

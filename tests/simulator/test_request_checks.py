@@ -73,3 +73,43 @@ async def test_a_version_without_a_number_is_400_not_a_conflict(
         assert edit.status_code == 400, (kind, edit.text)
     got = (await client.get(f"{V2}/pages/{page['id']}")).json()
     assert got["version"]["number"] == 1
+
+
+async def test_a_reply_s_parent_must_be_a_comment_of_its_own_kind(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Threads")
+    made = await _comments(client, page["id"])
+    for kind, other in (("inline", "footer"), ("footer", "inline")):
+        parent = made[other]["id"]
+        crossed = await client.post(
+            f"{V2}/{kind}-comments", json={"parentCommentId": parent, "body": STORAGE}
+        )
+        assert crossed.status_code == 404, (kind, crossed.text)
+        assert crossed.json()["errors"][0]["code"] == "NOT_FOUND"
+        listed = (await client.get(f"{V2}/{other}-comments/{parent}/children")).json()
+        assert listed["results"] == []
+        same = await client.post(
+            f"{V2}/{other}-comments", json={"parentCommentId": parent, "body": STORAGE}
+        )
+        assert same.status_code == 201, same.text
+        listed = (await client.get(f"{V2}/{other}-comments/{parent}/children")).json()
+        assert [c["id"] for c in listed["results"]] == [same.json()["id"]]
+    everything = (await client.get(f"{V2}/footer-comments")).json()["results"]
+    everything += (await client.get(f"{V2}/inline-comments")).json()["results"]
+    assert len(everything) == 4
+
+
+async def test_an_admin_reply_takes_its_parent_s_kind(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Admin threads")
+    made = await _comments(client, page["id"])
+    for kind in ("footer", "inline"):
+        reply = await client.post(
+            "/_sim/act/comments",
+            json={"as": "admin@example.com", "parentCommentId": made[kind]["id"], "body": "ok"},
+        )
+        assert reply.status_code == 201, reply.text
+        listed = (await client.get(f"{V2}/{kind}-comments/{made[kind]['id']}/children")).json()
+        assert [c["id"] for c in listed["results"]] == [reply.json()["id"]]
