@@ -11,7 +11,9 @@ as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` 
 * ``budget:pauses``: sorted set of paused tenants (score: until when, epoch ms), pruned by the
   settle script, so that listing them never scans the keyspace.
 * ``budget:backlog``: sorted set of tenants waiting for budget (score: until when, epoch ms);
-  pruned by every reservation rather than expired, as it spans hours.
+  pruned by every reservation rather than expired, as it spans hours. ``budget:backlog:u``
+  holds those waiting with a call above the sweep's priority: a tenant waiting only with a
+  sweep (``Priority.RECONCILE``) holds back other tenants' sweeps, not their reactions.
 * ``budget:weights``: hash of tenant fair-share weights (default 1).
 * ``budget:burst``: the GCRA theoretical arrival time of the per-second burst limit.
 * ``budget:inflight``: sorted set of unsettled reservations (score: when they are taken for a
@@ -149,6 +151,7 @@ class RedisBudget:
                 _ms(c.backlog_grace_seconds),
                 rid,
                 _ms(c.inflight_seconds),
+                int(Priority.RECONCILE),
             ]
             result = await self._reserve(keys=[], args=args)
             admitted, now_ms, third = int(result[0]), int(result[1]), int(result[2])
@@ -246,7 +249,10 @@ class RedisBudget:
     async def forget_waiting(self, tenant: str) -> None:
         """The tenant is gone (uninstalled): it no longer waits for budget, so it holds no
         other tenant back for the rest of its backlog window."""
-        await self.redis.zrem(self.key("backlog"), tenant)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.key("backlog"), tenant)
+            pipe.zrem(self.key("backlog:u"), tenant)
+            await pipe.execute()
 
     async def snapshot(self) -> Snapshot:
         """This hour's figures per tenant and priority, pauses, backlog and forecast."""

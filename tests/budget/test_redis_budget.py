@@ -602,3 +602,29 @@ async def test_a_quota_429_from_the_last_hour_does_not_write_the_new_one_off(
     await b.settle(r, Observation(status=429, reason=reason, reset_epoch=new_hour))
     snap = await b.snapshot()
     assert snap.remaining > 990 and snap.paused_until is not None  # a pause, not the hour
+
+
+async def test_a_sweep_waiting_on_its_pacing_line_does_not_hold_back_reactions(
+    redis: Redis, settings: Settings
+) -> None:
+    """The sweep comes last: a site whose sweep call waits for its own (lower) pacing line
+    leaves the points to other sites' reactions that fit theirs, rather than leave them idle;
+    a site waiting with a reaction still holds the others back (fair shares)."""
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0.2)
+    clock.now = T0 + 360  # lines: interactive 100, reaction 80, sweep 60
+    for _ in range(70):
+        await b.reserve("heavy", 1, P)
+    with pytest.raises(BudgetExhausted) as sweep:
+        await b.reserve("light", 1, Priority.RECONCILE)
+    assert sweep.value.reason == "pacing" and sweep.value.delay > 30
+    assert "light" in (await b.snapshot()).backlogged
+    for _ in range(5):
+        await b.reserve("heavy", 1, P)
+        await b.reserve("heavy", 1, Priority.INTERACTIVE)
+    with pytest.raises(BudgetExhausted) as reaction:
+        await b.reserve("light", 1, P)  # 81 > 80: now light waits with a reaction
+    assert reaction.value.reason == "pacing"
+    with pytest.raises(BudgetExhausted) as held:
+        await b.reserve("heavy", 1, Priority.INTERACTIVE)
+    assert held.value.reason == "fair-share"

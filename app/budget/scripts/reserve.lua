@@ -3,7 +3,8 @@
 -- 6 quota, 7 tenant quota (0 = none), 8 reserve fraction, 9 reserve release ms,
 -- 10 pacing '1'/'0', 11 pacing lead ms, 12 burst requests/s (0 = none),
 -- 13 backlog window ms (0 = no fair shares), 14 near-limit burst factor, 15 backlog grace ms,
--- 16 reservation id ('' = not tracked), 17 in-flight ms (how long it may stay unsettled).
+-- 16 reservation id ('' = not tracked), 17 in-flight ms (how long it may stay unsettled),
+-- 18 the sweep's priority (a tenant waiting only at it holds back only sweeps).
 -- Returns {1, now_ms, hour_start_ms, spent_after} or {0, now_ms, retry_at_ms, reason}.
 -- Keys are derived from the prefix here because the hour is known only after TIME
 -- (single-node Redis and Sentinel only; not Redis Cluster).
@@ -30,11 +31,14 @@ local near_factor = tonumber(ARGV[14])
 local grace = tonumber(ARGV[15])
 local rid = ARGV[16] or ''
 local inflight_ms = tonumber(ARGV[17] or '0')
+local sweep = tonumber(ARGV[18] or '2')
 local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local hend = hstart + HOUR
 local H = prefix .. 'budget:h:' .. string.format('%d', hstart)
+-- Tenants waiting for budget: 'backlog' at any priority, 'backlog:u' above the sweep's.
 local backlog = prefix .. 'budget:backlog'
+local backlog_u = prefix .. 'budget:backlog:u'
 local inflight = prefix .. 'budget:inflight'
 
 -- Reservations nobody settled in time belong to a worker that died mid-call: their estimate
@@ -59,7 +63,9 @@ end
 
 local function deny(retry, reason, mark)
   if mark and window > 0 then
-    redis.call('ZADD', backlog, 'GT', math.max(retry, now) + window, tenant)
+    local until_ms = math.max(retry, now) + window
+    redis.call('ZADD', backlog, 'GT', until_ms, tenant)
+    if prio < sweep then redis.call('ZADD', backlog_u, 'GT', until_ms, tenant) end
   end
   return {0, now, math.ceil(retry), reason}
 end
@@ -104,8 +110,13 @@ end
 if tquota > 0 and tspent + cost > tquota then return deny(hend, 'tenant-quota', false) end
 
 redis.call('ZREMRANGEBYSCORE', backlog, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', backlog_u, '-inf', now)
+-- Fair shares among the tenants' reactions; the sweep comes last: a tenant waiting only with
+-- a sweep call holds back other tenants' sweeps, never a call of a higher priority.
+local held_by = backlog
+if prio < sweep then held_by = backlog_u end
 local waiting = {}
-if window > 0 then waiting = redis.call('ZRANGE', backlog, 0, -1) end
+if window > 0 then waiting = redis.call('ZRANGE', held_by, 0, -1) end
 if #waiting > 0 then
   local weights = prefix .. 'budget:weights'
   local function weight(u)
@@ -121,7 +132,7 @@ if #waiting > 0 then
       -- share: points we leave are points it gets); it retries at (its mark - window): look
       -- again after that. A tenant refused for its own reasons (the reserve of its priority,
       -- a list larger than what is left) is not marked waiting, so it holds no one back.
-      local due = tonumber(redis.call('ZSCORE', backlog, u)) - window
+      local due = tonumber(redis.call('ZSCORE', held_by, u)) - window
       if first == nil or due < first then first = due end
     end
   end
@@ -155,5 +166,6 @@ if rid ~= '' and inflight_ms > 0 then
 end
 -- served now: still counts as waiting for a moment, in case its next job is right behind
 redis.call('ZADD', backlog, 'XX', 'LT', now + math.min(window, grace), tenant)
+redis.call('ZADD', backlog_u, 'XX', 'LT', now + math.min(window, grace), tenant)
 redis.call('PEXPIRE', H, hend - now + HOUR)
 return {1, now, hstart, need}
