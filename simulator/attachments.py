@@ -60,7 +60,7 @@ def page_attachments(ctx: Ctx) -> Reply:
 
 
 def _find(ctx: Ctx) -> Attachment:
-    raw = path_id(ctx.params["id"])
+    raw = path_id(ctx.params["id"], attachment=True)
     att = ctx.sim.store.attachments.get(raw if raw.startswith("att") else f"att{raw}")
     if att is None or att.status == "deleted" or not _visible(ctx, att):
         raise not_found("attachment")

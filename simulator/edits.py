@@ -21,6 +21,7 @@ from simulator.errors import (
     not_permitted,
     version_conflict,
 )
+from simulator.params import int64_id, path_id
 from simulator.storage import has_marker
 from simulator.store import Content, Revision, Space
 from simulator.views import content as content_view
@@ -127,7 +128,7 @@ def _update_request(ctx: Ctx, kind: str) -> tuple[Content, Space, dict[str, Any]
     body = _require(ctx.body, ("id", "status", "title", "version"))
     if "body" not in body:
         raise bad_body("Missing required field(s): body.")
-    if str(body["id"]) != ctx.params["id"]:
+    if int64_id(str(body["id"])) != path_id(ctx.params["id"]):
         raise bad_body("The id in the body does not match the id in the path.")
     item = find(ctx, kind, ctx.params["id"], ["current", "archived", "draft", "trashed", "deleted"])
     space = space_for(ctx, item.space_id, "write")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from simulator.errors import bad_param
@@ -16,6 +17,19 @@ BODY_FORMATS_SINGLE = (
     "editor",
 )
 BODY_FORMATS_BULK = ("storage", "atlas_doc_format")
+# The spec's integers, written as a Java backend reads them, ASCII digits only: no "+", no
+# "_", no spaces, no other scripts' digits (Python's int() takes all of these).
+_INTEGER = re.compile(r"-?[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+INT64_MAX = 2**63 - 1
+
+
+def int64_id(raw: str) -> str | None:
+    """The id ``raw`` names if it is an int64 of ASCII digits (``007`` names ``7``), else None."""
+    if not _DIGITS.fullmatch(raw):
+        return None
+    value = int(raw)
+    return str(value) if value <= INT64_MAX else None
 
 
 class Query:
@@ -44,10 +58,9 @@ class Query:
         raw = self.get(name)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad_param(name, f"Expected an integer, got '{raw}'.") from None
+        if not _INTEGER.fullmatch(raw):
+            raise bad_param(name, f"Expected an integer, got '{raw}'.")
+        value = int(raw)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise bad_param(name, f"Must be between {lo} and {hi}.")
         return value
@@ -76,22 +89,31 @@ class Query:
         return values or list(default)
 
     def ids(self, name: str) -> list[str]:
-        values = self.getlist(name)
-        for value in values:
-            if not value.isdigit():
+        """A list of int64 ids (400 for anything else), each as the id it names."""
+        out: list[str] = []
+        for value in self.getlist(name):
+            canonical = int64_id(value)
+            if canonical is None:
                 raise bad_param(name, "Expected numeric ids.")
-        return values
+            out.append(canonical)
+        return out
 
     def without(self, *names: str) -> list[tuple[str, str]]:
         return [(k, v) for k, v in self.items if k not in names]
 
 
-def path_id(raw: str, name: str = "id") -> str:
-    """Path ids are int64 in the spec: digits only (attachments may carry an ``att`` prefix)."""
-    digits = raw[3:] if raw.startswith("att") else raw
-    if not digits.isdigit() or len(digits) > 19:
+def path_id(raw: str, name: str = "id", *, attachment: bool = False) -> str:
+    """Path ids are int64 in the spec (400 otherwise), answered as the id they name; an
+    attachment's is a string of the pattern ``(att)?[0-9]+``, kept as given."""
+    if attachment:
+        digits = raw.removeprefix("att")
+        if not _DIGITS.fullmatch(digits) or len(digits) > 19:
+            raise bad_param(name, "Expected an attachment id.")
+        return raw
+    canonical = int64_id(raw)
+    if canonical is None:
         raise bad_param(name, "Expected a numeric id.")
-    return raw
+    return canonical
 
 
 def sort_key(query: Query, allowed: Sequence[str], default: str) -> tuple[str, bool]:

@@ -113,3 +113,66 @@ async def test_an_admin_reply_takes_its_parent_s_kind(
         assert reply.status_code == 201, reply.text
         listed = (await client.get(f"{V2}/{kind}-comments/{made[kind]['id']}/children")).json()
         assert [c["id"] for c in listed["results"]] == [reply.json()["id"]]
+
+
+LOOSE_INTEGERS = ("1_0", "+2", " 2", "2 ", "2.0", "\u0661", "\u00b2", "0x10")
+
+
+async def test_numbers_in_queries_are_ascii_integers(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Numbers")
+    for raw in LOOSE_INTEGERS:
+        for url, name in (
+            (f"{V2}/pages", "limit"),
+            (f"{V2}/pages/{page['id']}", "version"),
+            (f"{V2}/spaces", "limit"),
+        ):
+            got = await client.get(url, params={name: raw})
+            assert got.status_code == 400, (url, name, raw, got.text)
+            assert got.json()["errors"][0]["code"] == "INVALID_REQUEST_PARAMETER"
+        v1 = await client.get("/wiki/rest/api/search", params={"cql": "type=page", "limit": raw})
+        assert v1.status_code == 400 and v1.json()["statusCode"] == 400, (raw, v1.text)
+    assert (await client.get(f"{V2}/pages", params={"limit": "010"})).status_code == 200
+    assert (await client.get(f"{V2}/pages/{page['id']}", params={"version": "1"})).is_success
+
+
+async def test_ids_are_int64_in_ascii_digits(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    page = await make_page(client, space["id"], "Ids")
+    too_big = str(2**63)
+    for raw in (*LOOSE_INTEGERS, "\u0661\u0662", "-1", too_big):
+        for url in (
+            f"{V2}/pages/{raw}",
+            f"{V2}/spaces/{raw}",
+            f"{V2}/footer-comments/{raw}",
+            *((f"{V2}/attachments/att{raw}",) if raw != too_big else ()),
+        ):
+            got = await client.get(url)
+            assert got.status_code == 400, (url, got.text)
+            assert got.json()["errors"][0]["code"] == "INVALID_REQUEST_PARAMETER"
+        for url, name in (
+            (f"{V2}/pages", "id"),
+            (f"{V2}/spaces", "ids"),
+            (f"{V2}/labels", "label-id"),
+        ):
+            got = await client.get(url, params={name: f"{page['id']},{raw}"})
+            assert got.status_code == 400, (url, name, raw, got.text)
+    assert (await client.get(f"{V2}/pages/{2**63 - 1}")).status_code == 404
+    # an int64 written with leading zeros names the same page, in the path and in filters
+    padded = await client.get(f"{V2}/pages/00{page['id']}")
+    assert padded.status_code == 200 and padded.json()["id"] == page["id"]
+    listed = (await client.get(f"{V2}/pages", params={"id": f"0{page['id']}"})).json()
+    assert [p["id"] for p in listed["results"]] == [page["id"]]
+    put = await client.put(
+        f"{V2}/pages/00{page['id']}",
+        json={
+            "id": page["id"],
+            "status": "current",
+            "title": "Ids",
+            "body": STORAGE,
+            "version": {"number": 2},
+        },
+    )
+    assert put.status_code == 200, put.text
