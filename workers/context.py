@@ -153,11 +153,20 @@ class ReactionContext:
         perform: Callable[[], Awaitable[Any]],
         already: Callable[[], Awaitable[Any]] | None = None,
         key: str | None = None,
+        formerly: str | None = None,
     ) -> Any:
         key = key or self._key(action, once)
         # an effect of this event alone matters while the event may run again; a ``once``
         # effect, shared by every event of the content, for longer
         ttl = EFFECT_TTL if once is not None else self.ledger.event_seconds
+        if formerly is not None and once is not None and not self.dry_run:
+            # the same effect recorded under the key's earlier form: done is done
+            old_state, old_result = await self.ledger.state(self._key(action, formerly))
+            if old_state == "done":
+                await self.ledger.done(key, old_result, ttl=ttl)
+                self.log.info("effect already applied", action=action, result=old_result)
+                await self.ledger.count(self.reaction, "duplicate")
+                return old_result
         if self.dry_run:
             entry = {"event_id": self.event.id, "tenant": self.tenant, "reaction": self.reaction}
             await self.ledger.record_dry_run({**entry, "action": action, **detail})
@@ -239,9 +248,19 @@ class ReactionContext:
         return None if result is None else str(result)
 
     async def inline_comment(
-        self, selection: str, body: str, *, count: int = 1, index: int = 0, once: str | None = None
+        self,
+        selection: str,
+        body: str,
+        *,
+        count: int = 1,
+        index: int = 0,
+        once: str | None = None,
+        formerly: str | None = None,
     ) -> str | None:
-        """Comment on the ``index``-th of ``count`` occurrences of ``selection`` in the page."""
+        """Comment on the ``index``-th of ``count`` occurrences of ``selection`` in the page.
+
+        ``formerly``: an earlier ``once`` of the same comment (a key whose form changed); one
+        recorded done under it is not posted again."""
         kind, cid = await self.target()
 
         async def already() -> str | None:
@@ -252,7 +271,9 @@ class ReactionContext:
         async def perform() -> str:
             return await self.client.create_inline_comment(kind, cid, body, selection, count, index)
 
-        result = await self._effect("inline_comment", once, detail, perform, already)
+        result = await self._effect(
+            "inline_comment", once, detail, perform, already, formerly=formerly
+        )
         return None if result is None else str(result)
 
     async def update_comment(self, comment_id: str, body: str, *, once: str | None = None) -> None:

@@ -184,9 +184,10 @@ class Action:
     """One compiled action of a rule: ``run(event, ctx, variables)``."""
 
     kind: str
-    where: str  # "rules.yml:12 (rule 'x', action 1)" for messages
+    where: str  # "rules.yml:12" for messages (never part of a key: the file moves, lines shift)
     body: Template | None = None
     pattern: re.Pattern[str] | None = None
+    position: int = 0  # the action's index within its rule
 
     async def run(self, event: Event, ctx: ReactionContext, variables: dict[str, Any]) -> None:
         runner = _RUNNERS[self.kind]
@@ -215,8 +216,16 @@ async def _inline(action: Action, event: Event, ctx: ReactionContext, v: dict[st
         if index < 0:
             continue  # not selectable: across blocks, in a code body, or overlapping another
         body = render_fragment(action.body, {**v, "match": match_vars(m)}, action.where)
-        once = f"inline:{cid}:{action.where}:{m.group(0)}:{index}"
-        await ctx.inline_comment(m.group(0), body, count=count, index=index, once=once)
+        # Once per rule (the reaction's name is part of every key), action, matched text and
+        # occurrence: nothing that changes when the rules file is edited or moved.
+        once = f"inline:{cid}:{action.position}:{m.group(0)}:{index}"
+        # The key's earlier form (with the file's path and the action's line):
+        # what was recorded under it counts, so no inline comment is posted twice at the
+        # upgrade. Such records expire with the ``once`` retention (30 days).
+        formerly = f"inline:{cid}:{action.where}:{m.group(0)}:{index}"
+        await ctx.inline_comment(
+            m.group(0), body, count=count, index=index, once=once, formerly=formerly
+        )
         return
 
 

@@ -268,12 +268,12 @@ class _Compiler(NodeReader):
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             self.problems.add(node, f"{where}.actions", "must be a non-empty list of actions")
             return None
-        compiled = [self.action(n, f"{where}.actions[{i}]") for i, n in enumerate(node.value)]
+        compiled = [self.action(n, f"{where}.actions[{i}]", i) for i, n in enumerate(node.value)]
         if any(a is None for a in compiled):
             return None
         return _rule_handler([a for a in compiled if a is not None])
 
-    def action(self, node: yaml.Node, where: str) -> rule_actions.Action | None:
+    def action(self, node: yaml.Node, where: str, position: int = 0) -> rule_actions.Action | None:
         fields = self.mapping(node, where)
         if fields is None:
             return None
@@ -311,9 +311,9 @@ class _Compiler(NodeReader):
             )
             if body is None:
                 return None
-            return rule_actions.Action(kind, label, body, pattern)
+            return rule_actions.Action(kind, label, body, pattern, position)
         body = self.template(value, f"{where}.{kind}")
-        return None if body is None else rule_actions.Action(kind, label, body)
+        return None if body is None else rule_actions.Action(kind, label, body, position=position)
 
 
 def _action_keys_problem(keys: list[str]) -> str | None:
