@@ -15,8 +15,8 @@ BLOG_SORTS = ("id", "created-date", "modified-date")
 CHILD_SORTS = ("created-date", "id", "child-position", "modified-date")
 
 
-def _id_filter(query: Query, name: str) -> set[str] | None:
-    values = query.ids(name)
+def _id_filter(query: Query, name: str, max_items: int) -> set[str] | None:
+    values = query.ids(name, max_items)
     return set(values) if values else None
 
 
@@ -31,8 +31,8 @@ def list_blogposts(ctx: Ctx) -> Reply:
 def _list(
     ctx: Ctx, kind: str, statuses: tuple[str, ...], default: list[str], sorts: tuple[str, ...]
 ) -> Reply:
-    ids = _id_filter(ctx.query, "id")
-    spaces = _id_filter(ctx.query, "space-id")
+    ids = _id_filter(ctx.query, "id", 250)
+    spaces = _id_filter(ctx.query, "space-id", 100)
     subtype = ctx.query.choice("subtype", ("live", "page")) if kind == "page" else None
     items = [
         c

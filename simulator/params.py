@@ -44,12 +44,15 @@ class Query:
                 return value
         return None
 
-    def getlist(self, name: str) -> list[str]:
-        """Repeated and comma-separated values, both as Confluence accepts them."""
+    def getlist(self, name: str, max_items: int | None = None) -> list[str]:
+        """Repeated and comma-separated values, both as Confluence accepts them; more than the
+        spec's ``maxItems`` is 400."""
         out: list[str] = []
         for key, value in self.items:
             if key == name:
                 out.extend(v for v in value.split(",") if v != "")
+        if max_items is not None and len(out) > max_items:
+            raise bad_param(name, f"At most {max_items} values are allowed.")
         return out
 
     def integer(
@@ -88,10 +91,10 @@ class Query:
                 raise bad_param(name, f"Allowed values: {', '.join(allowed)}.")
         return values or list(default)
 
-    def ids(self, name: str) -> list[str]:
+    def ids(self, name: str, max_items: int | None = None) -> list[str]:
         """A list of int64 ids (400 for anything else), each as the id it names."""
         out: list[str] = []
-        for value in self.getlist(name):
+        for value in self.getlist(name, max_items):
             canonical = int64_id(value)
             if canonical is None:
                 raise bad_param(name, "Expected numeric ids.")

@@ -79,8 +79,8 @@ def create_space(
 
 def list_spaces(ctx: Ctx) -> Reply:
     store = ctx.sim.store
-    ids = set(ctx.query.ids("ids"))
-    keys = set(ctx.query.getlist("keys"))
+    ids = set(ctx.query.ids("ids", 250))
+    keys = set(ctx.query.getlist("keys", 250))
     kind = ctx.query.choice("type", ("global", "personal", "collaboration", "knowledge_base"))
     status = ctx.query.choice("status", ("current", "archived"))
     labels = set(ctx.query.getlist("labels"))

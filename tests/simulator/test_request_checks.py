@@ -176,3 +176,29 @@ async def test_ids_are_int64_in_ascii_digits(
         },
     )
     assert put.status_code == 200, put.text
+
+
+async def test_id_list_filters_hold_at_most_the_spec_s_max_items(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    def many(n: int) -> str:
+        return ",".join(str(70000 + i) for i in range(n))
+
+    for url, name, most in (
+        (f"{V2}/pages", "id", 250),
+        (f"{V2}/pages", "space-id", 100),
+        (f"{V2}/blogposts", "id", 250),
+        (f"{V2}/blogposts", "space-id", 100),
+        (f"{V2}/spaces", "ids", 250),
+    ):
+        assert (await client.get(url, params={name: many(most)})).status_code == 200
+        over = await client.get(url, params={name: many(most + 1)})
+        assert over.status_code == 400, (url, name, over.text)
+        assert over.json()["errors"][0]["code"] == "INVALID_REQUEST_PARAMETER"
+    # repeated parameters count as well as comma-separated ones
+    repeated = [("space-id", str(70000 + i)) for i in range(101)]
+    assert (await client.get(f"{V2}/pages", params=repeated)).status_code == 400
+    keys = ",".join(f"K{i}" for i in range(250))
+    assert (await client.get(f"{V2}/spaces", params={"keys": keys})).status_code == 200
+    over = await client.get(f"{V2}/spaces", params={"keys": keys + ",DEV"})
+    assert over.status_code == 400, over.text
