@@ -9,7 +9,9 @@ Redis keys (all under ``settings.redis_prefix``)::
     forge:cloud:<cloudId>                the Connect clientKey a site's installation was linked
                                           to (a later installation on the site keeps it)
     forge:token:<installationId>         SecretBox-encrypted JSON {token, api_base_url, exp};
-                                          the key expires at the token's own ``exp``
+                                          the key expires at the token's (bounded) ``exp``
+    forge:invocation:<sha256 of a FIT>   sha256 of the system token that FIT came with, until
+                                          the FIT expires (a replay may not bring another)
     tenant:installation:<installationId> (read only; written by the Connect tenant store)
 
 Installation ids are stored as ARIs (``ari:cloud:ecosystem::installation/<uuid>``).
@@ -17,15 +19,22 @@ Installation ids are stored as ARIs (``ari:cloud:ecosystem::installation/<uuid>`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
-from app.atlassian.forge_token import INSTALLATION_ARI_PREFIX, Invocation, installation_ari
+from app.atlassian.forge_token import (
+    INSTALLATION_ARI_PREFIX,
+    MAX_LEEWAY_SECONDS,
+    Invocation,
+    installation_ari,
+)
 from app.crypto import SecretBox
 from app.errors import Defer, PermanentFailure
 
@@ -46,6 +55,24 @@ class SystemToken(NamedTuple):
     token: str
     api_base_url: str
     expires_at: int
+
+
+class Invoked(NamedTuple):
+    """The verified Forge invocation a system token came with."""
+
+    fingerprint: str  # sha256 (hex) of its Forge Invocation Token
+    issued_at: int  # the token's ``iat``: orders the invocations of an installation
+    expires_at: int  # the token's ``exp``: a replay of it is refused until then
+
+
+class Saved(StrEnum):
+    """What :meth:`InstallationStore.save_system_token` did with a token."""
+
+    STORED = "stored"
+    EXPIRED = "expired"  # already past its expiry
+    UNINSTALLING = "uninstalling"  # the installation is going away: no token is kept
+    OLDER = "older"  # the held token came with a later invocation
+    REPLAYED = "replayed"  # its invocation token came before with another system token
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +131,9 @@ class InstallationStore:
 
     def _token(self, installation_id: str) -> str:
         return f"{self.prefix}forge:token:{installation_id}"
+
+    def _invocation(self, fingerprint: str) -> str:
+        return f"{self.prefix}forge:invocation:{fingerprint}"
 
     def _tenant(self, tenant: str) -> str:
         return f"{self.prefix}forge:tenant:{tenant}"
@@ -184,7 +214,7 @@ class InstallationStore:
         """The preUninstall hook ran: drop the token, keep the record for the operators."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._installation(installation_id), "status", STATUS_UNINSTALLING)
-            pipe.hdel(self._installation(installation_id), "token_expires_at")
+            pipe.hdel(self._installation(installation_id), "token_expires_at", "token_issued_at")
             pipe.delete(self._token(installation_id))
             await pipe.execute()
 
@@ -196,28 +226,71 @@ class InstallationStore:
             None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
         )
 
-    async def save_system_token(self, installation_id: str, token: SystemToken) -> bool:
-        """Store ``token`` encrypted, expiring at its own ``exp``; keep a longer-lived one.
+    async def save_system_token(
+        self, installation_id: str, token: SystemToken, invoked: Invoked | None = None
+    ) -> Saved:
+        """Store ``token`` encrypted, expiring at its ``expires_at``, when it is the newest.
+
+        The token held is the one that came with the installation's most recent verified
+        invocation, ordered by that invocation token's own ``iat`` (Forge's clock, signed), not
+        by the expiry the system token claims: that ``exp`` is read unverified, so a token
+        claiming to live longest must not win over Atlassian's next one. A token that came
+        with an older invocation than the held token's is not kept (``OLDER``); one from the
+        same second replaces it.
+
+        Forge mints a system token with each invocation token (FIT), and a FIT is good for
+        ~25 s without being tied to the header beside it. So each FIT is remembered (by
+        digest, with its system token's digest) until it expires: the same FIT coming again
+        with another system token is a replay by someone who captured it, and its token is
+        refused (``REPLAYED``); with the same token it is a retry and is stored as before. A
+        FIT nobody saw before can still bring a junk token, but only until the installation's
+        next invocation (the hourly trigger at the latest), and its claimed expiry is bounded
+        (:data:`~app.atlassian.forge_token.SYSTEM_TOKEN_MAX_TTL`).
 
         Not for an installation being uninstalled: a late event or a retry must not bring its
-        token back (only its ``installed`` lifecycle event makes it active again).
+        token back (only its ``installed`` lifecycle event makes it active again). Without
+        ``invoked`` (tools, tests) the token is taken as the newest.
         """
         now = self.clock()
         if token.expires_at <= now:
-            return False
+            return Saved.EXPIRED
         if await self.status(installation_id) == STATUS_UNINSTALLING:
-            return False
-        current = await self._load_token(installation_id)
-        if current is not None and current.expires_at > token.expires_at:
-            return False
+            return Saved.UNINSTALLING
+        if invoked is not None:
+            if not await self._bind(invoked, _digest(token.token), now):
+                return Saved.REPLAYED
+            held = await self._held_issued_at(installation_id)
+            if held is not None and held > invoked.issued_at:
+                return Saved.OLDER
         sealed = self.box.encrypt(json.dumps(token._asdict(), separators=(",", ":")))
+        key = self._installation(installation_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._token(installation_id), sealed, exat=token.expires_at)
-            pipe.hset(
-                self._installation(installation_id), "token_expires_at", str(token.expires_at)
-            )
+            pipe.hset(key, "token_expires_at", str(token.expires_at))
+            if invoked is None:
+                pipe.hdel(key, "token_issued_at")
+            else:
+                pipe.hset(key, "token_issued_at", str(invoked.issued_at))
             await pipe.execute()
-        return True
+        return Saved.STORED
+
+    async def _bind(self, invoked: Invoked, token_digest: str, now: float) -> bool:
+        """Remember the FIT with its system token until it expires; False when it came before
+        with another one."""
+        key = self._invocation(invoked.fingerprint)
+        until = max(invoked.expires_at + MAX_LEEWAY_SECONDS, int(now)) + 1
+        if await self.redis.set(key, token_digest, nx=True, exat=until):
+            return True
+        seen = await self.redis.get(key)
+        return seen is None or _text(seen) == token_digest
+
+    async def _held_issued_at(self, installation_id: str) -> int | None:
+        """The ``iat`` of the invocation the held token came with (None: no token held, or
+        one saved without its invocation)."""
+        if not await self.redis.exists(self._token(installation_id)):
+            return None
+        value = await self.redis.hget(self._installation(installation_id), "token_issued_at")  # type: ignore[misc]
+        return int(_text(value)) if value not in (None, b"", "") else None
 
     async def system_token(self, installation_id: str) -> SystemToken | None:
         """A token valid for at least another minute, or None."""
@@ -275,6 +348,14 @@ async def require_system_token(
         if token is not None:
             return token
     raise Defer(delay, "no valid Forge system token", give_up_after=TOKEN_WAIT_SECONDS)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _flag(value: bool | None) -> str:

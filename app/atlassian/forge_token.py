@@ -33,8 +33,10 @@ IC_LABEL_PATTERN = re.compile(r"^[a-z0-9_-]{1,50}$")
 INSTALLATION_ARI_PREFIX = "ari:cloud:ecosystem::installation/"
 # Atlassian's own fallback when the app system token cannot be read: the older docs' minimum TTL.
 SYSTEM_TOKEN_FALLBACK_TTL = 55 * 60
-# System tokens live about an hour; a claimed expiry further out than this is not believed.
-SYSTEM_TOKEN_MAX_TTL = 24 * 3600
+# System tokens live about an hour (at least 55 min) and the hourly trigger brings the next one
+# before it lapses; the expiry a token claims is read unverified, so none is kept longer than
+# this (a genuine token loses nothing, a junk one cannot be pinned for long).
+SYSTEM_TOKEN_MAX_TTL = 2 * 3600
 
 # Stable refusal codes (the ``error`` field of the 401 body).
 MISSING_TOKEN = "missing_token"  # noqa: S105 (an error code)
@@ -95,6 +97,7 @@ class Invocation:
     ic_label: str | None
     expires_at: int
     claims: dict[str, Any]
+    issued_at: int = 0  # the token's ``iat``: orders the invocations of an installation
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -191,6 +194,8 @@ def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
     for name, value in times.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ForgeTokenError(INVALID_CLAIMS, f"the {name!r} claim is not a number")
+        if not math.isfinite(value):  # json reads NaN and Infinity
+            raise ForgeTokenError(INVALID_CLAIMS, f"the {name!r} claim is not a finite number")
     if now > float(times["exp"]) + leeway:  # type: ignore[arg-type]
         raise ForgeTokenError(EXPIRED, "the token has expired")
     if float(times["nbf"]) - leeway > now or float(times["iat"]) - leeway > now:  # type: ignore[arg-type]
@@ -226,6 +231,7 @@ def _invocation(claims: dict[str, Any], app_id: str, ic_label: str | None) -> In
         ic_label=ic_label,
         expires_at=int(claims["exp"]),
         claims=claims,
+        issued_at=int(claims["iat"]),
     )
 
 
@@ -252,14 +258,16 @@ def system_token_expiry(token: str, now: float) -> int:
     """When the app system token (``x-forge-oauth-system``) expires, from its own ``exp``.
 
     Atlassian calls the token opaque but documents it as a JWT whose ``exp`` may be read
-    without verification. An unreadable token gets the conservative fallback lifetime.
+    without verification. An unreadable token gets the conservative fallback lifetime. As the
+    claim is not verified, it is bounded: never more than :data:`SYSTEM_TOKEN_MAX_TTL` from
+    ``now``.
     """
     try:
         exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
     except jwt.PyJWTError:
         exp = None
     if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
-        # never later than a day from now: it sets how long the token is kept in Redis
+        # it sets how long the token is kept in Redis (and used) unless a newer one comes
         return min(int(exp), int(now) + SYSTEM_TOKEN_MAX_TTL)
     return int(now) + SYSTEM_TOKEN_FALLBACK_TTL
 

@@ -2,7 +2,8 @@
 
 Every request carries a Forge Invocation Token; it is verified against the configured JWKS
 before anything else happens. Each verified request registers its installation and stores the
-app system token (``x-forge-oauth-system``) when one came along. Events are normalised with
+app system token (``x-forge-oauth-system``) when one came along, unless a later invocation's is
+held or its invocation token was seen before with another one. Events are normalised with
 :func:`app.atlassian.events.from_forge` and answered 2xx only after the queue stored them, well
 within Forge's 5 s limit (nothing else is done inline).
 """
@@ -10,6 +11,7 @@ within Forge's 5 s limit (nothing else is done inline).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -42,7 +44,14 @@ from app.errors import (
     QueueUnavailable,
     VerificationError,
 )
-from app.installations import InstallationStore, SystemToken, forge_tenant, is_forge_tenant
+from app.installations import (
+    InstallationStore,
+    Invoked,
+    Saved,
+    SystemToken,
+    forge_tenant,
+    is_forge_tenant,
+)
 from app.jwks import JwksClient
 from app.settings import Settings
 from app.tenants import TenantStore
@@ -137,13 +146,26 @@ async def _accept(
 
 
 async def _keep_token(request: Request, invocation: Invocation, store: InstallationStore) -> None:
-    """Store the call's app system token (none is kept for an installation being uninstalled)."""
+    """Store the call's app system token, as the installation's newest unless a later
+    invocation's is held (see :meth:`InstallationStore.save_system_token`: none is kept for an
+    installation being uninstalled, nor from an invocation token replayed with another one)."""
     system = request.headers.get("x-forge-oauth-system", "").strip()
-    if system:
-        token = SystemToken(
-            system, invocation.api_base_url, system_token_expiry(system, time.time())
+    if not system:
+        return
+    now = time.time()
+    fit = bearer_token(request.headers.get("authorization"))  # verified by _accept already
+    invoked = Invoked(
+        hashlib.sha256(fit.encode()).hexdigest(), invocation.issued_at, invocation.expires_at
+    )
+    token = SystemToken(system, invocation.api_base_url, system_token_expiry(system, now))
+    saved = await _stored(
+        request, store.save_system_token(invocation.installation_id, token, invoked)
+    )
+    if saved is Saved.REPLAYED:
+        log.warning(
+            "forge system token refused: its invocation token came before with another one",
+            installation_id=invocation.installation_id,
         )
-        await _stored(request, store.save_system_token(invocation.installation_id, token))
 
 
 async def _linked_tenant(

@@ -56,6 +56,7 @@ def test_a_valid_token_yields_the_invocation(keys: list[SigningKey]) -> None:
     assert got.module_key == "ep-events"
     assert got.app_version == "2.0.0"
     assert got.expires_at == int(NOW) + 25
+    assert got.issued_at == int(NOW)  # orders the system tokens of the installation
     assert got.ic_label is None
 
 
@@ -174,3 +175,20 @@ def test_system_token_expiry_reads_exp_or_falls_back() -> None:
     assert ft.system_token_expiry(far, now) == int(now) + ft.SYSTEM_TOKEN_MAX_TTL
     endless = jwt.encode({"exp": 1e300, "sub": "app"}, "not-atlassians-key-" + "x" * 16)
     assert ft.system_token_expiry(endless, now) == int(now) + ft.SYSTEM_TOKEN_MAX_TTL
+
+
+def test_a_system_tokens_claimed_expiry_is_bounded_to_a_couple_of_hours() -> None:
+    """The claim is not verified: a token claiming a day is kept two hours at most (Atlassian's
+    live about one, and the hourly trigger brings the next)."""
+    now = time.time()
+    assert ft.SYSTEM_TOKEN_MAX_TTL == 2 * 3600
+    day = system_token(now + 24 * 3600)
+    assert ft.system_token_expiry(day, now) == int(now) + 2 * 3600
+    assert ft.system_token_expiry(system_token(now + 3600), now) == int(now + 3600)
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+def test_a_time_claim_that_is_not_finite_is_refused(keys: list[SigningKey], claim: str) -> None:
+    """json reads NaN: it compares false with everything, so it would pass the time checks."""
+    token = mint(keys[0], fit_claims(NOW, **{claim: float("nan")}))
+    assert refused(token, keyset(keys[0])).code == ft.INVALID_CLAIMS

@@ -10,7 +10,14 @@ from redis.asyncio import Redis
 from app.atlassian.forge_token import Invocation
 from app.crypto import SecretBox
 from app.errors import ConfigError, Defer, PermanentFailure
-from app.installations import InstallationStore, SystemToken, forge_tenant, require_system_token
+from app.installations import (
+    InstallationStore,
+    Invoked,
+    Saved,
+    SystemToken,
+    forge_tenant,
+    require_system_token,
+)
 from app.settings import Settings
 from tests.forge.conftest import (
     API_BASE_URL,
@@ -66,7 +73,8 @@ async def test_system_token_is_encrypted_at_rest_and_expires_with_the_token(
 ) -> None:
     exp = int(time.time()) + 7200
     token = system_token(exp)
-    assert await store.save_system_token(INSTALLATION_ID, SystemToken(token, API_BASE_URL, exp))
+    saved = await store.save_system_token(INSTALLATION_ID, SystemToken(token, API_BASE_URL, exp))
+    assert saved == Saved.STORED
     raw = await redis.get(f"{settings.redis_prefix}forge:token:{INSTALLATION_ID}")
     assert raw is not None and token.encode() not in raw
     assert API_BASE_URL.encode() not in raw
@@ -81,22 +89,57 @@ async def test_expired_or_nearly_expired_tokens_are_not_handed_out(
 ) -> None:
     now = int(time.time())
     stale = SystemToken(system_token(now - 1), API_BASE_URL, now - 1)
-    assert not await store.save_system_token(INSTALLATION_ID, stale)
+    assert await store.save_system_token(INSTALLATION_ID, stale) == Saved.EXPIRED
     assert await store.system_token(INSTALLATION_ID) is None
     closing = SystemToken(system_token(now + 30), API_BASE_URL, now + 30)
-    assert await store.save_system_token(INSTALLATION_ID, closing)
+    assert await store.save_system_token(INSTALLATION_ID, closing) == Saved.STORED
     assert await store.system_token(INSTALLATION_ID) is None
 
 
-async def test_a_longer_lived_token_is_not_replaced_by_a_shorter_one(
+def invoked(issued_at: int, fingerprint: str | None = None) -> Invoked:
+    """The invocation a token came with: its FIT's digest, ``iat`` and ``exp``."""
+    return Invoked(fingerprint or f"fit-{issued_at}", issued_at, issued_at + 25)
+
+
+async def test_the_token_of_the_latest_invocation_is_held_whatever_expiry_it_claims(
     store: InstallationStore,
 ) -> None:
+    """Ordered by the invocation token's ``iat``, never by the ``exp`` a system token claims
+    unverified: a token claiming to live longer must not keep Atlassian's next one out."""
     now = int(time.time())
-    long = SystemToken(system_token(now + 14000), API_BASE_URL, now + 14000)
-    short = SystemToken(system_token(now + 7200), API_BASE_URL, now + 7200)
-    assert await store.save_system_token(INSTALLATION_ID, long)
-    assert not await store.save_system_token(INSTALLATION_ID, short)
-    assert await store.system_token(INSTALLATION_ID) == long
+    long = SystemToken(system_token(now + 7000), API_BASE_URL, now + 7000)
+    shorter = SystemToken(system_token(now + 3600), API_BASE_URL, now + 3600)
+    assert await store.save_system_token(INSTALLATION_ID, long, invoked(now - 20)) == Saved.STORED
+    assert await store.save_system_token(INSTALLATION_ID, shorter, invoked(now)) == Saved.STORED
+    assert await store.system_token(INSTALLATION_ID) == shorter
+    late = SystemToken(system_token(now + 7100), API_BASE_URL, now + 7100)
+    # a slower delivery of an earlier invocation: the later one's token stays
+    assert await store.save_system_token(INSTALLATION_ID, late, invoked(now - 10)) == Saved.OLDER
+    assert await store.system_token(INSTALLATION_ID) == shorter
+    same_second = SystemToken(system_token(now + 3500), API_BASE_URL, now + 3500)
+    assert (
+        await store.save_system_token(INSTALLATION_ID, same_second, invoked(now, "fit-other"))
+        == Saved.STORED
+    )
+    assert await store.system_token(INSTALLATION_ID) == same_second
+
+
+async def test_an_invocation_token_replayed_with_another_system_token_is_refused(
+    store: InstallationStore, redis: Redis, settings: Settings
+) -> None:
+    now = int(time.time())
+    genuine = SystemToken(system_token(now + 3600), API_BASE_URL, now + 3600)
+    junk = SystemToken(system_token(now + 7200), API_BASE_URL, now + 7200)
+    fit = invoked(now, "captured-fit")
+    assert await store.save_system_token(INSTALLATION_ID, genuine, fit) == Saved.STORED
+    assert await store.save_system_token(INSTALLATION_ID, junk, fit) == Saved.REPLAYED
+    assert await store.system_token(INSTALLATION_ID) == genuine
+    # the same call retried (same FIT, same token) goes through as before
+    assert await store.save_system_token(INSTALLATION_ID, genuine, fit) == Saved.STORED
+    # the FIT is remembered only until it expires (plus the leeway), by digest
+    memory = f"{settings.redis_prefix}forge:invocation:captured-fit"
+    assert 0 < await redis.ttl(memory) <= 25 + 10 + 1
+    assert genuine.token.encode() not in (await redis.get(memory) or b"")
 
 
 async def test_require_system_token_defers_until_a_token_arrives(
@@ -170,7 +213,7 @@ async def test_the_registry_is_listed_without_a_secret_key(
     await store.register(invocation(), forge_tenant(CLOUD_ID))
     exp = int(time.time()) + 3600
     token = SystemToken(system_token(exp), API_BASE_URL, exp)
-    assert await store.save_system_token(INSTALLATION_ID, token)
+    assert await store.save_system_token(INSTALLATION_ID, token) == Saved.STORED
     keyless = InstallationStore(redis, SecretBox([], lazy=True), settings.redis_prefix)
     assert [i.installation_id for i in await keyless.list()] == [INSTALLATION_ID]
     assert await keyless.installation_for_tenant(forge_tenant(CLOUD_ID)) == INSTALLATION_ID

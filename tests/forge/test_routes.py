@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import structlog.testing
 from redis.asyncio import Redis
@@ -343,7 +344,7 @@ async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
     forge_settings: Settings,
     store: InstallationStore,
 ) -> None:
-    exp = int(time.time()) + 3 * 3600
+    exp = int(time.time()) + 90 * 60
     token = system_token(exp)
     response = await forge.post(
         "/forge/token-refresh", {}, token=mint(keys[0], route="/forge/token-refresh"), system=token
@@ -373,10 +374,44 @@ async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
     assert seen[0].headers["authorization"] == f"Bearer {token}"
     # expiry: the key dies with the token
     ttl = await redis.ttl(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}")
-    assert 3 * 3600 - 10 <= ttl <= 3 * 3600
+    assert 90 * 60 - 10 <= ttl <= 90 * 60
     await redis.pexpire(f"{forge_settings.redis_prefix}forge:token:{INSTALLATION_ID}", 1)
     time.sleep(0.02)
     assert await store.system_token(INSTALLATION_ID) is None
+
+
+async def test_a_junk_system_token_cannot_keep_atlassians_next_one_out(
+    forge: Forge, keys: list[SigningKey], store: InstallationStore
+) -> None:
+    """The system token beside a replayed invocation token is not kept; one beside an
+    invocation nobody saw before is kept only until the next invocation brings Atlassian's,
+    whatever expiry it claims, and never longer than two hours."""
+    now = time.time()
+    path = "/forge/token-refresh"
+    fit = mint(keys[0], fit_claims(now - 10), route=path)
+    genuine = system_token(now + 3600)
+    assert (await forge.post(path, {}, token=fit, system=genuine)).status_code == 200
+    junk = jwt.encode({"exp": int(now) + 10**9}, "attacker-key-" + "x" * 20)
+    with structlog.testing.capture_logs() as logs:
+        replayed = await forge.post(path, {}, token=fit, system=junk)
+    assert replayed.status_code == 200  # the invocation itself is one Forge made
+    assert (await require_system_token(store, TENANT)).token == genuine
+    assert any("came before with another" in e["event"] for e in logs)
+    assert fit not in repr(logs) and junk not in repr(logs)
+    # a FIT never delivered to us (captured and held back) brings junk claiming a day...
+    unseen = mint(keys[0], fit_claims(now - 5), route=path)
+    assert (await forge.post(path, {}, token=unseen, system=junk)).status_code == 200
+    held = await require_system_token(store, TENANT)
+    assert held.token == junk and held.expires_at <= time.time() + 2 * 3600
+    # ...until the next trigger: Atlassian's token, claiming less, replaces it
+    following = system_token(now + 3660)
+    fresh = mint(keys[0], fit_claims(now), route=path)
+    assert (await forge.post(path, {}, token=fresh, system=following)).status_code == 200
+    assert (await require_system_token(store, TENANT)).token == following
+    # and the held-back FIT, delivered late, does not bring the junk back
+    late = await forge.post("/forge/token-refresh", {}, token=unseen, system=junk)
+    assert late.status_code == 200
+    assert (await require_system_token(store, TENANT)).token == following
 
 
 async def test_lifecycle_and_pre_uninstall(
