@@ -67,13 +67,34 @@ def _offset(ctx: Ctx) -> int:
         return -1
 
 
+INT32_MAX = 2**31 - 1
+
+
+def _system_limit(ctx: Ctx) -> int:
+    """The most hits one page holds, whatever ``limit`` asks: v1's ``limit`` has no maximum
+    ("this may be restricted by fixed system limits"). 25 when ``expand`` names
+    ``body.export_view`` or ``body.styled_view`` (Cloud's search docs); otherwise the figures
+    Atlassian publishes for Data Center's CQL search: 50 with a body expansion, 200 with other
+    expansions, 1000 without. Cloud's own caps are UNVERIFIED."""
+    names = [n.strip() for n in (ctx.query.get("expand") or "").split(",") if n.strip()]
+    if any(n.endswith(("body.export_view", "body.styled_view")) for n in names):
+        return 25
+    if any("body" in n.split(".") for n in names):
+        return 50
+    return 200 if names else 1000
+
+
 def _window(ctx: Ctx, total: int) -> tuple[int, int, str | None]:
-    limit = ctx.query.integer("limit", 25, 1, 250) or 25
+    """A large ``limit`` is capped (the answer's ``limit`` says by how much), not refused;
+    ``limit=0`` answers no hits and no next link."""
+    asked = ctx.query.integer("limit", 25, 0, INT32_MAX)
+    assert asked is not None
+    limit = min(asked, _system_limit(ctx))
     offset = _offset(ctx)
     if offset < 0:
         raise ApiError(400, "INVALID_REQUEST_PARAMETER", "The cursor is not valid.")
     nxt = None
-    if offset + limit < total:
+    if limit and offset + limit < total:
         rest = ctx.query.without("cursor", "next")
         path = ctx.path.removeprefix("/wiki")
         nxt = f"{path}?{urlencode([*rest, ('next', 'true'), ('cursor', _cursor(offset + limit))])}"

@@ -202,3 +202,40 @@ async def test_id_list_filters_hold_at_most_the_spec_s_max_items(
     assert (await client.get(f"{V2}/spaces", params={"keys": keys})).status_code == 200
     over = await client.get(f"{V2}/spaces", params={"keys": keys + ",DEV"})
     assert over.status_code == 400, over.text
+
+
+async def test_v1_search_caps_a_large_limit_instead_of_refusing_it(
+    client: httpx.AsyncClient, space: dict[str, Any]
+) -> None:
+    burst = {"GET": 10_000, "POST": 10_000, "PUT": 10_000, "DELETE": 10_000}
+    assert (await client.put("/_sim/ratelimit", json={"burst": burst})).is_success
+    for i in range(52):
+        await make_page(client, space["id"], f"Bulk {i:02}")
+
+    async def search(limit: Any, expand: str | None = None) -> httpx.Response:
+        params = {"cql": 'title ~ "Bulk" order by title', "limit": limit}
+        if expand:
+            params["expand"] = expand
+        return await client.get("/wiki/rest/api/search", params=params)
+
+    for limit, expand, shown, size in (
+        (251, None, 251, 52),
+        (5000, None, 1000, 52),
+        (1000, "content.space", 200, 52),
+        (1000, "content.body.storage", 50, 50),
+        (30, "content.space,content.body.export_view", 25, 25),
+        (10, "content.body.storage", 10, 10),
+    ):
+        got = await search(limit, expand)
+        assert got.status_code == 200, (limit, expand, got.text)
+        data = got.json()
+        assert (data["limit"], data["size"], data["totalSize"]) == (shown, size, 52), expand
+        assert ("next" in data["_links"]) == (size < 52)
+    nothing = await search(0)
+    assert nothing.status_code == 200, nothing.text
+    data = nothing.json()
+    assert (data["limit"], data["size"], data["totalSize"]) == (0, 0, 52)
+    assert "next" not in data["_links"]
+    for bad in (-1, 2**31):
+        refused = await search(bad)
+        assert refused.status_code == 400 and refused.json()["statusCode"] == 400
