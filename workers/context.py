@@ -9,6 +9,7 @@ key (exactly once under re-runs), passes the loop guard, and honours dry-run.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,11 +21,15 @@ from app.atlassian.events import Event
 from app.budget.hook import BudgetExhausted
 from app.confluence.errors import RateLimited
 from app.confluence.pages import is_own_version
+from app.errors import Defer
 from workers import storage
-from workers.effects import EFFECT_TTL, EffectLedger, effect_key
+from workers.effects import EFFECT_TTL, Claim, EffectLedger, Pending, effect_key
 from workers.ops import Comment, ConfluenceOps, Content, Kind, Transform
 
 EDIT_REF_LENGTH = 12
+# How long a run waits for another run's write of the same effect before it looks again
+CLAIM_WAIT_MIN_SECONDS = 1.0
+CLAIM_WAIT_MAX_SECONDS = 10.0
 
 
 class Skip(Exception):
@@ -164,9 +169,7 @@ class ReactionContext:
             old_state, old_result = await self.ledger.state(self._key(action, formerly))
             if old_state == "done":
                 await self.ledger.done(key, old_result, ttl=ttl)
-                self.log.info("effect already applied", action=action, result=old_result)
-                await self.ledger.count(self.reaction, "duplicate")
-                return old_result
+                return await self._duplicate(action, old_result)
         if self.dry_run:
             entry = {"event_id": self.event.id, "tenant": self.tenant, "reaction": self.reaction}
             await self.ledger.record_dry_run({**entry, "action": action, **detail})
@@ -175,24 +178,16 @@ class ReactionContext:
             return None
         content_id = str(detail.get("content_id", self.event.content_id))
         # the usual way: one round trip before the write (claim), one after (applied)
+        owner = self.event.id
         state, result = await self.ledger.claim(
-            key, self.tenant, content_id, self.reaction, ttl=ttl
+            key, self.tenant, content_id, self.reaction, ttl=ttl, owner=owner
         )
         if state == "done":
-            self.log.info("effect already applied", action=action, result=result)
-            await self.ledger.count(self.reaction, "duplicate")
-            return result
+            return await self._duplicate(action, result)
         if state == "pending":
-            if already is not None:
-                found = await already()
-                if found is not None:
-                    await self.ledger.done(key, found, ttl=ttl)
-                    self.log.info("effect found in place after an interrupted run", action=action)
-                    return found
-            allowed = await self.ledger.allow_write(self.tenant, content_id, self.reaction)
-            state = "new" if allowed else "guard"
-            if allowed:
-                await self.ledger.begin(key, ttl=ttl)
+            state, result = await self._resume(key, ttl, action, content_id, result, already)
+            if state == "done":
+                return result
         if state == "guard":
             self.log.warning("loop guard: too many writes to this content", action=action)
             await self.ledger.count(self.reaction, "loop_guard")
@@ -215,6 +210,47 @@ class ReactionContext:
             return None
         self.log.info("effect applied", action=action, result=result)
         return result
+
+    async def _duplicate(self, action: str, result: Any) -> Any:
+        self.log.info("effect already applied", action=action, result=result)
+        await self.ledger.count(self.reaction, "duplicate")
+        return result
+
+    async def _resume(
+        self,
+        key: str,
+        ttl: int,
+        action: str,
+        content_id: str,
+        pending: Pending,
+        already: Callable[[], Awaitable[Any]] | None,
+    ) -> tuple[Claim, Any]:
+        """A claim found pending: ``done`` and the effect when it is found in place, else
+        ``new`` (the claim is now this run's) or ``guard``. Raises :class:`Defer` while another
+        event's run holds a live lease on it: its write is in flight."""
+        owner, now = self.event.id, time.time()
+        if pending.owner not in (None, owner) and pending.live(now):
+            # another event's run (a ``once`` effect they share) is writing it right now
+            raise self._wait(action, pending, now)
+        # this event's earlier attempt, or a run whose lease ran out: it stopped mid-write
+        if already is not None:
+            found = await already()
+            if found is not None:
+                await self.ledger.done(key, found, ttl=ttl)
+                self.log.info("effect found in place after an interrupted run", action=action)
+                return "done", found
+        if not await self.ledger.allow_write(self.tenant, content_id, self.reaction):
+            return "guard", None
+        if not await self.ledger.take_over(key, pending, owner=owner, ttl=ttl):
+            raise self._wait(action, pending, now)  # another run took it over just now
+        return "new", None
+
+    def _wait(self, action: str, pending: Pending, now: float) -> Defer:
+        """Run the event again once the other run's write is recorded (or its lease ends)."""
+        left = (pending.until or now) - now
+        delay = min(max(left, CLAIM_WAIT_MIN_SECONDS), CLAIM_WAIT_MAX_SECONDS)
+        self.log.info("effect being written by another run: waiting", action=action)
+        return Defer(delay, f"{action}: another run is writing the same effect")
 
     def _same(self, comments: list[Comment], body: str) -> str | None:
         """The id of a comment by the app saying ``body`` (an earlier, interrupted attempt)."""

@@ -2,8 +2,12 @@
 
 Every write a reaction makes carries an idempotency key. Before the write the key is marked
 ``pending``; after it, ``done`` with the result (a comment id, a version). A re-run of the job
-finds ``done`` and skips; a run that finds ``pending`` (the previous one died mid-write) asks
-the caller to check the current page state before writing again.
+finds ``done`` and skips. A ``pending`` record names its owner (the event whose run claimed it)
+and a lease (until when that run can still be writing: the job timeout and a margin). A claim
+that finds it pending under the same event's earlier attempt, or under an expired lease (the
+run died mid-write), asks the caller to check the current page state before writing again; one
+that finds another event's live lease (a ``once`` effect shared by two events of one page that
+run at the same time) must wait: the write is in flight.
 
 Keys (all under ``settings.redis_prefix``):
 
@@ -64,6 +68,34 @@ return {'new'}
 """
 
 
+# Replace a pending record only if it is still the one read. KEYS: effect. ARGV: the record
+# read, the new pending JSON, TTL s. Returns 1 when replaced.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+# A pending claim's lease beyond the job timeout (a run cannot write after its timeout).
+LEASE_MARGIN_SECONDS = 5.0
+DEFAULT_LEASE_SECONDS = 300.0 + LEASE_MARGIN_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A claim found pending: whose it is, until when its run may still be writing, and the
+    record as read (a take-over replaces exactly this one)."""
+
+    owner: str | None  # the claiming event's id (None: a record from before owners)
+    until: float | None
+    raw: str
+
+    def live(self, now: float) -> bool:
+        return self.until is not None and self.until > now
+
+
 # Beyond the longest an event may run again, for a replay started just before its end.
 EFFECT_MARGIN_SECONDS = 24 * 3600
 
@@ -102,6 +134,7 @@ class EffectLedger:
         after: list[Writes] | None = None,
         seen_seconds: int = 24 * 3600,
         event_seconds: int = EFFECT_TTL,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.redis = redis
         self.after = after
@@ -111,9 +144,12 @@ class EffectLedger:
         # How long an effect or memo of one event is kept: as long as that event may run
         # again (its record, or its dead letter, which can be replayed).
         self.event_seconds = event_seconds
+        # How long a pending claim is taken for a write in flight (the job timeout and a margin)
+        self.lease_seconds = lease_seconds
         self.dry_run_key = f"{prefix}reactions:dryrun"
         self.counts_key = f"{prefix}reactions:counts"
         self._claim = redis.register_script(CLAIM)
+        self._take_over = redis.register_script(TAKE_OVER)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}effect:{key}"
@@ -128,21 +164,54 @@ class EffectLedger:
         seen = Keys(self.prefix).dedupe(event_id(tenant, type_, content_id, version, 0))
         await self.redis.set(seen, "1", ex=self.seen_seconds)
 
+    def _pending(self, owner: str | None) -> str:
+        now = time.time()
+        record: dict[str, Any] = {"state": "pending", "at": now}
+        if owner is not None:
+            record |= {"owner": owner, "until": now + self.lease_seconds}
+        return json.dumps(record)
+
     async def claim(
-        self, key: str, tenant: str, content_id: str, reaction: str, *, ttl: int = EFFECT_TTL
+        self,
+        key: str,
+        tenant: str,
+        content_id: str,
+        reaction: str,
+        *,
+        ttl: int = EFFECT_TTL,
+        owner: str | None = None,
     ) -> tuple[Claim, Any]:
-        """Before a write: ``done`` (and its result), ``pending`` (an earlier run stopped
-        mid-write), ``guard`` (the loop guard refuses), or ``new``: now marked pending."""
-        pending = json.dumps({"state": "pending", "at": time.time()})
+        """Before a write: ``done`` (and its result), ``pending`` (and the :class:`Pending`
+        found: a run writing now, or one that stopped mid-write), ``guard`` (the loop guard
+        refuses), or ``new``: now marked pending, owned by ``owner`` under a lease."""
         guard = self._guard_key(tenant, content_id, reaction)
         reply = await self._claim(
-            keys=[self._key(key), guard], args=[self.guard.limit, pending, ttl]
+            keys=[self._key(key), guard], args=[self.guard.limit, self._pending(owner), ttl]
         )
         verdict = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if verdict != "found":
             return ("guard" if verdict == "guard" else "new"), None
-        data = json.loads(reply[1])
-        return ("done" if data["state"] == "done" else "pending"), data.get("result")
+        raw = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        data = json.loads(raw)
+        if data["state"] == "done":
+            return "done", data.get("result")
+        until = data.get("until")
+        found_owner = data.get("owner")
+        return "pending", Pending(
+            owner=found_owner if isinstance(found_owner, str) else None,
+            until=float(until) if isinstance(until, int | float) else None,
+            raw=raw,
+        )
+
+    async def take_over(
+        self, key: str, found: Pending, *, owner: str, ttl: int = EFFECT_TTL
+    ) -> bool:
+        """Make a pending claim found (its run died, or is this event's earlier attempt) ours;
+        False when another run replaced it since it was read."""
+        replaced = await self._take_over(
+            keys=[self._key(key)], args=[found.raw, self._pending(owner), ttl]
+        )
+        return bool(replaced)
 
     async def applied(
         self,

@@ -19,7 +19,7 @@ from app.confluence.errors import is_permanent
 from app.errors import Defer, PermanentFailure
 from workers.context import EventCache, OwnEdit, ReactionContext, Skip, kind_of
 from workers.dispatch import JobContext
-from workers.effects import EffectLedger, LoopGuardPolicy, effect_seconds
+from workers.effects import LEASE_MARGIN_SECONDS, EffectLedger, LoopGuardPolicy, effect_seconds
 from workers.loops import ignore_reason
 from workers.ops import ConfluenceOps
 from workers.routing import Registration, Router
@@ -107,6 +107,7 @@ class Reactor:
             after=job.after,
             seen_seconds=job.settings.dedupe_window_seconds,
             event_seconds=effect_seconds(job.settings),
+            lease_seconds=job.settings.job_timeout_seconds + LEASE_MARGIN_SECONDS,
         )
         accounts = await self.app_accounts(ledger, event.tenant)
         # Never trust a cached "not ours": another run may have just learned the account from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from app.confluence.pages import edit_message
 from app.settings import Settings
 from tests.reactions.events import page_event
 from workers import storage
-from workers.effects import DRY_RUN_KEEP, EffectLedger, LoopGuardPolicy, effect_key
+from workers.effects import DRY_RUN_KEEP, EffectLedger, LoopGuardPolicy, Pending, effect_key
 from workers.loops import ignore_reason
 from workers.rule_actions import replace_transform
 
@@ -30,6 +31,20 @@ async def test_effect_states(redis: Redis, settings: Settings) -> None:
     await ledger.done(key, "9001")
     assert await ledger.state(key) == ("done", "9001")
     assert await redis.ttl(f"{settings.redis_prefix}effect:{key}") > 0
+
+
+async def test_a_pending_claim_names_its_owner_and_lease(redis: Redis, settings: Settings) -> None:
+    ledger = EffectLedger(redis, settings.redis_prefix, lease_seconds=30)
+    key = effect_key("t", "r", "once-key")
+    assert await ledger.claim(key, "t", "p1", "r", owner="ev_1") == ("new", None)
+    state, found = await ledger.claim(key, "t", "p1", "r", owner="ev_2")
+    assert state == "pending" and isinstance(found, Pending) and found.owner == "ev_1"
+    assert found.live(time.time()) and not found.live(time.time() + 31)
+    # taking a claim over replaces exactly the record read, once
+    assert await ledger.take_over(key, found, owner="ev_2")
+    assert not await ledger.take_over(key, found, owner="ev_3")
+    state, now = await ledger.claim(key, "t", "p1", "r", owner="ev_3")
+    assert isinstance(now, Pending) and now.owner == "ev_2"
 
 
 async def test_loop_guard_counts_writes_within_the_window(redis: Redis, settings: Settings) -> None:
@@ -51,7 +66,8 @@ async def test_claim_marks_pending_once_and_applied_counts_the_write(
     key = effect_key("t", "ev_1", "r", "comment", "1")
     assert await ledger.claim(key, "t", "p1", "r") == ("new", None)
     assert await ledger.state(key) == ("pending", None)
-    assert await ledger.claim(key, "t", "p1", "r") == ("pending", None)  # a run stopped mid-write
+    state, pending = await ledger.claim(key, "t", "p1", "r")  # a run stopped mid-write
+    assert state == "pending" and isinstance(pending, Pending) and pending.owner is None
     await ledger.applied(key, "9001", "t", "p1", "r", "comment")
     assert await ledger.claim(key, "t", "p1", "r") == ("done", "9001")
     assert (await ledger.counts())["r:comment"] == 1

@@ -4,12 +4,18 @@ nor does the upgrade from the key's earlier form (which held the file's path and
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 from redis.asyncio import Redis
 
+from app.errors import Defer
 from app.settings import Settings
 from tests.reactions.conftest import ANN, Sim
-from tests.reactions.events import page_event
+from tests.reactions.events import comment_event, page_event
 from tests.reactions.test_rerun_comments import job
+from workers.client_ops import ClientOps
 from workers.effects import EFFECT_TTL, EffectLedger, effect_key
 from workers.rules import compile_rules
 
@@ -78,3 +84,65 @@ async def test_a_comment_recorded_under_the_keys_earlier_form_is_not_posted_agai
         )
         > EFFECT_TTL - 60
     )
+
+
+RACE_RULES = """
+version: 1
+rules:
+  - name: todo
+    on: [page.updated, comment.created]
+    actions:
+      - inline_comment: {match: "TODO", body: "Who owns this?"}
+"""
+
+
+async def test_two_events_of_one_page_at_once_post_a_shared_once_comment_once(
+    sim: Sim, settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a page event and a comment event of one page: different content, so the job layer runs
+    # them at the same time; both want the rule's one inline comment on "TODO"
+    page_id = await _page(sim)
+    thread = await sim.post(
+        "/wiki/api/v2/footer-comments",
+        {"pageId": page_id, "body": {"representation": "storage", "value": "<p>hm</p>"}},
+    )
+    original = ClientOps.create_inline_comment
+
+    async def slow(self: ClientOps, *args: Any) -> str:
+        await asyncio.sleep(0.3)  # the POST in flight while the other run claims
+        return await original(self, *args)
+
+    monkeypatch.setattr(ClientOps, "create_inline_comment", slow)
+    reactor = sim.reactor(compile_rules(RACE_RULES))
+    updated = page_event(page_id=page_id, version=1, title="RFC", actor="user-x")
+    commented = comment_event(comment_id=thread["id"], page_id=page_id, actor="user-y")
+    outcomes = await asyncio.gather(
+        reactor(updated, job(updated, 1, settings, redis)),
+        reactor(commented, job(commented, 1, settings, redis)),
+        return_exceptions=True,
+    )
+    waits = [o for o in outcomes if isinstance(o, Defer)]
+    assert len(waits) == 1 and [o for o in outcomes if o is not None] == waits
+    assert waits[0].delay <= 10
+    # the waiting event runs again: the comment is there, recorded, not posted again
+    later = commented if outcomes[1] is waits[0] else updated
+    await reactor(later, job(later, 1, settings, redis))
+    found = await sim.results(f"/wiki/api/v2/pages/{page_id}/inline-comments")
+    assert [c["body"]["storage"]["value"] for c in found] == ["<p>Who owns this?</p>"]
+
+
+async def test_a_claim_whose_run_died_is_taken_over_after_its_lease(
+    sim: Sim, settings: Settings, redis: Redis
+) -> None:
+    page_id = await _page(sim)
+    ledger = EffectLedger(redis, settings.redis_prefix, lease_seconds=0.0)
+    key = effect_key("tenant-a", "rule:todo", f"inline:{page_id}:0:TODO:0")
+    # another event's run claimed the comment and died before writing it; its lease is over
+    assert await ledger.claim(key, "tenant-a", page_id, "rule:todo", owner="ev_dead") == (
+        "new",
+        None,
+    )
+    event = page_event(page_id=page_id, version=1, title="RFC")
+    await sim.reactor(compile_rules(RULES))(event, job(event, 1, settings, redis))
+    found = await sim.results(f"/wiki/api/v2/pages/{page_id}/inline-comments")
+    assert len(found) == 1
