@@ -180,6 +180,10 @@ def update(ctx: Ctx, kind: str) -> Reply:
     new_rev = Revision(expected, *rev_args)
     _detach_inline_comments(ctx, item, item.current, new_rev)
     item.revisions = [new_rev] if first_publish else [*item.revisions, new_rev]
+    # An archived page (only a state file makes one: the simulator has no archive operation)
+    # becomes current here. Neither the spec nor our notes say what Confluence does when an
+    # archived page is updated (refuse it, keep it archived, or restore it): UNVERIFIED, so
+    # this is left as it is rather than guessed.
     item.status, item.draft = "current", None
     if first_publish:
         ctx.sim.emit(f"{prefix}_created", kind, item.id, ctx.me)
