@@ -75,6 +75,40 @@ class Saved(StrEnum):
     REPLAYED = "replayed"  # its invocation token came before with another system token
 
 
+# Stores a system token unless the installation is being uninstalled, its invocation token
+# came before with another system token, or the held token came with a later invocation: the
+# check and the write are one step, so a pre-uninstall landing between them cannot be undone.
+# KEYS: installation hash, token, invocation memory. ARGV: sealed token, its expiry (epoch s),
+# the invocation's iat ('' = saved without its invocation: taken as the newest), digest of the
+# system token, expiry of the invocation memory, the uninstalling status.
+_SAVE_IF_NEWEST = """
+if redis.call('HGET', KEYS[1], 'status') == ARGV[6] then
+  return 'uninstalling'
+end
+if ARGV[3] ~= '' then
+  if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'EXAT', ARGV[5]) then
+    if redis.call('GET', KEYS[3]) ~= ARGV[4] then
+      return 'replayed'
+    end
+  end
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    local held = tonumber(redis.call('HGET', KEYS[1], 'token_issued_at'))
+    if held and held > tonumber(ARGV[3]) then
+      return 'older'
+    end
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EXAT', ARGV[2])
+redis.call('HSET', KEYS[1], 'token_expires_at', ARGV[2])
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], 'token_issued_at')
+else
+  redis.call('HSET', KEYS[1], 'token_issued_at', ARGV[3])
+end
+return 'stored'
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Installation:
     """One Forge installation as the registry knows it."""
@@ -125,6 +159,7 @@ class InstallationStore:
         self.box = box
         self.prefix = prefix
         self.clock = clock
+        self._save_token = redis.register_script(_SAVE_IF_NEWEST)
 
     def _installation(self, installation_id: str) -> str:
         return f"{self.prefix}forge:installation:{installation_id}"
@@ -248,49 +283,34 @@ class InstallationStore:
         (:data:`~app.atlassian.forge_token.SYSTEM_TOKEN_MAX_TTL`).
 
         Not for an installation being uninstalled: a late event or a retry must not bring its
-        token back (only its ``installed`` lifecycle event makes it active again). Without
-        ``invoked`` (tools, tests) the token is taken as the newest.
+        token back (only its ``installed`` lifecycle event makes it active again). The checks
+        and the write are one Lua script, so a pre-uninstall that commits while an event's
+        token is being saved either comes first (the token is refused) or after (it drops the
+        token), never in between. Without ``invoked`` (tools, tests) the token is taken as the
+        newest.
         """
         now = self.clock()
         if token.expires_at <= now:
             return Saved.EXPIRED
-        if await self.status(installation_id) == STATUS_UNINSTALLING:
-            return Saved.UNINSTALLING
-        if invoked is not None:
-            if not await self._bind(invoked, _digest(token.token), now):
-                return Saved.REPLAYED
-            held = await self._held_issued_at(installation_id)
-            if held is not None and held > invoked.issued_at:
-                return Saved.OLDER
         sealed = self.box.encrypt(json.dumps(token._asdict(), separators=(",", ":")))
-        key = self._installation(installation_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._token(installation_id), sealed, exat=token.expires_at)
-            pipe.hset(key, "token_expires_at", str(token.expires_at))
-            if invoked is None:
-                pipe.hdel(key, "token_issued_at")
-            else:
-                pipe.hset(key, "token_issued_at", str(invoked.issued_at))
-            await pipe.execute()
-        return Saved.STORED
-
-    async def _bind(self, invoked: Invoked, token_digest: str, now: float) -> bool:
-        """Remember the FIT with its system token until it expires; False when it came before
-        with another one."""
-        key = self._invocation(invoked.fingerprint)
-        until = max(invoked.expires_at + MAX_LEEWAY_SECONDS, int(now)) + 1
-        if await self.redis.set(key, token_digest, nx=True, exat=until):
-            return True
-        seen = await self.redis.get(key)
-        return seen is None or _text(seen) == token_digest
-
-    async def _held_issued_at(self, installation_id: str) -> int | None:
-        """The ``iat`` of the invocation the held token came with (None: no token held, or
-        one saved without its invocation)."""
-        if not await self.redis.exists(self._token(installation_id)):
-            return None
-        value = await self.redis.hget(self._installation(installation_id), "token_issued_at")  # type: ignore[misc]
-        return int(_text(value)) if value not in (None, b"", "") else None
+        fingerprint = "" if invoked is None else invoked.fingerprint
+        memory = int(now) + 1
+        if invoked is not None:  # the FIT is valid until its exp plus the verifier's leeway
+            memory = max(invoked.expires_at + MAX_LEEWAY_SECONDS + 1, memory)
+        keys = [
+            self._installation(installation_id),
+            self._token(installation_id),
+            self._invocation(fingerprint),
+        ]
+        args = [
+            sealed,
+            str(token.expires_at),
+            "" if invoked is None else str(invoked.issued_at),
+            _digest(token.token),
+            str(memory),
+            STATUS_UNINSTALLING,
+        ]
+        return Saved(_text(await self._save_token(keys=keys, args=args)))
 
     async def system_token(self, installation_id: str) -> SystemToken | None:
         """A token valid for at least another minute, or None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -230,3 +231,43 @@ async def test_a_tenant_nobody_installed_fails_at_once_instead_of_waiting_for_a_
         await require_system_token(store, "never-installed-client-key")
     with pytest.raises(Defer):  # a Forge site waits for its token, as before
         await require_system_token(store, forge_tenant("cloud-without-token"))
+
+
+@pytest.mark.parametrize("head_start", [0, 1, 2, 3, 4, 5])
+async def test_a_token_saved_while_the_installation_is_marked_uninstalling_is_not_kept(
+    redis: Redis, settings: Settings, head_start: int
+) -> None:
+    """An event racing the pre-uninstall hook: whichever lands first, the installation ends
+    uninstalling without a token (the status check and the write are one step). Each save
+    starts ``head_start`` loop turns before the hook, so the hook lands between its steps."""
+    box = SecretBox(settings.secret_keys)
+    # two clients: the event and the hook arrive on separate connections, as in the service
+    other = Redis.from_url(settings.redis_url)
+    event = InstallationStore(redis, box, settings.redis_prefix)
+    hook = InstallationStore(other, box, settings.redis_prefix)
+    now = int(time.time())
+    kept = []
+    try:
+        for round_ in range(20):
+            installation_id = f"ari:cloud:ecosystem::installation/race-{head_start}-{round_}"
+            await event.register(invocation(installation_id), forge_tenant(f"race-{round_}"))
+            first = SystemToken(system_token(now + 3600), API_BASE_URL, now + 3600)
+            await event.save_system_token(installation_id, first, invoked(now - 1, "first"))
+
+            async def uninstall(turns: int, installation_id: str = installation_id) -> None:
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                await hook.mark_uninstalling(installation_id)
+
+            token = SystemToken(system_token(now + 3600), API_BASE_URL, now + 3600)
+            await asyncio.gather(
+                event.save_system_token(installation_id, token, invoked(now, f"r{round_}")),
+                uninstall(head_start),
+            )
+            got = await event.get(installation_id)
+            assert got is not None and got.status == "uninstalling"
+            if await event.system_token(installation_id) is not None or got.token_expires_at:
+                kept.append(round_)
+    finally:
+        await other.aclose()
+    assert kept == []
