@@ -230,8 +230,12 @@ async def _inline(action: Action, event: Event, ctx: ReactionContext, v: dict[st
 
 
 def _append_transform(fragment: str, at_end: bool) -> Callable[[str, str], tuple[str, str]]:
+    wanted = storage.canonical(fragment)
+
     def transform(title: str, body: str) -> tuple[str, str]:
-        if fragment in body:
+        # already there, however spelt (Confluence re-serialises storage) and whatever was
+        # added around its text in place (an inline comment's marker)
+        if fragment in body or wanted in storage.canonical(body):
             return title, body
         return title, body + fragment if at_end else fragment + body
 

@@ -262,6 +262,45 @@ def well_formed(storage: str) -> str | None:
     return None
 
 
+# Markup Confluence adds to a page in place, without a new version: an inline comment wraps its
+# selection in a marker (the text stays what it was).
+IN_PLACE_MARKUP = frozenset({"ac:inline-comment-marker"})
+
+
+def canonical(storage: str) -> str:
+    """``storage`` in one spelling, to tell whether two bodies (or a body and a fragment) say
+    the same markup: entities decoded, attributes sorted, empty elements written out, CDATA as
+    text, comments dropped, and the markup Confluence adds in place
+    (:data:`IN_PLACE_MARKUP`) left out with its text kept. A fragment that is not well-formed
+    is returned as it is."""
+    out: list[str] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        if name in IN_PLACE_MARKUP:
+            return
+        pairs = "".join(f' {k}="{html.escape(v)}"' for k, v in sorted(attrs.items()))
+        out.append(f"<{name}{pairs}>")
+
+    def end(name: str) -> None:
+        if name not in IN_PLACE_MARKUP:
+            out.append(f"</{name}>")
+
+    def text(data: str) -> None:
+        out.append(_escape(data, False))
+
+    decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NAMESPACES.items())
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(f"<root {decl}>{_entity_free(storage)}</root>", True)
+    except (expat.ExpatError, UnicodeError):
+        return storage
+    whole = "".join(out)
+    return whole[whole.index(">") + 1 : -len("</root>")]
+
+
 def find_all(
     view: TextView, pattern: re.Pattern[str], *, visible_only: bool = True
 ) -> list[re.Match[str]]:
