@@ -65,6 +65,11 @@ def event_matches(pattern: str, type_: str) -> bool:
     return pattern == type_
 
 
+# What compiling a regular expression raises for a bad one: a syntax error, a repeat count
+# too large for the engine ("a{99999999999}"), or nesting too deep for the compiler.
+REGEX_ERRORS = (re.error, OverflowError, RecursionError)
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Conditions on an event; every given one must hold (values within one are alternatives)."""
@@ -89,7 +94,7 @@ class Filters:
     ) -> Filters:
         try:
             pattern = re.compile(title) if isinstance(title, str) else title
-        except re.error as exc:
+        except REGEX_ERRORS as exc:
             raise ValueError(f"title: invalid regular expression {title!r}: {exc}") from None
         return cls(
             tenants=_set(tenant),

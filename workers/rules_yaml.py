@@ -19,6 +19,7 @@ from app.atlassian.events import Event
 from app.errors import PermanentFailure
 from workers import rule_actions, storage
 from workers.ops import Content
+from workers.routing import REGEX_ERRORS
 
 
 class Problems:
@@ -162,7 +163,7 @@ class NodeReader:
             return None
         try:
             return re.compile(text)
-        except re.error as exc:
+        except REGEX_ERRORS as exc:
             self.problems.add(node, where, f"invalid regular expression: {exc}")
             return None
 

@@ -18,6 +18,7 @@ from workers import storage
 from workers.dispatch import JobContext
 from workers.ops import Content
 from workers.reactor import Reactor
+from workers.routing import Filters
 from workers.rules import compile_rules, load_rules
 
 RULES = Path(__file__).parent.parent / "fixtures" / "rules"
@@ -204,6 +205,39 @@ def test_sandbox_blocks_python_internals() -> None:
 
 
 RULE = "version: 1\nrules:\n  - name: a\n    on: page.created\n    actions:\n"  # action: line 6
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            RULE + "      - comment: hi\n    when: {title: 'a{99999999999}'}",
+            "r.yml:7: rules[0] (a).when.title: invalid regular expression: ",
+        ),
+        (
+            RULE + "      - inline_comment: {match: 'x{4294967296}', body: hi}",
+            "r.yml:6: rules[0] (a).actions[0].inline_comment.match: invalid regular expression: ",
+        ),
+        (
+            RULE + "      - replace: {pattern: 'y{4294967296}', with: z}",
+            "r.yml:6: rules[0] (a).actions[0].replace.pattern: invalid regular expression: ",
+        ),
+        (
+            "version: 1\nrules:\n  - name: s\n    reaction: secrets\n"
+            "    options: {allow: ['x{4294967296}']}",
+            "r.yml:5: rules[0] (s).options: option 'allow': invalid regular expression: ",
+        ),
+    ],
+)
+def test_a_repeat_count_too_large_is_a_problem_at_its_line(text: str, problem: str) -> None:
+    problems = _errors(text)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    assert "too large" in problems[0]
+
+
+def test_a_decorators_title_with_a_repeat_count_too_large_is_refused() -> None:
+    with pytest.raises(ValueError, match="title: invalid regular expression"):
+        Filters.build(title="a{99999999999}")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from workers import storage
 from workers.context import ReactionContext
 from workers.reactions import Builtin, OptionError, check_options
 from workers.reactions.secret_patterns import REDACTED_PREFIX, Hit, detect
-from workers.routing import Filters, Handler, Registration, Router
+from workers.routing import REGEX_ERRORS, Filters, Handler, Registration, Router
 
 EVENTS = (
     "page.created",
@@ -137,7 +137,7 @@ def _options(options: Mapping[str, Any]) -> tuple[float, list[re.Pattern[str]]]:
         raise OptionError("allow", "must be a list of regular expressions")
     try:
         allow = [re.compile(a) for a in allow_raw]
-    except re.error as exc:
+    except REGEX_ERRORS as exc:
         raise OptionError("allow", f"invalid regular expression: {exc}") from None
     return float(min_entropy), allow
 
