@@ -48,6 +48,10 @@ Fairness (:func:`fair_gate`)
     other tenant is backlogged, or when its spend per unit of weight is not above that of
     the least-served backlogged tenant. A tenant at 100x the demand of the others therefore
     gets everything nobody else asks for, and no more than its share while others wait.
+    The sweep comes last: a tenant waiting only with a ``RECONCILE`` call holds back other
+    tenants' sweeps, not their reactions. In Redis the waiting tenants are also kept sorted
+    by spend per weight, so a reservation reads only the least served of them (at most 16:
+    the retry time it gives is the earliest among those), whatever the number waiting.
     A window of 0 switches fair shares off (first come, first served).
 
 Forecast (:func:`forecast_exhaustion`)

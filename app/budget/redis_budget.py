@@ -14,6 +14,10 @@ as the one clock (``scripts/reserve.lua`` before a call, ``scripts/settle.lua`` 
   pruned by every reservation rather than expired, as it spans hours. ``budget:backlog:u``
   holds those waiting with a call above the sweep's priority: a tenant waiting only with a
   sweep (``Priority.RECONCILE``) holds back other tenants' sweeps, not their reactions.
+* ``budget:share:<hour start ms>`` (and ``...:u``): the same tenants, scored by their points
+  this hour per unit of weight, kept by both scripts and :meth:`RedisBudget.set_weight`, so
+  that a reservation reads the least-served waiting tenants in O(log n). Tenants still
+  waiting from the last hour are carried into this hour's sets a few per reservation.
 * ``budget:weights``: hash of tenant fair-share weights (default 1).
 * ``budget:burst``: the GCRA theoretical arrival time of the per-second burst limit.
 * ``budget:inflight``: sorted set of unsettled reservations (score: when they are taken for a
@@ -245,13 +249,20 @@ class RedisBudget:
         if weight <= 0:
             raise ValueError("weight must be positive")
         await self.redis.hset(self.key("weights"), tenant, str(weight))  # type: ignore[misc]
+        # a waiting tenant's place among the least served changes with its weight now
+        hour = int((await self.now()) // HOUR * HOUR * 1000)
+        spent = await self.redis.hget(self.key(f"h:{hour}"), f"t:{tenant}:c")  # type: ignore[misc]
+        level = repr(int(spent or 0) / weight)
+        for name in (f"share:{hour}", f"share:{hour}:u"):
+            await self.redis.zadd(self.key(name), {tenant: level}, xx=True)
 
     async def forget_waiting(self, tenant: str) -> None:
         """The tenant is gone (uninstalled): it no longer waits for budget, so it holds no
         other tenant back for the rest of its backlog window."""
+        hour = int((await self.now()) // HOUR * HOUR * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.key("backlog"), tenant)
-            pipe.zrem(self.key("backlog:u"), tenant)
+            for name in ("backlog", "backlog:u", f"share:{hour}", f"share:{hour}:u"):
+                pipe.zrem(self.key(name), tenant)
             await pipe.execute()
 
     async def snapshot(self) -> Snapshot:

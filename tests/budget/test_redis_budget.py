@@ -628,3 +628,87 @@ async def test_a_sweep_waiting_on_its_pacing_line_does_not_hold_back_reactions(
     with pytest.raises(BudgetExhausted) as held:
         await b.reserve("heavy", 1, Priority.INTERACTIVE)
     assert held.value.reason == "fair-share"
+
+
+async def _commands_run(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(v["calls"]) for v in stats.values())
+
+
+async def test_a_reservation_s_work_does_not_grow_with_the_sites_waiting(
+    redis: Redis, settings: Settings
+) -> None:
+    """Every site with work waits when points are scarce (pacing is global): with hundreds
+    waiting, one reservation must not read each of them inside the script, which holds up
+    every other client of this Redis (the queue, the webhook intake) meanwhile."""
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0)
+    clock.now = T0 + 360  # a line of 100 points
+    await b.reserve("heavy", 100, P)
+    for i in range(400):
+        with pytest.raises(BudgetExhausted):
+            await b.reserve(f"site-{i}", 1, P)
+    assert len((await b.snapshot()).backlogged) == 400
+    clock.now += 6  # the line passes 101: heavy's call fits it, but 400 sites spent less
+    before = await _commands_run(redis)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("heavy", 1, Priority.INTERACTIVE)
+    assert info.value.reason == "fair-share"
+    assert await _commands_run(redis) - before < 80
+    clock.now += 3  # the line passes 102: each waiting site gets its point before heavy
+    await b.settle(await b.reserve("site-7", 1, P), OK)
+    before = await _commands_run(redis)
+    await b.settle(await b.reserve("site-8", 1, P), OK)
+    assert await _commands_run(redis) - before < 80
+
+
+async def test_a_site_waiting_at_the_hour_s_end_still_holds_back_in_the_next(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + HOUR - 20)
+    b = budget(redis, settings, clock, backlog_window_seconds=60, burst_per_second=1)
+    await b.settle(await b.reserve("heavy", 50, P), OK)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("light", 1, P)  # the burst limit: light waits
+    assert info.value.reason == "burst"
+    clock.now = T0 + HOUR + 5  # a new hour: nobody has spent anything in it yet
+    await b.settle(await b.reserve("heavy", 1, P), OK)
+    clock.now += 2
+    with pytest.raises(BudgetExhausted) as held:
+        await b.reserve("heavy", 1, P)
+    assert held.value.reason == "fair-share"
+
+
+async def test_a_waiting_site_s_new_weight_counts_at_once(redis: Redis, settings: Settings) -> None:
+    clock = FakeClock(T0)
+    b = budget(redis, settings, clock, pacing=True, pacing_lead_seconds=0, reserve_fraction=0)
+    clock.now = T0 + 360  # a line of 100 points
+    await b.reserve("heavy", 60, P)
+    await b.reserve("light", 30, P)
+    await b.reserve("heavy", 10, P)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("light", 1, P)  # light waits, having spent 30 to heavy's 70
+    clock.now += 10
+    with pytest.raises(BudgetExhausted) as held:
+        await b.reserve("heavy", 1, P)
+    assert held.value.reason == "fair-share"
+    await b.set_weight("light", 0.25)  # 30 points are more than a quarter share's worth of 70
+    await b.reserve("heavy", 1, P)
+
+
+async def test_a_waiting_site_s_settled_cost_counts_at_once(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock(T0 + 600)
+    b = budget(redis, settings, clock, burst_per_second=1)  # one call a second
+    await b.reserve("heavy", 60, P)
+    clock.now += 1
+    listing = await b.reserve("light", 5, P)  # a list call, estimated at 5 points
+    clock.now += 1
+    await b.reserve("heavy", 30, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("light", 6, P)  # light waits, having spent 5 to heavy's 90
+    assert info.value.reason == "burst"
+    await b.settle(listing, Observation(status=200, actual_cost=95))  # it cost 95
+    clock.now += 1
+    await b.reserve("heavy", 1, P)  # light has had more than heavy: heavy may go

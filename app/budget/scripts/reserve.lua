@@ -36,9 +36,18 @@ local HOUR = 3600000
 local hstart = math.floor(now / HOUR) * HOUR
 local hend = hstart + HOUR
 local H = prefix .. 'budget:h:' .. string.format('%d', hstart)
--- Tenants waiting for budget: 'backlog' at any priority, 'backlog:u' above the sweep's.
+-- Tenants waiting for budget: 'backlog' at any priority, 'backlog:u' above the sweep's
+-- (score: until when). Each has a 'share' set of the same tenants for this hour, scored by
+-- points spent this hour per unit of weight, so that the least-served waiting tenants are
+-- read in O(log n) rather than every waiting tenant on every reservation.
 local backlog = prefix .. 'budget:backlog'
 local backlog_u = prefix .. 'budget:backlog:u'
+local share = prefix .. 'budget:share:' .. string.format('%d', hstart)
+local share_u = share .. ':u'
+local last_share = prefix .. 'budget:share:' .. string.format('%d', hstart - HOUR)
+local weights = prefix .. 'budget:weights'
+-- How many of the least-served waiting tenants one reservation reads (see the fair check).
+local FAIR_SCAN = 16
 local inflight = prefix .. 'budget:inflight'
 
 -- Reservations nobody settled in time belong to a worker that died mid-call: their estimate
@@ -61,11 +70,35 @@ local function num(v)
   return tonumber(v) or 0
 end
 
+local function weight(u)
+  local w = num(redis.call('HGET', weights, u))
+  if w <= 0 then w = 1 end
+  return w
+end
+
+-- A tenant's place in the share sets: exact, so that equal shares compare equal.
+local function level(u, spent)
+  return string.format('%.17g', spent / weight(u))
+end
+
+local function keep_shares()
+  redis.call('PEXPIRE', share, hend - now + HOUR)
+  redis.call('PEXPIRE', share_u, hend - now + HOUR)
+end
+
+local tspent = 0  -- the tenant's points this hour, read below
+
 local function deny(retry, reason, mark)
   if mark and window > 0 then
     local until_ms = math.max(retry, now) + window
+    local at = level(tenant, tspent)
     redis.call('ZADD', backlog, 'GT', until_ms, tenant)
-    if prio < sweep then redis.call('ZADD', backlog_u, 'GT', until_ms, tenant) end
+    redis.call('ZADD', share, at, tenant)
+    if prio < sweep then
+      redis.call('ZADD', backlog_u, 'GT', until_ms, tenant)
+      redis.call('ZADD', share_u, at, tenant)
+    end
+    keep_shares()
   end
   return {0, now, math.ceil(retry), reason}
 end
@@ -79,7 +112,33 @@ local h = redis.call('HMGET', H, 'charged', 'external', 'limit', 'near', 't:' ..
 local q = quota
 if h[3] then q = math.min(q, tonumber(h[3])) end
 local near = h[4] == '1'
-local tspent = num(h[5])
+tspent = num(h[5])
+
+-- Marks run out (pruned a hundred at a time; the fair check skips any left over). Tenants
+-- still waiting from the last hour (a mark ends at most a window after its hour) are carried
+-- into this hour's share sets FAIR_SCAN at a time per reservation, each once, rather than all
+-- by the hour's first reservation: the fair check sees each one from then on.
+local carry = {{backlog, share, last_share}, {backlog_u, share_u, last_share .. ':u'}}
+local carried = false
+for _, sets in ipairs(carry) do
+  local gone = redis.call('ZRANGEBYSCORE', sets[1], '-inf', now, 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', sets[1], unpack(gone))
+    redis.call('ZREM', sets[2], unpack(gone))
+  end
+  if window > 0 then
+    for _, u in ipairs(redis.call('ZRANGE', sets[3], 0, FAIR_SCAN - 1)) do
+      redis.call('ZREM', sets[3], u)
+      local mark = tonumber(redis.call('ZSCORE', sets[1], u))
+      if mark ~= nil and mark > now then
+        local spent = num(redis.call('HGET', H, 't:' .. u .. ':c'))
+        redis.call('ZADD', sets[2], 'NX', level(u, spent), u)
+        carried = true
+      end
+    end
+  end
+end
+if carried then keep_shares() end
 local need = num(h[1]) + num(h[2]) + cost
 if need > q then
   if num(h[1]) + num(h[2]) >= q then
@@ -109,30 +168,26 @@ if pacing or near then
 end
 if tquota > 0 and tspent + cost > tquota then return deny(hend, 'tenant-quota', false) end
 
-redis.call('ZREMRANGEBYSCORE', backlog, '-inf', now)
-redis.call('ZREMRANGEBYSCORE', backlog_u, '-inf', now)
 -- Fair shares among the tenants' reactions; the sweep comes last: a tenant waiting only with
 -- a sweep call holds back other tenants' sweeps, never a call of a higher priority.
-local held_by = backlog
-if prio < sweep then held_by = backlog_u end
-local waiting = {}
-if window > 0 then waiting = redis.call('ZRANGE', held_by, 0, -1) end
-if #waiting > 0 then
-  local weights = prefix .. 'budget:weights'
-  local function weight(u)
-    local w = num(redis.call('HGET', weights, u))
-    if w <= 0 then w = 1 end
-    return w
-  end
-  local mine = tspent / weight(tenant)
+if window > 0 then
+  local held_by, held_share = backlog, share
+  if prio < sweep then held_by, held_share = backlog_u, share_u end
   local first = nil
-  for _, u in ipairs(waiting) do
-    if u ~= tenant and num(redis.call('HGET', H, 't:' .. u .. ':c')) / weight(u) < mine then
-      -- u is behind us and waiting (refused by the pacing line, the burst limit or its fair
-      -- share: points we leave are points it gets); it retries at (its mark - window): look
-      -- again after that. A tenant refused for its own reasons (the reserve of its priority,
-      -- a list larger than what is left) is not marked waiting, so it holds no one back.
-      local due = tonumber(redis.call('ZSCORE', held_by, u)) - window
+  -- The least-served waiting tenants that have spent less (per weight) than this one: u is
+  -- behind us and waiting (refused by the pacing line, the burst limit or its fair share:
+  -- points we leave are points it gets); it retries at (its mark - window): look again after
+  -- the first of them does (among the FAIR_SCAN least served). A tenant refused for its own
+  -- reasons (the reserve of its priority, a list larger than what is left) is not marked
+  -- waiting, so it holds no one back.
+  local behind = redis.call('ZRANGEBYSCORE', held_share, '-inf', '(' .. level(tenant, tspent),
+    'LIMIT', 0, FAIR_SCAN)
+  for _, u in ipairs(behind) do
+    local mark = tonumber(redis.call('ZSCORE', held_by, u))
+    if mark == nil or mark <= now then
+      redis.call('ZREM', held_share, u)  -- no longer waiting (gone, or its mark ran out)
+    elseif u ~= tenant then
+      local due = mark - window
       if first == nil or due < first then first = due end
     end
   end
@@ -160,6 +215,11 @@ for _, field in ipairs({'charged', 'reserved', 't:' .. tenant .. ':c', 't:' .. t
   redis.call('HINCRBY', H, field, cost)
 end
 redis.call('HINCRBY', H, 'calls', 1)
+if window > 0 then
+  local at = level(tenant, tspent + cost)
+  redis.call('ZADD', share, 'XX', at, tenant)
+  redis.call('ZADD', share_u, 'XX', at, tenant)
+end
 if rid ~= '' and inflight_ms > 0 then
   local member = string.format('%d', hstart) .. '|' .. rid .. '|' .. prio .. '|' .. cost .. '|' .. tenant
   redis.call('ZADD', inflight, now + inflight_ms, member)

@@ -65,7 +65,15 @@ end
 if redis.call('EXISTS', H) == 1 then
   local delta = charge - estimate
   redis.call('HINCRBY', H, 'charged', delta)
-  redis.call('HINCRBY', H, 't:' .. tenant .. ':c', delta)
+  local tspent = redis.call('HINCRBY', H, 't:' .. tenant .. ':c', delta)
+  if delta ~= 0 then
+    -- a waiting tenant's place among the least served (see reserve.lua) moves with its spend
+    local w = num(redis.call('HGET', prefix .. 'budget:weights', tenant))
+    if w <= 0 then w = 1 end
+    local at = string.format('%.17g', tspent / w)
+    redis.call('ZADD', prefix .. 'budget:share:' .. rstart, 'XX', at, tenant)
+    redis.call('ZADD', prefix .. 'budget:share:' .. rstart .. ':u', 'XX', at, tenant)
+  end
   redis.call('HINCRBY', H, 'p:' .. prio .. ':c', delta)
   if in_flight then
     redis.call('HINCRBY', H, 'reserved', -estimate)
