@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -186,3 +187,52 @@ def fixture_json() -> Callable[[str], dict[str, Any]]:
         return data
 
     return load
+
+
+class SlowRedis:
+    """A TCP proxy in front of a Redis that holds each of its replies ``delay`` seconds (a Redis
+    slow to answer, each reply on its own well within a per-call bound). Runs on the test's
+    event loop: ``async with SlowRedis(url) as slow``, then point ``redis_url`` at ``slow.url``."""
+
+    def __init__(self, target_url: str) -> None:
+        self.target = urlsplit(target_url)
+        self.delay = 0.0
+        self.port = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> SlowRedis:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = self.target._replace(netloc=f"127.0.0.1:{self.port}").geturl()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        host, port = self.target.hostname or "127.0.0.1", self.target.port or 6379
+        upstream_r, upstream_w = await asyncio.open_connection(host, port)
+        self._writers += [client_w, upstream_w]
+        await asyncio.gather(
+            self._pipe(client_r, upstream_w, slow=False),
+            self._pipe(upstream_r, client_w, slow=True),
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, slow: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if slow and self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()

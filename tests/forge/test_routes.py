@@ -32,6 +32,7 @@ from tests.forge.conftest import (
     INSTALLATION_ID,
     JwksHost,
     SigningKey,
+    SlowRedis,
     fit_claims,
     forge_unsigned,
     mint,
@@ -335,6 +336,44 @@ async def test_a_malformed_key_set_is_503_and_a_cached_good_key_keeps_serving(
         response = await forge.post("/forge/events", body, token=mint(keys[0]))
         assert response.status_code == 200, response.text
         assert jwks_host.hits == hits + 1
+
+
+async def test_the_redis_steps_of_a_request_share_one_bound(
+    forge_settings: Settings,
+    live_server: Callable[..., LiveServer],
+    keys: list[SigningKey],
+    redis: Redis,
+) -> None:
+    """REACTOR_INGEST_TIMEOUT_SECONDS bounds a request's Redis steps together: with each reply
+    0.3 s late (every step well within the 1 s bound on its own), an event of a linked site with
+    a system token (six steps) is answered 503 once the second is spent, not 2xx seconds later
+    (past Forge's 5 s limit with the default bound)."""
+    await _connect_install(redis, forge_settings)
+    async with SlowRedis(forge_settings.redis_url or "") as slow:
+        settings = forge_settings.model_copy(
+            update={"redis_url": slow.url, "ingest_timeout_seconds": 1.0}
+        )
+        app = create_app(settings)
+        server = live_server(app)
+        async with httpx.AsyncClient() as http:
+            client = Forge(app, server, http)
+            system = system_token(time.time() + 3600)
+            body = event_fixture("page-created")
+            fast = await client.post("/forge/events", body, token=mint(keys[0]), system=system)
+            assert fast.status_code == 200, fast.text  # keys cached, scripts loaded
+            slow.delay = 0.1  # six steps, 0.6 s in all: within the bound
+            body = event_fixture("comment-created")
+            within = await client.post("/forge/events", body, token=mint(keys[0]), system=system)
+            assert within.status_code == 200, within.text
+            slow.delay = 0.3
+            started = time.monotonic()
+            body = event_fixture("page-updated")
+            late = await client.post("/forge/events", body, token=mint(keys[0]), system=system)
+            took = time.monotonic() - started
+            slow.delay = 0.0
+    assert late.status_code == 503, late.text
+    assert late.json()["error"] == "queue_unavailable" and late.headers["retry-after"]
+    assert took < 1.0 + 0.3 + 0.4, took
 
 
 async def test_system_token_is_captured_encrypted_and_used_until_it_expires(
