@@ -73,6 +73,8 @@ class _Compiler(NodeReader):
         if root is None:
             self.problems.at(1, "rules file", f"empty: it defines no rules ({NO_RULES_HINT})")
             return router
+        if not self.encodable(root):
+            return router  # such text cannot be written anywhere: nothing else is checked
         rules = self.top(root)
         if rules is None:
             return router
@@ -85,6 +87,35 @@ class _Compiler(NodeReader):
             except (TypeError, ValueError) as exc:  # the router's own checks, as a problem
                 self.problems.add(node, f"rules[{index}]", str(exc))
         return router
+
+    def encodable(self, root: yaml.Node) -> bool:
+        """Whether every text in the file is text: YAML's ``"\\ud800"`` escapes give lone
+        surrogates, which no page, comment, log line or key can hold (each a problem)."""
+        seen: set[int] = set()
+        todo = [root]
+        fine = True
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                todo.extend(n for pair in node.value for n in pair)
+            elif isinstance(node, yaml.SequenceNode):
+                todo.extend(node.value)
+            elif isinstance(node.value, str):
+                try:
+                    node.value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    bad = node.value[exc.start]
+                    self.problems.add(
+                        node,
+                        "text",
+                        f"{ascii(bad)[1:-1]} is a lone surrogate, not a character "
+                        "(write the character itself, or its \\U escape, as in \\U0001F600)",
+                    )
+                    fine = False
+        return fine
 
     def top(self, root: yaml.Node) -> yaml.SequenceNode | None:
         """Check ``version`` and the other top-level keys; the ``rules`` list if there is one."""

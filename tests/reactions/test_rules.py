@@ -235,6 +235,29 @@ def test_a_repeat_count_too_large_is_a_problem_at_its_line(text: str, problem: s
     assert "too large" in problems[0]
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (RULE + '      - comment: "a\\ud800b"', "r.yml:6: text: \\ud800 is a lone surrogate"),
+        (RULE.replace("name: a", 'name: "caf\\ud800"') + "      - comment: hi", "r.yml:3: text: "),
+        (
+            RULE + '      - replace: {pattern: x, with: "\\udfff"}',
+            "r.yml:6: text: \\udfff is a lone surrogate",
+        ),
+        (RULE + '      - comment: hi\n    options: {"\\ud800": 1}', "r.yml:7: text: "),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_a_problem_at_its_line(text: str, problem: str) -> None:
+    problems = _errors(text)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_a_character_beyond_the_basic_plane_is_written_as_itself_or_its_long_escape() -> None:
+    assert "\\ud83d is a lone surrogate" in _errors(RULE + '      - comment: "\\ud83d\\ude00"')[0]
+    router = compile_rules(RULE + '      - comment: "\\U0001F600 \U0001f600"', "r.yml")
+    assert [r.name for r in router] == ["rule:a"]
+
+
 def test_a_decorators_title_with_a_repeat_count_too_large_is_refused() -> None:
     with pytest.raises(ValueError, match="title: invalid regular expression"):
         Filters.build(title="a{99999999999}")
