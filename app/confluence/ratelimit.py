@@ -38,6 +38,9 @@ from app.budget.hook import MAX_WAIT_SECONDS, Observation
 
 T = TypeVar("T")
 _PREFIXES = ("", "beta-", "x-beta-")
+# No quota, remaining figure or delay in seconds a server sends comes near this; a header
+# value beyond it (hundreds of digits, say) is not a figure, and could not be added to a time.
+_MAX_FIGURE = 10**15
 
 
 def _is_rate_header(name: str) -> bool:
@@ -45,12 +48,17 @@ def _is_rate_header(name: str) -> bool:
 
 
 def _int(value: str | None) -> int | None:
+    """An integer header value; None for text that is not one or is out of any range."""
     if value is None:
         return None
+    text = value.strip()
+    if len(text.lstrip("+-")) > len(str(_MAX_FIGURE)):
+        return None  # not parsed at all: converting thousands of digits is slow
     try:
-        return int(value.strip())
+        number = int(text)
     except ValueError:
         return None
+    return number if abs(number) < _MAX_FIGURE else None
 
 
 def parse_reset(value: str | None, now: float) -> float | None:
@@ -143,7 +151,8 @@ def _structured(
         return None, None, None
     limit = _int(policy.get(chosen, {}).get("q"))
     seconds = _int(state.get(chosen, {}).get("t"))
-    reset = now + seconds if seconds is not None else None
+    # seconds to the reset: believed up to MAX_WAIT_SECONDS, and never a time in the past
+    reset = now + min(seconds, MAX_WAIT_SECONDS) if seconds is not None and seconds >= 0 else None
     return limit, remaining, reset
 
 

@@ -168,9 +168,20 @@ class Transport:
                     "response body is not JSON", status=status, method=method, url=strip_query(url)
                 )
         spent = cost.actual(method, status, data, per_object=per_object)
-        observation = observe(
-            status, response.headers.multi_items(), now=self.clock(), actual_cost=spent
-        )
+        try:
+            observation = observe(
+                status, response.headers.multi_items(), now=self.clock(), actual_cost=spent
+            )
+        except Exception as exc:
+            # Headers we cannot read must not leave the call unsettled (its estimate reserved
+            # until the in-flight reaper) nor fail a call that was made: settle what we know.
+            self.log.warning(
+                "confluence rate-limit headers unreadable",
+                method=method,
+                url=strip_query(url),
+                error=repr(exc),
+            )
+            observation = Observation(status=status, actual_cost=spent)
         await self._settle(reservation, observation)
         fields = {
             "method": method,

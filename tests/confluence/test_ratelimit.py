@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.budget.hook import MAX_WAIT_SECONDS
+from app.budget.hook import MAX_WAIT_SECONDS, Observation
 from app.confluence import ConfluenceClient
 from app.confluence.errors import ServerError
 from app.confluence.ratelimit import observe, parse_reset, parse_retry_after, parse_structured
@@ -134,3 +134,48 @@ def test_points_policy_is_never_mixed_with_another_counter() -> None:
         200, [("X-RateLimit-Limit", "65000"), ("X-RateLimit-Remaining", "9")], now=0.0
     )
     assert (only_legacy.limit, only_legacy.remaining) == (65000, 9)
+
+
+@pytest.mark.parametrize("digits", ["9" * 400, "-" + "9" * 400, "99999999999999999999", "-5"])
+def test_a_reset_delay_out_of_range_is_no_reset(digits: str) -> None:
+    """``t=`` is seconds to the reset: one beyond any float (or below zero) is not a time."""
+    obs = observe(200, [("RateLimit", f'"global-app-quota";r=5;t={digits}')], now=1e9)
+    assert obs.reset_epoch is None and obs.remaining == 5
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("RateLimit", f'"global-app-quota";r={"9" * 400};t=60'),
+        ("RateLimit-Policy", f'"global-app-quota";q={"9" * 400};w=3600'),
+        ("X-RateLimit-Remaining", "9" * 400),
+        ("X-RateLimit-Limit", "-" + "9" * 400),
+    ],
+)
+def test_figures_beyond_any_quota_are_not_figures(header: tuple[str, str]) -> None:
+    obs = observe(200, [header], now=1e9)
+    assert obs.limit is None and obs.remaining is None
+
+
+def test_a_long_reset_delay_is_believed_up_to_the_cap() -> None:
+    obs = observe(200, [("RateLimit", '"global-app-quota";r=5;t=99999999')], now=1e9)
+    assert obs.reset_epoch == 1e9 + MAX_WAIT_SECONDS
+
+
+async def test_headers_that_cannot_be_read_still_settle_the_call(
+    client: ConfluenceClient,
+    fake: FakeConfluence,
+    budget: RecordingBudget,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a response's rate-limit headers hold, the call it answered is settled (its
+    status and cost) and returned: a parsing failure is no failed call."""
+    space = fake.add_space("DEV")
+
+    def broken(*args: object, **kwargs: object) -> Observation:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr("app.confluence.transport.observe", broken)
+    assert (await client.get_space(space["id"])).id == space["id"]
+    obs = budget.observations[-1]
+    assert (obs.status, obs.actual_cost, obs.remaining) == (200, 2, None)
