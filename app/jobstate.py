@@ -97,7 +97,8 @@ end
 # ARGV: prefix, dedupe ttl s, record ttl s, function, job expiry ms, activity keep s, then per
 # event: id, event json, tenant, type, content key, counted source ('' = not counted), alias
 # ('' = none: an id the same change may have been stored under, app.atlassian.events.alias_id).
-# Returns one 1 (stored) or 0 (duplicate: its id or its alias was seen) per event. A counted
+# Returns one 1 (stored) or 0 (duplicate: its id or its alias was seen, or its record is still
+# waiting or running: redelivered after the dedupe window) per event. A counted
 # event also bumps the per-minute activity counters (app.metrics.Activity: received:<src>,
 # accepted:<src>, duplicate:<src>), added once per source and batch.
 # Redis time goes mostly to calls, so each stored event costs five (six when it heads its
@@ -114,6 +115,10 @@ local activity = prefix .. 'activity:' .. math.floor(now / 60000)
 local counts = {}  -- per counted source: {received and accepted, duplicate}, written once
 local stored = {}
 local indexed, heads = {}, {}
+-- A record in one of these states is still in its content's line: the same id delivered
+-- again after the dedupe window (a site disabled for days, workers down) is a duplicate, never
+-- a second entry of the line under the same id.
+local waiting = {received = true, queued = true, running = true, failed = true, deferred = true}
 local function add_all(key, flag, members)
   for first = 1, #members, 512 do
     local last = math.min(first + 511, #members)
@@ -135,8 +140,10 @@ for i = 7, #ARGV, 7 do
     end
     tally[1] = tally[1] + 1
   end
+  local record = prefix .. 'event:' .. id
   if (alias ~= '' and redis.call('EXISTS', prefix .. 'seen:' .. alias) == 1)
-      or redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false then
+      or redis.call('SET', prefix .. 'seen:' .. id, '1', 'NX', 'EX', dedupe_ttl) == false
+      or waiting[redis.call('HGET', record, 'state') or ''] then
     if tally then
       tally[2] = tally[2] + 1
     end
@@ -145,7 +152,6 @@ for i = 7, #ARGV, 7 do
     local line = prefix .. 'content:' .. content
     local head = redis.call('RPUSH', line, id) == 1
     redis.call('EXPIRE', line, ttl)
-    local record = prefix .. 'event:' .. id
     redis.call('HSET', record, 'event', ARGV[i + 1], 'state', head and 'queued' or 'received',
       'attempts', 0, 'received', now, 'updated', now, 'tenant', ARGV[i + 2],
       'type', ARGV[i + 3], 'content', content)

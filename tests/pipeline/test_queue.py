@@ -47,6 +47,27 @@ async def test_put_records_dedupes_and_lines_up_by_content(
     assert job["f"] == "process_event" and job["a"] == [first.id]
 
 
+@pytest.mark.parametrize("state", ["queued", "deferred", "running"])
+async def test_a_change_redelivered_after_the_dedupe_window_while_it_still_waits_is_a_duplicate(
+    redis: Redis, settings: Settings, state: str
+) -> None:
+    """A site disabled for days keeps its events waiting past the dedupe window: the same
+    change delivered again then must not enter its content's line a second time under the
+    same id (the line would keep a head without a job, and the page's later events would
+    never run)."""
+    queue = EventQueue(redis, settings)
+    first, later = page_event(31, 1), page_event(31, 2)
+    assert await queue.put(first) is True
+    await redis.hset(queue.keys.event(first.id), "state", state)  # type: ignore[misc]
+    await redis.delete(queue.keys.dedupe(first.id))  # the window has passed
+    assert await queue.put(first) is False
+    assert await queue.put(later) is True
+    line = await redis.lrange(queue.keys.content(first.content_key), 0, -1)  # type: ignore[misc]
+    assert [i.decode() for i in line] == [first.id, later.id]
+    record = await EventLog(redis, settings).record(first.id)
+    assert record is not None and record.state == state and record.attempts == 0
+
+
 async def test_concurrent_puts_share_round_trips_and_stay_exact(
     redis: Redis, settings: Settings
 ) -> None:
