@@ -229,6 +229,13 @@ def _checked_id(name: str, content_id: str) -> str:
     raise InvalidPayload(f"{name}: {content_id[:40]!r} is not a Confluence content id")
 
 
+def _attachment_id(content_id: str) -> str:
+    """An attachment's id in one form, ``att`` and digits: Connect names an attachment by its
+    number, Forge and the v2 API by ``att`` and that number (both name the same attachment,
+    ``(att)?[0-9]+``), and one change delivered both ways must have one event id."""
+    return content_id if content_id.startswith("att") else f"att{content_id}"
+
+
 def _epoch_ms(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -273,6 +280,8 @@ def from_connect(tenant: str, name: str, body: Any, raw_json: bytes | None = Non
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
     content_id = _checked_id(name, content_id)
+    if type_.startswith("attachment."):
+        content_id = _attachment_id(content_id)
     timestamp = _epoch_ms(body.get("timestamp")) or _epoch_ms(content.get("modificationDate")) or 0
     labelled = type_.startswith("label.")
     version = None if labelled else _version(name, content.get("version"))
@@ -350,6 +359,8 @@ def from_forge(tenant: str, body: Any, raw_json: bytes | None = None) -> Event:
     if content_id is None:
         raise InvalidPayload(f"{name}: the payload names no content id")
     content_id = _checked_id(str(name), content_id)
+    if type_.startswith("attachment."):
+        content_id = _attachment_id(content_id)
     label = _obj(event, "label").get("name")
     labelled = type_.startswith("label.")
     version = None if labelled else _version(str(name), content.get("version"))

@@ -80,7 +80,7 @@ CONNECT = {
     ),
     "attachment_created": (
         "attachment.created",
-        "30000007",
+        "att30000007",
         "attachment",
         1,
         "10000001",
@@ -282,6 +282,21 @@ def test_content_ids_that_confluence_could_not_have_sent_are_invalid(content_id:
     ):
         with pytest.raises(InvalidPayload, match="is not a Confluence content id"):
             make()
+
+
+def test_one_attachment_change_delivered_both_ways_has_one_id() -> None:
+    """Connect names an attachment by its number, Forge by ``att`` and the number."""
+    connect = load("connect", "attachment_created")
+    connect["attachments"][0]["id"] = 838205700
+    connect["attachments"][0].pop("idAsString", None)
+    connect["timestamp"] = 1
+    forge = load("forge", "created_attachment")
+    forge["eventCreatedDate"] = 2
+    via_connect = from_connect(TENANT, "attachment_created", connect)
+    via_forge = from_forge(TENANT, forge)
+    assert via_connect.content_id == via_forge.content_id == "att838205700"
+    assert via_connect.version == via_forge.version
+    assert via_connect.id == via_forge.id
 
 
 def test_numeric_and_attachment_content_ids_are_taken() -> None:
