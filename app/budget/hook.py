@@ -26,6 +26,9 @@ class Priority(IntEnum):
 # The longest wait a server's header is believed for: the quota is hourly, so nothing should
 # take longer than the rest of this hour and the next; more would stop every worker for days.
 MAX_WAIT_SECONDS = 2 * 3600.0
+# The shortest wait after a 429, whatever it says: after "Retry-After: 0", or a date already
+# past (clock skew), calling again at once only meets the next 429, as fast as we can send.
+MIN_429_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from redis.asyncio.client import Pipeline
 
 from app.budget.hook import (
     MAX_WAIT_SECONDS,
+    MIN_429_WAIT_SECONDS,
     BudgetExhausted,
     Observation,
     Priority,
@@ -213,6 +214,8 @@ class RedisBudget:
             retry_after = None  # not a time to wait: the default pause for a 429
         elif retry_after is not None:
             retry_after = min(max(0.0, retry_after), MAX_WAIT_SECONDS)
+            if observation.status == 429:
+                retry_after = max(retry_after, MIN_429_WAIT_SECONDS)
         # One tenant's own quota says nothing of the app's hour that every tenant shares: its
         # figures are not learned (a 429 of it pauses that tenant alone, in the script).
         shared = not observation.tenant_scoped

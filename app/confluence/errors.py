@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.budget.hook import Observation
+from app.budget.hook import MIN_429_WAIT_SECONDS, Observation
 from app.errors import ReactorError
 
 _CONFLICT_VERSIONS = re.compile(
@@ -134,12 +134,13 @@ class RateLimited(ConfluenceError):
 
     @property
     def delay(self) -> float:
-        """Seconds to wait: Retry-After, else the time to the reset, else a minute."""
+        """Seconds to wait: Retry-After, else the time to the reset, else a minute; never
+        less than ``MIN_429_WAIT_SECONDS`` (a wait of 0 or a time already past)."""
         obs = self.observation
         if obs is not None and obs.retry_after is not None:
-            return max(0.0, obs.retry_after)
+            return max(MIN_429_WAIT_SECONDS, obs.retry_after)
         if obs is not None and obs.reset_epoch is not None:
-            return max(0.0, obs.reset_epoch - time.time())
+            return max(MIN_429_WAIT_SECONDS, obs.reset_epoch - time.time())
         return self.default_delay
 
 

@@ -260,11 +260,11 @@ async def test_real_time_pause_with_redis_clock(redis: Redis, settings: Settings
     b = budget(redis, settings, None)
     other = budget(redis, settings, None)
     r = await b.reserve("a", 1, P)
-    await b.settle(r, Observation(status=429, retry_after=0.6, reason="confluence-burst-based"))
+    await b.settle(r, Observation(status=429, retry_after=1.2, reason="confluence-burst-based"))
     with pytest.raises(BudgetExhausted) as info:
         await other.reserve("b", 1, P)
-    assert 0 < info.value.delay <= 0.601
-    await asyncio.sleep(0.65)
+    assert 0 < info.value.delay <= 1.201
+    await asyncio.sleep(1.25)
     await other.reserve("b", 1, P)
 
 
@@ -712,3 +712,18 @@ async def test_a_waiting_site_s_settled_cost_counts_at_once(
     await b.settle(listing, Observation(status=200, actual_cost=95))  # it cost 95
     clock.now += 1
     await b.reserve("heavy", 1, P)  # light has had more than heavy: heavy may go
+
+
+@pytest.mark.parametrize("retry_after", [0.0, -30.0])
+async def test_a_429_saying_to_come_back_now_pauses_a_moment(
+    redis: Redis, settings: Settings, retry_after: float
+) -> None:
+    """``Retry-After: 0`` (or a date already past): every worker must still hold back a
+    moment, or the calls meet 429 after 429 as fast as the burst limit lets them out."""
+    clock = FakeClock(T0 + 60)
+    b = budget(redis, settings, clock)
+    r = await b.reserve("acme", 2, P)
+    await b.settle(r, Observation(status=429, retry_after=retry_after))
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("beta", 2, P)
+    assert info.value.reason == "paused" and info.value.delay == pytest.approx(1.0)

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from app.budget.hook import BudgetExhausted, Observation, Priority, Reservation
+from app.budget.hook import (
+    MIN_429_WAIT_SECONDS,
+    BudgetExhausted,
+    Observation,
+    Priority,
+    Reservation,
+)
 from app.confluence import ConfluenceClient, errors
 from app.confluence.errors import (
     BadRequest,
@@ -88,6 +94,16 @@ def test_classification(exc: BaseException, permanent: bool) -> None:
 def test_rate_limited_delay() -> None:
     assert RateLimited("m", observation=Observation(429, retry_after=12.0)).delay == 12.0
     assert RateLimited("m").delay == RateLimited.default_delay
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [Observation(429, retry_after=0.0), Observation(429, reset_epoch=1e9)],  # a reset long past
+)
+def test_a_429_saying_to_come_back_now_still_waits_a_moment(observation: Observation) -> None:
+    """``Retry-After: 0``, or a date already past (clock skew): calling again at once would
+    only meet the next 429, as fast as the workers can send them."""
+    assert RateLimited("m", observation=observation).delay == MIN_429_WAIT_SECONDS
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,12 @@ def test_confluence_errors_follow_their_nature() -> None:
         assert decide(passing, 0, SCHEDULE, 0.0).action == "retry"
 
 
+def test_a_429_saying_to_come_back_now_is_deferred_a_moment() -> None:
+    limited = RateLimited("burst", status=429, observation=Observation(status=429, retry_after=0))
+    decision = decide(limited, 0, SCHEDULE, 0.0)
+    assert (decision.action, decision.counts) == ("defer", False) and decision.delay >= 1.0
+
+
 def test_a_server_error_saying_when_to_come_back_is_not_retried_sooner() -> None:
     unavailable = ServerError(
         "maintenance", status=503, observation=Observation(status=503, retry_after=120)
