@@ -31,6 +31,10 @@ def _set(value: FilterValue) -> frozenset[str] | None:
     return frozenset(value)
 
 
+def _lower(values: frozenset[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(v.lower() for v in values)
+
+
 def check_event_pattern(pattern: str) -> str:
     """``pattern`` if it names known events (``page.updated``, ``page.*``, ``*``).
 
@@ -100,7 +104,8 @@ class Filters:
             tenants=_set(tenant),
             spaces=_set(space),
             title=pattern,
-            labels=_set(label),
+            # Confluence keeps labels in lower case (``RFC`` is stored as ``rfc``)
+            labels=_lower(_set(label)),
             authors=_set(author),
             content_types=_set(content_type),
         )
@@ -122,11 +127,11 @@ class Filters:
             return False
         if self.labels is None:
             return True
-        if event.label is not None and event.label in self.labels:
+        if event.label is not None and event.label.lower() in self.labels:
             return True
         if labels is None:
             return None
-        return not self.labels.isdisjoint(labels)
+        return not self.labels.isdisjoint(label.lower() for label in labels)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,14 @@ def test_label_filter_asks_for_labels_unless_the_event_names_one() -> None:
     assert filters.match(labelled) is True
 
 
+def test_label_filters_match_whatever_case_they_are_written_in() -> None:
+    # Confluence stores labels in lower case: a label typed "RFC" is "rfc" on the page
+    filters = Filters.build(label=["RFC", "Adr"])
+    assert filters.labels == {"rfc", "adr"}
+    assert filters.match(page_event(), ["rfc"]) is True
+    assert filters.match(replace(page_event(), type="label.added", label="adr")) is True
+
+
 def test_title_filter_without_a_title_does_not_match() -> None:
     event = replace(page_event(), title=None)
     assert Filters.build(title=".*").match(event) is False
