@@ -727,3 +727,26 @@ async def test_a_429_saying_to_come_back_now_pauses_a_moment(
     with pytest.raises(BudgetExhausted) as info:
         await b.reserve("beta", 2, P)
     assert info.value.reason == "paused" and info.value.delay == pytest.approx(1.0)
+
+
+async def test_the_hour_runs_out_when_its_points_are_spent_not_merely_reserved(
+    redis: Redis, settings: Settings
+) -> None:
+    """A list call reserved at its limit fills the hour on paper for a moment; it costs far
+    less, the hour goes on, and runs out later: that later time is the one reported."""
+    clock = FakeClock(T0 + 600)
+    b = budget(redis, settings, clock, reserve_fraction=0)
+    await b.settle(await b.reserve("a", 899, P), Observation(status=200, actual_cost=899))
+    listing = await b.reserve("a", 101, P)
+    with pytest.raises(BudgetExhausted) as info:
+        await b.reserve("b", 2, P)  # what is in flight fills the hour: not now
+    assert info.value.reason == "quota"
+    await b.settle(listing, Observation(status=200, actual_cost=3))
+    forecast = (await b.snapshot()).forecast
+    assert forecast is None or forecast > clock.now  # a forecast at the recent rate, not a past
+    clock.now = T0 + 3000  # the hour's last points
+    await b.settle(await b.reserve("b", 98, P), Observation(status=200, actual_cost=98))
+    clock.now += 60
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("b", 2, P)
+    assert (await b.snapshot()).forecast == pytest.approx(T0 + 3000)

@@ -108,7 +108,8 @@ if paused > now then return deny(paused, 'paused', false) end
 local tpaused = num(redis.call('GET', prefix .. 'budget:pause:t:' .. tenant))
 if tpaused > now then return deny(tpaused, 'tenant-paused', false) end
 
-local h = redis.call('HMGET', H, 'charged', 'external', 'limit', 'near', 't:' .. tenant .. ':c')
+local h = redis.call('HMGET', H, 'charged', 'external', 'limit', 'near', 't:' .. tenant .. ':c',
+  'reserved')
 local q = quota
 if h[3] then q = math.min(q, tonumber(h[3])) end
 local near = h[4] == '1'
@@ -141,8 +142,10 @@ end
 if carried then keep_shares() end
 local need = num(h[1]) + num(h[2]) + cost
 if need > q then
-  if num(h[1]) + num(h[2]) >= q then
-    redis.call('HSETNX', H, 'exhausted', string.format('%d', now))  -- when it ran out
+  -- when it ran out (first time only): points spent, not estimates still in flight, which
+  -- may settle far lower (a list reserved at its limit) and leave the hour going on
+  if num(h[1]) - num(h[6]) + num(h[2]) >= q then
+    redis.call('HSETNX', H, 'exhausted', string.format('%d', now))
   end
   return deny(hend, 'quota', false)
 end

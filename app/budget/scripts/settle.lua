@@ -138,5 +138,13 @@ if rstart == cur and not stale and (remaining >= 0 or limit > 0 or near or globa
   if near then redis.call('HSET', C, 'near', '1') end
   keep(C)
 end
-local c = redis.call('HMGET', C, 'charged', 'external')
+local c = redis.call('HMGET', C, 'charged', 'external', 'reserved', 'limit')
+if c[1] then
+  -- the moment the hour's points were all spent (settled), kept for the operators
+  local q = quota
+  if c[4] then q = math.min(q, tonumber(c[4])) end
+  if num(c[1]) - num(c[3]) + num(c[2]) >= q then
+    redis.call('HSETNX', C, 'exhausted', string.format('%d', now))
+  end
+end
 return {num(c[1]), num(c[2])}
