@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -37,6 +39,39 @@ def _mention(account_id: object) -> Markup:
 MAX_REPEAT = 100_000
 MAX_EXPONENT = 64
 MAX_POWER_BITS = 4096
+
+
+# The most loop steps one render may take, all loops together: nested loops that write
+# nothing are bounded by no output size (two ranges of 100,000 are 10**10 steps).
+MAX_LOOP_STEPS = 1_000_000
+# What every ``for`` of a rule's template iterates through (a global of the environment).
+LOOP_GUARD = "_reactor_loop_steps"
+_steps_left: ContextVar[list[int] | None] = ContextVar("template_loop_steps", default=None)
+
+
+def counted(iterable: Iterable[Any]) -> Iterator[Any]:
+    """``iterable``, each item charged to the current render's loop budget."""
+    budget = _steps_left.get()
+    for item in iterable:
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise SecurityError(f"too much work: loops ran more than {MAX_LOOP_STEPS} steps")
+        yield item
+
+
+def loop_budget() -> list[int]:
+    """A fresh budget for one render (set it with :func:`budgeted`)."""
+    return [MAX_LOOP_STEPS]
+
+
+def budgeted(render: Callable[[], Any]) -> Any:
+    """Run ``render`` with a loop budget of its own."""
+    token = _steps_left.set(loop_budget())
+    try:
+        return render()
+    finally:
+        _steps_left.reset(token)
 
 
 _WIDTH_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
@@ -77,7 +112,17 @@ class BoundedSandbox(SandboxedEnvironment):
         for name, width_at in (("center", 1), ("indent", 1), ("wordwrap", 2), ("format", 0)):
             self.filters[name] = _bounded_filter(name, width_at, self.filters[name])
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The template's tree, every ``for`` iterating through :func:`counted`."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            guard = nodes.Name(LOOP_GUARD, "load", lineno=loop.iter.lineno)
+            loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.iter.lineno)
+        return tree
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(__obj, LoopContext) and args:  # a recursive loop's next level
+            args = (counted(args[0]), *args[1:])
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
         if isinstance(owner, str):
@@ -127,6 +172,7 @@ class BoundedSandbox(SandboxedEnvironment):
 def environment() -> SandboxedEnvironment:
     env = BoundedSandbox(autoescape=True, undefined=StrictUndefined)
     env.globals["mention"] = _mention
+    env.globals[LOOP_GUARD] = counted
     return env
 
 

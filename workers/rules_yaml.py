@@ -55,15 +55,21 @@ class RuleTemplate(Template):
 
     def render_unguarded(self, *args: Any, **kwargs: Any) -> str:
         """The rendered text, refused once it passes ``MAX_RENDERED`` characters (a loop can
-        build far more than any comment or page fragment needs)."""
-        parts: list[str] = []
-        size = 0
-        for chunk in self.generate(*args, **kwargs):
-            size += len(chunk)
-            if size > MAX_RENDERED:
-                raise SecurityError(f"the template renders more than {MAX_RENDERED} characters")
-            parts.append(chunk)
-        return "".join(parts)
+        build far more than any comment or page fragment needs), or once its loops take more
+        than ``rule_actions.MAX_LOOP_STEPS`` steps (loops that write nothing)."""
+
+        def render() -> str:
+            parts: list[str] = []
+            size = 0
+            for chunk in self.generate(*args, **kwargs):
+                size += len(chunk)
+                if size > MAX_RENDERED:
+                    raise SecurityError(f"the template renders more than {MAX_RENDERED} characters")
+                parts.append(chunk)
+            return "".join(parts)
+
+        result: str = rule_actions.budgeted(render)
+        return result
 
 
 def describe(exc: BaseException) -> str:

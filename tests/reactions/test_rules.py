@@ -14,12 +14,13 @@ from app.errors import ConfigError
 from app.settings import Settings
 from tests.reactions.events import comment_event, page_event
 from tests.reactions.fake import FakeConfluence
-from workers import storage
+from workers import rule_actions, storage
 from workers.dispatch import JobContext
 from workers.ops import Content
 from workers.reactor import Reactor
 from workers.routing import Filters
 from workers.rules import compile_rules, load_rules
+from workers.rules_yaml import RuleTemplate
 
 RULES = Path(__file__).parent.parent / "fixtures" / "rules"
 Job = Callable[[Event], JobContext]
@@ -138,12 +139,44 @@ def test_problems(text: str, fragment: str) -> None:
             '{% endfor %}"}]',
             "template: the template renders more than 1000000 characters",
         ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            '    actions: [{comment: "{% for i in range(100000) %}{% for j in range(100000) %}'
+            '{% endfor %}{% endfor %}done"}]',
+            "r.yml:5: rules[0] (a).actions[0].comment: template: too much work: loops ran more",
+        ),
+        (
+            "version: 1\nrules:\n  - name: a\n    on: [page.created]\n"
+            '    actions: [{comment: "{% for i in [range(100000)] * 100 recursive %}'
+            "{{ loop(i) if i is iterable else '' }}{% endfor %}done\"}]",
+            "template: too much work: loops ran more than 1000000 steps",
+        ),
     ],
 )
 def test_what_could_only_fail_at_run_time_is_refused_at_load(text: str, fragment: str) -> None:
     """Rules on removals would read content that is gone; a boolean is no entropy; a file
     nested beyond the parser's depth is a clear problem, not a traceback."""
     assert any(fragment in p for p in _errors(text)), _errors(text)
+
+
+def test_loops_still_loop_within_the_budget() -> None:
+    loops = (
+        "{% for i in range(3) %}{{ loop.index }}/{{ loop.length }}{% if loop.last %}!{% endif %}"
+        "{% else %}none{% endfor %}{% for x in [] %}x{% else %} none{% endfor %}"
+    )
+    router = compile_rules(RULE + f'      - comment: "{loops}"', "r.yml")
+    assert [r.name for r in router] == ["rule:a"]
+    env = rule_actions.environment()
+    env.template_class = RuleTemplate
+    template = env.from_string(loops)
+    assert isinstance(template, RuleTemplate)
+    assert template.render() == "1/32/33/3! none"
+    # each render has a budget of its own
+    many = env.from_string(
+        "{% for i in range(6) %}{% for j in range(100000) %}{% endfor %}{% endfor %}ok"
+    )
+    assert isinstance(many, RuleTemplate)
+    assert many.render() == many.render() == "ok"
 
 
 def test_templates_still_multiply_and_raise_to_small_powers() -> None:
