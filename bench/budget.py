@@ -6,8 +6,9 @@ a quota well below demand, across a simulated UTC hour boundary.
                                      [--world sim|standin] [--no-fairness] [--light-share 1.2]
 
 Prints ``utilization`` (points the server charged / quota, over hours when demand exceeded
-it), ``n429``, ``overspend`` (points charged beyond the quota), ``jain_fairness`` (the worst
-hour's Jain index over the admitted points of tenants whose demand exceeded a fair share) and
+it; the last hour's quota only for the part of it the run covered), ``n429``, ``overspend``
+(points charged beyond the quota), ``jain_fairness`` (the worst hour's Jain index over the
+admitted points of tenants whose demand exceeded a fair share) and
 ``light_tenant_p95_wait_s`` (simulated seconds from arrival to admission; jobs still waiting
 at the end count with their wait so far).
 
@@ -157,6 +158,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def covered(hour: int, start: float, hours: float) -> float:
+    """The fraction of UTC ``hour`` (hours since the epoch) that a run of ``hours`` simulated
+    hours from ``start`` (epoch seconds) covered: 1.0 for a whole hour, less for the last."""
+    begin, end = max(hour * 3600.0, start), min((hour + 1) * 3600.0, start + hours * 3600)
+    return max(0.0, end - begin) / 3600
+
+
+def utilization(spent: dict[int, int], *, quota: int, start: float, hours: float) -> float:
+    """Points the server charged over the quota of the hours in ``spent``, each hour's quota
+    taken for the part of it the run covered (a run stopped 12 minutes into its last hour
+    could not use that hour's whole quota)."""
+    available = sum(quota * covered(h, start, hours) for h in spent)
+    return round(sum(spent.values()) / available, 4) if available else 0.0
+
+
 def hour_label(hour: int) -> str:
     """The simulator's name of a UTC hour (hours since the epoch)."""
     return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour * 3600))
@@ -204,7 +220,9 @@ async def collect(
         jains[h] = jain_index(admitted[h][t] for t in backlogged)
     deferrals = await client.hgetall(f"{prefix}bench:deferrals")  # type: ignore[misc]
     return {
-        "utilization": round(sum(spent[h] for h in scarce) / (quota * len(scarce)), 4),
+        "utilization": utilization(
+            {h: spent[h] for h in scarce}, quota=quota, start=SIM_START, hours=args.hours
+        ),
         "n429": n429,
         "overspend": sum(max(0, spent[h] - quota) for h in hours),
         "jain_fairness": round(min(jains.values()), 4),
@@ -218,6 +236,7 @@ async def collect(
             {
                 "hour_utc": time.strftime("%H:%M", time.gmtime(h * 3600)),
                 "quota": quota,
+                "covered": round(covered(h, SIM_START, args.hours), 4),
                 "server_spent": spent[h],
                 "demand": dict(demand[h]),
                 "admitted": dict(admitted[h]),
