@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from app.atlassian.events import Event
+from app.errors import ConfigError
 from tests.reactions.events import page_event
 from tests.reactions.fake import APP, FakeConfluence
 from workers import storage
@@ -72,6 +73,11 @@ def test_welcome_body_is_well_formed_tasks() -> None:
         (guard.make, {"parent": "1", "sections": ["A"], "extra": 1}, "extra"),
         (welcome.make, {"message": ""}, "message"),
         (welcome.make, {"checklist": [1]}, "checklist"),
+        (guard.make, {"parent": "", "sections": ["A"]}, "parent"),
+        (guard.make, {"parent": [], "sections": ["A"]}, "parent"),
+        (guard.make, {"parent": "1", "sections": ["", "Context"]}, "sections"),
+        (guard.make, {"parent": "1", "sections": " "}, "sections"),
+        (welcome.make, {"checklist": ["Read this", ""]}, "checklist"),
     ],
 )
 def test_option_errors_name_the_option(
@@ -80,6 +86,19 @@ def test_option_errors_name_the_option(
     with pytest.raises(OptionError) as info:
         make(options)
     assert info.value.option == option
+
+
+async def test_an_empty_option_entry_is_a_problem_at_start_up() -> None:
+    text = (
+        "version: 1\nrules:\n  - name: g\n    reaction: template_guard\n"
+        '    options: {parent: "1", sections: ["", Context]}\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        compile_rules(text, "r.yml")
+    assert info.value.problems == [
+        "r.yml:5: rules[0] (g).options: option 'sections': entries must not be empty"
+    ]
+    assert welcome.make({"checklist": []}) is not None  # no tasks at all is a choice
 
 
 async def test_template_guard_lifecycle_one_comment_edited_in_place(

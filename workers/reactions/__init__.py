@@ -42,7 +42,9 @@ def str_list(options: Mapping[str, Any], key: str, default: list[str] | None = N
     if value is None:
         raise OptionError(key, "required")
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise OptionError(key, "must be a string or a list of strings")
+    if any(not v.strip() for v in value):
+        raise OptionError(key, "entries must not be empty")
     return list(value)

@@ -90,6 +90,8 @@ async def _under_parent(
 def make(options: Mapping[str, Any]) -> Handler:
     check_options(options, {"parent", "sections"})
     parents = frozenset(str_list(options, "parent"))
+    if not parents:
+        raise OptionError("parent", "name at least one parent page")
     sections = str_list(options, "sections")
     if not sections:
         raise OptionError("sections", "name at least one section")
