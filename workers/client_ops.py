@@ -11,7 +11,7 @@ from typing import Any, Literal
 from app.confluence import pages
 from app.confluence.client import ConfluenceClient
 from app.confluence.content import UpdateResult
-from app.confluence.errors import Conflict
+from app.confluence.errors import BadRequest, Conflict
 from app.confluence.models import Comment as ApiComment
 from app.confluence.models import Content as ApiContent
 from app.confluence.models import Version
@@ -21,6 +21,15 @@ COMMENT_UPDATE_ATTEMPTS = 5
 # Comments listed per call: a page with hundreds of comments takes a few calls, not dozens
 # (points are per comment returned either way).
 LIST_PAGE_SIZE = 100
+
+
+def _stale_selection(exc: BadRequest) -> bool:
+    """Whether a 400 says an inline comment's selection count no longer matches the page
+    (``The text selection does not occur textSelectionMatchCount times``)."""
+    said = " ".join(
+        [exc.message, *(f"{e.title or ''} {e.detail or ''}" for e in exc.errors)]
+    ).lower()
+    return "textselectionmatchcount" in said and "index" not in said
 
 
 def _content(kind: Kind, item: ApiContent) -> Content:
@@ -165,8 +174,30 @@ class ClientOps:
     async def create_inline_comment(
         self, kind: Kind, content_id: str, body: str, selection: str, count: int, index: int
     ) -> str:
+        """Comment on occurrence ``index`` of ``count`` of ``selection``. When Confluence says
+        the selection does not occur ``count`` times (an edit since the page was read), the
+        page is read again and the comment posted once more with the count found then (the
+        same occurrence while there still are that many)."""
+        try:
+            made = await self._inline(kind, content_id, body, selection, count, index)
+        except BadRequest as exc:
+            if not _stale_selection(exc):
+                raise
+            current = await self.get_content(kind, content_id)
+            fresh = pages.count_matches(current.body, selection)
+            if fresh < 1 or fresh == count:
+                raise  # gone from the page, or miscounted for another reason: as it was
+            made = await self._inline(
+                kind, content_id, body, selection, fresh, min(index, fresh - 1)
+            )
+        await self._wrote(made.version)
+        return made.id
+
+    async def _inline(
+        self, kind: Kind, content_id: str, body: str, selection: str, count: int, index: int
+    ) -> ApiComment:
         blog = kind == "blogpost"
-        made = await self.client.create_inline_comment(
+        return await self.client.create_inline_comment(
             body,
             selection=selection,
             match_count=count,
@@ -174,8 +205,6 @@ class ClientOps:
             page_id=None if blog else content_id,
             blog_post_id=content_id if blog else None,
         )
-        await self._wrote(made.version)
-        return made.id
 
     async def update_comment(self, comment_id: str, body: str) -> None:
         current = await self.client.find_comment(comment_id)

@@ -9,6 +9,7 @@ import pytest
 
 from app.budget.hook import Unmetered
 from app.confluence.client import ConfluenceClient
+from app.confluence.errors import BadRequest
 from app.confluence.pages import edit_message
 from simulator.keys import KeyPair
 from tests.reactions.conftest import in_process_simulator
@@ -126,3 +127,41 @@ def _record(seen: list[httpx.Request]):  # type: ignore[no-untyped-def]
         seen.append(request)
 
     return hook
+
+
+async def _page_edited_after_the_read(admin: httpx.AsyncClient, body: str) -> str:
+    """A page read with one "TODO"; then a person edits it to ``body``."""
+    space_id = await _space(admin)
+    await admin.post("/_sim/users", json={"email": "ann@example.com", "displayName": "Ann"})
+    first = {"representation": "storage", "value": "<p>TODO pick a cache</p>"}
+    made = await admin.post(
+        "/wiki/api/v2/pages", json={"spaceId": space_id, "title": "RFC", "body": first}
+    )
+    page_id = str(made.json()["id"])
+    edited = await admin.post(
+        f"/_sim/act/pages/{page_id}/edit", json={"as": "ann@example.com", "body": body}
+    )
+    assert edited.status_code in (200, 201), edited.text
+    return page_id
+
+
+async def test_an_inline_comment_whose_selection_count_went_stale_is_posted_after_a_reread(
+    env: tuple[ClientOps, httpx.AsyncClient],
+) -> None:
+    ops, admin = env
+    page_id = await _page_edited_after_the_read(
+        admin, "<p>TODO pick a cache</p><p>TODO size it</p>"
+    )
+    # counted on the page as read: one "TODO"; Confluence now counts two
+    made = await ops.create_inline_comment("page", page_id, "<p>Who?</p>", "TODO", 1, 0)
+    found = await ops.inline_comments("page", page_id)
+    assert [c.id for c in found] == [made]
+
+
+async def test_an_inline_comment_whose_selection_is_gone_still_fails(
+    env: tuple[ClientOps, httpx.AsyncClient],
+) -> None:
+    ops, admin = env
+    page_id = await _page_edited_after_the_read(admin, "<p>all done</p>")
+    with pytest.raises(BadRequest, match="textSelectionMatchCount"):
+        await ops.create_inline_comment("page", page_id, "<p>Who?</p>", "TODO", 1, 0)
