@@ -98,7 +98,7 @@ end
 # event: id, event json, tenant, type, content key, counted source ('' = not counted), alias
 # ('' = none: an id the same change may have been stored under, app.atlassian.events.alias_id).
 # Returns one 1 (stored) or 0 (duplicate: its id or its alias was seen, or its record is still
-# waiting or running: redelivered after the dedupe window) per event. A counted
+# waiting, running or dead: redelivered after the dedupe window) per event. A counted
 # event also bumps the per-minute activity counters (app.metrics.Activity: received:<src>,
 # accepted:<src>, duplicate:<src>), added once per source and batch.
 # Redis time goes mostly to calls, so each stored event costs five (six when it heads its
@@ -118,7 +118,9 @@ local indexed, heads = {}, {}
 -- A record in one of these states is still in its content's line: the same id delivered
 -- again after the dedupe window (a site disabled for days, workers down) is a duplicate, never
 -- a second entry of the line under the same id.
-local waiting = {received = true, queued = true, running = true, failed = true, deferred = true}
+-- A dead one is held for the operator (replay or discard): a redelivery is a duplicate too.
+local waiting = {received = true, queued = true, running = true, failed = true, deferred = true,
+  dead = true}
 local function add_all(key, flag, members)
   for first = 1, #members, 512 do
     local last = math.min(first + 511, #members)
@@ -282,7 +284,8 @@ return {nxt, skipped}
 )
 
 # Puts a dead event back in line (replay from the dead-letter store), checking its state in the
-# same step as the move, so a concurrent replay or discard of it finds it no longer dead.
+# same step as the move, so a concurrent replay or discard of it finds it no longer dead. A
+# replay is listed as a fresh arrival in the events index (a dead letter outlives the index).
 # KEYS: event, content list, queue, dlq, arq's in-progress key of the event's job.
 # ARGV: id, event json, prefix, function, job expiry ms, record ttl s.
 # Returns 1; 0 when the record is gone or not dead; -1 while the run that killed it is still
@@ -303,9 +306,16 @@ redis.call('HSET', KEYS[1], 'event', ARGV[2], 'state', 'received', 'attempts', 0
   'reason', 'replayed', 'updated', now, 'replayed_at', now)
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', ARGV[3] .. 'events', now, ARGV[1])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   schedule(ARGV[3], KEYS[3], ARGV[1], ARGV[4], ARGV[5], now)
+else
+  -- Behind other events: it must have no job of its own until it heads the line. A worker
+  -- that died between dead-lettering it and arq's close leaves its old job queued, which
+  -- would otherwise run it beside the head.
+  redis.call('DEL', 'arq:job:' .. ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 return 1
