@@ -17,7 +17,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from app.atlassian.events import Event
 from app.errors import PermanentFailure
-from workers import rule_actions, storage
+from workers import regex_risk, rule_actions, storage
 from workers.ops import Content
 from workers.routing import REGEX_ERRORS
 
@@ -168,10 +168,15 @@ class NodeReader:
         if text is None:
             return None
         try:
-            return re.compile(text)
+            pattern = re.compile(text)
+            risky = regex_risk.backtracks(pattern)
         except REGEX_ERRORS as exc:
             self.problems.add(node, where, f"invalid regular expression: {exc}")
             return None
+        if risky:
+            self.problems.add(node, where, f"regular expression refused: {regex_risk.PROBLEM}")
+            return None
+        return pattern
 
     def template(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 
 from app.atlassian.events import Event
 from app.confluence.errors import Forbidden, NotFound
-from workers import storage
+from workers import regex_risk, storage
 from workers.context import ReactionContext
 from workers.reactions import Builtin, OptionError, check_options
 from workers.reactions.secret_patterns import REDACTED_PREFIX, Hit, detect
@@ -137,8 +137,11 @@ def _options(options: Mapping[str, Any]) -> tuple[float, list[re.Pattern[str]]]:
         raise OptionError("allow", "must be a list of regular expressions")
     try:
         allow = [re.compile(a) for a in allow_raw]
+        risky = [a.pattern for a in allow if regex_risk.backtracks(a)]
     except REGEX_ERRORS as exc:
         raise OptionError("allow", f"invalid regular expression: {exc}") from None
+    if risky:
+        raise OptionError("allow", f"{risky[0]!r} refused: {regex_risk.PROBLEM}")
     return float(min_entropy), allow
 
 
