@@ -364,6 +364,8 @@ class ReactionContext:
             current = await self.client.get_content(kind, cid)
             if note not in current.version_message:
                 return None
+            if self.app_accounts and not is_own_version(current.author_id, self.app_accounts):
+                return None  # a person's version whose message carries the reference
             await self._wrote(kind, cid, current.version)  # the run that made it may not have
             return current.version
 

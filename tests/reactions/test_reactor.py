@@ -497,6 +497,30 @@ async def test_interrupted_non_idempotent_edit_is_recognised_by_its_version_mess
     assert " · ref " in fake.contents["1001"].version_message
 
 
+async def test_an_edits_reference_typed_by_a_person_is_not_taken_for_the_apps_edit(
+    fake: FakeConfluence, job: Job, reactor: MakeReactor, redis: Redis, settings: Settings
+) -> None:
+    """A run that died before its PUT, and meanwhile a person's version whose message carries
+    the edit's reference (copied from the history): only the app's own version is its edit."""
+    router = Router()
+
+    @router.on("page.updated", name="stamper")
+    async def stamp(event: Event, ctx: ReactionContext) -> None:
+        await ctx.edit(lambda t, b: (t, b + "<p>stamp</p>"), what="stamp")
+
+    event = page_event()
+    react = reactor(router)
+    original = fake.contents["1001"]
+    await react(event, job(event))
+    message = fake.contents["1001"].version_message
+    (key,) = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}effect:*")]
+    await redis.set(key, json.dumps({"state": "pending"}))  # died before the PUT
+    fake.add(replace(original, version=3, version_message=message, author_id="user-1"))
+    await react(event, job(event))
+    assert fake.contents["1001"].body.count("stamp") == 1
+    assert fake.contents["1001"].author_id == APP
+
+
 async def test_accounts_learned_before_the_every_site_set_are_known_under_the_other_name(
     fake: FakeConfluence, job: Job, redis: Redis, settings: Settings
 ) -> None:
