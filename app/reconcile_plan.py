@@ -148,3 +148,18 @@ def trash_rank(
     if at_ms is None:
         return 0
     return at_ms if now_ms - at_ms >= interval_seconds * 1000 else None
+
+
+# A tenant whose turns fail (its site refuses the app, Confluence answers 5xx) waits before
+# the next: a minute after the first failure, doubling up to an hour, so it neither takes a
+# sweep slot from the healthy tenants every tick nor spends their points on calls that fail.
+FAILURE_WAIT_FIRST_SECONDS = 60
+FAILURE_WAIT_MOST_SECONDS = 3600
+
+
+def failure_wait_seconds(failures: int) -> int:
+    """How long a tenant waits after ``failures`` failed turns in a row (0: none)."""
+    if failures <= 0:
+        return 0
+    doubled: int = FAILURE_WAIT_FIRST_SECONDS * 2 ** min(failures - 1, 16)
+    return min(FAILURE_WAIT_MOST_SECONDS, doubled)

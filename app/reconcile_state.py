@@ -17,6 +17,8 @@ Keys (``P`` is ``settings.redis_prefix``; ``<slot>`` is ``auto`` for the periodi
                                                   listing, or when the last one failed (the next
                                                   is due an interval later)
     P reconcile:last:<tenant>             HASH    summary of the last completed sweep
+    P reconcile:failed:<tenant>           HASH    failed turns in a row: count, at (epoch ms of
+                                                  the last); gone after a turn that worked
 
 Seen versions are read from the pipeline's own keys (:mod:`app.jobstate`): a version counts as
 seen while its dedupe marker (``P seen:<id>``, the dedupe window) or its event record
@@ -167,6 +169,28 @@ class ReconcileState:
     async def last(self, tenant: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self._key("last", tenant))  # type: ignore[misc]
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    # -- failing turns --------------------------------------------------------------------
+    async def turn_failed(self, tenant: str, now_ms: int, keep_seconds: int) -> int:
+        """Count a turn of ``tenant`` that failed at ``now_ms``; the failures in a row so far."""
+        key = self._key("failed", tenant)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "count", 1)
+            pipe.hset(key, "at", str(now_ms))
+            pipe.expire(key, keep_seconds)
+            count, _, _ = await pipe.execute()
+        return int(count)
+
+    async def failures(self, tenant: str) -> tuple[int, int] | None:
+        """(failed turns in a row, epoch ms of the last) of ``tenant``; None when its last
+        turn worked."""
+        raw = await self.redis.hmget(self._key("failed", tenant), ["count", "at"])  # type: ignore[misc]
+        if raw[0] is None or raw[1] is None:
+            return None
+        return int(raw[0]), int(raw[1])
+
+    async def turn_worked(self, tenant: str) -> None:
+        await self.redis.delete(self._key("failed", tenant))
 
     # -- one sweep per tenant -------------------------------------------------------------
     async def lock(self, tenant: str, ttl_seconds: float) -> str | None:

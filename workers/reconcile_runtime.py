@@ -3,8 +3,9 @@
 Connect tenants that are installed or enabled and Forge installations known only through Forge
 (``forge:<cloudId>``; a Forge installation linked to a Connect install is swept as that tenant)
 are swept. A tenant is due when its previous sweep is unfinished or ended
-``REACTOR_RECONCILE_INTERVAL_SECONDS`` ago; the first sweep of a tenant starts at its install,
-at most one dedupe window back. Its trash is listed on its own cadence
+``REACTOR_RECONCILE_INTERVAL_SECONDS`` ago, unless its last turns failed (then it waits a
+minute after the first failure, doubling up to an hour); the first sweep of a tenant starts at
+its install, at most one dedupe window back. Its trash is listed on its own cadence
 (``REACTOR_RECONCILE_TRASH_INTERVAL_SECONDS``) after a completed sweep or when only the
 listing is due. The worker runs :func:`tick` every minute (not in burst mode); it sweeps a few
 tenants at a time, most urgent first, each under its own lock.
@@ -29,7 +30,7 @@ from app.confluence.client import new_http_client
 from app.crypto import SecretBox
 from app.installations import STATUS_ACTIVE, InstallationStore, is_forge_tenant
 from app.queue import EventQueue
-from app.reconcile_plan import trash_rank
+from app.reconcile_plan import FAILURE_WAIT_MOST_SECONDS, failure_wait_seconds, trash_rank
 from app.reconcile_state import ReconcileState
 from app.settings import Settings
 from app.tenants import ACTIVE_STATUSES, TenantStore
@@ -113,7 +114,13 @@ class Runtime:
         return trash_rank(interval, int(self.clock() * 1000), at, under_way)
 
     async def turn(self, target: Target) -> Turn | None:
-        """What is due for the target now; None when nothing is."""
+        """What is due for the target now; None when nothing is, or while it waits after
+        failed turns (:func:`~app.reconcile_plan.failure_wait_seconds`)."""
+        failed = await self.sweeper.state.failures(target.tenant)
+        if failed is not None:
+            count, at_ms = failed
+            if self.clock() * 1000 < at_ms + failure_wait_seconds(count) * 1000:
+                return None
         sweep, trash = await self.urgency(target), await self.trash_urgency(target)
         if sweep is not None:
             return Turn(target, True, trash is not None, (0, sweep))
@@ -242,11 +249,24 @@ async def sweep_due(
 
 async def _guarded(rt: Runtime, turn: Turn) -> dict[str, Any]:
     tenant = turn.target.tenant
+    state = rt.sweeper.state
     try:
         done = await sweep_turn(rt, turn)
     except Exception as exc:  # one tenant's failure (uninstalled, 5xx) must not stop others
-        log.warning("sweep failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            now_ms = int(rt.clock() * 1000)
+            count = await state.turn_failed(tenant, now_ms, 2 * FAILURE_WAIT_MOST_SECONDS)
+        except Exception:  # Redis itself failing: the turn is simply due again
+            log.warning("sweep failed", tenant=tenant, error=error)
+        else:
+            wait = failure_wait_seconds(count)
+            log.warning(
+                "sweep failed", tenant=tenant, error=error, failures=count, next_in_seconds=wait
+            )
         return {"error": type(exc).__name__}
+    with contextlib.suppress(Exception):
+        await state.turn_worked(tenant)
     log.info("sweep run", tenant=tenant, **done)
     return done
 

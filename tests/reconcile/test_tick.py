@@ -8,6 +8,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from app.reconcile_plan import failure_wait_seconds
 from app.settings import Settings
 from tests.reconcile.fakes import START, Clock, world
 from workers.reconcile_runtime import Runtime, sweep_due
@@ -72,3 +73,30 @@ async def test_a_tick_starts_no_sweep_after_its_deadline(redis: Redis, settings:
         assert await sweep_due(rt, seconds=0, clock=monotonic) == {}
         done = await sweep_due(rt, seconds=45, at_once=3, clock=monotonic)
     assert set(done) == {"t1", "t2", "t3"}  # started together; 90 s later none starts
+
+
+async def test_a_tenant_whose_turns_fail_waits_longer_each_time_then_runs_again(
+    redis: Redis, settings: Settings
+) -> None:
+    """A site that refuses the app (a 401 on every call) would otherwise be the most urgent
+    tenant at every tick (its sweep stays unfinished) and take a slot and points each minute."""
+    async with world(redis, settings, ["bad", "good"]) as (rt, confluence, clock, _):
+        await _swept_long_ago(rt, ["bad", "good"])
+        confluence.sites["bad"].refuse = True
+        assert (await sweep_due(rt))["bad"] == {"error": "Unauthorized"}
+        assert await rt.sweeper.state.failures("bad") == (1, int(clock.now * 1000))
+        waits = []
+        for failures in (1, 2, 3):
+            clock.now += 30
+            assert "bad" not in await sweep_due(rt), "waits after a failed turn"
+            wait = failure_wait_seconds(failures)
+            clock.now += wait - 30
+            assert (await sweep_due(rt))["bad"] == {"error": "Unauthorized"}
+            waits.append(wait)
+        assert waits == [60, 120, 240]
+        assert failure_wait_seconds(30) == 3600
+        confluence.sites["bad"].refuse = False  # the site takes the app back
+        clock.now += failure_wait_seconds(4)
+        done = await sweep_due(rt)
+        assert done["bad"]["complete"]
+        assert await rt.sweeper.state.failures("bad") is None
