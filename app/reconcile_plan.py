@@ -38,21 +38,40 @@ def window_start(
     return max(installed_ms, watermark_ms - int(overlap_seconds * 1000))
 
 
+def lower_minutes(now_ms: int, since_ms: int, lead_ms: int = 0) -> int:
+    """How many minutes back from Confluence's ``now()`` a query built at ``now_ms`` reaches:
+    the window rounded up, plus ``lead_ms`` (how late Confluence may evaluate it), plus one
+    minute (rounding up alone may leave no slack at all)."""
+    return minutes_back(now_ms + max(0, lead_ms), since_ms) + 1
+
+
+def reach_ms(now_ms: int, since_ms: int, lead_ms: int = 0) -> int:
+    """The latest moment at which Confluence may evaluate the query built at ``now_ms`` (with
+    ``lead_ms``) and still reach back to ``since``: its lower bound is ``now("-Nm")``, evaluated
+    when each request of its cursor arrives, so the bound creeps forward as time passes. A page
+    answered later may have left out the window's oldest hits."""
+    return since_ms + lower_minutes(now_ms, since_ms, lead_ms) * MINUTE_MS
+
+
 def build_cql(
-    now_ms: int, since_ms: int, upper_ms: int | None = None, types: tuple[str, ...] = CONTENT_TYPES
+    now_ms: int,
+    since_ms: int,
+    upper_ms: int | None = None,
+    types: tuple[str, ...] = CONTENT_TYPES,
+    *,
+    lead_ms: int = 0,
 ) -> str:
     """The sweep's query: ``types`` modified in ``[since, upper]`` (``upper`` open when None).
 
-    The upper bound is padded by a minute so that items sharing the bound's minute are read
-    again (and found already seen) rather than skipped.
+    The lower bound reaches back to ``since`` while Confluence evaluates the query before
+    :func:`reach_ms` (``lead_ms`` widens it for calls that may wait long, e.g. for budget);
+    hits before ``since`` that the rounding brings in are read but not enqueued. The upper
+    bound is padded by a minute so that items sharing the bound's minute are read again (and
+    found already seen) rather than skipped.
     """
-    # One minute more than the window at the lower bound: rounding up alone may leave no slack
-    # at all, and the bound creeps with Confluence's clock while the cursor's pages are read
-    # (the sweep builds the query again before 30 s have passed; hits before ``since`` that
-    # the extra minute brings in are read but not enqueued).
     clauses = [
         f"type in ({','.join(types)})",
-        f'lastmodified >= now("-{minutes_back(now_ms, since_ms) + 1}m")',
+        f'lastmodified >= now("-{lower_minutes(now_ms, since_ms, lead_ms)}m")',
     ]
     if upper_ms is not None:
         below = (now_ms - upper_ms) // MINUTE_MS - 1

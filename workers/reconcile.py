@@ -38,6 +38,7 @@ from app.reconcile_plan import (
     missing_versions,
     parse_time_ms,
     probe_versions,
+    reach_ms,
     window_start,
 )
 from app.reconcile_state import Progress, ReconcileState
@@ -53,10 +54,9 @@ VERSION_PROBE = 25
 PROGRESS_MARGIN_MS = 3 * MINUTE_MS
 # One sweep per tenant at a time; the lock is renewed every quarter of it while a run lasts.
 LOCK_SECONDS = 120.0
-# A query older than this is built again from the window still to read (its bounds are relative
-# to Confluence's clock and creep forward while its pages are read); the bounds' rounding to
-# whole minutes covers less than that.
-REQUERY_AFTER_MS = 30_000
+# A search whose last page came too late for its query's lower bound is read again from the
+# window left; this many times in a row without progress, then the run stops unfinished.
+LATE_ENDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,32 +236,33 @@ class Sweeper:
         max_items: int | None,
     ) -> None:
         tenant = report.tenant
-        # The query's bounds are relative to Confluence's clock (``now("-Nm")``), and its
-        # cursor carries the query: while pages are read, the lower bound creeps forward with
-        # the clock and would drop the oldest hits (the last pages). So once a query is older
-        # than REQUERY_AFTER_MS it is built again, from the absolute window still to read
-        # (since .. the oldest hit read so far), before the sweep may count as complete.
+        # The query's bounds are relative to Confluence's clock (``now("-Nm")``), evaluated
+        # when each request of its cursor arrives, after any wait for budget inside the call:
+        # while pages are read, the lower bound creeps forward and may drop the window's
+        # oldest hits (the last pages). So the search counts as ended only when its last page
+        # was answered by the query's reach (:func:`reach_ms`, measured on the answer, which
+        # is no earlier than the evaluation). A later end builds the query again from the
+        # part of the window still to read (since .. the oldest hit read so far), reaching
+        # ahead by the longest search call seen; a few such ends in a row without progress
+        # stop the run unfinished.
+        lead = 0
         built = self._now()
-        cql = build_cql(built, progress.since, progress.upper)
+        cql = build_cql(built, progress.since, progress.upper, lead_ms=lead)
+        reach = reach_ms(built, progress.since, lead)
         rebuilt_at: int | None = None  # progress.upper when the query was last built again
+        late = 0  # late ends in a row without progress
         next_url: str | None = None
         read = 0
         top: int | None = None
         while True:
+            sent = self._now()
             results, next_url = await client.search_page(cql, next_url, limit=self.page_size)
-            hits = await self._hits(tenant, client, results)
-            for hit in hits:
-                if hit.last_modified is not None:
-                    top = hit.last_modified if top is None else max(top, hit.last_modified)
-            found, enqueued = await self._emit(tenant, hits, progress.since)
+            answered = self._now()
+            lead = max(lead, answered - sent)
+            newest = await self._finish(tenant, client, results, progress)
+            if newest is not None:
+                top = newest if top is None else max(top, newest)
             read += len(results)
-            oldest = [h.last_modified for h in hits if h.last_modified is not None]
-            if oldest:
-                low = min(oldest)
-                progress.upper = low if progress.upper is None else min(progress.upper, low)
-            progress.items += len(results)
-            progress.found += found
-            progress.enqueued += enqueued
             if not held.is_set():  # another sweep of the tenant may hold it now: stop here
                 report.complete = False
                 report.yielded = "lock lost"
@@ -270,14 +271,19 @@ class Sweeper:
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1
-            stale = self._now() - built > REQUERY_AFTER_MS
-            if stale and progress.upper is not None and progress.upper != rebuilt_at:
+            report.complete = next_url is None and answered <= reach
+            if next_url is None and not report.complete:
+                late = late + 1 if progress.upper == rebuilt_at else 1
+                if late > LATE_ENDS:
+                    report.yielded = "search answered too late to cover the window"
+                    if self.on_page is not None:
+                        self.on_page(report)
+                    return
+                if late > 1:
+                    lead = max(2 * lead, MINUTE_MS)  # the longest call seen was not enough
                 built, rebuilt_at = self._now(), progress.upper
-                cql = build_cql(built, progress.since, progress.upper)
-                next_url = None  # the rest of the window, from its first page
-                report.complete = False
-            else:
-                report.complete = next_url is None
+                cql = build_cql(built, progress.since, progress.upper, lead_ms=lead)
+                reach = reach_ms(built, progress.since, lead)
             if self.on_page is not None:
                 self.on_page(report)
             if report.complete:
@@ -285,6 +291,22 @@ class Sweeper:
             moved = top - progress.upper if top is not None and progress.upper is not None else 0
             if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS:
                 return
+
+    async def _finish(
+        self, tenant: str, client: SweepClient, results: list[SearchResult], progress: Progress
+    ) -> int | None:
+        """Enqueue what a page of hits missed and count it in ``progress`` (its ``upper``
+        moves to the oldest hit finished); returns the page's newest ``lastModified``."""
+        hits = await self._hits(tenant, client, results)
+        found, enqueued = await self._emit(tenant, hits, progress.since)
+        times = [h.last_modified for h in hits if h.last_modified is not None]
+        if times:
+            low = min(times)
+            progress.upper = low if progress.upper is None else min(progress.upper, low)
+        progress.items += len(results)
+        progress.found += found
+        progress.enqueued += enqueued
+        return max(times) if times else None
 
     async def _hits(
         self, tenant: str, client: SweepClient, results: list[SearchResult]

@@ -18,6 +18,7 @@ from app.reconcile_plan import (
     missing_versions,
     parse_time_ms,
     probe_versions,
+    reach_ms,
     split_member,
     split_members,
     trash_member,
@@ -77,6 +78,21 @@ def test_cql_window_always_covers_since_and_upper(since: int, upper: int) -> Non
     if "<=" in cql:
         top = int(cql.split('<= now("-')[1].split("m")[0])
         assert NOW - top * MINUTE_MS >= NOW - upper + MINUTE_MS
+
+
+@given(
+    back=st.integers(min_value=0, max_value=10_000 * MINUTE_MS),
+    lead=st.integers(min_value=0, max_value=60 * MINUTE_MS),
+)
+def test_a_query_reaches_its_window_start_until_its_reach(back: int, lead: int) -> None:
+    """Confluence evaluates ``now("-Nm")`` when a request arrives: up to the query's reach the
+    lower bound is still at or before ``since``, and the reach covers the lead plus a minute."""
+    since = NOW - back
+    cql = build_cql(NOW, since, lead_ms=lead)
+    lower = int(cql.split('>= now("-')[1].split("m")[0])
+    reach = reach_ms(NOW, since, lead)
+    assert reach - lower * MINUTE_MS <= since
+    assert reach >= NOW + lead + MINUTE_MS
 
 
 def test_parse_time_ms() -> None:

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.atlassian.connect_jwt import encode_connect_token
-from app.budget.hook import Priority
+from app.budget.hook import Observation, Priority, Reservation
 from app.budget.redis_budget import RedisBudget
 from app.reconcile_state import ReconcileState
 from tests.reconcile.conftest import Recorder, Stack
@@ -300,3 +300,44 @@ async def test_time_passing_between_pages_does_not_drop_the_window_s_oldest_chan
     recorder = Recorder()
     await drain_queue(recorder)
     assert recorder.versions() == stack.expected_versions()
+
+
+class SlowPoints:
+    """A budget whose every reservation waits ``seconds`` (simulated) for points, as a
+    sweep's call does when reactions spent the hour's quota; then admits it."""
+
+    def __init__(self, inner: RedisBudget, clock: Any, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    async def reserve(self, tenant: str, cost: int, priority: Priority) -> Reservation:
+        self.clock.advance(self.seconds)
+        return await self.inner.reserve(tenant, cost, priority)
+
+    async def settle(self, reservation: Reservation, observation: Observation) -> None:
+        await self.inner.settle(reservation, observation)
+
+
+@pytest.mark.parametrize("wait_seconds", [0, 150, 400])
+async def test_calls_that_wait_for_budget_still_read_the_window_s_oldest_changes(
+    wait_seconds: float, stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    """Confluence evaluates ``now("-Nm")`` when the request arrives, after the call's wait for
+    points: a sweep must not count as complete on a page whose lower bound crept past its
+    window's start."""
+    from workers.reconcile import Target
+
+    await stack.faults(webhook_drop=1.0)
+    since = stack.sim.clock.millis()
+    early = [await stack.create(f"Early {n}") for n in range(3)]
+    stack.sim.clock.advance(600)
+    late = [await stack.create(f"Late {n}") for n in range(3)]
+    await stack.drain()
+
+    budget = SlowPoints(RedisBudget(redis, stack.settings), stack.sim.clock, wait_seconds)
+    async with runtime(redis, stack.settings, clock=stack.sim.clock.time, budget=budget) as rt:
+        report = await rt.sweeper.run(Target(stack.tenant, since), slot="manual", since_ms=since)
+    assert report.complete
+    recorder = Recorder()
+    await drain_queue(recorder)
+    swept = {e.content_id for e in recorder.events if e.source == "reconcile"}
+    assert set(early) | set(late) <= swept
