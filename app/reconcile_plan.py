@@ -8,7 +8,8 @@ windows are widened to whole minutes, never narrowed.
 
 A run that stops early (bounded per run, budget, crash) keeps an ``upper`` bound: the
 ``lastModified`` of the oldest item it finished. The next run asks only for what is older
-(:func:`build_cql`), so no finished page is read twice except within one minute of the bound.
+(:func:`build_cql`), so no finished page is read twice except within the pad (the overlap)
+and a minute of the bound.
 """
 
 from __future__ import annotations
@@ -60,21 +61,25 @@ def build_cql(
     types: tuple[str, ...] = CONTENT_TYPES,
     *,
     lead_ms: int = 0,
+    pad_ms: int = 0,
 ) -> str:
     """The sweep's query: ``types`` modified in ``[since, upper]`` (``upper`` open when None).
 
-    The lower bound reaches back to ``since`` while Confluence evaluates the query before
-    :func:`reach_ms` (``lead_ms`` widens it for calls that may wait long, e.g. for budget);
-    hits before ``since`` that the rounding brings in are read but not enqueued. The upper
-    bound is padded by a minute so that items sharing the bound's minute are read again (and
-    found already seen) rather than skipped.
+    ``now_ms`` is the worker's clock, but Confluence applies the relative bounds to its own;
+    ``pad_ms`` widens both bounds by that much, so a skew between the clocks smaller than it
+    loses nothing (what the pad brings in is read again, or read and not enqueued). The lower
+    bound reaches back to ``since - pad`` while Confluence evaluates the query before
+    :func:`reach_ms` of that (``lead_ms`` widens it for calls that may wait long, e.g. for
+    budget); hits before ``since`` are read but not enqueued. The upper bound is padded by a
+    minute more, so that items sharing the bound's minute are read again (and found already
+    seen) rather than skipped.
     """
     clauses = [
         f"type in ({','.join(types)})",
-        f'lastmodified >= now("-{lower_minutes(now_ms, since_ms, lead_ms)}m")',
+        f'lastmodified >= now("-{lower_minutes(now_ms, since_ms - pad_ms, lead_ms)}m")',
     ]
     if upper_ms is not None:
-        below = (now_ms - upper_ms) // MINUTE_MS - 1
+        below = (now_ms - upper_ms - pad_ms) // MINUTE_MS - 1
         if below > 0:
             clauses.append(f'lastmodified <= now("-{below}m")')
     return " and ".join(clauses) + " order by lastmodified desc"

@@ -50,7 +50,8 @@ __all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target", "TrashRepor
 
 Slot = Literal["auto", "manual"]
 VERSION_PROBE = 25
-# A bounded run stops only once the next run's query excludes something this run read.
+# A bounded run stops only once the next run's query excludes something this run read (its
+# upper bound is padded by the overlap as well).
 PROGRESS_MARGIN_MS = 3 * MINUTE_MS
 # One sweep per tenant at a time; the lock is renewed every quarter of it while a run lasts.
 LOCK_SECONDS = 120.0
@@ -245,10 +246,13 @@ class Sweeper:
         # part of the window still to read (since .. the oldest hit read so far), reaching
         # ahead by the longest search call seen; a few such ends in a row without progress
         # stop the run unfinished.
+        # Both bounds are padded by the overlap: Confluence's clock may differ from the
+        # worker's (``upper`` is Confluence's time, ``since`` mostly the worker's).
+        pad = int(self.settings.reconcile_overlap_seconds * 1000)
         lead = 0
         built = self._now()
-        cql = build_cql(built, progress.since, progress.upper, lead_ms=lead)
-        reach = reach_ms(built, progress.since, lead)
+        cql = build_cql(built, progress.since, progress.upper, lead_ms=lead, pad_ms=pad)
+        reach = reach_ms(built, progress.since - pad, lead)
         rebuilt_at: int | None = None  # progress.upper when the query was last built again
         late = 0  # late ends in a row without progress
         next_url: str | None = None
@@ -282,14 +286,14 @@ class Sweeper:
                 if late > 1:
                     lead = max(2 * lead, MINUTE_MS)  # the longest call seen was not enough
                 built, rebuilt_at = self._now(), progress.upper
-                cql = build_cql(built, progress.since, progress.upper, lead_ms=lead)
-                reach = reach_ms(built, progress.since, lead)
+                cql = build_cql(built, progress.since, progress.upper, lead_ms=lead, pad_ms=pad)
+                reach = reach_ms(built, progress.since - pad, lead)
             if self.on_page is not None:
                 self.on_page(report)
             if report.complete:
                 return
             moved = top - progress.upper if top is not None and progress.upper is not None else 0
-            if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS:
+            if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS + pad:
                 return
 
     async def _finish(

@@ -66,6 +66,16 @@ def test_cql_upper_bound_is_padded_by_a_minute() -> None:
     assert "<=" not in build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 90_000)
 
 
+def test_cql_bounds_are_padded_for_clock_skew() -> None:
+    """The pad (the overlap) widens both bounds: skew between the worker's clock and
+    Confluence's, up to the pad, moves neither inside the window."""
+    pad = 5 * MINUTE_MS
+    cql = build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 10 * MINUTE_MS - 30_000, pad_ms=pad)
+    assert 'lastmodified >= now("-66m")' in cql
+    assert 'lastmodified <= now("-4m")' in cql
+    assert "<=" not in build_cql(NOW, NOW - 60 * MINUTE_MS, NOW - 6 * MINUTE_MS, pad_ms=pad)
+
+
 @given(
     since=st.integers(min_value=1, max_value=10_000 * MINUTE_MS),
     upper=st.integers(min_value=0, max_value=10_000 * MINUTE_MS),
