@@ -52,9 +52,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["eventlog"] = EventLog(ctx["redis"], settings)
     if "latest_only" not in ctx:
         ctx["latest_only"] = latest_only_from(settings)
-    ctx["metrics"] = Metrics(role="worker")  # exports only what a worker measures
-    if settings.worker_metrics_port:
-        ctx["metrics_stop"] = _serve_metrics(ctx["metrics"], settings.worker_metrics_port)
+    if "metrics" not in ctx:  # a worker of its own; run_worker passes the process's, served
+        ctx["metrics"] = Metrics(role="worker")  # exports only what a worker measures
+        if settings.worker_metrics_port:
+            ctx["metrics_stop"] = _serve_metrics(ctx["metrics"], settings.worker_metrics_port)
     await reaction_clients.start(ctx)  # before the first heartbeat, which lists the reactions
     await heartbeat.start(ctx)
 
@@ -84,8 +85,13 @@ def build_worker(
     burst: bool = False,
     handle_signals: bool = True,
     dispatch: Dispatch | None = None,
+    metrics: Metrics | None = None,
 ) -> ClaimingWorker:
-    """An arq worker bound to our queue, with a short health-check interval for ``--check``."""
+    """An arq worker bound to our queue, with a short health-check interval for ``--check``.
+
+    Without ``metrics`` the worker builds its own at start, and serves them on
+    ``REACTOR_WORKER_METRICS_PORT`` until it shuts down; with them, the caller serves them.
+    """
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     # Reactions load here, so a broken module or rules file stops start-up with its message.
@@ -124,6 +130,8 @@ def build_worker(
     # arq locks a claimed job for its longest timeout + 10 s; ours is bounded by the job layer.
     worker.in_progress_timeout_s = settings.job_timeout_seconds + CLAIM_MARGIN_SECONDS
     worker.ctx["worker"] = worker  # the heartbeat reports its running jobs and counters
+    if metrics is not None:
+        worker.ctx["metrics"] = metrics
     return worker
 
 
@@ -156,17 +164,25 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
     a new event loop, so nothing of the broken run lingers; the broken run's claimed jobs run
     again once their claims expire.
 
+    The metrics and their server belong to the process, not to a run: a broken run never
+    reaches arq's shutdown hooks, so a server started per run would hold the port against the
+    next one; and counters kept across runs do not fall back to zero at each reconnect.
+
     Errors a fresh start cannot mend end the process with a :class:`ConfigError` (one line,
     exit 2): a metrics port in use, credentials or permissions Redis refuses, a database
     number the server lacks, a TLS certificate it cannot trust.
     """
     configure_logging(settings.log_level, settings.log_format)  # before the first connection
     log = structlog.get_logger("reactor.worker")
+    metrics = Metrics(role="worker")  # exports only what a worker measures
+    stop_metrics: Callable[[], None] | None = None
+    if settings.worker_metrics_port:
+        stop_metrics = _serve_metrics(metrics, settings.worker_metrics_port)
     stop = StopSignals()
     delay = 1.0
     try:
         while True:
-            error = _run_once(settings, concurrency, stop)
+            error = _run_once(settings, concurrency, stop, metrics)
             if error is None or stop.requested:
                 return
             log.warning("lost Redis; starting the worker again", error=error, delay_s=delay)
@@ -176,15 +192,20 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
             delay = min(delay * 2, 10.0)
     finally:
         stop.restore()
+        if stop_metrics is not None:
+            stop_metrics()
 
 
-def _run_once(settings: Settings, concurrency: int | None, stop: StopSignals) -> str | None:
+def _run_once(
+    settings: Settings, concurrency: int | None, stop: StopSignals, metrics: Metrics
+) -> str | None:
     """One arq worker on a fresh loop: None once it stopped, else why Redis ended it."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     worker: ClaimingWorker | None = None
     try:
-        worker = build_worker(settings, concurrency=concurrency)  # arq's handlers from here
+        # arq's handlers from here
+        worker = build_worker(settings, concurrency=concurrency, metrics=metrics)
         if not stop.requested:
             worker.run()
         return None

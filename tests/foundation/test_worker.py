@@ -6,14 +6,18 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 from arq.connections import create_pool
 
 from app import redis as redis_conn
-from app.embedded_redis import free_port
+from app.embedded_redis import EmbeddedRedis, free_port
 from app.metrics import Metrics
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
@@ -163,3 +167,70 @@ async def test_a_worker_exports_only_the_metrics_it_measures(
         assert web_only not in text, web_only
     web = Metrics().render().decode()
     assert "reactor_redis_up" in web and "reactor_budget_quota_points" in web
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text: str = answer.read().decode()
+        return text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_worker_serving_metrics_outlives_a_redis_restart(tmp_path: Path) -> None:
+    """The worker starts arq again after a lost connection; its metrics server must not stand
+    in the way of that start (the port is its own), and must keep answering throughout."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
+    server.start()
+    metrics_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "REACTOR_REDIS_URL": server.url,
+        "REACTOR_REDIS_PREFIX": "restart:",
+        "REACTOR_LOG_FORMAT": "json",
+        "REACTOR_RECONCILE_INTERVAL_SECONDS": "0",
+        "REACTOR_WORKER_METRICS_PORT": str(metrics_port),
+    }
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_for(done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert worker.poll() is None, f"{what}: the worker ended\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{what}: not in 30 s\n{log.read_text()}"
+            time.sleep(0.1)
+
+    def beating() -> bool:
+        with redis.Redis.from_url(server.url) as probe:
+            try:
+                return bool(probe.exists("restart:queue:health-check"))
+            except redis.RedisError:
+                return False
+
+    try:
+        wait_for(beating, "first start")
+        _scrape(metrics_port)
+        server.kill()
+        wait_for(lambda: "starting the worker again" in log.read_text(), "lost Redis")
+        server.start()  # same port, empty: the health key is the restarted worker's
+        wait_for(beating, "start after the restart")
+        assert "reactor_job_attempts_total" in _scrape(metrics_port)
+        assert "REACTOR_WORKER_METRICS_PORT" not in log.read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0, log.read_text()
+        with pytest.raises(OSError):
+            _scrape(metrics_port)  # stopped with the process's last run
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        server.stop()
