@@ -5,7 +5,9 @@ Keys (``P`` is ``settings.redis_prefix``; ``<slot>`` is ``auto`` for the periodi
 
     P reconcile:watermark:<tenant>        STRING  epoch ms: start of the last completed sweep
     P reconcile:progress:<slot>:<tenant>  HASH    an unfinished sweep: since, started, upper,
-                                                  items, found, enqueued, runs
+                                                  items, found, enqueued, runs, and the
+                                                  search under way: cursor (its next page's
+                                                  URL), reach, back (epoch ms, ms)
     P reconcile:lock:<tenant>             STRING  one sweep of a tenant at a time (expires)
     P reconcile:trash:<tenant>            SET     ``<page id>:<version>`` in the trash at the
                                                   last completed trash listing (``-`` marks a
@@ -54,7 +56,14 @@ def _text(value: bytes | str) -> str:
 
 @dataclass
 class Progress:
-    """An unfinished sweep of one tenant: enough to resume it after a stop or a crash."""
+    """An unfinished sweep of one tenant: enough to resume it after a stop or a crash.
+
+    ``upper``: everything modified after it was finished (the oldest hit finished, or where
+    Confluence's lower bound had crept to when a search ended too late). ``cursor``: the next
+    page of the search under way, whose query reaches back ``back`` ms from Confluence's
+    ``now()`` and still covers the window when evaluated by ``reach``; None to build a query
+    from ``upper``.
+    """
 
     since: int
     started: int
@@ -63,6 +72,9 @@ class Progress:
     found: int = 0
     enqueued: int = 0
     runs: int = 0
+    cursor: str | None = None
+    reach: int | None = None
+    back: int | None = None
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -72,15 +84,21 @@ class Progress:
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Progress:
-        upper = raw.get("upper")
+        def number(name: str) -> int | None:
+            value = raw.get(name)
+            return int(value) if value else None
+
         return cls(
             since=int(raw["since"]),
             started=int(raw["started"]),
-            upper=int(upper) if upper else None,
+            upper=number("upper"),
             items=int(raw.get("items") or 0),
             found=int(raw.get("found") or 0),
             enqueued=int(raw.get("enqueued") or 0),
             runs=int(raw.get("runs") or 0),
+            cursor=raw.get("cursor") or None,
+            reach=number("reach"),
+            back=number("back"),
         )
 
 

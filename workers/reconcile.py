@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from app.atlassian.events import Event, event_id
 from app.budget.hook import BudgetExhausted
+from app.confluence.errors import BadRequest
 from app.confluence.models import Content, SearchResult
 from app.errors import Defer
 from app.queue import EventQueue
@@ -35,6 +36,7 @@ from app.reconcile_plan import (
     build_cql,
     content_kind,
     event_type,
+    lower_minutes,
     missing_versions,
     parse_time_ms,
     probe_versions,
@@ -50,14 +52,11 @@ __all__ = ["Hit", "SweepClient", "SweepReport", "Sweeper", "Target", "TrashRepor
 
 Slot = Literal["auto", "manual"]
 VERSION_PROBE = 25
-# A bounded run stops only once the next run's query excludes something this run read (its
-# upper bound is padded by the overlap as well).
-PROGRESS_MARGIN_MS = 3 * MINUTE_MS
 # One sweep per tenant at a time; the lock is renewed every quarter of it while a run lasts.
 LOCK_SECONDS = 120.0
-# A search whose last page came too late for its query's lower bound is read again from the
-# window left; this many times in a row without progress, then the run stops unfinished.
-LATE_ENDS = 3
+# A search whose last page came too late for its query's lower bound goes on with a new query
+# for what it may have left out; after this many late ends in one run, the run stops unfinished.
+LATE_ENDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +226,13 @@ class Sweeper:
         await self.state.save_progress(slot, target.tenant, progress)
         return progress
 
+    def _query(self, progress: Progress, pad: int, lead: int) -> tuple[str, int, int]:
+        """A query for the window still to read: (CQL, reach, back), see :class:`Progress`."""
+        built = self._now()
+        cql = build_cql(built, progress.since, progress.upper, lead_ms=lead, pad_ms=pad)
+        back = lower_minutes(built, progress.since - pad, lead) * MINUTE_MS
+        return cql, reach_ms(built, progress.since - pad, lead), back
+
     async def _sweep(
         self,
         client: SweepClient,
@@ -242,31 +248,40 @@ class Sweeper:
         # while pages are read, the lower bound creeps forward and may drop the window's
         # oldest hits (the last pages). So the search counts as ended only when its last page
         # was answered by the query's reach (:func:`reach_ms`, measured on the answer, which
-        # is no earlier than the evaluation). A later end builds the query again from the
-        # part of the window still to read (since .. the oldest hit read so far), reaching
-        # ahead by the longest search call seen; a few such ends in a row without progress
-        # stop the run unfinished.
-        # Both bounds are padded by the overlap: Confluence's clock may differ from the
-        # worker's (``upper`` is Confluence's time, ``since`` mostly the worker's).
+        # is no earlier than the evaluation). After a later end, only what is older than the
+        # lower bound had crept to is left to read (everything above it was in the answers):
+        # a new query reads it, reaching ahead by the longest search call seen; a few late
+        # ends in a row stop the run unfinished. Both bounds are padded by the overlap:
+        # Confluence's clock may differ from the worker's (``upper`` is Confluence's time,
+        # ``since`` mostly the worker's).
         pad = int(self.settings.reconcile_overlap_seconds * 1000)
         lead = 0
-        built = self._now()
-        cql = build_cql(built, progress.since, progress.upper, lead_ms=lead, pad_ms=pad)
-        reach = reach_ms(built, progress.since - pad, lead)
-        rebuilt_at: int | None = None  # progress.upper when the query was last built again
-        late = 0  # late ends in a row without progress
+        late = 0  # late ends in this run
+        cql, reach, back = self._query(progress, pad, lead)
         next_url: str | None = None
+        if progress.cursor and progress.reach is not None and progress.back is not None:
+            # resume the search under way at its next page (a query built from ``upper``
+            # would read again every hit near the bound, which may be more than a run reads)
+            next_url, reach, back = progress.cursor, progress.reach, progress.back
         read = 0
-        top: int | None = None
         while True:
             sent = self._now()
-            results, next_url = await client.search_page(cql, next_url, limit=self.page_size)
+            page = await self._search_page(client, cql, next_url, progress)
+            if page is None:  # a saved cursor Confluence no longer takes
+                next_url = None
+                cql, reach, back = self._query(progress, pad, lead)
+                continue
+            results, next_url = page
             answered = self._now()
             lead = max(lead, answered - sent)
-            newest = await self._finish(tenant, client, results, progress)
-            if newest is not None:
-                top = newest if top is None else max(top, newest)
+            await self._finish(tenant, client, results, progress)
             read += len(results)
+            ended = next_url is None
+            if ended and answered > reach:  # the lower bound may have crept past hits
+                crept = answered - back
+                progress.upper = crept if progress.upper is None else min(progress.upper, crept)
+            progress.cursor = next_url
+            progress.reach, progress.back = (reach, back) if next_url else (None, None)
             if not held.is_set():  # another sweep of the tenant may hold it now: stop here
                 report.complete = False
                 report.yielded = "lock lost"
@@ -275,32 +290,40 @@ class Sweeper:
             report.upper, report.items = progress.upper, progress.items
             report.found, report.enqueued = progress.found, progress.enqueued
             report.pages += 1
-            report.complete = next_url is None and answered <= reach
-            if next_url is None and not report.complete:
-                late = late + 1 if progress.upper == rebuilt_at else 1
+            report.complete = ended and answered <= reach
+            if ended and not report.complete:
+                late += 1
                 if late > LATE_ENDS:
                     report.yielded = "search answered too late to cover the window"
-                    if self.on_page is not None:
-                        self.on_page(report)
-                    return
-                if late > 1:
-                    lead = max(2 * lead, MINUTE_MS)  # the longest call seen was not enough
-                built, rebuilt_at = self._now(), progress.upper
-                cql = build_cql(built, progress.since, progress.upper, lead_ms=lead, pad_ms=pad)
-                reach = reach_ms(built, progress.since - pad, lead)
+                else:
+                    if late > 1:
+                        lead = max(2 * lead, MINUTE_MS)  # the longest call was not enough
+                    cql, reach, back = self._query(progress, pad, lead)
             if self.on_page is not None:
                 self.on_page(report)
-            if report.complete:
+            if report.complete or report.yielded is not None:
                 return
-            moved = top - progress.upper if top is not None and progress.upper is not None else 0
-            if max_items is not None and read >= max_items and moved > PROGRESS_MARGIN_MS + pad:
-                return
+            if max_items is not None and read >= max_items and next_url is not None:
+                return  # the next run resumes at the cursor
+
+    async def _search_page(
+        self, client: SweepClient, cql: str, next_url: str | None, progress: Progress
+    ) -> tuple[list[SearchResult], str | None] | None:
+        """One page of the search; None when the saved cursor it resumed was refused (it is
+        dropped: the window left is read with a new query)."""
+        try:
+            return await client.search_page(cql, next_url, limit=self.page_size)
+        except BadRequest:
+            if next_url is None or next_url != progress.cursor:
+                raise
+            progress.cursor = progress.reach = progress.back = None
+            return None
 
     async def _finish(
         self, tenant: str, client: SweepClient, results: list[SearchResult], progress: Progress
-    ) -> int | None:
+    ) -> None:
         """Enqueue what a page of hits missed and count it in ``progress`` (its ``upper``
-        moves to the oldest hit finished); returns the page's newest ``lastModified``."""
+        moves to the oldest hit finished)."""
         hits = await self._hits(tenant, client, results)
         found, enqueued = await self._emit(tenant, hits, progress.since)
         times = [h.last_modified for h in hits if h.last_modified is not None]
@@ -310,7 +333,6 @@ class Sweeper:
         progress.items += len(results)
         progress.found += found
         progress.enqueued += enqueued
-        return max(times) if times else None
 
     async def _hits(
         self, tenant: str, client: SweepClient, results: list[SearchResult]

@@ -52,6 +52,14 @@ async def test_progress_watermark_and_summary(redis: Redis, settings: Settings) 
     await state.save_progress("auto", "t1", progress)
     assert await state.progress("auto", "t1") == progress
     assert await state.progress("manual", "t1") is None  # slots are separate
+    # the search under way, then none (its end): the cursor is kept, then cleared
+    url = "https://site.example.net/wiki/rest/api/search?cql=x&next=true&cursor=b2Zmc2V0OjUw"
+    searching = Progress(since=1_000, started=5_000, cursor=url, reach=9_000, back=120_000)
+    await state.save_progress("manual", "t1", searching)
+    assert await state.progress("manual", "t1") == searching
+    searching.cursor = searching.reach = searching.back = None
+    await state.save_progress("manual", "t1", searching)
+    assert await state.progress("manual", "t1") == searching
     await state.complete("manual", "t1", progress, 6_000, advance=False)
     assert await state.watermark("t1") is None
     await state.complete("auto", "t1", progress, 6_000, advance=True)
