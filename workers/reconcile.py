@@ -215,7 +215,13 @@ class Sweeper:
         if since_ms is not None:  # an asked window too reaches back no further than the install
             since_ms = max(since_ms, target.installed_ms)
         progress = await self.state.progress(slot, target.tenant)
-        if progress is not None and (since_ms is None or progress.since == since_ms):
+        # A window starting before the install is an unfinished sweep from before an uninstall
+        # (its state is kept): the reinstalled site is swept from the reinstall on.
+        if (
+            progress is not None
+            and progress.since >= target.installed_ms
+            and (since_ms is None or progress.since == since_ms)
+        ):
             progress.runs += 1
             return progress
         if since_ms is None:

@@ -423,3 +423,50 @@ async def test_many_changes_in_one_minute_and_a_tight_budget_still_finish(
     recorder = Recorder()
     await drain_queue(recorder)
     assert recorder.versions() == stack.expected_versions()
+
+
+async def test_after_a_reinstall_an_unfinished_sweep_from_before_is_not_resumed(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    """A sweep stopped before an uninstall keeps its progress; the reinstalled site is swept
+    from the reinstall on, so that progress (its window starts before) is dropped."""
+    await stack.faults(webhook_drop=1.0)
+    for n in range(12):
+        await stack.create(f"Before the uninstall {n}")
+    await stack.drain()
+
+    class Crash(Exception):
+        pass
+
+    def crash(report: Any) -> None:
+        raise Crash
+
+    async with runtime(redis, stack.settings, on_page=crash) as rt:
+        rt.sweeper.page_size = 4
+        (target,) = await rt.targets()
+        with pytest.raises(Crash):
+            await rt.sweeper.run(target)
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    assert await state.progress("auto", stack.tenant) is not None
+    await drain_queue(Recorder())
+
+    app = next(iter(stack.sim.store.connect_apps.values()))
+    assert (await stack.admin.delete(f"/_sim/apps/connect/{app.key}")).status_code == 204
+    await asyncio.sleep(1.1)  # the next lifecycle callback's token is issued a second later
+    await stack.faults(webhook_drop=0.0)
+    again = await stack.act(
+        "/apps/connect", {"descriptorUrl": f"{stack.app_url}/atlassian-connect.json"}
+    )
+    assert again["clientKey"] == stack.tenant
+    after = await stack.create("After the reinstall")
+    await stack.drain()
+
+    async with runtime(redis, stack.settings) as rt:
+        (target,) = await rt.targets()
+        report = await rt.sweeper.run(target)
+    assert report.complete and report.since >= target.installed_ms
+    recorder = Recorder()
+    await drain_queue(recorder)
+    swept = [e.content_id for e in recorder.events if e.source == "reconcile"]
+    assert swept == []  # the page made after the reinstall came by webhook
+    assert [e.content_id for e in recorder.events] == [after]
