@@ -21,11 +21,13 @@ from redis.exceptions import RedisError
 
 from app.budget.hook import BudgetExhausted, BudgetHook, Observation, Priority, Reservation
 from app.cli import positive_int
+from app.confluence.errors import ConfluenceError
 from app.errors import ConfigError, UpstreamUnavailable
 from app.settings import Settings, load_settings
 
 BAR_WIDTH = 24
 MAX_BUDGET_WAIT = 60.0
+RERUN = "run the same command again (same --since) to resume"
 
 
 def parse_since(text: str) -> int:
@@ -132,22 +134,35 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 since = installed
                 progress = ProgressLine(since, now)
             target = sweep.Target(args.tenant, since, installed)
-            report = await rt.sweeper.run(
-                target, slot="manual", since_ms=since, max_items=args.max_items
-            )
+            try:
+                report = await rt.sweeper.run(
+                    target, slot="manual", since_ms=since, max_items=args.max_items
+                )
+            except ConfluenceError as exc:  # what was read so far is saved page by page
+                progress.close()
+                print(f"reactor: Confluence error: {_failure(exc)}; {RERUN}", file=sys.stderr)
+                return 1
             if report.busy:
                 progress.close()
                 print(f"reactor: a sweep of {args.tenant} is running; try again later")
                 return 1
             if report.yielded is not None:
                 progress.close()
-                print(f"reactor: the sweep cannot go on: {report.yielded}", file=sys.stderr)
+                print(
+                    f"reactor: the sweep cannot go on: {report.yielded}; {RERUN}", file=sys.stderr
+                )
                 return 1
     finally:
         await redis.aclose()
     progress.close()
     _print_summary(args, report, since)
     return 0 if report.complete else 1
+
+
+def _failure(exc: ConfluenceError) -> str:
+    """The error's kind, status and code (no URL or message: one short line)."""
+    parts = [type(exc).__name__, str(exc.status or ""), exc.code or ""]
+    return " ".join(p for p in parts if p)
 
 
 def _print_summary(args: argparse.Namespace, report: Any, since: int) -> None:

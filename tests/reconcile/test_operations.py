@@ -284,3 +284,20 @@ async def test_the_sweep_lock_is_held_while_one_call_outlasts_it(
     periodic = await sweeper.run(target, slot="auto")
     assert periodic.busy, "the tenant's sweep still holds the lock"
     assert (await manual).complete and client.most == 1
+
+
+async def test_reactor_reconcile_reports_a_confluence_error_in_one_line(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _env(monkeypatch, stack.settings)
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await stack.create("Unreachable")
+    await stack.faults(error_rate=1.0)  # every call answered 5xx
+    assert await _reactor("reconcile", "--tenant", stack.tenant, "--since", since) == 1
+    out, err = capsys.readouterr()
+    said = [line for line in err.splitlines() if line.startswith("reactor:")]
+    said = [line for line in said if "before the install" not in line]  # the window's start
+    assert len(said) == 1 and "Traceback" not in err, err
+    assert said[0].startswith("reactor: Confluence error: ServerError 5")
+    assert "run the same command again (same --since) to resume" in said[0]
+    assert "complete" not in out
