@@ -118,16 +118,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         raise ConfigError("REACTOR_REDIS_URL: required to run a worker")
     if args.check:
-        return check_worker(settings.redis_url, settings.redis_prefix)
+        return check_worker(
+            settings.redis_url, settings.redis_prefix, settings.redis_timeout_seconds
+        )
     run_worker(settings, args.concurrency)
     return 0
 
 
-def check_worker(url: str, prefix: str) -> int:
+def check_worker(url: str, prefix: str, timeout: float = 5.0) -> int:
     """``reactor worker --check``: 0 when a worker on this host (this container) beats.
 
     A probe: one try over the worker's own connection, one line. arq's queue-wide health key
-    would answer for any replica, so a hung one would pass while another runs.
+    would answer for any replica, so a hung one would pass while another runs. The whole try
+    is bounded by ``timeout`` (``REACTOR_REDIS_TIMEOUT_SECONDS``): arq's pool has no read
+    timeout, and a stalled Redis (stopped, a silent partition) would hold the probe for ever.
     """
     import socket
 
@@ -138,7 +142,11 @@ def check_worker(url: str, prefix: str) -> int:
 
     host = socket.gethostname()
     try:
-        alive = asyncio.run(_workers_on(url, prefix, host))
+        alive = asyncio.run(asyncio.wait_for(_workers_on(url, prefix, host), timeout))
+    except TimeoutError:
+        where = redis_conn.display_url(url)
+        print(f"reactor: redis: {where} did not answer within {timeout:g} s", file=sys.stderr)
+        return 1
     except (RedisError, OSError) as exc:
         where = redis_conn.display_url(url)
         print(f"reactor: redis: cannot reach {where} ({type(exc).__name__})", file=sys.stderr)
