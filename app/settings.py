@@ -24,6 +24,10 @@ from app.errors import ConfigError
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 MIN_OPERATOR_TOKEN_LENGTH = 16
 MAX_RETRY_DELAY = 7 * 24 * 3600.0
+# Windows and retentions become Redis expiries (EX, EXPIRE, and sums of them kept in Lua's
+# doubles); Redis refuses one past about 9.2e15 s, and every put failed. A year is far beyond
+# any useful record, and outlasts the longest retry delay with its jitter (2 * 7 days).
+MAX_RETENTION_SECONDS = 365 * 24 * 3600
 DEFAULT_INSTALL_KEYS_URL = "https://connect-install-keys.atlassian.com"
 DEFAULT_CONNECT_OAUTH_URL = "https://oauth-2-authorization-server.services.atlassian.com"
 DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
@@ -116,7 +120,7 @@ class Settings(BaseSettings):
         "/metrics) before giving up on it with a 503",
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    dedupe_window_seconds: int = Field(default=24 * 3600, gt=0)
+    dedupe_window_seconds: int = Field(default=24 * 3600, gt=0, le=MAX_RETENTION_SECONDS)
     worker_concurrency: int = Field(default=20, ge=1, le=1000)
     worker_poll_seconds: float = Field(
         default=0.01, gt=0, le=5, description="how often a worker looks for due jobs"
@@ -138,10 +142,14 @@ class Settings(BaseSettings):
     event_retention_seconds: int = Field(
         default=3 * 24 * 3600,
         ge=60,
+        le=MAX_RETENTION_SECONDS,
         description="how long event records stay after their last change",
     )
     dead_letter_retention_seconds: int = Field(
-        default=14 * 24 * 3600, ge=60, description="how long dead-lettered events are kept"
+        default=14 * 24 * 3600,
+        ge=60,
+        le=MAX_RETENTION_SECONDS,
+        description="how long dead-lettered events are kept",
     )
     supersede_types: str = Field(
         default="",

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
+from redis.asyncio import Redis
 
 from app.errors import ConfigError
-from app.settings import load_settings
+from app.queue import EventQueue
+from app.settings import Settings, load_settings
+from tests.dashboard.helpers import make_event
 
 
 def test_defaults_need_redis_and_secret_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +130,44 @@ def test_records_must_outlast_the_longest_retry() -> None:
     (problem,) = info.value.problems
     assert problem.startswith("REACTOR_EVENT_RETENTION_SECONDS: must outlast the longest retry")
     assert load_settings(event_retention_seconds=3600, retry_delays="10,60,300", _env_file=None)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["dedupe_window_seconds", "event_retention_seconds", "dead_letter_retention_seconds"],
+)
+@pytest.mark.parametrize("value", ["99999999999999999999", "9223372036854775807", "31536001"])
+def test_windows_and_retentions_beyond_a_year_are_refused(field: str, value: str) -> None:
+    """Redis refused such an expiry at every put ("event store unavailable"), after a start
+    and a `reactor check` that had passed."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(**{field: value}, _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"REACTOR_{field.upper()}: ")
+    assert "31536000" in problem
+
+
+async def test_the_longest_windows_and_retentions_still_store_events(
+    settings: Settings, redis: Redis
+) -> None:
+    year = 365 * 24 * 3600
+    longest = settings.model_copy(
+        update={
+            "dedupe_window_seconds": year,
+            "event_retention_seconds": year,
+            "dead_letter_retention_seconds": year,
+        }
+    )
+    load_settings(  # the bounds are accepted together, with the longest retry delays too
+        dedupe_window_seconds=year,
+        event_retention_seconds=year,
+        dead_letter_retention_seconds=year,
+        retry_delays=f"{7 * 24 * 3600}",
+        retry_jitter=1.0,
+        _env_file=None,
+    )
+    queue = EventQueue(redis, longest)
+    event = make_event()
+    assert await queue.put(event)
+    assert not await queue.put(event)  # remembered: a duplicate
+    assert await redis.ttl(f"{settings.redis_prefix}event:{event.id}") > year - 60
