@@ -329,10 +329,13 @@ class Sweeper:
         self, tenant: str, client: SweepClient, results: list[SearchResult], progress: Progress
     ) -> None:
         """Enqueue what a page of hits missed and count it in ``progress`` (its ``upper``
-        moves to the oldest hit finished)."""
-        hits = await self._hits(tenant, client, results)
+        moves to the oldest hit finished). Hits modified before the window (brought in by the
+        bounds' rounding and padding) are not the sweep's: they are not read in bulk."""
+        stamped = [(r, parse_time_ms(r.last_modified)) for r in results]
+        inside = [r for r, when in stamped if when is None or when >= progress.since]
+        hits = await self._hits(tenant, client, inside) if inside else []
         found, enqueued = await self._emit(tenant, hits, progress.since)
-        times = [h.last_modified for h in hits if h.last_modified is not None]
+        times = [when for _, when in stamped if when is not None]
         if times:
             low = min(times)
             progress.upper = low if progress.upper is None else min(progress.upper, low)

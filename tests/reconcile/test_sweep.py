@@ -258,7 +258,24 @@ async def test_the_first_sweep_leaves_what_changed_before_the_install(
     async with runtime(redis, stack.settings) as rt:
         (target,) = [t for t in await rt.targets() if t.tenant == stack.tenant]
         target = dataclasses.replace(target, first_ms=installed_ms, installed_ms=installed_ms)
+        bulk_read: list[str] = []
+        client_for = rt.sweeper.client_for
+
+        async def recording(tenant: str) -> Any:
+            client = await client_for(tenant)
+            current = client.current
+
+            async def read(kind: str, ids: Any) -> Any:
+                bulk_read.extend(ids)
+                return await current(kind, ids)
+
+            client.current = read  # type: ignore[method-assign]
+            return client
+
+        rt.sweeper.client_for = recording
         report = await rt.sweeper.run(target)
+        # the padded query found the page from before the window; it was not read in bulk
+        assert report.items >= 2 and before not in bulk_read and after in bulk_read
         assert report.complete
         # the next sweep soon after: its overlap stops at the install as well
         state = ReconcileState(redis, stack.settings.redis_prefix)
