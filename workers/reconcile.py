@@ -269,15 +269,17 @@ class Sweeper:
             # resume the search under way at its next page (a query built from ``upper``
             # would read again every hit near the bound, which may be more than a run reads)
             next_url, reach, back = progress.cursor, progress.reach, progress.back
+        resumed = next_url  # the saved cursor, until its page is read
         read = 0
         while True:
             sent = self._now()
-            page = await self._search_page(client, cql, next_url, progress)
-            if page is None:  # a saved cursor Confluence no longer takes
-                next_url = None
+            page = await self._search_page(client, cql, next_url, resumed)
+            if page is None:  # the saved cursor is one Confluence no longer takes
+                next_url = resumed = progress.cursor = progress.reach = progress.back = None
                 cql, reach, back = self._query(progress, pad, lead)
                 continue
             results, next_url = page
+            resumed = None
             answered = self._now()
             lead = max(lead, answered - sent)
             await self._finish(tenant, client, results, progress)
@@ -313,16 +315,16 @@ class Sweeper:
                 return  # the next run resumes at the cursor
 
     async def _search_page(
-        self, client: SweepClient, cql: str, next_url: str | None, progress: Progress
+        self, client: SweepClient, cql: str, next_url: str | None, resumed: str | None
     ) -> tuple[list[SearchResult], str | None] | None:
-        """One page of the search; None when the saved cursor it resumed was refused (it is
-        dropped: the window left is read with a new query)."""
+        """One page of the search; None when it was the saved cursor a run resumes
+        (``resumed``) and Confluence refused it (expired): the window left is then read with a
+        new query. Any other refusal is an error."""
         try:
             return await client.search_page(cql, next_url, limit=self.page_size)
         except BadRequest:
-            if next_url is None or next_url != progress.cursor:
+            if resumed is None or next_url != resumed:
                 raise
-            progress.cursor = progress.reach = progress.back = None
             return None
 
     async def _finish(

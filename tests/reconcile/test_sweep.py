@@ -487,3 +487,26 @@ async def test_after_a_reinstall_an_unfinished_sweep_from_before_is_not_resumed(
     swept = [e.content_id for e in recorder.events if e.source == "reconcile"]
     assert swept == []  # the page made after the reinstall came by webhook
     assert [e.content_id for e in recorder.events] == [after]
+
+
+async def test_a_saved_cursor_confluence_refuses_is_dropped_and_the_window_read_anew(
+    stack: Stack, redis: Redis, drain_queue: Callable[[Recorder], Any]
+) -> None:
+    from app.reconcile_state import Progress
+
+    await stack.faults(webhook_drop=1.0)
+    since = stack.sim.clock.millis()
+    pages = [await stack.create(f"Kept {n}") for n in range(3)]
+    await stack.drain()
+    state = ReconcileState(redis, stack.settings.redis_prefix)
+    stale = f"{stack.sim_url}/wiki/rest/api/search?cql=type%3Dpage&limit=50&cursor=bm9wZQ%3D%3D"
+    now = stack.sim.clock.millis()
+    saved = Progress(since=since, started=now, cursor=stale, reach=now + 60_000, back=120_000)
+    await state.save_progress("auto", stack.tenant, saved)
+    async with runtime(redis, stack.settings, clock=stack.sim.clock.time) as rt:
+        (target,) = await rt.targets()
+        report = await rt.sweeper.run(target)
+    assert report.complete and report.since == since
+    recorder = Recorder()
+    await drain_queue(recorder)
+    assert set(pages) <= {e.content_id for e in recorder.events}
