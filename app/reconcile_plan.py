@@ -6,10 +6,10 @@ user's time zone, which an app cannot know, so every bound is written relative t
 server's own clock (``now("-17m")``): no time zone enters the query. Minutes are the unit, so
 windows are widened to whole minutes, never narrowed.
 
-A run that stops early (bounded per run, budget, crash) keeps an ``upper`` bound: the
-``lastModified`` of the oldest item it finished. The next run asks only for what is older
-(:func:`build_cql`), so no finished page is read twice except within the pad (the overlap)
-and a minute of the bound.
+A run that stops early (bounded per run, budget, crash) keeps its search cursor and an
+``upper`` bound: the ``lastModified`` of the oldest item it finished. The next run goes on at
+the cursor; without one it asks only for what is older than ``upper`` (:func:`build_cql`), so
+no finished page is read twice except within the pad (the overlap) and a minute of the bound.
 """
 
 from __future__ import annotations
