@@ -9,6 +9,7 @@ on is refused by both, so a URL never works in one process and not in another.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +34,8 @@ URL_OPTIONS = {
     "retry_on_timeout": "retry_on_timeout",
 }
 CERT_REQS = ("none", "optional", "required")
+BOOLEAN_OPTIONS = ("ssl_check_hostname", "retry_on_timeout")
+BOOLEANS = ("true", "false", "yes", "no", "1", "0")
 
 
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
@@ -67,20 +70,49 @@ def url_options(url: str) -> dict[str, Any]:
         options: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
         raise ConfigError(f"REACTOR_REDIS_URL: {exc}") from None
-    query = set(parse_qs(urlsplit(url).query))
+    parts = urlsplit(url)
+    raw = parse_qs(parts.query, keep_blank_values=True)
+    query = set(raw)
     unknown = sorted(query - set(URL_OPTIONS) - {"db"})
     if unknown:
         raise ConfigError(
             f"REACTOR_REDIS_URL: option {', '.join(unknown)} is not supported "
             f"(supported: db, {', '.join(URL_OPTIONS)})"
         )
+    twice = sorted(name for name, values in raw.items() if len(values) > 1)
+    if twice:
+        raise ConfigError(f"REACTOR_REDIS_URL: {', '.join(twice)} is given more than once")
     tls = sorted(name for name in query if name.startswith("ssl_"))
     if tls and not url.startswith("rediss://"):
         raise ConfigError(f"REACTOR_REDIS_URL: {', '.join(tls)} needs a rediss:// URL")
+    _check_values(parts.scheme, parts.hostname, raw, options)
+    return options
+
+
+def _check_values(
+    scheme: str, host: str | None, raw: dict[str, list[str]], options: dict[str, Any]
+) -> None:
+    """Values redis-py takes at parse time but no connection can use: refused at start, not
+    at the first connection (a traceback, or a timeout read as an unreachable server)."""
+    if scheme in ("redis", "rediss") and not host:
+        # redis-py would quietly connect to localhost:6379
+        raise ConfigError(f"REACTOR_REDIS_URL: a {scheme}:// URL must name a host")
+    if scheme == "unix" and not options.get("path"):
+        raise ConfigError("REACTOR_REDIS_URL: a unix:// URL must name the socket's path")
     reqs = options.get("ssl_cert_reqs")
     if reqs is not None and reqs not in CERT_REQS:
         raise ConfigError(f"REACTOR_REDIS_URL: ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
-    return options
+    pool = options.get("max_connections")
+    if pool is not None and pool < 1:
+        raise ConfigError("REACTOR_REDIS_URL: max_connections must be a whole number of 1 or more")
+    timeout = options.get("socket_connect_timeout")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(
+            "REACTOR_REDIS_URL: socket_connect_timeout must be a number of seconds above 0"
+        )
+    for name in BOOLEAN_OPTIONS:
+        if name in raw and raw[name][0].lower() not in BOOLEANS:
+            raise ConfigError(f"REACTOR_REDIS_URL: {name} must be one of {', '.join(BOOLEANS)}")
 
 
 def check_url(url: str) -> None:

@@ -56,6 +56,18 @@ def _check_sentinel(netloc: str, path: str, query: str) -> None:
         raise ValueError("a sentinel URL is .../service[/db] with a numeric database")
 
 
+def _check_redis_options(url: str) -> None:
+    """The query options and their values, as every process's connection will read them."""
+    from app.redis import url_options  # imports redis-py and arq, which the settings need not
+
+    try:
+        url_options(url)
+    except ConfigError as exc:
+        raise ValueError(
+            "; ".join(p.removeprefix("REACTOR_REDIS_URL: ") for p in exc.problems)
+        ) from None
+
+
 class Settings(BaseSettings):
     """All configuration of every Confluence Reactor process."""
 
@@ -232,6 +244,7 @@ class Settings(BaseSettings):
             databases += parse_qs(parts.query).get("db", [])
             if any(not d.isascii() or not d.isdigit() for d in databases):
                 raise ValueError("the database must be a number (redis://host:6379/0)")
+            _check_redis_options(value)
         return value
 
     @field_validator("base_url")

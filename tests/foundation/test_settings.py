@@ -171,3 +171,46 @@ async def test_the_longest_windows_and_retentions_still_store_events(
     assert await queue.put(event)
     assert not await queue.put(event)  # remembered: a duplicate
     assert await redis.ttl(f"{settings.redis_prefix}event:{event.id}") > year - 60
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:s3cret-pw@127.0.0.1:6379/0?max_connections=-1", "max_connections must be"),
+        ("redis://:s3cret-pw@127.0.0.1:6379/0?max_connections=0", "max_connections must be"),
+        ("redis://:s3cret-pw@h:6379/0?socket_connect_timeout=nan", "socket_connect_timeout"),
+        ("redis://:s3cret-pw@h:6379/0?socket_connect_timeout=0", "socket_connect_timeout"),
+        ("redis://:s3cret-pw@h:6379/0?socket_connect_timeout=-1", "socket_connect_timeout"),
+        ("redis://:s3cret-pw@h:6379/0?socket_connect_timeout=inf", "socket_connect_timeout"),
+        ("redis://:s3cret-pw@h:6379/0?retry_on_timeout=maybe", "retry_on_timeout must be"),
+        ("redis://:s3cret-pw@h:6379/?db=1&db=2", "db is given more than once"),
+        ("redis://:s3cret-pw@h:6379/0?frobnicate=1", "option frobnicate is not supported"),
+        ("redis://", "must name a host"),
+        ("redis:///0", "must name a host"),
+        ("rediss://:s3cret-pw@:6380/0", "must name a host"),
+        ("unix://", "must name the socket's path"),
+    ],
+)
+def test_a_redis_url_option_no_connection_can_use_is_one_line_at_start(
+    url: str, expected: str
+) -> None:
+    """These got through to the first connection: a traceback, or a URL that never
+    connects reported as an unreachable server, or localhost:6379 for no host."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(redis_url=url, _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith("REACTOR_REDIS_URL: ") and expected in problem, problem
+    assert "s3cret-pw" not in problem and "REACTOR_REDIS_URL: REACTOR" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0?max_connections=1&socket_connect_timeout=0.5&retry_on_timeout=false",
+        "rediss://h:6380/0?ssl_check_hostname=True&retry_on_timeout=1",
+        "redis://h/?db=3",
+        "unix:///run/redis.sock?db=2",
+    ],
+)
+def test_redis_url_options_within_range_are_accepted(url: str) -> None:
+    assert load_settings(redis_url=url, _env_file=None).redis_url == url
