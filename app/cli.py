@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from app.errors import ConfigError
-from app.settings import Settings, load_settings
+from app.settings import HEADER_SAFE_RULE, Settings, header_safe, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -368,10 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_operator_token(args: argparse.Namespace) -> None:
+    """``--token`` of the ops API's commands: a value no header can carry is refused here
+    (it would end in an encoding traceback, or be blamed on the network)."""
+    token = getattr(args, "token", None) if args.command in ("status", "tenants") else None
+    if token and not header_safe(token):
+        raise ConfigError(f"--token: an operator token is {HEADER_SAFE_RULE}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
+        _check_operator_token(args)
         return handler(args)
     except ConfigError as exc:
         for problem in exc.problems:

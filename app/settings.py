@@ -33,6 +33,15 @@ DEFAULT_CONNECT_OAUTH_URL = "https://oauth-2-authorization-server.services.atlas
 DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
 
 
+def header_safe(token: str) -> bool:
+    """True when ``token`` can travel as ``Authorization: Bearer <token>``: printable ASCII
+    without spaces (header bytes are read as latin-1, so any other character never matches)."""
+    return bool(token) and all("!" <= ch <= "~" for ch in token)
+
+
+HEADER_SAFE_RULE = "printable ASCII without spaces (it travels in an HTTP header)"
+
+
 def _check_fernet_key(value: str) -> None:
     try:
         raw = base64.urlsafe_b64decode(value.encode("ascii"))
@@ -271,6 +280,8 @@ class Settings(BaseSettings):
                     "characters; make one with `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'`"
                 )
+            if token.strip() and not header_safe(token.strip()):
+                raise ValueError(f"each operator token must be {HEADER_SAFE_RULE}")
         return value
 
     @field_validator("secret_key")
