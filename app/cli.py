@@ -379,15 +379,23 @@ def _check_operator_token(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    code = 0
     try:
         _check_operator_token(args)
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `reactor status | head -1`: the reader had what it wanted; not the command's fault
+        from app.pipeline_cli import quiet_stdout
+
+        quiet_stdout()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"reactor: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    return code
 
 
 if __name__ == "__main__":

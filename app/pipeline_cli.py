@@ -48,7 +48,7 @@ def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
             return asyncio.run(main())
         except BrokenPipeError:
             # the reader went away (`reactor dlq list | head`): not the event store's fault
-            _quiet_stdout()
+            quiet_stdout()
             return 0
         except UpstreamUnavailable as exc:  # the tenant store's own words
             print(f"reactor: {exc.detail}", file=sys.stderr)
@@ -63,7 +63,7 @@ def _with_redis(run: Run) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def _quiet_stdout() -> None:
+def quiet_stdout() -> None:
     """After a broken pipe: point stdout at /dev/null, so the interpreter's own flush at exit
     does not raise again."""
     import os

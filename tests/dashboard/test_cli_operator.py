@@ -1,12 +1,23 @@
-"""``reactor status`` and ``reactor tenants`` with tokens no HTTP header can carry."""
+"""``reactor status`` and ``reactor tenants``: tokens no HTTP header can carry, and a reader
+that goes away."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.cli import main
 from app.errors import ConfigError
 from app.settings import load_settings
+from tests.dashboard.helpers import TOKEN
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("command", ["status", "tenants"])
@@ -37,3 +48,27 @@ def test_an_operator_token_no_header_can_carry_is_refused_at_start(tokens: str) 
     assert "pässwörd" not in problem and "bad operator" not in problem
     ok = load_settings(dashboard_token=" first-operator-token , 2nd-token!~#0123", _env_file=None)
     assert ok.dashboard_tokens == ["first-operator-token", "2nd-token!~#0123"]
+
+
+@pytest.mark.parametrize("command", ["status", "tenants"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    command: str, live_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``reactor status | true``: a BrokenPipeError traceback and exit 1 before; now as
+    ``reactor dlq list | head`` (nothing on stderr, exit 0)."""
+    server = live_server()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    env |= {"PYTHONPATH": str(ROOT), "REACTOR_DASHBOARD_TOKEN": TOKEN}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", command, "--url", server.url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the command prints
+    err = child.stderr.read()
+    assert child.wait(timeout=30) == 0, err
+    assert err == ""
