@@ -42,6 +42,23 @@ def header_safe(token: str) -> bool:
 HEADER_SAFE_RULE = "printable ASCII without spaces (it travels in an HTTP header)"
 
 
+def _check_http_url(value: str) -> None:
+    """An absolute http(s) URL with a host, a port from 1 to 65535 when it names one, and no
+    whitespace or control character; a ``ValueError`` naming what is wrong (never the URL)."""
+    absolute = "must be an absolute http(s) URL such as https://reactor.example.com"
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(f"{absolute}, without spaces")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{absolute}; its host or port is malformed") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(absolute)
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+
+
 def _check_fernet_key(value: str) -> None:
     try:
         raw = base64.urlsafe_b64decode(value.encode("ascii"))
@@ -259,12 +276,19 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
+        _check_http_url(value)
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL such as https://reactor.example.com")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
+
+    @field_validator("connect_install_keys_url", "connect_oauth_url", "forge_jwks_url")
+    @classmethod
+    def _service_url(cls, value: str) -> str:
+        """Atlassian's key servers and authorization server: a malformed one would show only
+        at run time, as a server that cannot be reached."""
+        _check_http_url(value)
+        return value
 
     @field_validator("dashboard_token")
     @classmethod

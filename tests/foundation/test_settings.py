@@ -214,3 +214,43 @@ def test_a_redis_url_option_no_connection_can_use_is_one_line_at_start(
 )
 def test_redis_url_options_within_range_are_accepted(url: str) -> None:
     assert load_settings(redis_url=url, _env_file=None).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("base_url", "https://exa mple.com"),
+        ("base_url", "https://x.com:99999"),
+        ("base_url", "https://x.com:port"),
+        ("base_url", "https://:443"),
+        ("base_url", "https://x.com/a b"),
+        ("connect_install_keys_url", ""),
+        ("connect_install_keys_url", "not a url"),
+        ("connect_install_keys_url", "https://[bad"),
+        ("connect_install_keys_url", "ftp://keys.example.com"),
+        ("connect_install_keys_url", "https://keys.example.com:70000"),
+        ("connect_oauth_url", "https://oauth example.com"),
+        ("forge_jwks_url", "https://x.com:-1/jwks.json"),
+    ],
+)
+def test_a_malformed_service_url_is_one_line_at_start(field: str, url: str) -> None:
+    """These passed `reactor check`; the failure came at run time, as an unreachable key
+    server (503 to every install) or a descriptor and JWT audience that cannot work."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(**{field: url}, _env_file=None)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"REACTOR_{field.upper()}: "), problem
+
+
+@pytest.mark.parametrize(
+    "url", ["https://reactor.example.com", "http://127.0.0.1:8000/app", "https://[::1]:8443"]
+)
+def test_well_formed_service_urls_are_accepted(url: str) -> None:
+    settings = load_settings(
+        base_url=url,
+        connect_install_keys_url=f"{url}/_sim/install-keys",
+        connect_oauth_url=url,
+        forge_jwks_url=f"{url}/jwks.json",
+        _env_file=None,
+    )
+    assert settings.base_url == url and settings.connect_oauth_url == url
