@@ -34,7 +34,9 @@ CALL_EVENTS = frozenset(
 )
 MAX_CALLS = 200
 KEEP_SECONDS = 14 * 24 * 3600
-_ID_SEGMENT = re.compile(r"/(\d+|[0-9a-f]{8}-[0-9a-f-]{27,})(?=/|$)", re.IGNORECASE)
+# Numeric ids, attachment ids (``att`` and digits, as get_attachment's path carries them) and
+# UUIDs (cloud ids): each would make a new ``operation`` label, and so a new series, per call.
+_ID_SEGMENT = re.compile(r"/((?:att)?\d+|[0-9a-f]{8}-[0-9a-f-]{27,})(?=/|$)", re.IGNORECASE)
 
 
 def operation(method: str, url: str) -> str:

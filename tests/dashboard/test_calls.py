@@ -44,6 +44,31 @@ def test_operation_templates_ids() -> None:
     assert operation("PUT", "/wiki/api/v2/pages/9/labels") == "PUT /wiki/api/v2/pages/{id}/labels"
 
 
+def test_attachment_ids_are_templated_like_the_others() -> None:
+    """Attachment ids carry an ``att`` prefix (``get_attachment`` puts it in the path): each
+    read made a new ``operation`` series, for as long as the worker ran."""
+    assert operation("GET", "https://a.net/wiki/api/v2/attachments/att1000") == (
+        "GET /wiki/api/v2/attachments/{id}"
+    )
+    assert operation("GET", "/wiki/rest/api/content/ATT77/child/attachment") == (
+        "GET /wiki/rest/api/content/{id}/child/attachment"
+    )
+    assert operation("GET", "/wiki/api/v2/attachments") == "GET /wiki/api/v2/attachments"
+    metrics = Metrics(role="worker")
+    recorder = CallRecorder(structlog.get_logger("test"), metrics)
+    for n in range(5):
+        url = f"https://a.net/wiki/api/v2/attachments/att100{n}"
+        recorder.info("confluence call", method="GET", url=url, status=200, ms=5)
+    text = metrics.render().decode()
+    series = [
+        line for line in text.splitlines() if line.startswith("reactor_confluence_calls_total{")
+    ]
+    assert series == [
+        'reactor_confluence_calls_total{operation="GET /wiki/api/v2/attachments/{id}",'
+        'status="200"} 5.0'
+    ]
+
+
 async def test_client_calls_are_counted_and_shown_on_the_job(
     settings: Settings, redis: Redis, live_server: Callable[..., Any]
 ) -> None:
