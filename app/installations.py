@@ -46,6 +46,8 @@ TOKEN_DEFER_SECONDS = 300.0
 # an installation that brought none for a day (no event, no hourly trigger) is gone.
 TOKEN_WAIT_SECONDS = 24 * 3600.0
 STATUS_ACTIVE = "active"
+# Installations read per round trip when listing them.
+LIST_BATCH = 500
 STATUS_UNINSTALLING = "uninstalling"
 
 
@@ -196,7 +198,7 @@ class InstallationStore:
         keys.append(self._cloud(cloud_id))
         for value in await self.redis.mget(keys):
             if value:
-                return value.decode() if isinstance(value, bytes) else str(value)
+                return _text(value)
         return forge_tenant(cloud_id)
 
     async def register(self, invocation: Invocation, tenant: str) -> None:
@@ -257,9 +259,7 @@ class InstallationStore:
         """The installation's status (``active``, ``uninstalling``), None when unknown."""
         key = self._installation(installation_ari(installation_id))
         value = await self.redis.hget(key, "status")  # type: ignore[misc]
-        return (
-            None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
-        )
+        return None if value is None else _text(value)
 
     async def save_system_token(
         self, installation_id: str, token: SystemToken, invoked: Invoked | None = None
@@ -321,9 +321,7 @@ class InstallationStore:
 
     async def installation_for_tenant(self, tenant: str) -> str | None:
         value = await self.redis.get(self._tenant(tenant))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return None if value is None else _text(value)
 
     async def _load_token(self, installation_id: str) -> SystemToken | None:
         sealed = await self.redis.get(self._token(installation_id))
@@ -337,10 +335,17 @@ class InstallationStore:
         return _installation(raw) if raw else None
 
     async def list(self, limit: int = 200) -> list[Installation]:
-        """Installations, most recently seen first."""
-        ids = await self.redis.zrevrange(self._index, 0, limit - 1)
-        found = [await self.get(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
-        return [item for item in found if item is not None]
+        """Installations, most recently seen first: read :data:`LIST_BATCH` at a time, one
+        round trip each (the sweeps' tick lists up to 10,000 every minute)."""
+        ids = [_text(i) for i in await self.redis.zrevrange(self._index, 0, limit - 1)]
+        found: list[Installation] = []
+        for first in range(0, len(ids), LIST_BATCH):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for installation_id in ids[first : first + LIST_BATCH]:
+                    pipe.hgetall(self._installation(installation_ari(installation_id)))
+                rows = await pipe.execute()
+            found.extend(_installation(raw) for raw in rows if raw)
+        return found
 
 
 async def require_system_token(

@@ -8,6 +8,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from app import installations as installations_module
 from app.atlassian.forge_token import Invocation
 from app.crypto import SecretBox
 from app.errors import ConfigError, Defer, PermanentFailure
@@ -271,3 +272,22 @@ async def test_a_token_saved_while_the_installation_is_marked_uninstalling_is_no
     finally:
         await other.aclose()
     assert kept == []
+
+
+async def test_a_long_listing_is_read_in_batches_newest_first(
+    store: InstallationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeps' tick lists up to 10,000 installations every minute: read a batch per round
+    trip, in the index's order, skipping ids whose record is gone."""
+    monkeypatch.setattr(installations_module, "LIST_BATCH", 2)
+    ids = [f"ari:cloud:ecosystem::installation/0000-batch-{n}" for n in range(5)]
+    for n, installation_id in enumerate(ids):
+        await store.register(
+            invocation(installation_id, f"cloud-b{n}"), forge_tenant(f"cloud-b{n}")
+        )
+        await asyncio.sleep(0.002)  # seen one after another
+    await store.redis.delete(store._installation(ids[2]))  # a record gone, its id still listed
+    listed = [i.installation_id for i in await store.list(limit=10)]
+    expected = [i for i in reversed(ids) if i != ids[2]]
+    assert [i for i in listed if i in ids] == expected
+    assert [i.installation_id for i in await store.list(limit=3)] == listed[:2]
