@@ -188,6 +188,13 @@ class ReconcileState:
         raw = await self.redis.hgetall(self._key("last", tenant))  # type: ignore[misc]
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    async def forget(self, tenant: str) -> None:
+        """Drop everything kept for ``tenant`` (a site deleted after its uninstall)."""
+        names = ("watermark", "lock", "trash", "trash-listing", "trash-progress", "trash-at")
+        keys = [self._key(name, tenant) for name in (*names, "last", "failed")]
+        keys += [self._key("progress", slot, tenant) for slot in ("auto", "manual")]
+        await self.redis.delete(*keys)
+
     # -- failing turns --------------------------------------------------------------------
     async def turn_failed(self, tenant: str, now_ms: int, keep_seconds: int) -> int:
         """Count a turn of ``tenant`` that failed at ``now_ms``; the failures in a row so far."""

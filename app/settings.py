@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         le=MAX_RETENTION_SECONDS,
         description="how long dead-lettered events are kept",
     )
+    uninstalled_retention_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=0,
+        le=MAX_RETENTION_SECONDS,
+        description="how long an uninstalled site's records are kept before they are deleted; "
+        "0 = kept for ever",
+    )
     supersede_types: str = Field(
         default="",
         description="event types whose queued older events of the same content are skipped "

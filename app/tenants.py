@@ -7,6 +7,10 @@ Keys (all under ``settings.redis_prefix``)::
     tenant:index                       set of every clientKey ever installed
     tenant:installation:<installationId>  string: the clientKey (Forge events find their tenant)
 
+A site uninstalled longer than ``REACTOR_UNINSTALLED_RETENTION_SECONDS`` ago is deleted by the
+workers' daily purge (:meth:`TenantStore.purge_uninstalled`): record, index entry and
+installation mapping, in one script that checks it is still uninstalled and still that old.
+
 Lifecycle callbacks are applied in the order Atlassian signed them: each write carries the
 callback token's ``iat`` and is skipped when the record already holds a later one
 (``lifecycle_iat``), so a late retry or a replay of an older callback cannot roll back a secret
@@ -92,6 +96,29 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2]) then
   return 1
 end
 return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+"""
+
+# Deletes an uninstalled tenant's record, index entry and installation mapping, unless it was
+# installed again or changed since the cutoff. KEYS: record, index. ARGV: clientKey, cutoff
+# (epoch seconds), installation key prefix. Returns 1 when deleted.
+_PURGE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'uninstalled' then
+  return 0
+end
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '') or 0
+if updated >= tonumber(ARGV[2]) then
+  return 0
+end
+local installation = redis.call('HGET', KEYS[1], 'installation_id')
+if installation and installation ~= '' then
+  local mapping = ARGV[3] .. installation
+  if redis.call('GET', mapping) == ARGV[1] then
+    redis.call('DEL', mapping)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
 """
 
 # Applies one lifecycle callback to a tenant record unless the record holds a later one.
@@ -436,6 +463,30 @@ class TenantStore:
         if not raw:
             return None
         return self._decode_public({_text(k): _text(v) for k, v in raw.items()})
+
+    async def purge_uninstalled(self, cutoff: float) -> list[str]:
+        """Delete the tenants uninstalled before ``cutoff`` (epoch seconds; their last change
+        was the uninstall) and not installed again; their clientKeys, sorted."""
+        purged = []
+        for row in await self.list_public():
+            if row.get("status") != "uninstalled" or float(row.get("updated_at") or 0) >= cutoff:
+                continue
+            client_key = str(row["client_key"])
+            done = await self._call(
+                self.redis.eval(  # type: ignore[arg-type]
+                    _PURGE,
+                    2,
+                    self.keys.tenant(client_key),
+                    self.keys.index,
+                    client_key,
+                    repr(cutoff),
+                    self.keys.installation(""),
+                )
+            )
+            if int(done) == 1:
+                self.forget(client_key)
+                purged.append(client_key)
+        return purged
 
     async def list(self) -> list[Tenant]:
         """Every tenant ever installed, sorted by clientKey."""

@@ -32,7 +32,7 @@ from app.metrics import serve as serve_metrics
 from app.queue import job_deserializer, job_serializer
 from app.settings import Settings
 from workers import clients as reaction_clients
-from workers import jobs, loading, reconcile_runtime
+from workers import jobs, loading, purge, reconcile_runtime
 from workers.claims import ClaimingWorker
 from workers.dispatch import Dispatch, latest_only_from, log_only
 
@@ -144,14 +144,21 @@ def _redis_settings(url: str) -> RedisSettings:
 
 
 def cron_jobs(settings: Settings, burst: bool = False) -> list[CronJob] | None:
-    """Sweeps for undelivered webhooks, checked every minute; none in burst runs (tests) or
-    with sweeps off. The cron's name carries the Redis prefix: arq keys a cron run's job by
+    """Sweeps for undelivered webhooks, checked every minute (unless sweeps are off), and the
+    daily purge of sites uninstalled longer than the retention (unless kept for ever); none in
+    burst runs (tests). A cron's name carries the Redis prefix: arq keys a cron run's job by
     name and minute outside any prefix, so deployments sharing one Redis would otherwise take
-    each other's ticks."""
-    if burst or settings.reconcile_interval_seconds == 0:
+    each other's runs."""
+    if burst:
         return None
-    name = f"{settings.redis_prefix}reconcile"
-    return [cron(reconcile_runtime.tick, name=name, second=7, timeout=RECONCILE_TIMEOUT)]
+    crons = []
+    if settings.reconcile_interval_seconds > 0:
+        name = f"{settings.redis_prefix}reconcile"
+        crons.append(cron(reconcile_runtime.tick, name=name, second=7, timeout=RECONCILE_TIMEOUT))
+    if settings.uninstalled_retention_seconds > 0:
+        name = f"{settings.redis_prefix}purge"
+        crons.append(cron(purge.purge, name=name, hour=3, minute=17, second=37, timeout=600))
+    return crons or None
 
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> None:

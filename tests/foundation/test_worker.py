@@ -50,12 +50,16 @@ def test_each_deployment_on_one_redis_has_its_own_reconcile_tick(settings: Setti
     """arq keys a cron run by its name and minute outside any prefix: two deployments sharing a
     Redis (different REACTOR_REDIS_PREFIX) must not take each other's ticks."""
     other = settings.model_copy(update={"redis_prefix": "other-deployment:"})
-    (mine,) = cron_jobs(settings) or []
-    (theirs,) = cron_jobs(other) or []
-    assert mine.name != theirs.name
-    assert mine.name.startswith(settings.redis_prefix) and theirs.name.startswith("other-")
+    mine, theirs = cron_jobs(settings) or [], cron_jobs(other) or []
+    assert len(mine) == len(theirs) == 2  # the reconcile tick and the daily purge
+    for own, foreign in zip(mine, theirs, strict=True):
+        assert own.name != foreign.name
+        assert own.name.startswith(settings.redis_prefix) and foreign.name.startswith("other-")
     assert cron_jobs(settings, burst=True) is None
-    assert cron_jobs(settings.model_copy(update={"reconcile_interval_seconds": 0})) is None
+    no_sweeps = settings.model_copy(update={"reconcile_interval_seconds": 0})
+    assert [job.name for job in cron_jobs(no_sweeps) or []] == [f"{settings.redis_prefix}purge"]
+    kept = no_sweeps.model_copy(update={"uninstalled_retention_seconds": 0})
+    assert cron_jobs(kept) is None
 
 
 def _worker_env(settings: Settings, **env: str) -> dict[str, str]:

@@ -150,7 +150,7 @@ async def test_the_cron_tick_sweeps_due_tenants_once_per_interval(
 
 def test_the_worker_runs_the_tick_every_minute_except_in_burst_mode(settings: Settings) -> None:
     worker = build_worker(settings, handle_signals=False, dispatch=Recorder())
-    (job,) = worker.cron_jobs
+    job, _purge = worker.cron_jobs
     assert (
         job.name == f"{settings.redis_prefix}reconcile" and job.coroutine is reconcile_runtime.tick
     )

@@ -1,0 +1,95 @@
+"""Sites uninstalled longer than REACTOR_UNINSTALLED_RETENTION_SECONDS are deleted by the
+workers' daily purge: record, index entry, installation mapping and reconciliation state."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from app.reconcile_state import Progress, ReconcileState
+from app.settings import Settings
+from app.tenants import Tenant, TenantStore
+from workers.purge import purge_uninstalled
+
+DAY = 24 * 3600.0
+NOW = 1_800_000_000.0
+
+
+def site(client_key: str) -> Tenant:
+    return Tenant(
+        client_key=client_key,
+        shared_secret="s" * 40,
+        base_url=f"https://{client_key}.atlassian.net/wiki",
+        installation_id=f"ari:cloud:ecosystem::installation/{client_key}",
+    )
+
+
+async def _installed(store: TenantStore, client_key: str, at: float) -> None:
+    await store.upsert(site(client_key), now=at)
+
+
+async def _swept(redis: Redis, settings: Settings, client_key: str) -> ReconcileState:
+    state = ReconcileState(redis, settings.redis_prefix)
+    await state.set_watermark(client_key, 1)
+    await state.save_progress("auto", client_key, Progress(since=1, started=2))
+    await state.turn_failed(client_key, 3, 60)
+    return state
+
+
+async def test_a_site_uninstalled_past_the_retention_is_deleted_and_no_other(
+    redis: Redis, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"uninstalled_retention_seconds": int(30 * DAY)})
+    store = TenantStore(redis, settings)
+    for client_key in ("gone", "recent", "live", "back"):
+        await _installed(store, client_key, NOW - 90 * DAY)
+        await _swept(redis, settings, client_key)
+    await store.mark_status("gone", "uninstalled", now=NOW - 31 * DAY)
+    await store.mark_status("recent", "uninstalled", now=NOW - 29 * DAY)
+    await store.mark_status("back", "uninstalled", now=NOW - 60 * DAY)
+    await _installed(store, "back", NOW - 40 * DAY)  # installed again since
+    assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == ["gone"]
+    keys = store.keys
+    assert await redis.exists(keys.tenant("gone")) == 0
+    assert not await redis.sismember(keys.index, "gone")  # type: ignore[misc]
+    assert await redis.exists(keys.installation(site("gone").installation_id or "")) == 0
+    state = ReconcileState(redis, settings.redis_prefix)
+    assert await state.watermark("gone") is None
+    assert await state.progress("auto", "gone") is None
+    assert await state.failures("gone") is None
+    for kept in ("recent", "live", "back"):
+        assert await store.get_public(kept) is not None, kept
+        assert await state.watermark(kept) == 1, kept
+        assert await redis.exists(keys.installation(site(kept).installation_id or "")) == 1
+    assert [t.client_key for t in await store.list()] == ["back", "live", "recent"]
+    assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == []
+
+
+async def test_a_retention_of_zero_keeps_uninstalled_sites_for_ever(
+    redis: Redis, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"uninstalled_retention_seconds": 0})
+    store = TenantStore(redis, settings)
+    await _installed(store, "old", NOW - 900 * DAY)
+    await store.mark_status("old", "uninstalled", now=NOW - 800 * DAY)
+    assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == []
+    assert await store.get_public("old") is not None
+
+
+async def test_a_reinstall_racing_the_purge_is_kept(redis: Redis, settings: Settings) -> None:
+    """The purge reads the list, then deletes each site in a script that checks again: a site
+    installed again in between keeps its new record."""
+    settings = settings.model_copy(update={"uninstalled_retention_seconds": int(30 * DAY)})
+    store = TenantStore(redis, settings)
+    await _installed(store, "race", NOW - 90 * DAY)
+    await store.mark_status("race", "uninstalled", now=NOW - 60 * DAY)
+    listed = store.list_public
+
+    async def reinstalled_meanwhile() -> list[dict[str, object]]:
+        rows = await listed()
+        await _installed(store, "race", NOW)
+        return rows
+
+    store.list_public = reinstalled_meanwhile  # type: ignore[method-assign]
+    assert await store.purge_uninstalled(NOW - 30 * DAY) == []
+    got = await TenantStore(redis, settings).get("race")
+    assert got is not None and got.status == "installed"

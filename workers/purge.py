@@ -1,0 +1,45 @@
+"""The workers' daily purge of sites uninstalled longer than the retention.
+
+Atlassian tells the app a site uninstalled it (`uninstalled`); the record keeps no secret from
+then on, but it and the site's reconciliation state stayed for ever. Once
+``REACTOR_UNINSTALLED_RETENTION_SECONDS`` have passed since the uninstall (with no reinstall
+meanwhile), the daily purge deletes the tenant record, its index entry and installation mapping
+(:meth:`app.tenants.TenantStore.purge_uninstalled`) and its reconciliation state
+(:meth:`app.reconcile_state.ReconcileState.forget`). Event records expire on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from app.reconcile_state import ReconcileState
+from app.settings import Settings
+from app.tenants import TenantStore
+
+log = structlog.get_logger("reactor.purge")
+
+
+async def purge_uninstalled(
+    redis: Redis, settings: Settings, *, clock: Callable[[], float] = time.time
+) -> list[str]:
+    """Delete what is kept of sites uninstalled before the retention; their clientKeys."""
+    if settings.uninstalled_retention_seconds <= 0:
+        return []
+    cutoff = clock() - settings.uninstalled_retention_seconds
+    purged = await TenantStore(redis, settings).purge_uninstalled(cutoff)
+    state = ReconcileState(redis, settings.redis_prefix)
+    for client_key in purged:
+        await state.forget(client_key)
+    if purged:
+        log.info("uninstalled sites deleted", count=len(purged), tenants=purged[:20])
+    return purged
+
+
+async def purge(ctx: dict[str, Any]) -> int:
+    """The workers' daily cron job: :func:`purge_uninstalled`; how many sites it deleted."""
+    return len(await purge_uninstalled(ctx["redis"], ctx["settings"]))
