@@ -83,6 +83,27 @@ class Saved(StrEnum):
 # KEYS: installation hash, token, invocation memory. ARGV: sealed token, its expiry (epoch s),
 # the invocation's iat ('' = saved without its invocation: taken as the newest), digest of the
 # system token, expiry of the invocation memory, the uninstalling status.
+# Deletes an installation marked uninstalling and not seen since the cutoff. KEYS: its hash,
+# its token, the index. ARGV: installation id, cutoff (epoch s), tenant mapping key prefix.
+# Returns the tenant it served when no other installation serves it now, '' when another does,
+# false when nothing was deleted (installed again, or seen since).
+_PURGE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'uninstalling' then
+  return false
+end
+if (tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '') or 0) >= tonumber(ARGV[2]) then
+  return false
+end
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if tenant ~= '' and redis.call('GET', ARGV[3] .. tenant) == ARGV[1] then
+  redis.call('DEL', ARGV[3] .. tenant)
+  return tenant
+end
+return ''
+"""
+
 _SAVE_IF_NEWEST = """
 if redis.call('HGET', KEYS[1], 'status') == ARGV[6] then
   return 'uninstalling'
@@ -333,6 +354,21 @@ class InstallationStore:
     async def get(self, installation_id: str) -> Installation | None:
         raw = await self.redis.hgetall(self._installation(installation_ari(installation_id)))  # type: ignore[misc]
         return _installation(raw) if raw else None
+
+    async def purge_uninstalled(self, cutoff: float) -> list[str]:
+        """Delete the installations marked uninstalling and not seen since ``cutoff`` (epoch
+        seconds); the tenants they served that no other installation serves now, sorted."""
+        freed: set[str] = set()
+        for item in await self.list(limit=1_000_000):
+            if item.status != STATUS_UNINSTALLING or item.last_seen >= cutoff:
+                continue
+            ari = installation_ari(item.installation_id)
+            keys = [self._installation(ari), self._token(ari), self._index]
+            args = [item.installation_id, repr(cutoff), self._tenant("")]
+            tenant = await self.redis.eval(_PURGE, 3, *keys, *args)  # type: ignore[misc]
+            if tenant:
+                freed.add(_text(tenant))
+        return sorted(freed)
 
     async def list(self, limit: int = 200) -> list[Installation]:
         """Installations, most recently seen first: read :data:`LIST_BATCH` at a time, one

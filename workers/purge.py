@@ -1,11 +1,14 @@
 """The workers' daily purge of sites uninstalled longer than the retention.
 
-Atlassian tells the app a site uninstalled it (`uninstalled`); the record keeps no secret from
-then on, but it and the site's reconciliation state stayed for ever. Once
-``REACTOR_UNINSTALLED_RETENTION_SECONDS`` have passed since the uninstall (with no reinstall
-meanwhile), the daily purge deletes the tenant record, its index entry and installation mapping
-(:meth:`app.tenants.TenantStore.purge_uninstalled`) and its reconciliation state
-(:meth:`app.reconcile_state.ReconcileState.forget`). Event records expire on their own.
+Atlassian tells the app a site uninstalled it (Connect `uninstalled`, Forge's pre-uninstall
+hook); the records keep no secret or token from then on, but they and the site's reconciliation
+state stayed for ever. Once ``REACTOR_UNINSTALLED_RETENTION_SECONDS`` have passed since (with
+no reinstall meanwhile, and for Forge no call since), the daily purge deletes the tenant record,
+its index entry and installation mapping (:meth:`app.tenants.TenantStore.purge_uninstalled`),
+the Forge installation's record and its tenant mapping
+(:meth:`app.installations.InstallationStore.purge_uninstalled`), and the reconciliation state
+of each site no installation serves any more (:meth:`app.reconcile_state.ReconcileState.forget`).
+Event records expire on their own.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from app.crypto import SecretBox
+from app.installations import InstallationStore, is_forge_tenant
 from app.reconcile_state import ReconcileState
 from app.settings import Settings
 from app.tenants import TenantStore
@@ -32,6 +37,10 @@ async def purge_uninstalled(
         return []
     cutoff = clock() - settings.uninstalled_retention_seconds
     purged = await TenantStore(redis, settings).purge_uninstalled(cutoff)
+    installations = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+    # a Forge-only site's state goes with its last installation (a Connect site's with it)
+    freed = await installations.purge_uninstalled(cutoff)
+    purged += [tenant for tenant in freed if is_forge_tenant(tenant)]
     state = ReconcileState(redis, settings.redis_prefix)
     for client_key in purged:
         await state.forget(client_key)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from app.crypto import SecretBox
+from app.installations import InstallationStore, forge_tenant
 from app.reconcile_state import Progress, ReconcileState
 from app.settings import Settings
 from app.tenants import Tenant, TenantStore
+from tests.forge.test_installations import invocation
 from workers.purge import purge_uninstalled
 
 DAY = 24 * 3600.0
@@ -93,3 +96,35 @@ async def test_a_reinstall_racing_the_purge_is_kept(redis: Redis, settings: Sett
     assert await store.purge_uninstalled(NOW - 30 * DAY) == []
     got = await TenantStore(redis, settings).get("race")
     assert got is not None and got.status == "installed"
+
+
+async def test_a_forge_installation_uninstalled_past_the_retention_is_deleted(
+    redis: Redis, settings: Settings
+) -> None:
+    """Its record, token and tenant mapping go; the site's reconciliation state goes only when
+    no other installation serves the site (a reinstall on the same site keeps it)."""
+    settings = settings.model_copy(update={"uninstalled_retention_seconds": int(30 * DAY)})
+    then = InstallationStore(
+        redis, SecretBox(settings.secret_keys), settings.redis_prefix, clock=lambda: NOW - 60 * DAY
+    )
+    ari = "ari:cloud:ecosystem::installation/"
+    gone, old, new, live = (f"{ari}{name}" for name in ("gone", "old", "new", "live"))
+    await then.register(invocation(gone, "cloud-gone"), forge_tenant("cloud-gone"))
+    await then.register(invocation(old, "cloud-same"), forge_tenant("cloud-same"))
+    await then.register(invocation(new, "cloud-same"), forge_tenant("cloud-same"))  # reinstalled
+    await then.register(invocation(live, "cloud-live"), forge_tenant("cloud-live"))
+    await then.mark_uninstalling(gone)
+    await then.mark_uninstalling(old)
+    for cloud in ("cloud-gone", "cloud-same", "cloud-live"):
+        await _swept(redis, settings, forge_tenant(cloud))
+    assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == [
+        forge_tenant("cloud-gone")
+    ]
+    store = InstallationStore(redis, SecretBox(settings.secret_keys), settings.redis_prefix)
+    assert sorted(i.installation_id for i in await store.list()) == [live, new]
+    assert await store.installation_for_tenant(forge_tenant("cloud-gone")) is None
+    assert await store.installation_for_tenant(forge_tenant("cloud-same")) == new
+    state = ReconcileState(redis, settings.redis_prefix)
+    assert await state.watermark(forge_tenant("cloud-gone")) is None
+    assert await state.watermark(forge_tenant("cloud-same")) == 1
+    assert await state.watermark(forge_tenant("cloud-live")) == 1
