@@ -46,9 +46,9 @@ TOKEN_DEFER_SECONDS = 300.0
 # an installation that brought none for a day (no event, no hourly trigger) is gone.
 TOKEN_WAIT_SECONDS = 24 * 3600.0
 STATUS_ACTIVE = "active"
+STATUS_UNINSTALLING = "uninstalling"
 # Installations read per round trip when listing them.
 LIST_BATCH = 500
-STATUS_UNINSTALLING = "uninstalling"
 
 
 class SystemToken(NamedTuple):
@@ -83,27 +83,6 @@ class Saved(StrEnum):
 # KEYS: installation hash, token, invocation memory. ARGV: sealed token, its expiry (epoch s),
 # the invocation's iat ('' = saved without its invocation: taken as the newest), digest of the
 # system token, expiry of the invocation memory, the uninstalling status.
-# Deletes an installation marked uninstalling and not seen since the cutoff. KEYS: its hash,
-# its token, the index. ARGV: installation id, cutoff (epoch s), tenant mapping key prefix.
-# Returns the tenant it served when no other installation serves it now, '' when another does,
-# false when nothing was deleted (installed again, or seen since).
-_PURGE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'uninstalling' then
-  return false
-end
-if (tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '') or 0) >= tonumber(ARGV[2]) then
-  return false
-end
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if tenant ~= '' and redis.call('GET', ARGV[3] .. tenant) == ARGV[1] then
-  redis.call('DEL', ARGV[3] .. tenant)
-  return tenant
-end
-return ''
-"""
-
 _SAVE_IF_NEWEST = """
 if redis.call('HGET', KEYS[1], 'status') == ARGV[6] then
   return 'uninstalling'
@@ -129,6 +108,27 @@ else
   redis.call('HSET', KEYS[1], 'token_issued_at', ARGV[3])
 end
 return 'stored'
+"""
+
+# Deletes an installation marked uninstalling and not seen since the cutoff. KEYS: its hash,
+# its token, the index. ARGV: installation id, cutoff (epoch s), tenant mapping key prefix.
+# Returns the tenant it served when no other installation serves it now, '' when another does,
+# false when nothing was deleted (installed again, or seen since).
+_PURGE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'uninstalling' then
+  return false
+end
+if (tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '') or 0) >= tonumber(ARGV[2]) then
+  return false
+end
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or ''
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if tenant ~= '' and redis.call('GET', ARGV[3] .. tenant) == ARGV[1] then
+  redis.call('DEL', ARGV[3] .. tenant)
+  return tenant
+end
+return ''
 """
 
 
