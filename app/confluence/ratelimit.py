@@ -12,17 +12,21 @@ Headers (see the Confluence rate-limiting docs and the Forge notes in the refere
 * Before enforcement every one of these may come with a ``Beta-`` or ``X-Beta-`` prefix, meaning
   "you *would* have been limited".
 
-Precedence: the structured header, which names the points policy, then the ``X-RateLimit-*``
-headers, then their beta variants, taking limit, remaining and reset only from sources that
-agree on the limit (:func:`quota_fields`). ``X-RateLimit-Limit``/``-Remaining`` carry the points
-quota on Confluence today, but the same names carry older request counters elsewhere (a few
-hundred requests): next to a points policy, an ``X-RateLimit-*`` pair with another limit is a
-different counter and is ignored, never mixed with the points figures. Beta values feed the
+Precedence: the enforced (unprefixed) headers, then ``Beta-``, then ``X-Beta-``; within each,
+the structured header, which names the points policy, then ``X-RateLimit-*``, taking limit,
+remaining and reset only from sources that agree on the limit (:func:`quota_fields`).
+``X-RateLimit-Limit``/``-Remaining`` carry the points quota on Confluence today, but the same
+names carry older request counters elsewhere (a few hundred requests): next to a points policy,
+an ``X-RateLimit-*`` pair with another limit is a different counter and is ignored, never mixed
+with the points figures. Beta figures stand in only where no enforced one is given, and fill a
+missing field only when they describe the same quota (a 429 of the app's shared quota that also
+warns about a tenant's own quota in beta headers is the shared quota's). Beta values feed the
 pacing fields (limit, remaining, reset, near_limit) but not ``retry_after`` or ``reason``
 unless the response is itself a 429: a beta header on a 200 is a warning, not a stop. Every
 rate-limit header seen is kept in ``raw`` (lower-cased names). ``tenant_scoped`` says the
 figures are one tenant's own quota (``tenant-app-quota``, a tenant-based reason), which the
-budget does not take for the app's shared one.
+budget does not take for the app's shared one; the enforced headers decide it when they say
+anything.
 Pure code: a function of (status, headers, now).
 """
 
@@ -156,21 +160,33 @@ def _structured(
     return limit, remaining, reset
 
 
+def _scope(raw: dict[str, str], prefix: str) -> bool | None:
+    """Whether ``prefix``'s headers describe one tenant's own quota; None if they say nothing.
+
+    Said by the structured policy the figures come from (``tenant-app-quota``) or, without
+    one, by a reason header naming the tenant (``confluence-quota-tenant-based``); bare
+    ``X-RateLimit-*`` figures are the app's shared quota.
+    """
+    chosen, _, _, _ = _chosen_policy(raw, prefix)
+    if chosen is not None:
+        return "tenant" in chosen.lower()
+    reasons = [raw.get(f"{prefix}{name}") for name in ("ratelimit-reason", "x-ratelimit-reason")]
+    reason = _first(reasons)
+    if reason is not None:
+        return "tenant" in reason.lower()
+    if any(f is not None for f in _legacy(raw, prefix, 0.0)):
+        return False
+    return None
+
+
 def tenant_scoped(raw: dict[str, str]) -> bool:
     """Whether the quota figures are one tenant's own quota, not the app's shared one.
 
-    Said by the structured policy the figures come from (``tenant-app-quota``) or, without
-    one, by a reason header naming the tenant (``confluence-quota-tenant-based``).
+    The enforced (unprefixed) headers decide when they say anything: a 429 from the app's
+    shared quota that also carries a ``Beta-`` warning about a tenant's quota is the shared
+    quota's. Beta headers decide only when no enforced one speaks.
     """
-    for prefix in _PREFIXES:
-        chosen, _, _, _ = _chosen_policy(raw, prefix)
-        if chosen is not None:
-            return "tenant" in chosen.lower()
-    return any(
-        "tenant" in raw.get(f"{p}{name}", "").lower()
-        for p in _PREFIXES
-        for name in ("ratelimit-reason", "x-ratelimit-reason")
-    )
+    return _first(_scope(raw, prefix) for prefix in _PREFIXES) or False
 
 
 Fields = tuple[int | None, int | None, float | None]
@@ -187,28 +203,46 @@ def _legacy(raw: dict[str, str], prefix: str, now: float) -> Fields:
     return limit, _int(raw.get(f"{prefix}x-ratelimit-remaining")), reset
 
 
+def _tier(raw: dict[str, str], prefix: str, now: float) -> Fields:
+    """One prefix's (limit, remaining, reset): structured first, then ``X-RateLimit-*``.
+
+    When the structured points policy gives a limit, the ``X-RateLimit-*`` figures count only
+    if they state the same limit (otherwise they are another counter, or cannot be told
+    apart from one).
+    """
+    structured = _structured(raw, prefix, now)
+    legacy = _legacy(raw, prefix, now)
+    if structured[0] is not None and legacy[0] != structured[0]:
+        return structured
+    return (
+        _first((structured[0], legacy[0])),
+        _first((structured[1], legacy[1])),
+        _first((structured[2], legacy[2])),
+    )
+
+
 def quota_fields(raw: dict[str, str], now: float) -> Fields:
     """The points quota's (limit, remaining, reset) from lower-cased rate-limit headers.
 
-    Sources in order: structured, then ``X-RateLimit-*``, each unprefixed, ``Beta-`` and
-    ``X-Beta-``; each field comes from the first source that has it. When a structured points
-    policy gives a limit, an ``X-RateLimit-*`` source counts only if it states the same limit
-    (otherwise it is another counter, or cannot be told apart from one).
+    Prefixes in order: unprefixed (enforced), ``Beta-``, ``X-Beta-``. The first that gives
+    any figure gives the quota; a later one fills a field it lacks only when it describes the
+    same quota (same scope, and the same limit where both state one). Beta figures about a
+    tenant's own quota never stand in for the enforced shared quota's, nor the other way.
     """
-    sources: list[tuple[bool, Fields]] = []
-    for prefix in _PREFIXES:
-        sources += [(True, _structured(raw, prefix, now)), (False, _legacy(raw, prefix, now))]
-    points_limit = _first(f[0] for structured, f in sources if structured)
-    usable = [
-        f
-        for structured, f in sources
-        if points_limit is None or f[0] == points_limit or (structured and f[0] is None)
-    ]
-    return (
-        _first(f[0] for f in usable),
-        _first(f[1] for f in usable),
-        _first(f[2] for f in usable),
-    )
+    tiers = [(_tier(raw, prefix, now), _scope(raw, prefix)) for prefix in _PREFIXES]
+    found = [(fields, scope) for fields, scope in tiers if any(f is not None for f in fields)]
+    if not found:
+        return None, None, None
+    (limit, remaining, reset), scope = found[0]
+    for (other_limit, other_remaining, other_reset), other_scope in found[1:]:
+        if bool(other_scope) != bool(scope):
+            continue
+        if limit is not None and other_limit is not None and other_limit != limit:
+            continue
+        limit = limit if limit is not None else other_limit
+        remaining = remaining if remaining is not None else other_remaining
+        reset = reset if reset is not None else other_reset
+    return limit, remaining, reset
 
 
 def _first(values: Iterable[T | None]) -> T | None:

@@ -108,3 +108,75 @@ async def test_one_tenant_s_own_quota_running_out_defers_no_other_tenant(
 )
 def test_which_quota_the_figures_describe(headers: list[tuple[str, str]], scoped: bool) -> None:
     assert observe(200, headers, now=T0).tenant_scoped is scoped
+
+
+def shared_429_with_a_tenant_warning(now: float) -> list[tuple[str, str]]:
+    """A 429 from the app's shared quota that also warns, in beta headers, about the site's
+    own quota (a site in review for a quota of its own answers both ways)."""
+    return [
+        ("Retry-After", "30"),
+        ("X-RateLimit-Limit", "1000"),
+        ("X-RateLimit-Remaining", "0"),
+        ("X-RateLimit-Reset", "2026-11-27T15:00:00Z"),
+        ("RateLimit-Reason", "confluence-quota-global-based"),
+        ("Beta-RateLimit-Policy", '"tenant-app-quota";q=200;w=3600'),
+        ("Beta-RateLimit", f'"tenant-app-quota";r=150;t={int(T0 + HOUR - now)}'),
+    ]
+
+
+def test_enforced_headers_decide_over_a_beta_tenant_warning() -> None:
+    seen = observe(429, shared_429_with_a_tenant_warning(T0), now=T0)
+    assert not seen.tenant_scoped
+    # the shared quota's figures, never the tenant's beta ones taken for them
+    assert (seen.limit, seen.remaining, seen.retry_after) == (1000, 0, 30.0)
+    assert seen.reason == "confluence-quota-global-based"
+
+
+@pytest.mark.parametrize(
+    ("headers", "figures"),
+    [
+        # beta figures of the same (shared) quota fill what the enforced ones leave out
+        (
+            [
+                ("X-RateLimit-Remaining", "40"),
+                ("Beta-RateLimit-Policy", '"global-app-quota";q=900'),
+            ],
+            (900, 40),
+        ),
+        # a beta tenant quota's figures never fill the shared quota's
+        (
+            [("X-RateLimit-Remaining", "40"), ("Beta-RateLimit-Policy", '"tenant-app-quota";q=90')],
+            (None, 40),
+        ),
+        # nor another limit's
+        (
+            [
+                ("X-RateLimit-Limit", "1000"),
+                ("Beta-RateLimit-Policy", '"global-app-quota";q=900'),
+                ("Beta-RateLimit", '"global-app-quota";r=5;t=60'),
+            ],
+            (1000, None),
+        ),
+        # beta alone still paces
+        ([("Beta-RateLimit", '"global-app-quota";r=5;t=60')], (None, 5)),
+    ],
+)
+def test_beta_figures_fill_in_only_for_the_same_quota(
+    headers: list[tuple[str, str]], figures: tuple[int | None, int | None]
+) -> None:
+    seen = observe(200, headers, now=T0)
+    assert (seen.limit, seen.remaining) == figures
+
+
+async def test_a_shared_quota_429_pauses_every_tenant_despite_a_beta_tenant_warning(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = FakeClock()
+    b = budget(redis, settings, clock)
+    reservation = await b.reserve("big-site", 2, Priority.INTERACTIVE)
+    seen = observe(429, shared_429_with_a_tenant_warning(clock()), now=clock(), actual_cost=2)
+    await b.settle(reservation, seen)
+    snap = await b.snapshot()
+    assert snap.n429 == 1 and snap.paused_until == pytest.approx(clock() + 30)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve("small-site", 1, Priority.INTERACTIVE)  # the whole app waits
