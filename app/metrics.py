@@ -20,6 +20,8 @@ Names and labels (keep them stable: dashboards and alerts depend on them)::
     reactor_events_accepted_total{source}            stored and enqueued (duplicates included)
     reactor_events_rejected_total{source,reason}     refused (reason = error code, e.g. bad_jwt)
     reactor_queue_depth{state}                       queued | deferred | running (set at scrape)
+    reactor_queue_oldest_due_seconds{}               how long the oldest due job not running has
+                                                     been due (the queue's lag; set at scrape)
     reactor_dead_letters{}                           dead letters currently held (set at scrape)
     reactor_redis_up{}                               1 when the scrape read Redis, else 0 (the
                                                      gauges set at scrape keep their last values)
@@ -92,6 +94,12 @@ class Metrics:
             "reactor_queue_depth",
             "Jobs in the queue by state (queued, deferred, running), read at scrape time.",
             ["state"],
+            registry=w,
+        )
+        self.queue_oldest_due = Gauge(
+            "reactor_queue_oldest_due_seconds",
+            "Seconds the oldest job that is due and not running has been due (0 if none), "
+            "read at scrape time.",
             registry=w,
         )
         self.dead_letters = Gauge(

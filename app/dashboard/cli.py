@@ -50,6 +50,12 @@ def _ago(epoch: float | None, now: float) -> str:
     return f"{delta}s ago" if delta < 120 else f"{delta // 60}m ago"
 
 
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
+
+
 def deliveries(received: dict[str, int], rejected: dict[str, int]) -> str:
     """Webhook deliveries per route, each split into accepted and rejected (pure).
 
@@ -77,7 +83,8 @@ def format_status(data: dict[str, Any], url: str) -> str:
     lines = [
         f"Confluence Reactor  {url}  {_when(now)}",
         f"queue        queued {q['queued']}  running {q['running']}  deferred {q['deferred']}"
-        f"  waiting in line {q.get('waiting', 0)}",
+        f"  waiting in line {q.get('waiting', 0)}"
+        + (f"  oldest due {_age(q['oldest_due_seconds'])}" if q.get("oldest_due_seconds") else ""),
         f"last hour    received {hour['received_total']} events"
         f"  done {hour['done']}  failed {hour['failed']}  dead {hour['dead']}",
         f"             webhook deliveries {deliveries(hour['received'], hour['rejected'])}",

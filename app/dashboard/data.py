@@ -115,20 +115,37 @@ class ReadModel:
     # -- queue ---------------------------------------------------------------------------
 
     async def queue_counts(self, now: float | None = None) -> dict[str, int]:
-        """queued (due now), deferred (scheduled later) and running jobs of our queue."""
+        """queued (due now), deferred (scheduled later) and running jobs of our queue.
+
+        ``oldest_due_seconds``: how long the oldest job that is due and not running has been
+        due (0 when none is): the queue's lag, which grows when workers are missing or cannot
+        keep up (a deep queue that drains is fine; one whose head only ages is not).
+        """
         now_ms = int((now if now is not None else time.time()) * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcount(self.queue_key, "-inf", now_ms)
             pipe.zcount(self.queue_key, f"({now_ms}", "+inf")
-            pipe.zrangebyscore(self.queue_key, "-inf", now_ms, start=0, num=RUNNING_SCAN_LIMIT)
+            pipe.zrangebyscore(
+                self.queue_key, "-inf", now_ms, start=0, num=RUNNING_SCAN_LIMIT, withscores=True
+            )
             due, later, head = await pipe.execute()
         running = 0
+        oldest_due = 0
         if head:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in head:
+                for job_id, _ in head:
                     pipe.exists(f"arq:in-progress:{_text(job_id)}")
-                running = sum(int(x) for x in await pipe.execute())
-        return {"queued": int(due) - running, "running": running, "deferred": int(later)}
+                busy = [bool(int(x)) for x in await pipe.execute()]
+            running = sum(busy)
+            waiting = next((score for (_, score), b in zip(head, busy, strict=True) if not b), None)
+            if waiting is not None:
+                oldest_due = max(0, (now_ms - int(waiting)) // 1000)
+        return {
+            "queued": int(due) - running,
+            "running": running,
+            "deferred": int(later),
+            "oldest_due_seconds": oldest_due,
+        }
 
     async def health_check(self) -> str | None:
         """The line arq's workers write every few seconds (``{prefix}queue:health-check``)."""

@@ -136,7 +136,7 @@ async def compute_overview(request: Request, *, sample: bool = False) -> dict[st
     counts = await model.queue_counts(now)
     act = activity(request)
     if sample:
-        await act.sample({f"depth:{k}": v for k, v in counts.items()}, now)
+        await act.sample({f"depth:{k}": counts[k] for k in ("queued", "running", "deferred")}, now)
     hour = summarize_minutes(await act.minutes(HOUR_MINUTES, now))
     indexed = await model.per_minute(HOUR_MINUTES, now)
     for name in ("received", "dead"):
@@ -424,8 +424,9 @@ def pretty(value: Any) -> str:
 async def refresh_gauges(request: Request, metrics: Metrics) -> None:
     """Set the gauges whose truth lives in Redis (queue depth, DLQ size, budget) for a scrape."""
     counts = await read_model(request).queue_counts()
-    for state, value in counts.items():
-        metrics.queue_depth.labels(state=state).set(value)
+    for state in ("queued", "running", "deferred"):
+        metrics.queue_depth.labels(state=state).set(counts[state])
+    metrics.queue_oldest_due.set(counts["oldest_due_seconds"])
     dead = await dead_letter_count(request)
     if dead is not None:
         metrics.dead_letters.set(dead)

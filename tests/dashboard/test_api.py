@@ -56,6 +56,7 @@ async def test_status_counts_queued_events_and_dead_letters(
     await queue.put(make_event(content_id="100", version=2))  # in line behind version 1
     await kill(redis, settings, make_event(tenant="site-b", content_id="9"), "404 gone")
     status = (await api.get("/api/status")).json()
+    assert status["queue"].pop("oldest_due_seconds") <= 5  # put just now
     assert status["queue"] == {"queued": 4, "running": 0, "deferred": 0, "waiting": 1}
     assert status["dead_letters"] == 1
     assert status["hour"]["received_total"] == 6
@@ -153,6 +154,37 @@ async def test_an_action_naming_thousands_of_ids_keeps_a_bounded_audit_entry(
     assert entry.detail["ids"] == [dead.id] and entry.detail["count"] == 1
     assert entry.detail["not_dead"] == gone[:100] and entry.detail["not_dead_count"] == 2500
     assert len(json.dumps(entry.detail)) < 10_000
+
+
+async def test_the_queue_s_lag_is_the_oldest_due_job_not_running(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    """Workers missing or behind show as a queue whose oldest due job only ages: the status,
+    the overview's Queued tile and a gauge carry how long it has been due."""
+    queue = EventQueue(redis, settings)
+    events = [make_event(content_id=str(1400 + n)) for n in range(3)]
+    for event in events:
+        await queue.put(event)
+    now_ms = int(time.time() * 1000)
+    for event, age in zip(events, (300, 200, 100), strict=True):
+        await redis.zadd(queue.keys.queue, {event.id: now_ms - age * 1000})
+    await redis.zadd(queue.keys.queue, {"ev_later": now_ms + 600_000})  # deferred: not due
+    running = f"arq:in-progress:{events[0].id}"  # the oldest is being run: not lag
+    await redis.set(running, b"1", px=60_000)
+    try:
+        status = (await api.get("/api/status")).json()
+        lag = status["queue"].pop("oldest_due_seconds")
+        assert 199 <= lag <= 205
+        assert status["queue"] == {"queued": 2, "running": 1, "deferred": 1, "waiting": 0}
+        text = (await api.get("/metrics")).text
+        line = next(x for x in text.splitlines() if x.startswith("reactor_queue_oldest_due_"))
+        assert 199 <= float(line.split()[-1]) <= 205
+        page = (await api.get("/dashboard/")).text
+        assert re.search(r'data-live="queue.oldest_due_seconds">(\d+)<', page)
+        await redis.delete(running)
+        assert 299 <= (await api.get("/api/status")).json()["queue"]["oldest_due_seconds"] <= 305
+    finally:
+        await redis.delete(running)
 
 
 async def test_metrics_are_served_in_prometheus_format(
@@ -331,7 +363,9 @@ async def test_events_processed_by_a_real_worker_show_as_done(
     await worker.main()
     await worker.close()
     status = (await api.get("/api/status")).json()
-    assert status["queue"] == {"queued": 0, "running": 0, "deferred": 0, "waiting": 0}
+    assert status["queue"] == {
+        "queued": 0, "running": 0, "deferred": 0, "waiting": 0, "oldest_due_seconds": 0,
+    }  # fmt: skip
     assert status["hour"]["states"] == {"done": 3}
     assert status["hour"]["done"] == 3
     found = (await api.get("/api/jobs", params={"status": "done"})).json()["jobs"]

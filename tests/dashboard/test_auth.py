@@ -288,7 +288,9 @@ async def test_bearer_token_works_for_the_api_only_when_it_is_an_operator_token(
     async with httpx.AsyncClient(base_url=server) as client:
         ok = await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
-        assert set(ok.json()["queue"]) == {"queued", "running", "deferred", "waiting"}
+        assert set(ok.json()["queue"]) == {
+            "queued", "running", "deferred", "waiting", "oldest_due_seconds",
+        }  # fmt: skip
         bad = await client.get("/api/status", headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401
 

@@ -71,6 +71,9 @@ def test_status_screen_names_the_failing_tenant_and_the_missing_worker() -> None
     assert "exhausted at" in screen
     assert "acme.atlassian.net" in screen and "403 forbidden" in screen and "(60s ago)" in screen
     assert "▁▁█" in screen
+    assert "oldest due" not in screen
+    lagging = {**data, "queue": {**data["queue"], "oldest_due_seconds": 1500}}
+    assert "waiting in line 0  oldest due 25m" in format_status(lagging, "https://reactor.test")
 
 
 async def test_status_and_tenants_commands_call_the_ops_api(
