@@ -74,15 +74,17 @@ def quiet_stdout() -> None:
 
 async def dlq_list(redis: Redis, settings: Settings, args: argparse.Namespace) -> int:
     from app.dlq import DeadLetters, Filter
+    from app.terminal import printable
 
     records = await DeadLetters(redis, settings).find(Filter(args.tenant, args.type), args.limit)
     if args.json:
         print(json.dumps([r.summary() for r in records]))
         return 0
     for r in records:
-        print(
+        line = (
             f"{r.id}  {_when(r.updated)}  {r.tenant}  {r.type}  attempts={r.attempts}  {r.reason}"
         )
+        print(printable(line.replace("\n", " ")))
     print(f"{len(records)} dead event(s)", file=sys.stderr)
     return 0
 

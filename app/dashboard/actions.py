@@ -63,7 +63,7 @@ def outcome_query(action: str, result: dict[str, Any]) -> str:
     never text. The page words its own notice (:func:`notice`)."""
     counts = {
         "count": int(result.get("count") or 0),
-        "skipped": len(result.get("not_dead") or []),
+        "skipped": len(result.get("not_dead") or []) + len(result.get("unknown") or []),
         "closing": len(result.get("closing") or []),
     }
     done = action if result.get("ok") else f"{action}-failed"
@@ -83,7 +83,7 @@ def notice(query: Mapping[str, str]) -> str:
     done, skipped, closing = (n or 0 for n in counts)
     parts = [f"{action} failed" if failed else f"{action}: {done} dead letter(s)"]
     if skipped:
-        parts.append(f"{skipped} id(s) skipped: not dead letters (any more)")
+        parts.append(f"{skipped} id(s) skipped: not dead letters (any more, or unknown)")
     if closing:
         parts.append(f"{closing} id(s) still being closed by a worker: try again")
     return "; ".join(parts)

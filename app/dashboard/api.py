@@ -27,10 +27,12 @@ for neither, or for any other field).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -76,6 +78,17 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     raise IngestError(f"{name} must be a whole number from {low} to {high}")
 
 
+def check_params(request: Request, *known: str) -> None:
+    """Refuse (IngestError, 400) a query parameter the endpoint does not know: a misspelt
+    filter (``tenat=``) would otherwise answer every row, unfiltered."""
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise IngestError(
+            f"unknown query parameter {names}; this endpoint takes {', '.join(known)}"
+        )
+
+
 def cursor_param(request: Request) -> Cursor | None:
     raw = request.query_params.get("cursor", "")
     if raw == "":
@@ -116,7 +129,9 @@ def duration(seconds: int) -> str:
 @auth.api
 async def jobs(request: Request) -> Response:
     q = request.query_params
-    filters = {k: q.get(k, "") for k in ("event_id", "content_id", "tenant", "type", "status")}
+    names = ("event_id", "content_id", "tenant", "type", "status")
+    check_params(request, *names, "limit", "cursor")
+    filters = {k: q.get(k, "") for k in names}
     check_status(filters["status"])
     filters["type"] = check_type(filters["type"])
     limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -142,6 +157,7 @@ async def job(request: Request) -> Response:
 
 @auth.api
 async def dead(request: Request) -> Response:
+    check_params(request, "limit", "cursor")
     limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     return _json(await views.dead_letters(request, limit, cursor_param(request)))
 
@@ -214,7 +230,11 @@ async def _dead_action(request: Request, action: str) -> Response:
         outcome="ok" if result.get("ok") else "failed",
         detail={**views.audit_detail(result), "via": "api"},
     )
-    return _json(result, 200 if result.get("ok") else 409)
+    if result.get("ok"):
+        return _json(result)
+    # Nothing done: 404 when no id named is an event we hold, else 409 (not dead any more).
+    everything_unknown = result.get("unknown") and not result.get("not_dead")
+    return _json(result, 404 if everything_unknown and not result.get("closing") else 409)
 
 
 @auth.api
@@ -251,6 +271,7 @@ async def reactions(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     """Operator actions (``entries``) and, apart, the refused sign-ins: the count of the last
     hours and the newest ones, ``limit`` of each."""
+    check_params(request, "limit")
     limit = int_param(request, "limit", DEFAULT_AUDIT, 1, MAX_ENTRIES)
     log = _audit(request)
     entries = await log.recent(limit)
@@ -267,8 +288,28 @@ async def audit(request: Request) -> Response:
     )
 
 
+def _bears(request: Request, token: str) -> bool:
+    """Whether the request's ``Authorization`` header is ``Bearer <token>`` (constant time)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition; gauges that live in Redis are read at scrape time."""
+    """Prometheus exposition; gauges that live in Redis are read at scrape time.
+
+    Open unless ``REACTOR_METRICS_TOKEN`` is set; then only a scrape bearing it is answered
+    (the series name tenants and their use of the budget, and the web port faces Atlassian).
+    """
+    token: SecretStr | None = request.app.state.settings.metrics_token
+    if token is not None and not _bears(request, token.get_secret_value()):
+        return error_response(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <metrics token>",
+            {"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     registry: Metrics | None = getattr(request.app.state, "metrics", None)
     if registry is None:
         registry = request.app.state.metrics = Metrics()

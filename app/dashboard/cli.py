@@ -19,6 +19,7 @@ from app.cli import positive_float
 from app.dashboard.auth import FAILURE_WINDOW_SECONDS
 from app.errors import ConfigError
 from app.settings import load_settings
+from app.terminal import printable
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -190,14 +191,14 @@ def _fetch(args: argparse.Namespace, path: str) -> tuple[dict[str, Any], str]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     data, url = _fetch(args, "/api/status")
-    print(format_status(data, url))
+    print(printable(format_status(data, url)))
     unhealthy = not data.get("workers", {}).get("alive") or bool(data.get("dead_letters"))
     return 1 if unhealthy and args.check else 0
 
 
 def cmd_tenants(args: argparse.Namespace) -> int:
     data, _ = _fetch(args, "/api/tenants")
-    print(format_tenants(data))
+    print(printable(format_tenants(data)))
     return 0
 
 

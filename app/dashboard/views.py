@@ -22,6 +22,7 @@ from app.crypto import SecretBox
 from app.dashboard.data import DEFAULT_PAGE, Cursor, Page, ReadModel
 from app.dlq import DeadLetters, Filter
 from app.installations import InstallationStore
+from app.jobstate import Keys
 from app.metrics import Activity, Metrics
 from app.settings import Settings
 from app.tenants import TenantStore
@@ -30,6 +31,8 @@ HOUR_MINUTES = 60
 REPLAY_OUTCOMES = ("replayed", "not_dead", "closing")
 # Ids an audit entry keeps per list (their count is kept too): one action may name thousands.
 AUDIT_IDS = 100
+# Ids checked for a record per round trip when an action names ids that are not dead letters.
+UNKNOWN_CHECK_BATCH = 1000
 
 
 def _settings(request: Request) -> Settings:
@@ -237,6 +240,12 @@ async def dead_letter_action(
     refused = missing + closing
     result: dict[str, Any] = {"ok": bool(done) or not refused, "count": len(done), "ids": done}
     details = []
+    unknown = await _unknown(request, missing)
+    if unknown:
+        gone = set(unknown)
+        missing = [i for i in missing if i not in gone]
+        result["unknown"] = unknown
+        details.append(f"{len(unknown)} id(s) are no event we hold (mistyped, or expired)")
     if missing:
         result["not_dead"] = missing
         details.append(f"{len(missing)} id(s) are not dead letters (already retried?)")
@@ -251,11 +260,23 @@ async def dead_letter_action(
     return result
 
 
+async def _unknown(request: Request, ids: list[str]) -> list[str]:
+    """Those of ``ids`` with no event record at all (an id mistyped, or long expired)."""
+    keys = Keys(_settings(request).redis_prefix)
+    found: list[int] = []
+    for first in range(0, len(ids), UNKNOWN_CHECK_BATCH):
+        async with request.app.state.redis.pipeline(transaction=False) as pipe:
+            for event_id in ids[first : first + UNKNOWN_CHECK_BATCH]:
+                pipe.exists(keys.event(event_id))
+            found += await pipe.execute()
+    return [event_id for event_id, n in zip(ids, found, strict=True) if not n]
+
+
 def audit_detail(result: dict[str, Any]) -> dict[str, Any]:
     """A dead-letter action's result for its audit entry: each id list cut to
     :data:`AUDIT_IDS`, with its full length beside it (``ids`` has ``count``)."""
     detail = dict(result)
-    for name in ("ids", "not_dead", "closing"):
+    for name in ("ids", "not_dead", "unknown", "closing"):
         listed = detail.get(name)
         if isinstance(listed, list):
             detail[name] = listed[:AUDIT_IDS]

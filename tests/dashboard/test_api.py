@@ -149,11 +149,39 @@ async def test_an_action_naming_thousands_of_ids_keeps_a_bounded_audit_entry(
     gone = [f"ev_{n:032x}" for n in range(2500)]
     answer = await api.post("/api/dead/discard", json={"ids": [*gone, dead.id]})
     assert answer.status_code == 200
-    assert (answer.json()["count"], len(answer.json()["not_dead"])) == (1, 2500)
+    assert (answer.json()["count"], len(answer.json()["unknown"])) == (1, 2500)
     [entry] = await AuditLog(redis, settings.redis_prefix).recent(1)
     assert entry.detail["ids"] == [dead.id] and entry.detail["count"] == 1
-    assert entry.detail["not_dead"] == gone[:100] and entry.detail["not_dead_count"] == 2500
+    assert entry.detail["unknown"] == gone[:100] and entry.detail["unknown_count"] == 2500
     assert len(json.dumps(entry.detail)) < 10_000
+
+
+async def test_an_action_tells_unknown_ids_from_events_that_are_not_dead(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    queue = EventQueue(redis, settings)
+    alive = make_event(content_id="991")
+    await queue.put(alive)  # queued: an event we hold, not a dead letter
+    unknown = await api.post("/api/dead/retry", json={"ids": ["ev_mistyped"]})
+    assert unknown.status_code == 404
+    assert unknown.json()["unknown"] == ["ev_mistyped"] and "not_dead" not in unknown.json()
+    assert "no event we hold" in unknown.json()["detail"]
+    both = await api.post("/api/dead/discard", json={"ids": ["ev_mistyped", alive.id]})
+    assert both.status_code == 409
+    assert (both.json()["unknown"], both.json()["not_dead"]) == (["ev_mistyped"], [alive.id])
+    assert (await queue.get(alive.id)) is not None  # a discard never touches a live event
+
+
+async def test_a_misspelt_query_parameter_is_refused_not_ignored(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    await EventQueue(redis, settings).put(make_event(content_id="992"))
+    for path in ("/api/jobs?tenat=acme", "/api/dead?limit=5&curser=x", "/api/audit?lmit=3"):
+        answer = await api.get(path)
+        assert answer.status_code == 400, path
+        assert answer.json()["error"] == "invalid_request"
+        assert "unknown query parameter" in answer.json()["detail"]
+    assert (await api.get("/api/jobs?tenant=acme&limit=5")).status_code == 200
 
 
 async def test_the_queue_s_lag_is_the_oldest_due_job_not_running(
@@ -727,7 +755,10 @@ async def test_dead_html_page_pages_through_and_its_actions_still_work(
     mixed = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=partly)
     assert mixed.headers["location"] == "/dashboard/dead?done=retry&count=1&skipped=1"
     notice = notice_of((await get(mixed.headers["location"])).text)
-    assert notice == "retry: 1 dead letter(s); 1 id(s) skipped: not dead letters (any more)"
+    assert (
+        notice
+        == "retry: 1 dead letter(s); 1 id(s) skipped: not dead letters (any more, or unknown)"
+    )
     retried = [*boxes[:2], boxes[2]]
     for event_id in boxes[:2]:
         assert await redis.zscore(f"{settings.redis_prefix}dlq", event_id) is None
@@ -772,7 +803,7 @@ async def test_dead_letters_notice_is_worded_by_the_page_never_taken_from_the_li
     again = await asyncio.to_thread(client.post, "/dashboard/dead/discard", data=one)
     assert again.headers["location"] == "/dashboard/dead?done=discard-failed&skipped=1"
     assert await notice(urlsplit(again.headers["location"]).query) == (
-        "discard failed; 1 id(s) skipped: not dead letters (any more)"
+        "discard failed; 1 id(s) skipped: not dead letters (any more, or unknown)"
     )
 
 

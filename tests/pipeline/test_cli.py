@@ -310,3 +310,19 @@ async def test_dlq_list_read_by_a_pipe_that_closes_early_is_no_store_failure(
     errors = listing.stderr.read()
     assert listing.wait(timeout=60) == 0
     assert "unavailable" not in errors and "Traceback" not in errors
+
+
+async def test_dlq_list_never_writes_terminal_control_sequences(
+    redis: Redis, settings: Settings, reactor: Reactor
+) -> None:
+    """A stored reason (an exception's text) or tenant holding escape sequences is shown
+    escaped: written raw it could retitle the terminal, recolour it or rewrite earlier lines."""
+    hostile = "boom\x1b]0;PWNED\x07\x1b[31mred\u202etxt.exe\nsecond line"
+    event = make_event(tenant="site\x1b[2Jcleared", content_id="3004")
+    await kill(redis, settings, event, hostile)
+    listed = await reactor("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert "site\\x1b[2Jcleared" in line
+    assert "boom\\x1b]0;PWNED\\x07\\x1b[31mred\\u202etxt.exe second line" in line
