@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     dashboard_token: SecretStr | None = Field(
         default=None, description="operator sign-in token(s), comma separated"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="when set, GET /metrics asks for `Authorization: Bearer <this token>`",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     state_dir: Path = Field(default=Path(".reactor"), description="local state of `reactor dev`")
@@ -314,6 +318,20 @@ class Settings(BaseSettings):
             if token.strip() and not header_safe(token.strip()):
                 raise ValueError(f"each operator token must be {HEADER_SAFE_RULE}")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        token = value.get_secret_value().strip()
+        if len(token) < MIN_OPERATOR_TOKEN_LENGTH:
+            raise ValueError(
+                f"the metrics token must be at least {MIN_OPERATOR_TOKEN_LENGTH} characters"
+            )
+        if not header_safe(token):
+            raise ValueError(f"the metrics token must be {HEADER_SAFE_RULE}")
+        return SecretStr(token)
 
     @field_validator("secret_key")
     @classmethod
