@@ -20,6 +20,13 @@ from app.settings import Settings
 from app.tenants import TenantStore
 
 MIN_REDIS = (6, 2)
+# Keys ``reactor check`` looks through, at most, for another deployment's pipeline.
+MAX_KEYS_SCANNED = 5000
+SCAN_COUNT = 1000
+# Keys ending in "events" whose type and first member are looked at, at most.
+MAX_CANDIDATES = 100
+# Prefixes of other pipelines named in the problem, at most.
+MAX_PREFIXES_NAMED = 3
 # Tenants whose stored secret ``reactor check`` tries to decrypt, at most.
 MAX_SECRETS_TRIED = 20
 # REACTOR_ variables the project reads outside the settings (tests, the simulator's token).
@@ -53,7 +60,9 @@ async def run_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return problems + exc.problems, facts
     try:
         found, facts = await _redis_checks(client, settings.redis_url)
-        if facts and settings.secret_keys:  # Redis answered
+        if facts:  # Redis answered
+            found += await _shared_database_problems(client, settings.redis_prefix)
+        if facts and settings.secret_keys:
             found += await _secret_key_problems(client, settings)
     finally:
         await client.aclose()
@@ -179,6 +188,64 @@ async def _redis_checks(client: Redis, url: str) -> tuple[list[str], list[str]]:
             "crash (set appendonly yes, appendfsync everysec)"
         )
     return problems, facts
+
+
+async def _shared_database_problems(client: Redis, prefix: str) -> list[str]:
+    """A problem when the database holds the events index of a pipeline under another prefix.
+
+    The prefix does not separate deployments: arq's keys (``arq:job:<event id>``,
+    ``arq:in-progress:<event id>``) carry none and an event's id does not depend on it, so two
+    deployments that receive the same site's changes act on each other's jobs. The index
+    (``<prefix>events``, a ZSET of event ids) outlives an empty queue, so it is what is looked
+    for, in the first :data:`MAX_KEYS_SCANNED` keys or so. Where SCAN is refused or slow,
+    nothing is said.
+    """
+    try:
+        others = await asyncio.wait_for(_other_prefixes(client, prefix), timeout=3.0)
+    except (RedisError, OSError, TimeoutError):
+        return []
+    if not others:
+        return []
+    named = ", ".join(repr(p) for p in others[:MAX_PREFIXES_NAMED])
+    more = (
+        f" and {len(others) - MAX_PREFIXES_NAMED} more" if len(others) > MAX_PREFIXES_NAMED else ""
+    )
+    return [
+        f"redis: the database also holds the events of another prefix ({named}{more}; ours is "
+        f"{prefix!r}): another deployment, or an earlier prefix of this one. The prefix does "
+        "not separate deployments (arq's keys, arq:job:<event id>, carry none): give each its "
+        "own database number (REACTOR_REDIS_URL .../<db>) or server"
+    ]
+
+
+async def _other_prefixes(client: Redis, prefix: str) -> list[str]:
+    found: set[str] = set()
+    cursor: int = 0
+    scanned = candidates = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match="*events", count=SCAN_COUNT)
+        scanned += SCAN_COUNT
+        for raw in keys:
+            other = _text(raw).removesuffix("events")
+            if other == prefix or other in found or candidates >= MAX_CANDIDATES:
+                continue
+            candidates += 1
+            if await _is_events_index(client, f"{other}events"):
+                found.add(other)
+        if cursor == 0 or scanned >= MAX_KEYS_SCANNED or candidates >= MAX_CANDIDATES:
+            return sorted(found)
+
+
+async def _is_events_index(client: Redis, key: str) -> bool:
+    """A ZSET whose first member is an event id (``ev_...``), as the pipeline keeps it."""
+    if _text(await client.type(key)) != "zset":
+        return False
+    first = await client.zrange(key, 0, 0)
+    return bool(first) and _text(first[0]).startswith("ev_")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 async def _secret_key_problems(client: Redis, settings: Settings) -> list[str]:

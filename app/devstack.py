@@ -347,8 +347,10 @@ def _given_token(name: str = "REACTOR_DASHBOARD_TOKEN") -> str:
 
 
 def _banner(stack: DevStack) -> list[str]:
+    # No bare root URL: the web app serves nothing there (404).
     lines = [
-        f"web        {stack.web_url}/",
+        f"web        {stack.web_url}/atlassian-connect.json  (the app's descriptor; "
+        "health /healthz, /readyz)",
         f"dashboard  {stack.web_url}/dashboard",
         f"dashboard token  {stack.dashboard_token or _given_token()}",
         f"redis      {display_url(stack.redis_url)}",

@@ -155,3 +155,39 @@ async def test_a_secret_key_that_opens_no_stored_tenant_is_a_problem(
         await store.upsert(site)
         await store.mark_status(site.client_key, "uninstalled")
     assert len(key_problems(await problems_of(with_keys(foreign)))) == 1
+
+
+async def test_another_deployments_pipeline_in_the_database_is_a_problem(
+    bare_env: Path, settings: Settings, redis: Redis, redis_target: Any
+) -> None:
+    """The prefix does not separate deployments: arq's keys (arq:job:<event id>) carry none and
+    event ids do not depend on it, so one finishing an event deleted the other's job. Check
+    names the other prefix whose events index (a ZSET of event ids) it finds."""
+    public = settings.model_copy(
+        update={"base_url": PUBLIC["base_url"], "dashboard_token": SecretStr("o" * 32)}
+    )
+    ours = settings.redis_prefix
+
+    def shared(problems: list[str]) -> list[str]:
+        return [p for p in problems if p.startswith("redis: the database also holds")]
+
+    # ours alone, and keys that only end like an index: nothing to say
+    await redis.zadd(f"{ours}events", {"ev_" + "1" * 32: 1})
+    await redis.set(f"{ours}string:events", "ev_x")
+    await redis.zadd(f"{ours}scores:events", {"alice": 3})
+    if redis_target.owned is not None:  # a database of its own (a shared one holds others')
+        assert shared(await problems_of(public)) == []
+
+    other = f"{ours}staging:"  # under ours, so the fixture removes it afterwards
+    await redis.zadd(f"{other}events", {"ev_" + "2" * 32: 1})
+    await redis.zadd(f"{other}queue", {"ev_" + "2" * 32: 1})
+    (line,) = [p for p in shared(await problems_of(public)) if repr(other) in p]
+    assert line.endswith("give each its own database number (REACTOR_REDIS_URL .../<db>) or server")
+    if redis_target.owned is None:
+        return
+    assert line == (
+        f"redis: the database also holds the events of another prefix ({other!r}; ours is "
+        f"{ours!r}): another deployment, or an earlier prefix of this one. The prefix does not "
+        "separate deployments (arq's keys, arq:job:<event id>, carry none): give each its own "
+        "database number (REACTOR_REDIS_URL .../<db>) or server"
+    )

@@ -98,6 +98,16 @@ def test_compose_workers_load_the_rules_file_they_mount() -> None:
     assert len(load_reactions(settings)) > 0
 
 
+def test_compose_web_and_workers_share_settings_and_rules_file() -> None:
+    """The dashboard's Reactions page shows the web process's rules file and modules: with
+    them on the workers alone it showed none while both workers ran one."""
+    services = _compose()["services"]
+    web, worker = services["web"], services["worker"]
+    assert web["environment"] == worker["environment"]
+    assert web["environment"]["REACTOR_RULES_FILE"]
+    assert web["volumes"] == worker["volumes"]
+
+
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in _setting_env_names() if f"`{n}`" not in readme)

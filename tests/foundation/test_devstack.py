@@ -35,8 +35,13 @@ def test_dev_takes_dotenv_values_like_exported_ones(bare_env: Path, redis_url: s
     # given in .env, as if exported: the children read it there, the stack adds no default
     assert "REACTOR_CONNECT_INSTALL_KEYS_URL" not in env
     assert "REACTOR_DASHBOARD_TOKEN" not in env
-    banner = "\n".join(_banner(stack))
+    lines = _banner(stack)
+    banner = "\n".join(lines)
     assert "dashboard token" in banner and "redis" in banner
+    # URLs that answer: the descriptor and the dashboard, not the root (404)
+    assert lines[0].startswith("web        http://127.0.0.1:18001/atlassian-connect.json  ")
+    assert "dashboard  http://127.0.0.1:18001/dashboard" in lines
+    assert not any(line.split()[-1] == "http://127.0.0.1:18001/" for line in lines)
 
     health = f"{prefix}queue:health-check"
     with sync_redis.Redis.from_url(redis_url) as client:
