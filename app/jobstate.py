@@ -101,9 +101,11 @@ end
 # waiting, running or dead: redelivered after the dedupe window) per event. A counted
 # event also bumps the per-minute activity counters (app.metrics.Activity: received:<src>,
 # accepted:<src>, duplicate:<src>), added once per source and batch.
-# Redis time goes mostly to calls, so each stored event costs five (six when it heads its
-# content's line and gets its arq job): the record is written once with its final state, and
-# the index and queue entries of the whole batch go in one ZADD each (in chunks of 256 ids).
+# Redis time goes mostly to calls, so each stored event costs six (the dedupe key, the state
+# read, the line and its expiry, the record and its expiry; seven when it heads its content's
+# line and gets its arq job, one more for a label event's alias): the record is written once
+# with its final state, and the index and queue entries of the whole batch go in one ZADD
+# each (in chunks of 512 ids).
 # Keys are derived here from the prefix: fine on standalone and Sentinel Redis (as arq).
 PUT = (
     _JOB
