@@ -21,6 +21,11 @@ it is refused with 413 before reading, a streamed body as soon as it passes it.
 Every state-changing request carries a CSRF token: forms a hidden ``csrf`` field, the API an
 ``X-CSRF-Token`` header; it is an HMAC of the session id. The CLI authenticates with
 ``Authorization: Bearer <token>`` instead; no cookie is involved, so no CSRF token is needed.
+
+Pages answer their refusals (stale form 403, throttled 429, Redis down 503, 413/415) with the
+HTML error page (:func:`app.dashboard.routes.error_page`, same status and ``Retry-After``); the
+API and the live stream answer JSON. A form sent without a valid session goes to sign-in and
+back to the form's page (:func:`form_page`), never to the address it posted to.
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 SIGNIN_PATH = "/dashboard/signin"
 MAX_FAILURES = 10
 FAILURE_WINDOW_SECONDS = 300
+HOME = "/dashboard/"
+# The page of each form that posts elsewhere (see :func:`form_page`).
+FORM_PAGES = {
+    "/dashboard/dead/retry": "/dashboard/dead",
+    "/dashboard/dead/discard": "/dashboard/dead",
+    "/dashboard/signin": SIGNIN_PATH,
+}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -231,12 +243,12 @@ async def note_failure(request: Request) -> None:
         await pipe.execute()
 
 
-async def wrong_token(request: Request, via: str) -> Response | None:
-    """A wrong operator token (``via``: ``form`` or ``bearer``): 429 once this address is
-    throttled, else None after counting it and recording it among the refused sign-ins (never
-    among the operators' actions, see :mod:`.audit`)."""
+async def wrong_token(request: Request, via: str, *, page: bool = False) -> Response | None:
+    """A wrong operator token (``via``: ``form`` or ``bearer``): 429 (an HTML page for a
+    ``page``) once this address is throttled, else None after counting it and recording it
+    among the refused sign-ins (never among the operators' actions, see :mod:`.audit`)."""
     if await throttled(request):
-        return too_many()
+        return too_many(request, page=page)
     await note_failure(request)
     await AuditLog(request.app.state.redis, _settings(request).redis_prefix).record_refused(
         via, _client(request)
@@ -244,13 +256,33 @@ async def wrong_token(request: Request, via: str) -> Response | None:
     return None
 
 
-def too_many() -> Response:
-    return error_response(
+def too_many(request: Request, *, page: bool = False) -> Response:
+    return refused(
+        request,
         429,
         "too_many_attempts",
         "too many failed sign-ins from this address; wait a few minutes",
         {"Retry-After": str(FAILURE_WINDOW_SECONDS)},
+        page=page,
     )
+
+
+def refused(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    page: bool,
+) -> Response:
+    """An error answer: the JSON error body for the API and the live stream, the HTML error
+    page (same status and headers) for the pages (``page``)."""
+    if not page:
+        return error_response(status, code, detail, headers)
+    from app.dashboard.routes import error_page  # the pages' templates live with the routes
+
+    return error_page(request, status, code, detail, headers)
 
 
 def _bearer_given(request: Request) -> bool:
@@ -261,9 +293,9 @@ def _bearer_given(request: Request) -> bool:
 
 async def _refuse(request: Request) -> Response:
     if _bearer_given(request):
-        refused = await wrong_token(request, "bearer")
-        if refused is not None:
-            return refused
+        answer = await wrong_token(request, "bearer")
+        if answer is not None:
+            return answer
     return error_response(
         401,
         "unauthorized",
@@ -272,68 +304,95 @@ async def _refuse(request: Request) -> Response:
     )
 
 
-async def _unless_redis_down(endpoint: Endpoint, request: Request) -> Response:
+async def _unless_redis_down(endpoint: Endpoint, request: Request, *, page: bool) -> Response:
     """The endpoint's answer; 400/413/415 for unusable input it refused (an ``IngestError``);
-    503 when Redis (where everything shown lives) is down."""
+    503 when Redis (where everything shown lives) is down. For a page (``page``) these
+    answers are the HTML error page, else JSON."""
     try:
         return await endpoint(request)
     except IngestError as exc:
-        return refusal_response(exc)
+        return _refused_input(request, exc, page=page)
     except (RedisError, OSError):
-        return error_response(
-            503, "redis_unavailable", "Redis does not answer; retry shortly", {"Retry-After": "5"}
+        return refused(
+            request,
+            503,
+            "redis_unavailable",
+            "Redis does not answer; retry shortly",
+            {"Retry-After": "5"},
+            page=page,
         )
+
+
+def _refused_input(request: Request, exc: IngestError, *, page: bool) -> Response:
+    answer = refusal_response(exc)
+    if not page:
+        return answer
+    kept = {k: v for k, v in answer.headers.items() if k.lower() == "retry-after"}
+    return refused(request, exc.status, exc.code, exc.detail, kept, page=True)
 
 
 async def unauthorized(request: Request) -> Response:
     """The answer to a request with no valid sign-in: 401, or 429 for a wrong bearer token from
     an address that sent :data:`MAX_FAILURES` wrong ones lately (each wrong one is counted and
-    audited); 503 when Redis, which counts them, is down."""
-    return await _unless_redis_down(_refuse, request)
+    audited); 503 when Redis, which counts them, is down. Always JSON (the API, the stream)."""
+    return await _unless_redis_down(_refuse, request, page=False)
 
 
 def public(endpoint: Endpoint) -> Endpoint:
-    """Guard for what needs no sign-in (the sign-in form's POST): 413 for an oversized body
-    (see :func:`read_form`), 503 when Redis is down, instead of a 500."""
+    """Guard for the page that needs no sign-in (the sign-in form's POST): 413 for an oversized
+    body (see :func:`read_form`), 503 when Redis is down, instead of a 500; as HTML pages."""
 
     async def guarded(request: Request) -> Response:
-        return await _unless_redis_down(endpoint, request)
+        return await _unless_redis_down(endpoint, request, page=True)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
     return guarded
 
 
+def form_page(path: str) -> str:
+    """The page whose form posts to ``path``: where an operator goes back to (after signing in
+    again, from an error page) instead of an address that only takes a POST; the Overview
+    when no page is known."""
+    return FORM_PAGES.get(path.rstrip("/") or "/", HOME)
+
+
 async def _to_sign_in(request: Request) -> Response:
-    """A page asked without a valid sign-in: off to the sign-in form, back here after. A wrong
-    token in an ``Authorization`` header is counted and audited first, as the API does (429
-    once the address is throttled): pages are no way round the throttle."""
+    """A page asked without a valid sign-in: off to the sign-in form, back here after (a form
+    sent without one: back to the form's page, see :func:`form_page`). A wrong token in an
+    ``Authorization`` header is counted and audited first, as the API does (429 once the
+    address is throttled): pages are no way round the throttle."""
     if _bearer_given(request):
-        refused = await wrong_token(request, "bearer")
-        if refused is not None:
-            return refused
-    target = quote(request.url.path + ("?" + request.url.query if request.url.query else ""))
-    return RedirectResponse(f"{SIGNIN_PATH}?next={target}", status_code=303)
+        answer = await wrong_token(request, "bearer", page=True)
+        if answer is not None:
+            return answer
+    if request.method in ("GET", "HEAD"):
+        target = request.url.path + ("?" + request.url.query if request.url.query else "")
+    else:
+        target = form_page(request.url.path)
+    return RedirectResponse(f"{SIGNIN_PATH}?next={quote(target)}", status_code=303)
 
 
 def page(endpoint: Endpoint) -> Endpoint:
     """Guard for HTML pages: sign-in first (see :func:`_to_sign_in`), then the page; POSTs
-    need the form's CSRF token."""
+    need the form's CSRF token. Refusals are HTML error pages."""
 
     async def guarded(request: Request) -> Response:
         operator = await signed_in(request)
         if operator is None:
-            return await _unless_redis_down(_to_sign_in, request)
+            return await _unless_redis_down(_to_sign_in, request, page=True)
         request.state.operator = operator
         if request.method == "POST":
             try:
                 form = await read_form(request)
             except IngestError as exc:
-                return refusal_response(exc)
+                return _refused_input(request, exc, page=True)
             request.state.form = form
             if not csrf_ok(request, operator, first(form, "csrf")):
-                return error_response(403, "csrf_failed", "the form is stale; reload the page")
-        return await _unless_redis_down(endpoint, request)
+                return refused(
+                    request, 403, "csrf_failed", "the form is stale; reload the page", page=True
+                )
+        return await _unless_redis_down(endpoint, request, page=True)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -352,7 +411,7 @@ def api(endpoint: Endpoint) -> Endpoint:
             request, operator, request.headers.get("x-csrf-token")
         ):
             return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
-        return await _unless_redis_down(endpoint, request)
+        return await _unless_redis_down(endpoint, request, page=False)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__

@@ -6,7 +6,9 @@ their number does not multiply the reads; each such computation also samples the
 into the per-minute activity counters, so the depth chart fills while someone watches.
 ``app.state.dashboard_live_interval`` (seconds) overrides the period.
 The session is checked before every push: a stream opened before its session was signed out
-ends at its next push.
+ends at its next push, with ``event: error`` ``{"error": "signed out"}``. While Redis does not
+answer, each push is ``event: error`` ``{"error": "redis unavailable"}`` instead of the
+overview: the page then marks its figures stale and says since when, until the next overview.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
@@ -30,6 +30,7 @@ HERE = Path(__file__).parent
 DEAD_PAGE = 200  # dead letters a page of /dashboard/dead shows unless ``limit`` says otherwise
 AUDIT_PAGE = 300  # operator actions the Audit log page shows
 REFUSED_PAGE = 100  # refused sign-ins it shows below them
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["ago"] = views.ago
 templates.env.filters["clock"] = views.clock
@@ -56,6 +57,84 @@ def render(request: Request, name: str, active: str, status: int = 200, **ctx: A
         **ctx,
     }
     return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+# The error page's heading and message per error code; other codes (bad input) show their detail.
+ERRORS: dict[str, tuple[str, str]] = {
+    "redis_unavailable": (
+        "Redis unavailable",
+        "The dashboard cannot reach Redis, where everything it shows is kept. "
+        "Nothing was changed. Try again in a few seconds.",
+    ),
+    "csrf_failed": (
+        "This form is out of date",
+        "The page this form was sent from is older than your sign-in (you signed in again, "
+        "perhaps in another tab). Nothing was done: reload the page and send the form again.",
+    ),
+    "too_many_attempts": (
+        "Too many failed sign-ins",
+        "Too many wrong operator tokens came from this address lately. "
+        "Wait a few minutes, then try again.",
+    ),
+    "method_not_allowed": (
+        "Not a page",
+        "This address only takes the forms sent from a dashboard page.",
+    ),
+    "not_found": ("Page not found", "There is no dashboard page at this address."),
+}
+
+
+def error_page(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The HTML answer of a page that cannot be shown (the ops API answers JSON instead): the
+    status and headers (``Retry-After``, ``Allow``) of the JSON answer, a message and the way
+    back: the form's page for a form, this page again when waiting may help."""
+    heading, message = ERRORS.get(
+        code, ("Cannot show this page", f"{detail[:1].upper()}{detail[1:]}.")
+    )
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    links: list[tuple[str, str]] = []
+    if request.method not in ("GET", "HEAD") or code == "method_not_allowed":
+        back = auth.form_page(request.url.path)
+        if back != auth.HOME:
+            links.append((back, "Back to the form's page"))
+    elif status in (429, 503):
+        links.append((here, "Try again"))
+    if getattr(request.state, "operator", None) is not None:
+        links.append((auth.HOME, "Overview"))
+    elif request.url.path != auth.SIGNIN_PATH:
+        links.append((auth.SIGNIN_PATH, "Sign in"))
+    response = render(
+        request, "error.html", "", status, heading=heading, message=message, code=code, links=links
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def not_routed(request: Request) -> Response:
+    """Any other method or path under ``/dashboard``: the 405 (with ``Allow``) or 404 page."""
+    allowed: set[str] = set()
+    for route in dashboard_routes:
+        if isinstance(route, Route) and route.endpoint is not not_routed:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                allowed |= route.methods or set()
+    request.state.operator = await auth.signed_in(request)  # the navigation, when signed in
+    if allowed:
+        return error_page(
+            request,
+            405,
+            "method_not_allowed",
+            "Method Not Allowed",
+            {"Allow": ", ".join(sorted(allowed))},
+        )
+    return error_page(request, 404, "not_found", "Not Found")
 
 
 def read_model(request: Request) -> ReadModel:
@@ -106,7 +185,7 @@ async def signin(request: Request) -> Response:
     token = auth.match_token(auth.first(form, "token").strip(), settings.dashboard_tokens)
     if token is None:
         # Only wrong tokens are throttled: a right one signs in even from a throttled address.
-        throttled = await auth.wrong_token(request, "form")
+        throttled = await auth.wrong_token(request, "form", page=True)
         if throttled is not None:
             return throttled
         response = render(
@@ -263,29 +342,34 @@ async def audit(request: Request) -> Response:
 
 
 async def to_index(request: Request) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        return error_page(
+            request, 405, "method_not_allowed", "Method Not Allowed", {"Allow": "GET, HEAD"}
+        )
     return RedirectResponse("/dashboard/", status_code=308)
 
 
+dashboard_routes: list[BaseRoute] = [
+    Route("/", overview, methods=["GET"]),
+    Route("/signin", signin_form, methods=["GET"]),
+    Route("/signin", signin, methods=["POST"]),
+    Route("/signout", signout, methods=["POST"]),
+    Route("/jobs", jobs, methods=["GET"]),
+    Route("/jobs/{event_id}", job_detail, methods=["GET"]),
+    Route("/dead", dead_letters, methods=["GET"]),
+    *actions.page_routes,
+    Route("/budget", budget, methods=["GET"]),
+    Route("/tenants", tenants, methods=["GET"]),
+    Route("/workers", workers, methods=["GET"]),
+    Route("/reactions", reactions, methods=["GET"]),
+    Route("/audit", audit, methods=["GET"]),
+    Route("/live", live.stream, methods=["GET"]),
+    Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    # Last: what no route above takes gets an HTML 405 or 404 page, not the API's JSON.
+    Route("/{path:path}", not_routed, methods=ANY_METHOD),
+]
+
 routes: list[BaseRoute] = [
-    Route("/dashboard", to_index, methods=["GET"]),
-    Mount(
-        "/dashboard",
-        routes=[
-            Route("/", overview, methods=["GET"]),
-            Route("/signin", signin_form, methods=["GET"]),
-            Route("/signin", signin, methods=["POST"]),
-            Route("/signout", signout, methods=["POST"]),
-            Route("/jobs", jobs, methods=["GET"]),
-            Route("/jobs/{event_id}", job_detail, methods=["GET"]),
-            Route("/dead", dead_letters, methods=["GET"]),
-            *actions.page_routes,
-            Route("/budget", budget, methods=["GET"]),
-            Route("/tenants", tenants, methods=["GET"]),
-            Route("/workers", workers, methods=["GET"]),
-            Route("/reactions", reactions, methods=["GET"]),
-            Route("/audit", audit, methods=["GET"]),
-            Route("/live", live.stream, methods=["GET"]),
-            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        ],
-    ),
+    Route("/dashboard", to_index, methods=ANY_METHOD),
+    Mount("/dashboard", routes=dashboard_routes),
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -58,6 +57,15 @@ def test_next_target_stays_on_the_dashboard() -> None:
     assert auth.safe_next("/dashboard/jobs?status=dead") == "/dashboard/jobs?status=dead"
     for evil in ("https://evil.example/", "//evil.example/dashboard", "/dashboard\\@evil"):
         assert auth.safe_next(evil) == "/dashboard"
+
+
+def assert_error_page(answer: httpx.Response, status: int, code: str) -> None:
+    """``answer`` is the dashboard's HTML error page for ``code``, with the pages' policy."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("text/html"), answer.text
+    assert f'data-error="{code}"' in answer.text
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert "<script>" not in answer.text and "style=" not in answer.text
 
 
 @pytest.fixture
@@ -208,10 +216,10 @@ def test_sign_in_form_over_the_bound_is_refused_on_its_declared_length(server: s
     # Only a sliver of the 400 MB is sent: the answer must not wait for (or buffer) the rest.
     status, body = send_partly(server, head, b"csrf=x&token=" + b"a" * 4096)
     assert status == 413
-    assert json.loads(body) == {
-        "error": "payload_too_large",
-        "detail": f"the body is larger than {auth.MAX_FORM_BYTES} bytes",
-    }
+    text = body.decode()
+    assert 'data-error="payload_too_large"' in text
+    assert f"The body is larger than {auth.MAX_FORM_BYTES} bytes." in text
+    assert '<a href="/dashboard/signin">Back to the form&#39;s page</a>' in text
 
 
 def test_streamed_sign_in_form_is_refused_once_it_passes_the_bound(server: str) -> None:
@@ -220,7 +228,7 @@ def test_streamed_sign_in_form_is_refused_once_it_passes_the_bound(server: str) 
     body = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
     status, answer = send_partly(server, FORM_HEAD + "Transfer-Encoding: chunked\n", body)
     assert status == 413
-    assert json.loads(answer)["error"] == "payload_too_large"
+    assert b'data-error="payload_too_large"' in answer
 
 
 async def test_page_form_over_the_bound_is_refused(
@@ -231,8 +239,7 @@ async def test_page_form_over_the_bound_is_refused(
     client, csrf = await asyncio.to_thread(signed_in, server)
     form = {"csrf": csrf, "id": event.id, "confirm": "yes", "pad": "x" * auth.MAX_FORM_BYTES}
     answer = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=form)
-    assert answer.status_code == 413
-    assert answer.json()["error"] == "payload_too_large"
+    assert_error_page(answer, 413, "payload_too_large")
     assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
     del form["pad"]
     done = await asyncio.to_thread(client.post, "/dashboard/dead/retry", data=form)
@@ -254,8 +261,7 @@ async def test_page_forms_in_another_media_type_are_415_not_stale(
     )
     as_json = await asyncio.to_thread(client.post, "/dashboard/dead/retry", json=form)
     for answer in (multipart, as_json):
-        assert answer.status_code == 415
-        assert answer.json()["error"] == "unsupported_media_type"
+        assert_error_page(answer, 415, "unsupported_media_type")
     assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
 
 
@@ -340,8 +346,8 @@ async def test_repeated_wrong_tokens_are_throttled_but_never_lock_operators_out(
         assert nonce is not None
         wrong = {"csrf": nonce.group(1), "token": "another-guess", "next": ""}
         refused = await client.post("/dashboard/signin", data=wrong)
-        assert refused.status_code == 429
-        assert refused.json()["error"] == "too_many_attempts"
+        assert_error_page(refused, 429, "too_many_attempts")
+        assert refused.headers["retry-after"] == str(auth.FAILURE_WINDOW_SECONDS)
         # The same address, throttled: the right token still gets in, by form and by bearer.
         right = {"csrf": nonce.group(1), "token": TOKEN, "next": "/dashboard/jobs"}
         signed = await client.post("/dashboard/signin", data=right)
@@ -372,11 +378,13 @@ async def test_wrong_bearer_tokens_on_pages_are_throttled_and_audited_as_on_the_
                 assert answer.headers["location"].startswith("/dashboard/signin?next=")
         for path in ("/dashboard/", "/dashboard/audit", "/dashboard/jobs/ev_x"):
             page = await client.get(path, headers=wrong)
-            assert page.status_code == 429, path
-            assert page.json()["error"] == "too_many_attempts"
+            assert_error_page(page, 429, "too_many_attempts")
             assert page.headers["retry-after"] == str(auth.FAILURE_WINDOW_SECONDS)
+            assert f'<a href="{path}">Try again</a>' in page.text
         action = await client.post("/dashboard/dead/retry", headers=wrong, data={"scope": "all"})
-        assert action.status_code == 429
+        assert_error_page(action, 429, "too_many_attempts")
+        api = await client.get("/api/status", headers=wrong)
+        assert api.status_code == 429 and api.json()["error"] == "too_many_attempts"
         right = await client.get("/dashboard/", headers={"Authorization": f"Bearer {TOKEN}"})
         assert right.status_code == 200  # never locked out
     log = AuditLog(redis, settings.redis_prefix)
@@ -440,9 +448,11 @@ async def test_sign_in_with_redis_down_answers_503_not_500(settings: Settings) -
         live = await client.get("/dashboard/live", headers={"Authorization": "Bearer guess"})
         page = await client.get("/dashboard/", headers={"Authorization": "Bearer guess"})
     await dead.aclose()
-    for answer in [*answers, live, page]:
-        assert answer.status_code == 503
-        assert answer.json()["error"] == "redis_unavailable"
+    for answer in [*answers, page]:  # pages: the HTML error page
+        assert_error_page(answer, 503, "redis_unavailable")
+        assert answer.headers["retry-after"] == "5"
+    assert live.status_code == 503  # the stream answers as the API does
+    assert live.json()["error"] == "redis_unavailable"
 
 
 async def test_a_live_stream_open_at_sign_out_ends_at_its_next_push(
@@ -472,3 +482,111 @@ async def test_a_live_stream_open_at_sign_out_ends_at_its_next_push(
 
     events = await asyncio.to_thread(watch)
     assert events[0] == "overview" and events[-1] == "error", events
+
+
+async def test_a_form_sent_without_a_session_signs_in_back_to_the_forms_page(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    """A form sent after its session ended (expired, or signed out in another tab) goes to
+    sign-in, and back to the page the form is on: never to the address it posted to, which
+    only takes a POST."""
+    async with httpx.AsyncClient(base_url=server) as client:
+        for action, page in [
+            ("/dashboard/dead/retry", "/dashboard/dead"),
+            ("/dashboard/dead/discard", "/dashboard/dead"),
+            ("/dashboard/signout", "/dashboard/"),  # the header's form: the Overview
+        ]:
+            answer = await client.post(action, data={"scope": "all", "csrf": "x"})
+            assert answer.status_code == 303, action
+            assert answer.headers["location"] == f"/dashboard/signin?next={page}", action
+        asked = await client.get("/dashboard/jobs?status=dead")  # a page: back to it as asked
+        assert asked.headers["location"] == "/dashboard/signin?next=/dashboard/jobs%3Fstatus%3Ddead"
+        form = await client.get("/dashboard/signin?next=/dashboard/dead")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert nonce is not None
+        assert 'name="next" value="/dashboard/dead"' in form.text
+        signed = await client.post(
+            "/dashboard/signin",
+            data={"csrf": nonce.group(1), "token": TOKEN, "next": "/dashboard/dead"},
+        )
+        assert signed.headers["location"] == "/dashboard/dead"
+        landed = await client.get(signed.headers["location"])
+        assert landed.status_code == 200 and "<h1>Dead letters</h1>" in landed.text
+
+
+async def test_dashboard_errors_are_html_pages_and_the_api_keeps_json(
+    server: str, settings: Settings, redis: Redis
+) -> None:
+    event = make_event(content_id="80")
+    await kill(redis, settings, event, "boom")
+    client, csrf = await asyncio.to_thread(signed_in, server)
+    stale = await asyncio.to_thread(
+        client.post, "/dashboard/dead/retry", data={"csrf": "0" * 64, "id": event.id}
+    )
+    assert_error_page(stale, 403, "csrf_failed")
+    assert "This form is out of date" in stale.text
+    assert '<a href="/dashboard/dead">Back to the form&#39;s page</a>' in stale.text
+    assert 'aria-current="page">Dead letters' not in stale.text and "<nav>" in stale.text
+    assert await redis.zscore(f"{settings.redis_prefix}dlq", event.id) is not None
+
+    not_a_page = await asyncio.to_thread(client.get, "/dashboard/dead/retry")
+    assert_error_page(not_a_page, 405, "method_not_allowed")
+    assert not_a_page.headers["allow"] == "POST"
+    assert '<a href="/dashboard/dead">Back to the form&#39;s page</a>' in not_a_page.text
+    posted = await asyncio.to_thread(client.post, "/dashboard/audit", data={"csrf": csrf})
+    assert_error_page(posted, 405, "method_not_allowed")
+    assert posted.headers["allow"] == "GET, HEAD"
+    index = await asyncio.to_thread(client.post, "/dashboard", data={"csrf": csrf})
+    assert_error_page(index, 405, "method_not_allowed")
+    missing = await asyncio.to_thread(client.get, "/dashboard/no-such-page")
+    assert_error_page(missing, 404, "not_found")
+    assert "<nav>" in missing.text  # signed in: the navigation
+    async with httpx.AsyncClient(base_url=server) as anyone:
+        unknown = await anyone.get("/dashboard/no-such-page")
+        assert_error_page(unknown, 404, "not_found")
+        assert (
+            "<nav>" not in unknown.text
+            and '<a href="/dashboard/signin">Sign in</a>' in unknown.text
+        )
+        # The API, the stream and the rest of the site keep their JSON errors.
+        assert (await anyone.get("/api/no-such")).json()["error"] == "not_found"
+        assert (await anyone.get("/api/status")).json()["error"] == "unauthorized"
+        assert (await anyone.get("/dashboard/live")).json()["error"] == "unauthorized"
+    api_stale = await asyncio.to_thread(client.post, "/api/dead/retry", json={"ids": [event.id]})
+    assert api_stale.status_code == 403 and api_stale.json()["error"] == "csrf_failed"
+
+
+async def test_pages_with_redis_down_answer_an_html_503_with_navigation(
+    settings: Settings,
+) -> None:
+    from app import redis as redis_conn
+    from app.embedded_redis import free_port
+    from app.main import create_app
+
+    dead = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    app = create_app(settings, redis=dead)
+    transport = httpx.ASGITransport(app=app)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://reactor.test") as client:
+        app.state.redis = dead
+        pages = [await client.get(p, headers=bearer) for p in ("/dashboard/", "/dashboard/dead")]
+        api = await client.get("/api/status", headers=bearer)
+    await dead.aclose()
+    for page in pages:
+        assert_error_page(page, 503, "redis_unavailable")
+        assert page.headers["retry-after"] == "5"
+        assert "Redis unavailable" in page.text and "<nav>" in page.text
+        assert f'<a href="{page.url.path}">Try again</a>' in page.text
+    assert api.status_code == 503 and api.json()["error"] == "redis_unavailable"
+
+
+async def test_pages_name_an_svg_icon_served_as_an_image(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server) as client:
+        page = await client.get("/dashboard/signin")
+        link = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page.text)
+        assert link is not None and link.group(1).startswith("/dashboard/static/")
+        assert "img-src 'self'" in page.headers["content-security-policy"]
+        icon = await client.get(link.group(1))
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/svg+xml"
+    assert icon.text.startswith("<svg") and "<script" not in icon.text

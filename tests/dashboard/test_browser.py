@@ -6,17 +6,21 @@ Screenshots go to ``test-artifacts/dashboard/`` (gitignored) so a run can be ins
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.applications import Starlette
 
 from app import redis as redis_conn
 from app.budget.hook import Observation, Priority
 from app.budget.redis_budget import RedisBudget
+from app.embedded_redis import free_port
 from app.eventlog import EventLog
 from app.main import create_app
 from app.queue import EventQueue
@@ -76,10 +80,13 @@ def browser_page(server_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def server_url(settings: Settings, live_server: Callable[..., Any]) -> Iterator[str]:
+def live_app(
+    settings: Settings, live_server: Callable[..., Any]
+) -> Iterator[tuple[Starlette, str]]:
+    """The app (its ``state.redis`` can be swapped for a Redis that is down) and its URL."""
     app = create_app(settings)
     app.state.dashboard_live_interval = 0.3
-    yield live_server(app).url
+    yield app, live_server(app).url
 
     async def clean(client: Redis) -> None:
         keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}*")]
@@ -87,6 +94,11 @@ def server_url(settings: Settings, live_server: Callable[..., Any]) -> Iterator[
             await client.delete(*keys)
 
     in_redis(settings, clean)
+
+
+@pytest.fixture
+def server_url(live_app: tuple[Starlette, str]) -> str:
+    return live_app[1]
 
 
 # Every violation of the Content-Security-Policy a page reports, kept on the page's window.
@@ -174,10 +186,19 @@ def test_counts_change_live_as_events_arrive(
         "fetch(location.href).then((r) => r.headers.get('content-security-policy'))"
     )
     assert csp_violations(page, console) == []
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/dashboard/live" in r.url else None)
     for label in ("Jobs", "Dead letters", "Budget", "Tenants", "Workers", "Reactions", "Audit log"):
+        streams.clear()
         page.click(f"nav a:text('{label}')")
         page.wait_for_selector(f"nav a[aria-current=page]:text('{label}')")
-        page.wait_for_selector(".live.on")
+        if label == "Budget":  # its tiles update live
+            page.wait_for_selector(".live.on")
+            assert streams, label
+        else:  # nothing on it updates live: no live indicator, no stream
+            page.wait_for_load_state("load")
+            assert page.locator("[data-live-status]").count() == 0, label
+            assert streams == [], label
         assert csp_violations(page, console) == [], label
     # The watch does see violations: markup with a style attribute is refused and reported.
     refused = page.evaluate(CSP_CANARY)
@@ -331,3 +352,134 @@ def test_jobs_page_walks_to_the_next_page_and_back(
     page.click("nav.pager a:text('First page')")
     page.wait_for_selector("nav.pager a:text('Next page')")
     assert listed.all_inner_texts() == first
+
+
+def test_an_outage_of_redis_marks_the_overview_stale_until_redis_is_back(
+    browser_page: Any, live_app: tuple[Starlette, str], settings: Settings
+) -> None:
+    from playwright.sync_api import expect
+
+    app, url = live_app
+    event = make_event(tenant="umbrella.atlassian.net", content_id="9090")
+    in_redis(settings, lambda c: kill(c, settings, event, "500: server error"))
+    page = browser_page
+    sign_in(page, url)
+    page.wait_for_selector(".live.on")
+    banner, dot = page.locator("[data-live-banner]"), page.locator("[data-live-status]")
+    dead_letters = page.locator('[data-live="dead_letters"]')
+    failing = page.locator("tbody[data-live-table=failing]")
+    assert banner.is_hidden()
+    stale = re.compile(r"\bstale\b")
+    expect(dead_letters).not_to_have_class(stale)
+
+    working = app.state.redis
+    down = redis_conn.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    app.state.redis = down  # what every push reads from: Redis is down
+    try:
+        expect(banner).to_have_text(
+            re.compile(r"^Redis unavailable — figures as of \d\d:\d\d:\d\d\.$")
+        )
+        expect(dot).to_have_class("live off")
+        assert (dot.get_attribute("title") or "").startswith("Redis unavailable — figures as of")
+        for figure in (dead_letters, failing, page.locator('[data-live-map="hour.received"]')):
+            expect(figure).to_have_class(stale)
+        assert dead_letters.inner_text() == "1"  # the last figures, shown as such
+        assert float(dead_letters.evaluate("(el) => getComputedStyle(el).opacity")) < 1
+        page.screenshot(path=str(ARTIFACTS / "overview-redis-down.png"), full_page=True)
+    finally:
+        app.state.redis = working
+        in_redis(settings, lambda _: down.aclose())
+    expect(banner).to_be_hidden()
+    expect(dot).to_have_class("live on")
+    assert dot.get_attribute("title") == "live"
+    expect(page.locator(".stale")).to_have_count(0)
+
+
+def test_a_stream_ended_by_a_sign_out_elsewhere_says_so_and_leads_to_sign_in(
+    browser_page: Any, server_url: str
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    sign_in(page, server_url)
+    page.wait_for_selector(".live.on")
+    # Signed out in another tab: the same session cookie, its CSRF token.
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    csrf = page.input_value("form.signout input[name=csrf]")
+    with httpx.Client(base_url=server_url, cookies=cookies) as other:
+        assert other.post("/dashboard/signout", data={"csrf": csrf}).status_code == 303
+    banner = page.locator("[data-live-banner]")
+    expect(banner).to_have_text(
+        re.compile(
+            r"^Signed out: live updates stopped — figures as of \d\d:\d\d:\d\d\. Sign in again$"
+        )
+    )
+    expect(page.locator("[data-live-status]")).to_have_class("live off")
+    expect(page.locator('[data-live="dead_letters"]')).to_have_class(re.compile(r"\bstale\b"))
+    banner.locator("a:text('Sign in again')").click()
+    page.wait_for_selector("#token")
+    assert page.input_value("input[name=next]") == "/dashboard/"
+
+    # A stream refused outright (401: the session ended before it opened) is not retried.
+    sign_in(page, server_url)
+    page.wait_for_selector("h1:text('Overview')")
+    page.route("**/dashboard/live", lambda route: route.fulfill(status=401, body="{}"))
+    page.reload()
+    expect(banner).to_have_text(re.compile(r"^Not signed in: live updates stopped — "))
+    expect(page.locator("[data-live-status]")).to_have_attribute(
+        "title", re.compile("^Not signed in: live updates stopped")
+    )
+
+
+def test_unchanged_live_rows_keep_the_operators_selection(
+    browser_page: Any, server_url: str, settings: Settings
+) -> None:
+    from playwright.sync_api import expect
+
+    event = make_event(tenant="soylent.atlassian.net", content_id="7070")
+    in_redis(settings, lambda c: kill(c, settings, event, "PermanentFailure: gone"))
+    page = browser_page
+    sign_in(page, server_url)
+    page.wait_for_selector(".live.on")
+    # The operator selects the reason of a failing row, as to copy it.
+    before = page.evaluate(
+        """() => {
+          const row = document.querySelector("tbody[data-live-table=failing] tr");
+          window.kept = {
+            why: row.querySelector("td.why"),
+            when: row.lastElementChild.firstChild,
+            map: document.querySelector('[data-live-map="hour.received"]').firstChild,
+          };
+          const range = document.createRange();
+          range.selectNodeContents(window.kept.why);
+          getSelection().removeAllRanges();
+          getSelection().addRange(range);
+          return [document.body.dataset.liveAt, window.kept.when.data];
+        }"""
+    )
+    assert page.evaluate("getSelection().toString()") == "PermanentFailure: gone"
+    # Pushes come every 0.3 s: let several arrive with the same rows.
+    body = page.locator("body")
+    expect(body).not_to_have_attribute("data-live-at", before[0])
+    page.wait_for_timeout(2200)
+    after = page.evaluate(
+        """() => [kept.why.isConnected, kept.map.isConnected, kept.when.isConnected,
+                 kept.when.data, getSelection().toString()]"""
+    )
+    assert after[:3] == [True, True, True]
+    assert after[4] == "PermanentFailure: gone"
+    assert re.fullmatch(r"\d+s ago", after[3]) and after[3] != before[1]  # the time moves on
+
+
+def test_pages_load_their_icon_without_an_error(browser_page: Any, server_url: str) -> None:
+    page = browser_page
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    with page.expect_response(lambda r: "icon" in r.url) as icon:
+        page.goto(f"{server_url}/dashboard/signin")
+    assert icon.value.url == f"{server_url}/dashboard/static/icon.svg"
+    assert icon.value.status == 200
+    assert icon.value.headers["content-type"] == "image/svg+xml"
+    sign_in(page, server_url)
+    page.wait_for_selector(".live.on")
+    assert errors == []

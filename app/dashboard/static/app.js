@@ -87,6 +87,7 @@ function cell(row, spec) {
     span.textContent = String(value || "unknown");
     td.appendChild(span);
   } else if (kind === "ago") {
+    td.dataset.ago = String(value ?? "");
     td.textContent = ago(value);
   } else if (kind === "links") {
     const status = row.dead ? "dead" : "failed";
@@ -102,7 +103,24 @@ function cell(row, spec) {
   return td;
 }
 
+// What each live table shows, serialised: rows that did not change leave its DOM alone, so an
+// operator's text selection or keyboard focus in it survives the pushes.
+const rendered = new WeakMap();
+
+function setText(el, text) {
+  if (el.textContent === text) return;
+  if (el.childNodes.length === 1 && el.firstChild.nodeType === Node.TEXT_NODE) el.firstChild.data = text;
+  else el.textContent = text;
+}
+
 function renderTable(tbody, rows) {
+  const key = JSON.stringify(rows);
+  if (rendered.get(tbody) === key) {
+    // Same rows: only the relative times move on, in their own text nodes.
+    tbody.querySelectorAll("td[data-ago]").forEach((td) => setText(td, ago(td.dataset.ago)));
+    return;
+  }
+  rendered.set(tbody, key);
   const specs = tbody.dataset.cols.split(",");
   const fresh = rows.map((row) => {
     const tr = document.createElement("tr");
@@ -140,7 +158,7 @@ function apply(data) {
     }
   });
   document.querySelectorAll("[data-live-map]").forEach((el) => {
-    el.textContent = formatMap(pick(data, el.dataset.liveMap));
+    setText(el, formatMap(pick(data, el.dataset.liveMap)));
   });
   document.querySelectorAll("svg[data-chart]").forEach((svg) => {
     const v = pick(data, svg.dataset.chart);
@@ -148,16 +166,62 @@ function apply(data) {
   });
 }
 
+// What the stream keeps up to date (the Budget page's burn chart is drawn once, from the page).
+const LIVE = "[data-live], [data-live-map], tbody[data-live-table], svg[data-chart]:not([data-initial])";
+
+function clock(ms) {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+// The live state, shown by the dot (its class and title), the banner and the figures: while
+// they are not being updated they are marked stale and the banner says since when.
+function showLive(state, message, action) {
+  const status = document.querySelector("[data-live-status]");
+  const banner = document.querySelector("[data-live-banner]");
+  const on = state === "on";
+  document.body.dataset.liveState = state;
+  status.className = `live ${on ? "on" : "off"}`;
+  status.title = on ? "live" : message;
+  document.querySelectorAll(LIVE).forEach((el) => el.classList.toggle("stale", !on));
+  if (!banner) return;
+  banner.hidden = on;
+  banner.replaceChildren();
+  if (on) return;
+  banner.append(message);
+  if (action) banner.append(" ", action);
+}
+
 function connect() {
   const status = document.querySelector("[data-live-status]");
   if (!status || !window.EventSource) return;
+  let freshAt = Date.now(); // the figures shown are those of the page, then of the last push
+  const asOf = () => `figures as of ${clock(freshAt)}`;
   const source = new EventSource("/dashboard/live");
-  source.addEventListener("open", () => { status.className = "live on"; status.title = "live"; });
-  source.addEventListener("error", () => { status.className = "live off"; status.title = "reconnecting"; });
+  // Closed for good (signed out, here or in another tab): no more pushes, sign in again.
+  const closed = (why) => {
+    source.close();
+    const next = encodeURIComponent(location.pathname + location.search);
+    showLive("closed", `${why}: live updates stopped — ${asOf()}.`,
+      link(`/dashboard/signin?next=${next}`, "Sign in again"));
+  };
+  source.addEventListener("error", (e) => {
+    if (e.data) { // the server's own error event (a lost connection carries no data)
+      let why = "";
+      try { why = JSON.parse(e.data).error; } catch (_) { why = ""; }
+      if (why === "signed out") closed("Signed out");
+      else showLive("stale", `Redis unavailable — ${asOf()}.`);
+    } else if (source.readyState === EventSource.CLOSED) {
+      closed("Not signed in"); // the stream was refused (401): it is not retried
+    } else {
+      showLive("stale", `Connection to the server lost, reconnecting — ${asOf()}.`);
+    }
+  });
   source.addEventListener("overview", (e) => {
-    status.className = "live on";
     apply(JSON.parse(e.data));
-    document.body.dataset.liveAt = String(Date.now());
+    freshAt = Date.now();
+    showLive("on");
+    document.body.dataset.liveAt = String(freshAt);
   });
 }
 
