@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
@@ -97,22 +99,42 @@ class JsonRecord(logging.Formatter):
         return self._line(None, method, fields).decode("utf-8", "replace")
 
 
+# Unwritten log output held at most, while the log's reader does not keep up (a pipe nobody
+# reads, a stalled collector); lines beyond it are dropped and counted, never waited for.
+MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+# How long the process waits at exit for held lines to be written.
+EXIT_DRAIN_SECONDS = 2.0
+
+
 class LineWriter:
     """structlog logger writing rendered lines (bytes) to a binary stream, in order.
 
     Debug and info lines made inside a running event loop wait for the end of the loop's
-    current iteration and are written together (one system call for every line of a batch of
-    requests); outside a loop, and for warnings and worse, lines are written at once. Lines
-    still waiting when the process exits are written then.
+    current iteration and go out together (one system call for every line of a batch of
+    requests); warnings and worse go out at once, after whatever waits before them. Inside a
+    running loop the writing itself is done by a thread of the writer's own: a log reader
+    that stops reading (a full pipe) must never stall the loop, and with it every request.
+    Up to :data:`MAX_BACKLOG_BYTES` wait for it; what comes beyond is dropped, and a warning
+    line says how many lines were lost once writing resumes. Outside a loop (commands, start-up)
+    lines are written at once by the caller. Lines still held when the process exits are
+    written then, waiting at most :data:`EXIT_DRAIN_SECONDS`.
     """
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
         # None: the binary buffer of ``sys.stderr`` as it is at each write (a test harness or a
         # supervisor may swap the stream after configuration; lines follow it).
         self._stream = stream
+        self._max_backlog = max_backlog
         self._lines: list[bytes] = []
         self._lock = threading.Lock()
-        atexit.register(self.flush)
+        # Chunks handed to the writing thread, each with the stream it goes to.
+        self._ready = threading.Condition(threading.Lock())
+        self._backlog: deque[tuple[Any, bytes]] = deque()
+        self._backlog_bytes = 0
+        self._writing = False
+        self._dropped = 0
+        self._thread: threading.Thread | None = None
+        atexit.register(self.close)
 
     def _later(self, message: bytes) -> None:
         with self._lock:
@@ -131,23 +153,125 @@ class LineWriter:
         self.flush()
 
     def flush(self) -> None:
+        """Send what waits: to the writing thread inside a running loop, else written here."""
         with self._lock:
             lines, self._lines = self._lines, []
-            if lines:
-                lines.append(b"")
-                data = b"\n".join(lines)
-                stream = self._stream
-                if stream is None:
-                    stream = getattr(sys.stderr, "buffer", None)
-                    if stream is None:  # a text-only stream took stderr's place
-                        sys.stderr.write(data.decode("utf-8", "replace"))
-                        sys.stderr.flush()
-                        return
-                stream.write(data)
-                stream.flush()
+            if not lines:
+                return
+            lines.append(b"")
+            data = b"\n".join(lines)
+            stream = self._stream
+            if stream is None:
+                stream = getattr(sys.stderr, "buffer", None)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._write_here(stream, data)
+                return
+            self._hand_over(stream, data, len(lines) - 1)
+
+    def _write_here(self, stream: Any, data: bytes) -> None:
+        """Outside a loop: after what the thread still holds (order kept), then this."""
+        if self._backlog or self._writing:
+            self.drain(EXIT_DRAIN_SECONDS)
+        _write(stream, data)
+
+    def _hand_over(self, stream: Any, data: bytes, count: int) -> None:
+        with self._ready:
+            if self._backlog_bytes + len(data) > self._max_backlog:
+                self._dropped += count
+                return
+            self._backlog.append((stream, data))
+            self._backlog_bytes += len(data)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="reactor-log-writer", daemon=True
+                )
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._backlog:
+                    self._ready.wait()
+                stream, data = self._backlog.popleft()
+                self._writing = True
+            notice = b""
+            try:
+                _write(stream, data)
+                with self._ready:
+                    if self._dropped and not self._backlog:  # caught up: say what was lost
+                        notice, self._dropped = _dropped_line(self._dropped), 0
+                if notice:
+                    _write(stream, notice)
+            except Exception:  # noqa: S110 - a log that cannot be written is no crash
+                pass
+            with self._ready:
+                self._backlog_bytes -= len(data)
+                self._writing = False
+                self._ready.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the writing thread has written everything held; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while self._backlog or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._ready.wait(left)
+        return True
+
+    def close(self) -> None:
+        """At exit: what waits is written (the writing thread's part within a bound)."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if self._backlog or self._writing:
+            self.drain(EXIT_DRAIN_SECONDS)
+        if lines:
+            lines.append(b"")
+            with contextlib.suppress(Exception):  # nothing left to tell at exit
+                _write(self._stream or getattr(sys.stderr, "buffer", None), b"\n".join(lines))
 
     debug = info = msg = log = _later
     warning = warn = error = err = critical = fatal = exception = failure = _now
+
+
+def _write(stream: Any, data: bytes) -> None:
+    if stream is None:  # a text-only stream took stderr's place
+        sys.stderr.write(data.decode("utf-8", "replace"))
+        sys.stderr.flush()
+        return
+    stream.write(data)
+    stream.flush()
+
+
+def _dropped_line(count: int) -> bytes:
+    fields = {
+        "event": "log lines dropped: the log output was not read fast enough",
+        "count": count,
+        "logger": "reactor.logs",
+    }
+    return JsonLine()(None, "warning", fields) + b"\n"
+
+
+class WriterHandler(logging.Handler):
+    """Standard-library records (arq, uvicorn, redis) through the same :class:`LineWriter`:
+    one order for every line, and none of them blocks the event loop on a stalled reader."""
+
+    def __init__(self, writer: LineWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.writer = writer
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record).encode("utf-8", "replace")
+        except Exception:  # as logging.Handler does
+            self.handleError(record)
+            return
+        self.writer.warning(line)
 
 
 class _CurrentStderr:
@@ -236,9 +360,13 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         cache_logger_on_first_use=True,
     )
     if fmt == "json":
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonRecord())
-        logging.basicConfig(level=numeric, handlers=[handler])
+        handler: logging.Handler
+        if stream is not None:
+            handler = WriterHandler(writer, JsonRecord())
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(JsonRecord())
+        logging.basicConfig(level=numeric, handlers=[handler], force=True)
     else:
         logging.basicConfig(
             level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"

@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,12 +147,48 @@ async def test_info_lines_of_one_loop_iteration_share_one_write() -> None:
         writer.info(b"%d" % n)
     assert stream.writes == 0
     await asyncio.sleep(0)
+    assert writer.drain(5)
     assert (stream.writes, stream.getvalue()) == (1, b"0\n1\n2\n3\n4\n")
     writer.info(b"5")
     writer.error(b"6")  # a warning or worse goes out at once, after what waits before it
+    assert writer.drain(5)
     assert stream.getvalue().endswith(b"4\n5\n6\n")
     await asyncio.sleep(0)
-    assert stream.getvalue().endswith(b"4\n5\n6\n")
+    assert writer.drain(5) and stream.getvalue().endswith(b"4\n5\n6\n")
+
+
+class BlockedStream(io.BytesIO):
+    """A log reader that stopped reading (a full pipe): each write waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, data: Any) -> int:
+        assert self.release.wait(10)
+        return super().write(data)
+
+
+async def test_a_log_reader_that_stops_reading_never_stalls_the_loop() -> None:
+    """Before, the loop itself wrote: a full stderr pipe stopped every request of the server."""
+    stream = BlockedStream()
+    writer = LineWriter(stream, max_backlog=64)
+    started = time.monotonic()
+    for n in range(50):  # far more than the backlog holds
+        writer.info(b"line %02d" % n)
+        writer.warning(b"warn %02d" % n)
+        await asyncio.sleep(0)
+    assert time.monotonic() - started < 1.0  # not a write waited for
+    assert not writer.drain(0.05)  # still held while the reader is stuck
+    stream.release.set()
+    assert writer.drain(5)
+    lines = stream.getvalue().splitlines()
+    kept = [line for line in lines if line.startswith((b"line", b"warn"))]
+    assert kept == sorted(kept, key=lambda line: (int(line[5:7]), line[:4] == b"warn"))
+    assert 0 < len(kept) < 100  # what did not fit was dropped, never waited for
+    [notice] = [json.loads(line) for line in lines if line.startswith(b"{")]
+    assert notice["level"] == "warning" and notice["count"] == 100 - len(kept)
+    assert "dropped" in notice["event"]
 
 
 @pytest.mark.parametrize("level", ["info", "warning"])
