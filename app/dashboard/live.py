@@ -4,7 +4,9 @@ The stream sends ``event: overview`` with the same JSON as ``GET /api/overview``
 streams share one overview computed per period (:func:`app.dashboard.views.overview`), so
 their number does not multiply the reads; each such computation also samples the queue depth
 into the per-minute activity counters, so the depth chart fills while someone watches.
-``app.state.dashboard_live_interval`` (seconds) overrides the period.
+``app.state.dashboard_live_interval`` (seconds) overrides the period. A process serves at most
+:data:`MAX_STREAMS` streams at once (each holds a connection, tasks and a session check per
+push): one more is answered 503 with ``Retry-After``, and the page's stream retries.
 The session is checked before every push: a stream opened before its session was signed out
 ends at its next push, with ``event: error`` ``{"error": "signed out"}``. While Redis does not
 answer, each push is ``event: error`` ``{"error": "redis unavailable"}`` instead of the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -23,8 +26,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.dashboard import auth, views
+from app.web.responses import error_response
 
 DEFAULT_INTERVAL = 2.0
+# Live streams one web process serves at once; far above a team of operators' open tabs.
+MAX_STREAMS = 200
 
 
 async def _events(request: Request, interval: float) -> AsyncIterator[ServerSentEvent]:
@@ -48,5 +54,28 @@ async def stream(request: Request) -> Response:
     if operator is None:
         # The same JSON 401 (or 429) as the ops API; EventSource only sees the status.
         return await auth.unauthorized(request)
-    interval = float(getattr(request.app.state, "dashboard_live_interval", DEFAULT_INTERVAL))
-    return EventSourceResponse(_events(request, interval), ping=15)
+    state = request.app.state
+    interval = float(getattr(state, "dashboard_live_interval", DEFAULT_INTERVAL))
+    limit = int(getattr(state, "dashboard_max_streams", MAX_STREAMS))
+    open_now: int = getattr(state, "dashboard_streams", 0)
+    if open_now >= limit:
+        return error_response(
+            503,
+            "too_many_streams",
+            "too many live streams open; retry shortly",
+            {"Retry-After": "10"},
+        )
+    return EventSourceResponse(_counted(state, _events(request, interval)), ping=15)
+
+
+async def _counted(
+    state: Any, events: AsyncIterator[ServerSentEvent]
+) -> AsyncIterator[ServerSentEvent]:
+    """``events``, counted among the open streams from its start until it ends (closed by
+    either side). Counted once running, so a stream never started is never counted."""
+    state.dashboard_streams = getattr(state, "dashboard_streams", 0) + 1
+    try:
+        async for event in events:
+            yield event
+    finally:
+        state.dashboard_streams -= 1

@@ -65,14 +65,16 @@ def log_rejection(request: Request | Scope, exc: VerificationError) -> None:
     """
     scope = request.scope if isinstance(request, Request) else request
     path = scope["path"]
+    # The client key and audience of a refused token are the sender's claims, unverified: a
+    # line per refusal must not carry kilobytes of them.
     fields: dict[str, Any] = {
         "reason": exc.code,
-        "client_key": exc.tenant,
-        "path": path,
+        "client_key": clipped(exc.tenant),
+        "path": clipped(path),
         "status": exc.status,
     }
     if isinstance(exc, WrongAudience):
-        fields["aud"] = exc.received
+        fields["aud"] = clipped(exc.received)
         settings = _app_settings(scope)
         if settings is not None:
             fields["base_url"] = settings.base_url
@@ -80,6 +82,17 @@ def log_rejection(request: Request | Scope, exc: VerificationError) -> None:
         log.warning("connect.rejected", **fields)
     else:
         log.info("connect.rejected", **fields)
+
+
+# Characters of an unverified value a log line keeps (a clientKey is a 36-character UUID).
+LOGGED_CLAIM_CHARS = 200
+
+
+def clipped(value: Any) -> Any:
+    """A value from an unverified request, cut for a log line (``…`` and its full length)."""
+    if isinstance(value, str) and len(value) > LOGGED_CLAIM_CHARS:
+        return f"{value[:LOGGED_CLAIM_CHARS]}… ({len(value)} characters)"
+    return value
 
 
 def _app_settings(scope: Scope) -> Settings | None:

@@ -37,6 +37,7 @@ from app.tenants import Status, Tenant, TenantStore
 from app.web.connect_auth import (
     ANY_METHOD,
     authenticate,
+    clipped,
     log_rejection,
     read_json,
     request_target,
@@ -203,7 +204,7 @@ async def _toggle(request: Request, status: Status) -> Response:
         log_rejection(request, exc)
         if request.method != "POST":
             raise
-        log.info(f"connect.{status}.ignored", client_key=exc.tenant)
+        log.info(f"connect.{status}.ignored", client_key=clipped(exc.tenant))
         return Response(status_code=204)
     except VerificationError as exc:
         log_rejection(request, exc)

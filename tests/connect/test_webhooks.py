@@ -186,6 +186,27 @@ async def test_rejections_are_logged_with_reason_never_the_token(
     assert token not in resp.text and secret not in resp.text
 
 
+async def test_a_refusal_s_log_line_keeps_unverified_claims_short(
+    connect_app: ConnectApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token's issuer is unverified when its tenant is unknown: one line per refused request
+    must not carry kilobytes of it (a flood of them fills disks and the log pipe)."""
+    out = io.StringIO()
+    processors = [structlog.processors.add_log_level, redact, structlog.processors.JSONRenderer()]
+    line = structlog.wrap_logger(structlog.PrintLogger(out), processors=processors)
+    monkeypatch.setattr(connect_auth, "log", line)
+    await connect_app.install()
+    path = "/connect/webhooks/page_created"
+    issuer = "x" * 5000
+    token = encode_connect_token(issuer=issuer, secret="s" * 32, method="POST", url=path)
+    resp = await post_signed(connect_app, path, token)
+    assert resp.status_code == 401
+    [logged] = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert logged["reason"] == resp.json()["error"]
+    assert logged["client_key"] == "x" * 200 + "… (5000 characters)"
+    assert len(out.getvalue()) < 600
+
+
 async def test_oversized_token_over_http(connect_app: ConnectApp) -> None:
     client_key, secret = await connect_app.install()
     path = "/connect/webhooks/page_created"

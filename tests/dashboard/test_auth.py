@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -482,6 +482,48 @@ async def test_a_live_stream_open_at_sign_out_ends_at_its_next_push(
 
     events = await asyncio.to_thread(watch)
     assert events[0] == "overview" and events[-1] == "error", events
+
+
+async def test_live_streams_of_one_process_are_capped_and_closed_ones_free_their_place(
+    live_server: Callable[..., Any], settings: Settings
+) -> None:
+    """Each live stream holds a connection, tasks and a session check per push: one process
+    serves a bounded number at once (503 with Retry-After beyond), freed as streams close."""
+    from app.main import create_app
+
+    app = create_app(settings)
+    app.state.dashboard_live_interval = 0.2
+    app.state.dashboard_max_streams = 2
+    url = live_server(app).url
+    client, _ = await asyncio.to_thread(signed_in, url)
+
+    def first_event(lines: Iterator[str]) -> str:
+        # The iterator is kept by the caller: dropping one mid-stream closes its connection.
+        for line in lines:
+            if line.startswith("event:"):
+                return line.removeprefix("event:").strip()
+        return ""
+
+    def scenario() -> tuple[list[str], int, str, str]:
+        with (
+            client.stream("GET", "/dashboard/live", timeout=10) as one,
+            client.stream("GET", "/dashboard/live", timeout=10) as two,
+        ):
+            lines = [one.iter_lines(), two.iter_lines()]
+            opened = [first_event(lines[0]), first_event(lines[1])]
+            third = client.get("/dashboard/live", timeout=10)
+            refused = (third.status_code, third.headers.get("retry-after", ""))
+            body = third.json()["error"]
+        time.sleep(0.6)  # both closed by the client: their next push finds them gone
+        with client.stream("GET", "/dashboard/live", timeout=10) as again:
+            again_lines = again.iter_lines()
+            after = first_event(again_lines)
+        return opened, refused[0], refused[1] + ":" + body, after
+
+    opened, status, detail, after = await asyncio.to_thread(scenario)
+    assert opened == ["overview", "overview"]
+    assert (status, detail) == (503, "10:too_many_streams")
+    assert after == "overview"
 
 
 async def test_a_form_sent_without_a_session_signs_in_back_to_the_forms_page(
