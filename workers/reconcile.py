@@ -57,6 +57,9 @@ LOCK_SECONDS = 120.0
 # A search whose last page came too late for its query's lower bound goes on with a new query
 # for what it may have left out; after this many late ends in one run, the run stops unfinished.
 LATE_ENDS = 4
+# Space keys a sweeper keeps (per site and space id) before it forgets them all: a process
+# serving many sites for months must not grow without bound.
+MAX_SPACE_KEYS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +366,8 @@ class Sweeper:
             c.space_id for _, c, _ in found if c.space_id and (tenant, c.space_id) not in known
         }
         if space_ids:
+            if len(known) + len(space_ids) > MAX_SPACE_KEYS:
+                known.clear()  # bounded: what is still needed is read again, a page at a time
             for space_id, key in (await client.space_keys(sorted(space_ids))).items():
                 known[tenant, space_id] = key
         return [

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from app.crypto import SecretBox
@@ -19,17 +20,23 @@ from simulator.site import build
 from tests.conftest import LiveServer
 from tests.forge.test_installations import invocation
 from tests.reconcile.conftest import SIM_TOKEN, USER, Recorder, Stack
+from workers import reconcile
 from workers.reconcile_runtime import runtime, sweep_due
 
 
+@pytest.mark.parametrize("kept", [reconcile.MAX_SPACE_KEYS, 1])
 async def test_sites_numbering_spaces_alike_keep_their_own_space_keys(
     stack: Stack,
     redis: Redis,
     sim_keys: tuple[KeyPair, KeyPair],
     drain_queue: Callable[[Recorder], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    kept: int,
 ) -> None:
     """Each site numbers its spaces on its own: space 65538 is DEV on one site and OPS on
-    another. One tick sweeps both; every swept event carries its own site's space key."""
+    another. One tick sweeps both; every swept event carries its own site's space key, also
+    when the sweeper may keep only one key and forgets between the sites."""
+    monkeypatch.setattr(reconcile, "MAX_SPACE_KEYS", kept)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     other = build(api_token=SIM_TOKEN, keys=sim_keys, public_url=url, seed=12)
