@@ -162,6 +162,27 @@ class Settings(BaseSettings):
         "/metrics) before giving up on it with a 503",
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    web_max_connections: int = Field(
+        default=2000,
+        ge=16,
+        le=1_000_000,
+        description="connections `reactor web` holds; beyond, new ones and new requests get 503",
+    )
+    web_max_url_bytes: int = Field(
+        default=8 * 1024, ge=4096, le=1024 * 1024, description="longer request URLs get 414"
+    )
+    web_max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=8192,
+        le=1024 * 1024,
+        description="request headers beyond this (names, values, 128 per header) get 431",
+    )
+    web_header_timeout_seconds: float = Field(
+        default=10.0, ge=1, le=300, description="longest wait for a request's line and headers"
+    )
+    web_body_timeout_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="longest wait for a body after its headers"
+    )
     dedupe_window_seconds: int = Field(default=24 * 3600, gt=0, le=MAX_RETENTION_SECONDS)
     worker_concurrency: int = Field(default=20, ge=1, le=1000)
     worker_poll_seconds: float = Field(

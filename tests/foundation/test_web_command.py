@@ -1,10 +1,12 @@
-"""``reactor web``: one process, TLS files checked before start, one line once it listens."""
+"""``reactor web``: one process, TLS files checked before start, its limits from the settings,
+one line once it listens, its open-file limit raised."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -18,8 +20,9 @@ from app.cli import main
 from app.devcert import dev_certificate
 from app.embedded_redis import free_port
 from app.errors import ConfigError
+from app.http_protocol import BoundedHttpToolsProtocol, HttpLimits
 from app.settings import Settings
-from app.web_server import check_tls_files
+from app.web_server import check_tls_files, uvicorn_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,8 +81,59 @@ def test_reactor_web_with_a_missing_certificate_exits_2_without_a_traceback(
     )
 
 
-def test_reactor_web_says_where_it_listens_once_it_does(settings: Settings) -> None:
+def test_the_web_settings_bound_uvicorn(settings: Settings) -> None:
+    limited = settings.model_copy(
+        update={
+            "web_max_connections": 300,
+            "web_max_url_bytes": 5000,
+            "web_max_header_bytes": 9000,
+            "web_header_timeout_seconds": 4.0,
+            "web_body_timeout_seconds": 7.0,
+        }
+    )
+    config = uvicorn_config(limited, host="127.0.0.1", port=8000, forwarded_allow_ips="")
+    assert config.limit_concurrency == 300
+    assert isinstance(config.http, type) and issubclass(config.http, BoundedHttpToolsProtocol)
+    assert config.http.limits == HttpLimits(
+        max_url_bytes=5000,
+        max_header_bytes=9000,
+        head_timeout=4.0,
+        body_timeout=7.0,
+        max_connections=300,
+    )
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert HttpLimits() == HttpLimits(
+        max_url_bytes=defaults.web_max_url_bytes,
+        max_header_bytes=defaults.web_max_header_bytes,
+        head_timeout=defaults.web_header_timeout_seconds,
+        body_timeout=defaults.web_body_timeout_seconds,
+        max_connections=defaults.web_max_connections,
+    )
+
+
+def _few_open_files() -> None:
+    """In the child before exec: a soft limit of open files far below the hard one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def _open_file_limits(pid: int) -> tuple[str, str]:
+    """Soft and hard limit of open files of a running process (Linux)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError("no open-file limit")
+
+
+def test_reactor_web_says_where_it_listens_once_it_does_its_open_file_limit_raised(
+    settings: Settings,
+) -> None:
+    """With a soft limit of 256 files, 256 idle sockets would lock everyone out; it is raised
+    to the hard limit so that REACTOR_WEB_MAX_CONNECTIONS is what bounds connections."""
     assert settings.redis_url is not None
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= 256:
+        pytest.skip("the hard limit of open files is 256 or less here")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
     env |= {
@@ -97,6 +151,7 @@ def test_reactor_web_says_where_it_listens_once_it_does(settings: Settings) -> N
         text=True,
         env=env,
         cwd=ROOT,
+        preexec_fn=_few_open_files,
     )
     lines: queue.Queue[str] = queue.Queue()
 
@@ -112,6 +167,8 @@ def test_reactor_web_says_where_it_listens_once_it_does(settings: Settings) -> N
         assert first["address"] == f"http://127.0.0.1:{port}"
         assert first["base_url"] == "https://reactor.example.com"
         assert first["level"] == "info"
+        soft, hard = _open_file_limits(web.pid)
+        assert soft == hard, (soft, hard)
     finally:
         web.send_signal(signal.SIGTERM)
         web.wait(timeout=30)
