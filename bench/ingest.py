@@ -3,7 +3,9 @@
     .venv/bin/python bench/ingest.py [--json] [--seconds 5] [--rounds 2] [--redis-url URL]
                                      [--target real|queue]
 
-Both servers run as one uvicorn process each with uvloop and httptools, on the same path.
+Both servers run as one uvicorn process each with uvloop and httptools, on the same path; the
+real app with the request bounds ``reactor web`` serves with (app.http_protocol, httptools
+underneath), the bare endpoint with uvicorn's own httptools protocol.
 Each round drives the bare endpoint, then the real one, with the same load: wrk (one thread,
 64 connections) sending validly signed ``page_updated`` webhooks of distinct pages for a
 tenant installed through ``TenantStore``. Then an open-loop driver sends 1,000 requests/s to
@@ -69,10 +71,16 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+# The protocol ``reactor web`` serves the app with: uvicorn's httptools one, within bounds.
+BOUNDED = "app.http_protocol:BoundedHttpToolsProtocol"
+
+
 @contextmanager
-def uvicorn(target: str, port: int, env: dict[str, str], factory: bool) -> Iterator[int]:
+def uvicorn(
+    target: str, port: int, env: dict[str, str], factory: bool, http: str = "httptools"
+) -> Iterator[int]:
     command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    command += ["--port", str(port), "--loop", "uvloop", "--http", http]
     command += ["--log-level", "warning", "--no-access-log", "--no-server-header"]
     if factory:
         command.append("--factory")
@@ -192,7 +200,9 @@ def run(
     acked = 0
     try:
         with (
-            uvicorn(TARGETS[args.target], reactor_port, env, factory=True) as reactor_pid,
+            uvicorn(
+                TARGETS[args.target], reactor_port, env, factory=True, http=BOUNDED
+            ) as reactor_pid,
             uvicorn("bench.bare:app", bare_port, env, factory=False) as bare_pid,
         ):
             warm = throughput(reactor_port, tokens, "warm", args, work)
