@@ -177,6 +177,9 @@ class EventLog:
         key, now = self.keys.event(event_id), now_ms()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"state": state, "reason": reason, "updated": now})
+            # Kept the retention after this change (and never for ever, should the record
+            # have expired during the run this marks).
+            pipe.expire(key, self.retention)
             if next_run is None:
                 pipe.hdel(key, "next_run")
             else:

@@ -156,6 +156,11 @@ for i = 7, #ARGV, 7 do
     local line = prefix .. 'content:' .. content
     local head = redis.call('RPUSH', line, id) == 1
     redis.call('EXPIRE', line, ttl)
+    if not head then
+      -- The line lives on while its content changes: so does its head's record, or a head
+      -- that outwaited the retention (workers down) would hold the line for ever, unrunnable.
+      redis.call('EXPIRE', prefix .. 'event:' .. redis.call('LINDEX', line, 0), ttl)
+    end
     redis.call('HSET', record, 'event', ARGV[i + 1], 'state', head and 'queued' or 'received',
       'attempts', 0, 'received', now, 'updated', now, 'tenant', ARGV[i + 2],
       'type', ARGV[i + 3], 'content', content)
@@ -279,6 +284,14 @@ while nxt and #skipped < tonumber(ARGV[10])
 end
 if not nxt then
   return {false, skipped}
+end
+if redis.call('HEXISTS', prefix .. 'event:' .. nxt, 'event') == 0 then
+  -- Still an expired one after the most one step may skip: scheduled as a stub that names its
+  -- line and expires, which the worker running it ends like these (never a record kept for
+  -- ever, never a line left without a scheduled head).
+  local stub = prefix .. 'event:' .. nxt
+  redis.call('HSET', stub, 'content', string.sub(KEYS[2], #prefix + 9))
+  redis.call('EXPIRE', stub, ARGV[8])
 end
 schedule(prefix, KEYS[3], nxt, ARGV[5], ARGV[6], now)
 return {nxt, skipped}

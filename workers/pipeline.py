@@ -25,7 +25,7 @@ from app.atlassian.events import REMOVALS, Event
 from app.confluence.errors import NotFound
 from app.dashboard.calls import CallRecorder
 from app.errors import Defer
-from app.eventlog import EventLog, Writes, now_ms
+from app.eventlog import EXPIRED, EventLog, Writes, now_ms
 from app.jobstate import JOB_EXPIRY_MS, TERMINAL_STATES, Attempt, EventRecord
 from app.settings import Settings
 from workers.claims import ClaimingWorker
@@ -92,6 +92,12 @@ async def _process(ctx: dict[str, Any], event_id: str) -> str:
         # and no content key to release its line by; see docs/pipeline.md, "Retention".
         _log_missing(event_id)
         return "missing"
+    if not record.type:
+        # A stub for an expired event, scheduled when more expired ones were in line than one
+        # step skips: ended like them, and the line goes on.
+        _log_missing(event_id)
+        await log_store.finish(event_id, record.content, "discarded", EXPIRED)
+        return "discarded"
     if record.state in TERMINAL_STATES:
         return record.state
     event = Event.from_json(record.event_json)
