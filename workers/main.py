@@ -145,7 +145,8 @@ def _redis_settings(url: str) -> RedisSettings:
 
 def cron_jobs(settings: Settings, burst: bool = False) -> list[CronJob] | None:
     """Sweeps for undelivered webhooks, checked every minute (unless sweeps are off), and the
-    daily purge of sites uninstalled longer than the retention (unless kept for ever); none in
+    daily purge: index entries past retention, and sites uninstalled longer than the
+    retention (unless kept for ever); none in
     burst runs (tests). A cron's name carries the Redis prefix: arq keys a cron run's job by
     name and minute outside any prefix, so deployments sharing one Redis would otherwise take
     each other's runs."""
@@ -155,9 +156,8 @@ def cron_jobs(settings: Settings, burst: bool = False) -> list[CronJob] | None:
     if settings.reconcile_interval_seconds > 0:
         name = f"{settings.redis_prefix}reconcile"
         crons.append(cron(reconcile_runtime.tick, name=name, second=7, timeout=RECONCILE_TIMEOUT))
-    if settings.uninstalled_retention_seconds > 0:
-        name = f"{settings.redis_prefix}purge"
-        crons.append(cron(purge.purge, name=name, hour=3, minute=17, second=37, timeout=600))
+    name = f"{settings.redis_prefix}purge"  # index trims, then uninstalled sites (if not kept)
+    crons.append(cron(purge.purge, name=name, hour=3, minute=17, second=37, timeout=600))
     return crons or None
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from app.crypto import SecretBox
+from app.eventlog import EventLog
 from app.installations import InstallationStore, forge_tenant
 from app.reconcile_state import Progress, ReconcileState
 from app.settings import Settings
 from app.tenants import Tenant, TenantStore
 from tests.forge.test_installations import invocation
-from workers.purge import purge_uninstalled
+from workers.purge import purge_uninstalled, trim_indexes
 
 DAY = 24 * 3600.0
 NOW = 1_800_000_000.0
@@ -65,6 +66,41 @@ async def test_a_site_uninstalled_past_the_retention_is_deleted_and_no_other(
         assert await redis.exists(keys.installation(site(kept).installation_id or "")) == 1
     assert [t.client_key for t in await store.list()] == ["back", "live", "recent"]
     assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == []
+
+
+async def test_a_purged_site_s_app_accounts_and_weight_go_with_it(
+    redis: Redis, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"uninstalled_retention_seconds": int(30 * DAY)})
+    store, prefix = TenantStore(redis, settings), settings.redis_prefix
+    for client_key in ("gone", "live"):
+        await _installed(store, client_key, NOW - 90 * DAY)
+        await redis.sadd(f"{prefix}app-accounts:{client_key}", f"app-{client_key}")
+        await redis.hset(f"{prefix}budget:weights", client_key, "2")
+    await store.mark_status("gone", "uninstalled", now=NOW - 31 * DAY)
+    assert await purge_uninstalled(redis, settings, clock=lambda: NOW) == ["gone"]
+    assert await redis.exists(f"{prefix}app-accounts:gone") == 0
+    assert await redis.hget(f"{prefix}budget:weights", "gone") is None
+    assert await redis.exists(f"{prefix}app-accounts:live") == 1
+    assert await redis.hget(f"{prefix}budget:weights", "live") == b"2"
+
+
+async def test_the_daily_run_trims_indexes_past_retention_however_few_jobs_end(
+    redis: Redis, settings: Settings
+) -> None:
+    """The events, failing and dead-letter indexes are trimmed as jobs end; while none ends
+    (every line blocked, workers down) only the daily run keeps them from growing."""
+    log = EventLog(redis, settings)
+    now_ms = int(NOW * 1000)
+    old_event = now_ms - (log.retention + 60) * 1000
+    old_dead = now_ms - (log.dead_retention + 60) * 1000
+    await redis.zadd(log.keys.events, {"ev_old": old_event, "ev_new": now_ms})
+    await redis.zadd(log.failing, {"ev_old": old_event, "ev_new": now_ms})
+    await redis.zadd(log.keys.dlq, {"ev_dead_old": old_dead, "ev_dead": old_event})
+    assert await trim_indexes(redis, settings, clock=lambda: NOW) == 3
+    assert await redis.zrange(log.keys.events, 0, -1) == [b"ev_new"]
+    assert await redis.zrange(log.failing, 0, -1) == [b"ev_new"]
+    assert await redis.zrange(log.keys.dlq, 0, -1) == [b"ev_dead"]  # dead letters keep longer
 
 
 async def test_a_retention_of_zero_keeps_uninstalled_sites_for_ever(
