@@ -22,14 +22,8 @@ from workers.main import build_worker
 from workers.pipeline import process_event
 
 
-async def test_a_waiting_event_whose_record_expired_is_skipped_and_releases_the_line(
-    redis: Redis, settings: Settings
-) -> None:
-    first, lost, last = (make_event(content_id="7", version=v) for v in (1, 2, 3))
-    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
-    for event in (first, lost, last):
-        assert await queue.put(event)
-    await redis.delete(log.keys.event(lost.id))  # its retention ran out while it waited
+async def run_queued(settings: Settings) -> list[str]:
+    """Run what the queue holds with a real worker (burst); the ids handled, in order."""
     ran: list[str] = []
 
     async def dispatch(event: Event, job: JobContext) -> None:
@@ -40,6 +34,18 @@ async def test_a_waiting_event_whose_record_expired_is_skipped_and_releases_the_
         await worker.main()
     finally:
         await worker.close()
+    return ran
+
+
+async def test_a_waiting_event_whose_record_expired_is_skipped_and_releases_the_line(
+    redis: Redis, settings: Settings
+) -> None:
+    first, lost, last = (make_event(content_id="7", version=v) for v in (1, 2, 3))
+    queue, log = EventQueue(redis, settings), EventLog(redis, settings)
+    for event in (first, lost, last):
+        assert await queue.put(event)
+    await redis.delete(log.keys.event(lost.id))  # its retention ran out while it waited
+    ran = await run_queued(settings)
     assert ran == [first.id, last.id]
     skipped = await log.record(lost.id)
     assert skipped is not None and skipped.state == "discarded"
@@ -61,16 +67,7 @@ async def test_more_expired_events_than_one_step_skips_never_block_the_line(
         assert await queue.put(event)
     for event in lost:  # four waiting records ran out of retention
         await redis.delete(log.keys.event(event.id))
-    ran: list[str] = []
-
-    async def dispatch(event: Event, job: JobContext) -> None:
-        ran.append(event.id)
-
-    worker = build_worker(settings, burst=True, handle_signals=False, dispatch=dispatch)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    ran = await run_queued(settings)
     assert ran == [first.id, last.id]
     for event in lost:
         record = await log.record(event.id)
