@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from app.logs import JsonLine, LineWriter, configure_logging, info_line
+from app.logs import FLUSH_DELAY_SECONDS, JsonLine, LineWriter, configure_logging, info_line
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
@@ -140,20 +140,21 @@ def test_lines_outside_a_loop_are_written_at_once() -> None:
     assert stream.getvalue().splitlines() == [b'{"event":"a"}', b'{"event":"b"}']
 
 
-async def test_info_lines_of_one_loop_iteration_share_one_write() -> None:
+async def test_info_lines_made_close_together_share_one_write() -> None:
     stream = CountingStream()
     writer = LineWriter(stream)
     for n in range(5):
         writer.info(b"%d" % n)
+        await asyncio.sleep(0)  # lines of several loop iterations
     assert stream.writes == 0
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
     assert writer.drain(5)
     assert (stream.writes, stream.getvalue()) == (1, b"0\n1\n2\n3\n4\n")
     writer.info(b"5")
     writer.error(b"6")  # a warning or worse goes out at once, after what waits before it
     assert writer.drain(5)
     assert stream.getvalue().endswith(b"4\n5\n6\n")
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
     assert writer.drain(5) and stream.getvalue().endswith(b"4\n5\n6\n")
 
 
