@@ -176,8 +176,7 @@ class LineWriter:
 
     def _write_here(self, stream: Any, data: bytes) -> None:
         """Outside a loop: after what the thread still holds (order kept), then this."""
-        if self._backlog or self._writing:
-            self.drain(EXIT_DRAIN_SECONDS)
+        self.drain(EXIT_DRAIN_SECONDS)
         _write(stream, data)
 
     def _hand_over(self, stream: Any, data: bytes, count: int) -> None:
@@ -229,14 +228,9 @@ class LineWriter:
 
     def close(self) -> None:
         """At exit: what waits is written (the writing thread's part within a bound)."""
-        with self._lock:
-            lines, self._lines = self._lines, []
-        if self._backlog or self._writing:
-            self.drain(EXIT_DRAIN_SECONDS)
-        if lines:
-            lines.append(b"")
-            with contextlib.suppress(Exception):  # nothing left to tell at exit
-                _write(self._stream or getattr(sys.stderr, "buffer", None), b"\n".join(lines))
+        with contextlib.suppress(Exception):  # nothing left to tell at exit
+            self.flush()  # no loop runs at exit: written here, after what the thread holds
+        self.drain(EXIT_DRAIN_SECONDS)
 
     debug = info = msg = log = _later
     warning = warn = error = err = critical = fatal = exception = failure = _now
