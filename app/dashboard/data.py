@@ -27,6 +27,8 @@ from app.queue import EventQueue
 from app.settings import Settings
 
 RUNNING_SCAN_LIMIT = 1000
+# The job states queue_counts counts (beside them it gives the queue's lag).
+QUEUE_STATES = ("queued", "running", "deferred")
 STATE_SAMPLE = 2000
 DEFAULT_PAGE = 100
 MAX_PAGE = 500

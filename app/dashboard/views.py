@@ -19,7 +19,7 @@ from starlette.requests import Request
 from app.budget.hook import Priority
 from app.budget.redis_budget import RedisBudget
 from app.crypto import SecretBox
-from app.dashboard.data import DEFAULT_PAGE, Cursor, Page, ReadModel
+from app.dashboard.data import DEFAULT_PAGE, QUEUE_STATES, Cursor, Page, ReadModel
 from app.dlq import DeadLetters, Filter
 from app.installations import InstallationStore
 from app.jobstate import Keys
@@ -139,7 +139,7 @@ async def compute_overview(request: Request, *, sample: bool = False) -> dict[st
     counts = await model.queue_counts(now)
     act = activity(request)
     if sample:
-        await act.sample({f"depth:{k}": counts[k] for k in ("queued", "running", "deferred")}, now)
+        await act.sample({f"depth:{k}": counts[k] for k in QUEUE_STATES}, now)
     hour = summarize_minutes(await act.minutes(HOUR_MINUTES, now))
     indexed = await model.per_minute(HOUR_MINUTES, now)
     for name in ("received", "dead"):
@@ -445,7 +445,7 @@ def pretty(value: Any) -> str:
 async def refresh_gauges(request: Request, metrics: Metrics) -> None:
     """Set the gauges whose truth lives in Redis (queue depth, DLQ size, budget) for a scrape."""
     counts = await read_model(request).queue_counts()
-    for state in ("queued", "running", "deferred"):
+    for state in QUEUE_STATES:
         metrics.queue_depth.labels(state=state).set(counts[state])
     metrics.queue_oldest_due.set(counts["oldest_due_seconds"])
     dead = await dead_letter_count(request)
