@@ -27,7 +27,6 @@ for neither, or for any other field).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from dataclasses import asdict
 from typing import Any
@@ -288,14 +287,6 @@ async def audit(request: Request) -> Response:
     )
 
 
-def _bears(request: Request, token: str) -> bool:
-    """Whether the request's ``Authorization`` header is ``Bearer <token>`` (constant time)."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
 async def metrics(request: Request) -> Response:
     """Prometheus exposition; gauges that live in Redis are read at scrape time.
 
@@ -303,7 +294,10 @@ async def metrics(request: Request) -> Response:
     (the series name tenants and their use of the budget, and the web port faces Atlassian).
     """
     token: SecretStr | None = request.app.state.settings.metrics_token
-    if token is not None and not _bears(request, token.get_secret_value()):
+    given = auth.bearer_token(request)
+    if token is not None and (
+        given is None or not auth.match_token(given, [token.get_secret_value()])
+    ):
         return error_response(
             401,
             "unauthorized",

@@ -149,9 +149,9 @@ def current_operator(request: Request) -> Operator | None:
     tokens = settings.dashboard_tokens
     if not tokens:
         return None
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        token = match_token(header[7:].strip(), tokens)
+    given = bearer_token(request)
+    if given is not None:
+        token = match_token(given, tokens)
         return Operator(token_id(token), "bearer") if token else None
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
@@ -285,10 +285,16 @@ def refused(
     return error_page(request, status, code, detail, headers)
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, if it sends one."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
 def _bearer_given(request: Request) -> bool:
     """Whether the request offers an operator token (``Authorization: Bearer``); another
     scheme (a proxy's ``Basic``, say) is not a guess at the token and is not counted."""
-    return request.headers.get("authorization", "").lower().startswith("bearer ")
+    return bearer_token(request) is not None
 
 
 async def _refuse(request: Request) -> Response:
