@@ -26,7 +26,7 @@ unless the response is itself a 429: a beta header on a 200 is a warning, not a 
 rate-limit header seen is kept in ``raw`` (lower-cased names). ``tenant_scoped`` says the
 figures are one tenant's own quota (``tenant-app-quota``, a tenant-based reason), which the
 budget does not take for the app's shared one; the enforced headers decide it when they say
-anything.
+anything (:func:`quota_fields` gives both in one pass).
 Pure code: a function of (status, headers, now).
 """
 
@@ -179,16 +179,6 @@ def _scope(raw: dict[str, str], prefix: str) -> bool | None:
     return None
 
 
-def tenant_scoped(raw: dict[str, str]) -> bool:
-    """Whether the quota figures are one tenant's own quota, not the app's shared one.
-
-    The enforced (unprefixed) headers decide when they say anything: a 429 from the app's
-    shared quota that also carries a ``Beta-`` warning about a tenant's quota is the shared
-    quota's. Beta headers decide only when no enforced one speaks.
-    """
-    return _first(_scope(raw, prefix) for prefix in _PREFIXES) or False
-
-
 Fields = tuple[int | None, int | None, float | None]
 
 
@@ -221,18 +211,22 @@ def _tier(raw: dict[str, str], prefix: str, now: float) -> Fields:
     )
 
 
-def quota_fields(raw: dict[str, str], now: float) -> Fields:
-    """The points quota's (limit, remaining, reset) from lower-cased rate-limit headers.
+def quota_fields(raw: dict[str, str], now: float) -> tuple[Fields, bool]:
+    """The points quota's (limit, remaining, reset) from lower-cased rate-limit headers, and
+    whether they are one tenant's own quota (``tenant_scoped``).
 
     Prefixes in order: unprefixed (enforced), ``Beta-``, ``X-Beta-``. The first that gives
     any figure gives the quota; a later one fills a field it lacks only when it describes the
     same quota (same scope, and the same limit where both state one). Beta figures about a
-    tenant's own quota never stand in for the enforced shared quota's, nor the other way.
+    tenant's own quota never stand in for the enforced shared quota's, nor the other way. The
+    scope is said by the first prefix that says anything: a 429 from the app's shared quota
+    that also carries a ``Beta-`` warning about a tenant's quota is the shared quota's.
     """
     tiers = [(_tier(raw, prefix, now), _scope(raw, prefix)) for prefix in _PREFIXES]
+    scoped = _first(scope for _, scope in tiers) or False
     found = [(fields, scope) for fields, scope in tiers if any(f is not None for f in fields)]
     if not found:
-        return None, None, None
+        return (None, None, None), scoped
     (limit, remaining, reset), scope = found[0]
     for (other_limit, other_remaining, other_reset), other_scope in found[1:]:
         if bool(other_scope) != bool(scope):
@@ -242,7 +236,7 @@ def quota_fields(raw: dict[str, str], now: float) -> Fields:
         limit = limit if limit is not None else other_limit
         remaining = remaining if remaining is not None else other_remaining
         reset = reset if reset is not None else other_reset
-    return limit, remaining, reset
+    return (limit, remaining, reset), scoped
 
 
 def _first(values: Iterable[T | None]) -> T | None:
@@ -262,7 +256,7 @@ def observe(
         key = name.lower()
         if _is_rate_header(key):
             raw[key] = f"{raw[key]}, {value}" if key in raw else value
-    limit, remaining, reset = quota_fields(raw, now)
+    (limit, remaining, reset), scoped = quota_fields(raw, now)
     near = [
         raw.get(f"{p}x-ratelimit-nearlimit") or raw.get(f"{p}ratelimit-nearlimit")
         for p in _PREFIXES
@@ -284,5 +278,5 @@ def observe(
         retry_after=retry_after,
         actual_cost=actual_cost,
         raw=raw,
-        tenant_scoped=tenant_scoped(raw),
+        tenant_scoped=scoped,
     )
